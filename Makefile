@@ -14,7 +14,7 @@ $(STAMP): $(SOURCES)
 	mkdir -p .build && touch $(STAMP)
 
 demo: install
-	$(PYTHON) examples/demo.py
+	$(PYTHON) examples/sft_lora/train.py --flashmask
 
 test: install
 	$(PYTHON) -m pytest -q tests

@@ -1,0 +1,48 @@
+// Moving tiles between the strided [batch, seqlen, heads, head_dim] tensors
+// and the contiguous, zero-padded fp32 tiles the arithmetic runs on.
+#pragma once
+
+#include <cstdint>
+
+#include "convert.h"
+#include "flashmask/params.h"
+
+namespace flashmask {
+namespace cpu {
+
+// Element (b, row, head, 0) of a [batch, seqlen, heads, head_dim] tensor.
+template <typename T>
+T* element(T* base, const TensorStrides& s, int b, int row, int head) {
+  return base + b * s.batch + row * s.row + head * s.head;
+}
+
+// dst[tile_rows x ld] = scale * src[rows x cols], converted to fp32; rows and
+// columns past the valid ones are zero so they drop out of every product.
+template <typename T>
+void load_tile(const T* src, int64_t row_stride, int rows, int cols, float scale, int tile_rows,
+               int ld, float* dst) {
+  for (int r = 0; r < tile_rows; ++r) {
+    float* d = dst + r * ld;
+    if (r >= rows) {
+      for (int c = 0; c < ld; ++c) d[c] = 0.f;
+      continue;
+    }
+    const T* s = src + r * row_stride;
+    for (int c = 0; c < cols; ++c) d[c] = scale * to_float(s[c]);
+    for (int c = cols; c < ld; ++c) d[c] = 0.f;
+  }
+}
+
+// dst[rows x cols] = scale * src, converted to T.
+template <typename T>
+void store_tile(const float* src, int ld, int rows, int cols, float scale, T* dst,
+                int64_t row_stride) {
+  for (int r = 0; r < rows; ++r) {
+    const float* s = src + r * ld;
+    T* d = dst + r * row_stride;
+    for (int c = 0; c < cols; ++c) d[c] = from_float<T>(scale * s[c]);
+  }
+}
+
+}  // namespace cpu
+}  // namespace flashmask

@@ -1,0 +1,90 @@
+// fp32 tile arithmetic: the matrix micro-kernel, exp2, and small helpers.
+//
+// Plain loops written so that GCC/Clang at -O3 vectorise them for whatever
+// ISA the build targets (SSE2 baseline, AVX2, AVX-512 with -march=native);
+// reductions carry `omp simd` because without -ffast-math the compiler may
+// not reorder a floating-point sum or max on its own.
+#pragma once
+
+#include <cstdint>
+
+#include "convert.h"
+
+namespace flashmask {
+namespace cpu {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// C[M x N] = (accumulate ? C : 0) + op(X) * Y[K x N], all row-major, where
+// op(X) is X[M x K], or with kTransposeX the transpose of X[K x M] (which
+// saves transposing probabilities for dv += p^T dout and dk += ds^T q).
+// M must be a multiple of kGemmRows and N of kGemmCols. The kGemmRows x
+// kGemmCols accumulator block is small enough to live in vector registers
+// across the whole k loop, so C is read and written once per block instead
+// of once per k, which is what makes this run near the FMA peak.
+constexpr int kGemmRows = 4;
+constexpr int kGemmCols = 32;
+
+template <bool kTransposeX = false>
+inline void gemm(int M, int N, int K, const float* X, int ldx, const float* Y, int ldy, float* C,
+                 int ldc, bool accumulate) {
+  for (int i0 = 0; i0 < M; i0 += kGemmRows) {
+    for (int n0 = 0; n0 < N; n0 += kGemmCols) {
+      float acc[kGemmRows][kGemmCols];
+      for (int r = 0; r < kGemmRows; ++r)
+        for (int c = 0; c < kGemmCols; ++c)
+          acc[r][c] = accumulate ? C[(i0 + r) * ldc + n0 + c] : 0.f;
+      for (int k = 0; k < K; ++k) {
+        const float* y = Y + k * ldy + n0;
+        for (int r = 0; r < kGemmRows; ++r) {
+          const float x = kTransposeX ? X[k * ldx + i0 + r] : X[(i0 + r) * ldx + k];
+          for (int c = 0; c < kGemmCols; ++c) acc[r][c] += x * y[c];
+        }
+      }
+      for (int r = 0; r < kGemmRows; ++r)
+        for (int c = 0; c < kGemmCols; ++c) C[(i0 + r) * ldc + n0 + c] = acc[r][c];
+    }
+  }
+}
+
+// dst[c][r] = src[r][c] for a rows x cols block.
+inline void transpose(const float* src, int rows, int cols, int lds, float* dst, int ldd) {
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
+}
+
+// 2^x, relative error ~1e-7, exactly 0 for x < -126.5 (so for -inf too: a
+// masked score contributes exactly nothing). Branch-free so loops over it
+// vectorise; libm's exp2f would keep them scalar.
+inline float fast_exp2(float x) {
+  const float clamped = x < -127.f ? -127.f : (x > 127.f ? 127.f : x);
+  // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer.
+  const float n = (clamped + 12582912.f) - 12582912.f;
+  const float f = clamped - n;  // in [-0.5, 0.5]
+  // Taylor series of 2^f = e^(f ln 2); the degree-7 term is below 2^-23 here.
+  float p = 1.5403530393381608e-4f;
+  p = p * f + 1.3333558146428443e-3f;
+  p = p * f + 9.6181291076284772e-3f;
+  p = p * f + 5.5504108664821580e-2f;
+  p = p * f + 2.4022650695910071e-1f;
+  p = p * f + 6.9314718055994531e-1f;
+  p = p * f + 1.f;
+  // 2^n built in the exponent field; n = -127 gives the bit pattern of +0.
+  const float pow2n = bits_float(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
+  return p * pow2n;
+}
+
+inline float row_max(const float* x, int n) {
+  float m = -__builtin_inff();
+#pragma omp simd reduction(max : m)
+  for (int i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+inline void scale_row(float* x, int n, float s) {
+  for (int i = 0; i < n; ++i) x[i] *= s;
+}
+
+}  // namespace cpu
+}  // namespace flashmask

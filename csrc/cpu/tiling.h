@@ -1,0 +1,31 @@
+// Tile geometry shared by the CPU forward and backward passes.
+#pragma once
+
+#include <cstdint>
+
+#include "flashmask/params.h"
+
+namespace flashmask {
+namespace cpu {
+
+// Query rows and key columns per tile. Both divide kBlockMaskSize, so a tile
+// never straddles two block_mask blocks and one lookup decides the whole tile.
+// 64 x 64 fp32 tiles (16 KiB each) keep a tile's working set in L2 up to
+// head_dim 256 while giving the micro-kernel long enough rows.
+constexpr int kTileRows = 64;
+constexpr int kTileCols = 64;
+static_assert(kBlockMaskSize % kTileRows == 0 && kBlockMaskSize % kTileCols == 0,
+              "a tile must lie inside one block_mask block");
+
+// Every fp32 tile row is padded with zeros to a multiple of the micro-kernel
+// width (see gemm_accumulate), which leaves dot products unchanged.
+constexpr int kHeadDimAlign = 32;
+
+inline int padded_head_dim(int head_dim) {
+  return (head_dim + kHeadDimAlign - 1) / kHeadDimAlign * kHeadDimAlign;
+}
+
+inline int num_tiles(int length, int tile) { return (length + tile - 1) / tile; }
+
+}  // namespace cpu
+}  // namespace flashmask

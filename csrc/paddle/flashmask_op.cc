@@ -1,0 +1,314 @@
+// Paddle binding of FlashMask attention: validation, place dispatch and the
+// operator registration. The kernels themselves never see a Paddle type.
+#include "flashmask_op.h"
+
+#include <sstream>
+#include <string>
+
+#include "cpu/flashmask_cpu.h"
+
+namespace {
+
+constexpr int64_t kCpuMaxHeadDim = 256;
+
+std::string ShapeStr(const std::vector<int64_t>& shape) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << "]";
+  return os.str();
+}
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+bool IsSupportedDtype(paddle::DataType dtype) {
+  return dtype == paddle::DataType::FLOAT32 || dtype == paddle::DataType::FLOAT16 ||
+         dtype == paddle::DataType::BFLOAT16;
+}
+
+// Checks shared by the forward and the backward op; Python-side validation
+// also exists, but this keeps bad calls from reaching a kernel.
+void CheckInputs(const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
+                 const paddle::Tensor& startend_row_indices,
+                 const paddle::optional<paddle::Tensor>& block_mask, bool causal) {
+  const auto qs = q.shape(), ks = k.shape(), vs = v.shape();
+  PD_CHECK(qs.size() == 4, "flashmask_attention_op: `q` must be 4-D [batch, seqlen_q, num_heads, ",
+           "head_dim], got shape ", ShapeStr(qs));
+  PD_CHECK(ks.size() == 4,
+           "flashmask_attention_op: `k` must be 4-D [batch, seqlen_k, num_heads_k, ",
+           "head_dim], got shape ", ShapeStr(ks));
+  PD_CHECK(vs == ks, "flashmask_attention_op: `v` must have the shape of `k` ", ShapeStr(ks),
+           ", got ", ShapeStr(vs));
+  PD_CHECK(IsSupportedDtype(q.dtype()),
+           "flashmask_attention_op: `q` dtype must be float32, float16 or bfloat16, got ",
+           q.dtype());
+  PD_CHECK(k.dtype() == q.dtype() && v.dtype() == q.dtype(),
+           "flashmask_attention_op: `k` and `v` must have the dtype of `q` (", q.dtype(), "), got ",
+           k.dtype(), " and ", v.dtype());
+  PD_CHECK(
+      k.place() == q.place() && v.place() == q.place() && startend_row_indices.place() == q.place(),
+      "flashmask_attention_op: `k`, `v` and `startend_row_indices` must be on the place of "
+      "`q`");
+  const int64_t batch = qs[0], seqlen_q = qs[1], num_heads = qs[2], head_dim = qs[3];
+  const int64_t seqlen_k = ks[1], num_heads_k = ks[2];
+  PD_CHECK(ks[0] == batch && ks[3] == head_dim,
+           "flashmask_attention_op: `k` must be [batch, seqlen_k, num_heads_k, head_dim] with the "
+           "batch and head_dim of `q` ",
+           ShapeStr(qs), ", got ", ShapeStr(ks));
+  PD_CHECK(head_dim >= 1, "flashmask_attention_op: `q` head_dim must be at least 1, got ",
+           head_dim);
+  PD_CHECK(num_heads_k >= 1 && num_heads % num_heads_k == 0,
+           "flashmask_attention_op: num_heads of `q` (", num_heads,
+           ") must be a multiple of num_heads of `k` (", num_heads_k, ")");
+
+  const auto is = startend_row_indices.shape();
+  PD_CHECK(startend_row_indices.dtype() == paddle::DataType::INT32,
+           "flashmask_attention_op: `startend_row_indices` dtype must be int32, got ",
+           startend_row_indices.dtype());
+  const bool bounds_ok =
+      is.size() == 4 && (causal ? (is[3] == 1 || is[3] == 2) : (is[3] == 2 || is[3] == 4));
+  PD_CHECK(bounds_ok && is[0] == batch && is[2] == seqlen_k &&
+               (is[1] == 1 || is[1] == num_heads_k || is[1] == num_heads),
+           "flashmask_attention_op: `startend_row_indices` must be [", batch,
+           ", num_mask_heads in {1, ", num_heads_k, ", ", num_heads, "}, ", seqlen_k, ", ",
+           causal ? "1 or 2" : "2 or 4", " (causal=", causal ? "True" : "False", ")], got ",
+           ShapeStr(is));
+  if (block_mask) {
+    const auto bs = block_mask->shape();
+    const std::vector<int64_t> expected = {batch, is[1],
+                                           CeilDiv(seqlen_q, flashmask::kBlockMaskSize),
+                                           CeilDiv(seqlen_k, flashmask::kBlockMaskSize)};
+    PD_CHECK(block_mask->dtype() == paddle::DataType::INT32,
+             "flashmask_attention_op: `block_mask` dtype must be int32, got ", block_mask->dtype());
+    PD_CHECK(
+        bs == expected, "flashmask_attention_op: `block_mask` must be [batch, num_mask_heads, ",
+        "ceil(seqlen_q/128), ceil(seqlen_k/128)] = ", ShapeStr(expected), ", got ", ShapeStr(bs));
+    PD_CHECK(block_mask->place() == q.place(),
+             "flashmask_attention_op: `block_mask` must be on the place of `q`");
+  }
+}
+
+void CheckLikeQ(const paddle::Tensor& q, const paddle::Tensor& t, const char* name) {
+  PD_CHECK(t.shape() == q.shape() && t.dtype() == q.dtype() && t.place() == q.place(),
+           "flashmask_attention_op: `", name, "` must match `q` (shape ", ShapeStr(q.shape()), ", ",
+           q.dtype(), "), got shape ", ShapeStr(t.shape()), ", ", t.dtype());
+}
+
+void CheckBackwardInputs(const paddle::Tensor& q, const paddle::Tensor& out,
+                         const paddle::Tensor& softmax_lse, const paddle::Tensor& dout) {
+  CheckLikeQ(q, out, "out");
+  CheckLikeQ(q, dout, "out@GRAD");
+  const auto qs = q.shape();
+  const std::vector<int64_t> lse_shape = {qs[0], qs[2], qs[1]};
+  PD_CHECK(softmax_lse.shape() == lse_shape && softmax_lse.dtype() == paddle::DataType::FLOAT32 &&
+               softmax_lse.place() == q.place(),
+           "flashmask_attention_op: `softmax_lse` must be float32 ", ShapeStr(lse_shape),
+           " [batch, num_heads, seqlen_q], got ", softmax_lse.dtype(), " ",
+           ShapeStr(softmax_lse.shape()));
+}
+
+void CheckCpuHeadDim(const paddle::Tensor& q) {
+  PD_CHECK(q.shape()[3] <= kCpuMaxHeadDim, "flashmask_attention_op: on CPU `q` head_dim must be ",
+           "at most ", kCpuMaxHeadDim, ", got ", q.shape()[3]);
+}
+
+flashmask::DType ToDType(paddle::DataType dtype) {
+  switch (dtype) {
+    case paddle::DataType::FLOAT16:
+      return flashmask::DType::kFloat16;
+    case paddle::DataType::BFLOAT16:
+      return flashmask::DType::kBFloat16;
+    default:
+      return flashmask::DType::kFloat32;  // CheckInputs allows nothing else
+  }
+}
+
+// Strides of a contiguous [batch, seqlen, heads, head_dim] tensor.
+flashmask::TensorStrides StridesOf(const paddle::Tensor& t) {
+  const auto s = t.shape();
+  return {s[1] * s[2] * s[3], s[2] * s[3], s[3]};
+}
+
+flashmask::AttentionShape ShapeOf(const paddle::Tensor& q, const paddle::Tensor& k) {
+  const auto qs = q.shape(), ks = k.shape();
+  return {static_cast<int32_t>(qs[0]), static_cast<int32_t>(qs[1]), static_cast<int32_t>(ks[1]),
+          static_cast<int32_t>(qs[2]), static_cast<int32_t>(ks[2]), static_cast<int32_t>(qs[3])};
+}
+
+flashmask::MaskParams MaskOf(const paddle::Tensor& startend_row_indices,
+                             const paddle::optional<paddle::Tensor>& block_mask, bool causal) {
+  const auto is = startend_row_indices.shape();
+  return {startend_row_indices.data<int32_t>(), static_cast<int32_t>(is[3]),
+          static_cast<int32_t>(is[1]), causal, block_mask ? block_mask->data<int32_t>() : nullptr};
+}
+
+[[noreturn]] void ThrowUnsupportedPlace(const paddle::Tensor& q) {
+  PD_THROW("flashmask_attention_op: unsupported place ", q.place(),
+           " (supported: CPU, and GPU when Paddle and this package are built with CUDA)");
+}
+
+}  // namespace
+
+flashmask::FwdParams MakeFwdParams(const paddle::Tensor& q, const paddle::Tensor& k,
+                                   const paddle::Tensor& v,
+                                   const paddle::Tensor& startend_row_indices,
+                                   const paddle::optional<paddle::Tensor>& block_mask, bool causal,
+                                   float softmax_scale, paddle::Tensor& out,
+                                   paddle::Tensor& softmax_lse) {
+  flashmask::FwdParams p{};
+  p.shape = ShapeOf(q, k);
+  p.mask = MaskOf(startend_row_indices, block_mask, causal);
+  p.dtype = ToDType(q.dtype());
+  p.softmax_scale = softmax_scale;
+  p.q = q.data();
+  p.k = k.data();
+  p.v = v.data();
+  p.out = out.data();
+  p.lse = softmax_lse.data<float>();
+  p.q_strides = StridesOf(q);
+  p.k_strides = StridesOf(k);
+  p.v_strides = StridesOf(v);
+  p.out_strides = StridesOf(out);
+  return p;
+}
+
+flashmask::BwdParams MakeBwdParams(const paddle::Tensor& q, const paddle::Tensor& k,
+                                   const paddle::Tensor& v,
+                                   const paddle::Tensor& startend_row_indices,
+                                   const paddle::Tensor& out, const paddle::Tensor& softmax_lse,
+                                   const paddle::Tensor& dout,
+                                   const paddle::optional<paddle::Tensor>& block_mask, bool causal,
+                                   float softmax_scale, paddle::Tensor& dq, paddle::Tensor& dk,
+                                   paddle::Tensor& dv) {
+  flashmask::BwdParams p{};
+  p.shape = ShapeOf(q, k);
+  p.mask = MaskOf(startend_row_indices, block_mask, causal);
+  p.dtype = ToDType(q.dtype());
+  p.softmax_scale = softmax_scale;
+  p.q = q.data();
+  p.k = k.data();
+  p.v = v.data();
+  p.out = out.data();
+  p.dout = dout.data();
+  p.lse = softmax_lse.data<float>();
+  p.dq = dq.data();
+  p.dk = dk.data();
+  p.dv = dv.data();
+  p.q_strides = StridesOf(q);
+  p.k_strides = StridesOf(k);
+  p.v_strides = StridesOf(v);
+  p.out_strides = StridesOf(out);
+  p.dout_strides = StridesOf(dout);
+  p.dq_strides = StridesOf(dq);
+  p.dk_strides = StridesOf(dk);
+  p.dv_strides = StridesOf(dv);
+  return p;
+}
+
+std::vector<paddle::Tensor> FlashMaskForwardCPU(const paddle::Tensor& q, const paddle::Tensor& k,
+                                                const paddle::Tensor& v,
+                                                const paddle::Tensor& startend_row_indices,
+                                                const paddle::optional<paddle::Tensor>& block_mask,
+                                                bool causal, float softmax_scale) {
+  CheckCpuHeadDim(q);
+  const auto qs = q.shape();
+  paddle::Tensor out = paddle::empty(qs, q.dtype(), q.place());
+  paddle::Tensor lse = paddle::empty({qs[0], qs[2], qs[1]}, paddle::DataType::FLOAT32, q.place());
+  flashmask::flashmask_fwd_cpu(
+      MakeFwdParams(q, k, v, startend_row_indices, block_mask, causal, softmax_scale, out, lse));
+  return {out, lse};
+}
+
+std::vector<paddle::Tensor> FlashMaskBackwardCPU(
+    const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
+    const paddle::Tensor& startend_row_indices, const paddle::Tensor& out,
+    const paddle::Tensor& softmax_lse, const paddle::Tensor& dout,
+    const paddle::optional<paddle::Tensor>& block_mask, bool causal, float softmax_scale) {
+  CheckCpuHeadDim(q);
+  paddle::Tensor dq = paddle::empty(q.shape(), q.dtype(), q.place());
+  paddle::Tensor dk = paddle::empty(k.shape(), k.dtype(), k.place());
+  paddle::Tensor dv = paddle::empty(v.shape(), v.dtype(), v.place());
+  flashmask::flashmask_bwd_cpu(MakeBwdParams(q, k, v, startend_row_indices, out, softmax_lse, dout,
+                                             block_mask, causal, softmax_scale, dq, dk, dv));
+  return {dq, dk, dv};
+}
+
+namespace {
+
+// The kernels take contiguous tensors; contiguous() is a no-op when they are.
+paddle::optional<paddle::Tensor> Contiguous(const paddle::optional<paddle::Tensor>& t) {
+  return t ? paddle::optional<paddle::Tensor>(t->contiguous()) : t;
+}
+
+std::vector<paddle::Tensor> FlashMaskForward(const paddle::Tensor& q, const paddle::Tensor& k,
+                                             const paddle::Tensor& v,
+                                             const paddle::Tensor& startend_row_indices,
+                                             const paddle::optional<paddle::Tensor>& block_mask,
+                                             bool causal, float softmax_scale) {
+  CheckInputs(q, k, v, startend_row_indices, block_mask, causal);
+  const paddle::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  const paddle::Tensor ic = startend_row_indices.contiguous();
+  const paddle::optional<paddle::Tensor> bc = Contiguous(block_mask);
+  if (q.is_cpu()) return FlashMaskForwardCPU(qc, kc, vc, ic, bc, causal, softmax_scale);
+#ifdef PADDLE_WITH_CUDA
+  if (q.is_gpu()) return FlashMaskForwardGPU(qc, kc, vc, ic, bc, causal, softmax_scale);
+#endif
+  ThrowUnsupportedPlace(q);
+}
+
+std::vector<paddle::Tensor> FlashMaskBackward(
+    const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
+    const paddle::Tensor& startend_row_indices, const paddle::Tensor& out,
+    const paddle::Tensor& softmax_lse, const paddle::Tensor& dout,
+    const paddle::optional<paddle::Tensor>& block_mask, bool causal, float softmax_scale) {
+  CheckInputs(q, k, v, startend_row_indices, block_mask, causal);
+  CheckBackwardInputs(q, out, softmax_lse, dout);
+  const paddle::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  const paddle::Tensor ic = startend_row_indices.contiguous();
+  const paddle::Tensor oc = out.contiguous(), lc = softmax_lse.contiguous();
+  const paddle::Tensor dc = dout.contiguous();
+  const paddle::optional<paddle::Tensor> bc = Contiguous(block_mask);
+  if (q.is_cpu()) {
+    return FlashMaskBackwardCPU(qc, kc, vc, ic, oc, lc, dc, bc, causal, softmax_scale);
+  }
+#ifdef PADDLE_WITH_CUDA
+  if (q.is_gpu()) {
+    return FlashMaskBackwardGPU(qc, kc, vc, ic, oc, lc, dc, bc, causal, softmax_scale);
+  }
+#endif
+  ThrowUnsupportedPlace(q);
+}
+
+std::vector<std::vector<int64_t>> FlashMaskInferShape(
+    const std::vector<int64_t>& q_shape, const std::vector<int64_t>& /*k_shape*/,
+    const std::vector<int64_t>& /*v_shape*/,
+    const std::vector<int64_t>& /*startend_row_indices_shape*/,
+    const paddle::optional<std::vector<int64_t>>& /*block_mask_shape*/) {
+  PD_CHECK(q_shape.size() == 4, "flashmask_attention_op: `q` must be 4-D [batch, seqlen_q, ",
+           "num_heads, head_dim], got shape ", ShapeStr(q_shape));
+  return {q_shape, {q_shape[0], q_shape[2], q_shape[1]}};
+}
+
+std::vector<paddle::DataType> FlashMaskInferDtype(
+    const paddle::DataType& q_dtype, const paddle::DataType& /*k_dtype*/,
+    const paddle::DataType& /*v_dtype*/, const paddle::DataType& /*startend_row_indices_dtype*/,
+    const paddle::optional<paddle::DataType>& /*block_mask_dtype*/) {
+  return {q_dtype, paddle::DataType::FLOAT32};
+}
+
+}  // namespace
+
+PD_BUILD_OP(flashmask_attention_op)
+    .Inputs({"q", "k", "v", "startend_row_indices", paddle::Optional("block_mask")})
+    .Outputs({"out", "softmax_lse"})
+    .Attrs({"causal: bool", "softmax_scale: float"})
+    .SetKernelFn(PD_KERNEL(FlashMaskForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(FlashMaskInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FlashMaskInferDtype));
+
+PD_BUILD_GRAD_OP(flashmask_attention_op)
+    .Inputs({"q", "k", "v", "startend_row_indices", "out", "softmax_lse", paddle::Grad("out"),
+             paddle::Optional("block_mask")})
+    .Outputs({paddle::Grad("q"), paddle::Grad("k"), paddle::Grad("v")})
+    .Attrs({"causal: bool", "softmax_scale: float"})
+    .SetKernelFn(PD_KERNEL(FlashMaskBackward));
