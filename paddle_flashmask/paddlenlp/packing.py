@@ -1,0 +1,31 @@
+"""Greedy packing of examples into sequences of at most `max_seq_len` tokens.
+
+Like PaddleNLP's zero padding: examples are taken in order and appended to
+the current sequence while they fit; the first one that does not fit starts
+the next sequence. The collators then lay each pack out as one row whose
+attention mask keeps the examples apart.
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence, TypeVar
+
+Example = TypeVar("Example")
+
+
+def pack_greedily(examples: Sequence[Example], lengths: Sequence[int], max_seq_len: int) -> List[List[Example]]:
+    """Groups consecutive examples; every group's total length is <= max_seq_len."""
+    packs: List[List[Example]] = []
+    current: List[Example] = []
+    used = 0
+    for example, length in zip(examples, lengths):
+        if not 0 < length <= max_seq_len:
+            raise ValueError(f"example length {length} is not in [1, max_seq_len={max_seq_len}]")
+        if used + length > max_seq_len:
+            packs.append(current)
+            current, used = [], 0
+        current.append(example)
+        used += length
+    if current:
+        packs.append(current)
+    return packs

@@ -1,0 +1,158 @@
+"""Route PaddleNLP's Llama and Qwen2 attention to paddle_flashmask's op.
+
+PaddleNLP's attention layers call `self.attn_func(query, config, key, value,
+attention_mask, output_attentions, ..., attn_mask_startend_row_indices=...)`,
+where `attn_func` is the modeling module's `scaled_dot_product_attention`,
+captured when the layer is built. With startend_row_indices that function
+needs Paddle's GPU-only flashmask kernel (`use_flash_attention=True`) and
+otherwise silently falls back to a plain causal mask.
+
+`apply()` installs a data descriptor named `attn_func` on the attention
+classes: every read of `layer.attn_func` (for layers built before or after
+apply()) returns a function that sends calls carrying
+`attn_mask_startend_row_indices` to `paddle_flashmask.flashmask_attention`
+and every other call to PaddleNLP's own function. The layers themselves are
+never modified, so `revert()` (removing the descriptors) restores PaddleNLP
+exactly. No dense mask is built: PaddleNLP skips building one whenever
+startend_row_indices are given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import inspect
+
+import paddle
+
+# The test suite passes on PaddleNLP 3.0.0b3 and 3.0.0b4. In 3.0.0b2 Qwen2
+# models do not take attn_mask_startend_row_indices yet.
+MIN_PADDLENLP_VERSION = "3.0.0b3"
+# (modeling module, attention class) pairs whose layers are routed.
+_ATTENTION_CLASSES = (
+    ("paddlenlp.transformers.llama.modeling", "LlamaAttention"),
+    ("paddlenlp.transformers.qwen2.modeling", "Qwen2Attention"),
+)
+
+
+def _startend_row_indices(indices: paddle.Tensor) -> paddle.Tensor:
+    """PaddleNLP's [B, S] or [B, Hm, S] (one bound per column) -> the op's [B, Hm, S, bounds]."""
+    if indices.ndim == 2:
+        indices = indices.unsqueeze(1)
+    if indices.ndim == 3:
+        indices = indices.unsqueeze(-1)
+    return indices if indices.dtype == paddle.int32 else indices.astype("int32")
+
+
+def _flashmask_attention(call: inspect.BoundArguments):
+    """PaddleNLP's attention contract, computed by our op."""
+    from paddle_flashmask import flashmask_attention
+
+    args = call.arguments
+    config = args["config"]
+    if args.get("alibi") is not None:
+        raise ValueError("paddle_flashmask: FlashMask does not support alibi (PaddleNLP does not either)")
+    if args.get("reshard_layer") is not None or getattr(config, "context_parallel_degree", 1) > 1:
+        raise NotImplementedError("paddle_flashmask: sep/context parallel attention is not routed to FlashMask")
+    query = args["query_states"]
+    batch, seqlen, num_heads, _ = query.shape
+    head_dim = args["value_states"].shape[-1]
+    # Only Qwen2's attention applies attention dropout (it is the one passing `training`).
+    training = args.get("training", True)
+    dropout = getattr(config, "attention_dropout", 0.0) if "training" in args else 0.0
+    out = flashmask_attention(
+        query,
+        args["key_states"],
+        args["value_states"],
+        startend_row_indices=_startend_row_indices(args["attn_mask_startend_row_indices"]),
+        causal=True,  # PaddleNLP's startend_row_indices are always meant for a causal mask
+        dropout=dropout,
+        training=training,
+    )
+    if args.get("sequence_parallel"):
+        out = out.reshape([batch * seqlen, num_heads * head_dim])
+    else:
+        out = out.reshape([batch, seqlen, num_heads * head_dim])
+    # Like PaddleNLP's flash path: attention weights are never materialised.
+    return (out, None) if args["output_attentions"] else out
+
+
+def _routed(attn_func):
+    """`attn_func` (PaddleNLP's function, or a functools.partial of it) with
+    FlashMask calls sent to our op."""
+    signature = inspect.signature(attn_func)
+
+    @functools.wraps(attn_func)
+    def attention(*args, **kwargs):
+        call = signature.bind(*args, **kwargs)
+        if call.arguments.get("attn_mask_startend_row_indices") is None:
+            return attn_func(*args, **kwargs)
+        call.apply_defaults()
+        return _flashmask_attention(call)
+
+    return attention
+
+
+class _RoutedAttnFunc:
+    """Data descriptor for `attn_func`: reads return the routed function; writes
+    (PaddleNLP's __init__) store the plain one in the layer's __dict__, where
+    it is found again once the descriptor is removed."""
+
+    def __get__(self, layer, owner=None):
+        if layer is None:
+            return self
+        return _routed(layer.__dict__["attn_func"])
+
+    def __set__(self, layer, attn_func):
+        layer.__dict__["attn_func"] = attn_func
+
+
+def _attention_classes():
+    for module_name, class_name in _ATTENTION_CLASSES:
+        yield getattr(importlib.import_module(module_name), class_name)
+
+
+def is_applied() -> bool:
+    return all(isinstance(cls.__dict__.get("attn_func"), _RoutedAttnFunc) for cls in _attention_classes())
+
+
+def _check_paddlenlp_version() -> None:
+    import paddlenlp
+    from packaging.version import Version
+
+    if Version(paddlenlp.__version__) < Version(MIN_PADDLENLP_VERSION):
+        # Fail loudly: with an older PaddleNLP, routing could silently do nothing.
+        raise RuntimeError(
+            f"paddle_flashmask.paddlenlp needs PaddleNLP >= {MIN_PADDLENLP_VERSION}, found {paddlenlp.__version__}"
+        )
+
+
+def apply() -> None:
+    """Routes PaddleNLP Llama/Qwen2 attention with `attn_mask_startend_row_indices`
+    to paddle_flashmask, on any device the op runs on. Idempotent."""
+    _check_paddlenlp_version()
+    for cls in _attention_classes():
+        if "attn_func" in cls.__dict__ and not isinstance(cls.__dict__["attn_func"], _RoutedAttnFunc):
+            raise RuntimeError(f"{cls.__name__}.attn_func is already patched by someone else")
+        setattr(cls, "attn_func", _RoutedAttnFunc())
+
+
+def revert() -> None:
+    """Undoes apply(): PaddleNLP's own attention again, for every layer. Idempotent."""
+    for cls in _attention_classes():
+        if isinstance(cls.__dict__.get("attn_func"), _RoutedAttnFunc):
+            delattr(cls, "attn_func")
+
+
+@contextlib.contextmanager
+def flashmask_routing():
+    """`with flashmask_routing(): ...` routes to FlashMask inside the block only
+    (a block nested in an applied state leaves it applied)."""
+    was_applied = is_applied()
+    apply()
+    try:
+        yield
+    finally:
+        if not was_applied:
+            revert()
