@@ -173,3 +173,24 @@ def check_dropout(dropout: float, training: bool) -> None:
         )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"flashmask_attention: `dropout` must be in [0, 1), got {dropout}")
+
+
+def resolve_mask_arguments(startend_row_indices, window_size, block_mask, causal, batch, seqlen_q, seqlen_k):
+    """The bounds a call runs with: the given ones, those of `window_size`, or
+    bounds that mask nothing beyond `causal` (NumPy int32 in the last two cases),
+    so that one kernel serves every call."""
+    from paddle_flashmask.masks import builders  # masks imports this module
+
+    if window_size is not None:
+        if startend_row_indices is not None:
+            raise ValueError(
+                "flashmask_attention: pass either `window_size` or `startend_row_indices`, not both"
+            )
+        return builders.window_size_to_indices(window_size, causal, seqlen_q, seqlen_k, batch)
+    if block_mask is not None and startend_row_indices is None:
+        raise ValueError(
+            "flashmask_attention: `block_mask` must be used together with `startend_row_indices`"
+        )
+    if startend_row_indices is None:
+        return builders.no_mask_indices(causal, batch, seqlen_q, seqlen_k)
+    return startend_row_indices

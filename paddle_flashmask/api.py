@@ -7,7 +7,6 @@ import numpy as np
 import paddle
 
 from paddle_flashmask import _checks
-from paddle_flashmask.masks import window_size_to_indices
 
 _CPU_DTYPES = ("float32", "float16", "bfloat16")
 _GPU_DTYPES = ("float16", "bfloat16")
@@ -38,14 +37,6 @@ def _as_int32_tensor(x, like, arg: str):
     raise TypeError(
         f"flashmask_attention: `{arg}` must be a paddle.Tensor or numpy.ndarray, got {type(x).__name__}"
     )
-
-
-def _no_mask_indices(causal: bool, batch: int, seqlen_q: int, seqlen_k: int) -> np.ndarray:
-    """Bounds that mask nothing (besides `causal`), so one kernel serves every call."""
-    if causal:
-        return np.full((batch, 1, seqlen_k, 1), seqlen_q, dtype=np.int32)
-    cols = np.stack([np.full(seqlen_k, seqlen_q), np.zeros(seqlen_k)], -1)
-    return np.ascontiguousarray(np.broadcast_to(cols, (batch, 1, seqlen_k, 2)), dtype=np.int32)
 
 
 def _seed_offset(fixed_seed_offset):
@@ -130,18 +121,9 @@ def flashmask_attention(
     batch, seqlen_q = int(query.shape[0]), int(query.shape[1])
     seqlen_k = int(key.shape[1])
 
-    if window_size is not None:
-        if startend_row_indices is not None:
-            raise ValueError(
-                "flashmask_attention: pass either `window_size` or `startend_row_indices`, not both"
-            )
-        startend_row_indices = window_size_to_indices(window_size, causal, seqlen_q, seqlen_k, batch)
-    if block_mask is not None and startend_row_indices is None:
-        raise ValueError(
-            "flashmask_attention: `block_mask` must be used together with `startend_row_indices`"
-        )
-    if startend_row_indices is None:
-        startend_row_indices = _no_mask_indices(causal, batch, seqlen_q, seqlen_k)
+    startend_row_indices = _checks.resolve_mask_arguments(
+        startend_row_indices, window_size, block_mask, causal, batch, seqlen_q, seqlen_k
+    )
     startend_row_indices = _as_int32_tensor(startend_row_indices, query, "startend_row_indices")
     if block_mask is not None:
         block_mask = _as_int32_tensor(block_mask, query, "block_mask")

@@ -53,6 +53,13 @@ def _spec(columns: Sequence[np.ndarray], causal: bool) -> MaskSpec:
     return MaskSpec(np.ascontiguousarray(arr, dtype=np.int32), causal)
 
 
+def no_mask_indices(causal: bool, batch: int, seqlen_q: int, seqlen_k: int) -> np.ndarray:
+    """Bounds that mask nothing beyond `causal`: int32 [batch, 1, seqlen_k, 1 if causal else 2]."""
+    lts = np.full(seqlen_k, seqlen_q)
+    cols = lts[:, None] if causal else np.stack([lts, np.zeros(seqlen_k)], -1)
+    return _spec([cols] * batch, causal).startend_row_indices
+
+
 def full_mask(seqlen: int, batch: int = 1) -> MaskSpec:
     """Every query attends to every key (non-causal, nothing masked).
 
@@ -61,8 +68,7 @@ def full_mask(seqlen: int, batch: int = 1) -> MaskSpec:
     ####
     ####
     """
-    cols = np.stack([np.full(seqlen, seqlen), np.zeros(seqlen)], -1)
-    return _spec([cols] * batch, causal=False)
+    return MaskSpec(no_mask_indices(False, batch, seqlen, seqlen), False)
 
 
 def causal_mask(seqlen: int, batch: int = 1) -> MaskSpec:
@@ -73,7 +79,7 @@ def causal_mask(seqlen: int, batch: int = 1) -> MaskSpec:
     ###.
     ####
     """
-    return _spec([np.full((seqlen, 1), seqlen)] * batch, causal=True)
+    return MaskSpec(no_mask_indices(True, batch, seqlen, seqlen), True)
 
 
 def window_size_to_indices(window_size, causal: bool, seqlen_q: int, seqlen_k: int, batch: int = 1):

@@ -1,0 +1,402 @@
+#!/usr/bin/env python3
+"""GPU kernel benchmark: FlashMask CUDA kernels vs FlexAttention, SDPA (FA2 / cuDNN)
+and SDPA with a dense bool mask, in one process on the same inputs.
+
+Setup of the FlashMask paper's kernel benchmark: total tokens 128K (B=16/4/1 at
+N=8K/32K/128K), D=128 with H=32 and D=64 with H=64, bf16, every mask type.
+TFLOPs/s count only unmasked (row, key) pairs: fwd = 4*D*H*pairs, bwd = 2.5x
+fwd, fwd+bwd = 3.5x fwd over the fwd+bwd time. Times are medians of
+triton.testing.do_bench (device events, L2 flushed between runs).
+
+    python benchmarks/bench_gpu.py --configs 8k-128,32k-128 --tag d128   # -> results/gpu_d128.json
+    python benchmarks/bench_gpu.py --report                               # merge -> gpu.json/.md/.png
+
+FlexAttention: torch.compile'd flex_attention with a BlockMask built by
+create_block_mask from a mask_mod reading the same (normalised) column bounds;
+its build time is reported. One mask_mod per shape (bounds copied in place) so
+masks do not recompile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+
+from paddle_flashmask import masks  # noqa: E402
+from paddle_flashmask.masks.dense import normalized_bounds  # noqa: E402
+
+CONFIGS = {  # name -> (N, B, D, H)
+    "8k-128": (8192, 16, 128, 32),
+    "32k-128": (32768, 4, 128, 32),
+    "128k-128": (131072, 1, 128, 32),
+    "8k-64": (8192, 16, 64, 64),
+    "32k-64": (32768, 4, 64, 64),
+}
+MASKS = [
+    "full", "causal", "sliding_window", "causal_document", "document", "share_question",
+    "prefix_lm_causal", "prefix_lm_document", "global_sliding_window", "causal_blockwise",
+    "qk_sparse", "random_eviction",
+]
+
+
+def _doc_lengths(rng, n, count):
+    cuts = np.sort(rng.choice(np.arange(128, n - 127), size=count - 1, replace=False))
+    return np.diff(np.concatenate([[0], cuts, [n]])).tolist()
+
+
+def build_mask(name, n, b, h, seed=0):
+    rng = np.random.default_rng(seed)
+    lo, hi = (3, 7) if n <= 8192 else (10, 14)
+    docs = [_doc_lengths(rng, n, int(rng.integers(lo, hi + 1))) for _ in range(b)]
+    if name == "full":
+        return masks.full_mask(n, batch=b)
+    if name == "causal":
+        return masks.causal_mask(n, batch=b)
+    if name == "sliding_window":
+        return masks.sliding_window_mask(n, 1024, batch=b)
+    if name == "causal_document":
+        return masks.causal_document_mask(docs)
+    if name == "document":
+        return masks.document_mask(docs)
+    if name == "causal_blockwise":
+        return masks.causal_blockwise_mask(docs)
+    if name == "share_question":
+        per = []
+        for ds in docs:
+            items = []
+            for L in ds:
+                q = L // 3
+                a1 = (L - q) // 2
+                items.append((q, [a1, L - q - a1]))
+            per.append(items)
+        return masks.share_question_mask(per)
+    if name == "prefix_lm_causal":
+        return masks.prefix_lm_causal_mask(n, n // 4, batch=b)
+    if name == "prefix_lm_document":
+        return masks.prefix_lm_document_mask([[(max(1, L // 4), L) for L in ds] for ds in docs])
+    if name == "global_sliding_window":
+        return masks.global_sliding_window_mask(n, 256, 1024, batch=b)
+    if name == "qk_sparse":
+        return masks.qk_sparse_mask(n, [(n // 8, n // 4), (n // 2, n // 2 + n // 8)], batch=b)
+    if name == "random_eviction":
+        return masks.random_eviction_mask(n, h, batch=b, seed=seed)
+    raise ValueError(name)
+
+
+def unmasked_pairs(idx, causal, n):
+    """Unmasked (row, key) pairs per (b, mask head) -> [B, Hm] (inclusion-exclusion over intervals)."""
+    lts, lte, uts, ute = (np.clip(x, 0, n).astype(np.int64) for x in normalized_bounds(idx, causal, n))
+    ivs = [(lts, np.maximum(lts, lte)), (uts, np.maximum(uts, ute))]
+    if causal:
+        j = np.arange(idx.shape[2])[None, None, :]
+        cs = np.zeros_like(lts)
+        ivs.append((cs, np.broadcast_to(np.clip(j, 0, n), lts.shape)))  # rows < j masked
+
+    def inter(a, b):
+        s = np.maximum(a[0], b[0])
+        return s, np.maximum(s, np.minimum(a[1], b[1]))
+
+    def ln(a):
+        return a[1] - a[0]
+
+    total = sum(ln(a) for a in ivs)
+    for i in range(len(ivs)):
+        for k in range(i + 1, len(ivs)):
+            total = total - ln(inter(ivs[i], ivs[k]))
+    if len(ivs) == 3:
+        total = total + ln(inter(inter(ivs[0], ivs[1]), ivs[2]))
+    return (n - total).sum(axis=-1)
+
+
+def bench_config(cfg, mask_names, args, torch, on_row=None):
+    import triton
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    import torch.nn.functional as F
+
+    from paddle_flashmask.torch import flashmask_attention
+
+    n, b, d, h = CONFIGS[cfg]
+    dev = "cuda"
+    dt = torch.bfloat16
+    scale = d**-0.5
+    g = torch.Generator(device=dev).manual_seed(1234)
+    q = torch.randn(b, n, h, d, device=dev, dtype=dt, generator=g)
+    k = torch.randn(b, n, h, d, device=dev, dtype=dt, generator=g)
+    v = torch.randn(b, n, h, d, device=dev, dtype=dt, generator=g)
+    do = torch.randn(b, n, h, d, device=dev, dtype=dt, generator=g)
+    qt, kt, vt, dot = (x.transpose(1, 2).contiguous() for x in (q, k, v, do))  # [B,H,N,D] copies
+    for x in (q, k, v, qt, kt, vt):
+        x.requires_grad_(True)
+
+    def bench(fn):
+        return triton.testing.do_bench(fn, warmup=args.warmup, rep=args.rep, return_mode="median")
+
+    def time_three(fwd_only, fwd_grad):
+        """(fwd ms, bwd ms, fwd+bwd ms)."""
+        t_f = bench(fwd_only)
+        out = fwd_grad()
+        leaves = (q, k, v, qt, kt, vt)
+
+        def bwd():
+            for x in leaves:
+                x.grad = None
+            out.backward(do if out.shape == do.shape else dot, retain_graph=True)
+
+        t_b = bench(bwd)
+        del out
+
+        def fb():
+            for x in leaves:
+                x.grad = None
+            o = fwd_grad()
+            o.backward(do if o.shape == do.shape else dot)
+
+        t_fb = bench(fb)
+        return t_f, t_b, t_fb
+
+    # FlexAttention: one mask_mod per shape; bounds live in these tensors (copied in place).
+    LTS = torch.zeros(b, h, n, dtype=torch.int32, device=dev)
+    LTE, UTS, UTE = torch.zeros_like(LTS), torch.zeros_like(LTS), torch.zeros_like(LTS)
+    CAUSAL = torch.zeros((), dtype=torch.bool, device=dev)
+
+    def mask_mod(bi, hi, qi, ki):
+        lm = (qi >= LTS[bi, hi, ki]) & (qi < LTE[bi, hi, ki])
+        um = (qi >= UTS[bi, hi, ki]) & (qi < UTE[bi, hi, ki])
+        cm = CAUSAL & (ki > qi)
+        return ~(lm | um | cm)
+
+    flex = torch.compile(flex_attention, dynamic=False)
+    rows = []
+    for mname in mask_names:
+        spec = build_mask(mname, n, b, h)
+        idx, causal = spec.startend_row_indices, spec.causal
+        pairs = unmasked_pairs(idx, causal, n)  # [B, Hm]
+        hm = idx.shape[1]
+        total_pairs = float(pairs.sum() * (h // hm))
+        density = total_pairs / (b * h * float(n) * n)
+        fwd_flops = 4.0 * d * total_pairs
+        row = dict(config=cfg, mask=mname, N=n, B=b, H=h, D=d, density=density, causal=bool(causal))
+        idx_t = torch.from_numpy(idx).to(dev)
+
+        def tf(ms, mult):
+            return mult * fwd_flops / (ms * 1e-3) / 1e12
+
+        # ours
+        def ours_f():
+            with torch.no_grad():
+                return flashmask_attention(q, k, v, idx_t, causal=causal)
+
+        def ours_g():
+            return flashmask_attention(q, k, v, idx_t, causal=causal)
+
+        t = time_three(ours_f, ours_g)
+        row.update(ours_fwd=tf(t[0], 1), ours_bwd=tf(t[1], 2.5), ours_fwdbwd=tf(t[2], 3.5), ours_ms=t)
+        o_ours = ours_f()
+        assert torch.isfinite(o_ours).all(), f"{mname}: non-finite output"
+
+        # FlexAttention
+        if not args.no_flex:
+            try:
+                nb = [torch.from_numpy(np.ascontiguousarray(x)) for x in normalized_bounds(idx, causal, n)]
+                for dst, src in zip((LTS, LTE, UTS, UTE), nb):
+                    src = src.to(dev, torch.int32)
+                    if hm != h:
+                        src = src.repeat_interleave(h // hm, dim=1) if hm > 1 else src.expand(b, h, n)
+                    dst.copy_(src)
+                CAUSAL.fill_(bool(causal))
+                build = lambda: create_block_mask(mask_mod, b, h, n, n, device=dev, _compile=True)  # noqa: E731
+                bm = build()
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                reps = 3
+                for _ in range(reps):
+                    bm = build()
+                torch.cuda.synchronize()
+                row["flex_build_ms"] = (time.perf_counter() - t0) / reps * 1e3
+
+                def flex_f():
+                    with torch.no_grad():
+                        return flex(qt, kt, vt, block_mask=bm, scale=scale)
+
+                def flex_g():
+                    return flex(qt, kt, vt, block_mask=bm, scale=scale)
+
+                t = time_three(flex_f, flex_g)
+                row.update(flex_fwd=tf(t[0], 1), flex_bwd=tf(t[1], 2.5), flex_fwdbwd=tf(t[2], 3.5))
+                diff = (flex_f().transpose(1, 2).float() - o_ours.float()).abs().max().item()
+                row["max_abs_diff_vs_flex"] = diff
+            except Exception as e:  # noqa: BLE001
+                row["flex_error"] = repr(e)[:300]
+                print(f"  flex failed: {e!r}"[:300], flush=True)
+
+        # SDPA flash / cuDNN (full and causal only)
+        if mname in ("full", "causal"):
+            for key, backend in (("fa2", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+                try:
+                    def sf():
+                        with torch.no_grad(), sdpa_kernel(backend):
+                            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=scale)
+
+                    def sg():
+                        with sdpa_kernel(backend):
+                            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=scale)
+
+                    t = time_three(sf, sg)
+                    row.update({f"{key}_fwd": tf(t[0], 1), f"{key}_bwd": tf(t[1], 2.5), f"{key}_fwdbwd": tf(t[2], 3.5)})
+                except Exception as e:  # noqa: BLE001
+                    row[f"{key}_error"] = repr(e)[:300]
+        # SDPA with the dense bool mask (where it fits: N <= 8K, one mask head)
+        if n <= 8192 and hm == 1 and not args.no_dense:
+            try:
+                dense = torch.from_numpy(masks.to_dense(idx, causal)).to(dev)  # [B,1,N,N]
+
+                def df():
+                    with torch.no_grad():
+                        return F.scaled_dot_product_attention(qt, kt, vt, attn_mask=dense, scale=scale)
+
+                def dg():
+                    return F.scaled_dot_product_attention(qt, kt, vt, attn_mask=dense, scale=scale)
+
+                t = time_three(df, dg)
+                row.update(dense_fwd=tf(t[0], 1), dense_bwd=tf(t[1], 2.5), dense_fwdbwd=tf(t[2], 3.5))
+                del dense
+            except Exception as e:  # noqa: BLE001
+                row["dense_error"] = repr(e)[:200]
+                torch.cuda.empty_cache()
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+        print(json.dumps({k2: (round(v2, 1) if isinstance(v2, float) else v2) for k2, v2 in row.items()
+                          if k2 not in ("ours_ms",)}), flush=True)
+    return rows
+
+
+def fmt(x):
+    return "-" if x is None else f"{x:.0f}"
+
+
+def fmt1(x):
+    return "-" if x is None else f"{x:.1f}"
+
+
+def report(out_dir: pathlib.Path):
+    rows = []
+    meta = {}
+    for path in sorted(glob.glob(str(out_dir / "gpu_*.json"))):
+        data = json.load(open(path))
+        meta[os.path.basename(path)] = data.get("meta", {})
+        rows.extend(data["rows"])
+    order = {c: i for i, c in enumerate(CONFIGS)}
+    rows.sort(key=lambda r: (order.get(r["config"], 99), MASKS.index(r["mask"]) if r["mask"] in MASKS else 99))
+    json.dump({"meta": meta, "rows": rows}, open(out_dir / "gpu.json", "w"), indent=1)
+    lines = [
+        "# FlashMask CUDA kernels vs baselines (same process, same inputs)",
+        "",
+        "TFLOPs/s counting only unmasked (row, key) pairs (fwd = 4·D·H·pairs, bwd = 2.5x, fwd+bwd = 3.5x),",
+        "bf16, total tokens 128K, median of triton do_bench. Generated by `benchmarks/bench_gpu.py --report`.",
+        "",
+    ]
+    for m in meta.values():
+        if m:
+            lines.append(f"- `{m.get('tag')}`: {m.get('device')}, torch {m.get('torch')}, {m.get('date')}")
+    lines.append("")
+    hdr = ("| N | D | mask | density | ours fwd | ours bwd | ours fwd+bwd | Flex fwd | Flex fwd+bwd | "
+           "FA2 fwd+bwd | cuDNN fwd+bwd | dense fwd+bwd | ours/Flex | ours/FA2 | Flex build ms |")
+    lines += [hdr, "|" + "---|" * 15]
+    for r in rows:
+        ratio_flex = r["ours_fwdbwd"] / r["flex_fwdbwd"] if r.get("flex_fwdbwd") else None
+        ratio_fa2 = r["ours_fwdbwd"] / r["fa2_fwdbwd"] if r.get("fa2_fwdbwd") else None
+        lines.append(
+            f"| {r['N'] // 1024}K | {r['D']} | {r['mask']} | {r['density']:.2f} | {fmt(r.get('ours_fwd'))} | "
+            f"{fmt(r.get('ours_bwd'))} | {fmt(r.get('ours_fwdbwd'))} | {fmt(r.get('flex_fwd'))} | "
+            f"{fmt(r.get('flex_fwdbwd'))} | {fmt(r.get('fa2_fwdbwd'))} | {fmt(r.get('cudnn_fwdbwd'))} | "
+            f"{fmt(r.get('dense_fwdbwd'))} | {'-' if ratio_flex is None else f'{ratio_flex:.2f}'} | "
+            f"{'-' if ratio_fa2 is None else f'{ratio_fa2:.2f}'} | "
+            f"{fmt1(r.get('flex_build_ms'))} |"
+        )
+    (out_dir / "gpu.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        cfgs = [c for c in CONFIGS if any(r["config"] == c for r in rows)]
+        fig, axes = plt.subplots(len(cfgs), 1, figsize=(13, 3.2 * len(cfgs)), squeeze=False)
+        for ax, c in zip(axes[:, 0], cfgs):
+            rs = [r for r in rows if r["config"] == c]
+            x = np.arange(len(rs))
+            for i, (key, label) in enumerate((("ours_fwdbwd", "FlashMask (ours)"), ("flex_fwdbwd", "FlexAttention"),
+                                              ("fa2_fwdbwd", "SDPA FA2"), ("cudnn_fwdbwd", "SDPA cuDNN"),
+                                              ("dense_fwdbwd", "SDPA dense mask"))):
+                ax.bar(x + (i - 2) * 0.16, [r.get(key) or 0 for r in rs], 0.16, label=label)
+            ax.set_xticks(x)
+            ax.set_xticklabels([r["mask"] for r in rs], rotation=20, fontsize=8)
+            ax.set_ylabel("fwd+bwd TFLOPs/s")
+            ax.set_title(c)
+        axes[0, 0].legend(fontsize=8, ncol=5)
+        fig.tight_layout()
+        fig.savefig(out_dir / "gpu.png", dpi=90)
+    except Exception as e:  # noqa: BLE001
+        print("chart skipped:", e)
+    print((out_dir / "gpu.md").read_text())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--configs", default="8k-128,32k-128")
+    ap.add_argument("--masks", default=",".join(MASKS))
+    ap.add_argument("--tag", default="run")
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--warmup", type=int, default=25)
+    ap.add_argument("--rep", type=int, default=100)
+    ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--no-dense", action="store_true")
+    ap.add_argument("--report", action="store_true")
+    args = ap.parse_args()
+    out_dir = pathlib.Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        report(out_dir)
+        return
+    import torch
+
+    # Timing the backward alone reuses one graph (retain_graph=True), which compiled
+    # FlexAttention refuses with donated buffers.
+    try:
+        import torch._functorch.config as functorch_config
+
+        functorch_config.donated_buffer = False
+    except (ImportError, AttributeError):
+        pass
+    rows = []
+    meta = dict(tag=args.tag, device=torch.cuda.get_device_name(), torch=torch.__version__,
+                date=time.strftime("%Y-%m-%d %H:%M"))
+    for cfg in args.configs.split(","):
+        names = args.masks.split(",")
+        if cfg.startswith("128k"):
+            names = [m for m in names if m in ("full", "causal", "causal_document", "document", "share_question")]
+        def save(row):  # after every row, so a time limit loses nothing measured
+            rows.append(row)
+            with open(out_dir / f"gpu_{args.tag}.json", "w") as f:
+                json.dump({"meta": meta, "rows": rows}, f, indent=1)
+
+        bench_config(cfg, names, args, torch, on_row=save)
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+// extern "C" entry points of libflashmask_cuda: validation, dispatch on
+// (dtype, head_dim), and the O(N) tile-bounds preprocessing kernel.
+#include <cstdarg>
+#include <cstdio>
+#include <cmath>
+
+#include "flashmask/cuda_api.h"
+#include "flashmask_launch.cuh"
+
+namespace flashmask {
+namespace cuda {
+
+namespace {
+thread_local char g_error[1024] = "";
+}
+
+int report_error(const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(g_error, sizeof(g_error), fmt, ap);
+  va_end(ap);
+  return 1;
+}
+
+int check_cuda(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return 0;
+  return report_error("%s: CUDA error %d (%s)", what, static_cast<int>(e), cudaGetErrorString(e));
+}
+
+int smem_optin_bytes() {
+  static int cache[64] = {0};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 48 * 1024;
+  if (cache[dev] == 0) {
+    int v = 0;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+      v = 48 * 1024;
+    cache[dev] = v;
+  }
+  return cache[dev];
+}
+
+int device_cc_major() {
+  static int cache[64] = {0};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 8;
+  if (cache[dev] == 0) {
+    int v = 8;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) v = 8;
+    cache[dev] = v;
+  }
+  return cache[dev];
+}
+
+// One warp per key tile: min/max of the normalised bounds over its valid columns.
+__global__ void tile_bounds_kernel(const MaskParams mask, int seqlen_q, int seqlen_k, int block_n,
+                                   int n_tiles, int64_t total_tiles, TileBounds* out) {
+  const int64_t tile = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (tile >= total_tiles) return;
+  const int64_t bhm = tile / n_tiles;
+  const int n = static_cast<int>(tile % n_tiles);
+  const int nb = mask.num_bounds;
+  const int c_end = min(n * block_n + block_n, seqlen_k);
+  TileBounds t = empty_tile_bounds();
+  for (int c = n * block_n + lane; c < c_end; c += 32)
+    extend_tile_bounds(t, load_column_bounds(
+                              mask.startend_row_indices + (bhm * seqlen_k + c) * nb, nb,
+                              mask.causal, seqlen_q));
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    t.lts_min = min(t.lts_min, __shfl_xor_sync(0xffffffffu, t.lts_min, off));
+    t.lts_max = max(t.lts_max, __shfl_xor_sync(0xffffffffu, t.lts_max, off));
+    t.lte_min = min(t.lte_min, __shfl_xor_sync(0xffffffffu, t.lte_min, off));
+    t.lte_max = max(t.lte_max, __shfl_xor_sync(0xffffffffu, t.lte_max, off));
+    t.uts_min = min(t.uts_min, __shfl_xor_sync(0xffffffffu, t.uts_min, off));
+    t.uts_max = max(t.uts_max, __shfl_xor_sync(0xffffffffu, t.uts_max, off));
+    t.ute_min = min(t.ute_min, __shfl_xor_sync(0xffffffffu, t.ute_min, off));
+    t.ute_max = max(t.ute_max, __shfl_xor_sync(0xffffffffu, t.ute_max, off));
+  }
+  if (lane == 0) out[tile] = t;
+}
+
+void launch_tile_bounds(const MaskParams& mask, const AttentionShape& shape, int block_n,
+                        TileBounds* out, cudaStream_t stream) {
+  const int n_tiles = ceil_div(shape.seqlen_k, block_n);
+  const int64_t total = static_cast<int64_t>(shape.batch) * mask.num_mask_heads * n_tiles;
+  if (total == 0) return;
+  const int64_t blocks = (total * 32 + 255) / 256;
+  tile_bounds_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+      mask, shape.seqlen_q, shape.seqlen_k, block_n, n_tiles, total, out);
+}
+
+namespace {
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+bool strides_ok(const TensorStrides& s) {
+  return s.batch % 8 == 0 && s.row % 8 == 0 && s.head % 8 == 0;
+}
+
+int validate_common(const AttentionShape& s, const MaskParams& m, DType dtype, float scale) {
+  if (dtype != DType::kFloat16 && dtype != DType::kBFloat16)
+    return report_error("flashmask CUDA: dtype must be float16 or bfloat16");
+  if (s.head_dim != 64 && s.head_dim != 128 && s.head_dim != 256)
+    return report_error("flashmask CUDA: head_dim %d is not supported (64, 128 or 256; pad "
+                        "smaller head dims)", s.head_dim);
+  if (s.batch < 0 || s.seqlen_q < 0 || s.seqlen_k < 0 || s.num_heads <= 0 || s.num_heads_k <= 0)
+    return report_error("flashmask CUDA: bad shape");
+  if (s.num_heads % s.num_heads_k != 0)
+    return report_error("flashmask CUDA: num_heads (%d) must be a multiple of num_heads_k (%d)",
+                        s.num_heads, s.num_heads_k);
+  if (s.num_heads > 65535 || s.batch > 65535)
+    return report_error("flashmask CUDA: batch and num_heads must be <= 65535");
+  if (m.num_mask_heads != 1 && m.num_mask_heads != s.num_heads_k &&
+      m.num_mask_heads != s.num_heads)
+    return report_error("flashmask CUDA: num_mask_heads (%d) must be 1, num_heads_k or num_heads",
+                        m.num_mask_heads);
+  const bool nb_ok = m.causal ? (m.num_bounds == 1 || m.num_bounds == 2)
+                              : (m.num_bounds == 2 || m.num_bounds == 4);
+  if (!nb_ok)
+    return report_error("flashmask CUDA: %d bounds per column is invalid when causal=%d",
+                        m.num_bounds, static_cast<int>(m.causal));
+  if (m.startend_row_indices == nullptr)
+    return report_error("flashmask CUDA: startend_row_indices must not be null");
+  if (!(scale > 0.f) || !std::isfinite(scale))
+    return report_error("flashmask CUDA: softmax_scale must be a positive finite number");
+  return 0;
+}
+
+template <typename F>
+int dispatch(DType dtype, int head_dim, F&& f) {
+  if (dtype == DType::kFloat16) {
+    if (head_dim == 64) return f(__half(), std::integral_constant<int, 64>());
+    if (head_dim == 128) return f(__half(), std::integral_constant<int, 128>());
+    return f(__half(), std::integral_constant<int, 256>());
+  }
+  if (head_dim == 64) return f(__nv_bfloat16(), std::integral_constant<int, 64>());
+  if (head_dim == 128) return f(__nv_bfloat16(), std::integral_constant<int, 128>());
+  return f(__nv_bfloat16(), std::integral_constant<int, 256>());
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace flashmask
+
+using namespace flashmask;
+using namespace flashmask::cuda;
+
+extern "C" {
+
+int flashmask_cuda_abi_version(void) { return FLASHMASK_CUDA_ABI_VERSION; }
+size_t flashmask_cuda_fwd_params_size(void) { return sizeof(FwdParams); }
+size_t flashmask_cuda_bwd_params_size(void) { return sizeof(BwdParams); }
+int flashmask_cuda_supports_head_dim(int d) { return d == 64 || d == 128 || d == 256; }
+const char* flashmask_cuda_last_error(void) { return g_error; }
+
+size_t flashmask_cuda_fwd_workspace_size(const FwdParams* p) {
+  if (p == nullptr || !flashmask_cuda_supports_head_dim(p->shape.head_dim)) return 0;
+  if (p->shape.head_dim == 64) return fwd_layout<64>(*p).total;
+  if (p->shape.head_dim == 128) return fwd_layout<128>(*p).total;
+  return fwd_layout<256>(*p).total;
+}
+
+size_t flashmask_cuda_bwd_workspace_size(const BwdParams* p) {
+  if (p == nullptr || !flashmask_cuda_supports_head_dim(p->shape.head_dim)) return 0;
+  if (p->shape.head_dim == 64) return bwd_layout<64>(*p).total;
+  if (p->shape.head_dim == 128) return bwd_layout<128>(*p).total;
+  return bwd_layout<256>(*p).total;
+}
+
+int flashmask_cuda_fwd(const FwdParams* p, void* workspace, size_t workspace_bytes,
+                       cudaStream_t stream) {
+  if (p == nullptr) return report_error("flashmask_cuda_fwd: null params");
+  if (int rc = validate_common(p->shape, p->mask, p->dtype, p->softmax_scale)) return rc;
+  if (!p->q || !p->k || !p->v || !p->out || !p->lse)
+    return report_error("flashmask_cuda_fwd: q, k, v, out and lse must not be null");
+  if (!aligned16(p->q) || !aligned16(p->k) || !aligned16(p->v) || !aligned16(p->out) ||
+      !strides_ok(p->q_strides) || !strides_ok(p->k_strides) || !strides_ok(p->v_strides) ||
+      !strides_ok(p->out_strides))
+    return report_error("flashmask_cuda_fwd: tensors must be 16-byte aligned with strides that are "
+                        "multiples of 8 elements (make them contiguous)");
+  const size_t need = flashmask_cuda_fwd_workspace_size(p);
+  if (workspace_bytes < need || (need > 0 && workspace == nullptr))
+    return report_error("flashmask_cuda_fwd: workspace of %zu bytes given, %zu needed",
+                        workspace_bytes, need);
+  if (p->shape.batch == 0 || p->shape.seqlen_q == 0) return 0;
+  return dispatch(p->dtype, p->shape.head_dim, [&](auto t, auto d) {
+    return run_fwd<decltype(t), decltype(d)::value>(*p, workspace, stream);
+  });
+}
+
+int flashmask_cuda_bwd(const BwdParams* p, void* workspace, size_t workspace_bytes,
+                       cudaStream_t stream) {
+  if (p == nullptr) return report_error("flashmask_cuda_bwd: null params");
+  if (int rc = validate_common(p->shape, p->mask, p->dtype, p->softmax_scale)) return rc;
+  if (!p->q || !p->k || !p->v || !p->out || !p->dout || !p->lse || !p->dq || !p->dk || !p->dv)
+    return report_error("flashmask_cuda_bwd: no tensor may be null");
+  const void* ptrs[] = {p->q, p->k, p->v, p->out, p->dout, p->dq, p->dk, p->dv};
+  for (const void* q : ptrs)
+    if (!aligned16(q))
+      return report_error("flashmask_cuda_bwd: tensors must be 16-byte aligned");
+  const TensorStrides* st[] = {&p->q_strides,    &p->k_strides,  &p->v_strides,
+                               &p->out_strides,  &p->dout_strides, &p->dq_strides,
+                               &p->dk_strides,   &p->dv_strides};
+  for (const TensorStrides* x : st)
+    if (!strides_ok(*x))
+      return report_error("flashmask_cuda_bwd: strides must be multiples of 8 elements (make the "
+                          "tensors contiguous)");
+  const size_t need = flashmask_cuda_bwd_workspace_size(p);
+  if (workspace_bytes < need || (need > 0 && workspace == nullptr))
+    return report_error("flashmask_cuda_bwd: workspace of %zu bytes given, %zu needed",
+                        workspace_bytes, need);
+  if (p->shape.batch == 0) return 0;
+  return dispatch(p->dtype, p->shape.head_dim, [&](auto t, auto d) {
+    return run_bwd<decltype(t), decltype(d)::value>(*p, workspace, stream);
+  });
+}
+
+}  // extern "C"

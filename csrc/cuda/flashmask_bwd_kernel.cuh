@@ -1,0 +1,683 @@
+// FlashMask backward kernels (FlashAttention-2 style, mma.sync, sm80+).
+//
+// dkdv kernel: one CTA per (key block of kBlockN keys, key head, batch); warps
+// split the keys (16 each). It loops over the query heads of its GQA group and,
+// per head, over the non-skipped query blocks (classified from the key tile's
+// bound min/max, compacted into a smem list), computing the transposed scores
+//   S^T = K Q^T, P^T = exp(S^T*scale - lse), dP^T = V dO^T,
+//   dS^T = P^T (dP^T - Dsum),  dV += P^T dO,  dK += dS^T Q
+// with P^T / dS^T kept in registers as the A operand. With kDQ it also writes
+// dS^T to smem and adds dQ += dS K into an fp32 accumulator with red.add
+// (non-deterministic order). kDK / kDV select which of dK / dV this launch
+// computes (head_dim 256 runs two launches to fit the registers).
+//
+// dq kernel (deterministic mode): one CTA per (query block, query head, batch),
+// loops over the non-skipped key tiles and accumulates dQ in registers: every
+// sum happens in a fixed order, so grads are bitwise reproducible.
+#pragma once
+
+#include "kernel_common.cuh"
+
+#ifndef FM_BULK_DQ
+#define FM_BULK_DQ 0
+#endif
+
+namespace flashmask {
+namespace cuda {
+
+struct BwdWork {
+  const TileBounds* tile_bounds;  // per key tile of kBlockN (dkdv) columns
+  const float* lse_log2;          // [B, H, sq_pad]: lse*log2(e); +inf for empty/padded rows
+  const float* dsum;              // [B, H, sq_pad]: rowsum(dO * O), 0 for padded rows
+  float* dq_accum;                // [B, H, sq_pad, D] fp32 (kDQ only)
+  int sq_pad;
+};
+
+template <int D_, int kBlockM_, int kBlockN_, int kNWarps_, int kStages_>
+struct BwdConfig {
+  static constexpr int D = D_, kBlockM = kBlockM_, kBlockN = kBlockN_, kNWarps = kNWarps_;
+  static constexpr int kStages = kStages_;
+  static constexpr int kThreads = kNWarps * 32;
+  static constexpr int MT = kBlockM / 8;  // n8 tiles of S^T (query columns)
+  static constexpr int DT = D / 8;
+  static_assert(kBlockN == 16 * kNWarps, "one m16 tile of keys per warp");
+  static_assert(kBlockM % 64 == 0, "dS^T smem rows need >= 64 elements");
+  static_assert(128 % kBlockM == 0 && 128 % kBlockN == 0, "tiles must divide block_mask cells");
+  // dQ = dS K split: WM warps over query rows, WD over head-dim chunks.
+  static constexpr int WM = kBlockM / 16;
+  static constexpr int WD = kNWarps / WM;
+  static_assert(WD >= 1 && WM * WD == kNWarps, "bad dq warp split");
+  static constexpr int DPW = D / WD;                   // head-dim columns per warp
+  static constexpr int DQC = DPW < 64 ? DPW : 64;      // columns per accumulation chunk
+  static constexpr int kSmemFixed = (2 * kBlockN * D + 2 * kStages * kBlockM * D +
+                                     kBlockN * kBlockM) * 2 +
+                                    2 * kStages * kBlockM * 4 + 32 * 4;
+  // sm90: fp32 dQ tile staged for one bulk reduction per row (after the tile list).
+  static constexpr int kDqStride = D + 8;  // floats; conflict-free float2 stores
+  static constexpr int kSmemDq = kBlockM * kDqStride * 4;
+};
+
+template <typename T, typename Cfg, bool kDQ, bool kDK, bool kDV>
+__global__ void __launch_bounds__(Cfg::kThreads)
+    flashmask_bwd_dkdv_kernel(const BwdParams p, const BwdWork w) {
+  constexpr int D = Cfg::D, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
+  constexpr int kThreads = Cfg::kThreads, MT = Cfg::MT, DT = Cfg::DT, kStages = Cfg::kStages;
+  constexpr bool kNeedDS = kDK || kDQ;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && FM_BULK_DQ
+  // dQ partials: smem tile + cp.reduce.async.bulk. Measured 3% slower than red.v2 on H100
+  // (the kernel is shared-memory bound and this adds smem traffic): off by default.
+  constexpr bool kBulkDq = kDQ;
+#else
+  constexpr bool kBulkDq = false;  // dQ partials: red.global.add
+#endif
+
+  extern __shared__ __align__(128) char smem_raw[];
+  T* sK = reinterpret_cast<T*>(smem_raw);
+  T* sV = sK + kBlockN * D;
+  T* sQ = sV + kBlockN * D;
+  T* sdO = sQ + kStages * kBlockM * D;
+  T* sdS = sdO + kStages * kBlockM * D;
+  float* sL = reinterpret_cast<float*>(sdS + kBlockN * kBlockM);
+  float* sDs = sL + kStages * kBlockM;
+  int* sScratch = reinterpret_cast<int*>(sDs + kStages * kBlockM);
+  int* sList = sScratch + 32;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int n_block = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+  float* sDq = reinterpret_cast<float*>(
+      smem_raw + Cfg::kSmemFixed +
+      ((((p.shape.seqlen_q + kBlockM - 1) / kBlockM) * 4 + 15) & ~15));
+  const AttentionShape& s = p.shape;
+  const int Sq = s.seqlen_q, Sk = s.seqlen_k, H = s.num_heads;
+  const int group = H / s.num_heads_k;
+  const int n0 = n_block * kBlockN;
+  const int keys_valid = min(kBlockN, Sk - n0);
+  const bool causal = p.mask.causal;
+  const int nb = p.mask.num_bounds;
+  const int form = mask_form(causal, nb);
+  const int offset = Sk - Sq;
+  const int n_tiles = (Sk + kBlockN - 1) / kBlockN;
+  const int m_tiles = (Sq + kBlockM - 1) / kBlockM;
+  const float scale_log2 = p.softmax_scale * kLog2e;
+
+  const T* gK = static_cast<const T*>(p.k) + b * p.k_strides.batch +
+                static_cast<int64_t>(n0) * p.k_strides.row + hk * p.k_strides.head;
+  const T* gV = static_cast<const T*>(p.v) + b * p.v_strides.batch +
+                static_cast<int64_t>(n0) * p.v_strides.row + hk * p.v_strides.head;
+  load_tile_async<kBlockN, D, kThreads>(sK, gK, p.k_strides.row, keys_valid, tid);
+  load_tile_async<kBlockN, D, kThreads>(sV, gV, p.v_strides.row, keys_valid, tid);
+  // (committed together with the first query block below)
+
+  float acc_dk[DT][4], acc_dv[DT][4];
+#pragma unroll
+  for (int dt = 0; dt < DT; ++dt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc_dk[dt][e] = acc_dv[dt][e] = 0.f;
+
+  const int key_row = warp * 16 + g;  // + 8r, within the key block
+
+  for (int hi = 0; hi < group; ++hi) {
+    const int h = hk * group + hi;
+    const int hm = mask_head_for(p.mask, s, h);
+    const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + hm;
+    const TileBounds tbn = load_tile_bounds(w.tile_bounds + bhm * n_tiles + n_block);
+    const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;
+    int kraw[2][4];
+    bool kvalid[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int key = n0 + key_row + 8 * r;
+      kvalid[r] = key < Sk;
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        kraw[r][i] = (kvalid[r] && i < nb) ? __ldg(gBnd + static_cast<int64_t>(key) * nb + i) : 0;
+    }
+    const int32_t* gBM = nullptr;
+    int bm_cols = 0;
+    if (p.mask.block_mask != nullptr) {
+      const int bm_rows = (Sq + kBlockMaskSize - 1) / kBlockMaskSize;
+      bm_cols = (Sk + kBlockMaskSize - 1) / kBlockMaskSize;
+      gBM = p.mask.block_mask + bhm * bm_rows * bm_cols + n0 / kBlockMaskSize;
+    }
+    int m_begin = 0;
+    if (causal) {
+      const int first_row = max(0, n0 - offset);
+      m_begin = first_row >= Sq ? m_tiles : first_row / kBlockM;
+    }
+    auto classify = [&](int m) -> int {
+      const int r0 = m * kBlockM, r1 = min(r0 + kBlockM, Sq);
+      if (gBM != nullptr && __ldg(gBM + static_cast<int64_t>(r0 / kBlockMaskSize) * bm_cols) == 0)
+        return static_cast<int>(TileKind::kSkip);
+      TileKind k = classify_tile(tbn, r0, r1, n0, n0 + keys_valid, causal, offset);
+      if (k == TileKind::kUnmasked && n0 + kBlockN > Sk) k = TileKind::kPartial;
+      return static_cast<int>(k);
+    };
+    const int count = build_tile_list<kThreads>(sList, sScratch, m_begin, m_tiles, classify);
+
+    const T* gQ = static_cast<const T*>(p.q) + b * p.q_strides.batch + h * p.q_strides.head;
+    const T* gdO =
+        static_cast<const T*>(p.dout) + b * p.dout_strides.batch + h * p.dout_strides.head;
+    const int64_t bh = static_cast<int64_t>(b) * H + h;
+    const float* gL = w.lse_log2 + bh * w.sq_pad;
+    const float* gDs = w.dsum + bh * w.sq_pad;
+    auto load_m = [&](int m, int stage) {
+      const int r0 = m * kBlockM;
+      load_tile_async<kBlockM, D, kThreads>(sQ + stage * kBlockM * D,
+                                            gQ + static_cast<int64_t>(r0) * p.q_strides.row,
+                                            p.q_strides.row, Sq - r0, tid);
+      if (kNeedDS || kDV)
+        load_tile_async<kBlockM, D, kThreads>(
+            sdO + stage * kBlockM * D, gdO + static_cast<int64_t>(r0) * p.dout_strides.row,
+            p.dout_strides.row, Sq - r0, tid);
+      if (tid < kBlockM / 4) {
+        cp_async_16(smem_u32(sL + stage * kBlockM + tid * 4), gL + r0 + tid * 4, true);
+      } else if (kNeedDS && tid < kBlockM / 2) {
+        const int i = tid - kBlockM / 4;
+        cp_async_16(smem_u32(sDs + stage * kBlockM + i * 4), gDs + r0 + i * 4, true);
+      }
+    };
+    if (count > 0) load_m(sList[0] & 0xffffff, 0);
+    cp_async_commit();
+
+    for (int it = 0; it < count; ++it) {
+      const int m = sList[it] & 0xffffff;
+      const int kind = sList[it] >> 24;
+      const int stage = kStages == 2 ? (it & 1) : 0;
+      if (kStages == 2) {
+        if (it + 1 < count) load_m(sList[it + 1] & 0xffffff, stage ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+      } else {
+        cp_async_wait<0>();
+      }
+      __syncthreads();
+      const T* q_s = sQ + stage * kBlockM * D;
+      const T* do_s = sdO + stage * kBlockM * D;
+      const float* l_s = sL + stage * kBlockM;
+      const float* ds_s = sDs + stage * kBlockM;
+
+      // S^T = K Q^T and dP^T = V dO^T, one m16 tile of keys per warp.
+      float acc_s[MT][4], acc_dp[MT][4];
+#pragma unroll
+      for (int nt = 0; nt < MT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc_s[nt][e] = acc_dp[nt][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ++ks) {
+        uint32_t a[4];
+        ldsm_x4(a, smem_u32(sK + swz<D>(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                        ks * 16 + (lane >> 4) * 8)));
+#pragma unroll
+        for (int j = 0; j < MT / 2; ++j) {
+          uint32_t bf[4];
+          ldsm_x4(bf, smem_u32(q_s + swz<D>(j * 16 + (lane & 7) + (lane >> 4) * 8,
+                                            ks * 16 + ((lane >> 3) & 1) * 8)));
+          mma16816<T>(acc_s[2 * j], a, bf[0], bf[1]);
+          mma16816<T>(acc_s[2 * j + 1], a, bf[2], bf[3]);
+        }
+      }
+      if (kNeedDS) {
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ++ks) {
+          uint32_t a[4];
+          ldsm_x4(a, smem_u32(sV + swz<D>(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                          ks * 16 + (lane >> 4) * 8)));
+#pragma unroll
+          for (int j = 0; j < MT / 2; ++j) {
+            uint32_t bf[4];
+            ldsm_x4(bf, smem_u32(do_s + swz<D>(j * 16 + (lane & 7) + (lane >> 4) * 8,
+                                               ks * 16 + ((lane >> 3) & 1) * 8)));
+            mma16816<T>(acc_dp[2 * j], a, bf[0], bf[1]);
+            mma16816<T>(acc_dp[2 * j + 1], a, bf[2], bf[3]);
+          }
+        }
+      }
+
+      if (kind == static_cast<int>(TileKind::kPartial)) {
+        dispatch_form(form, [&](auto ftag) {
+          using Fm = Form<decltype(ftag)::value>;
+#pragma unroll
+          for (int nt = 0; nt < MT; ++nt)
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+              const int row = m * kBlockM + nt * 8 + 2 * t + c;  // query
+#pragma unroll
+              for (int r = 0; r < 2; ++r) {
+                const int col = n0 + key_row + 8 * r;  // key
+                if (!kvalid[r] || Fm::masked(row, col, kraw[r], offset)) acc_s[nt][2 * r + c] = -INFINITY;
+              }
+            }
+        });
+      }
+
+      // P^T, dS^T
+#pragma unroll
+      for (int nt = 0; nt < MT; ++nt)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int lq = nt * 8 + 2 * t + c;
+          const float L = l_s[lq];
+          const float Dq = kNeedDS ? ds_s[lq] : 0.f;
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const float pv = exp2f(fmaf(acc_s[nt][2 * r + c], scale_log2, -L));
+            acc_s[nt][2 * r + c] = pv;
+            if (kNeedDS) acc_dp[nt][2 * r + c] = pv * (acc_dp[nt][2 * r + c] - Dq);
+          }
+        }
+
+      // dV += P^T dO ; dK += dS^T Q
+#pragma unroll
+      for (int kk = 0; kk < kBlockM / 16; ++kk) {
+        uint32_t ap[4], ads[4];
+        if (kDV) {
+          ap[0] = Pack<T>::two(acc_s[2 * kk][0], acc_s[2 * kk][1]);
+          ap[1] = Pack<T>::two(acc_s[2 * kk][2], acc_s[2 * kk][3]);
+          ap[2] = Pack<T>::two(acc_s[2 * kk + 1][0], acc_s[2 * kk + 1][1]);
+          ap[3] = Pack<T>::two(acc_s[2 * kk + 1][2], acc_s[2 * kk + 1][3]);
+        }
+        if (kDK) {
+          ads[0] = Pack<T>::two(acc_dp[2 * kk][0], acc_dp[2 * kk][1]);
+          ads[1] = Pack<T>::two(acc_dp[2 * kk][2], acc_dp[2 * kk][3]);
+          ads[2] = Pack<T>::two(acc_dp[2 * kk + 1][0], acc_dp[2 * kk + 1][1]);
+          ads[3] = Pack<T>::two(acc_dp[2 * kk + 1][2], acc_dp[2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int j = 0; j < DT / 2; ++j) {
+          if (kDV) {
+            uint32_t bf[4];
+            ldsm_x4_t(bf, smem_u32(do_s + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                                 j * 16 + (lane >> 4) * 8)));
+            mma16816<T>(acc_dv[2 * j], ap, bf[0], bf[1]);
+            mma16816<T>(acc_dv[2 * j + 1], ap, bf[2], bf[3]);
+          }
+          if (kDK) {
+            uint32_t bf[4];
+            ldsm_x4_t(bf, smem_u32(q_s + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                                j * 16 + (lane >> 4) * 8)));
+            mma16816<T>(acc_dk[2 * j], ads, bf[0], bf[1]);
+            mma16816<T>(acc_dk[2 * j + 1], ads, bf[2], bf[3]);
+          }
+        }
+      }
+
+      if (kDQ) {
+        // dS^T -> smem, then dQ_partial = dS K, added into the fp32 accumulator.
+#pragma unroll
+        for (int nt = 0; nt < MT; ++nt)
+#pragma unroll
+          for (int r = 0; r < 2; ++r)
+            *reinterpret_cast<uint32_t*>(sdS + swz<kBlockM>(key_row + 8 * r, nt * 8 + 2 * t)) =
+                Pack<T>::two(acc_dp[nt][2 * r], acc_dp[nt][2 * r + 1]);
+        if (kBulkDq && tid < kBlockM) bulk_wait_read_all();  // sDq free again
+        __syncthreads();
+        constexpr int WM = Cfg::WM, DPW = Cfg::DPW, DQC = Cfg::DQC;
+        const int wm = warp % WM, wd = warp / WM;
+        float* gdq = w.dq_accum + (bh * w.sq_pad + m * kBlockM + wm * 16 + g) * D + wd * DPW;
+        const int row0 = m * kBlockM + wm * 16 + g;
+#pragma unroll
+        for (int dc = 0; dc < DPW; dc += DQC) {
+          float acc_q[DQC / 8][4];
+#pragma unroll
+          for (int j = 0; j < DQC / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc_q[j][e] = 0.f;
+#pragma unroll
+          for (int kk = 0; kk < kBlockN / 16; ++kk) {
+            uint32_t a[4];
+            ldsm_x4_t(a, smem_u32(sdS + swz<kBlockM>(kk * 16 + (lane & 7) + (lane >> 4) * 8,
+                                                     wm * 16 + ((lane >> 3) & 1) * 8)));
+#pragma unroll
+            for (int j = 0; j < DQC / 16; ++j) {
+              uint32_t bf[4];
+              ldsm_x4_t(bf, smem_u32(sK + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                                 wd * DPW + dc + j * 16 + (lane >> 4) * 8)));
+              mma16816<T>(acc_q[2 * j], a, bf[0], bf[1]);
+              mma16816<T>(acc_q[2 * j + 1], a, bf[2], bf[3]);
+            }
+          }
+          if (kBulkDq) {
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              float* dst = sDq + (wm * 16 + g + 8 * r) * Cfg::kDqStride + wd * DPW + dc + 2 * t;
+#pragma unroll
+              for (int j = 0; j < DQC / 8; ++j)
+                *reinterpret_cast<float2*>(dst + j * 8) = make_float2(acc_q[j][2 * r], acc_q[j][2 * r + 1]);
+            }
+          } else {
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              if (row0 + 8 * r < Sq) {
+                float* dst = gdq + 8 * r * D + dc + 2 * t;
+#pragma unroll
+                for (int j = 0; j < DQC / 8; ++j)
+                  red_add_f32x2(dst + j * 8, acc_q[j][2 * r], acc_q[j][2 * r + 1]);
+              }
+            }
+          }
+        }
+        if (kBulkDq) {
+          fence_proxy_async_smem();
+          __syncthreads();
+          if (tid < kBlockM) {
+            const int row = m * kBlockM + tid;
+            if (row < Sq)
+              bulk_reduce_add_f32(w.dq_accum + (bh * w.sq_pad + row) * D,
+                                  smem_u32(sDq + tid * Cfg::kDqStride), D * 4);
+            bulk_commit();
+          }
+        }
+      }
+      if (kStages == 1) {
+        __syncthreads();
+        if (it + 1 < count) load_m(sList[it + 1] & 0xffffff, 0);
+        cp_async_commit();
+      } else {
+        __syncthreads();
+      }
+    }
+    __syncthreads();  // the list is rebuilt for the next head
+  }
+  cp_async_wait<0>();
+  if (kBulkDq && tid < kBlockM) bulk_wait_all();
+
+  // dK = scale * dS^T Q, dV = P^T dO
+  T* gdK = static_cast<T*>(p.dk) + b * p.dk_strides.batch + hk * p.dk_strides.head;
+  T* gdV = static_cast<T*>(p.dv) + b * p.dv_strides.batch + hk * p.dv_strides.head;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int key = n0 + key_row + 8 * r;
+    if (key < Sk) {
+      T* dk = gdK + static_cast<int64_t>(key) * p.dk_strides.row;
+      T* dv = gdV + static_cast<int64_t>(key) * p.dv_strides.row;
+#pragma unroll
+      for (int dt = 0; dt < DT; ++dt) {
+        if (kDK)
+          *reinterpret_cast<uint32_t*>(dk + dt * 8 + 2 * t) =
+              Pack<T>::two(acc_dk[dt][2 * r] * p.softmax_scale,
+                           acc_dk[dt][2 * r + 1] * p.softmax_scale);
+        if (kDV)
+          *reinterpret_cast<uint32_t*>(dv + dt * 8 + 2 * t) =
+              Pack<T>::two(acc_dv[dt][2 * r], acc_dv[dt][2 * r + 1]);
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------ dq kernel
+template <int D_, int kBlockM_, int kBlockN_, int kNWarps_>
+struct DqConfig {
+  static constexpr int D = D_, kBlockM = kBlockM_, kBlockN = kBlockN_, kNWarps = kNWarps_;
+  static constexpr int kThreads = kNWarps * 32;
+  static constexpr int NT = kBlockN / 8, DT = D / 8;
+  static_assert(kBlockM == 16 * kNWarps, "one m16 tile of rows per warp");
+  static_assert(128 % kBlockM == 0 && 128 % kBlockN == 0, "tiles must divide block_mask cells");
+  static constexpr int kSmemFixed = (2 * kBlockM + 2 * kBlockN) * D * 2 + kBlockN * 4 * 4 + 32 * 4;
+};
+
+template <typename T, typename Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads)
+    flashmask_bwd_dq_kernel(const BwdParams p, const BwdWork w,
+                            const TileBounds* __restrict__ tile_bounds) {
+  constexpr int D = Cfg::D, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
+  constexpr int kThreads = Cfg::kThreads, NT = Cfg::NT, DT = Cfg::DT;
+
+  extern __shared__ __align__(128) char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sdO = sQ + kBlockM * D;
+  T* sK = sdO + kBlockM * D;
+  T* sV = sK + kBlockN * D;
+  int* sBnd = reinterpret_cast<int*>(sV + kBlockN * D);
+  int* sScratch = sBnd + kBlockN * 4;
+  int* sList = sScratch + 32;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int m_block = gridDim.x - 1 - blockIdx.x;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const AttentionShape& s = p.shape;
+  const int Sq = s.seqlen_q, Sk = s.seqlen_k;
+  const int m0 = m_block * kBlockM;
+  const int rows_valid = min(kBlockM, Sq - m0);
+  const int hk = h / (s.num_heads / s.num_heads_k);
+  const int hm = mask_head_for(p.mask, s, h);
+  const bool causal = p.mask.causal;
+  const int nb = p.mask.num_bounds;
+  const int form = mask_form(causal, nb);
+  const int offset = Sk - Sq;
+  const int n_tiles = (Sk + kBlockN - 1) / kBlockN;
+  const float scale_log2 = p.softmax_scale * kLog2e;
+
+  const T* gQ = static_cast<const T*>(p.q) + b * p.q_strides.batch +
+                static_cast<int64_t>(m0) * p.q_strides.row + h * p.q_strides.head;
+  const T* gdO = static_cast<const T*>(p.dout) + b * p.dout_strides.batch +
+                 static_cast<int64_t>(m0) * p.dout_strides.row + h * p.dout_strides.head;
+  const T* gK = static_cast<const T*>(p.k) + b * p.k_strides.batch + hk * p.k_strides.head;
+  const T* gV = static_cast<const T*>(p.v) + b * p.v_strides.batch + hk * p.v_strides.head;
+  const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + hm;
+  const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;
+  const TileBounds* tb = tile_bounds + bhm * n_tiles;
+  const int32_t* gBM = nullptr;
+  if (p.mask.block_mask != nullptr) {
+    const int bm_rows = (Sq + kBlockMaskSize - 1) / kBlockMaskSize;
+    const int bm_cols = (Sk + kBlockMaskSize - 1) / kBlockMaskSize;
+    gBM = p.mask.block_mask + (bhm * bm_rows + m0 / kBlockMaskSize) * bm_cols;
+  }
+  int n_end = n_tiles;
+  if (causal) {
+    const int max_col = m0 + rows_valid - 1 + offset;
+    n_end = max_col < 0 ? 0 : min(n_end, max_col / kBlockN + 1);
+  }
+  const int row_end = m0 + rows_valid;
+  auto classify = [&](int n) -> int {
+    const int c0 = n * kBlockN, c1 = min(c0 + kBlockN, Sk);
+    if (gBM != nullptr && __ldg(gBM + c0 / kBlockMaskSize) == 0)
+      return static_cast<int>(TileKind::kSkip);
+    TileKind k = classify_tile(load_tile_bounds(tb + n), m0, row_end, c0, c1, causal, offset);
+    if (k == TileKind::kUnmasked && c0 + kBlockN > Sk) k = TileKind::kPartial;
+    return static_cast<int>(k);
+  };
+  const int count = build_tile_list<kThreads>(sList, sScratch, 0, n_end, classify);
+
+  const int64_t k_row = p.k_strides.row, v_row = p.v_strides.row;
+  auto load_n = [&](int n, int kind) {
+    load_tile_async<kBlockN, D, kThreads>(sK, gK + static_cast<int64_t>(n) * kBlockN * k_row,
+                                          k_row, Sk - n * kBlockN, tid);
+    load_tile_async<kBlockN, D, kThreads>(sV, gV + static_cast<int64_t>(n) * kBlockN * v_row,
+                                          v_row, Sk - n * kBlockN, tid);
+    if (kind == static_cast<int>(TileKind::kPartial)) {
+      const int32_t* src = gBnd + static_cast<int64_t>(n) * kBlockN * nb;
+      const int lim = (Sk - n * kBlockN) * nb;
+      for (int i = tid; i < kBlockN * nb; i += kThreads) {
+        const bool ok = i < lim;
+        cp_async_4(smem_u32(sBnd + i), ok ? src + i : gBnd, ok);
+      }
+    }
+  };
+
+  load_tile_async<kBlockM, D, kThreads>(sQ, gQ, p.q_strides.row, rows_valid, tid);
+  load_tile_async<kBlockM, D, kThreads>(sdO, gdO, p.dout_strides.row, rows_valid, tid);
+  if (count > 0) load_n(sList[count - 1] & 0xffffff, sList[count - 1] >> 24);
+  cp_async_commit();
+
+  const int64_t bh = static_cast<int64_t>(b) * s.num_heads + h;
+  float Lr[2], Dr[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = m0 + warp * 16 + g + 8 * r;  // < sq_pad: the arrays are padded
+    Lr[r] = w.lse_log2[bh * w.sq_pad + row];
+    Dr[r] = w.dsum[bh * w.sq_pad + row];
+  }
+
+  float acc_dq[DT][4];
+#pragma unroll
+  for (int dt = 0; dt < DT; ++dt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc_dq[dt][e] = 0.f;
+
+  for (int it = count - 1; it >= 0; --it) {
+    const int n = sList[it] & 0xffffff;
+    const int kind = sList[it] >> 24;
+    cp_async_wait<0>();
+    __syncthreads();
+
+    float acc_s[NT][4], acc_dp[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_s[nt][e] = acc_dp[nt][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+      uint32_t aq[4], ado[4];
+      const int ar = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, ac = ks * 16 + (lane >> 4) * 8;
+      ldsm_x4(aq, smem_u32(sQ + swz<D>(ar, ac)));
+      ldsm_x4(ado, smem_u32(sdO + swz<D>(ar, ac)));
+#pragma unroll
+      for (int j = 0; j < NT / 2; ++j) {
+        uint32_t bk[4], bv[4];
+        const int br = j * 16 + (lane & 7) + (lane >> 4) * 8, bc = ks * 16 + ((lane >> 3) & 1) * 8;
+        ldsm_x4(bk, smem_u32(sK + swz<D>(br, bc)));
+        ldsm_x4(bv, smem_u32(sV + swz<D>(br, bc)));
+        mma16816<T>(acc_s[2 * j], aq, bk[0], bk[1]);
+        mma16816<T>(acc_s[2 * j + 1], aq, bk[2], bk[3]);
+        mma16816<T>(acc_dp[2 * j], ado, bv[0], bv[1]);
+        mma16816<T>(acc_dp[2 * j + 1], ado, bv[2], bv[3]);
+      }
+    }
+    if (kind == static_cast<int>(TileKind::kPartial)) {
+      dispatch_form(form, [&](auto ftag) {
+        using Fm = Form<decltype(ftag)::value>;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const int lc = nt * 8 + 2 * t + c;
+            const int col = n * kBlockN + lc;
+            int bd[4] = {0, 0, 0, 0};
+#pragma unroll
+            for (int i = 0; i < Fm::kBounds; ++i) bd[i] = sBnd[lc * Fm::kBounds + i];
+            const bool col_ok = col < Sk;
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              const int row = m0 + warp * 16 + g + 8 * r;
+              if (!col_ok || Fm::masked(row, col, bd, offset)) acc_s[nt][2 * r + c] = -INFINITY;
+            }
+          }
+      });
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e >> 1;
+        const float pv = exp2f(fmaf(acc_s[nt][e], scale_log2, -Lr[r]));
+        acc_dp[nt][e] = pv * (acc_dp[nt][e] - Dr[r]);
+      }
+    // dQ += dS K
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      uint32_t a[4];
+      a[0] = Pack<T>::two(acc_dp[2 * kk][0], acc_dp[2 * kk][1]);
+      a[1] = Pack<T>::two(acc_dp[2 * kk][2], acc_dp[2 * kk][3]);
+      a[2] = Pack<T>::two(acc_dp[2 * kk + 1][0], acc_dp[2 * kk + 1][1]);
+      a[3] = Pack<T>::two(acc_dp[2 * kk + 1][2], acc_dp[2 * kk + 1][3]);
+#pragma unroll
+      for (int j = 0; j < DT / 2; ++j) {
+        uint32_t bf[4];
+        ldsm_x4_t(bf, smem_u32(sK + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                           j * 16 + (lane >> 4) * 8)));
+        mma16816<T>(acc_dq[2 * j], a, bf[0], bf[1]);
+        mma16816<T>(acc_dq[2 * j + 1], a, bf[2], bf[3]);
+      }
+    }
+    __syncthreads();
+    if (it > 0) load_n(sList[it - 1] & 0xffffff, sList[it - 1] >> 24);
+    cp_async_commit();
+  }
+  cp_async_wait<0>();
+
+  T* gdQ = static_cast<T*>(p.dq) + b * p.dq_strides.batch + h * p.dq_strides.head;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = m0 + warp * 16 + g + 8 * r;
+    if (row < Sq) {
+      T* dq = gdQ + static_cast<int64_t>(row) * p.dq_strides.row;
+#pragma unroll
+      for (int dt = 0; dt < DT; ++dt)
+        *reinterpret_cast<uint32_t*>(dq + dt * 8 + 2 * t) =
+            Pack<T>::two(acc_dq[dt][2 * r] * p.softmax_scale, acc_dq[dt][2 * r + 1] * p.softmax_scale);
+    }
+  }
+}
+
+// ------------------------------------------------------------------ helpers
+// Dsum = rowsum(dO * O) in fp32 and lse*log2(e) (+inf for empty/padded rows),
+// one warp per (b, h, row) of the padded range.
+template <typename T, int D>
+__global__ void flashmask_bwd_prep_kernel(const BwdParams p, float* lse_log2, float* dsum,
+                                          int sq_pad) {
+  const int64_t gw = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  const AttentionShape& s = p.shape;
+  const int64_t total = static_cast<int64_t>(s.batch) * s.num_heads * sq_pad;
+  if (gw >= total) return;
+  const int row = static_cast<int>(gw % sq_pad);
+  const int64_t bh = gw / sq_pad;
+  const int h = static_cast<int>(bh % s.num_heads), b = static_cast<int>(bh / s.num_heads);
+  float acc = 0.f;
+  float L = INFINITY;
+  if (row < s.seqlen_q) {
+    const T* o = static_cast<const T*>(p.out) + b * p.out_strides.batch +
+                 static_cast<int64_t>(row) * p.out_strides.row + h * p.out_strides.head;
+    const T* d = static_cast<const T*>(p.dout) + b * p.dout_strides.batch +
+                 static_cast<int64_t>(row) * p.dout_strides.row + h * p.dout_strides.head;
+    for (int c = lane * 8; c < D; c += 256) {
+      const uint4 ov = *reinterpret_cast<const uint4*>(o + c);
+      const uint4 dv = *reinterpret_cast<const uint4*>(d + c);
+      const T* oe = reinterpret_cast<const T*>(&ov);
+      const T* de = reinterpret_cast<const T*>(&dv);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc += to_float<T>(oe[e]) * to_float<T>(de[e]);
+    }
+    const float l = p.lse[bh * s.seqlen_q + row];
+    L = l == -INFINITY ? INFINITY : l * kLog2e;
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+  if (lane == 0) {
+    dsum[gw] = acc;
+    lse_log2[gw] = L;
+  }
+}
+
+// dq = scale * dq_accum, 8 head-dim elements per thread.
+template <typename T, int D>
+__global__ void flashmask_bwd_dq_convert_kernel(const BwdParams p, const float* dq_accum,
+                                                int sq_pad) {
+  const AttentionShape& s = p.shape;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  constexpr int kVec = D / 8;
+  const int64_t total = static_cast<int64_t>(s.batch) * s.num_heads * s.seqlen_q * kVec;
+  if (i >= total) return;
+  const int c = static_cast<int>(i % kVec) * 8;
+  int64_t rest = i / kVec;
+  const int row = static_cast<int>(rest % s.seqlen_q);
+  rest /= s.seqlen_q;
+  const int h = static_cast<int>(rest % s.num_heads), b = static_cast<int>(rest / s.num_heads);
+  const float* src = dq_accum + ((static_cast<int64_t>(b) * s.num_heads + h) * sq_pad + row) * D + c;
+  const float4 x = *reinterpret_cast<const float4*>(src);
+  const float4 y = *reinterpret_cast<const float4*>(src + 4);
+  const float sc = p.softmax_scale;
+  uint4 out;
+  out.x = Pack<T>::two(x.x * sc, x.y * sc);
+  out.y = Pack<T>::two(x.z * sc, x.w * sc);
+  out.z = Pack<T>::two(y.x * sc, y.y * sc);
+  out.w = Pack<T>::two(y.z * sc, y.w * sc);
+  T* dst = static_cast<T*>(p.dq) + b * p.dq_strides.batch +
+           static_cast<int64_t>(row) * p.dq_strides.row + h * p.dq_strides.head + c;
+  *reinterpret_cast<uint4*>(dst) = out;
+}
+
+}  // namespace cuda
+}  // namespace flashmask

@@ -1,0 +1,287 @@
+// FlashMask forward kernel (FlashAttention-2 style, mma.sync, sm80+).
+//
+// One CTA per (row block of kBlockM queries, query head, batch). Warps split
+// the rows (each warp owns MI*16 contiguous rows). The CTA first classifies
+// every key tile [n*kBlockN, (n+1)*kBlockN) against its rows from the per-tile
+// min/max of the column bounds (computed once per call by the preprocessing
+// kernel) and the block mask, compacts the non-skipped tiles into a list in
+// shared memory, then streams K/V for those tiles only. Unmasked tiles run no
+// per-element mask code; partial tiles read the columns' bounds from smem.
+#pragma once
+
+#include "kernel_common.cuh"
+
+namespace flashmask {
+namespace cuda {
+
+template <int D_, int kBlockM_, int kBlockN_, int kNWarps_>
+struct FwdConfig {
+  static constexpr int D = D_, kBlockM = kBlockM_, kBlockN = kBlockN_, kNWarps = kNWarps_;
+  static constexpr int kThreads = kNWarps * 32;
+  static constexpr int MI = kBlockM / (16 * kNWarps);  // m16 tiles per warp
+  static constexpr int NT = kBlockN / 8;               // n8 tiles of S per warp
+  static constexpr int DT = D / 8;                     // n8 tiles of O per warp
+  static_assert(MI >= 1 && kBlockM == MI * 16 * kNWarps, "bad kBlockM");
+  static_assert(kBlockN % 16 == 0 && D % 64 == 0, "bad tile");
+  static_assert(128 % kBlockM == 0 && 128 % kBlockN == 0, "tiles must divide block_mask cells");
+  // Bytes of static-size shared memory; the tile list (n_tiles ints) follows.
+  static constexpr int kSmemFixed =
+      (kBlockM + 2 * kBlockN) * D * 2 + kBlockN * 4 * 4 + 32 * 4;
+};
+
+template <typename T, typename Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads)
+    flashmask_fwd_kernel(const FwdParams p, const TileBounds* __restrict__ tile_bounds) {
+  constexpr int D = Cfg::D, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
+  constexpr int kThreads = Cfg::kThreads, MI = Cfg::MI, NT = Cfg::NT, DT = Cfg::DT;
+
+  extern __shared__ __align__(128) char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sK = sQ + kBlockM * D;
+  T* sV = sK + kBlockN * D;
+  int* sBnd = reinterpret_cast<int*>(sV + kBlockN * D);
+  int* sScratch = sBnd + kBlockN * 4;
+  int* sList = sScratch + 32;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int m_block = gridDim.x - 1 - blockIdx.x;  // heavy (late) row blocks first
+  const int h = blockIdx.y, b = blockIdx.z;
+  const AttentionShape& s = p.shape;
+  const int Sq = s.seqlen_q, Sk = s.seqlen_k;
+  const int m0 = m_block * kBlockM;
+  const int rows_valid = min(kBlockM, Sq - m0);
+  const int hk = h / (s.num_heads / s.num_heads_k);
+  const int hm = mask_head_for(p.mask, s, h);
+  const bool causal = p.mask.causal;
+  const int nb = p.mask.num_bounds;
+  const int form = mask_form(causal, nb);
+  const int offset = Sk - Sq;
+  const int n_tiles = (Sk + kBlockN - 1) / kBlockN;
+
+  const T* gQ = static_cast<const T*>(p.q) + b * p.q_strides.batch +
+                static_cast<int64_t>(m0) * p.q_strides.row + h * p.q_strides.head;
+  const T* gK = static_cast<const T*>(p.k) + b * p.k_strides.batch + hk * p.k_strides.head;
+  const T* gV = static_cast<const T*>(p.v) + b * p.v_strides.batch + hk * p.v_strides.head;
+  const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + hm;
+  const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;
+  const TileBounds* tb = tile_bounds + bhm * n_tiles;
+  const int32_t* gBM = nullptr;
+  if (p.mask.block_mask != nullptr) {
+    const int bm_rows = (Sq + kBlockMaskSize - 1) / kBlockMaskSize;
+    const int bm_cols = (Sk + kBlockMaskSize - 1) / kBlockMaskSize;
+    gBM = p.mask.block_mask + (bhm * bm_rows + m0 / kBlockMaskSize) * bm_cols;
+  }
+
+  int n_end = n_tiles;
+  if (causal) {
+    const int max_col = m0 + rows_valid - 1 + offset;
+    n_end = max_col < 0 ? 0 : min(n_end, max_col / kBlockN + 1);
+  }
+  const int row_end = m0 + rows_valid;
+  auto classify = [&](int n) -> int {
+    const int c0 = n * kBlockN, c1 = min(c0 + kBlockN, Sk);
+    if (gBM != nullptr && __ldg(gBM + c0 / kBlockMaskSize) == 0)
+      return static_cast<int>(TileKind::kSkip);
+    TileKind k = classify_tile(load_tile_bounds(tb + n), m0, row_end, c0, c1, causal, offset);
+    if (k == TileKind::kUnmasked && c0 + kBlockN > Sk) k = TileKind::kPartial;
+    return static_cast<int>(k);
+  };
+  const int count = build_tile_list<kThreads>(sList, sScratch, 0, n_end, classify);
+
+  const int64_t k_row = p.k_strides.row, v_row = p.v_strides.row;
+  auto load_bounds = [&](int n) {
+    const int32_t* src = gBnd + static_cast<int64_t>(n) * kBlockN * nb;
+    const int lim = (Sk - n * kBlockN) * nb;
+    for (int i = tid; i < kBlockN * nb; i += kThreads) {
+      const bool ok = i < lim;
+      cp_async_4(smem_u32(sBnd + i), ok ? src + i : gBnd, ok);
+    }
+  };
+
+  load_tile_async<kBlockM, D, kThreads>(sQ, gQ, p.q_strides.row, rows_valid, tid);
+  int it = count - 1;
+  int n = -1, kind = 0;
+  if (it >= 0) {
+    n = sList[it] & 0xffffff;
+    kind = sList[it] >> 24;
+    load_tile_async<kBlockN, D, kThreads>(sK, gK + static_cast<int64_t>(n) * kBlockN * k_row,
+                                          k_row, Sk - n * kBlockN, tid);
+    if (kind == static_cast<int>(TileKind::kPartial)) load_bounds(n);
+  }
+  cp_async_commit();
+
+  float acc_o[MI][DT][4];
+  float row_max[MI][2], row_sum[MI][2];
+#pragma unroll
+  for (int mi = 0; mi < MI; ++mi) {
+#pragma unroll
+    for (int dt = 0; dt < DT; ++dt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_o[mi][dt][e] = 0.f;
+    row_max[mi][0] = row_max[mi][1] = -INFINITY;
+    row_sum[mi][0] = row_sum[mi][1] = 0.f;
+  }
+  const float scale_log2 = p.softmax_scale * kLog2e;
+  const int warp_row = warp * MI * 16;
+
+  for (; it >= 0; --it) {
+    cp_async_wait<0>();
+    __syncthreads();
+    load_tile_async<kBlockN, D, kThreads>(sV, gV + static_cast<int64_t>(n) * kBlockN * v_row,
+                                          v_row, Sk - n * kBlockN, tid);
+    cp_async_commit();
+
+    // S = Q K^T
+    float acc_s[MI][NT][4];
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc_s[mi][nt][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+      uint32_t a[MI][4];
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi)
+        ldsm_x4(a[mi], smem_u32(sQ + swz<D>(warp_row + mi * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                            ks * 16 + (lane >> 4) * 8)));
+#pragma unroll
+      for (int j = 0; j < NT / 2; ++j) {
+        uint32_t bf[4];
+        ldsm_x4(bf, smem_u32(sK + swz<D>(j * 16 + (lane & 7) + (lane >> 4) * 8,
+                                         ks * 16 + ((lane >> 3) & 1) * 8)));
+#pragma unroll
+        for (int mi = 0; mi < MI; ++mi) {
+          mma16816<T>(acc_s[mi][2 * j], a[mi], bf[0], bf[1]);
+          mma16816<T>(acc_s[mi][2 * j + 1], a[mi], bf[2], bf[3]);
+        }
+      }
+    }
+
+    if (kind == static_cast<int>(TileKind::kPartial)) {
+      dispatch_form(form, [&](auto ftag) {
+        using Fm = Form<decltype(ftag)::value>;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const int lc = nt * 8 + 2 * t + c;
+            const int col = n * kBlockN + lc;
+            int bd[4] = {0, 0, 0, 0};
+#pragma unroll
+            for (int i = 0; i < Fm::kBounds; ++i) bd[i] = sBnd[lc * Fm::kBounds + i];
+            const bool col_ok = col < Sk;
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+              for (int r = 0; r < 2; ++r) {
+                const int row = m0 + warp_row + mi * 16 + g + 8 * r;
+                if (!col_ok || Fm::masked(row, col, bd, offset)) acc_s[mi][nt][2 * r + c] = -INFINITY;
+              }
+          }
+      });
+    }
+
+    // Online softmax (base-2, scale folded in).
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+          mx = fmaxf(mx, fmaxf(acc_s[mi][nt][2 * r], acc_s[mi][nt][2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        mx *= scale_log2;
+        const float m_new = fmaxf(row_max[mi][r], mx);
+        const float base = m_new == -INFINITY ? 0.f : m_new;
+        const float alpha = exp2f(row_max[mi][r] - base);
+        row_max[mi][r] = m_new;
+        float sum = row_sum[mi][r] * alpha;
+#pragma unroll
+        for (int dt = 0; dt < DT; ++dt) {
+          acc_o[mi][dt][2 * r] *= alpha;
+          acc_o[mi][dt][2 * r + 1] *= alpha;
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const float pv = exp2f(fmaf(acc_s[mi][nt][2 * r + c], scale_log2, -base));
+            acc_s[mi][nt][2 * r + c] = pv;
+            sum += pv;
+          }
+        row_sum[mi][r] = sum;
+      }
+
+    cp_async_wait<0>();
+    __syncthreads();  // V visible; every warp is done reading K and the bounds
+    int n_next = -1, kind_next = 0;
+    if (it > 0) {
+      n_next = sList[it - 1] & 0xffffff;
+      kind_next = sList[it - 1] >> 24;
+      load_tile_async<kBlockN, D, kThreads>(
+          sK, gK + static_cast<int64_t>(n_next) * kBlockN * k_row, k_row,
+          Sk - n_next * kBlockN, tid);
+      if (kind_next == static_cast<int>(TileKind::kPartial)) load_bounds(n_next);
+    }
+    cp_async_commit();
+
+    // O += P V
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      uint32_t a[MI][4];
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi) {
+        a[mi][0] = Pack<T>::two(acc_s[mi][2 * kk][0], acc_s[mi][2 * kk][1]);
+        a[mi][1] = Pack<T>::two(acc_s[mi][2 * kk][2], acc_s[mi][2 * kk][3]);
+        a[mi][2] = Pack<T>::two(acc_s[mi][2 * kk + 1][0], acc_s[mi][2 * kk + 1][1]);
+        a[mi][3] = Pack<T>::two(acc_s[mi][2 * kk + 1][2], acc_s[mi][2 * kk + 1][3]);
+      }
+#pragma unroll
+      for (int j = 0; j < DT / 2; ++j) {
+        uint32_t bf[4];
+        ldsm_x4_t(bf, smem_u32(sV + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                           j * 16 + (lane >> 4) * 8)));
+#pragma unroll
+        for (int mi = 0; mi < MI; ++mi) {
+          mma16816<T>(acc_o[mi][2 * j], a[mi], bf[0], bf[1]);
+          mma16816<T>(acc_o[mi][2 * j + 1], a[mi], bf[2], bf[3]);
+        }
+      }
+    }
+    n = n_next;
+    kind = kind_next;
+  }
+  cp_async_wait<0>();
+
+  // Epilogue: normalise, write O and the LSE. A row with no unmasked key has
+  // row_sum == 0: its output is 0 and its LSE -inf.
+  T* gO = static_cast<T*>(p.out) + b * p.out_strides.batch + h * p.out_strides.head;
+#pragma unroll
+  for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float l = row_sum[mi][r];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      const int row = m0 + warp_row + mi * 16 + g + 8 * r;
+      if (row < Sq) {
+        T* o = gO + static_cast<int64_t>(row) * p.out_strides.row;
+#pragma unroll
+        for (int dt = 0; dt < DT; ++dt)
+          *reinterpret_cast<uint32_t*>(o + dt * 8 + 2 * t) =
+              Pack<T>::two(acc_o[mi][dt][2 * r] * inv, acc_o[mi][dt][2 * r + 1] * inv);
+        if (t == 0)
+          p.lse[(static_cast<int64_t>(b) * s.num_heads + h) * Sq + row] =
+              l > 0.f ? (row_max[mi][r] + log2f(l)) * 0.6931471805599453f : -INFINITY;
+      }
+    }
+}
+
+}  // namespace cuda
+}  // namespace flashmask

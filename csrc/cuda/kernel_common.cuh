@@ -1,0 +1,257 @@
+// Device building blocks shared by the FlashMask CUDA kernels (sm80+):
+// mma.sync m16n8k16 wrappers, ldmatrix, cp.async, a swizzled shared-memory
+// tile layout, and a block-wide list compaction used to enumerate the
+// non-skipped tiles of one row/column block.
+//
+// Fragment layouts (PTX ISA, m16n8k16 with 16-bit inputs, lane = 4*g + t):
+//   A (16x16): a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 8+2t..) a3 (g+8, 8+2t..)
+//   B (16x8) : b0 (k=2t..2t+1, n=g) b1 (k=8+2t.., n=g)
+//   C (16x8) : c0,c1 (g, 2t..2t+1)  c2,c3 (g+8, 2t..2t+1)
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "flashmask/mask.h"
+#include "flashmask/params.h"
+
+namespace flashmask {
+namespace cuda {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+// ---------------------------------------------------------------- types
+template <typename T>
+struct Pack;
+template <>
+struct Pack<__half> {
+  static __device__ __forceinline__ uint32_t two(float a, float b) {
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+};
+template <>
+struct Pack<__nv_bfloat16> {
+  static __device__ __forceinline__ uint32_t two(float a, float b) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+};
+
+template <typename T>
+__device__ __forceinline__ float to_float(T x);
+template <>
+__device__ __forceinline__ float to_float<__half>(__half x) { return __half2float(x); }
+template <>
+__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+template <typename T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+// ---------------------------------------------------------------- PTX wrappers
+template <typename T>
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1);
+template <>
+__device__ __forceinline__ void mma16816<__half>(float (&c)[4], const uint32_t (&a)[4],
+                                                 uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma16816<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4],
+                                                        uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// 16-byte async copy; when !valid the destination is zero-filled and nothing is read.
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
+  const int n = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_async_4(uint32_t dst, const void* src, bool valid) {
+  const int n = valid ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void red_add_f32(float* addr, float v) {
+  asm volatile("red.global.add.f32 [%0], %1;\n" ::"l"(addr), "f"(v) : "memory");
+}
+// Two adjacent floats (addr 8-byte aligned): one vector reduction on sm90+.
+__device__ __forceinline__ void red_add_f32x2(float* addr, float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(addr), "f"(a), "f"(b) : "memory");
+#else
+  red_add_f32(addr, a);
+  red_add_f32(addr + 1, b);
+#endif
+}
+
+// sm90 bulk (TMA-engine) reduction of `bytes` (multiple of 16) of fp32 from smem into global.
+__device__ __forceinline__ void bulk_reduce_add_f32(float* gdst, uint32_t ssrc, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(gdst),
+      "r"(ssrc), "r"(bytes)
+      : "memory");
+#endif
+}
+__device__ __forceinline__ void bulk_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+#endif
+}
+// Wait until the smem sources of this thread's bulk groups have been read.
+__device__ __forceinline__ void bulk_wait_read_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void bulk_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+#endif
+}
+// Orders this thread's generic-proxy smem writes before later async-proxy (bulk) reads.
+__device__ __forceinline__ void fence_proxy_async_smem() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+// ---------------------------------------------------------------- smem layout
+// Row-major tile of kCols 16-bit elements per row (kCols a multiple of 64),
+// 16-byte chunks XOR-swizzled by (row % 8) so that ldmatrix of 8 rows at one
+// column hits 8 distinct bank groups.
+template <int kCols>
+__device__ __forceinline__ int swz(int row, int col) {
+  static_assert(kCols % 64 == 0, "swizzle needs rows of >= 64 elements");
+  const int chunk = col >> 3;
+  const int pchunk = (chunk & ~7) | ((chunk ^ row) & 7);
+  return row * kCols + pchunk * 8 + (col & 7);
+}
+
+// Async copy of rows [0, kRows) x [0, kCols) of a global tile (row stride in
+// elements) into a swizzled smem tile; rows >= rows_valid are zero-filled.
+template <int kRows, int kCols, int kThreads, typename T>
+__device__ __forceinline__ void load_tile_async(T* smem, const T* gmem, int64_t row_stride,
+                                                int rows_valid, int tid) {
+  constexpr int kChunksPerRow = kCols / 8;
+  constexpr int kChunks = kRows * kChunksPerRow;
+#pragma unroll
+  for (int c0 = 0; c0 < kChunks; c0 += kThreads) {
+    const int c = c0 + tid;
+    if (kChunks % kThreads == 0 || c < kChunks) {
+      const int r = c / kChunksPerRow, ch = c % kChunksPerRow;
+      const bool ok = r < rows_valid;
+      const T* src = ok ? gmem + r * row_stride + ch * 8 : gmem;
+      cp_async_16(smem_u32(smem + swz<kCols>(r, ch * 8)), src, ok);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- tile lists
+// Block-wide compaction: list[i] = index | kind << 24 for every index in
+// [begin, end) whose kind (classify(index)) is not kSkip, in ascending order.
+// Every thread returns the count. Contains __syncthreads(): call uniformly.
+template <int kThreads, typename F>
+__device__ __forceinline__ int build_tile_list(int* list, int* scratch, int begin, int end,
+                                               F classify) {
+  constexpr int kWarps = kThreads / 32;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  int count = 0;
+  for (int base = begin; base < end; base += kThreads) {
+    const int i = base + tid;
+    const int kind = i < end ? classify(i) : static_cast<int>(TileKind::kSkip);
+    const bool keep = kind != static_cast<int>(TileKind::kSkip);
+    const unsigned ballot = __ballot_sync(0xffffffffu, keep);
+    if (lane == 0) scratch[warp] = __popc(ballot);
+    __syncthreads();
+    int off = count, total = 0;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const int cw = scratch[w];
+      off += w < warp ? cw : 0;
+      total += cw;
+    }
+    if (keep) list[off + __popc(ballot & ((1u << lane) - 1u))] = i | (kind << 24);
+    count += total;
+    __syncthreads();
+  }
+  return count;
+}
+
+// The four bound forms, specialised so that partial tiles pay only for the
+// comparisons their form needs (same semantics as mask.h for rows < seqlen_q):
+//   0: causal, LTS         1: causal, LTS LTE
+//   2: non-causal, LTS UTE 3: non-causal, LTS LTE UTS UTE
+__host__ __device__ __forceinline__ int mask_form(bool causal, int num_bounds) {
+  return causal ? (num_bounds == 1 ? 0 : 1) : (num_bounds == 2 ? 2 : 3);
+}
+template <int F>
+struct Form {
+  static constexpr int kBounds = F == 0 ? 1 : (F == 3 ? 4 : 2);
+  // b: the column's raw bounds; causal_offset = seqlen_k - seqlen_q.
+  static __device__ __forceinline__ bool masked(int row, int col, const int (&b)[4], int off) {
+    if (F == 0) return row >= b[0] || col > row + off;
+    if (F == 1) return (row >= b[0] && row < b[1]) || col > row + off;
+    if (F == 2) return row >= b[0] || row < b[1];
+    return (row >= b[0] && row < b[1]) || (row >= b[2] && row < b[3]);
+  }
+};
+// Calls f(std::integral_constant<int, F>) for the runtime form.
+template <typename Fn>
+__device__ __forceinline__ void dispatch_form(int form, Fn&& f) {
+  switch (form) {
+    case 0: f(std::integral_constant<int, 0>()); break;
+    case 1: f(std::integral_constant<int, 1>()); break;
+    case 2: f(std::integral_constant<int, 2>()); break;
+    default: f(std::integral_constant<int, 3>()); break;
+  }
+}
+
+__device__ __forceinline__ TileBounds load_tile_bounds(const TileBounds* tb) {
+  const int4* p = reinterpret_cast<const int4*>(tb);
+  const int4 a = __ldg(p), b = __ldg(p + 1);
+  return TileBounds{a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+}
+
+}  // namespace cuda
+}  // namespace flashmask

@@ -1,0 +1,281 @@
+"""CUDA kernels vs an fp32 reference, through paddle_flashmask.torch.
+
+Every case draws fresh random inputs (the seed is printed), outputs are
+NaN-poisoned before each launch (FLASHMASK_POISON=1, see conftest.py), and
+errors are judged by FlashAttention's rule: our error against the fp32
+reference is at most 2x that of a plain low-precision PyTorch computation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from paddle_flashmask import masks
+from tests.gpu.helpers import assert_close_fa, attention_ref, dense_allowed, fresh_seed, rng_for
+from tests.random_bounds import BOUND_FORMS, random_bounds
+
+torch = pytest.importorskip("torch")
+
+
+def _run_case(
+    idx,
+    causal,
+    *,
+    batch=2,
+    seqlen_q=None,
+    seqlen_k=None,
+    heads=4,
+    heads_k=2,
+    head_dim=128,
+    dtype=torch.bfloat16,
+    scale=None,
+    block_mask=None,
+    check_bwd=True,
+    seed=None,
+):
+    from paddle_flashmask.torch import flashmask_attention
+
+    seed = fresh_seed() if seed is None else seed
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    seqlen_k = idx.shape[2] if seqlen_k is None else seqlen_k
+    seqlen_q = seqlen_k if seqlen_q is None else seqlen_q
+    dev = "cuda"
+    q = torch.randn(batch, seqlen_q, heads, head_dim, device=dev, generator=g).to(dtype)
+    k = torch.randn(batch, seqlen_k, heads_k, head_dim, device=dev, generator=g).to(dtype)
+    v = torch.randn(batch, seqlen_k, heads_k, head_dim, device=dev, generator=g).to(dtype)
+    dout = torch.randn(batch, seqlen_q, heads, head_dim, device=dev, generator=g).to(dtype)
+    sc = head_dim**-0.5 if scale is None else scale
+    allowed = dense_allowed(torch, idx, causal, seqlen_q, block_mask, heads, heads_k, dev)
+
+    qs, ks, vs = (t.detach().clone().requires_grad_(check_bwd) for t in (q, k, v))
+    out, lse = flashmask_attention(
+        qs, ks, vs, idx, causal=causal, softmax_scale=scale, block_mask=block_mask,
+        return_softmax_lse=True,
+    )
+    qr, kr, vr = (t.detach().clone().float().requires_grad_(check_bwd) for t in (q, k, v))
+    out_ref, lse_ref = attention_ref(torch, qr, kr, vr, allowed, sc, upcast=True)
+    qp, kp, vp = (t.detach().clone().requires_grad_(check_bwd) for t in (q, k, v))
+    out_pt, _ = attention_ref(torch, qp, kp, vp, allowed, sc, upcast=False)
+
+    assert_close_fa("out", out, out_ref, out_pt)
+    # lse: same -inf pattern, finite values close to fp32.
+    assert not torch.isnan(lse).any(), "lse: NaN"
+    inf_ours, inf_ref = torch.isinf(lse), torch.isinf(lse_ref)
+    assert torch.equal(inf_ours, inf_ref), "lse: -inf pattern differs"
+    fin = ~inf_ref
+    if fin.any():
+        lse_err = (lse[fin] - lse_ref[fin]).abs().max().item()
+        assert lse_err < 2e-3, f"lse err {lse_err}"
+    if not check_bwd:
+        return out
+    out.backward(dout)
+    out_ref.backward(dout.float())
+    out_pt.backward(dout)
+    for name, a, r, p in (
+        ("dq", qs.grad, qr.grad, qp.grad),
+        ("dk", ks.grad, kr.grad, kp.grad),
+        ("dv", vs.grad, vr.grad, vp.grad),
+    ):
+        assert_close_fa(name, a, r, p)
+    return out
+
+
+# ---------------------------------------------------------------- mask builders
+N = 1000
+BUILDERS = {
+    "full": lambda b: masks.full_mask(N, batch=b),
+    "causal": lambda b: masks.causal_mask(N, batch=b),
+    "sliding_window": lambda b: masks.sliding_window_mask(N, 200, batch=b),
+    "causal_document": lambda b: masks.causal_document_mask([[300, 200, 500]] * b),
+    "document": lambda b: masks.document_mask([[150, 600, 250]] * b),
+    "share_question": lambda b: masks.share_question_mask([[(200, [150, 150]), (100, [300, 100])]] * b),
+    "global_sliding_window": lambda b: masks.global_sliding_window_mask(N, 64, 150, batch=b),
+    "causal_blockwise": lambda b: masks.causal_blockwise_mask([[300, 200, 500]] * b),
+    "prefix_lm_causal": lambda b: masks.prefix_lm_causal_mask(N, 250, batch=b),
+    "prefix_lm_document": lambda b: masks.prefix_lm_document_mask([[(100, 400), (200, 600)]] * b),
+    "qk_sparse": lambda b: masks.qk_sparse_mask(N, [(100, 300), (600, 900)], batch=b),
+    "random_eviction": lambda b: masks.random_eviction_mask(N, 4, batch=b, seed=int(np.random.randint(1 << 30))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_mask_builders(name):
+    spec = BUILDERS[name](2)
+    _run_case(spec.startend_row_indices, spec.causal)
+
+
+@pytest.mark.parametrize("name", ["causal_document", "share_question", "random_eviction"])
+def test_mask_builders_hdim64_fp16(name):
+    spec = BUILDERS[name](2)
+    _run_case(spec.startend_row_indices, spec.causal, head_dim=64, dtype=torch.float16)
+
+
+# ---------------------------------------------------------------- random bounds
+@pytest.mark.parametrize("causal,nb", BOUND_FORMS)
+@pytest.mark.parametrize("mask_heads", ["1", "hk", "h"])
+@pytest.mark.parametrize("sq,sk", [(257, 257), (200, 333), (333, 200)])
+def test_random_bounds(causal, nb, mask_heads, sq, sk):
+    seed = fresh_seed()
+    heads, heads_k = 4, 2
+    hm = {"1": 1, "hk": heads_k, "h": heads}[mask_heads]
+    idx = random_bounds(rng_for(seed), 2, hm, sq, sk, nb, causal)
+    dtype = torch.float16 if seed % 2 else torch.bfloat16
+    _run_case(idx, causal, seqlen_q=sq, seqlen_k=sk, heads=heads, heads_k=heads_k, dtype=dtype, seed=seed)
+
+
+# ---------------------------------------------------------------- odd lengths
+@pytest.mark.parametrize("seqlen", [1, 17, 127, 129, 1000, 8191])
+@pytest.mark.parametrize("causal,nb", [(True, 2), (False, 4), (True, 1)])
+def test_odd_lengths(seqlen, causal, nb):
+    seed = fresh_seed()
+    big = seqlen > 4096
+    idx = random_bounds(rng_for(seed), 1 if big else 2, 1, seqlen, seqlen, nb, causal)
+    if big:  # sparse enough bounds that the dense fp32 reference still fits
+        _run_case(idx, causal, batch=1, heads=2, heads_k=1, head_dim=64, seed=seed)
+    else:
+        _run_case(idx, causal, seed=seed)
+
+
+@pytest.mark.parametrize("sq,sk", [(1, 129), (129, 1), (17, 1000), (1000, 17), (127, 8191)])
+@pytest.mark.parametrize("causal", [True, False])
+def test_unequal_lengths_plain(sq, sk, causal):
+    idx = None
+    spec = masks.causal_mask(sk) if causal else masks.full_mask(sk)
+    idx = np.ascontiguousarray(np.broadcast_to(spec.startend_row_indices, (2,) + spec.startend_row_indices.shape[1:]))
+    if causal:
+        idx = np.full_like(idx, sq)  # causal, nothing else masked
+    else:
+        idx[..., 0] = sq
+    _run_case(idx, causal, seqlen_q=sq, seqlen_k=sk, head_dim=64)
+
+
+# ---------------------------------------------------------------- head dims, dtypes
+@pytest.mark.parametrize("head_dim", [64, 128, 256, 32, 80])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_head_dims(head_dim, dtype):
+    seed = fresh_seed()
+    idx = random_bounds(rng_for(seed), 2, 2, 300, 300, 2, True)
+    _run_case(idx, True, head_dim=head_dim, dtype=getattr(torch, dtype), seed=seed)
+
+
+@pytest.mark.parametrize("heads,heads_k", [(8, 1), (8, 8), (6, 3)])
+def test_gqa_mqa(heads, heads_k):
+    seed = fresh_seed()
+    idx = random_bounds(rng_for(seed), 2, heads, 300, 300, 4, False)
+    _run_case(idx, False, heads=heads, heads_k=heads_k, seed=seed)
+
+
+def test_softmax_scale():
+    spec = masks.causal_document_mask([[100, 200, 211]] * 2)
+    _run_case(spec.startend_row_indices, True, scale=0.3)
+
+
+# ---------------------------------------------------------------- block mask
+@pytest.mark.parametrize("causal,nb", [(True, 1), (False, 4)])
+def test_block_mask(causal, nb):
+    seed = fresh_seed()
+    rng = rng_for(seed)
+    sq = sk = 600
+    idx = random_bounds(rng, 2, 2, sq, sk, nb, causal)
+    bm = (rng.random((2, 2, math.ceil(sq / 128), math.ceil(sk / 128))) < 0.6).astype(np.int32)
+    _run_case(idx, causal, block_mask=bm, seed=seed)
+
+
+# ---------------------------------------------------------------- fully masked rows
+def test_fully_masked_rows():
+    from paddle_flashmask.torch import flashmask_attention
+
+    s = 300
+    idx = np.zeros((1, 1, s, 4), dtype=np.int32)
+    idx[..., 0], idx[..., 1] = 50, 120  # rows [50, 120) masked everywhere
+    idx[..., 2], idx[..., 3] = 0, 0
+    idx[0, 0, :, 2], idx[0, 0, :, 3] = 250, 260  # and rows [250, 260)
+    out = _run_case(idx, False, batch=1)
+    assert out[:, 50:120].abs().max().item() == 0.0
+    # Every key masked for every row (block mask zero): output 0, lse -inf, grads 0.
+    q = torch.randn(1, 200, 2, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k = torch.randn(1, 200, 2, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn(1, 200, 2, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    idx = np.full((1, 1, 200, 1), 0, dtype=np.int32)
+    o, lse = flashmask_attention(q, k, v, idx, causal=True, return_softmax_lse=True)
+    assert o.abs().max().item() == 0 and torch.isneginf(lse).all()
+    o.backward(torch.randn_like(o))
+    for t in (q, k, v):
+        assert torch.isfinite(t.grad).all() and t.grad.abs().max().item() == 0
+
+
+# ---------------------------------------------------------------- deterministic
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+def test_deterministic(monkeypatch, head_dim):
+    from paddle_flashmask.torch import flashmask_attention
+
+    seed = fresh_seed()
+    idx = random_bounds(rng_for(seed), 2, 4, 1000, 1000, 2, True)
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q, k, v, do = (
+        torch.randn(2, 1000, 4, head_dim, device="cuda", generator=g).to(torch.bfloat16) for _ in range(4)
+    )
+
+    def grads():
+        qs, ks, vs = (t.clone().requires_grad_() for t in (q, k, v))
+        flashmask_attention(qs, ks, vs, idx, causal=True).backward(do)
+        return qs.grad, ks.grad, vs.grad
+
+    monkeypatch.setenv("FLASHMASK_DETERMINISTIC", "1")
+    a, b = grads(), grads()
+    for x, y in zip(a, b):
+        assert torch.equal(x, y), "deterministic grads differ run to run"
+    monkeypatch.setenv("FLASHMASK_DETERMINISTIC", "0")
+    c = grads()
+    for x, y in zip(a, c):
+        assert (x.float() - y.float()).abs().max().item() <= 2e-2 * max(1.0, x.float().abs().max().item())
+
+
+# ---------------------------------------------------------------- long sequences
+def test_long_sequence_128k():
+    """128K keys: offsets past 2^31 elements in the [B, S, H, D] products; reference per document."""
+    from paddle_flashmask.torch import flashmask_attention
+
+    seqlen, doc, heads, d = 128 * 1024, 4096, 2, 64
+    spec = masks.causal_document_mask([doc] * (seqlen // doc))
+    g = torch.Generator(device="cuda").manual_seed(fresh_seed())
+    q, k, v, do = (torch.randn(1, seqlen, heads, d, device="cuda", generator=g).to(torch.bfloat16) for _ in range(4))
+    qs, ks, vs = (t.clone().requires_grad_() for t in (q, k, v))
+    out = flashmask_attention(qs, ks, vs, spec.startend_row_indices, causal=True)
+    out.backward(do)
+    causal = torch.ones(doc, doc, device="cuda", dtype=torch.bool).tril()[None, None]
+    for i in (0, 7, seqlen // doc - 1):  # a few documents, incl. the last
+        sl = slice(i * doc, (i + 1) * doc)
+        qr, kr, vr = (t[:, sl].detach().float().requires_grad_() for t in (q, k, v))
+        qp, kp, vp = (t[:, sl].detach().clone().requires_grad_() for t in (q, k, v))
+        o_ref, _ = attention_ref(torch, qr, kr, vr, causal, d**-0.5, upcast=True)
+        o_pt, _ = attention_ref(torch, qp, kp, vp, causal, d**-0.5, upcast=False)
+        assert_close_fa(f"out doc {i}", out[:, sl], o_ref, o_pt)
+        o_ref.backward(do[:, sl].float())
+        o_pt.backward(do[:, sl])
+        assert_close_fa(f"dq doc {i}", qs.grad[:, sl], qr.grad, qp.grad)
+        assert_close_fa(f"dk doc {i}", ks.grad[:, sl], kr.grad, kp.grad)
+        assert_close_fa(f"dv doc {i}", vs.grad[:, sl], vr.grad, vp.grad)
+
+
+# ---------------------------------------------------------------- API surface
+def test_api_options():
+    from paddle_flashmask.torch import flashmask_attention
+
+    q = torch.randn(1, 130, 2, 64, device="cuda", dtype=torch.float16)
+    out, lse, so = flashmask_attention(
+        q, q, q, None, causal=True, window_size=(16, 0), return_softmax_lse=True, return_seed_offset=True
+    )
+    assert out.shape == q.shape and lse.shape == (1, 2, 130) and so.shape == (2,)
+    idx = masks.window_size_to_indices((16, 0), True, 130, 130, 1)
+    out2 = flashmask_attention(q, q, q, idx, causal=True)
+    assert torch.equal(out, out2)
+    with pytest.raises(NotImplementedError):
+        flashmask_attention(q, q, q, None, dropout=0.1)
+    with pytest.raises(TypeError):
+        flashmask_attention(q.float(), q.float(), q.float())
+    with pytest.raises(ValueError):
+        flashmask_attention(q, q[:, :, :, :32], q)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Builds the framework-free CUDA library build/libflashmask_cuda.so (no Paddle needed).
+#
+#   tools/build_cuda.sh                 # sm_80 + sm_90a, 2 parallel nvcc jobs
+#   JOBS=16 ARCHS="90a" tools/build_cuda.sh
+#   OUT=/path/lib.so tools/build_cuda.sh
+#
+# paddle_flashmask.torch finds the library at build/libflashmask_cuda.so, next to
+# the package (paddle_flashmask/torch/libflashmask_cuda.so), or at $FLASHMASK_CUDA_LIB.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NVCC="${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
+JOBS="${JOBS:-2}"
+ARCHS="${ARCHS:-80 90a}"
+BUILD="${BUILD:-$ROOT/build}"
+OUT="${OUT:-$BUILD/libflashmask_cuda.so}"
+EXTRA="${NVCC_EXTRA:-}"
+mkdir -p "$BUILD/cuda_obj"
+python3 "$ROOT/tools/generate_kernels.py"
+
+GENCODE=""
+for a in $ARCHS; do GENCODE="$GENCODE -gencode=arch=compute_${a},code=sm_${a}"; done
+FLAGS="-O3 -std=c++17 -Xcompiler -fPIC -I$ROOT/csrc/include -I$ROOT/csrc/cuda $GENCODE --use_fast_math -lineinfo $EXTRA"
+export NVCC FLAGS BUILD
+
+SRCS=("$ROOT"/csrc/cuda/flashmask_api.cu "$ROOT"/csrc/cuda/instantiations/*.cu)
+# newest-first ordering does not matter; rebuild an object only when a source or header changed
+HDR_STAMP=$(stat -c %Y "$ROOT"/csrc/cuda/*.cuh "$ROOT"/csrc/include/flashmask/*.h | sort -n | tail -1)
+compile_one() {
+  src="$1"; obj="$BUILD/cuda_obj/$(basename "${src%.cu}").o"
+  if [[ -f "$obj" && "$obj" -nt "$src" && $(stat -c %Y "$obj") -ge "$HDR_STAMP" && "${FORCE:-0}" != 1 ]]; then
+    return 0
+  fi
+  echo "nvcc $(basename "$src")"
+  $NVCC $FLAGS -c "$src" -o "$obj"
+}
+export -f compile_one
+export HDR_STAMP
+printf '%s\n' "${SRCS[@]}" | xargs -P "$JOBS" -I{} bash -c 'compile_one "$@"' _ {}
+OBJS=()
+for s in "${SRCS[@]}"; do OBJS+=("$BUILD/cuda_obj/$(basename "${s%.cu}").o"); done
+$NVCC -shared $GENCODE -cudart static -o "$OUT" "${OBJS[@]}"
+echo "built $OUT"
