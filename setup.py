@@ -1,11 +1,12 @@
 """Builds the `flashmask_attention_op` Paddle custom operator and installs the
 `paddle_flashmask` Python package around it.
 
-Paddle must already be installed (the operator is compiled against the
-installed Paddle's headers and libpaddle), so build without isolation, which
-also means installing setuptools' own build requirement, wheel, first:
+The operator is compiled against Paddle's headers and libpaddle. With the CPU
+Paddle 3.3.1, a plain `pip install .` works (pyproject.toml gives pip's isolated
+build environment that Paddle). With any other Paddle, a CUDA build above all,
+build against the installed one:
 
-    pip install paddlepaddle==3.3.1 setuptools wheel   # or paddlepaddle-gpu
+    pip install paddlepaddle-gpu setuptools wheel      # or any other Paddle
     pip install --no-build-isolation .
 
 Environment variables:
