@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI (CPU-only machine, needs nvcc): the CUDA kernels and the Paddle GPU adapter must compile.
 #  1. generated instantiation files are up to date;
-#  2. the API and one instantiation of each kernel (fwd, bwd: dkdv + dq + helpers) compile
+#  2. the API and one instantiation of each kernel (fwd; bwd at D=64 and at D=128, whose sm90
+#     launch adds the 2-D warp layout; dkdv + dq + helpers) compile
 #     for sm_80 and sm_90a;
 #  3. csrc/paddle/flashmask_op_gpu.cu compiles against the installed Paddle's headers with
 #     -DPADDLE_WITH_CUDA (skipped with a notice when Paddle is not importable).
@@ -18,7 +19,8 @@ GENCODE="-gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90a,code=sm_9
 FLAGS="-O2 -std=c++17 -Xcompiler -fPIC -Icsrc/include -Icsrc/cuda $GENCODE --use_fast_math"
 pids=()
 for src in csrc/cuda/flashmask_api.cu csrc/cuda/instantiations/flashmask_fwd_bf16_hdim128.cu \
-           csrc/cuda/instantiations/flashmask_bwd_fp16_hdim64.cu; do
+           csrc/cuda/instantiations/flashmask_bwd_fp16_hdim64.cu \
+           csrc/cuda/instantiations/flashmask_bwd_bf16_hdim128.cu; do
   "$NVCC" $FLAGS -c "$src" -o "$TMP/$(basename "$src").o" &
   pids+=($!)
   if (( ${#pids[@]} >= 2 )); then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi

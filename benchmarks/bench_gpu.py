@@ -298,9 +298,10 @@ def report(out_dir: pathlib.Path):
     for path in sorted(glob.glob(str(out_dir / "gpu_*.json"))):
         data = json.load(open(path))
         meta[os.path.basename(path)] = data.get("meta", {})
-        rows.extend(data["rows"])
+        tag = data.get("meta", {}).get("tag", os.path.basename(path))
+        rows.extend(dict(r, run=tag) for r in data["rows"])
     order = {c: i for i, c in enumerate(CONFIGS)}
-    rows.sort(key=lambda r: (order.get(r["config"], 99), MASKS.index(r["mask"]) if r["mask"] in MASKS else 99))
+    rows.sort(key=lambda r: (order.get(r["config"], 99), r["run"], MASKS.index(r["mask"]) if r["mask"] in MASKS else 99))
     json.dump({"meta": meta, "rows": rows}, open(out_dir / "gpu.json", "w"), indent=1)
     lines = [
         "# FlashMask CUDA kernels vs baselines (same process, same inputs)",
@@ -313,14 +314,14 @@ def report(out_dir: pathlib.Path):
         if m:
             lines.append(f"- `{m.get('tag')}`: {m.get('device')}, torch {m.get('torch')}, {m.get('date')}")
     lines.append("")
-    hdr = ("| N | D | mask | density | ours fwd | ours bwd | ours fwd+bwd | Flex fwd | Flex fwd+bwd | "
+    hdr = ("| run | N | D | mask | density | ours fwd | ours bwd | ours fwd+bwd | Flex fwd | Flex fwd+bwd | "
            "FA2 fwd+bwd | cuDNN fwd+bwd | dense fwd+bwd | ours/Flex | ours/FA2 | Flex build ms |")
-    lines += [hdr, "|" + "---|" * 15]
+    lines += [hdr, "|" + "---|" * 16]
     for r in rows:
         ratio_flex = r["ours_fwdbwd"] / r["flex_fwdbwd"] if r.get("flex_fwdbwd") else None
         ratio_fa2 = r["ours_fwdbwd"] / r["fa2_fwdbwd"] if r.get("fa2_fwdbwd") else None
         lines.append(
-            f"| {r['N'] // 1024}K | {r['D']} | {r['mask']} | {r['density']:.2f} | {fmt(r.get('ours_fwd'))} | "
+            f"| {r['run']} | {r['N'] // 1024}K | {r['D']} | {r['mask']} | {r['density']:.2f} | {fmt(r.get('ours_fwd'))} | "
             f"{fmt(r.get('ours_bwd'))} | {fmt(r.get('ours_fwdbwd'))} | {fmt(r.get('flex_fwd'))} | "
             f"{fmt(r.get('flex_fwdbwd'))} | {fmt(r.get('fa2_fwdbwd'))} | {fmt(r.get('cudnn_fwdbwd'))} | "
             f"{fmt(r.get('dense_fwdbwd'))} | {'-' if ratio_flex is None else f'{ratio_flex:.2f}'} | "
@@ -334,10 +335,10 @@ def report(out_dir: pathlib.Path):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        cfgs = [c for c in CONFIGS if any(r["config"] == c for r in rows)]
-        fig, axes = plt.subplots(len(cfgs), 1, figsize=(13, 3.2 * len(cfgs)), squeeze=False)
-        for ax, c in zip(axes[:, 0], cfgs):
-            rs = [r for r in rows if r["config"] == c]
+        runs = list(dict.fromkeys((r["config"], r["run"]) for r in rows))  # one panel per run of a config
+        fig, axes = plt.subplots(len(runs), 1, figsize=(13, 3.2 * len(runs)), squeeze=False)
+        for ax, (c, run) in zip(axes[:, 0], runs):
+            rs = [r for r in rows if r["config"] == c and r["run"] == run]
             x = np.arange(len(rs))
             for i, (key, label) in enumerate((("ours_fwdbwd", "FlashMask (ours)"), ("flex_fwdbwd", "FlexAttention"),
                                               ("fa2_fwdbwd", "SDPA FA2"), ("cudnn_fwdbwd", "SDPA cuDNN"),
@@ -346,7 +347,7 @@ def report(out_dir: pathlib.Path):
             ax.set_xticks(x)
             ax.set_xticklabels([r["mask"] for r in rs], rotation=20, fontsize=8)
             ax.set_ylabel("fwd+bwd TFLOPs/s")
-            ax.set_title(c)
+            ax.set_title(f"{c} ({run})")
         axes[0, 0].legend(fontsize=8, ncol=5)
         fig.tight_layout()
         fig.savefig(out_dir / "gpu.png", dpi=90)

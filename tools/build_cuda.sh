@@ -3,7 +3,7 @@
 #
 #   tools/build_cuda.sh                 # sm_80 + sm_90a, 2 parallel nvcc jobs
 #   JOBS=16 ARCHS="90a" tools/build_cuda.sh
-#   OUT=/path/lib.so tools/build_cuda.sh
+#   LIB=/path/lib.so tools/build_cuda.sh
 #
 # paddle_flashmask.torch finds the library at build/libflashmask_cuda.so, next to
 # the package (paddle_flashmask/torch/libflashmask_cuda.so), or at $FLASHMASK_CUDA_LIB.
@@ -13,7 +13,7 @@ NVCC="${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
 JOBS="${JOBS:-2}"
 ARCHS="${ARCHS:-80 90a}"
 BUILD="${BUILD:-$ROOT/build}"
-OUT="${OUT:-$BUILD/libflashmask_cuda.so}"
+LIB="${LIB:-$BUILD/libflashmask_cuda.so}"
 EXTRA="${NVCC_EXTRA:-}"
 mkdir -p "$BUILD/cuda_obj"
 python3 "$ROOT/tools/generate_kernels.py"
@@ -39,5 +39,5 @@ export HDR_STAMP
 printf '%s\n' "${SRCS[@]}" | xargs -P "$JOBS" -I{} bash -c 'compile_one "$@"' _ {}
 OBJS=()
 for s in "${SRCS[@]}"; do OBJS+=("$BUILD/cuda_obj/$(basename "${s%.cu}").o"); done
-$NVCC -shared $GENCODE -cudart static -o "$OUT" "${OBJS[@]}"
-echo "built $OUT"
+$NVCC -shared $GENCODE -cudart static -o "$LIB" "${OBJS[@]}"
+echo "built $LIB"

@@ -31,6 +31,7 @@ template <>
 struct KernelChoice<64> {
   using Fwd = FwdConfig<FM_FWD_64>;
   using Bwd = BwdConfig<FM_BWD_64>;
+  using Bwd2D = Bwd;  // no 2-D variant
   using Dq = DqConfig<64, 64, 64, 4>;
   static constexpr bool kSplitDKDV = false;  // dQ by red.add unless deterministic
 };
@@ -38,6 +39,8 @@ template <>
 struct KernelChoice<128> {
   using Fwd = FwdConfig<FM_FWD_128>;
   using Bwd = BwdConfig<FM_BWD_128>;
+  // sm90, non-deterministic: 2-D warp tiles with P^T in smem (+18 KB smem, see perf-notes v4).
+  using Bwd2D = BwdConfig<128, 64, 128, 8, 2, true>;
   using Dq = DqConfig<128, 64, 64, 4>;
   static constexpr bool kSplitDKDV = false;  // dQ by red.add unless deterministic
 };
@@ -45,6 +48,7 @@ template <>
 struct KernelChoice<256> {
   using Fwd = FwdConfig<256, 128, 32, 8>;
   using Bwd = BwdConfig<256, 64, 64, 4, 1>;
+  using Bwd2D = Bwd;
   using Dq = DqConfig<256, 64, 32, 4>;
   // Registers: dV and dK in two launches, and dQ always from the dq kernel
   // (so head_dim 256 is always deterministic).
@@ -178,11 +182,25 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
         if (int rc = prepare_smem(k, smem, "flashmask_bwd_dkdv_kernel")) return rc;
         k<<<grid, Cfg::kThreads, smem, stream>>>(p, w);
       } else {
-        // sm90 kernels stage dQ in smem for bulk reductions (see kSmemDq).
-        const size_t smem_dq = smem + (FM_BULK_DQ && device_cc_major() >= 9 ? Cfg::kSmemDq + 16 : 0);
-        auto k = flashmask_bwd_dkdv_kernel<T, Cfg, true, true, true>;
-        if (int rc = prepare_smem(k, smem_dq, "flashmask_bwd_dkdv_kernel")) return rc;
-        k<<<grid, Cfg::kThreads, smem_dq, stream>>>(p, w);
+        using Cfg2 = typename KC::Bwd2D;
+        bool launched_2d = false;
+        if constexpr (Cfg2::k2D) {
+          static_assert(Cfg2::kBlockN == Cfg::kBlockN, "tile bounds are shared");
+          if (device_cc_major() >= 9) {
+            const size_t smem2 =
+                Cfg2::kSmemFixed + static_cast<size_t>(ceil_div(s.seqlen_q, Cfg2::kBlockM)) * 4;
+            auto k = flashmask_bwd_dkdv_kernel<T, Cfg2, true, true, true>;
+            if (int rc = prepare_smem(k, smem2, "flashmask_bwd_dkdv_kernel(2d)")) return rc;
+            k<<<grid, Cfg2::kThreads, smem2, stream>>>(p, w);
+            if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_dkdv_kernel launch")) return rc;
+            launched_2d = true;
+          }
+        }
+        if (!launched_2d) {
+          auto k = flashmask_bwd_dkdv_kernel<T, Cfg, true, true, true>;
+          if (int rc = prepare_smem(k, smem, "flashmask_bwd_dkdv_kernel")) return rc;
+          k<<<grid, Cfg::kThreads, smem, stream>>>(p, w);
+        }
       }
     } else {
       auto kv = flashmask_bwd_dkdv_kernel<T, Cfg, false, false, true>;
