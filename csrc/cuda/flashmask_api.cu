@@ -1,8 +1,11 @@
 // extern "C" entry points of libflashmask_cuda: validation, dispatch on
 // (dtype, head_dim), and the O(N) tile-bounds preprocessing kernel.
+#include <cudaTypedefs.h>
+
+#include <cmath>
 #include <cstdarg>
 #include <cstdio>
-#include <cmath>
+#include <cstdlib>
 
 #include "flashmask/cuda_api.h"
 #include "flashmask_launch.cuh"
@@ -50,6 +53,62 @@ int device_cc_major() {
     cache[dev] = v;
   }
   return cache[dev];
+}
+
+namespace {
+__global__ void sm90a_probe_kernel() {}
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point, so the library
+// does not link libcuda directly.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* ptr = nullptr;
+    cudaDriverEntryPointQueryResult status;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault,
+                                         &status) != cudaSuccess ||
+        status != cudaDriverEntryPointSuccess)
+      ptr = nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
+  }();
+  return fn;
+}
+}  // namespace
+
+bool sm90_kernels_enabled() {
+  if (device_cc_major() != 9) return false;
+  const char* off = std::getenv("FLASHMASK_DISABLE_SM90");
+  if (off != nullptr && off[0] != '\0' && off[0] != '0') return false;
+  // The sm_90a build of this library, not PTX of another arch JIT-compiled for Hopper.
+  static const bool has_sm90a = [] {
+    cudaFuncAttributes attr;
+    return cudaFuncGetAttributes(&attr, sm90a_probe_kernel) == cudaSuccess &&
+           attr.ptxVersion >= 90 && tensor_map_encoder() != nullptr;
+  }();
+  return has_sm90a;
+}
+
+int make_tile_tensor_map(CUtensorMap* map, const void* base, DType dtype, const AttentionShape& s,
+                         int rows, int heads, const TensorStrides& strides, int box_rows) {
+  const cuuint64_t elem = 2;
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(s.head_dim), static_cast<cuuint64_t>(rows),
+                              static_cast<cuuint64_t>(heads), static_cast<cuuint64_t>(s.batch)};
+  const cuuint64_t byte_strides[3] = {static_cast<cuuint64_t>(strides.row) * elem,
+                                      static_cast<cuuint64_t>(strides.head) * elem,
+                                      static_cast<cuuint64_t>(strides.batch) * elem};
+  const cuuint32_t box[4] = {64, static_cast<cuuint32_t>(box_rows), 1, 1};
+  const cuuint32_t unit[4] = {1, 1, 1, 1};
+  const CUresult r = tensor_map_encoder()(
+      map, dtype == DType::kBFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+      4, const_cast<void*>(base), dims, byte_strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    return report_error("cuTensorMapEncodeTiled failed (%d) for a [%d, %d, %d, %d] tensor with "
+                        "strides (%lld, %lld, %lld)",
+                        static_cast<int>(r), s.batch, rows, heads, s.head_dim,
+                        static_cast<long long>(strides.batch), static_cast<long long>(strides.row),
+                        static_cast<long long>(strides.head));
+  return 0;
 }
 
 // One warp per key tile: min/max of the normalised bounds over its valid columns.

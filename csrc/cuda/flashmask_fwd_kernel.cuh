@@ -66,28 +66,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + hm;
   const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;
   const TileBounds* tb = tile_bounds + bhm * n_tiles;
-  const int32_t* gBM = nullptr;
-  if (p.mask.block_mask != nullptr) {
-    const int bm_rows = (Sq + kBlockMaskSize - 1) / kBlockMaskSize;
-    const int bm_cols = (Sk + kBlockMaskSize - 1) / kBlockMaskSize;
-    gBM = p.mask.block_mask + (bhm * bm_rows + m0 / kBlockMaskSize) * bm_cols;
-  }
-
-  int n_end = n_tiles;
-  if (causal) {
-    const int max_col = m0 + rows_valid - 1 + offset;
-    n_end = max_col < 0 ? 0 : min(n_end, max_col / kBlockN + 1);
-  }
-  const int row_end = m0 + rows_valid;
-  auto classify = [&](int n) -> int {
-    const int c0 = n * kBlockN, c1 = min(c0 + kBlockN, Sk);
-    if (gBM != nullptr && __ldg(gBM + c0 / kBlockMaskSize) == 0)
-      return static_cast<int>(TileKind::kSkip);
-    TileKind k = classify_tile(load_tile_bounds(tb + n), m0, row_end, c0, c1, causal, offset);
-    if (k == TileKind::kUnmasked && c0 + kBlockN > Sk) k = TileKind::kPartial;
-    return static_cast<int>(k);
-  };
-  const int count = build_tile_list<kThreads>(sList, sScratch, 0, n_end, classify);
+  const int count = list_key_tiles<kThreads, kBlockN>(sList, sScratch, p.mask, Sq, Sk, bhm, m0,
+                                                      rows_valid, tb);
 
   const int64_t k_row = p.k_strides.row, v_row = p.v_strides.row;
   auto load_bounds = [&](int n) {

@@ -7,6 +7,7 @@
 
 #include "flashmask_bwd_kernel.cuh"
 #include "flashmask_fwd_kernel.cuh"
+#include "flashmask_fwd_sm90_kernel.cuh"
 
 namespace flashmask {
 namespace cuda {
@@ -30,6 +31,7 @@ struct KernelChoice;
 template <>
 struct KernelChoice<64> {
   using Fwd = FwdConfig<FM_FWD_64>;
+  using FwdSm90 = FwdSm90Config<64, 128, 2>;  // Hopper forward (TMA + wgmma)
   using Bwd = BwdConfig<FM_BWD_64>;
   using Bwd2D = Bwd;  // no 2-D variant
   using Dq = DqConfig<64, 64, 64, 4>;
@@ -38,6 +40,7 @@ struct KernelChoice<64> {
 template <>
 struct KernelChoice<128> {
   using Fwd = FwdConfig<FM_FWD_128>;
+  using FwdSm90 = FwdSm90Config<128, 128, 2>;
   using Bwd = BwdConfig<FM_BWD_128>;
   // sm90, non-deterministic: 2-D warp tiles with P^T in smem (+18 KB smem, see perf-notes v4).
   using Bwd2D = BwdConfig<128, 64, 128, 8, 2, true>;
@@ -47,6 +50,7 @@ struct KernelChoice<128> {
 template <>
 struct KernelChoice<256> {
   using Fwd = FwdConfig<256, 128, 32, 8>;
+  using FwdSm90 = void;  // P*V would need N = 256: the sm80 forward runs on Hopper too
   using Bwd = BwdConfig<256, 64, 64, 4, 1>;
   using Bwd2D = Bwd;
   using Dq = DqConfig<256, 64, 32, 4>;
@@ -62,11 +66,21 @@ struct FwdLayout {
   int n_tiles;
   size_t total;
 };
+// Key-tile width of the forward's tile bounds: the smallest of the kernels that may run
+// sizes the workspace (the sm90 kernel uses a prefix of it).
+template <int D>
+constexpr int fwd_min_block_n() {
+  using KC = KernelChoice<D>;
+  if constexpr (std::is_void_v<typename KC::FwdSm90>) {
+    return KC::Fwd::kBlockN;
+  } else {
+    return KC::Fwd::kBlockN < KC::FwdSm90::kBlockN ? KC::Fwd::kBlockN : KC::FwdSm90::kBlockN;
+  }
+}
 template <int D>
 FwdLayout fwd_layout(const FwdParams& p) {
-  using Cfg = typename KernelChoice<D>::Fwd;
   FwdLayout L;
-  L.n_tiles = ceil_div(p.shape.seqlen_k, Cfg::kBlockN);
+  L.n_tiles = ceil_div(p.shape.seqlen_k, fwd_min_block_n<D>());
   L.total = align256(static_cast<size_t>(p.shape.batch) * p.mask.num_mask_heads * L.n_tiles *
                      sizeof(TileBounds));
   return L;
@@ -108,6 +122,13 @@ int report_error(const char* fmt, ...);
 int smem_optin_bytes();
 int device_cc_major();
 int check_cuda(cudaError_t e, const char* what);
+// True on compute capability 9.x when this library holds sm_90a code and
+// FLASHMASK_DISABLE_SM90 is unset or 0 (read per call, so a process can compare).
+bool sm90_kernels_enabled();
+// TMA descriptor of a [batch, rows, heads, head_dim] tensor with the given
+// element strides, box {64, box_rows, 1, 1}, 128-byte swizzle.
+int make_tile_tensor_map(CUtensorMap* map, const void* base, DType dtype, const AttentionShape& s,
+                         int rows, int heads, const TensorStrides& strides, int box_rows);
 
 template <typename Kernel>
 int prepare_smem(Kernel kernel, size_t bytes, const char* name) {
@@ -120,13 +141,39 @@ int prepare_smem(Kernel kernel, size_t bytes, const char* name) {
                     name);
 }
 
+template <typename T, typename Cfg>
+int run_fwd_sm90(const FwdParams& p, TileBounds* tb, cudaStream_t stream) {
+  const AttentionShape& s = p.shape;
+  FwdTensorMaps maps;
+  if (int rc = make_tile_tensor_map(&maps.q, p.q, p.dtype, s, s.seqlen_q, s.num_heads,
+                                    p.q_strides, Cfg::kBlockM))
+    return rc;
+  if (int rc = make_tile_tensor_map(&maps.k, p.k, p.dtype, s, s.seqlen_k, s.num_heads_k,
+                                    p.k_strides, Cfg::kBlockN))
+    return rc;
+  if (int rc = make_tile_tensor_map(&maps.v, p.v, p.dtype, s, s.seqlen_k, s.num_heads_k,
+                                    p.v_strides, Cfg::kBlockN))
+    return rc;
+  launch_tile_bounds(p.mask, s, Cfg::kBlockN, tb, stream);
+  const size_t smem = Cfg::kSmemFixed + static_cast<size_t>(ceil_div(s.seqlen_k, Cfg::kBlockN)) * 4;
+  auto kernel = flashmask_fwd_sm90_kernel<T, Cfg>;
+  if (int rc = prepare_smem(kernel, smem, "flashmask_fwd_sm90_kernel")) return rc;
+  const dim3 grid(ceil_div(s.seqlen_q, Cfg::kBlockM), s.num_heads, s.batch);
+  kernel<<<grid, Cfg::kThreads, smem, stream>>>(maps, p, tb);
+  return check_cuda(cudaGetLastError(), "flashmask_fwd_sm90_kernel launch");
+}
+
 template <typename T, int D>
 int run_fwd(const FwdParams& p, void* workspace, cudaStream_t stream) {
-  using Cfg = typename KernelChoice<D>::Fwd;
-  const FwdLayout L = fwd_layout<D>(p);
+  using KC = KernelChoice<D>;
+  using Cfg = typename KC::Fwd;
   TileBounds* tb = reinterpret_cast<TileBounds*>(workspace);
+  if constexpr (!std::is_void_v<typename KC::FwdSm90>) {
+    if (sm90_kernels_enabled()) return run_fwd_sm90<T, typename KC::FwdSm90>(p, tb, stream);
+  }
   launch_tile_bounds(p.mask, p.shape, Cfg::kBlockN, tb, stream);
-  const size_t smem = Cfg::kSmemFixed + static_cast<size_t>(L.n_tiles) * 4;
+  const size_t smem =
+      Cfg::kSmemFixed + static_cast<size_t>(ceil_div(p.shape.seqlen_k, Cfg::kBlockN)) * 4;
   auto kernel = flashmask_fwd_kernel<T, Cfg>;
   if (int rc = prepare_smem(kernel, smem, "flashmask_fwd_kernel")) return rc;
   const dim3 grid(ceil_div(p.shape.seqlen_q, Cfg::kBlockM), p.shape.num_heads, p.shape.batch);

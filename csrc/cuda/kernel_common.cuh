@@ -186,6 +186,46 @@ __device__ __forceinline__ int build_tile_list(int* list, int* scratch, int begi
   return count;
 }
 
+__device__ __forceinline__ TileBounds load_tile_bounds(const TileBounds* tb) {
+  const int4* p = reinterpret_cast<const int4*>(tb);
+  const int4 a = __ldg(p), b = __ldg(p + 1);
+  return TileBounds{a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+}
+
+// The key tiles [n*kBlockN, (n+1)*kBlockN) that query rows [m0, m0 + rows_valid)
+// of one (batch, mask head) `bhm` must visit, as a build_tile_list list: skipped
+// by the causal limit, the block mask, or the tile bounds `tb` (this bhm's row of
+// the preprocessing output); the last, short key tile is never "unmasked" (its
+// missing columns are masked per element). Returns the count; call uniformly.
+template <int kThreads, int kBlockN>
+__device__ __forceinline__ int list_key_tiles(int* list, int* scratch, const MaskParams& mask,
+                                              int Sq, int Sk, int64_t bhm, int m0,
+                                              int rows_valid, const TileBounds* tb) {
+  const bool causal = mask.causal;
+  const int offset = Sk - Sq;
+  const int32_t* block_mask_row = nullptr;
+  if (mask.block_mask != nullptr) {
+    const int bm_rows = (Sq + kBlockMaskSize - 1) / kBlockMaskSize;
+    const int bm_cols = (Sk + kBlockMaskSize - 1) / kBlockMaskSize;
+    block_mask_row = mask.block_mask + (bhm * bm_rows + m0 / kBlockMaskSize) * bm_cols;
+  }
+  int n_end = (Sk + kBlockN - 1) / kBlockN;
+  if (causal) {
+    const int max_col = m0 + rows_valid - 1 + offset;
+    n_end = max_col < 0 ? 0 : min(n_end, max_col / kBlockN + 1);
+  }
+  const int row_end = m0 + rows_valid;
+  auto classify = [&](int n) -> int {
+    const int c0 = n * kBlockN, c1 = min(c0 + kBlockN, Sk);
+    if (block_mask_row != nullptr && __ldg(block_mask_row + c0 / kBlockMaskSize) == 0)
+      return static_cast<int>(TileKind::kSkip);
+    TileKind k = classify_tile(load_tile_bounds(tb + n), m0, row_end, c0, c1, causal, offset);
+    if (k == TileKind::kUnmasked && c0 + kBlockN > Sk) k = TileKind::kPartial;
+    return static_cast<int>(k);
+  };
+  return build_tile_list<kThreads>(list, scratch, 0, n_end, classify);
+}
+
 // The four bound forms, specialised so that partial tiles pay only for the
 // comparisons their form needs (same semantics as mask.h for rows < seqlen_q):
 //   0: causal, LTS         1: causal, LTS LTE
@@ -213,12 +253,6 @@ __device__ __forceinline__ void dispatch_form(int form, Fn&& f) {
     case 2: f(std::integral_constant<int, 2>()); break;
     default: f(std::integral_constant<int, 3>()); break;
   }
-}
-
-__device__ __forceinline__ TileBounds load_tile_bounds(const TileBounds* tb) {
-  const int4* p = reinterpret_cast<const int4*>(tb);
-  const int4 a = __ldg(p), b = __ldg(p + 1);
-  return TileBounds{a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
 }
 
 }  // namespace cuda

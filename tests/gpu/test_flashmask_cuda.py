@@ -126,6 +126,16 @@ def test_random_bounds(causal, nb, mask_heads, sq, sk):
     _run_case(idx, causal, seqlen_q=sq, seqlen_k=sk, heads=heads, heads_k=heads_k, dtype=dtype, seed=seed)
 
 
+@pytest.mark.parametrize("causal,nb", BOUND_FORMS)
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_sm80_forward_on_hopper(monkeypatch, causal, nb, head_dim):
+    """FLASHMASK_DISABLE_SM90=1 selects the mma.sync forward, so it stays tested on Hopper."""
+    monkeypatch.setenv("FLASHMASK_DISABLE_SM90", "1")
+    seed = fresh_seed()
+    idx = random_bounds(rng_for(seed), 2, 4, 200, 333, nb, causal)
+    _run_case(idx, causal, seqlen_q=200, seqlen_k=333, head_dim=head_dim, seed=seed)
+
+
 # ---------------------------------------------------------------- odd lengths
 @pytest.mark.parametrize("seqlen", [1, 17, 127, 129, 1000, 8191])
 @pytest.mark.parametrize("causal,nb", [(True, 2), (False, 4), (True, 1)])

@@ -1,0 +1,298 @@
+// FlashMask forward kernel for Hopper (sm90a): warp-specialised, TMA + wgmma.
+//
+// One CTA per (128-row query block, query head, batch), three warpgroups:
+//  - producer (warpgroup 0, 40 registers per thread): warp 0 streams the Q tile
+//    and then the K and V tiles of the non-skipped key tiles with TMA into a
+//    kStages-deep ring of SW128 tiles; warp 1 copies the column bounds of partial
+//    tiles next to their K tile. Each stage has a "full" and an "empty" mbarrier
+//    for K (with the bounds) and for V, so S = QK^T of a tile starts as soon as its
+//    K has landed and K's slot is refilled while P*V still runs.
+//  - two consumers (warpgroups 1-2, 232 registers per thread), 64 query rows each:
+//    S = Q K^T by wgmma from shared memory, the column-wise mask on partial tiles
+//    only, online softmax in registers, then O += P V by wgmma with P taken from
+//    registers. While one consumer waits on its wgmma the other runs its softmax.
+// The key-tile list (skip / unmasked / partial, from the per-tile min/max of the
+// bounds) is built once by the whole CTA exactly as in the sm80 kernel, so
+// skipped tiles cost no loads and unmasked tiles no compares.
+#pragma once
+
+#include <cuda.h>
+
+#include "kernel_common.cuh"
+#include "sm90_primitives.cuh"
+#include "sm90_wgmma.cuh"
+
+namespace flashmask {
+namespace cuda {
+
+template <int D_, int kBlockN_, int kStages_>
+struct FwdSm90Config {
+  static constexpr int D = D_, kBlockM = 128, kBlockN = kBlockN_, kStages = kStages_;
+  static constexpr int kConsumers = 2;  // warpgroups of 64 query rows
+  static constexpr int kThreads = (kConsumers + 1) * 128;
+  static constexpr int kProducerRegs = 40, kConsumerRegs = 232;
+  static_assert(kProducerRegs * 128 + kConsumerRegs * 128 * kConsumers <= 65536, "registers");
+  static_assert(D % 64 == 0 && D <= 128, "P*V is one wgmma of N = D <= 128 (SW128 blocks of 64)");
+  static_assert(kBlockN == 64 || kBlockN == 128, "S is one wgmma of N = kBlockN");
+  static_assert(128 % kBlockN == 0, "tiles must divide block_mask cells");
+  static constexpr int kQBytes = kBlockM * D * 2, kKVBytes = kBlockN * D * 2;
+  // Shared memory, byte offsets from a 1024-aligned base (SW128 tiles need it).
+  static constexpr int kOffQ = 0;
+  static constexpr int kOffK = kOffQ + kQBytes;
+  static constexpr int kOffV = kOffK + kStages * kKVBytes;
+  static constexpr int kOffBounds = kOffV + kStages * kKVBytes;  // [kStages][kBlockN][<=4] int
+  static constexpr int kOffBars = kOffBounds + kStages * kBlockN * 4 * 4;
+  static constexpr int kNumBars = 1 + 4 * kStages;  // q_full, k_full/empty, v_full/empty
+  static constexpr int kOffScratch = kOffBars + kNumBars * 8;
+  static constexpr int kOffList = kOffScratch + 32 * 4;
+  // Bytes of shared memory besides the tile list (n_tiles ints), with alignment slack.
+  static constexpr int kSmemFixed = kOffList + 1024;
+};
+
+// TMA descriptors of q, k, v as 4-D tensors {head_dim, seqlen, heads, batch},
+// box {64, rows of one tile, 1, 1}, 128-byte swizzle, zero fill out of bounds.
+struct FwdTensorMaps {
+  CUtensorMap q, k, v;
+};
+
+template <typename T, typename Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads, 1)
+    flashmask_fwd_sm90_kernel(const __grid_constant__ FwdTensorMaps maps, const FwdParams p,
+                              const TileBounds* __restrict__ tile_bounds) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using namespace sm90;
+  constexpr int D = Cfg::D, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
+  constexpr int kStages = Cfg::kStages, kThreads = Cfg::kThreads;
+  constexpr int kColBlocks = D / 64;
+  constexpr int NT = kBlockN / 8;  // n8 chunks of S per thread row pair
+  constexpr int DT = D / 8;        // n8 chunks of O
+
+  extern __shared__ char smem_raw[];
+  char* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  T* sQ = reinterpret_cast<T*>(smem + Cfg::kOffQ);
+  T* sK = reinterpret_cast<T*>(smem + Cfg::kOffK);
+  T* sV = reinterpret_cast<T*>(smem + Cfg::kOffV);
+  int* sBounds = reinterpret_cast<int*>(smem + Cfg::kOffBounds);
+  uint64_t* q_full = reinterpret_cast<uint64_t*>(smem + Cfg::kOffBars);
+  uint64_t* k_full = q_full + 1;
+  uint64_t* k_empty = k_full + kStages;
+  uint64_t* v_full = k_empty + kStages;
+  uint64_t* v_empty = v_full + kStages;
+  int* sScratch = reinterpret_cast<int*>(smem + Cfg::kOffScratch);
+  int* sList = reinterpret_cast<int*>(smem + Cfg::kOffList);
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int m_block = gridDim.x - 1 - blockIdx.x;  // heavy (late) row blocks first
+  const int h = blockIdx.y, b = blockIdx.z;
+  const AttentionShape& s = p.shape;
+  const int Sq = s.seqlen_q, Sk = s.seqlen_k;
+  const int m0 = m_block * kBlockM;
+  const int rows_valid = min(kBlockM, Sq - m0);
+  const int hk = h / (s.num_heads / s.num_heads_k);
+  const int hm = mask_head_for(p.mask, s, h);
+  const int nb = p.mask.num_bounds;
+  const int n_tiles = (Sk + kBlockN - 1) / kBlockN;
+  const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + hm;
+
+  if (tid == 0) {
+    mbar_init(q_full, 1);
+    for (int st = 0; st < kStages; ++st) {
+      mbar_init(k_full + st, 1 + 32);  // TMA issuer + the 32 lanes of the bounds warp
+      mbar_init(k_empty + st, Cfg::kConsumers * 128);  // every consumer thread
+      mbar_init(v_full + st, 1);
+      mbar_init(v_empty + st, Cfg::kConsumers * 128);
+    }
+    fence_barrier_init();
+  }
+  const int count = list_key_tiles<kThreads, kBlockN>(sList, sScratch, p.mask, Sq, Sk, bhm, m0,
+                                                      rows_valid, tile_bounds + bhm * n_tiles);
+  __syncthreads();  // barriers initialised, list complete (also when it is empty)
+
+  // Tiles are visited from the last key tile down (the list is ascending).
+  auto tile_at = [&](int i) { return sList[count - 1 - i]; };
+
+  if (warp < 4) {  // ------------------------------------------------ producer
+    regs_dealloc<Cfg::kProducerRegs>();
+    if (warp == 0 && lane == 0) {
+      prefetch_tensor_map(&maps.q);
+      prefetch_tensor_map(&maps.k);
+      prefetch_tensor_map(&maps.v);
+      mbar_arrive_expect_tx(q_full, Cfg::kQBytes);
+#pragma unroll
+      for (int cb = 0; cb < kColBlocks; ++cb)
+        tma_load_4d(sQ + cb * kBlockM * 64, &maps.q, q_full, cb * 64, m0, h, b);
+      for (int i = 0; i < count; ++i) {
+        const int st = i % kStages, phase = (i / kStages) & 1;
+        const int n = tile_at(i) & 0xffffff;
+        mbar_wait(k_empty + st, phase ^ 1);
+        mbar_arrive_expect_tx(k_full + st, Cfg::kKVBytes);
+#pragma unroll
+        for (int cb = 0; cb < kColBlocks; ++cb)
+          tma_load_4d(sK + (st * kColBlocks + cb) * kBlockN * 64, &maps.k, k_full + st, cb * 64,
+                      n * kBlockN, hk, b);
+        mbar_wait(v_empty + st, phase ^ 1);
+        mbar_arrive_expect_tx(v_full + st, Cfg::kKVBytes);
+#pragma unroll
+        for (int cb = 0; cb < kColBlocks; ++cb)
+          tma_load_4d(sV + (st * kColBlocks + cb) * kBlockN * 64, &maps.v, v_full + st, cb * 64,
+                      n * kBlockN, hk, b);
+      }
+    } else if (warp == 1) {
+      const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;
+      for (int i = 0; i < count; ++i) {
+        const int st = i % kStages, phase = (i / kStages) & 1;
+        const int n = tile_at(i) & 0xffffff, kind = tile_at(i) >> 24;
+        mbar_wait(k_empty + st, phase ^ 1);
+        if (kind == static_cast<int>(TileKind::kPartial)) {
+          const int32_t* src = gBnd + static_cast<int64_t>(n) * kBlockN * nb;
+          const int lim = (Sk - n * kBlockN) * nb;
+          int* dst = sBounds + st * kBlockN * 4;
+          for (int j = lane; j < kBlockN * nb; j += 32) dst[j] = j < lim ? __ldg(src + j) : 0;
+        }
+        mbar_arrive(k_full + st);  // release: the bounds are visible to the consumers
+      }
+    }
+    return;
+  }
+
+  // ---------------------------------------------------------------- consumers
+  regs_alloc<Cfg::kConsumerRegs>();
+  const int cw = warp / 4 - 1;                    // consumer warpgroup: rows cw*64 ..
+  const int wrow = (warp & 3) * 16 + (lane >> 2);  // this thread's first row in the 64
+  const int t = lane & 3;
+  const int row0 = m0 + cw * 64 + wrow;  // rows row0 and row0 + 8
+  const bool causal = p.mask.causal;
+  const int form = mask_form(causal, nb);
+  const int offset = Sk - Sq;
+  const float scale_log2 = p.softmax_scale * kLog2e;
+
+  float acc_o[DT * 4];
+#pragma unroll
+  for (int i = 0; i < DT * 4; ++i) acc_o[i] = 0.f;
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+
+  const uint32_t q_addr = smem_u32(sQ) + cw * 64 * 128;  // 64 rows x 128 B into each block
+  mbar_wait(q_full, 0);
+
+  for (int i = 0; i < count; ++i) {
+    const int st = i % kStages, phase = (i / kStages) & 1;
+    const int n = tile_at(i) & 0xffffff, kind = tile_at(i) >> 24;
+    const uint32_t k_addr = smem_u32(sK + st * kColBlocks * kBlockN * 64);
+    const uint32_t v_addr = smem_u32(sV + st * kColBlocks * kBlockN * 64);
+
+    // S = Q K^T (K-major A and B, k steps of 16 = 32 bytes inside a 128-byte row).
+    float acc_s[NT * 4];
+    mbar_wait(k_full + st, phase);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+      const uint32_t koff = (ks & 3) * 32;
+      const uint64_t da = sw128_desc(q_addr + (ks >> 2) * kBlockM * 128 + koff, 0);
+      const uint64_t db = sw128_desc(k_addr + (ks >> 2) * kBlockN * 128 + koff, 0);
+      sm90::Wgmma<T, kBlockN>::template ss<0>(acc_s, da, db, ks > 0);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_operands(acc_s);
+
+    if (kind == static_cast<int>(TileKind::kPartial)) {
+      const int* bnd = sBounds + st * kBlockN * 4;
+      dispatch_form(form, [&](auto ftag) {
+        using Fm = Form<decltype(ftag)::value>;
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const int lc = j * 8 + 2 * t + c;
+            const int col = n * kBlockN + lc;
+            int bd[4] = {0, 0, 0, 0};
+#pragma unroll
+            for (int q = 0; q < Fm::kBounds; ++q) bd[q] = bnd[lc * Fm::kBounds + q];
+            const bool col_ok = col < Sk;
+#pragma unroll
+            for (int r = 0; r < 2; ++r)
+              if (!col_ok || Fm::masked(row0 + 8 * r, col, bd, offset))
+                acc_s[4 * j + 2 * r + c] = -INFINITY;
+          }
+      });
+    }
+    mbar_arrive(k_empty + st);  // this thread is done with K and the bounds of this stage
+
+    // Online softmax (base 2, scale folded in); P packed as wgmma A fragments.
+    uint32_t pa[kBlockN / 16][4];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < NT; ++j) mx = fmaxf(mx, fmaxf(acc_s[4 * j + 2 * r], acc_s[4 * j + 2 * r + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      mx *= scale_log2;
+      const float m_new = fmaxf(row_max[r], mx);
+      const float base = m_new == -INFINITY ? 0.f : m_new;
+      const float alpha = exp2f(row_max[r] - base);
+      row_max[r] = m_new;
+      float sum = row_sum[r] * alpha;
+#pragma unroll
+      for (int j = 0; j < DT; ++j) {
+        acc_o[4 * j + 2 * r] *= alpha;
+        acc_o[4 * j + 2 * r + 1] *= alpha;
+      }
+#pragma unroll
+      for (int j = 0; j < NT; ++j)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const float pv = exp2f(fmaf(acc_s[4 * j + 2 * r + c], scale_log2, -base));
+          acc_s[4 * j + 2 * r + c] = pv;
+          sum += pv;
+        }
+      row_sum[r] = sum;
+    }
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      pa[kk][0] = Pack<T>::two(acc_s[8 * kk + 0], acc_s[8 * kk + 1]);
+      pa[kk][1] = Pack<T>::two(acc_s[8 * kk + 2], acc_s[8 * kk + 3]);
+      pa[kk][2] = Pack<T>::two(acc_s[8 * kk + 4], acc_s[8 * kk + 5]);
+      pa[kk][3] = Pack<T>::two(acc_s[8 * kk + 6], acc_s[8 * kk + 7]);
+    }
+
+    // O += P V (V MN-major: k steps of 16 keys = 16 rows of 128 bytes).
+    mbar_wait(v_full + st, phase);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      const uint64_t db = sw128_desc(v_addr + kk * 16 * 128, kBlockN * 128);
+      sm90::Wgmma<T, D>::template rs<1>(acc_o, pa[kk], db, 1);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_operands(acc_o);
+    mbar_arrive(v_empty + st);
+  }
+
+  // Epilogue: normalise, write O and the LSE. A row with no unmasked key has
+  // row_sum == 0: its output is 0 and its LSE -inf.
+  T* gO = static_cast<T*>(p.out) + b * p.out_strides.batch + h * p.out_strides.head;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float l = row_sum[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    const int row = row0 + 8 * r;
+    if (row < Sq) {
+      T* o = gO + static_cast<int64_t>(row) * p.out_strides.row;
+#pragma unroll
+      for (int j = 0; j < DT; ++j)
+        *reinterpret_cast<uint32_t*>(o + j * 8 + 2 * t) =
+            Pack<T>::two(acc_o[4 * j + 2 * r] * inv, acc_o[4 * j + 2 * r + 1] * inv);
+      if (t == 0)
+        p.lse[(static_cast<int64_t>(b) * s.num_heads + h) * Sq + row] =
+            l > 0.f ? (row_max[r] + log2f(l)) * 0.6931471805599453f : -INFINITY;
+    }
+  }
+#endif
+}
+
+}  // namespace cuda
+}  // namespace flashmask

@@ -1,0 +1,129 @@
+// Hopper (sm90a) building blocks for the warp-specialised kernels: mbarriers,
+// TMA tile loads, wgmma fences and shared-memory matrix descriptors, and
+// register reallocation between producer and consumer warpgroups.
+//
+// Shared-memory tile layout used with TMA and wgmma ("SW128"): a tile of R rows
+// x C 16-bit columns is stored as C/64 column blocks, each [R][64] elements
+// (128 bytes per row) with 16-byte chunks XOR-swizzled by (row % 8). It is what
+// a TMA box of {64, R} with CU_TENSOR_MAP_SWIZZLE_128B writes, and what a wgmma
+// descriptor with 128-byte swizzling reads. Column blocks start 1024-byte aligned.
+#pragma once
+
+#include <cstdint>
+
+#include "kernel_common.cuh"
+
+namespace flashmask {
+namespace cuda {
+namespace sm90 {
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define FM_SM90_ASM(...) asm volatile(__VA_ARGS__)
+#else
+#define FM_SM90_ASM(...) \
+  do {                   \
+  } while (0)
+#endif
+
+// ---------------------------------------------------------------- mbarrier
+__device__ __forceinline__ void mbar_init(uint64_t* bar, int arrivals) {
+  FM_SM90_ASM("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(arrivals));
+}
+// Makes barrier initialisation visible to the async proxy (TMA) before first use.
+__device__ __forceinline__ void fence_barrier_init() {
+  FM_SM90_ASM("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  FM_SM90_ASM("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(
+                  smem_u32(bar))
+              : "memory");
+}
+// One arrival that also announces `bytes` of TMA traffic completing on this barrier.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+  FM_SM90_ASM(
+      "{\n.reg .b64 st;\nmbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1;\n}\n" ::"r"(
+          smem_u32(bar)),
+      "r"(bytes)
+      : "memory");
+}
+// Waits until the phase with the given parity has completed.
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, int parity) {
+  FM_SM90_ASM(
+      "{\n.reg .pred done;\nWAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n}\n" ::"r"(smem_u32(bar)),
+      "r"(parity)
+      : "memory");
+}
+
+// ---------------------------------------------------------------- TMA
+// 4-D tiled load (coordinates innermost first) into smem, completing on `bar`.
+__device__ __forceinline__ void tma_load_4d(void* dst, const void* tensor_map, uint64_t* bar,
+                                            int c0, int c1, int c2, int c3) {
+  FM_SM90_ASM(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes "
+      "[%0], [%1, {%3, %4, %5, %6}], [%2];\n" ::"r"(smem_u32(dst)),
+      "l"(tensor_map), "r"(smem_u32(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+      : "memory");
+}
+__device__ __forceinline__ void prefetch_tensor_map(const void* tensor_map) {
+  FM_SM90_ASM("prefetch.tensormap [%0];\n" ::"l"(tensor_map) : "memory");
+}
+
+// ---------------------------------------------------------------- wgmma
+__device__ __forceinline__ void wgmma_fence() {
+  FM_SM90_ASM("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+  FM_SM90_ASM("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  FM_SM90_ASM("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving accesses of accumulator registers across the
+// asynchronous wgmma issue / wait points.
+template <int N>
+__device__ __forceinline__ void fence_operands(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+
+// Matrix descriptor of an SW128 tile (see the top of this file). Fields: start
+// address >> 4 (bits 0-13), leading byte offset >> 4 (16-29), stride byte offset
+// >> 4 (32-45), swizzle mode (62-63, 1 = 128-byte).
+//  K-major operand (rows = M or N, contiguous along K): stride = 1024 bytes between
+//    8-row groups; the leading offset is unused. Step k by 16 within a column block
+//    by adding 32 bytes to the start address.
+//  MN-major operand (rows = K, contiguous along M/N, e.g. V as the B of P*V):
+//    stride = 1024 bytes between 8-row (K) groups, leading = bytes between 64-wide
+//    column blocks. Step k by 16 by adding 16 rows (2048 bytes).
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t smem_addr, uint32_t leading_bytes) {
+  uint64_t d = 0;
+  d |= static_cast<uint64_t>((smem_addr & 0x3FFFF) >> 4);
+  d |= static_cast<uint64_t>((leading_bytes >> 4) & 0x3FFF) << 16;
+  d |= static_cast<uint64_t>(1024 >> 4) << 32;
+  d |= static_cast<uint64_t>(1) << 62;
+  return d;
+}
+
+// ---------------------------------------------------------------- warps
+template <int kRegs>
+__device__ __forceinline__ void regs_dealloc() {
+  FM_SM90_ASM("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+}
+template <int kRegs>
+__device__ __forceinline__ void regs_alloc() {
+  FM_SM90_ASM("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+}
+// Barrier over a subset of warps (ids 1..15; 0 is __syncthreads).
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+}  // namespace sm90
+}  // namespace cuda
+}  // namespace flashmask
