@@ -43,6 +43,7 @@ CONFIGS = {  # name -> (N, B, D, H)
     "128k-128": (131072, 1, 128, 32),
     "8k-64": (8192, 16, 64, 64),
     "32k-64": (32768, 4, 64, 64),
+    "8k-256": (8192, 16, 256, 16),  # same hidden size (H*D = 4096) at head_dim 256
 }
 MASKS = [
     "full", "causal", "sliding_window", "causal_document", "document", "share_question",
@@ -279,7 +280,7 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
         rows.append(row)
         if on_row is not None:
             on_row(row)
-        print(json.dumps({k2: (round(v2, 1) if isinstance(v2, float) else v2) for k2, v2 in row.items()
+        print(json.dumps({k2: (float(f"{v2:.3g}") if isinstance(v2, float) else v2) for k2, v2 in row.items()
                           if k2 not in ("ours_ms",)}), flush=True)
     return rows
 

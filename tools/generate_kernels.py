@@ -51,7 +51,8 @@ WGMMA_HEADER = """\
 // d[4*j + {{2,3}}] = (row g+8, same cols); warp w of the warpgroup owns rows 16w..16w+15.
 //   ss: A and B from shared memory (64-bit matrix descriptors, see sm90_primitives.cuh)
 //   rs: A from registers (the m16n8k16 A fragment layout per warp), B from shared memory
-// accumulate == 0 ignores the old d (d = A*B). trans_b = 1: B is MN-major in smem.
+// accumulate == 0 ignores the old d (d = A*B). kTransA / kTransB = 1: that operand is
+// MN-major in smem (allowed for 16-bit types), 0: K-major.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -84,16 +85,16 @@ def wgmma_struct(ctype, n):
     return f"""
 template <>
 struct Wgmma<{ctype}, {n}> {{
-  template <int kTransB>
+  template <int kTransA, int kTransB>
   static __device__ __forceinline__ void ss(float (&d)[{nreg}], uint64_t desc_a, uint64_t desc_b,
                                             int accumulate) {{
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     asm volatile(
         "{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{acc_ss}, 0;\\n"
         "wgmma.mma_async.sync.aligned.{shape} "
-        "{{{dregs}}}, %{a_ss}, %{b_ss}, p, 1, 1, 0, %{acc_ss + 1};\\n}}\\n"
+        "{{{dregs}}}, %{a_ss}, %{b_ss}, p, 1, 1, %{acc_ss + 1}, %{acc_ss + 2};\\n}}\\n"
         : {douts}
-        : "l"(desc_a), "l"(desc_b), "r"(accumulate), "n"(kTransB));
+        : "l"(desc_a), "l"(desc_b), "r"(accumulate), "n"(kTransA), "n"(kTransB));
 #endif
   }}
   template <int kTransB>

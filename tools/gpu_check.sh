@@ -14,13 +14,13 @@ for step in "$@"; do
     tests*)
       sel="${step#tests}"; sel="${sel#:}"
       t0=$(date +%s)
-      python3 -m pytest -q -rfE -p no:cacheprovider --timeout 300 tests/gpu ${sel:+-k "$sel"} > "$OUT/tests.log" 2>&1; r=$?
+      timeout 240 python3 -m pytest -q -rfE -p no:cacheprovider --timeout 300 tests/gpu ${sel:+-k "$sel"} > "$OUT/tests.log" 2>&1; r=$?
       tail -60 "$OUT/tests.log"; echo "tests rc=$r in $(( $(date +%s) - t0 ))s"; rc=$((rc|r)) ;;
     sanitize)
       t0=$(date +%s)
-      compute-sanitizer --tool memcheck --error-exitcode 9 python3 tests/gpu/sanitize_cases.py > "$OUT/memcheck.log" 2>&1; r=$?
+      timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 python3 tests/gpu/sanitize_cases.py > "$OUT/memcheck.log" 2>&1; r=$?
       tail -5 "$OUT/memcheck.log"; echo "memcheck rc=$r"; rc=$((rc|r))
-      compute-sanitizer --tool racecheck --racecheck-report all --kernel-name kns=flashmask --error-exitcode 9 python3 tests/gpu/sanitize_cases.py > "$OUT/racecheck.log" 2>&1; r=$?
+      timeout 200 compute-sanitizer --tool racecheck --racecheck-report all --kernel-name kns=flashmask --error-exitcode 9 python3 tests/gpu/sanitize_cases.py > "$OUT/racecheck.log" 2>&1; r=$?
       tail -5 "$OUT/racecheck.log"; echo "racecheck rc=$r in $(( $(date +%s) - t0 ))s"; rc=$((rc|r)) ;;
     bench:*)
       IFS=: read -r _ cfgs tag masks <<< "$step"

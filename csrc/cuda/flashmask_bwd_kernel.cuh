@@ -92,7 +92,6 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const int form = mask_form(causal, nb);
   const int offset = Sk - Sq;
   const int n_tiles = (Sk + kBlockN - 1) / kBlockN;
-  const int m_tiles = (Sq + kBlockM - 1) / kBlockM;
   const float scale_log2 = p.softmax_scale * kLog2e;
 
   const T* gK = static_cast<const T*>(p.k) + b * p.k_strides.batch +
@@ -135,27 +134,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
           kraw[r][i] = (kvalid[r] && i < nb) ? __ldg(gBnd + static_cast<int64_t>(key) * nb + i) : 0;
       }
     }
-    const int32_t* gBM = nullptr;
-    int bm_cols = 0;
-    if (p.mask.block_mask != nullptr) {
-      const int bm_rows = (Sq + kBlockMaskSize - 1) / kBlockMaskSize;
-      bm_cols = (Sk + kBlockMaskSize - 1) / kBlockMaskSize;
-      gBM = p.mask.block_mask + bhm * bm_rows * bm_cols + n0 / kBlockMaskSize;
-    }
-    int m_begin = 0;
-    if (causal) {
-      const int first_row = max(0, n0 - offset);
-      m_begin = first_row >= Sq ? m_tiles : first_row / kBlockM;
-    }
-    auto classify = [&](int m) -> int {
-      const int r0 = m * kBlockM, r1 = min(r0 + kBlockM, Sq);
-      if (gBM != nullptr && __ldg(gBM + static_cast<int64_t>(r0 / kBlockMaskSize) * bm_cols) == 0)
-        return static_cast<int>(TileKind::kSkip);
-      TileKind k = classify_tile(tbn, r0, r1, n0, n0 + keys_valid, causal, offset);
-      if (k == TileKind::kUnmasked && n0 + kBlockN > Sk) k = TileKind::kPartial;
-      return static_cast<int>(k);
-    };
-    const int count = build_tile_list<kThreads>(sList, sScratch, m_begin, m_tiles, classify);
+    const int count = list_query_tiles<kThreads, kBlockM>(sList, sScratch, p.mask, Sq, Sk, bhm, n0,
+                                                          keys_valid, kBlockN, tbn);
 
     const T* gQ = static_cast<const T*>(p.q) + b * p.q_strides.batch + h * p.q_strides.head;
     const T* gdO =

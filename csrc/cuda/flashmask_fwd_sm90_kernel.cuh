@@ -31,7 +31,10 @@ struct FwdSm90Config {
   static constexpr int kConsumers = 2;  // warpgroups of 64 query rows
   static constexpr int kThreads = (kConsumers + 1) * 128;
   static constexpr int kProducerRegs = 40, kConsumerRegs = 232;
-  static_assert(kProducerRegs * 128 + kConsumerRegs * 128 * kConsumers <= 65536, "registers");
+  // setmaxnreg moves registers within the CTA's launch allocation (65536 / kThreads per
+  // thread, rounded down to 8): consumers block forever if the producer frees too few.
+  static_assert(kProducerRegs + kConsumerRegs * kConsumers <= (kConsumers + 1) * (65536 / kThreads / 8 * 8),
+                "register reallocation exceeds the launch allocation");
   static_assert(D % 64 == 0 && D <= 128, "P*V is one wgmma of N = D <= 128 (SW128 blocks of 64)");
   static_assert(kBlockN == 64 || kBlockN == 128, "S is one wgmma of N = kBlockN");
   static_assert(128 % kBlockN == 0, "tiles must divide block_mask cells");
@@ -189,7 +192,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       const uint32_t koff = (ks & 3) * 32;
       const uint64_t da = sw128_desc(q_addr + (ks >> 2) * kBlockM * 128 + koff, 0);
       const uint64_t db = sw128_desc(k_addr + (ks >> 2) * kBlockN * 128 + koff, 0);
-      sm90::Wgmma<T, kBlockN>::template ss<0>(acc_s, da, db, ks > 0);
+      sm90::Wgmma<T, kBlockN>::template ss<0, 0>(acc_s, da, db, ks > 0);
     }
     wgmma_commit();
     wgmma_wait<0>();

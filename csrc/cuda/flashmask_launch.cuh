@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include "flashmask_bwd_kernel.cuh"
+#include "flashmask_bwd_sm90_kernel.cuh"
 #include "flashmask_fwd_kernel.cuh"
 #include "flashmask_fwd_sm90_kernel.cuh"
 
@@ -33,6 +34,7 @@ struct KernelChoice<64> {
   using Fwd = FwdConfig<FM_FWD_64>;
   using FwdSm90 = FwdSm90Config<64, 128, 2>;  // Hopper forward (TMA + wgmma)
   using Bwd = BwdConfig<FM_BWD_64>;
+  using BwdSm90 = void;  // Hopper backward is D=128 only so far
   using Bwd2D = Bwd;  // no 2-D variant
   using Dq = DqConfig<64, 64, 64, 4>;
   static constexpr bool kSplitDKDV = false;  // dQ by red.add unless deterministic
@@ -42,6 +44,7 @@ struct KernelChoice<128> {
   using Fwd = FwdConfig<FM_FWD_128>;
   using FwdSm90 = FwdSm90Config<128, 128, 2>;
   using Bwd = BwdConfig<FM_BWD_128>;
+  using BwdSm90 = BwdSm90Config<128>;  // Hopper, non-deterministic (TMA + wgmma)
   // sm90, non-deterministic: 2-D warp tiles with P^T in smem (+18 KB smem, see perf-notes v4).
   using Bwd2D = BwdConfig<128, 64, 128, 8, 2, true>;
   using Dq = DqConfig<128, 64, 64, 4>;
@@ -52,6 +55,7 @@ struct KernelChoice<256> {
   using Fwd = FwdConfig<256, 128, 32, 8>;
   using FwdSm90 = void;  // P*V would need N = 256: the sm80 forward runs on Hopper too
   using Bwd = BwdConfig<256, 64, 64, 4, 1>;
+  using BwdSm90 = void;
   using Bwd2D = Bwd;
   using Dq = DqConfig<256, 64, 32, 4>;
   // Registers: dV and dK in two launches, and dQ always from the dq kernel
@@ -181,6 +185,39 @@ int run_fwd(const FwdParams& p, void* workspace, cudaStream_t stream) {
   return check_cuda(cudaGetLastError(), "flashmask_fwd_kernel launch");
 }
 
+// The Hopper dK/dV/dQ kernel in place of the dkdv kernel: returns 0 when it ran,
+// -1 when it failed (error recorded), 1 when it does not apply (another arch, no
+// sm_90a build, FLASHMASK_DISABLE_SM90, or no sm90 config for this head dim).
+template <typename T, typename KC>
+int run_bwd_sm90(const BwdParams& p, const BwdWork& w, cudaStream_t stream) {
+  using Cfg = typename KC::BwdSm90;
+  if constexpr (std::is_void_v<Cfg>) {
+    return 1;
+  } else {
+    static_assert(Cfg::kBlockN == KC::Bwd::kBlockN && Cfg::kBlockM == KC::Bwd::kBlockM,
+                  "tile bounds and padding are shared with the sm80 kernel");
+    if (!sm90_kernels_enabled()) return 1;
+    const AttentionShape& s = p.shape;
+    BwdTensorMaps maps;
+    if (make_tile_tensor_map(&maps.q, p.q, p.dtype, s, s.seqlen_q, s.num_heads, p.q_strides,
+                             Cfg::kBlockM) ||
+        make_tile_tensor_map(&maps.dout, p.dout, p.dtype, s, s.seqlen_q, s.num_heads,
+                             p.dout_strides, Cfg::kBlockM) ||
+        make_tile_tensor_map(&maps.k, p.k, p.dtype, s, s.seqlen_k, s.num_heads_k, p.k_strides,
+                             Cfg::kBlockN) ||
+        make_tile_tensor_map(&maps.v, p.v, p.dtype, s, s.seqlen_k, s.num_heads_k, p.v_strides,
+                             Cfg::kBlockN))
+      return -1;
+    const size_t smem =
+        Cfg::kSmemFixed + static_cast<size_t>(ceil_div(s.seqlen_q, Cfg::kBlockM)) * 4;
+    auto kernel = flashmask_bwd_sm90_kernel<T, Cfg>;
+    if (prepare_smem(kernel, smem, "flashmask_bwd_sm90_kernel")) return -1;
+    const dim3 grid(ceil_div(s.seqlen_k, Cfg::kBlockN), s.num_heads_k, s.batch);
+    kernel<<<grid, Cfg::kThreads, smem, stream>>>(maps, p, w);
+    return check_cuda(cudaGetLastError(), "flashmask_bwd_sm90_kernel launch") ? -1 : 0;
+  }
+}
+
 template <typename T, int D>
 int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
   using KC = KernelChoice<D>;
@@ -228,6 +265,8 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
         auto k = flashmask_bwd_dkdv_kernel<T, Cfg, false, true, true>;
         if (int rc = prepare_smem(k, smem, "flashmask_bwd_dkdv_kernel")) return rc;
         k<<<grid, Cfg::kThreads, smem, stream>>>(p, w);
+      } else if (int rc = run_bwd_sm90<T, KC>(p, w, stream); rc <= 0) {
+        if (rc < 0) return 1;  // launched and failed (the error is recorded)
       } else {
         using Cfg2 = typename KC::Bwd2D;
         bool launched_2d = false;

@@ -226,6 +226,41 @@ __device__ __forceinline__ int list_key_tiles(int* list, int* scratch, const Mas
   return build_tile_list<kThreads>(list, scratch, 0, n_end, classify);
 }
 
+// The query tiles [m*kBlockM, (m+1)*kBlockM) that the keys [n0, n0 + keys_valid)
+// of key tile `n_block` (width kBlockN, bounds summary `tbn`) must visit for one
+// (batch, mask head) `bhm`, as a build_tile_list list; the mirror of
+// list_key_tiles for the backward's key-block CTAs. Returns the count; call uniformly.
+template <int kThreads, int kBlockM>
+__device__ __forceinline__ int list_query_tiles(int* list, int* scratch, const MaskParams& mask,
+                                                int Sq, int Sk, int64_t bhm, int n0,
+                                                int keys_valid, int kBlockN, const TileBounds& tbn) {
+  const bool causal = mask.causal;
+  const int offset = Sk - Sq;
+  const int m_tiles = (Sq + kBlockM - 1) / kBlockM;
+  const int32_t* block_mask_col = nullptr;
+  int bm_cols = 0;
+  if (mask.block_mask != nullptr) {
+    const int bm_rows = (Sq + kBlockMaskSize - 1) / kBlockMaskSize;
+    bm_cols = (Sk + kBlockMaskSize - 1) / kBlockMaskSize;
+    block_mask_col = mask.block_mask + bhm * bm_rows * bm_cols + n0 / kBlockMaskSize;
+  }
+  int m_begin = 0;
+  if (causal) {
+    const int first_row = max(0, n0 - offset);
+    m_begin = first_row >= Sq ? m_tiles : first_row / kBlockM;
+  }
+  auto classify = [&](int m) -> int {
+    const int r0 = m * kBlockM, r1 = min(r0 + kBlockM, Sq);
+    if (block_mask_col != nullptr &&
+        __ldg(block_mask_col + static_cast<int64_t>(r0 / kBlockMaskSize) * bm_cols) == 0)
+      return static_cast<int>(TileKind::kSkip);
+    TileKind k = classify_tile(tbn, r0, r1, n0, n0 + keys_valid, causal, offset);
+    if (k == TileKind::kUnmasked && n0 + kBlockN > Sk) k = TileKind::kPartial;
+    return static_cast<int>(k);
+  };
+  return build_tile_list<kThreads>(list, scratch, m_begin, m_tiles, classify);
+}
+
 // The four bound forms, specialised so that partial tiles pay only for the
 // comparisons their form needs (same semantics as mask.h for rows < seqlen_q):
 //   0: causal, LTS         1: causal, LTS LTE

@@ -66,6 +66,15 @@ __device__ __forceinline__ void tma_load_4d(void* dst, const void* tensor_map, u
       "l"(tensor_map), "r"(smem_u32(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
       : "memory");
 }
+// 1-D bulk copy of `bytes` (multiple of 16, both addresses 16-byte aligned).
+__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes,
+                                          uint64_t* bar) {
+  FM_SM90_ASM(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
+          "r"(smem_u32(dst)),
+      "l"(src), "r"(bytes), "r"(smem_u32(bar))
+      : "memory");
+}
 __device__ __forceinline__ void prefetch_tensor_map(const void* tensor_map) {
   FM_SM90_ASM("prefetch.tensormap [%0];\n" ::"l"(tensor_map) : "memory");
 }
@@ -80,6 +89,11 @@ __device__ __forceinline__ void wgmma_commit() {
 template <int N>
 __device__ __forceinline__ void wgmma_wait() {
   FM_SM90_ASM("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Orders this thread's generic-proxy shared-memory writes before later async-proxy
+// (wgmma, TMA) accesses of the same memory.
+__device__ __forceinline__ void fence_proxy_async_smem() {
+  FM_SM90_ASM("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 // Keeps the compiler from moving accesses of accumulator registers across the
 // asynchronous wgmma issue / wait points.
