@@ -10,9 +10,10 @@
 //      S^T = K Q^T, dP^T = V dO^T            (wgmma m64n64, both operands in smem)
 //      P^T = exp2(S^T*scale*log2e - lse), dS^T = P^T (dP^T - rowsum)   (registers)
 //      dV += P^T dO, dK += dS^T Q             (wgmma m64nD, P^T / dS^T from registers)
-//      dS^T -> smem (double-buffered); after a barrier of the two consumers,
-//      dQ[:, 64c..64c+63] = dS K[:, 64c..]   (consumer c; dS read MN-major from smem)
-//      added to the fp32 dq accumulator with red.global.add.v2.f32.
+//      dS^T -> smem (double-buffered); D=128: after a barrier of the two consumers,
+//      dQ[:, 64c..64c+63] = dS K[:, 64c..] (consumer c; dS read MN-major from smem);
+//      D=64: dQ over the consumer's own 64 keys. Added to the fp32 dq accumulator
+//      with red.global.add.v2.f32.
 // The query-tile list (skip / unmasked / partial from the key tile's bound
 // min/max) is the sm80 kernel's; only partial tiles evaluate the mask, from the
 // two keys' bounds each thread keeps in registers.
@@ -37,7 +38,11 @@ struct BwdSm90Config {
   // thread, rounded down to 8): consumers block forever if the producer frees too few.
   static_assert(kProducerRegs + kConsumerRegs * kConsumers <= (kConsumers + 1) * (65536 / kThreads / 8 * 8),
                 "register reallocation exceeds the launch allocation");
-  static_assert(D == 128, "dQ is split between the consumers by head-dim blocks of 64");
+  static_assert(D == 64 || D == 128, "head_dim 64 or 128");
+  // D=128: consumer c computes dQ[:, 64c..64c+63] over all 128 keys (its SW128 column block
+  // of K), after a barrier that makes both halves of dS^T visible. D=64: each consumer adds
+  // dQ over its own 64 keys (no barrier, twice the reductions).
+  static constexpr bool kDqSplitByDim = D == 128;
   static constexpr int kColBlocks = D / 64;
   static constexpr int kKVBytes = kBlockN * D * 2, kQBytes = kBlockM * D * 2;
   static constexpr int kRowBytes = kBlockM * 4;  // lse or rowsum of one query tile
@@ -201,7 +206,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       for (int i = 0; i < 4; ++i)
         kraw[r][i] = (kvalid[r] && i < nb) ? __ldg(gBnd + static_cast<int64_t>(key) * nb + i) : 0;
     }
-    float* gdq_head = w.dq_accum + bh * w.sq_pad * D + cw * 64;
+    float* gdq_head = w.dq_accum + bh * w.sq_pad * D + (Cfg::kDqSplitByDim ? cw * 64 : 0);
 
     for (int i = 0; i < count; ++i) {
       const int gi = done + i, st = gi % kStages, phase = (gi / kStages) & 1;
@@ -298,14 +303,23 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                                     sw128_desc(q_addr + kk * 16 * 128, kBlockM * 128), 1);
       wgmma_commit();
 
-      named_barrier_sync(1, Cfg::kConsumers * 128);  // both halves of dS^T are in smem
       float acc_dq[32];
-      wgmma_fence();
+      if constexpr (Cfg::kDqSplitByDim) {
+        named_barrier_sync(1, Cfg::kConsumers * 128);  // both halves of dS^T are in smem
+        wgmma_fence();
 #pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk)
-        Wgmma<T, 64>::template ss<1, 1>(
-            acc_dq, sw128_desc(ds_addr + kk * 16 * 128, 0),
-            sw128_desc(k_addr + cw * kBlockN * 128 + kk * 16 * 128, 0), kk > 0);
+        for (int kk = 0; kk < kBlockN / 16; ++kk)
+          Wgmma<T, 64>::template ss<1, 1>(
+              acc_dq, sw128_desc(ds_addr + kk * 16 * 128, 0),
+              sw128_desc(k_addr + cw * kBlockN * 128 + kk * 16 * 128, 0), kk > 0);
+      } else {
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk)  // this consumer's 64 keys (rows cw*64.. of dS^T and K)
+          Wgmma<T, 64>::template ss<1, 1>(
+              acc_dq, sw128_desc(ds_addr + (cw * 64 + kk * 16) * 128, 0),
+              sw128_desc(k_addr + (cw * 64 + kk * 16) * 128, 0), kk > 0);
+      }
       wgmma_commit();
       wgmma_wait<0>();
       fence_operands(acc_dv);

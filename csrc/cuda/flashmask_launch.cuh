@@ -34,7 +34,7 @@ struct KernelChoice<64> {
   using Fwd = FwdConfig<FM_FWD_64>;
   using FwdSm90 = FwdSm90Config<64, 128, 2>;  // Hopper forward (TMA + wgmma)
   using Bwd = BwdConfig<FM_BWD_64>;
-  using BwdSm90 = void;  // Hopper backward is D=128 only so far
+  using BwdSm90 = BwdSm90Config<64>;  // Hopper, non-deterministic (TMA + wgmma)
   using Bwd2D = Bwd;  // no 2-D variant
   using Dq = DqConfig<64, 64, 64, 4>;
   static constexpr bool kSplitDKDV = false;  // dQ by red.add unless deterministic
