@@ -645,25 +645,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       }
     }
     if (kind == static_cast<int>(TileKind::kPartial)) {
-      dispatch_form(form, [&](auto ftag) {
-        using Fm = Form<decltype(ftag)::value>;
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const int lc = nt * 8 + 2 * t + c;
-            const int col = n * kBlockN + lc;
-            int bd[4] = {0, 0, 0, 0};
-#pragma unroll
-            for (int i = 0; i < Fm::kBounds; ++i) bd[i] = sBnd[lc * Fm::kBounds + i];
-            const bool col_ok = col < Sk;
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              const int row = m0 + warp * 16 + g + 8 * r;
-              if (!col_ok || Fm::masked(row, col, bd, offset)) acc_s[nt][2 * r + c] = -INFINITY;
-            }
-          }
-      });
+      const int rows[2] = {m0 + warp * 16 + g, m0 + warp * 16 + g + 8};
+      mask_partial_rows<NT>(form, sBnd, n * kBlockN, t, Sk, offset, rows,
+                            [&](int j, int r, int c) { acc_s[j][2 * r + c] = -INFINITY; });
     }
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)

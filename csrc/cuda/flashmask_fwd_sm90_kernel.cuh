@@ -199,25 +199,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     fence_operands(acc_s);
 
     if (kind == static_cast<int>(TileKind::kPartial)) {
-      const int* bnd = sBounds + st * kBlockN * 4;
-      dispatch_form(form, [&](auto ftag) {
-        using Fm = Form<decltype(ftag)::value>;
-#pragma unroll
-        for (int j = 0; j < NT; ++j)
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const int lc = j * 8 + 2 * t + c;
-            const int col = n * kBlockN + lc;
-            int bd[4] = {0, 0, 0, 0};
-#pragma unroll
-            for (int q = 0; q < Fm::kBounds; ++q) bd[q] = bnd[lc * Fm::kBounds + q];
-            const bool col_ok = col < Sk;
-#pragma unroll
-            for (int r = 0; r < 2; ++r)
-              if (!col_ok || Fm::masked(row0 + 8 * r, col, bd, offset))
-                acc_s[4 * j + 2 * r + c] = -INFINITY;
-          }
-      });
+      const int rows[2] = {row0, row0 + 8};
+      mask_partial_rows<NT>(form, sBounds + st * kBlockN * 4, n * kBlockN, t, Sk, offset, rows,
+                            [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
     }
     mbar_arrive(k_empty + st);  // this thread is done with K and the bounds of this stage
 

@@ -290,5 +290,33 @@ __device__ __forceinline__ void dispatch_form(int form, Fn&& f) {
   }
 }
 
+// Partial tile of scores laid out as query rows x key columns (n8 chunks, this
+// thread's columns 8j + 2t + {0,1}): calls masked_out(j, i, c) for each element
+// of row rows[i] and column col0 + 8j + 2t + c that the mask hides. `bounds` holds
+// the tile's columns' raw bounds in smem, kBounds ints per column; columns at or
+// past seqlen_k count as masked.
+template <int NT, int NR, typename Out>
+__device__ __forceinline__ void mask_partial_rows(int form, const int* bounds, int col0, int t,
+                                                  int seqlen_k, int causal_offset,
+                                                  const int (&rows)[NR], Out&& masked_out) {
+  dispatch_form(form, [&](auto ftag) {
+    using Fm = Form<decltype(ftag)::value>;
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const int lc = j * 8 + 2 * t + c;
+        const int col = col0 + lc;
+        int bd[4] = {0, 0, 0, 0};
+#pragma unroll
+        for (int q = 0; q < Fm::kBounds; ++q) bd[q] = bounds[lc * Fm::kBounds + q];
+        const bool col_ok = col < seqlen_k;
+#pragma unroll
+        for (int i = 0; i < NR; ++i)
+          if (!col_ok || Fm::masked(rows[i], col, bd, causal_offset)) masked_out(j, i, c);
+      }
+  });
+}
+
 }  // namespace cuda
 }  // namespace flashmask
