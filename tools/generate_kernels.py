@@ -41,7 +41,7 @@ def files():
                 yield name, TEMPLATE.format(direction=direction, ctype=ctype, hdim=hdim, params=params)
 
 
-WGMMA_N = (64, 128)  # N of the m64nNk16 shapes the Hopper kernels issue
+WGMMA_N = (64, 128, 256)  # N of the m64nNk16 shapes the Hopper kernels issue
 WGMMA_TYPES = {"__half": "f16", "__nv_bfloat16": "bf16"}
 
 WGMMA_HEADER = """\

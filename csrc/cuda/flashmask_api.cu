@@ -92,20 +92,23 @@ bool sm90_kernels_enabled() {
   return has_sm90a;
 }
 
-int make_tile_tensor_map(CUtensorMap* map, const void* base, DType dtype, const AttentionShape& s,
-                         int rows, int heads, const TensorStrides& strides, int box_rows) {
-  const cuuint64_t elem = 2;
+namespace {
+// A 4-D {head_dim, rows, heads, batch} tensor map (element strides), box {box_cols,
+// box_rows, 1, 1}, 128-byte swizzle (box_cols * element size must be 128 bytes).
+int encode_tensor_map(CUtensorMap* map, CUtensorMapDataType type, int elem_bytes, const void* base,
+                      const AttentionShape& s, int rows, int heads, const TensorStrides& strides,
+                      int box_cols, int box_rows) {
+  const cuuint64_t elem = elem_bytes;
   const cuuint64_t dims[4] = {static_cast<cuuint64_t>(s.head_dim), static_cast<cuuint64_t>(rows),
                               static_cast<cuuint64_t>(heads), static_cast<cuuint64_t>(s.batch)};
   const cuuint64_t byte_strides[3] = {static_cast<cuuint64_t>(strides.row) * elem,
                                       static_cast<cuuint64_t>(strides.head) * elem,
                                       static_cast<cuuint64_t>(strides.batch) * elem};
-  const cuuint32_t box[4] = {64, static_cast<cuuint32_t>(box_rows), 1, 1};
+  const cuuint32_t box[4] = {static_cast<cuuint32_t>(box_cols), static_cast<cuuint32_t>(box_rows), 1, 1};
   const cuuint32_t unit[4] = {1, 1, 1, 1};
   const CUresult r = tensor_map_encoder()(
-      map, dtype == DType::kBFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
-      4, const_cast<void*>(base), dims, byte_strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      map, type, 4, const_cast<void*>(base), dims, byte_strides, box, unit,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
       CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
     return report_error("cuTensorMapEncodeTiled failed (%d) for a [%d, %d, %d, %d] tensor with "
@@ -114,6 +117,24 @@ int make_tile_tensor_map(CUtensorMap* map, const void* base, DType dtype, const 
                         static_cast<long long>(strides.batch), static_cast<long long>(strides.row),
                         static_cast<long long>(strides.head));
   return 0;
+}
+}  // namespace
+
+int make_tile_tensor_map(CUtensorMap* map, const void* base, DType dtype, const AttentionShape& s,
+                         int rows, int heads, const TensorStrides& strides, int box_rows) {
+  return encode_tensor_map(
+      map, dtype == DType::kBFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+      2, base, s, rows, heads, strides, 64, box_rows);
+}
+
+int make_dq_accum_tensor_map(CUtensorMap* map, float* dq_accum, const AttentionShape& s, int sq_pad,
+                             int box_rows) {
+  TensorStrides st;
+  st.row = s.head_dim;
+  st.head = static_cast<int64_t>(sq_pad) * s.head_dim;
+  st.batch = st.head * s.num_heads;
+  return encode_tensor_map(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, dq_accum, s, sq_pad, s.num_heads,
+                           st, 32, box_rows);
 }
 
 // One warp per key tile: min/max of the normalised bounds over its valid columns.

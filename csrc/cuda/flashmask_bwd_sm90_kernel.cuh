@@ -1,19 +1,24 @@
 // FlashMask backward for Hopper (sm90a): dK, dV and dQ (fp32 reductions) with
 // TMA and wgmma, warp-specialised like the sm90 forward.
 //
-// One CTA per (key block of 128 keys, key head, batch), three warpgroups:
+// One CTA per (key block, key head, batch), three warpgroups:
 //  - producer (warpgroup 0): K and V of the key block once by TMA; then, for each
 //    query head of the GQA group and each listed query tile of 64 rows, Q and dO
 //    by TMA plus the tile's lse*log2(e) and rowsum(dO*O) by 1-D bulk copies, into
 //    a 2-stage ring with full/empty mbarriers.
-//  - two consumers (warpgroups 1-2), 64 keys each, per query tile:
+//  - two consumers (warpgroups 1-2) of 64 keys each, per query tile:
 //      S^T = K Q^T, dP^T = V dO^T            (wgmma m64n64, both operands in smem)
 //      P^T = exp2(S^T*scale*log2e - lse), dS^T = P^T (dP^T - rowsum)   (registers)
-//      dV += P^T dO, dK += dS^T Q             (wgmma m64nD, P^T / dS^T from registers)
-//      dS^T -> smem (double-buffered); D=128: after a barrier of the two consumers,
-//      dQ[:, 64c..64c+63] = dS K[:, 64c..] (consumer c; dS read MN-major from smem);
-//      D=64: dQ over the consumer's own 64 keys. Added to the fp32 dq accumulator
-//      with red.global.add.v2.f32.
+//      dV += P^T dO, dK += dS^T Q             (wgmma RS, P^T / dS^T from registers)
+//      dS^T -> smem, then dQ = dS K (dS read MN-major from smem), added to the fp32
+//      dq accumulator by a TMA reduce-add from an smem staging tile (D <= 128) or
+//      with red.global.add.v2.f32 (D = 256: no smem left for the staging).
+//    D=64/128: 128-key blocks, consumer c owns keys 64c..64c+63 and all of dK/dV's
+//    columns. D=128: after a barrier of the two consumers, consumer c computes
+//    dQ[:, 64c..] over all 128 keys; D=64: dQ over the consumer's own keys.
+//    D=256: 64-key blocks (64 keys x 256 of dK and dV would not fit one consumer's
+//    registers): both consumers compute S^T and dP^T of all 64 keys and consumer c
+//    owns columns 128c..128c+127 of dK, dV and dQ; nothing is exchanged.
 // The query-tile list (skip / unmasked / partial from the key tile's bound
 // min/max) is the sm80 kernel's; only partial tiles evaluate the mask, from the
 // two keys' bounds each thread keeps in registers.
@@ -30,19 +35,33 @@ namespace cuda {
 
 template <int D_>
 struct BwdSm90Config {
-  static constexpr int D = D_, kBlockM = 64, kBlockN = 128, kStages = 2;
+  static constexpr int D = D_, kBlockM = 64, kStages = 2;
   static constexpr int kConsumers = 2;  // warpgroups of 64 keys
+  // Consumers own different keys (D <= 128) or different head-dim halves (D = 256).
+  static constexpr bool kSplitKeys = D <= 128;
+  static constexpr int kBlockN = kSplitKeys ? 128 : 64;
+  static constexpr int kDKVCols = kSplitKeys ? D : D / 2;  // dK/dV columns per consumer
   static constexpr int kThreads = (kConsumers + 1) * 128;
   static constexpr int kProducerRegs = 24, kConsumerRegs = 240;
   // setmaxnreg moves registers within the CTA's launch allocation (65536 / kThreads per
   // thread, rounded down to 8): consumers block forever if the producer frees too few.
   static_assert(kProducerRegs + kConsumerRegs * kConsumers <= (kConsumers + 1) * (65536 / kThreads / 8 * 8),
                 "register reallocation exceeds the launch allocation");
-  static_assert(D == 64 || D == 128, "head_dim 64 or 128");
+  static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
   // D=128: consumer c computes dQ[:, 64c..64c+63] over all 128 keys (its SW128 column block
   // of K), after a barrier that makes both halves of dS^T visible. D=64: each consumer adds
-  // dQ over its own 64 keys (no barrier, twice the reductions).
-  static constexpr bool kDqSplitByDim = D == 128;
+  // dQ over its own 64 keys (no barrier, twice the reductions). D=256: each consumer holds
+  // all of dS^T and computes dQ[:, 128c..] over the 64 keys.
+  static constexpr bool kDqNeedsBarrier = D == 128;
+  static constexpr int kDqCols = D == 256 ? 128 : 64;  // dQ columns per consumer
+  // D=256: dQ's 64 accumulators fit only in the registers of dV/dK's A fragments, so
+  // dQ is issued after those wgmmas finished (else ptxas serialises every wgmma).
+  static constexpr bool kDqAfterDKV = D == 256;
+  // dQ reaches the fp32 accumulator through an smem staging tile per consumer and TMA
+  // reduce-adds (D <= 128); red.global per element pair costs ~40% of the backward's time
+  // (perf-notes v9). D=256 keeps red.global: its smem is full.
+  static constexpr bool kDqViaTma = D <= 128;
+  static constexpr int kDqStageBytes = kDqViaTma ? kBlockM * kDqCols * 4 : 0;  // per consumer
   static constexpr int kColBlocks = D / 64;
   static constexpr int kKVBytes = kBlockN * D * 2, kQBytes = kBlockM * D * 2;
   static constexpr int kRowBytes = kBlockM * 4;  // lse or rowsum of one query tile
@@ -51,8 +70,10 @@ struct BwdSm90Config {
   static constexpr int kOffV = kOffK + kKVBytes;
   static constexpr int kOffQ = kOffV + kKVBytes;
   static constexpr int kOffdO = kOffQ + kStages * kQBytes;
-  static constexpr int kOffdS = kOffdO + kStages * kQBytes;  // [2][kBlockN][kBlockM] SW128
-  static constexpr int kOffL = kOffdS + 2 * kBlockN * kBlockM * 2;
+  // [2][kBlockN][kBlockM] SW128: per tile parity (D <= 128) or per consumer (D = 256).
+  static constexpr int kOffdS = kOffdO + kStages * kQBytes;
+  static constexpr int kOffDqStage = kOffdS + 2 * kBlockN * kBlockM * 2;  // [consumer][cols/32] SW128
+  static constexpr int kOffL = kOffDqStage + kConsumers * kDqStageBytes;
   static constexpr int kOffDs = kOffL + kStages * kRowBytes;
   static constexpr int kOffBars = kOffDs + kStages * kRowBytes;
   static constexpr int kNumBars = 1 + 2 * kStages;  // kv_full, q_full[], q_empty[]
@@ -62,9 +83,10 @@ struct BwdSm90Config {
   static constexpr int kSmemFixed = kOffList + 1024;
 };
 
-// TMA descriptors (see FwdTensorMaps): q and dout with boxes of 64 rows, k and v of 128.
+// TMA descriptors (see FwdTensorMaps): q and dout with boxes of kBlockM rows, k and v of
+// kBlockN; dq: the fp32 dq accumulator, boxes of 32 columns x kBlockM rows (kDqViaTma).
 struct BwdTensorMaps {
-  CUtensorMap q, dout, k, v;
+  CUtensorMap q, dout, k, v, dq;
 };
 
 template <typename T, typename Cfg>
@@ -75,7 +97,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   using namespace sm90;
   constexpr int D = Cfg::D, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
   constexpr int kStages = Cfg::kStages, kThreads = Cfg::kThreads, kColBlocks = Cfg::kColBlocks;
-  constexpr int DT = D / 8;  // n8 chunks of dK / dV
+  constexpr int DT = Cfg::kDKVCols / 8;  // n8 chunks of this consumer's dK / dV
+  constexpr int QT = Cfg::kDqCols / 8;    // n8 chunks of this consumer's dQ
 
   extern __shared__ char smem_raw[];
   char* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
@@ -120,6 +143,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     const int h = hk * group + hi;
     const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + mask_head_for(p.mask, s, h);
     const TileBounds tbn = load_tile_bounds(w.tile_bounds + bhm * n_tiles + n_block);
+    // bar.sync is warp-aligned and counts whole warps: converge a warp whose issuer lane
+    // ran apart (single-lane TMA issue) first.
+    __syncwarp();
     __syncthreads();  // every reader of the previous head's list is done
     const int count = list_query_tiles<kThreads, kBlockM>(sList, sScratch, p.mask, Sq, Sk, bhm,
                                                           n0, keys_valid, kBlockN, tbn);
@@ -171,13 +197,17 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 
   // ---------------------------------------------------------------- consumers
   regs_alloc<Cfg::kConsumerRegs>();
-  // Warpgroup cw owns keys cw*64 .. +63 of the block; this thread's accumulator
-  // rows are keys key0 and key0 + 8 (S^T, dK, dV) and query rows wrow, wrow + 8
-  // of the dQ tile.
+  // Warpgroup cw owns keys key_off .. +63 of the block and columns dkv_col0 .. of
+  // dK/dV, dq_col0 .. of dQ; this thread's accumulator rows are keys key0 and
+  // key0 + 8 (S^T, dK, dV) and query rows wrow, wrow + 8 of the dQ tile.
   const int cw = warp / 4 - 1;
   const int wrow = (warp & 3) * 16 + (lane >> 2);
   const int t = lane & 3;
-  const int key0 = n0 + cw * 64 + wrow;
+  const int key_off = Cfg::kSplitKeys ? cw * 64 : 0;
+  const int dkv_col0 = Cfg::kSplitKeys ? 0 : cw * Cfg::kDKVCols;
+  const int dq_col0 = D == 64 ? 0 : cw * Cfg::kDqCols;
+  const int key0 = n0 + key_off + wrow;
+  const bool dq_issuer = (warp & 3) == 0 && lane == 0;  // issues this consumer's dQ reduce-adds
   const bool causal = p.mask.causal;
   const int form = mask_form(causal, nb);
   const int offset = Sk - Sq;
@@ -206,14 +236,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       for (int i = 0; i < 4; ++i)
         kraw[r][i] = (kvalid[r] && i < nb) ? __ldg(gBnd + static_cast<int64_t>(key) * nb + i) : 0;
     }
-    float* gdq_head = w.dq_accum + bh * w.sq_pad * D + (Cfg::kDqSplitByDim ? cw * 64 : 0);
+    float* gdq_head = w.dq_accum + bh * w.sq_pad * D + dq_col0;
 
     for (int i = 0; i < count; ++i) {
       const int gi = done + i, st = gi % kStages, phase = (gi / kStages) & 1;
       const int m = sList[i] & 0xffffff, kind = sList[i] >> 24;
       const uint32_t q_addr = smem_u32(sQ + st * kColBlocks * kBlockM * 64);
       const uint32_t do_addr = smem_u32(sdO + st * kColBlocks * kBlockM * 64);
-      const uint32_t ds_addr = smem_u32(sdS + (gi & 1) * kBlockN * kBlockM * 2);
+      // dS^T buffer: alternating per tile when the consumers share it (D <= 128).
+      const int ds_buf = Cfg::kSplitKeys ? (gi & 1) : cw;
+      const uint32_t ds_addr = smem_u32(sdS + ds_buf * kBlockN * kBlockM * 2);
       mbar_wait(q_full + st, phase);
 
       // S^T = K_c Q^T and dP^T = V_c dO^T: all operands K-major.
@@ -221,14 +253,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       wgmma_fence();
 #pragma unroll
       for (int ks = 0; ks < D / 16; ++ks) {
-        const uint32_t off_n = (ks >> 2) * kBlockN * 128 + cw * 64 * 128 + (ks & 3) * 32;
+        const uint32_t off_n = (ks >> 2) * kBlockN * 128 + key_off * 128 + (ks & 3) * 32;
         const uint32_t off_m = (ks >> 2) * kBlockM * 128 + (ks & 3) * 32;
         Wgmma<T, 64>::template ss<0, 0>(acc_s, sw128_desc(k_addr + off_n, 0),
                                         sw128_desc(q_addr + off_m, 0), ks > 0);
       }
 #pragma unroll
       for (int ks = 0; ks < D / 16; ++ks) {
-        const uint32_t off_n = (ks >> 2) * kBlockN * 128 + cw * 64 * 128 + (ks & 3) * 32;
+        const uint32_t off_n = (ks >> 2) * kBlockN * 128 + key_off * 128 + (ks & 3) * 32;
         const uint32_t off_m = (ks >> 2) * kBlockM * 128 + (ks & 3) * 32;
         Wgmma<T, 64>::template ss<0, 0>(acc_dp, sw128_desc(v_addr + off_n, 0),
                                         sw128_desc(do_addr + off_m, 0), ks > 0);
@@ -277,49 +309,49 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           pa[kk][e] = Pack<T>::two(acc_s[8 * kk + 2 * e], acc_s[8 * kk + 2 * e + 1]);
           dsa[kk][e] = Pack<T>::two(acc_dp[8 * kk + 2 * e], acc_dp[8 * kk + 2 * e + 1]);
         }
-      // dS^T -> smem as [key][64 queries] SW128 (the MN-major A of dQ = dS K). The
-      // buffer alternates per tile: its last readers (dQ two tiles ago) finished
-      // before the barrier of the previous tile.
+      // dS^T -> smem as [key][64 queries] SW128 (the MN-major A of dQ = dS K). A shared
+      // buffer alternates per tile: its last readers (dQ two tiles ago) finished before
+      // the barrier of the previous tile. A consumer's own buffer was last read by its
+      // own dQ of the previous tile, which it waited for.
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int row = cw * 64 + wrow + 8 * (e & 1);  // key within the block
-          const int chunk = 2 * kk + (e >> 1);            // 8 queries
+          const int row = key_off + wrow + 8 * (e & 1);  // key within the block
+          const int chunk = 2 * kk + (e >> 1);           // 8 queries
           const uint32_t off = row * 128 + ((chunk ^ (row & 7)) << 4) + t * 4;
-          *reinterpret_cast<uint32_t*>(sdS + (gi & 1) * kBlockN * kBlockM * 2 + off) = dsa[kk][e];
+          *reinterpret_cast<uint32_t*>(sdS + ds_buf * kBlockN * kBlockM * 2 + off) = dsa[kk][e];
         }
       fence_proxy_async_smem();
 
-      // dV += P^T dO, dK += dS^T Q: B = dO / Q rows (MN-major), k steps of 16 queries.
+      // dV += P^T dO, dK += dS^T Q: B = this consumer's columns of dO / Q (MN-major,
+      // SW128 column blocks kBlockM rows apart), k steps of 16 queries.
+      const uint32_t dkv_off = dkv_col0 / 64 * kBlockM * 128;
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
-        Wgmma<T, D>::template rs<1>(acc_dv, pa[kk],
-                                    sw128_desc(do_addr + kk * 16 * 128, kBlockM * 128), 1);
+        Wgmma<T, Cfg::kDKVCols>::template rs<1>(
+            acc_dv, pa[kk], sw128_desc(do_addr + dkv_off + kk * 16 * 128, kBlockM * 128), 1);
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
-        Wgmma<T, D>::template rs<1>(acc_dk, dsa[kk],
-                                    sw128_desc(q_addr + kk * 16 * 128, kBlockM * 128), 1);
+        Wgmma<T, Cfg::kDKVCols>::template rs<1>(
+            acc_dk, dsa[kk], sw128_desc(q_addr + dkv_off + kk * 16 * 128, kBlockM * 128), 1);
       wgmma_commit();
 
-      float acc_dq[32];
-      if constexpr (Cfg::kDqSplitByDim) {
+      // dQ[:, dq_col0..] = dS K over the keys rows dq_key0.. of dS^T and K.
+      constexpr int kDqKeys = Cfg::kDqNeedsBarrier ? kBlockN : 64;
+      const int dq_key0 = Cfg::kDqNeedsBarrier ? 0 : key_off;
+      const uint32_t dq_k_addr = k_addr + dq_col0 / 64 * kBlockN * 128;
+      if constexpr (Cfg::kDqNeedsBarrier)
         named_barrier_sync(1, Cfg::kConsumers * 128);  // both halves of dS^T are in smem
-        wgmma_fence();
+      if constexpr (Cfg::kDqAfterDKV) wgmma_wait<0>();
+      float acc_dq[QT * 4];
+      wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < kBlockN / 16; ++kk)
-          Wgmma<T, 64>::template ss<1, 1>(
-              acc_dq, sw128_desc(ds_addr + kk * 16 * 128, 0),
-              sw128_desc(k_addr + cw * kBlockN * 128 + kk * 16 * 128, 0), kk > 0);
-      } else {
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk)  // this consumer's 64 keys (rows cw*64.. of dS^T and K)
-          Wgmma<T, 64>::template ss<1, 1>(
-              acc_dq, sw128_desc(ds_addr + (cw * 64 + kk * 16) * 128, 0),
-              sw128_desc(k_addr + (cw * 64 + kk * 16) * 128, 0), kk > 0);
-      }
+      for (int kk = 0; kk < kDqKeys / 16; ++kk)
+        Wgmma<T, Cfg::kDqCols>::template ss<1, 1>(
+            acc_dq, sw128_desc(ds_addr + (dq_key0 + kk * 16) * 128, 0),
+            sw128_desc(dq_k_addr + (dq_key0 + kk * 16) * 128, kBlockN * 128), kk > 0);
       wgmma_commit();
       wgmma_wait<0>();
       fence_operands(acc_dv);
@@ -327,16 +359,46 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       fence_operands(acc_dq);
       mbar_arrive(q_empty + st);  // Q, dO, lse and rowsum of this stage are free
 
-      float* gdq = gdq_head + static_cast<int64_t>(m * kBlockM + wrow) * D;
+      if constexpr (Cfg::kDqViaTma) {
+        // This consumer's dQ tile -> its staging tile (SW128 blocks of 32 columns) -> one
+        // TMA reduce-add per block. The issuer first makes sure the previous tile's
+        // reduce has read the staging; the barriers order it with the writes.
+        char* stage = smem + Cfg::kOffDqStage + cw * Cfg::kDqStageBytes;
+        if (dq_issuer) bulk_wait_read<0>();
+        __syncwarp();  // bar.sync is warp-aligned: the issuer's warp must be converged
+        named_barrier_sync(2 + cw, 128);
 #pragma unroll
-      for (int r = 0; r < 2; ++r)
+        for (int r = 0; r < 2; ++r)
 #pragma unroll
-        for (int j = 0; j < 8; ++j)
-          red_add_f32x2(gdq + 8 * r * D + j * 8 + 2 * t, acc_dq[4 * j + 2 * r],
-                        acc_dq[4 * j + 2 * r + 1]);
+          for (int j = 0; j < QT; ++j) {
+            const int row = wrow + 8 * r, chunk = (j & 3) * 2 + (t >> 1);  // 16-byte chunk
+            const uint32_t off = (j >> 2) * kBlockM * 128 + row * 128 + ((chunk ^ (row & 7)) << 4) + (t & 1) * 8;
+            *reinterpret_cast<float2*>(stage + off) = make_float2(acc_dq[4 * j + 2 * r], acc_dq[4 * j + 2 * r + 1]);
+          }
+        fence_proxy_async_smem();
+        named_barrier_sync(2 + cw, 128);
+        if (dq_issuer) {
+#pragma unroll
+          for (int blk = 0; blk < Cfg::kDqCols / 32; ++blk)
+            tma_reduce_add_4d(&maps.dq, stage + blk * kBlockM * 128, dq_col0 + 32 * blk, m * kBlockM, h, b);
+          bulk_commit();
+        }
+        __syncwarp();  // converged again before the next tile's warp-aligned wgmma
+      } else {
+        float* gdq = gdq_head + static_cast<int64_t>(m * kBlockM + wrow) * D;
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+#pragma unroll
+          for (int j = 0; j < QT; ++j)
+            red_add_f32x2(gdq + 8 * r * D + j * 8 + 2 * t, acc_dq[4 * j + 2 * r],
+                          acc_dq[4 * j + 2 * r + 1]);
+      }
     }
     done += count;
   }
+
+  if constexpr (Cfg::kDqViaTma)
+    if (dq_issuer) bulk_wait<0>();  // the reduce-adds are done with the staging tile
 
   // dK = scale * dS^T Q, dV = P^T dO.
   T* gdK = static_cast<T*>(p.dk) + b * p.dk_strides.batch + hk * p.dk_strides.head;
@@ -345,8 +407,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   for (int r = 0; r < 2; ++r) {
     const int key = key0 + 8 * r;
     if (key >= Sk) continue;
-    T* dk = gdK + static_cast<int64_t>(key) * p.dk_strides.row;
-    T* dv = gdV + static_cast<int64_t>(key) * p.dv_strides.row;
+    T* dk = gdK + static_cast<int64_t>(key) * p.dk_strides.row + dkv_col0;
+    T* dv = gdV + static_cast<int64_t>(key) * p.dv_strides.row + dkv_col0;
 #pragma unroll
     for (int j = 0; j < DT; ++j) {
       *reinterpret_cast<uint32_t*>(dk + j * 8 + 2 * t) =

@@ -10,7 +10,10 @@
 //  - two consumers (warpgroups 1-2, 232 registers per thread), 64 query rows each:
 //    S = Q K^T by wgmma from shared memory, the column-wise mask on partial tiles
 //    only, online softmax in registers, then O += P V by wgmma with P taken from
-//    registers. While one consumer waits on its wgmma the other runs its softmax.
+//    registers. Each consumer issues S of the next tile together with P V of this
+//    one, so its softmax runs while its own P V is on the tensor cores, and the two
+//    consumers take turns to issue (ping-pong) so that one's softmax overlaps the
+//    other's GEMMs.
 // The key-tile list (skip / unmasked / partial, from the per-tile min/max of the
 // bounds) is built once by the whole CTA exactly as in the sm80 kernel, so
 // skipped tiles cost no loads and unmasked tiles no compares.
@@ -35,7 +38,7 @@ struct FwdSm90Config {
   // thread, rounded down to 8): consumers block forever if the producer frees too few.
   static_assert(kProducerRegs + kConsumerRegs * kConsumers <= (kConsumers + 1) * (65536 / kThreads / 8 * 8),
                 "register reallocation exceeds the launch allocation");
-  static_assert(D % 64 == 0 && D <= 128, "P*V is one wgmma of N = D <= 128 (SW128 blocks of 64)");
+  static_assert(D % 64 == 0 && D <= 256, "P*V is one wgmma of N = D <= 256 (SW128 blocks of 64)");
   static_assert(kBlockN == 64 || kBlockN == 128, "S is one wgmma of N = kBlockN");
   static_assert(128 % kBlockN == 0, "tiles must divide block_mask cells");
   static constexpr int kQBytes = kBlockM * D * 2, kKVBytes = kBlockN * D * 2;
@@ -173,20 +176,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #pragma unroll
   for (int i = 0; i < DT * 4; ++i) acc_o[i] = 0.f;
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
-
   const uint32_t q_addr = smem_u32(sQ) + cw * 64 * 128;  // 64 rows x 128 B into each block
-  mbar_wait(q_full, 0);
 
-  for (int i = 0; i < count; ++i) {
-    const int st = i % kStages, phase = (i / kStages) & 1;
-    const int n = tile_at(i) & 0xffffff, kind = tile_at(i) >> 24;
+  // S = Q K^T of ring slot st (K-major A and B, k steps of 16 = 32 bytes in a 128-byte row).
+  auto issue_qk = [&](float(&acc_s)[NT * 4], int st) {
     const uint32_t k_addr = smem_u32(sK + st * kColBlocks * kBlockN * 64);
-    const uint32_t v_addr = smem_u32(sV + st * kColBlocks * kBlockN * 64);
-
-    // S = Q K^T (K-major A and B, k steps of 16 = 32 bytes inside a 128-byte row).
-    float acc_s[NT * 4];
-    mbar_wait(k_full + st, phase);
-    wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < D / 16; ++ks) {
       const uint32_t koff = (ks & 3) * 32;
@@ -195,18 +189,25 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       sm90::Wgmma<T, kBlockN>::template ss<0, 0>(acc_s, da, db, ks > 0);
     }
     wgmma_commit();
-    wgmma_wait<0>();
-    fence_operands(acc_s);
-
+  };
+  // O += P V of ring slot st (V MN-major: k steps of 16 keys = 16 rows of 128 bytes).
+  auto issue_pv = [&](const uint32_t(&pa)[kBlockN / 16][4], int st) {
+    const uint32_t v_addr = smem_u32(sV + st * kColBlocks * kBlockN * 64);
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk)
+      sm90::Wgmma<T, D>::template rs<1>(acc_o, pa[kk], sw128_desc(v_addr + kk * 16 * 128, kBlockN * 128), 1);
+    wgmma_commit();
+  };
+  // Mask (partial tiles only), release K and the bounds, then the online softmax in
+  // base 2 with the scale folded in: S becomes P, alpha rescales the old O and sum.
+  auto mask_and_softmax = [&](float(&acc_s)[NT * 4], int i, float(&alpha)[2]) {
+    const int st = i % kStages, n = tile_at(i) & 0xffffff, kind = tile_at(i) >> 24;
     if (kind == static_cast<int>(TileKind::kPartial)) {
       const int rows[2] = {row0, row0 + 8};
       mask_partial_rows<NT>(form, sBounds + st * kBlockN * 4, n * kBlockN, t, Sk, offset, rows,
                             [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
     }
     mbar_arrive(k_empty + st);  // this thread is done with K and the bounds of this stage
-
-    // Online softmax (base 2, scale folded in); P packed as wgmma A fragments.
-    uint32_t pa[kBlockN / 16][4];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       float mx = -INFINITY;
@@ -217,14 +218,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       mx *= scale_log2;
       const float m_new = fmaxf(row_max[r], mx);
       const float base = m_new == -INFINITY ? 0.f : m_new;
-      const float alpha = exp2f(row_max[r] - base);
+      alpha[r] = exp2f(row_max[r] - base);
       row_max[r] = m_new;
-      float sum = row_sum[r] * alpha;
-#pragma unroll
-      for (int j = 0; j < DT; ++j) {
-        acc_o[4 * j + 2 * r] *= alpha;
-        acc_o[4 * j + 2 * r + 1] *= alpha;
-      }
+      float sum = row_sum[r] * alpha[r];
 #pragma unroll
       for (int j = 0; j < NT; ++j)
 #pragma unroll
@@ -235,26 +231,77 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         }
       row_sum[r] = sum;
     }
+  };
+  auto rescale_o = [&](const float(&alpha)[2]) {
 #pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      pa[kk][0] = Pack<T>::two(acc_s[8 * kk + 0], acc_s[8 * kk + 1]);
-      pa[kk][1] = Pack<T>::two(acc_s[8 * kk + 2], acc_s[8 * kk + 3]);
-      pa[kk][2] = Pack<T>::two(acc_s[8 * kk + 4], acc_s[8 * kk + 5]);
-      pa[kk][3] = Pack<T>::two(acc_s[8 * kk + 6], acc_s[8 * kk + 7]);
-    }
+    for (int j = 0; j < DT; ++j)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        acc_o[4 * j + 2 * r] *= alpha[r];
+        acc_o[4 * j + 2 * r + 1] *= alpha[r];
+      }
+  };
+  // P as wgmma A fragments (16 keys per k step).
+  auto pack_p = [&](uint32_t(&pa)[kBlockN / 16][4], const float(&acc_s)[NT * 4]) {
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) pa[kk][e] = Pack<T>::two(acc_s[8 * kk + 2 * e], acc_s[8 * kk + 2 * e + 1]);
+  };
 
-    // O += P V (V MN-major: k steps of 16 keys = 16 rows of 128 bytes).
-    mbar_wait(v_full + st, phase);
+  // Ping-pong: the consumers take turns to issue their GEMMs (named barriers 1 + cw),
+  // so one consumer's softmax runs while the other's GEMMs do. Consumer 1 lets
+  // consumer 0 go first and skips its last hand-over, so every arrival is matched by
+  // a wait and none is left pending at exit.
+  auto turn_begin = [&]() { named_barrier_sync(1 + cw, Cfg::kConsumers * 128); };
+  auto turn_end = [&](bool last) {
+    if (!(last && cw == 1)) named_barrier_arrive(1 + (cw ^ 1), Cfg::kConsumers * 128);
+  };
+
+  mbar_wait(q_full, 0);
+  if (cw == 1 && count > 0) named_barrier_arrive(1, Cfg::kConsumers * 128);
+  float acc_s[NT * 4], alpha[2];
+  uint32_t pa[kBlockN / 16][4];
+  if (count > 0) {
+    // Software pipeline: S of tile i is on the tensor cores together with P V of tile
+    // i-1, and the softmax of tile i runs while P V of tile i-1 finishes.
+    mbar_wait(k_full, 0);
+    turn_begin();
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      const uint64_t db = sw128_desc(v_addr + kk * 16 * 128, kBlockN * 128);
-      sm90::Wgmma<T, D>::template rs<1>(acc_o, pa[kk], db, 1);
+    issue_qk(acc_s, 0);
+    turn_end(false);
+    wgmma_wait<0>();
+    fence_operands(acc_s);
+    mask_and_softmax(acc_s, 0, alpha);  // O is still 0: alpha is not needed
+    pack_p(pa, acc_s);
+    for (int i = 1; i < count; ++i) {
+      const int st = i % kStages, phase = (i / kStages) & 1;
+      const int prev = (i - 1) % kStages, prev_phase = ((i - 1) / kStages) & 1;
+      mbar_wait(k_full + st, phase);
+      mbar_wait(v_full + prev, prev_phase);
+      turn_begin();
+      wgmma_fence();
+      issue_qk(acc_s, st);
+      issue_pv(pa, prev);
+      turn_end(false);
+      wgmma_wait<1>();  // S of tile i is done, P V of tile i-1 may still run
+      fence_operands(acc_s);
+      mask_and_softmax(acc_s, i, alpha);
+      wgmma_wait<0>();
+      fence_operands(acc_o);
+      mbar_arrive(v_empty + prev);
+      rescale_o(alpha);
+      pack_p(pa, acc_s);
     }
-    wgmma_commit();
+    const int last = (count - 1) % kStages;
+    mbar_wait(v_full + last, ((count - 1) / kStages) & 1);
+    turn_begin();
+    wgmma_fence();
+    issue_pv(pa, last);
+    turn_end(true);
     wgmma_wait<0>();
     fence_operands(acc_o);
-    mbar_arrive(v_empty + st);
+    mbar_arrive(v_empty + last);
   }
 
   // Epilogue: normalise, write O and the LSE. A row with no unmasked key has

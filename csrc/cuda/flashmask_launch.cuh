@@ -53,15 +53,35 @@ struct KernelChoice<128> {
 template <>
 struct KernelChoice<256> {
   using Fwd = FwdConfig<256, 128, 32, 8>;
-  using FwdSm90 = void;  // P*V would need N = 256: the sm80 forward runs on Hopper too
+  // 64-key tiles: Q (64 KB) and two stages of K and V (128 KB) fill the shared memory.
+  using FwdSm90 = FwdSm90Config<256, 64, 2>;
   using Bwd = BwdConfig<256, 64, 64, 4, 1>;
-  using BwdSm90 = void;
+  using BwdSm90 = BwdSm90Config<256>;  // 64-key blocks, consumers split the head dim
   using Bwd2D = Bwd;
   using Dq = DqConfig<256, 64, 32, 4>;
-  // Registers: dV and dK in two launches, and dQ always from the dq kernel
-  // (so head_dim 256 is always deterministic).
+  // mma.sync registers: dV and dK in two launches, and dQ always from the dq kernel
+  // (so head_dim 256 off Hopper is always deterministic).
   static constexpr bool kSplitDKDV = true;
 };
+
+// Implemented in flashmask_api.cu.
+void launch_tile_bounds(const MaskParams& mask, const AttentionShape& shape, int block_n,
+                        TileBounds* out, cudaStream_t stream);
+int report_error(const char* fmt, ...);
+int smem_optin_bytes();
+int device_cc_major();
+int check_cuda(cudaError_t e, const char* what);
+// True on compute capability 9.x when this library holds sm_90a code and
+// FLASHMASK_DISABLE_SM90 is unset or 0 (read per call, so a process can compare).
+bool sm90_kernels_enabled();
+// TMA descriptor of a [batch, rows, heads, head_dim] tensor with the given
+// element strides, box {64, box_rows, 1, 1}, 128-byte swizzle.
+int make_tile_tensor_map(CUtensorMap* map, const void* base, DType dtype, const AttentionShape& s,
+                         int rows, int heads, const TensorStrides& strides, int box_rows);
+// TMA descriptor of the backward's fp32 dq accumulator [batch, heads, sq_pad, head_dim],
+// box {32, box_rows, 1, 1} (128 bytes wide), 128-byte swizzle: the target of reduce-adds.
+int make_dq_accum_tensor_map(CUtensorMap* map, float* dq_accum, const AttentionShape& s, int sq_pad,
+                             int box_rows);
 
 inline size_t align256(size_t x) { return (x + 255) & ~static_cast<size_t>(255); }
 inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
@@ -90,6 +110,20 @@ FwdLayout fwd_layout(const FwdParams& p) {
   return L;
 }
 
+// The Hopper backward runs when it exists for this head dim, the device and build allow
+// it (sm90_kernels_enabled) and the caller did not ask for determinism.
+template <int D>
+bool bwd_uses_sm90(const BwdParams& p) {
+  return !std::is_void_v<typename KernelChoice<D>::BwdSm90> && !p.deterministic &&
+         sm90_kernels_enabled();
+}
+// dQ from the separate dq kernel (deterministic, or the mma.sync path of head dims whose
+// dK/dV kernels cannot also hold dQ) instead of fp32 reductions into a workspace accumulator.
+template <int D>
+bool bwd_uses_dq_kernel(const BwdParams& p) {
+  return p.deterministic || (KernelChoice<D>::kSplitDKDV && !bwd_uses_sm90<D>(p));
+}
+
 struct BwdLayout {
   int sq_pad, n_tiles, n_tiles_dq;
   size_t off_tb, off_tb_dq, off_lse, off_dsum, off_dq, total;
@@ -106,7 +140,7 @@ BwdLayout bwd_layout(const BwdParams& p) {
   L.off_tb = off;
   off += align256(B * Hm * L.n_tiles * sizeof(TileBounds));
   L.off_tb_dq = off;
-  const bool dq_kernel = p.deterministic || KC::kSplitDKDV;
+  const bool dq_kernel = bwd_uses_dq_kernel<D>(p);
   if (dq_kernel && KC::Dq::kBlockN != KC::Bwd::kBlockN)
     off += align256(B * Hm * L.n_tiles_dq * sizeof(TileBounds));
   L.off_lse = off;
@@ -118,21 +152,6 @@ BwdLayout bwd_layout(const BwdParams& p) {
   L.total = off;
   return L;
 }
-
-// Implemented in flashmask_api.cu.
-void launch_tile_bounds(const MaskParams& mask, const AttentionShape& shape, int block_n,
-                        TileBounds* out, cudaStream_t stream);
-int report_error(const char* fmt, ...);
-int smem_optin_bytes();
-int device_cc_major();
-int check_cuda(cudaError_t e, const char* what);
-// True on compute capability 9.x when this library holds sm_90a code and
-// FLASHMASK_DISABLE_SM90 is unset or 0 (read per call, so a process can compare).
-bool sm90_kernels_enabled();
-// TMA descriptor of a [batch, rows, heads, head_dim] tensor with the given
-// element strides, box {64, box_rows, 1, 1}, 128-byte swizzle.
-int make_tile_tensor_map(CUtensorMap* map, const void* base, DType dtype, const AttentionShape& s,
-                         int rows, int heads, const TensorStrides& strides, int box_rows);
 
 template <typename Kernel>
 int prepare_smem(Kernel kernel, size_t bytes, const char* name) {
@@ -185,20 +204,19 @@ int run_fwd(const FwdParams& p, void* workspace, cudaStream_t stream) {
   return check_cuda(cudaGetLastError(), "flashmask_fwd_kernel launch");
 }
 
-// The Hopper dK/dV/dQ kernel in place of the dkdv kernel: returns 0 when it ran,
-// -1 when it failed (error recorded), 1 when it does not apply (another arch, no
-// sm_90a build, FLASHMASK_DISABLE_SM90, or no sm90 config for this head dim).
+// The Hopper dK/dV/dQ kernel in place of the mma.sync dK/dV kernels (when
+// bwd_uses_sm90): 0 when it launched, nonzero when it failed (error recorded).
 template <typename T, typename KC>
 int run_bwd_sm90(const BwdParams& p, const BwdWork& w, cudaStream_t stream) {
   using Cfg = typename KC::BwdSm90;
   if constexpr (std::is_void_v<Cfg>) {
-    return 1;
+    return report_error("flashmask_bwd_sm90_kernel: no Hopper backward for head_dim %d",
+                        p.shape.head_dim);
   } else {
     static_assert(Cfg::kBlockN == KC::Bwd::kBlockN && Cfg::kBlockM == KC::Bwd::kBlockM,
                   "tile bounds and padding are shared with the sm80 kernel");
-    if (!sm90_kernels_enabled()) return 1;
     const AttentionShape& s = p.shape;
-    BwdTensorMaps maps;
+    BwdTensorMaps maps{};
     if (make_tile_tensor_map(&maps.q, p.q, p.dtype, s, s.seqlen_q, s.num_heads, p.q_strides,
                              Cfg::kBlockM) ||
         make_tile_tensor_map(&maps.dout, p.dout, p.dtype, s, s.seqlen_q, s.num_heads,
@@ -207,14 +225,16 @@ int run_bwd_sm90(const BwdParams& p, const BwdWork& w, cudaStream_t stream) {
                              Cfg::kBlockN) ||
         make_tile_tensor_map(&maps.v, p.v, p.dtype, s, s.seqlen_k, s.num_heads_k, p.v_strides,
                              Cfg::kBlockN))
-      return -1;
+      return 1;
+    if constexpr (Cfg::kDqViaTma)
+      if (int rc = make_dq_accum_tensor_map(&maps.dq, w.dq_accum, s, w.sq_pad, Cfg::kBlockM)) return rc;
     const size_t smem =
         Cfg::kSmemFixed + static_cast<size_t>(ceil_div(s.seqlen_q, Cfg::kBlockM)) * 4;
     auto kernel = flashmask_bwd_sm90_kernel<T, Cfg>;
-    if (prepare_smem(kernel, smem, "flashmask_bwd_sm90_kernel")) return -1;
+    if (int rc = prepare_smem(kernel, smem, "flashmask_bwd_sm90_kernel")) return rc;
     const dim3 grid(ceil_div(s.seqlen_k, Cfg::kBlockN), s.num_heads_k, s.batch);
     kernel<<<grid, Cfg::kThreads, smem, stream>>>(maps, p, w);
-    return check_cuda(cudaGetLastError(), "flashmask_bwd_sm90_kernel launch") ? -1 : 0;
+    return check_cuda(cudaGetLastError(), "flashmask_bwd_sm90_kernel launch");
   }
 }
 
@@ -224,7 +244,8 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
   using Cfg = typename KC::Bwd;
   using DqCfg = typename KC::Dq;
   const BwdLayout L = bwd_layout<D>(p);
-  const bool dq_kernel = p.deterministic || KC::kSplitDKDV;
+  const bool sm90 = bwd_uses_sm90<D>(p);
+  const bool dq_kernel = bwd_uses_dq_kernel<D>(p);
   char* ws = static_cast<char*>(workspace);
   BwdWork w;
   TileBounds* tb = reinterpret_cast<TileBounds*>(ws + L.off_tb);
@@ -260,13 +281,13 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
   const dim3 grid(L.n_tiles, s.num_heads_k, s.batch);
   const size_t smem = Cfg::kSmemFixed + static_cast<size_t>(ceil_div(s.seqlen_q, Cfg::kBlockM)) * 4;
   if (L.n_tiles > 0) {
-    if constexpr (!KC::kSplitDKDV) {
+    if (sm90) {
+      if (int rc = run_bwd_sm90<T, KC>(p, w, stream)) return rc;
+    } else if constexpr (!KC::kSplitDKDV) {
       if (p.deterministic) {
         auto k = flashmask_bwd_dkdv_kernel<T, Cfg, false, true, true>;
         if (int rc = prepare_smem(k, smem, "flashmask_bwd_dkdv_kernel")) return rc;
         k<<<grid, Cfg::kThreads, smem, stream>>>(p, w);
-      } else if (int rc = run_bwd_sm90<T, KC>(p, w, stream); rc <= 0) {
-        if (rc < 0) return 1;  // launched and failed (the error is recorded)
       } else {
         using Cfg2 = typename KC::Bwd2D;
         bool launched_2d = false;
@@ -308,7 +329,7 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
       const dim3 grid_dq(ceil_div(s.seqlen_q, DqCfg::kBlockM), s.num_heads, s.batch);
       k<<<grid_dq, DqCfg::kThreads, smem_dq, stream>>>(p, w, tb_dq);
       if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_dq_kernel launch")) return rc;
-    } else if constexpr (!KC::kSplitDKDV) {
+    } else {
       const int64_t n = static_cast<int64_t>(s.batch) * s.num_heads * s.seqlen_q * (D / 8);
       flashmask_bwd_dq_convert_kernel<T, D>
           <<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(p, w.dq_accum, L.sq_pad);

@@ -75,6 +75,27 @@ __device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t b
       "l"(src), "r"(bytes), "r"(smem_u32(bar))
       : "memory");
 }
+// 4-D tiled reduce-add (fp32 +=) of an smem tile into global memory, in the
+// current bulk group: the smem tile may be overwritten after bulk_wait_read.
+__device__ __forceinline__ void tma_reduce_add_4d(const void* tensor_map, const void* src, int c0,
+                                                  int c1, int c2, int c3) {
+  FM_SM90_ASM(
+      "cp.reduce.async.bulk.tensor.4d.global.shared::cta.add.tile.bulk_group "
+      "[%0, {%2, %3, %4, %5}], [%1];\n" ::"l"(tensor_map),
+      "r"(smem_u32(src)), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+      : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { FM_SM90_ASM("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// At most N of this thread's bulk groups still read their smem source.
+template <int N>
+__device__ __forceinline__ void bulk_wait_read() {
+  FM_SM90_ASM("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+}
+// At most N of this thread's bulk groups are still incomplete (writes included).
+template <int N>
+__device__ __forceinline__ void bulk_wait() {
+  FM_SM90_ASM("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
+}
 __device__ __forceinline__ void prefetch_tensor_map(const void* tensor_map) {
   FM_SM90_ASM("prefetch.tensormap [%0];\n" ::"l"(tensor_map) : "memory");
 }

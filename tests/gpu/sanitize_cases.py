@@ -46,6 +46,7 @@ def main():
     case(1, 77, 200, 2, 2, 128, True, 2, 2, bf, True)
     case(1, 130, 130, 2, 1, 256, False, 2, 1, bf, False)
     case(1, 65, 190, 2, 2, 256, True, 1, 2, fp, True)
+    case(2, 200, 333, 4, 2, 256, True, 2, 4, fp, False)
     case(1, 257, 257, 2, 2, 64, False, 4, 1, fp, True, block_mask=True)
     print("sanitize cases done")
 

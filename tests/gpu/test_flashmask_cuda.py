@@ -127,9 +127,18 @@ def test_random_bounds(causal, nb, mask_heads, sq, sk):
 
 
 @pytest.mark.parametrize("causal,nb", BOUND_FORMS)
-@pytest.mark.parametrize("head_dim", [64, 128])
-def test_sm80_forward_on_hopper(monkeypatch, causal, nb, head_dim):
-    """FLASHMASK_DISABLE_SM90=1 selects the mma.sync forward, so it stays tested on Hopper."""
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_random_bounds_hdim256(causal, nb, dtype):
+    """head_dim 256 (its own Hopper tile shapes): GQA, per-head masks, odd lengths."""
+    seed = fresh_seed()
+    idx = random_bounds(rng_for(seed), 2, 4, 200, 333, nb, causal)
+    _run_case(idx, causal, seqlen_q=200, seqlen_k=333, head_dim=256, dtype=getattr(torch, dtype), seed=seed)
+
+
+@pytest.mark.parametrize("causal,nb", BOUND_FORMS)
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+def test_mma_sync_kernels_on_hopper(monkeypatch, causal, nb, head_dim):
+    """FLASHMASK_DISABLE_SM90=1 selects the mma.sync kernels, so they stay tested on Hopper."""
     monkeypatch.setenv("FLASHMASK_DISABLE_SM90", "1")
     seed = fresh_seed()
     idx = random_bounds(rng_for(seed), 2, 4, 200, 333, nb, causal)
