@@ -79,10 +79,8 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 }
 }  // namespace
 
-bool sm90_kernels_enabled() {
+bool sm90_kernels_available() {
   if (device_cc_major() != 9) return false;
-  const char* off = std::getenv("FLASHMASK_DISABLE_SM90");
-  if (off != nullptr && off[0] != '\0' && off[0] != '0') return false;
   // The sm_90a build of this library, not PTX of another arch JIT-compiled for Hopper.
   static const bool has_sm90a = [] {
     cudaFuncAttributes attr;
@@ -90,6 +88,12 @@ bool sm90_kernels_enabled() {
            attr.ptxVersion >= 90 && tensor_map_encoder() != nullptr;
   }();
   return has_sm90a;
+}
+
+bool sm90_kernels_enabled() {
+  const char* off = std::getenv("FLASHMASK_DISABLE_SM90");
+  if (off != nullptr && off[0] != '\0' && off[0] != '0') return false;
+  return sm90_kernels_available();
 }
 
 namespace {

@@ -160,11 +160,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       prefetch_tensor_map(&maps.q);
       prefetch_tensor_map(&maps.dout);
       mbar_arrive_expect_tx(kv_full, 2 * Cfg::kKVBytes);
-#pragma unroll
-      for (int cb = 0; cb < kColBlocks; ++cb) {
-        tma_load_4d(sK + cb * kBlockN * 64, &maps.k, kv_full, cb * 64, n0, hk, b);
-        tma_load_4d(sV + cb * kBlockN * 64, &maps.v, kv_full, cb * 64, n0, hk, b);
-      }
+      tma_load_tile<kColBlocks, kBlockN>(sK, &maps.k, kv_full, n0, hk, b);
+      tma_load_tile<kColBlocks, kBlockN>(sV, &maps.v, kv_full, n0, hk, b);
     }
     int done = 0;  // query tiles of earlier heads: the ring's position
     for (int hi = 0; hi < group; ++hi) {
@@ -179,13 +176,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           const int m = sList[i] & 0xffffff;
           mbar_wait(q_empty + st, phase ^ 1);
           mbar_arrive_expect_tx(q_full + st, 2 * Cfg::kQBytes + 2 * Cfg::kRowBytes);
-#pragma unroll
-          for (int cb = 0; cb < kColBlocks; ++cb) {
-            tma_load_4d(sQ + (st * kColBlocks + cb) * kBlockM * 64, &maps.q, q_full + st, cb * 64,
-                        m * kBlockM, h, b);
-            tma_load_4d(sdO + (st * kColBlocks + cb) * kBlockM * 64, &maps.dout, q_full + st,
-                        cb * 64, m * kBlockM, h, b);
-          }
+          tma_load_tile<kColBlocks, kBlockM>(sQ + st * kColBlocks * kBlockM * 64, &maps.q, q_full + st,
+                                             m * kBlockM, h, b);
+          tma_load_tile<kColBlocks, kBlockM>(sdO + st * kColBlocks * kBlockM * 64, &maps.dout,
+                                             q_full + st, m * kBlockM, h, b);
           bulk_load(sL + st * kBlockM, gL + m * kBlockM, Cfg::kRowBytes, q_full + st);
           bulk_load(sDs + st * kBlockM, gDs + m * kBlockM, Cfg::kRowBytes, q_full + st);
         }
@@ -248,23 +242,21 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       const uint32_t ds_addr = smem_u32(sdS + ds_buf * kBlockN * kBlockM * 2);
       mbar_wait(q_full + st, phase);
 
-      // S^T = K_c Q^T and dP^T = V_c dO^T: all operands K-major.
+      // S^T = K_c Q^T and dP^T = V_c dO^T: all operands K-major, k steps of 16 = 32 bytes
+      // inside a 128-byte row of one column block.
+      auto key_by_query = [&](float(&acc)[32], uint32_t keys_addr, uint32_t queries_addr) {
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ++ks) {
+          const uint32_t off_n = (ks >> 2) * kBlockN * 128 + key_off * 128 + (ks & 3) * 32;
+          const uint32_t off_m = (ks >> 2) * kBlockM * 128 + (ks & 3) * 32;
+          Wgmma<T, 64>::template ss<0, 0>(acc, sw128_desc(keys_addr + off_n, 0),
+                                          sw128_desc(queries_addr + off_m, 0), ks > 0);
+        }
+      };
       float acc_s[32], acc_dp[32];
       wgmma_fence();
-#pragma unroll
-      for (int ks = 0; ks < D / 16; ++ks) {
-        const uint32_t off_n = (ks >> 2) * kBlockN * 128 + key_off * 128 + (ks & 3) * 32;
-        const uint32_t off_m = (ks >> 2) * kBlockM * 128 + (ks & 3) * 32;
-        Wgmma<T, 64>::template ss<0, 0>(acc_s, sw128_desc(k_addr + off_n, 0),
-                                        sw128_desc(q_addr + off_m, 0), ks > 0);
-      }
-#pragma unroll
-      for (int ks = 0; ks < D / 16; ++ks) {
-        const uint32_t off_n = (ks >> 2) * kBlockN * 128 + key_off * 128 + (ks & 3) * 32;
-        const uint32_t off_m = (ks >> 2) * kBlockM * 128 + (ks & 3) * 32;
-        Wgmma<T, 64>::template ss<0, 0>(acc_dp, sw128_desc(v_addr + off_n, 0),
-                                        sw128_desc(do_addr + off_m, 0), ks > 0);
-      }
+      key_by_query(acc_s, k_addr, q_addr);
+      key_by_query(acc_dp, v_addr, do_addr);
       wgmma_commit();
       wgmma_wait<0>();
       fence_operands(acc_s);
@@ -319,7 +311,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         for (int e = 0; e < 4; ++e) {
           const int row = key_off + wrow + 8 * (e & 1);  // key within the block
           const int chunk = 2 * kk + (e >> 1);           // 8 queries
-          const uint32_t off = row * 128 + ((chunk ^ (row & 7)) << 4) + t * 4;
+          const uint32_t off = sw128_offset(row, chunk) + t * 4;
           *reinterpret_cast<uint32_t*>(sdS + ds_buf * kBlockN * kBlockM * 2 + off) = dsa[kk][e];
         }
       fence_proxy_async_smem();
@@ -372,7 +364,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #pragma unroll
           for (int j = 0; j < QT; ++j) {
             const int row = wrow + 8 * r, chunk = (j & 3) * 2 + (t >> 1);  // 16-byte chunk
-            const uint32_t off = (j >> 2) * kBlockM * 128 + row * 128 + ((chunk ^ (row & 7)) << 4) + (t & 1) * 8;
+            const uint32_t off = (j >> 2) * kBlockM * 128 + sw128_offset(row, chunk) + (t & 1) * 8;
             *reinterpret_cast<float2*>(stage + off) = make_float2(acc_dq[4 * j + 2 * r], acc_dq[4 * j + 2 * r + 1]);
           }
         fence_proxy_async_smem();

@@ -124,24 +124,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       prefetch_tensor_map(&maps.k);
       prefetch_tensor_map(&maps.v);
       mbar_arrive_expect_tx(q_full, Cfg::kQBytes);
-#pragma unroll
-      for (int cb = 0; cb < kColBlocks; ++cb)
-        tma_load_4d(sQ + cb * kBlockM * 64, &maps.q, q_full, cb * 64, m0, h, b);
+      tma_load_tile<kColBlocks, kBlockM>(sQ, &maps.q, q_full, m0, h, b);
       for (int i = 0; i < count; ++i) {
         const int st = i % kStages, phase = (i / kStages) & 1;
         const int n = tile_at(i) & 0xffffff;
         mbar_wait(k_empty + st, phase ^ 1);
         mbar_arrive_expect_tx(k_full + st, Cfg::kKVBytes);
-#pragma unroll
-        for (int cb = 0; cb < kColBlocks; ++cb)
-          tma_load_4d(sK + (st * kColBlocks + cb) * kBlockN * 64, &maps.k, k_full + st, cb * 64,
-                      n * kBlockN, hk, b);
+        tma_load_tile<kColBlocks, kBlockN>(sK + st * kColBlocks * kBlockN * 64, &maps.k, k_full + st,
+                                           n * kBlockN, hk, b);
         mbar_wait(v_empty + st, phase ^ 1);
         mbar_arrive_expect_tx(v_full + st, Cfg::kKVBytes);
-#pragma unroll
-        for (int cb = 0; cb < kColBlocks; ++cb)
-          tma_load_4d(sV + (st * kColBlocks + cb) * kBlockN * 64, &maps.v, v_full + st, cb * 64,
-                      n * kBlockN, hk, b);
+        tma_load_tile<kColBlocks, kBlockN>(sV + st * kColBlocks * kBlockN * 64, &maps.v, v_full + st,
+                                           n * kBlockN, hk, b);
       }
     } else if (warp == 1) {
       const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;

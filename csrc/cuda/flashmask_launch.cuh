@@ -71,8 +71,10 @@ int report_error(const char* fmt, ...);
 int smem_optin_bytes();
 int device_cc_major();
 int check_cuda(cudaError_t e, const char* what);
-// True on compute capability 9.x when this library holds sm_90a code and
-// FLASHMASK_DISABLE_SM90 is unset or 0 (read per call, so a process can compare).
+// True on compute capability 9.x when this library holds sm_90a code.
+bool sm90_kernels_available();
+// sm90_kernels_available() and FLASHMASK_DISABLE_SM90 unset or 0 (read per call, so a
+// process can compare the two kernel families).
 bool sm90_kernels_enabled();
 // TMA descriptor of a [batch, rows, heads, head_dim] tensor with the given
 // element strides, box {64, box_rows, 1, 1}, 128-byte swizzle.
@@ -110,18 +112,13 @@ FwdLayout fwd_layout(const FwdParams& p) {
   return L;
 }
 
-// The Hopper backward runs when it exists for this head dim, the device and build allow
-// it (sm90_kernels_enabled) and the caller did not ask for determinism.
+// The Hopper backward can run when it exists for this head dim, the device and build
+// allow it and the caller did not ask for determinism; it runs when, in addition,
+// FLASHMASK_DISABLE_SM90 does not turn it off (see run_bwd).
 template <int D>
-bool bwd_uses_sm90(const BwdParams& p) {
+bool bwd_sm90_possible(const BwdParams& p) {
   return !std::is_void_v<typename KernelChoice<D>::BwdSm90> && !p.deterministic &&
-         sm90_kernels_enabled();
-}
-// dQ from the separate dq kernel (deterministic, or the mma.sync path of head dims whose
-// dK/dV kernels cannot also hold dQ) instead of fp32 reductions into a workspace accumulator.
-template <int D>
-bool bwd_uses_dq_kernel(const BwdParams& p) {
-  return p.deterministic || (KernelChoice<D>::kSplitDKDV && !bwd_uses_sm90<D>(p));
+         sm90_kernels_available();
 }
 
 struct BwdLayout {
@@ -140,15 +137,20 @@ BwdLayout bwd_layout(const BwdParams& p) {
   L.off_tb = off;
   off += align256(B * Hm * L.n_tiles * sizeof(TileBounds));
   L.off_tb_dq = off;
-  const bool dq_kernel = bwd_uses_dq_kernel<D>(p);
-  if (dq_kernel && KC::Dq::kBlockN != KC::Bwd::kBlockN)
+  // The layout does not read FLASHMASK_DISABLE_SM90, so the workspace size a caller was
+  // told holds for whichever backward run_bwd then picks: the dq kernel's tile bounds
+  // whenever it may run, the fp32 dq accumulator whenever the dK/dV kernel that runs may
+  // reduce into it (every head dim but the split mma.sync one, or the Hopper backward).
+  const bool dq_kernel_possible = p.deterministic || KC::kSplitDKDV;
+  const bool dq_accum_possible = !p.deterministic && (!KC::kSplitDKDV || bwd_sm90_possible<D>(p));
+  if (dq_kernel_possible && KC::Dq::kBlockN != KC::Bwd::kBlockN)
     off += align256(B * Hm * L.n_tiles_dq * sizeof(TileBounds));
   L.off_lse = off;
   off += align256(B * H * L.sq_pad * sizeof(float));
   L.off_dsum = off;
   off += align256(B * H * L.sq_pad * sizeof(float));
   L.off_dq = off;
-  if (!dq_kernel) off += align256(B * H * L.sq_pad * static_cast<size_t>(D) * sizeof(float));
+  if (dq_accum_possible) off += align256(B * H * L.sq_pad * static_cast<size_t>(D) * sizeof(float));
   L.total = off;
   return L;
 }
@@ -204,8 +206,8 @@ int run_fwd(const FwdParams& p, void* workspace, cudaStream_t stream) {
   return check_cuda(cudaGetLastError(), "flashmask_fwd_kernel launch");
 }
 
-// The Hopper dK/dV/dQ kernel in place of the mma.sync dK/dV kernels (when
-// bwd_uses_sm90): 0 when it launched, nonzero when it failed (error recorded).
+// The Hopper dK/dV/dQ kernel in place of the mma.sync dK/dV kernels: 0 when it
+// launched, nonzero when it failed (error recorded).
 template <typename T, typename KC>
 int run_bwd_sm90(const BwdParams& p, const BwdWork& w, cudaStream_t stream) {
   using Cfg = typename KC::BwdSm90;
@@ -244,8 +246,10 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
   using Cfg = typename KC::Bwd;
   using DqCfg = typename KC::Dq;
   const BwdLayout L = bwd_layout<D>(p);
-  const bool sm90 = bwd_uses_sm90<D>(p);
-  const bool dq_kernel = bwd_uses_dq_kernel<D>(p);
+  const bool sm90 = bwd_sm90_possible<D>(p) && sm90_kernels_enabled();
+  // dQ from the separate dq kernel (deterministic, or the split mma.sync path) instead of
+  // fp32 reductions into the workspace accumulator.
+  const bool dq_kernel = p.deterministic || (KC::kSplitDKDV && !sm90);
   char* ws = static_cast<char*>(workspace);
   BwdWork w;
   TileBounds* tb = reinterpret_cast<TileBounds*>(ws + L.off_tb);

@@ -66,6 +66,15 @@ __device__ __forceinline__ void tma_load_4d(void* dst, const void* tensor_map, u
       "l"(tensor_map), "r"(smem_u32(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
       : "memory");
 }
+// Rows [row0, row0 + kRows) of (head, batch), all head-dim columns, as an SW128 tile:
+// kColBlocks blocks of [kRows][64] elements, one TMA per block.
+template <int kColBlocks, int kRows, typename T>
+__device__ __forceinline__ void tma_load_tile(T* dst, const void* tensor_map, uint64_t* bar, int row0,
+                                              int head, int batch) {
+#pragma unroll
+  for (int cb = 0; cb < kColBlocks; ++cb)
+    tma_load_4d(dst + cb * kRows * 64, tensor_map, bar, cb * 64, row0, head, batch);
+}
 // 1-D bulk copy of `bytes` (multiple of 16, both addresses 16-byte aligned).
 __device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes,
                                           uint64_t* bar) {
@@ -140,6 +149,12 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t smem_addr, uint32_t lead
   d |= static_cast<uint64_t>(1024 >> 4) << 32;
   d |= static_cast<uint64_t>(1) << 62;
   return d;
+}
+
+// Byte offset of 16-byte chunk `chunk` (0-7) of row `row` in one SW128 block, for
+// generic-proxy stores into a tile that wgmma or TMA then reads.
+__device__ __forceinline__ uint32_t sw128_offset(int row, int chunk) {
+  return row * 128 + ((chunk ^ (row & 7)) << 4);
 }
 
 // ---------------------------------------------------------------- warps
