@@ -55,6 +55,18 @@ int device_cc_major() {
   return cache[dev];
 }
 
+int sm_count() {
+  static int cache[64] = {0};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 1;
+  if (cache[dev] == 0) {
+    int v = 1;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) v = 1;
+    cache[dev] = v;
+  }
+  return cache[dev];
+}
+
 namespace {
 __global__ void sm90a_probe_kernel() {}
 
@@ -178,6 +190,52 @@ void launch_tile_bounds(const MaskParams& mask, const AttentionShape& shape, int
   const int64_t blocks = (total * 32 + 255) / 256;
   tile_bounds_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
       mask, shape.seqlen_q, shape.seqlen_k, block_n, n_tiles, total, out);
+}
+
+// One CTA per (batch, mask head): the key tiles each query block visits (a warp per
+// block, lanes over key tiles), then the blocks ranked by that count, most first
+// (ties: the later block first, as causal rows grow towards the end).
+__global__ void fwd_work_order_kernel(const MaskParams mask, int seqlen_q, int seqlen_k, int block_m,
+                                      int block_n, int m_blocks, int n_tiles, const TileBounds* tb,
+                                      int* order, int* next_item) {
+  extern __shared__ int visits[];
+  const int64_t bhm = blockIdx.x;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  if (bhm == 0 && threadIdx.x == 0) *next_item = 0;
+  for (int m = warp; m < m_blocks; m += warps) {
+    const int m0 = m * block_m;
+    const KeyTileClassifier key_tiles(mask, seqlen_q, seqlen_k, bhm, m0, min(block_m, seqlen_q - m0),
+                                      block_n, tb + bhm * n_tiles);
+    int count = 0;
+    for (int n = lane; n < key_tiles.n_end; n += 32)
+      count += key_tiles.kind(n) != static_cast<int>(TileKind::kSkip);
+    count = __reduce_add_sync(0xffffffffu, count);
+    if (lane == 0) visits[m] = count;
+  }
+  __syncthreads();
+  for (int m = threadIdx.x; m < m_blocks; m += blockDim.x) {
+    const int c = visits[m];
+    int rank = 0;
+    for (int j = 0; j < m_blocks; ++j) {
+      const int cj = visits[j];
+      rank += cj > c || (cj == c && j > m);
+    }
+    order[bhm * m_blocks + rank] = m;
+  }
+}
+
+int launch_fwd_work_order(const MaskParams& mask, const AttentionShape& shape, int block_m, int block_n,
+                          const TileBounds* tb, int* order, int* next_item, cudaStream_t stream) {
+  const int m_blocks = ceil_div(shape.seqlen_q, block_m);
+  const int64_t rows = static_cast<int64_t>(shape.batch) * mask.num_mask_heads;
+  // Rounded up to 16 bytes: the compiler reads the counts 4 at a time (LDS.128), also the
+  // last, partial group.
+  const size_t smem = static_cast<size_t>(ceil_div(m_blocks, 4)) * 4 * sizeof(int);
+  if (int rc = prepare_smem(fwd_work_order_kernel, smem, "fwd_work_order_kernel")) return rc;
+  fwd_work_order_kernel<<<static_cast<unsigned>(rows), 512, smem, stream>>>(
+      mask, shape.seqlen_q, shape.seqlen_k, block_m, block_n, m_blocks, ceil_div(shape.seqlen_k, block_n),
+      tb, order, next_item);
+  return check_cuda(cudaGetLastError(), "fwd_work_order_kernel launch");
 }
 
 namespace {

@@ -2,10 +2,11 @@
 // TMA and wgmma, warp-specialised like the sm90 forward.
 //
 // One CTA per (key block, key head, batch), three warpgroups:
-//  - producer (warpgroup 0): K and V of the key block once by TMA; then, for each
-//    query head of the GQA group and each listed query tile of 64 rows, Q and dO
-//    by TMA plus the tile's lse*log2(e) and rowsum(dO*O) by 1-D bulk copies, into
-//    a 2-stage ring with full/empty mbarriers.
+//  - producer (warpgroup 0): warp 0 loads K and V of the key block once by TMA;
+//    then, for each query head of the GQA group and each listed query tile of 64
+//    rows, Q and dO by TMA plus the tile's lse*log2(e) and rowsum(dO*O) by 1-D bulk
+//    copies, into a 2-stage ring with full/empty mbarriers. Warps 1-3 build each
+//    head's query-tile list and hand it over through a full/empty mbarrier pair.
 //  - two consumers (warpgroups 1-2) of 64 keys each, per query tile:
 //      S^T = K Q^T, dP^T = V dO^T            (wgmma m64n64, both operands in smem)
 //      P^T = exp2(S^T*scale*log2e - lse), dS^T = P^T (dP^T - rowsum)   (registers)
@@ -76,9 +77,12 @@ struct BwdSm90Config {
   static constexpr int kOffL = kOffDqStage + kConsumers * kDqStageBytes;
   static constexpr int kOffDs = kOffL + kStages * kRowBytes;
   static constexpr int kOffBars = kOffDs + kStages * kRowBytes;
-  static constexpr int kNumBars = 1 + 2 * kStages;  // kv_full, q_full[], q_empty[]
-  static constexpr int kOffScratch = kOffBars + kNumBars * 8;
+  static constexpr int kNumBars = 3 + 2 * kStages;  // kv_full, list_full/empty, q_full[], q_empty[]
+  static constexpr int kOffCount = kOffBars + kNumBars * 8;  // the list's length
+  static constexpr int kOffScratch = kOffCount + 16;
   static constexpr int kOffList = kOffScratch + 32 * 4;
+  // Warps 1-3 build the query-tile lists (named barrier 4; 1-3 are the consumers').
+  static constexpr int kListBarrier = 4, kListBuilders = 96;
   // Bytes besides the query-tile list (m_tiles ints), with alignment slack.
   static constexpr int kSmemFixed = kOffList + 1024;
 };
@@ -96,7 +100,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using namespace sm90;
   constexpr int D = Cfg::D, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
-  constexpr int kStages = Cfg::kStages, kThreads = Cfg::kThreads, kColBlocks = Cfg::kColBlocks;
+  constexpr int kStages = Cfg::kStages, kColBlocks = Cfg::kColBlocks;
   constexpr int DT = Cfg::kDKVCols / 8;  // n8 chunks of this consumer's dK / dV
   constexpr int QT = Cfg::kDqCols / 8;    // n8 chunks of this consumer's dQ
 
@@ -110,8 +114,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   float* sL = reinterpret_cast<float*>(smem + Cfg::kOffL);
   float* sDs = reinterpret_cast<float*>(smem + Cfg::kOffDs);
   uint64_t* kv_full = reinterpret_cast<uint64_t*>(smem + Cfg::kOffBars);
-  uint64_t* q_full = kv_full + 1;
+  uint64_t* list_full = kv_full + 1;
+  uint64_t* list_empty = kv_full + 2;
+  uint64_t* q_full = kv_full + 3;
   uint64_t* q_empty = q_full + kStages;
+  int* sCount = reinterpret_cast<int*>(smem + Cfg::kOffCount);
   int* sScratch = reinterpret_cast<int*>(smem + Cfg::kOffScratch);
   int* sList = reinterpret_cast<int*>(smem + Cfg::kOffList);
 
@@ -128,6 +135,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 
   if (tid == 0) {
     mbar_init(kv_full, 1);
+    mbar_init(list_full, Cfg::kListBuilders);
+    mbar_init(list_empty, 1 + Cfg::kConsumers * 128);  // the loader and every consumer thread
     for (int st = 0; st < kStages; ++st) {
       mbar_init(q_full + st, 1);
       mbar_init(q_empty + st, Cfg::kConsumers * 128);  // every consumer thread
@@ -136,37 +145,41 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   }
   __syncthreads();
 
-  // Per query head of the group: the list of its query tiles. Producer and
-  // consumers build it in their own code paths (so that the compiler allocates
-  // registers per role) but pass the same __syncthreads in the same order.
-  auto list_for_head = [&](int hi) {
-    const int h = hk * group + hi;
-    const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + mask_head_for(p.mask, s, h);
-    const TileBounds tbn = load_tile_bounds(w.tile_bounds + bhm * n_tiles + n_block);
-    // bar.sync is warp-aligned and counts whole warps: converge a warp whose issuer lane
-    // ran apart (single-lane TMA issue) first.
-    __syncwarp();
-    __syncthreads();  // every reader of the previous head's list is done
-    const int count = list_query_tiles<kThreads, kBlockM>(sList, sScratch, p.mask, Sq, Sk, bhm,
-                                                          n0, keys_valid, kBlockN, tbn);
-    __syncthreads();  // the list is complete (build_tile_list syncs only when it iterates)
-    return count;
+  // Per query head hi of the group, the list of its query tiles: built by warps 1-3
+  // into sList (one buffer: the next head's list waits until every reader released
+  // this one), its length in sCount.
+  auto wait_list = [&](int hi) {
+    mbar_wait(list_full, hi & 1);
+    return *sCount;
+  };
+  auto release_list = [&]() { mbar_arrive(list_empty); };
+  auto bhm_of = [&](int hi) {
+    return static_cast<int64_t>(b) * p.mask.num_mask_heads + mask_head_for(p.mask, s, hk * group + hi);
   };
 
   if (producer) {  // ------------------------------------------------ producer
     regs_dealloc<Cfg::kProducerRegs>();
-    const bool issuer = warp == 0 && lane == 0;
-    if (issuer) {
+    if (warp > 0) {  // list builders
+      const int ltid = tid - 32;
+      for (int hi = 0; hi < group; ++hi) {
+        const int64_t bhm = bhm_of(hi);
+        const TileBounds tbn = load_tile_bounds(w.tile_bounds + bhm * n_tiles + n_block);
+        mbar_wait(list_empty, (hi & 1) ^ 1);
+        const int count = list_query_tiles<Cfg::kListBuilders, kBlockM>(
+            sList, sScratch, p.mask, Sq, Sk, bhm, n0, keys_valid, kBlockN, tbn, ltid,
+            [] { named_barrier_sync(Cfg::kListBarrier, Cfg::kListBuilders); });
+        if (ltid == 0) *sCount = count;
+        mbar_arrive(list_full);  // release: this thread's list entries (and the count)
+      }
+    } else if (lane == 0) {  // loader
       prefetch_tensor_map(&maps.q);
       prefetch_tensor_map(&maps.dout);
       mbar_arrive_expect_tx(kv_full, 2 * Cfg::kKVBytes);
       tma_load_tile<kColBlocks, kBlockN>(sK, &maps.k, kv_full, n0, hk, b);
       tma_load_tile<kColBlocks, kBlockN>(sV, &maps.v, kv_full, n0, hk, b);
-    }
-    int done = 0;  // query tiles of earlier heads: the ring's position
-    for (int hi = 0; hi < group; ++hi) {
-      const int count = list_for_head(hi);
-      if (issuer) {
+      int done = 0;  // query tiles of earlier heads: the ring's position
+      for (int hi = 0; hi < group; ++hi) {
+        const int count = wait_list(hi);
         const int h = hk * group + hi;
         const int64_t bh = static_cast<int64_t>(b) * H + h;
         const float* gL = w.lse_log2 + bh * w.sq_pad;
@@ -183,8 +196,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           bulk_load(sL + st * kBlockM, gL + m * kBlockM, Cfg::kRowBytes, q_full + st);
           bulk_load(sDs + st * kBlockM, gDs + m * kBlockM, Cfg::kRowBytes, q_full + st);
         }
+        release_list();
+        done += count;
       }
-      done += count;
     }
     return;
   }
@@ -215,9 +229,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 
   int done = 0;
   for (int hi = 0; hi < group; ++hi) {
-    const int count = list_for_head(hi);
     const int h = hk * group + hi;
-    const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + mask_head_for(p.mask, s, h);
+    const int64_t bhm = bhm_of(hi);
     const int64_t bh = static_cast<int64_t>(b) * H + h;
     const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;
     int kraw[2][4];
@@ -231,6 +244,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         kraw[r][i] = (kvalid[r] && i < nb) ? __ldg(gBnd + static_cast<int64_t>(key) * nb + i) : 0;
     }
     float* gdq_head = w.dq_accum + bh * w.sq_pad * D + dq_col0;
+    const int count = wait_list(hi);
 
     for (int i = 0; i < count; ++i) {
       const int gi = done + i, st = gi % kStages, phase = (gi / kStages) & 1;
@@ -386,6 +400,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                           acc_dq[4 * j + 2 * r + 1]);
       }
     }
+    release_list();  // this head's list is no longer read
     done += count;
   }
 

@@ -1,22 +1,29 @@
-// FlashMask forward kernel for Hopper (sm90a): warp-specialised, TMA + wgmma.
+// FlashMask forward kernel for Hopper (sm90a): warp-specialised, TMA + wgmma,
+// persistent.
 //
-// One CTA per (128-row query block, query head, batch), three warpgroups:
-//  - producer (warpgroup 0, 40 registers per thread): warp 0 streams the Q tile
-//    and then the K and V tiles of the non-skipped key tiles with TMA into a
-//    kStages-deep ring of SW128 tiles; warp 1 copies the column bounds of partial
-//    tiles next to their K tile. Each stage has a "full" and an "empty" mbarrier
-//    for K (with the bounds) and for V, so S = QK^T of a tile starts as soon as its
-//    K has landed and K's slot is refilled while P*V still runs.
+// One CTA per SM takes work items (a 128-row query block of one (batch, head)) in
+// the longest-first order of tile_scheduler.cuh until none is left; four roles:
+//  - scheduler (warps 2-3 of warpgroup 0): takes the next item from the global
+//    counter and builds its key-tile list (skip / unmasked / partial, from the
+//    per-tile min/max of the bounds, as in the sm80 kernel) into one of two list
+//    buffers, so that the next item's list is ready while this one runs;
+//  - loader (warp 0): streams the item's Q tile (kQStages buffers, so the next
+//    item's Q arrives during this one's last tiles) and the K and V tiles of its
+//    listed key tiles with TMA into a kStages-deep ring of SW128 tiles;
+//  - bounds copier (warp 1): copies the column bounds of partial tiles next to
+//    their K tile. Each ring stage has a "full" and an "empty" mbarrier for K
+//    (with the bounds) and for V, so S = QK^T starts as soon as its K has landed
+//    and K's slot is refilled while P*V still runs;
 //  - two consumers (warpgroups 1-2, 232 registers per thread), 64 query rows each:
 //    S = Q K^T by wgmma from shared memory, the column-wise mask on partial tiles
 //    only, online softmax in registers, then O += P V by wgmma with P taken from
 //    registers. Each consumer issues S of the next tile together with P V of this
 //    one, so its softmax runs while its own P V is on the tensor cores, and the two
 //    consumers take turns to issue (ping-pong) so that one's softmax overlaps the
-//    other's GEMMs.
-// The key-tile list (skip / unmasked / partial, from the per-tile min/max of the
-// bounds) is built once by the whole CTA exactly as in the sm80 kernel, so
-// skipped tiles cost no loads and unmasked tiles no compares.
+//    other's GEMMs. The output of one item is written while the loader already
+//    streams the next item's tiles.
+// Skipped tiles cost no loads and unmasked tiles no compares. The ring, the Q
+// buffers and the list buffers keep their mbarrier phases across items.
 #pragma once
 
 #include <cuda.h>
@@ -24,6 +31,7 @@
 #include "kernel_common.cuh"
 #include "sm90_primitives.cuh"
 #include "sm90_wgmma.cuh"
+#include "tile_scheduler.cuh"
 
 namespace flashmask {
 namespace cuda {
@@ -41,17 +49,23 @@ struct FwdSm90Config {
   static_assert(D % 64 == 0 && D <= 256, "P*V is one wgmma of N = D <= 256 (SW128 blocks of 64)");
   static_assert(kBlockN == 64 || kBlockN == 128, "S is one wgmma of N = kBlockN");
   static_assert(128 % kBlockN == 0, "tiles must divide block_mask cells");
+  // Two Q buffers let the next item's Q load during this one; D=256 has no room for them.
+  static constexpr int kQStages = D <= 128 ? 2 : 1;
   static constexpr int kQBytes = kBlockM * D * 2, kKVBytes = kBlockN * D * 2;
+  // Named barriers: 1 and 2 for the consumers' ping-pong, 3 for the scheduler warps.
+  static constexpr int kSchedulerBarrier = 3, kSchedulerThreads = 64;
   // Shared memory, byte offsets from a 1024-aligned base (SW128 tiles need it).
   static constexpr int kOffQ = 0;
-  static constexpr int kOffK = kOffQ + kQBytes;
+  static constexpr int kOffK = kOffQ + kQStages * kQBytes;
   static constexpr int kOffV = kOffK + kStages * kKVBytes;
   static constexpr int kOffBounds = kOffV + kStages * kKVBytes;  // [kStages][kBlockN][<=4] int
   static constexpr int kOffBars = kOffBounds + kStages * kBlockN * 4 * 4;
-  static constexpr int kNumBars = 1 + 4 * kStages;  // q_full, k_full/empty, v_full/empty
-  static constexpr int kOffScratch = kOffBars + kNumBars * 8;
-  static constexpr int kOffList = kOffScratch + 32 * 4;
-  // Bytes of shared memory besides the tile list (n_tiles ints), with alignment slack.
+  // q_full/empty[kQStages], k_full/empty and v_full/empty[kStages], list_full/empty[2]
+  static constexpr int kNumBars = 2 * kQStages + 4 * kStages + 4;
+  static constexpr int kOffItems = kOffBars + kNumBars * 8;  // [2] {count, m_block, h, b}
+  static constexpr int kOffScratch = kOffItems + 2 * 4 * 4;
+  static constexpr int kOffList = kOffScratch + 32 * 4;  // [2][key tiles] ints
+  // Bytes of shared memory besides the two tile lists, with alignment slack.
   static constexpr int kSmemFixed = kOffList + 1024;
 };
 
@@ -64,11 +78,11 @@ struct FwdTensorMaps {
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
     flashmask_fwd_sm90_kernel(const __grid_constant__ FwdTensorMaps maps, const FwdParams p,
-                              const TileBounds* __restrict__ tile_bounds) {
+                              const TileBounds* __restrict__ tile_bounds, const FwdSchedule sched) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using namespace sm90;
   constexpr int D = Cfg::D, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
-  constexpr int kStages = Cfg::kStages, kThreads = Cfg::kThreads;
+  constexpr int kStages = Cfg::kStages, kQStages = Cfg::kQStages;
   constexpr int kColBlocks = D / 64;
   constexpr int NT = kBlockN / 8;  // n8 chunks of S per thread row pair
   constexpr int DT = D / 8;        // n8 chunks of O
@@ -80,76 +94,148 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   T* sV = reinterpret_cast<T*>(smem + Cfg::kOffV);
   int* sBounds = reinterpret_cast<int*>(smem + Cfg::kOffBounds);
   uint64_t* q_full = reinterpret_cast<uint64_t*>(smem + Cfg::kOffBars);
-  uint64_t* k_full = q_full + 1;
+  uint64_t* q_empty = q_full + kQStages;
+  uint64_t* k_full = q_empty + kQStages;
   uint64_t* k_empty = k_full + kStages;
   uint64_t* v_full = k_empty + kStages;
   uint64_t* v_empty = v_full + kStages;
+  uint64_t* list_full = v_empty + kStages;
+  uint64_t* list_empty = list_full + 2;
+  int* sItems = reinterpret_cast<int*>(smem + Cfg::kOffItems);
   int* sScratch = reinterpret_cast<int*>(smem + Cfg::kOffScratch);
-  int* sList = reinterpret_cast<int*>(smem + Cfg::kOffList);
+  int* sLists = reinterpret_cast<int*>(smem + Cfg::kOffList);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int m_block = gridDim.x - 1 - blockIdx.x;  // heavy (late) row blocks first
-  const int h = blockIdx.y, b = blockIdx.z;
   const AttentionShape& s = p.shape;
   const int Sq = s.seqlen_q, Sk = s.seqlen_k;
-  const int m0 = m_block * kBlockM;
-  const int rows_valid = min(kBlockM, Sq - m0);
-  const int hk = h / (s.num_heads / s.num_heads_k);
-  const int hm = mask_head_for(p.mask, s, h);
+  const int group = s.num_heads / s.num_heads_k;
   const int nb = p.mask.num_bounds;
   const int n_tiles = (Sk + kBlockN - 1) / kBlockN;
-  const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + hm;
+  constexpr int kConsumerThreads = Cfg::kConsumers * 128;
 
   if (tid == 0) {
-    mbar_init(q_full, 1);
+    for (int qs = 0; qs < kQStages; ++qs) {
+      mbar_init(q_full + qs, 1);
+      mbar_init(q_empty + qs, kConsumerThreads);
+    }
     for (int st = 0; st < kStages; ++st) {
       mbar_init(k_full + st, 1 + 32);  // TMA issuer + the 32 lanes of the bounds warp
-      mbar_init(k_empty + st, Cfg::kConsumers * 128);  // every consumer thread
+      mbar_init(k_empty + st, kConsumerThreads);
       mbar_init(v_full + st, 1);
-      mbar_init(v_empty + st, Cfg::kConsumers * 128);
+      mbar_init(v_empty + st, kConsumerThreads);
+    }
+    for (int buf = 0; buf < 2; ++buf) {
+      mbar_init(list_full + buf, Cfg::kSchedulerThreads);
+      mbar_init(list_empty + buf, 1 + 1 + kConsumerThreads);  // loader, bounds warp, consumers
     }
     fence_barrier_init();
   }
-  const int count = list_key_tiles<kThreads, kBlockN>(sList, sScratch, p.mask, Sq, Sk, bhm, m0,
-                                                      rows_valid, tile_bounds + bhm * n_tiles);
-  __syncthreads();  // barriers initialised, list complete (also when it is empty)
+  __syncthreads();
 
-  // Tiles are visited from the last key tile down (the list is ascending).
-  auto tile_at = [&](int i) { return sList[count - 1 - i]; };
+  // The k-th item of this CTA: its list buffer is k & 1, used for the (k >> 1)-th time.
+  // Its record {count, m_block, h, b} has count -1 once the work is exhausted.
+  struct Item {
+    int count, m_block, h, b;
+    const int* list;  // ascending key tiles, index | kind << 24
+  };
+  auto wait_item = [&](int k) {
+    const int buf = k & 1;
+    mbar_wait(list_full + buf, (k >> 1) & 1);
+    const int* rec = sItems + 4 * buf;
+    return Item{rec[0], rec[1], rec[2], rec[3], sLists + buf * n_tiles};
+  };
+  auto release_item = [&](int k) { mbar_arrive(list_empty + (k & 1)); };
+  auto bhm_of = [&](int h, int b) {
+    return static_cast<int64_t>(b) * p.mask.num_mask_heads + mask_head_for(p.mask, s, h);
+  };
 
-  if (warp < 4) {  // ------------------------------------------------ producer
+  if (warp < 4) {  // ------------------------------------------------ producer warpgroup
     regs_dealloc<Cfg::kProducerRegs>();
-    if (warp == 0 && lane == 0) {
-      prefetch_tensor_map(&maps.q);
-      prefetch_tensor_map(&maps.k);
-      prefetch_tensor_map(&maps.v);
-      mbar_arrive_expect_tx(q_full, Cfg::kQBytes);
-      tma_load_tile<kColBlocks, kBlockM>(sQ, &maps.q, q_full, m0, h, b);
-      for (int i = 0; i < count; ++i) {
-        const int st = i % kStages, phase = (i / kStages) & 1;
-        const int n = tile_at(i) & 0xffffff;
-        mbar_wait(k_empty + st, phase ^ 1);
-        mbar_arrive_expect_tx(k_full + st, Cfg::kKVBytes);
-        tma_load_tile<kColBlocks, kBlockN>(sK + st * kColBlocks * kBlockN * 64, &maps.k, k_full + st,
-                                           n * kBlockN, hk, b);
-        mbar_wait(v_empty + st, phase ^ 1);
-        mbar_arrive_expect_tx(v_full + st, Cfg::kKVBytes);
-        tma_load_tile<kColBlocks, kBlockN>(sV + st * kColBlocks * kBlockN * 64, &maps.v, v_full + st,
-                                           n * kBlockN, hk, b);
-      }
-    } else if (warp == 1) {
-      const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;
-      for (int i = 0; i < count; ++i) {
-        const int st = i % kStages, phase = (i / kStages) & 1;
-        const int n = tile_at(i) & 0xffffff, kind = tile_at(i) >> 24;
-        mbar_wait(k_empty + st, phase ^ 1);
-        if (kind == static_cast<int>(TileKind::kPartial)) {
-          const int32_t* src = gBnd + static_cast<int64_t>(n) * kBlockN * nb;
-          const int lim = (Sk - n * kBlockN) * nb;
-          int* dst = sBounds + st * kBlockN * 4;
-          for (int j = lane; j < kBlockN * nb; j += 32) dst[j] = j < lim ? __ldg(src + j) : 0;
+    if (warp >= 2) {  // scheduler
+      const int ltid = tid - 64;
+      auto sync = [] { named_barrier_sync(Cfg::kSchedulerBarrier, Cfg::kSchedulerThreads); };
+      for (int k = 0;; ++k) {
+        const int buf = k & 1;
+        mbar_wait(list_empty + buf, ((k >> 1) & 1) ^ 1);
+        if (ltid == 0) sScratch[31] = atomicAdd(sched.next_item, 1);
+        sync();
+        const int w = sScratch[31];
+        sync();  // every scheduler thread has read w before the next item's fetch
+        int* rec = sItems + 4 * buf;
+        if (w >= sched.items) {
+          if (ltid == 0) rec[0] = -1;
+          mbar_arrive(list_full + buf);
+          break;
         }
-        mbar_arrive(k_full + st);  // release: the bounds are visible to the consumers
+        const FwdWorkItem it = fwd_work_item(sched, p.mask, s, w);
+        const int m0 = it.m_block * kBlockM;
+        const KeyTileClassifier key_tiles(p.mask, Sq, Sk, it.bhm, m0, min(kBlockM, Sq - m0), kBlockN,
+                                          tile_bounds + it.bhm * n_tiles);
+        const int count = build_tile_list<Cfg::kSchedulerThreads>(
+            sLists + buf * n_tiles, sScratch, 0, key_tiles.n_end, [&](int n) { return key_tiles.kind(n); },
+            ltid, sync);
+        if (ltid == 0) {
+          rec[0] = count;
+          rec[1] = it.m_block;
+          rec[2] = it.h;
+          rec[3] = it.b;
+        }
+        mbar_arrive(list_full + buf);  // release: this thread's list entries and record
+      }
+    } else if (warp == 0) {  // loader
+      if (lane == 0) {
+        prefetch_tensor_map(&maps.q);
+        prefetch_tensor_map(&maps.k);
+        prefetch_tensor_map(&maps.v);
+        int kv_it = 0, q_it = 0;  // ring positions across items
+        for (int k = 0;; ++k) {
+          const Item it = wait_item(k);
+          if (it.count < 0) break;
+          const int hk = it.h / group;
+          if (it.count > 0) {
+            const int qs = q_it % kQStages;
+            mbar_wait(q_empty + qs, ((q_it / kQStages) & 1) ^ 1);
+            mbar_arrive_expect_tx(q_full + qs, Cfg::kQBytes);
+            tma_load_tile<kColBlocks, kBlockM>(sQ + qs * kColBlocks * kBlockM * 64, &maps.q, q_full + qs,
+                                               it.m_block * kBlockM, it.h, it.b);
+            ++q_it;
+          }
+          // Tiles are visited from the last key tile down (the list is ascending).
+          for (int i = 0; i < it.count; ++i, ++kv_it) {
+            const int st = kv_it % kStages, phase = (kv_it / kStages) & 1;
+            const int n = it.list[it.count - 1 - i] & 0xffffff;
+            mbar_wait(k_empty + st, phase ^ 1);
+            mbar_arrive_expect_tx(k_full + st, Cfg::kKVBytes);
+            tma_load_tile<kColBlocks, kBlockN>(sK + st * kColBlocks * kBlockN * 64, &maps.k, k_full + st,
+                                               n * kBlockN, hk, it.b);
+            mbar_wait(v_empty + st, phase ^ 1);
+            mbar_arrive_expect_tx(v_full + st, Cfg::kKVBytes);
+            tma_load_tile<kColBlocks, kBlockN>(sV + st * kColBlocks * kBlockN * 64, &maps.v, v_full + st,
+                                               n * kBlockN, hk, it.b);
+          }
+          release_item(k);
+        }
+      }
+    } else {  // bounds copier
+      int kv_it = 0;
+      for (int k = 0;; ++k) {
+        const Item it = wait_item(k);
+        if (it.count < 0) break;
+        const int32_t* gBnd = p.mask.startend_row_indices + bhm_of(it.h, it.b) * Sk * nb;
+        for (int i = 0; i < it.count; ++i, ++kv_it) {
+          const int st = kv_it % kStages, phase = (kv_it / kStages) & 1;
+          const int entry = it.list[it.count - 1 - i], n = entry & 0xffffff;
+          mbar_wait(k_empty + st, phase ^ 1);
+          if ((entry >> 24) == static_cast<int>(TileKind::kPartial)) {
+            const int32_t* src = gBnd + static_cast<int64_t>(n) * kBlockN * nb;
+            const int lim = (Sk - n * kBlockN) * nb;
+            int* dst = sBounds + st * kBlockN * 4;
+            for (int j = lane; j < kBlockN * nb; j += 32) dst[j] = j < lim ? __ldg(src + j) : 0;
+          }
+          mbar_arrive(k_full + st);  // release: the bounds are visible to the consumers
+        }
+        __syncwarp();  // every lane has read the list
+        if (lane == 0) release_item(k);
       }
     }
     return;
@@ -160,20 +246,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const int cw = warp / 4 - 1;                    // consumer warpgroup: rows cw*64 ..
   const int wrow = (warp & 3) * 16 + (lane >> 2);  // this thread's first row in the 64
   const int t = lane & 3;
-  const int row0 = m0 + cw * 64 + wrow;  // rows row0 and row0 + 8
   const bool causal = p.mask.causal;
   const int form = mask_form(causal, nb);
   const int offset = Sk - Sq;
   const float scale_log2 = p.softmax_scale * kLog2e;
 
   float acc_o[DT * 4];
-#pragma unroll
-  for (int i = 0; i < DT * 4; ++i) acc_o[i] = 0.f;
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
-  const uint32_t q_addr = smem_u32(sQ) + cw * 64 * 128;  // 64 rows x 128 B into each block
+  float row_max[2], row_sum[2];
 
   // S = Q K^T of ring slot st (K-major A and B, k steps of 16 = 32 bytes in a 128-byte row).
-  auto issue_qk = [&](float(&acc_s)[NT * 4], int st) {
+  auto issue_qk = [&](float(&acc_s)[NT * 4], uint32_t q_addr, int st) {
     const uint32_t k_addr = smem_u32(sK + st * kColBlocks * kBlockN * 64);
 #pragma unroll
     for (int ks = 0; ks < D / 16; ++ks) {
@@ -192,14 +274,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       sm90::Wgmma<T, D>::template rs<1>(acc_o, pa[kk], sw128_desc(v_addr + kk * 16 * 128, kBlockN * 128), 1);
     wgmma_commit();
   };
-  // Mask (partial tiles only), release K and the bounds, then the online softmax in
-  // base 2 with the scale folded in: S becomes P, alpha rescales the old O and sum.
-  auto mask_and_softmax = [&](float(&acc_s)[NT * 4], int i, float(&alpha)[2]) {
-    const int st = i % kStages, n = tile_at(i) & 0xffffff, kind = tile_at(i) >> 24;
-    if (kind == static_cast<int>(TileKind::kPartial)) {
+  // Mask (partial tiles only; `entry` is the tile's list entry), release K and the
+  // bounds of slot st, then the online softmax in base 2 with the scale folded in:
+  // S becomes P, alpha rescales the old O and sum. Rows row0 and row0 + 8.
+  auto mask_and_softmax = [&](float(&acc_s)[NT * 4], int entry, int st, int row0, float(&alpha)[2]) {
+    if ((entry >> 24) == static_cast<int>(TileKind::kPartial)) {
       const int rows[2] = {row0, row0 + 8};
-      mask_partial_rows<NT>(form, sBounds + st * kBlockN * 4, n * kBlockN, t, Sk, offset, rows,
-                            [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
+      mask_partial_rows<NT>(form, sBounds + st * kBlockN * 4, (entry & 0xffffff) * kBlockN, t, Sk, offset,
+                            rows, [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
     }
     mbar_arrive(k_empty + st);  // this thread is done with K and the bounds of this stage
 #pragma unroll
@@ -244,79 +326,100 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   };
 
   // Ping-pong: the consumers take turns to issue their GEMMs (named barriers 1 + cw),
-  // so one consumer's softmax runs while the other's GEMMs do. Consumer 1 lets
-  // consumer 0 go first and skips its last hand-over, so every arrival is matched by
-  // a wait and none is left pending at exit.
-  auto turn_begin = [&]() { named_barrier_sync(1 + cw, Cfg::kConsumers * 128); };
+  // so one consumer's softmax runs while the other's GEMMs do. Per item, consumer 1
+  // lets consumer 0 go first and skips its last hand-over, so every arrival is matched
+  // by a wait and none is left pending when the item ends.
+  auto turn_begin = [&]() { named_barrier_sync(1 + cw, kConsumerThreads); };
   auto turn_end = [&](bool last) {
-    if (!(last && cw == 1)) named_barrier_arrive(1 + (cw ^ 1), Cfg::kConsumers * 128);
+    if (!(last && cw == 1)) named_barrier_arrive(1 + (cw ^ 1), kConsumerThreads);
   };
 
-  mbar_wait(q_full, 0);
-  if (cw == 1 && count > 0) named_barrier_arrive(1, Cfg::kConsumers * 128);
-  float acc_s[NT * 4], alpha[2];
-  uint32_t pa[kBlockN / 16][4];
-  if (count > 0) {
-    // Software pipeline: S of tile i is on the tensor cores together with P V of tile
-    // i-1, and the softmax of tile i runs while P V of tile i-1 finishes.
-    mbar_wait(k_full, 0);
-    turn_begin();
-    wgmma_fence();
-    issue_qk(acc_s, 0);
-    turn_end(false);
-    wgmma_wait<0>();
-    fence_operands(acc_s);
-    mask_and_softmax(acc_s, 0, alpha);  // O is still 0: alpha is not needed
-    pack_p(pa, acc_s);
-    for (int i = 1; i < count; ++i) {
-      const int st = i % kStages, phase = (i / kStages) & 1;
-      const int prev = (i - 1) % kStages, prev_phase = ((i - 1) / kStages) & 1;
-      mbar_wait(k_full + st, phase);
-      mbar_wait(v_full + prev, prev_phase);
+  int kv_it = 0, q_it = 0;  // ring positions across items, as in the loader
+  for (int k = 0;; ++k) {
+    const Item it = wait_item(k);
+    if (it.count < 0) break;
+    const int count = it.count;
+    const int m0 = it.m_block * kBlockM;
+    const int row0 = m0 + cw * 64 + wrow;  // rows row0 and row0 + 8
+    auto entry_at = [&](int i) { return it.list[count - 1 - i]; };  // last key tile first
+    auto slot = [&](int i) { return (kv_it + i) % kStages; };
+    auto parity = [&](int i) { return ((kv_it + i) / kStages) & 1; };
+#pragma unroll
+    for (int i = 0; i < DT * 4; ++i) acc_o[i] = 0.f;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) row_max[r] = -INFINITY, row_sum[r] = 0.f;
+
+    if (count > 0) {
+      const int qs = q_it % kQStages;
+      const uint32_t q_addr = smem_u32(sQ + qs * kColBlocks * kBlockM * 64) + cw * 64 * 128;
+      mbar_wait(q_full + qs, (q_it / kQStages) & 1);
+      if (cw == 1) named_barrier_arrive(1, kConsumerThreads);
+      float acc_s[NT * 4], alpha[2];
+      uint32_t pa[kBlockN / 16][4];
+      // Software pipeline: S of tile i is on the tensor cores together with P V of tile
+      // i-1, and the softmax of tile i runs while P V of tile i-1 finishes. Q is released
+      // once the last S is done.
+      mbar_wait(k_full + slot(0), parity(0));
       turn_begin();
       wgmma_fence();
-      issue_qk(acc_s, st);
-      issue_pv(pa, prev);
+      issue_qk(acc_s, q_addr, slot(0));
       turn_end(false);
-      wgmma_wait<1>();  // S of tile i is done, P V of tile i-1 may still run
+      wgmma_wait<0>();
       fence_operands(acc_s);
-      mask_and_softmax(acc_s, i, alpha);
+      if (count == 1) mbar_arrive(q_empty + qs);
+      mask_and_softmax(acc_s, entry_at(0), slot(0), row0, alpha);  // O is still 0: alpha is not needed
+      pack_p(pa, acc_s);
+      for (int i = 1; i < count; ++i) {
+        mbar_wait(k_full + slot(i), parity(i));
+        mbar_wait(v_full + slot(i - 1), parity(i - 1));
+        turn_begin();
+        wgmma_fence();
+        issue_qk(acc_s, q_addr, slot(i));
+        issue_pv(pa, slot(i - 1));
+        turn_end(false);
+        wgmma_wait<1>();  // S of tile i is done, P V of tile i-1 may still run
+        fence_operands(acc_s);
+        if (i == count - 1) mbar_arrive(q_empty + qs);
+        mask_and_softmax(acc_s, entry_at(i), slot(i), row0, alpha);
+        wgmma_wait<0>();
+        fence_operands(acc_o);
+        mbar_arrive(v_empty + slot(i - 1));
+        rescale_o(alpha);
+        pack_p(pa, acc_s);
+      }
+      mbar_wait(v_full + slot(count - 1), parity(count - 1));
+      turn_begin();
+      wgmma_fence();
+      issue_pv(pa, slot(count - 1));
+      turn_end(true);
       wgmma_wait<0>();
       fence_operands(acc_o);
-      mbar_arrive(v_empty + prev);
-      rescale_o(alpha);
-      pack_p(pa, acc_s);
+      mbar_arrive(v_empty + slot(count - 1));
     }
-    const int last = (count - 1) % kStages;
-    mbar_wait(v_full + last, ((count - 1) / kStages) & 1);
-    turn_begin();
-    wgmma_fence();
-    issue_pv(pa, last);
-    turn_end(true);
-    wgmma_wait<0>();
-    fence_operands(acc_o);
-    mbar_arrive(v_empty + last);
-  }
+    release_item(k);  // the list and the record are no longer read
+    kv_it += count;
+    q_it += count > 0;
 
-  // Epilogue: normalise, write O and the LSE. A row with no unmasked key has
-  // row_sum == 0: its output is 0 and its LSE -inf.
-  T* gO = static_cast<T*>(p.out) + b * p.out_strides.batch + h * p.out_strides.head;
+    // Epilogue: normalise, write O and the LSE. A row with no unmasked key has
+    // row_sum == 0: its output is 0 and its LSE -inf.
+    T* gO = static_cast<T*>(p.out) + it.b * p.out_strides.batch + it.h * p.out_strides.head;
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float l = row_sum[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    const int row = row0 + 8 * r;
-    if (row < Sq) {
-      T* o = gO + static_cast<int64_t>(row) * p.out_strides.row;
+    for (int r = 0; r < 2; ++r) {
+      float l = row_sum[r];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      const int row = row0 + 8 * r;
+      if (row < Sq) {
+        T* o = gO + static_cast<int64_t>(row) * p.out_strides.row;
 #pragma unroll
-      for (int j = 0; j < DT; ++j)
-        *reinterpret_cast<uint32_t*>(o + j * 8 + 2 * t) =
-            Pack<T>::two(acc_o[4 * j + 2 * r] * inv, acc_o[4 * j + 2 * r + 1] * inv);
-      if (t == 0)
-        p.lse[(static_cast<int64_t>(b) * s.num_heads + h) * Sq + row] =
-            l > 0.f ? (row_max[r] + log2f(l)) * 0.6931471805599453f : -INFINITY;
+        for (int j = 0; j < DT; ++j)
+          *reinterpret_cast<uint32_t*>(o + j * 8 + 2 * t) =
+              Pack<T>::two(acc_o[4 * j + 2 * r] * inv, acc_o[4 * j + 2 * r + 1] * inv);
+        if (t == 0)
+          p.lse[(static_cast<int64_t>(it.b) * s.num_heads + it.h) * Sq + row] =
+              l > 0.f ? (row_max[r] + log2f(l)) * 0.6931471805599453f : -INFINITY;
+      }
     }
   }
 #endif

@@ -67,9 +67,14 @@ struct KernelChoice<256> {
 // Implemented in flashmask_api.cu.
 void launch_tile_bounds(const MaskParams& mask, const AttentionShape& shape, int block_n,
                         TileBounds* out, cudaStream_t stream);
+// The Hopper forward's schedule (tile_scheduler.cuh): per (batch, mask head), query blocks
+// ordered by the key tiles they visit, most first, and the work counter zeroed.
+int launch_fwd_work_order(const MaskParams& mask, const AttentionShape& shape, int block_m, int block_n,
+                          const TileBounds* tb, int* order, int* next_item, cudaStream_t stream);
 int report_error(const char* fmt, ...);
 int smem_optin_bytes();
 int device_cc_major();
+int sm_count();
 int check_cuda(cudaError_t e, const char* what);
 // True on compute capability 9.x when this library holds sm_90a code.
 bool sm90_kernels_available();
@@ -88,12 +93,13 @@ int make_dq_accum_tensor_map(CUtensorMap* map, float* dq_accum, const AttentionS
 inline size_t align256(size_t x) { return (x + 255) & ~static_cast<size_t>(255); }
 inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+// The forward's workspace: the tile bounds at the narrowest key tile of the kernels that
+// may run (the sm90 kernel uses a prefix of them), then, when the Hopper forward may run,
+// its schedule: the query-block order and the work counter (tile_scheduler.cuh).
 struct FwdLayout {
-  int n_tiles;
-  size_t total;
+  int n_tiles, m_blocks;
+  size_t off_order, off_counter, total;
 };
-// Key-tile width of the forward's tile bounds: the smallest of the kernels that may run
-// sizes the workspace (the sm90 kernel uses a prefix of it).
 template <int D>
 constexpr int fwd_min_block_n() {
   using KC = KernelChoice<D>;
@@ -105,10 +111,20 @@ constexpr int fwd_min_block_n() {
 }
 template <int D>
 FwdLayout fwd_layout(const FwdParams& p) {
+  using KC = KernelChoice<D>;
   FwdLayout L;
+  const size_t rows = static_cast<size_t>(p.shape.batch) * p.mask.num_mask_heads;
   L.n_tiles = ceil_div(p.shape.seqlen_k, fwd_min_block_n<D>());
-  L.total = align256(static_cast<size_t>(p.shape.batch) * p.mask.num_mask_heads * L.n_tiles *
-                     sizeof(TileBounds));
+  L.m_blocks = 0;
+  size_t off = align256(rows * L.n_tiles * sizeof(TileBounds));
+  if constexpr (!std::is_void_v<typename KC::FwdSm90>) {
+    if (sm90_kernels_available()) L.m_blocks = ceil_div(p.shape.seqlen_q, KC::FwdSm90::kBlockM);
+  }
+  L.off_order = off;
+  off += align256(rows * L.m_blocks * sizeof(int));
+  L.off_counter = off;
+  if (L.m_blocks > 0) off += align256(sizeof(int));
+  L.total = off;
   return L;
 }
 
@@ -166,9 +182,16 @@ int prepare_smem(Kernel kernel, size_t bytes, const char* name) {
                     name);
 }
 
+// Shared memory of the Hopper forward: its double-buffered key-tile lists grow with seqlen_k.
+template <typename Cfg>
+size_t fwd_sm90_smem_bytes(const AttentionShape& s) {
+  return Cfg::kSmemFixed + 2 * static_cast<size_t>(ceil_div(s.seqlen_k, Cfg::kBlockN)) * sizeof(int);
+}
+
 template <typename T, typename Cfg>
-int run_fwd_sm90(const FwdParams& p, TileBounds* tb, cudaStream_t stream) {
+int run_fwd_sm90(const FwdParams& p, const FwdLayout& L, char* workspace, cudaStream_t stream) {
   const AttentionShape& s = p.shape;
+  TileBounds* tb = reinterpret_cast<TileBounds*>(workspace);
   FwdTensorMaps maps;
   if (int rc = make_tile_tensor_map(&maps.q, p.q, p.dtype, s, s.seqlen_q, s.num_heads,
                                     p.q_strides, Cfg::kBlockM))
@@ -179,12 +202,23 @@ int run_fwd_sm90(const FwdParams& p, TileBounds* tb, cudaStream_t stream) {
   if (int rc = make_tile_tensor_map(&maps.v, p.v, p.dtype, s, s.seqlen_k, s.num_heads_k,
                                     p.v_strides, Cfg::kBlockN))
     return rc;
+  FwdSchedule sched;
+  sched.order = reinterpret_cast<int*>(workspace + L.off_order);
+  sched.next_item = reinterpret_cast<int*>(workspace + L.off_counter);
+  sched.m_blocks = L.m_blocks;
+  const int64_t items = static_cast<int64_t>(s.batch) * s.num_heads * L.m_blocks;
+  if (items > INT32_MAX)
+    return report_error("flashmask_fwd_sm90_kernel: batch * num_heads * query blocks (%lld) exceeds "
+                        "2^31 - 1; split the batch", static_cast<long long>(items));
+  sched.items = static_cast<int>(items);
   launch_tile_bounds(p.mask, s, Cfg::kBlockN, tb, stream);
-  const size_t smem = Cfg::kSmemFixed + static_cast<size_t>(ceil_div(s.seqlen_k, Cfg::kBlockN)) * 4;
+  if (int rc = launch_fwd_work_order(p.mask, s, Cfg::kBlockM, Cfg::kBlockN, tb,
+                                     const_cast<int*>(sched.order), sched.next_item, stream))
+    return rc;
   auto kernel = flashmask_fwd_sm90_kernel<T, Cfg>;
-  if (int rc = prepare_smem(kernel, smem, "flashmask_fwd_sm90_kernel")) return rc;
-  const dim3 grid(ceil_div(s.seqlen_q, Cfg::kBlockM), s.num_heads, s.batch);
-  kernel<<<grid, Cfg::kThreads, smem, stream>>>(maps, p, tb);
+  if (int rc = prepare_smem(kernel, fwd_sm90_smem_bytes<Cfg>(s), "flashmask_fwd_sm90_kernel")) return rc;
+  const int grid = sched.items < sm_count() ? sched.items : sm_count();  // persistent: one CTA per SM
+  kernel<<<grid, Cfg::kThreads, fwd_sm90_smem_bytes<Cfg>(s), stream>>>(maps, p, tb, sched);
   return check_cuda(cudaGetLastError(), "flashmask_fwd_sm90_kernel launch");
 }
 
@@ -192,10 +226,14 @@ template <typename T, int D>
 int run_fwd(const FwdParams& p, void* workspace, cudaStream_t stream) {
   using KC = KernelChoice<D>;
   using Cfg = typename KC::Fwd;
-  TileBounds* tb = reinterpret_cast<TileBounds*>(workspace);
+  const FwdLayout L = fwd_layout<D>(p);
   if constexpr (!std::is_void_v<typename KC::FwdSm90>) {
-    if (sm90_kernels_enabled()) return run_fwd_sm90<T, typename KC::FwdSm90>(p, tb, stream);
+    // Keys too many for the Hopper kernel's tile lists in shared memory: the mma.sync kernel.
+    if (sm90_kernels_enabled() &&
+        fwd_sm90_smem_bytes<typename KC::FwdSm90>(p.shape) <= static_cast<size_t>(smem_optin_bytes()))
+      return run_fwd_sm90<T, typename KC::FwdSm90>(p, L, static_cast<char*>(workspace), stream);
   }
+  TileBounds* tb = reinterpret_cast<TileBounds*>(workspace);
   launch_tile_bounds(p.mask, p.shape, Cfg::kBlockN, tb, stream);
   const size_t smem =
       Cfg::kSmemFixed + static_cast<size_t>(ceil_div(p.shape.seqlen_k, Cfg::kBlockN)) * 4;

@@ -156,14 +156,15 @@ __device__ __forceinline__ void load_tile_async(T* smem, const T* gmem, int64_t 
 }
 
 // ---------------------------------------------------------------- tile lists
-// Block-wide compaction: list[i] = index | kind << 24 for every index in
-// [begin, end) whose kind (classify(index)) is not kSkip, in ascending order.
-// Every thread returns the count. Contains __syncthreads(): call uniformly.
-template <int kThreads, typename F>
+// Compaction by a group of kThreads threads (local ids tid = 0..kThreads-1, whole
+// warps): list[i] = index | kind << 24 for every index in [begin, end) whose kind
+// (classify(index)) is not kSkip, in ascending order. Every thread returns the
+// count. `sync()` is the group's barrier (__syncthreads for a whole CTA); call uniformly.
+template <int kThreads, typename F, typename Sync>
 __device__ __forceinline__ int build_tile_list(int* list, int* scratch, int begin, int end,
-                                               F classify) {
+                                               F classify, int tid, Sync sync) {
   constexpr int kWarps = kThreads / 32;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int lane = tid & 31, warp = tid >> 5;
   int count = 0;
   for (int base = begin; base < end; base += kThreads) {
     const int i = base + tid;
@@ -171,7 +172,7 @@ __device__ __forceinline__ int build_tile_list(int* list, int* scratch, int begi
     const bool keep = kind != static_cast<int>(TileKind::kSkip);
     const unsigned ballot = __ballot_sync(0xffffffffu, keep);
     if (lane == 0) scratch[warp] = __popc(ballot);
-    __syncthreads();
+    sync();
     int off = count, total = 0;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) {
@@ -181,9 +182,16 @@ __device__ __forceinline__ int build_tile_list(int* list, int* scratch, int begi
     }
     if (keep) list[off + __popc(ballot & ((1u << lane) - 1u))] = i | (kind << 24);
     count += total;
-    __syncthreads();
+    sync();
   }
   return count;
+}
+// The same over a whole CTA of kThreads threads.
+template <int kThreads, typename F>
+__device__ __forceinline__ int build_tile_list(int* list, int* scratch, int begin, int end,
+                                               F classify) {
+  return build_tile_list<kThreads>(list, scratch, begin, end, classify, static_cast<int>(threadIdx.x),
+                                   [] { __syncthreads(); });
 }
 
 __device__ __forceinline__ TileBounds load_tile_bounds(const TileBounds* tb) {
@@ -192,48 +200,64 @@ __device__ __forceinline__ TileBounds load_tile_bounds(const TileBounds* tb) {
   return TileBounds{a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
 }
 
-// The key tiles [n*kBlockN, (n+1)*kBlockN) that query rows [m0, m0 + rows_valid)
-// of one (batch, mask head) `bhm` must visit, as a build_tile_list list: skipped
-// by the causal limit, the block mask, or the tile bounds `tb` (this bhm's row of
-// the preprocessing output); the last, short key tile is never "unmasked" (its
-// missing columns are masked per element). Returns the count; call uniformly.
+// Which key tiles [n*block_n, (n+1)*block_n) query rows [m0, m0 + rows_valid) of one
+// (batch, mask head) `bhm` must visit: tiles [0, n_end) are candidates (the causal
+// limit cuts the rest), kind(n) skips by the block mask or the tile bounds `tb` (this
+// bhm's row of the preprocessing output); the last, short key tile is never
+// "unmasked" (its missing columns are masked per element).
+struct KeyTileClassifier {
+  const int32_t* block_mask_row;
+  const TileBounds* tb;
+  int block_n, seqlen_k, m0, row_end, offset, n_end;
+  bool causal;
+
+  __device__ __forceinline__ KeyTileClassifier(const MaskParams& mask, int Sq, int Sk, int64_t bhm,
+                                               int m0_, int rows_valid, int block_n_,
+                                               const TileBounds* tb_)
+      : block_mask_row(nullptr), tb(tb_), block_n(block_n_), seqlen_k(Sk), m0(m0_),
+        row_end(m0_ + rows_valid), offset(Sk - Sq), causal(mask.causal) {
+    if (mask.block_mask != nullptr) {
+      const int bm_rows = (Sq + kBlockMaskSize - 1) / kBlockMaskSize;
+      const int bm_cols = (Sk + kBlockMaskSize - 1) / kBlockMaskSize;
+      block_mask_row = mask.block_mask + (bhm * bm_rows + m0 / kBlockMaskSize) * bm_cols;
+    }
+    n_end = (Sk + block_n - 1) / block_n;
+    if (causal) {
+      const int max_col = row_end - 1 + offset;
+      n_end = max_col < 0 ? 0 : min(n_end, max_col / block_n + 1);
+    }
+  }
+  __device__ __forceinline__ int kind(int n) const {
+    const int c0 = n * block_n, c1 = min(c0 + block_n, seqlen_k);
+    if (block_mask_row != nullptr && __ldg(block_mask_row + c0 / kBlockMaskSize) == 0)
+      return static_cast<int>(TileKind::kSkip);
+    TileKind k = classify_tile(load_tile_bounds(tb + n), m0, row_end, c0, c1, causal, offset);
+    if (k == TileKind::kUnmasked && c0 + block_n > seqlen_k) k = TileKind::kPartial;
+    return static_cast<int>(k);
+  }
+};
+
+// The key tiles of KeyTileClassifier as a build_tile_list list over a whole CTA.
+// Returns the count; call uniformly.
 template <int kThreads, int kBlockN>
 __device__ __forceinline__ int list_key_tiles(int* list, int* scratch, const MaskParams& mask,
                                               int Sq, int Sk, int64_t bhm, int m0,
                                               int rows_valid, const TileBounds* tb) {
-  const bool causal = mask.causal;
-  const int offset = Sk - Sq;
-  const int32_t* block_mask_row = nullptr;
-  if (mask.block_mask != nullptr) {
-    const int bm_rows = (Sq + kBlockMaskSize - 1) / kBlockMaskSize;
-    const int bm_cols = (Sk + kBlockMaskSize - 1) / kBlockMaskSize;
-    block_mask_row = mask.block_mask + (bhm * bm_rows + m0 / kBlockMaskSize) * bm_cols;
-  }
-  int n_end = (Sk + kBlockN - 1) / kBlockN;
-  if (causal) {
-    const int max_col = m0 + rows_valid - 1 + offset;
-    n_end = max_col < 0 ? 0 : min(n_end, max_col / kBlockN + 1);
-  }
-  const int row_end = m0 + rows_valid;
-  auto classify = [&](int n) -> int {
-    const int c0 = n * kBlockN, c1 = min(c0 + kBlockN, Sk);
-    if (block_mask_row != nullptr && __ldg(block_mask_row + c0 / kBlockMaskSize) == 0)
-      return static_cast<int>(TileKind::kSkip);
-    TileKind k = classify_tile(load_tile_bounds(tb + n), m0, row_end, c0, c1, causal, offset);
-    if (k == TileKind::kUnmasked && c0 + kBlockN > Sk) k = TileKind::kPartial;
-    return static_cast<int>(k);
-  };
-  return build_tile_list<kThreads>(list, scratch, 0, n_end, classify);
+  const KeyTileClassifier key_tiles(mask, Sq, Sk, bhm, m0, rows_valid, kBlockN, tb);
+  return build_tile_list<kThreads>(list, scratch, 0, key_tiles.n_end,
+                                   [&](int n) { return key_tiles.kind(n); });
 }
 
 // The query tiles [m*kBlockM, (m+1)*kBlockM) that the keys [n0, n0 + keys_valid)
 // of key tile `n_block` (width kBlockN, bounds summary `tbn`) must visit for one
-// (batch, mask head) `bhm`, as a build_tile_list list; the mirror of
-// list_key_tiles for the backward's key-block CTAs. Returns the count; call uniformly.
-template <int kThreads, int kBlockM>
+// (batch, mask head) `bhm`, as a build_tile_list list over a group of kThreads threads
+// (local ids tid, barrier sync); the mirror of list_key_tiles for the backward's
+// key-block CTAs. Returns the count; call uniformly.
+template <int kThreads, int kBlockM, typename Sync>
 __device__ __forceinline__ int list_query_tiles(int* list, int* scratch, const MaskParams& mask,
                                                 int Sq, int Sk, int64_t bhm, int n0,
-                                                int keys_valid, int kBlockN, const TileBounds& tbn) {
+                                                int keys_valid, int kBlockN, const TileBounds& tbn,
+                                                int tid, Sync sync) {
   const bool causal = mask.causal;
   const int offset = Sk - Sq;
   const int m_tiles = (Sq + kBlockM - 1) / kBlockM;
@@ -258,7 +282,15 @@ __device__ __forceinline__ int list_query_tiles(int* list, int* scratch, const M
     if (k == TileKind::kUnmasked && n0 + kBlockN > Sk) k = TileKind::kPartial;
     return static_cast<int>(k);
   };
-  return build_tile_list<kThreads>(list, scratch, m_begin, m_tiles, classify);
+  return build_tile_list<kThreads>(list, scratch, m_begin, m_tiles, classify, tid, sync);
+}
+// The same over a whole CTA of kThreads threads.
+template <int kThreads, int kBlockM>
+__device__ __forceinline__ int list_query_tiles(int* list, int* scratch, const MaskParams& mask,
+                                                int Sq, int Sk, int64_t bhm, int n0,
+                                                int keys_valid, int kBlockN, const TileBounds& tbn) {
+  return list_query_tiles<kThreads, kBlockM>(list, scratch, mask, Sq, Sk, bhm, n0, keys_valid, kBlockN, tbn,
+                                             static_cast<int>(threadIdx.x), [] { __syncthreads(); });
 }
 
 // The four bound forms, specialised so that partial tiles pay only for the

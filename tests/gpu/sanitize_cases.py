@@ -4,7 +4,8 @@
     compute-sanitizer --tool racecheck --kernel-name kns=flashmask --error-exitcode 1 python tests/gpu/sanitize_cases.py
 
 Covers every kernel (fwd, dkdv with/without atomics, dq, the head_dim-256
-split), partial/odd tiles, GQA, per-head masks, block masks and fully masked rows.
+split), partial/odd tiles, GQA, per-head masks, block masks, fully masked rows and
+more persistent forward work items than SMs.
 """
 
 import os
@@ -48,6 +49,8 @@ def main():
     case(1, 65, 190, 2, 2, 256, True, 1, 2, fp, True)
     case(2, 200, 333, 4, 2, 256, True, 2, 4, fp, False)
     case(1, 257, 257, 2, 2, 64, False, 4, 1, fp, True, block_mask=True)
+    # More forward items (query blocks x heads) than SMs: several per persistent CTA.
+    case(2, 1700, 1700, 5, 1, 64, True, 2, 5, bf, False, block_mask=True)
     print("sanitize cases done")
 
 

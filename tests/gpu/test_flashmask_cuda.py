@@ -145,6 +145,30 @@ def test_mma_sync_kernels_on_hopper(monkeypatch, causal, nb, head_dim):
     _run_case(idx, causal, seqlen_q=200, seqlen_k=333, head_dim=head_dim, seed=seed)
 
 
+# ---------------------------------------------------------------- persistent schedule
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+def test_persistent_schedule(head_dim):
+    """More query blocks than SMs, so each persistent forward CTA runs several items
+    (list and Q buffers reused, ring phases carried across items); per-head causal
+    documents of random lengths, so blocks have very unequal work and the longest-first
+    order differs per head; block-mask rows of zeros, so some items have no key tile."""
+    seed = fresh_seed()
+    rng = rng_for(seed)
+    batch, heads, seqlen = 3, 8, 1500  # 12 query blocks x 24 (batch, head) = 288 items
+    idx = np.empty((batch, heads, seqlen, 1), dtype=np.int32)
+    for bi in range(batch):
+        for hi in range(heads):
+            cuts = np.sort(rng.choice(np.arange(1, seqlen), size=int(rng.integers(1, 6)), replace=False))
+            lens = np.diff(np.concatenate([[0], cuts, [seqlen]])).tolist()
+            idx[bi, hi] = masks.causal_document_mask([lens]).startend_row_indices[0, 0]
+    blocks = math.ceil(seqlen / 128)
+    bm = np.ones((batch, heads, blocks, blocks), dtype=np.int32)
+    for bi in range(batch):
+        for hi in range(heads):
+            bm[bi, hi, rng.choice(blocks, size=2, replace=False)] = 0
+    _run_case(idx, True, batch=batch, heads=heads, heads_k=heads // 2, head_dim=head_dim, block_mask=bm, seed=seed)
+
+
 # ---------------------------------------------------------------- odd lengths
 @pytest.mark.parametrize("seqlen", [1, 17, 127, 129, 1000, 8191])
 @pytest.mark.parametrize("causal,nb", [(True, 2), (False, 4), (True, 1)])
