@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import math
 import os
 import pathlib
 import sys
@@ -122,11 +121,24 @@ def unmasked_pairs(idx, causal, n):
     return (n - total).sum(axis=-1)
 
 
-def make_timer(args, torch, dev):
-    """bench(fn) -> median ms of fn over >= args.min_reps calls, each timed by CUDA
-    events with L2 flushed before it (a 256 MiB write), after >= 2 warm-up calls."""
+def median_event_ms(torch, fn, reps, flush):
+    """Median ms of `reps` calls of fn, each timed by CUDA events with L2 flushed
+    (flush.zero_(), a buffer larger than L2) before it."""
     import statistics
 
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+    for start, end in events:
+        flush.zero_()
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(start.elapsed_time(end) for start, end in events)
+
+
+def make_timer(args, torch, dev):
+    """bench(fn) -> median ms of fn over >= args.min_reps calls (median_event_ms),
+    after >= 2 warm-up calls."""
     flush = torch.empty(256 << 20, dtype=torch.int8, device=dev)
 
     def bench(fn):
@@ -138,17 +150,14 @@ def make_timer(args, torch, dev):
         est_ms = max((time.perf_counter() - t0) * 1e3, 1e-3)
         for _ in range(max(1, int(args.warmup / est_ms))):
             fn()
-        n = max(args.min_reps, int(args.rep / est_ms))
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
-        for start, end in events:
-            flush.zero_()
-            start.record()
-            fn()
-            end.record()
-        torch.cuda.synchronize()
-        return statistics.median(start.elapsed_time(end) for start, end in events)
+        return median_event_ms(torch, fn, max(args.min_reps, int(args.rep / est_ms)), flush)
 
     return bench
+
+
+def total_unmasked_pairs(idx, causal, n, h):
+    """Unmasked (row, key) pairs over all batches and the h query heads (mask heads repeat)."""
+    return float(unmasked_pairs(idx, causal, n).sum() * (h // idx.shape[1]))
 
 
 def bench_config(cfg, mask_names, args, torch, on_row=None):
@@ -212,9 +221,8 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
     for mname in mask_names:
         spec = build_mask(mname, n, b, h)
         idx, causal = spec.startend_row_indices, spec.causal
-        pairs = unmasked_pairs(idx, causal, n)  # [B, Hm]
         hm = idx.shape[1]
-        total_pairs = float(pairs.sum() * (h // hm))
+        total_pairs = total_unmasked_pairs(idx, causal, n, h)
         density = total_pairs / (b * h * float(n) * n)
         fwd_flops = 4.0 * d * total_pairs
         row = dict(config=cfg, mask=mname, N=n, B=b, H=h, D=d, density=density, causal=bool(causal))

@@ -42,7 +42,7 @@ def main():
 
     import torch
 
-    from bench_gpu import CONFIGS, build_mask, unmasked_pairs
+    from bench_gpu import CONFIGS, build_mask, median_event_ms, total_unmasked_pairs
     from paddle_flashmask.torch import _lib, flashmask_attention
 
     libs = {}
@@ -64,22 +64,11 @@ def main():
         x.requires_grad_(True)
     flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
 
-    def median_ms(fn):
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(args.reps)]
-        for start, end in events:
-            flush.zero_()
-            start.record()
-            fn()
-            end.record()
-        torch.cuda.synchronize()
-        return statistics.median(start.elapsed_time(end) for start, end in events)
-
     turns = {}
     for mask in args.masks.split(","):
         spec = build_mask(mask, n, b, h)
         idx = torch.from_numpy(spec.startend_row_indices).cuda()
-        hm = spec.startend_row_indices.shape[1]
-        fwd_flops = 4.0 * d * float(unmasked_pairs(spec.startend_row_indices, spec.causal, n).sum() * (h // hm))
+        fwd_flops = 4.0 * d * total_unmasked_pairs(spec.startend_row_indices, spec.causal, n, h)
         for mode in args.modes.split(","):
             res = {name: [] for name in libs}
             for r in range(args.rounds):
@@ -101,7 +90,7 @@ def main():
                     fn()
                     fn()
                     torch.cuda.synchronize()
-                    res[name].append(mult * fwd_flops / (median_ms(fn) * 1e-3) / 1e12)
+                    res[name].append(mult * fwd_flops / (median_event_ms(torch, fn, args.reps, flush) * 1e-3) / 1e12)
             line = f"{args.config} {mask:22s} {mode}"
             for name, vals in res.items():
                 line += f"  {name} {statistics.median(vals):6.1f} [{min(vals):.0f}-{max(vals):.0f}]"

@@ -30,42 +30,25 @@ int check_cuda(cudaError_t e, const char* what) {
   return report_error("%s: CUDA error %d (%s)", what, static_cast<int>(e), cudaGetErrorString(e));
 }
 
-int smem_optin_bytes() {
+namespace {
+// An attribute of the current device, read once per device (`fallback` when it cannot be read).
+template <cudaDeviceAttr kAttr>
+int cached_device_attribute(int fallback) {
   static int cache[64] = {0};
   int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 48 * 1024;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return fallback;
   if (cache[dev] == 0) {
-    int v = 0;
-    if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-      v = 48 * 1024;
+    int v = fallback;
+    if (cudaDeviceGetAttribute(&v, kAttr, dev) != cudaSuccess) v = fallback;
     cache[dev] = v;
   }
   return cache[dev];
 }
+}  // namespace
 
-int device_cc_major() {
-  static int cache[64] = {0};
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 8;
-  if (cache[dev] == 0) {
-    int v = 8;
-    if (cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) v = 8;
-    cache[dev] = v;
-  }
-  return cache[dev];
-}
-
-int sm_count() {
-  static int cache[64] = {0};
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 1;
-  if (cache[dev] == 0) {
-    int v = 1;
-    if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) v = 1;
-    cache[dev] = v;
-  }
-  return cache[dev];
-}
+int smem_optin_bytes() { return cached_device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(48 * 1024); }
+int device_cc_major() { return cached_device_attribute<cudaDevAttrComputeCapabilityMajor>(8); }
+int sm_count() { return cached_device_attribute<cudaDevAttrMultiProcessorCount>(1); }
 
 namespace {
 __global__ void sm90a_probe_kernel() {}

@@ -169,11 +169,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         }
         const FwdWorkItem it = fwd_work_item(sched, p.mask, s, w);
         const int m0 = it.m_block * kBlockM;
-        const KeyTileClassifier key_tiles(p.mask, Sq, Sk, it.bhm, m0, min(kBlockM, Sq - m0), kBlockN,
-                                          tile_bounds + it.bhm * n_tiles);
-        const int count = build_tile_list<Cfg::kSchedulerThreads>(
-            sLists + buf * n_tiles, sScratch, 0, key_tiles.n_end, [&](int n) { return key_tiles.kind(n); },
-            ltid, sync);
+        const int count = list_key_tiles<Cfg::kSchedulerThreads, kBlockN>(
+            sLists + buf * n_tiles, sScratch, p.mask, Sq, Sk, it.bhm, m0, min(kBlockM, Sq - m0),
+            tile_bounds + it.bhm * n_tiles, ltid, sync);
         if (ltid == 0) {
           rec[0] = count;
           rec[1] = it.m_block;

@@ -202,8 +202,9 @@ int run_fwd_sm90(const FwdParams& p, const FwdLayout& L, char* workspace, cudaSt
   if (int rc = make_tile_tensor_map(&maps.v, p.v, p.dtype, s, s.seqlen_k, s.num_heads_k,
                                     p.v_strides, Cfg::kBlockN))
     return rc;
+  int* order = reinterpret_cast<int*>(workspace + L.off_order);
   FwdSchedule sched;
-  sched.order = reinterpret_cast<int*>(workspace + L.off_order);
+  sched.order = order;
   sched.next_item = reinterpret_cast<int*>(workspace + L.off_counter);
   sched.m_blocks = L.m_blocks;
   const int64_t items = static_cast<int64_t>(s.batch) * s.num_heads * L.m_blocks;
@@ -212,13 +213,14 @@ int run_fwd_sm90(const FwdParams& p, const FwdLayout& L, char* workspace, cudaSt
                         "2^31 - 1; split the batch", static_cast<long long>(items));
   sched.items = static_cast<int>(items);
   launch_tile_bounds(p.mask, s, Cfg::kBlockN, tb, stream);
-  if (int rc = launch_fwd_work_order(p.mask, s, Cfg::kBlockM, Cfg::kBlockN, tb,
-                                     const_cast<int*>(sched.order), sched.next_item, stream))
+  if (int rc = launch_fwd_work_order(p.mask, s, Cfg::kBlockM, Cfg::kBlockN, tb, order, sched.next_item,
+                                     stream))
     return rc;
   auto kernel = flashmask_fwd_sm90_kernel<T, Cfg>;
-  if (int rc = prepare_smem(kernel, fwd_sm90_smem_bytes<Cfg>(s), "flashmask_fwd_sm90_kernel")) return rc;
+  const size_t smem = fwd_sm90_smem_bytes<Cfg>(s);
+  if (int rc = prepare_smem(kernel, smem, "flashmask_fwd_sm90_kernel")) return rc;
   const int grid = sched.items < sm_count() ? sched.items : sm_count();  // persistent: one CTA per SM
-  kernel<<<grid, Cfg::kThreads, fwd_sm90_smem_bytes<Cfg>(s), stream>>>(maps, p, tb, sched);
+  kernel<<<grid, Cfg::kThreads, smem, stream>>>(maps, p, tb, sched);
   return check_cuda(cudaGetLastError(), "flashmask_fwd_sm90_kernel launch");
 }
 

@@ -237,15 +237,23 @@ struct KeyTileClassifier {
   }
 };
 
-// The key tiles of KeyTileClassifier as a build_tile_list list over a whole CTA.
-// Returns the count; call uniformly.
+// The key tiles of KeyTileClassifier as a build_tile_list list over a group of kThreads
+// threads (local ids tid, barrier sync). Returns the count; call uniformly.
+template <int kThreads, int kBlockN, typename Sync>
+__device__ __forceinline__ int list_key_tiles(int* list, int* scratch, const MaskParams& mask,
+                                              int Sq, int Sk, int64_t bhm, int m0, int rows_valid,
+                                              const TileBounds* tb, int tid, Sync sync) {
+  const KeyTileClassifier key_tiles(mask, Sq, Sk, bhm, m0, rows_valid, kBlockN, tb);
+  return build_tile_list<kThreads>(list, scratch, 0, key_tiles.n_end,
+                                   [&](int n) { return key_tiles.kind(n); }, tid, sync);
+}
+// The same over a whole CTA of kThreads threads.
 template <int kThreads, int kBlockN>
 __device__ __forceinline__ int list_key_tiles(int* list, int* scratch, const MaskParams& mask,
                                               int Sq, int Sk, int64_t bhm, int m0,
                                               int rows_valid, const TileBounds* tb) {
-  const KeyTileClassifier key_tiles(mask, Sq, Sk, bhm, m0, rows_valid, kBlockN, tb);
-  return build_tile_list<kThreads>(list, scratch, 0, key_tiles.n_end,
-                                   [&](int n) { return key_tiles.kind(n); });
+  return list_key_tiles<kThreads, kBlockN>(list, scratch, mask, Sq, Sk, bhm, m0, rows_valid, tb,
+                                           static_cast<int>(threadIdx.x), [] { __syncthreads(); });
 }
 
 // The query tiles [m*kBlockM, (m+1)*kBlockM) that the keys [n0, n0 + keys_valid)

@@ -4,9 +4,10 @@
 // very unequal work (a causal document mask gives a block of the first document
 // one key tile, a block of the last one dozens), so the items are not handed out
 // in grid order:
-//  - fwd_work_order_kernel counts, for every (batch, mask head), the key tiles each
-//    query block visits (KeyTileClassifier, the same test the kernels use) and
-//    writes that row's block indices sorted by that count, largest first;
+//  - fwd_work_order_kernel (flashmask_api.cu) counts, for every (batch, mask head),
+//    the key tiles each query block visits (KeyTileClassifier, the same test the
+//    kernels use) and writes that row's block indices sorted by that count, largest
+//    first;
 //  - the persistent kernel's CTAs (one per SM) take items from a global counter:
 //    item w is rank w % m_blocks of (batch, head) w / m_blocks. Heads go in order,
 //    so the CTAs in flight share one or two heads' K and V in L2, and inside a head
