@@ -15,8 +15,11 @@
 //      dq accumulator by a TMA reduce-add from an smem staging tile (D <= 128) or
 //      with red.global.add.v2.f32 (D = 256: no smem left for the staging).
 //    D=64/128: 128-key blocks, consumer c owns keys 64c..64c+63 and all of dK/dV's
-//    columns. D=128: after a barrier of the two consumers, consumer c computes
-//    dQ[:, 64c..] over all 128 keys; D=64: dQ over the consumer's own keys.
+//    columns. D=128: consumer c computes dQ[:, 64c..] over all 128 keys, one tile
+//    late (with the next tile's dV/dK, staged while those run); the two halves of
+//    dS^T are exchanged through full/empty mbarriers per buffer, so the consumers
+//    need not reach the same point of a tile together. D=64: dQ over the
+//    consumer's own keys, right after its dV/dK.
 //    D=256: 64-key blocks (64 keys x 256 of dK and dV would not fit one consumer's
 //    registers): both consumers compute S^T and dP^T of all 64 keys and consumer c
 //    owns columns 128c..128c+127 of dK, dV and dQ; nothing is exchanged.
@@ -50,18 +53,24 @@ struct BwdSm90Config {
                 "register reallocation exceeds the launch allocation");
   static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
   // D=128: consumer c computes dQ[:, 64c..64c+63] over all 128 keys (its SW128 column block
-  // of K), after a barrier that makes both halves of dS^T visible. D=64: each consumer adds
-  // dQ over its own 64 keys (no barrier, twice the reductions). D=256: each consumer holds
-  // all of dS^T and computes dQ[:, 128c..] over the 64 keys.
-  static constexpr bool kDqNeedsBarrier = D == 128;
+  // of K), so it reads the other consumer's half of dS^T. D=64: each consumer adds dQ over
+  // its own 64 keys (twice the reductions). D=256: each consumer holds all of dS^T and
+  // computes dQ[:, 128c..] over the 64 keys.
+  static constexpr bool kDqAllKeys = D == 128;
   static constexpr int kDqCols = D == 256 ? 128 : 64;  // dQ columns per consumer
-  // D=256: dQ's 64 accumulators fit only in the registers of dV/dK's A fragments, so
-  // dQ is issued after those wgmmas finished (else ptxas serialises every wgmma).
-  static constexpr bool kDqAfterDKV = D == 256;
-  // dQ reaches the fp32 accumulator through an smem staging tile per consumer and TMA
-  // reduce-adds (D <= 128); red.global per element pair costs ~40% of the backward's time
-  // (perf-notes v9). D=256 keeps red.global: its smem is full.
+  // D <= 128: dQ reaches the fp32 accumulator through an smem staging tile per consumer
+  // and TMA reduce-adds; red.global per element pair costs ~40% of the backward's time
+  // (perf-notes v9). D=256 keeps red.global (its smem is full).
   static constexpr bool kDqViaTma = D <= 128;
+  // D=128: dQ of tile i is issued one tile late, after tile i+1's dS^T is stored and next
+  // to tile i+1's dV/dK, and staged while they run: a consumer needs the other's half of
+  // dS^T(i) a tile after it was written instead of waiting for it, and the staging costs no
+  // time of its own (+6-9% backward, perf-notes v13). The two dS^T buffers (one per tile
+  // parity) get full/empty mbarriers for it. D=64 (no exchange) lost 3% with it.
+  static constexpr bool kDqOneTileLate = kDqAllKeys;
+  // D=256: dQ's 64 accumulators fit only in the registers of dV/dK's A fragments, so dQ is
+  // issued after those wgmmas finished (else ptxas serialises every wgmma).
+  static constexpr bool kDqAfterDKV = D == 256;
   static constexpr int kDqStageBytes = kDqViaTma ? kBlockM * kDqCols * 4 : 0;  // per consumer
   static constexpr int kColBlocks = D / 64;
   static constexpr int kKVBytes = kBlockN * D * 2, kQBytes = kBlockM * D * 2;
@@ -77,7 +86,8 @@ struct BwdSm90Config {
   static constexpr int kOffL = kOffDqStage + kConsumers * kDqStageBytes;
   static constexpr int kOffDs = kOffL + kStages * kRowBytes;
   static constexpr int kOffBars = kOffDs + kStages * kRowBytes;
-  static constexpr int kNumBars = 3 + 2 * kStages;  // kv_full, list_full/empty, q_full[], q_empty[]
+  // kv_full, list_full/empty, q_full[], q_empty[], then ds_full[2], ds_empty[2] (kDqOneTileLate).
+  static constexpr int kNumBars = 3 + 2 * kStages + (kDqOneTileLate ? 4 : 0);
   static constexpr int kOffCount = kOffBars + kNumBars * 8;  // the list's length
   static constexpr int kOffScratch = kOffCount + 16;
   static constexpr int kOffList = kOffScratch + 32 * 4;
@@ -118,6 +128,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   uint64_t* list_empty = kv_full + 2;
   uint64_t* q_full = kv_full + 3;
   uint64_t* q_empty = q_full + kStages;
+  uint64_t* ds_full = q_empty + kStages;  // kDqOneTileLate: both halves of dS^T[buf] stored
+  uint64_t* ds_empty = ds_full + 2;       // both consumers' dQ finished reading dS^T[buf]
   int* sCount = reinterpret_cast<int*>(smem + Cfg::kOffCount);
   int* sScratch = reinterpret_cast<int*>(smem + Cfg::kOffScratch);
   int* sList = reinterpret_cast<int*>(smem + Cfg::kOffList);
@@ -141,6 +153,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       mbar_init(q_full + st, 1);
       mbar_init(q_empty + st, Cfg::kConsumers * 128);  // every consumer thread
     }
+    if constexpr (Cfg::kDqOneTileLate)
+      for (int buf = 0; buf < 2; ++buf) {
+        mbar_init(ds_full + buf, Cfg::kConsumers * 128);
+        mbar_init(ds_empty + buf, Cfg::kConsumers * 128);
+      }
     fence_barrier_init();
   }
   __syncthreads();
@@ -227,6 +244,57 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   for (int i = 0; i < DT * 4; ++i) acc_dk[i] = acc_dv[i] = 0.f;
   mbar_wait(kv_full, 0);
 
+  // dQ[:, dq_col0..] = dS K over the key rows dq_key0.. of the dS^T buffer at ds_addr and K.
+  constexpr int kDqKeys = Cfg::kDqAllKeys ? kBlockN : 64;
+  const int dq_key0 = Cfg::kDqAllKeys ? 0 : key_off;
+  const uint32_t dq_k_addr = k_addr + dq_col0 / 64 * kBlockN * 128;
+  float acc_dq[QT * 4];
+  auto issue_dq = [&](uint32_t ds_addr) {
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kDqKeys / 16; ++kk)
+      Wgmma<T, Cfg::kDqCols>::template ss<1, 1>(
+          acc_dq, sw128_desc(ds_addr + (dq_key0 + kk * 16) * 128, 0),
+          sw128_desc(dq_k_addr + (dq_key0 + kk * 16) * 128, kBlockN * 128), kk > 0);
+    wgmma_commit();
+  };
+  // This consumer's dQ tile of query tile m, head h -> its staging tile (SW128 blocks of 32
+  // columns) -> one TMA reduce-add per block. The issuer first makes sure the previous
+  // tile's reduce has read the staging; the barriers order it with the writes.
+  auto stage_dq_tma = [&](int m, int h) {
+    char* stage = smem + Cfg::kOffDqStage + cw * Cfg::kDqStageBytes;
+    if (dq_issuer) bulk_wait_read<0>();
+    __syncwarp();  // bar.sync is warp-aligned: the issuer's warp must be converged
+    named_barrier_sync(2 + cw, 128);
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int j = 0; j < QT; ++j) {
+        const int row = wrow + 8 * r, chunk = (j & 3) * 2 + (t >> 1);  // 16-byte chunk
+        const uint32_t off = (j >> 2) * kBlockM * 128 + sw128_offset(row, chunk) + (t & 1) * 8;
+        *reinterpret_cast<float2*>(stage + off) = make_float2(acc_dq[4 * j + 2 * r], acc_dq[4 * j + 2 * r + 1]);
+      }
+    fence_proxy_async_smem();
+    named_barrier_sync(2 + cw, 128);
+    if (dq_issuer) {
+#pragma unroll
+      for (int blk = 0; blk < Cfg::kDqCols / 32; ++blk)
+        tma_reduce_add_4d(&maps.dq, stage + blk * kBlockM * 128, dq_col0 + 32 * blk, m * kBlockM, h, b);
+      bulk_commit();
+    }
+    __syncwarp();  // converged again before the next warp-aligned wgmma
+  };
+  // kDqOneTileLate: the tile whose dQ is still to be issued (global index, query tile, head).
+  int late_gi = -1, late_m = 0, late_h = 0;
+  // dS^T buffer of tile gi: one per tile parity when the consumers share it (D <= 128), else
+  // one per consumer (its last reader, this consumer's dQ of the previous tile, was waited for).
+  auto ds_buf = [&](int gi) { return sdS + (Cfg::kSplitKeys ? (gi & 1) : cw) * kBlockN * kBlockM * 2; };
+  // Issues the late tile's dQ once both halves of its dS^T are in smem.
+  auto issue_late_dq = [&]() {
+    mbar_wait(ds_full + (late_gi & 1), (late_gi >> 1) & 1);
+    issue_dq(smem_u32(ds_buf(late_gi)));
+  };
+
   int done = 0;
   for (int hi = 0; hi < group; ++hi) {
     const int h = hk * group + hi;
@@ -251,9 +319,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       const int m = sList[i] & 0xffffff, kind = sList[i] >> 24;
       const uint32_t q_addr = smem_u32(sQ + st * kColBlocks * kBlockM * 64);
       const uint32_t do_addr = smem_u32(sdO + st * kColBlocks * kBlockM * 64);
-      // dS^T buffer: alternating per tile when the consumers share it (D <= 128).
-      const int ds_buf = Cfg::kSplitKeys ? (gi & 1) : cw;
-      const uint32_t ds_addr = smem_u32(sdS + ds_buf * kBlockN * kBlockM * 2);
       mbar_wait(q_full + st, phase);
 
       // S^T = K_c Q^T and dP^T = V_c dO^T: all operands K-major, k steps of 16 = 32 bytes
@@ -316,9 +381,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           dsa[kk][e] = Pack<T>::two(acc_dp[8 * kk + 2 * e], acc_dp[8 * kk + 2 * e + 1]);
         }
       // dS^T -> smem as [key][64 queries] SW128 (the MN-major A of dQ = dS K). A shared
-      // buffer alternates per tile: its last readers (dQ two tiles ago) finished before
-      // the barrier of the previous tile. A consumer's own buffer was last read by its
-      // own dQ of the previous tile, which it waited for.
+      // buffer is reused two tiles later: kDqOneTileLate, once both consumers' dQ read it
+      // (ds_empty); D=64, once this consumer's dQ did (waited for in the previous tile).
+      if constexpr (Cfg::kDqOneTileLate)
+        if (gi >= 2) mbar_wait(ds_empty + (gi & 1), ((gi >> 1) - 1) & 1);
+      char* ds = ds_buf(gi);
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
 #pragma unroll
@@ -326,84 +393,77 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           const int row = key_off + wrow + 8 * (e & 1);  // key within the block
           const int chunk = 2 * kk + (e >> 1);           // 8 queries
           const uint32_t off = sw128_offset(row, chunk) + t * 4;
-          *reinterpret_cast<uint32_t*>(sdS + ds_buf * kBlockN * kBlockM * 2 + off) = dsa[kk][e];
+          *reinterpret_cast<uint32_t*>(ds + off) = dsa[kk][e];
         }
       fence_proxy_async_smem();
 
       // dV += P^T dO, dK += dS^T Q: B = this consumer's columns of dO / Q (MN-major,
       // SW128 column blocks kBlockM rows apart), k steps of 16 queries.
-      const uint32_t dkv_off = dkv_col0 / 64 * kBlockM * 128;
-      wgmma_fence();
+      auto issue_dkv = [&]() {
+        const uint32_t dkv_off = dkv_col0 / 64 * kBlockM * 128;
+        wgmma_fence();
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-        Wgmma<T, Cfg::kDKVCols>::template rs<1>(
-            acc_dv, pa[kk], sw128_desc(do_addr + dkv_off + kk * 16 * 128, kBlockM * 128), 1);
+        for (int kk = 0; kk < 4; ++kk)
+          Wgmma<T, Cfg::kDKVCols>::template rs<1>(
+              acc_dv, pa[kk], sw128_desc(do_addr + dkv_off + kk * 16 * 128, kBlockM * 128), 1);
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-        Wgmma<T, Cfg::kDKVCols>::template rs<1>(
-            acc_dk, dsa[kk], sw128_desc(q_addr + dkv_off + kk * 16 * 128, kBlockM * 128), 1);
-      wgmma_commit();
-
-      // dQ[:, dq_col0..] = dS K over the keys rows dq_key0.. of dS^T and K.
-      constexpr int kDqKeys = Cfg::kDqNeedsBarrier ? kBlockN : 64;
-      const int dq_key0 = Cfg::kDqNeedsBarrier ? 0 : key_off;
-      const uint32_t dq_k_addr = k_addr + dq_col0 / 64 * kBlockN * 128;
-      if constexpr (Cfg::kDqNeedsBarrier)
-        named_barrier_sync(1, Cfg::kConsumers * 128);  // both halves of dS^T are in smem
-      if constexpr (Cfg::kDqAfterDKV) wgmma_wait<0>();
-      float acc_dq[QT * 4];
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kDqKeys / 16; ++kk)
-        Wgmma<T, Cfg::kDqCols>::template ss<1, 1>(
-            acc_dq, sw128_desc(ds_addr + (dq_key0 + kk * 16) * 128, 0),
-            sw128_desc(dq_k_addr + (dq_key0 + kk * 16) * 128, kBlockN * 128), kk > 0);
-      wgmma_commit();
-      wgmma_wait<0>();
-      fence_operands(acc_dv);
-      fence_operands(acc_dk);
-      fence_operands(acc_dq);
-      mbar_arrive(q_empty + st);  // Q, dO, lse and rowsum of this stage are free
-
-      if constexpr (Cfg::kDqViaTma) {
-        // This consumer's dQ tile -> its staging tile (SW128 blocks of 32 columns) -> one
-        // TMA reduce-add per block. The issuer first makes sure the previous tile's
-        // reduce has read the staging; the barriers order it with the writes.
-        char* stage = smem + Cfg::kOffDqStage + cw * Cfg::kDqStageBytes;
-        if (dq_issuer) bulk_wait_read<0>();
-        __syncwarp();  // bar.sync is warp-aligned: the issuer's warp must be converged
-        named_barrier_sync(2 + cw, 128);
-#pragma unroll
-        for (int r = 0; r < 2; ++r)
-#pragma unroll
-          for (int j = 0; j < QT; ++j) {
-            const int row = wrow + 8 * r, chunk = (j & 3) * 2 + (t >> 1);  // 16-byte chunk
-            const uint32_t off = (j >> 2) * kBlockM * 128 + sw128_offset(row, chunk) + (t & 1) * 8;
-            *reinterpret_cast<float2*>(stage + off) = make_float2(acc_dq[4 * j + 2 * r], acc_dq[4 * j + 2 * r + 1]);
-          }
-        fence_proxy_async_smem();
-        named_barrier_sync(2 + cw, 128);
-        if (dq_issuer) {
-#pragma unroll
-          for (int blk = 0; blk < Cfg::kDqCols / 32; ++blk)
-            tma_reduce_add_4d(&maps.dq, stage + blk * kBlockM * 128, dq_col0 + 32 * blk, m * kBlockM, h, b);
-          bulk_commit();
+        for (int kk = 0; kk < 4; ++kk)
+          Wgmma<T, Cfg::kDKVCols>::template rs<1>(
+              acc_dk, dsa[kk], sw128_desc(q_addr + dkv_off + kk * 16 * 128, kBlockM * 128), 1);
+        wgmma_commit();
+      };
+      if constexpr (Cfg::kDqOneTileLate) {
+        mbar_arrive(ds_full + (gi & 1));
+        // Issue and wait stay in one branch: ptxas serialises every wgmma when a wait<1>
+        // may follow a path that issued only dV/dK.
+        if (late_gi >= 0) {
+          issue_late_dq();
+          issue_dkv();
+          wgmma_wait<1>();  // the late dQ, committed first, is done: stage it under dV/dK
+          fence_operands(acc_dq);
+          mbar_arrive(ds_empty + (late_gi & 1));
+          stage_dq_tma(late_m, late_h);
+        } else {
+          issue_dkv();
         }
-        __syncwarp();  // converged again before the next tile's warp-aligned wgmma
-      } else {
-        float* gdq = gdq_head + static_cast<int64_t>(m * kBlockM + wrow) * D;
+        late_gi = gi, late_m = m, late_h = h;
+        wgmma_wait<0>();
+        fence_operands(acc_dv);
+        fence_operands(acc_dk);
+        mbar_arrive(q_empty + st);  // Q, dO, lse and rowsum of this stage are free
+      } else {  // dQ over this consumer's own dS^T rows, right after dV/dK
+        issue_dkv();
+        if constexpr (Cfg::kDqAfterDKV) wgmma_wait<0>();
+        issue_dq(smem_u32(ds));
+        wgmma_wait<0>();
+        fence_operands(acc_dv);
+        fence_operands(acc_dk);
+        fence_operands(acc_dq);
+        mbar_arrive(q_empty + st);
+        if constexpr (Cfg::kDqViaTma) {
+          stage_dq_tma(m, h);
+        } else {
+          float* gdq = gdq_head + static_cast<int64_t>(m * kBlockM + wrow) * D;
 #pragma unroll
-        for (int r = 0; r < 2; ++r)
+          for (int r = 0; r < 2; ++r)
 #pragma unroll
-          for (int j = 0; j < QT; ++j)
-            red_add_f32x2(gdq + 8 * r * D + j * 8 + 2 * t, acc_dq[4 * j + 2 * r],
-                          acc_dq[4 * j + 2 * r + 1]);
+            for (int j = 0; j < QT; ++j)
+              red_add_f32x2(gdq + 8 * r * D + j * 8 + 2 * t, acc_dq[4 * j + 2 * r],
+                            acc_dq[4 * j + 2 * r + 1]);
+        }
       }
     }
     release_list();  // this head's list is no longer read
     done += count;
   }
 
+  if constexpr (Cfg::kDqOneTileLate)
+    if (late_gi >= 0) {  // the last tile's dQ
+      issue_late_dq();
+      wgmma_wait<0>();
+      fence_operands(acc_dq);
+      stage_dq_tma(late_m, late_h);
+    }
   if constexpr (Cfg::kDqViaTma)
     if (dq_issuer) bulk_wait<0>();  // the reduce-adds are done with the staging tile
 
