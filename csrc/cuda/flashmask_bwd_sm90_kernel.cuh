@@ -74,6 +74,7 @@ struct BwdSm90Config {
   static constexpr int kDqStageBytes = kDqViaTma ? kBlockM * kDqCols * 4 : 0;  // per consumer
   static constexpr int kColBlocks = D / 64;
   static constexpr int kKVBytes = kBlockN * D * 2, kQBytes = kBlockM * D * 2;
+  static_assert(2 * kKVBytes <= 2 * kStages * kQBytes, "dK and dV are staged in the Q/dO ring");
   static constexpr int kRowBytes = kBlockM * 4;  // lse or rowsum of one query tile
   // Shared memory, byte offsets from a 1024-aligned base.
   static constexpr int kOffK = 0;
@@ -98,9 +99,10 @@ struct BwdSm90Config {
 };
 
 // TMA descriptors (see FwdTensorMaps): q and dout with boxes of kBlockM rows, k and v of
-// kBlockN; dq: the fp32 dq accumulator, boxes of 32 columns x kBlockM rows (kDqViaTma).
+// kBlockN, dk and dv of 64 (one consumer's rows); dq: the fp32 dq accumulator, boxes of
+// 32 columns x kBlockM rows (kDqViaTma).
 struct BwdTensorMaps {
-  CUtensorMap q, dout, k, v, dq;
+  CUtensorMap q, dout, k, v, dk, dv, dq;
 };
 
 template <typename T, typename Cfg>
@@ -467,23 +469,36 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   if constexpr (Cfg::kDqViaTma)
     if (dq_issuer) bulk_wait<0>();  // the reduce-adds are done with the staging tile
 
-  // dK = scale * dS^T Q, dV = P^T dO.
-  T* gdK = static_cast<T*>(p.dk) + b * p.dk_strides.batch + hk * p.dk_strides.head;
-  T* gdV = static_cast<T*>(p.dv) + b * p.dv_strides.batch + hk * p.dv_strides.head;
+  // dK = scale * dS^T Q, dV = P^T dO, through shared memory and TMA stores: the 4-byte
+  // global stores of the accumulators cost 5-7% of the backward where a key block has few
+  // query tiles (perf-notes v14). Once both consumers are past their last tile, the Q/dO
+  // ring is free: dK and dV go there as SW128 tiles like sK, and each consumer's issuer
+  // stores its blocks of 64 rows x 64 columns (TMA skips rows beyond Sk).
+  named_barrier_sync(1, Cfg::kConsumers * 128);
+  char* sdK = smem + Cfg::kOffQ;
+  char* sdV = sdK + Cfg::kKVBytes;
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int key = key0 + 8 * r;
-    if (key >= Sk) continue;
-    T* dk = gdK + static_cast<int64_t>(key) * p.dk_strides.row + dkv_col0;
-    T* dv = gdV + static_cast<int64_t>(key) * p.dv_strides.row + dkv_col0;
+  for (int r = 0; r < 2; ++r)
 #pragma unroll
     for (int j = 0; j < DT; ++j) {
-      *reinterpret_cast<uint32_t*>(dk + j * 8 + 2 * t) =
-          Pack<T>::two(acc_dk[4 * j + 2 * r] * p.softmax_scale,
-                       acc_dk[4 * j + 2 * r + 1] * p.softmax_scale);
-      *reinterpret_cast<uint32_t*>(dv + j * 8 + 2 * t) =
-          Pack<T>::two(acc_dv[4 * j + 2 * r], acc_dv[4 * j + 2 * r + 1]);
+      const int row = key_off + wrow + 8 * r;
+      const uint32_t off = (dkv_col0 / 64 + j / 8) * kBlockN * 128 + sw128_offset(row, j & 7) + t * 4;
+      *reinterpret_cast<uint32_t*>(sdK + off) = Pack<T>::two(acc_dk[4 * j + 2 * r] * p.softmax_scale,
+                                                           acc_dk[4 * j + 2 * r + 1] * p.softmax_scale);
+      *reinterpret_cast<uint32_t*>(sdV + off) = Pack<T>::two(acc_dv[4 * j + 2 * r], acc_dv[4 * j + 2 * r + 1]);
     }
+  fence_proxy_async_smem();
+  __syncwarp();
+  named_barrier_sync(2 + cw, 128);  // this consumer's part of both tiles is written
+  if (dq_issuer) {
+#pragma unroll
+    for (int blk = dkv_col0 / 64; blk < (dkv_col0 + Cfg::kDKVCols) / 64; ++blk) {
+      const uint32_t src = blk * kBlockN * 128 + key_off * 128;  // 1024-aligned: same swizzle phase
+      tma_store_4d(&maps.dk, sdK + src, blk * 64, n0 + key_off, hk, b);
+      tma_store_4d(&maps.dv, sdV + src, blk * 64, n0 + key_off, hk, b);
+    }
+    bulk_commit();
+    bulk_wait_read<0>();  // the CTA's shared memory must outlive the stores' reads
   }
 #endif
 }

@@ -266,7 +266,9 @@ int run_bwd_sm90(const BwdParams& p, const BwdWork& w, cudaStream_t stream) {
         make_tile_tensor_map(&maps.k, p.k, p.dtype, s, s.seqlen_k, s.num_heads_k, p.k_strides,
                              Cfg::kBlockN) ||
         make_tile_tensor_map(&maps.v, p.v, p.dtype, s, s.seqlen_k, s.num_heads_k, p.v_strides,
-                             Cfg::kBlockN))
+                             Cfg::kBlockN) ||
+        make_tile_tensor_map(&maps.dk, p.dk, p.dtype, s, s.seqlen_k, s.num_heads_k, p.dk_strides, 64) ||
+        make_tile_tensor_map(&maps.dv, p.dv, p.dtype, s, s.seqlen_k, s.num_heads_k, p.dv_strides, 64))
       return 1;
     if constexpr (Cfg::kDqViaTma)
       if (int rc = make_dq_accum_tensor_map(&maps.dq, w.dq_accum, s, w.sq_pad, Cfg::kBlockM)) return rc;

@@ -94,6 +94,16 @@ __device__ __forceinline__ void tma_reduce_add_4d(const void* tensor_map, const 
       "r"(smem_u32(src)), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
       : "memory");
 }
+// 4-D tiled store of an smem tile into global memory, in the current bulk group (rows
+// beyond the tensor's end are not written).
+__device__ __forceinline__ void tma_store_4d(const void* tensor_map, const void* src, int c0, int c1,
+                                             int c2, int c3) {
+  FM_SM90_ASM(
+      "cp.async.bulk.tensor.4d.global.shared::cta.tile.bulk_group "
+      "[%0, {%2, %3, %4, %5}], [%1];\n" ::"l"(tensor_map),
+      "r"(smem_u32(src)), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+      : "memory");
+}
 __device__ __forceinline__ void bulk_commit() { FM_SM90_ASM("cp.async.bulk.commit_group;\n" ::: "memory"); }
 // At most N of this thread's bulk groups still read their smem source.
 template <int N>
