@@ -116,8 +116,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + hm;
     const TileBounds tbn = load_tile_bounds(w.tile_bounds + bhm * n_tiles + n_block);
     const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;
-    int kraw[2][4];
-    bool kvalid[2];
+    KeyRowBounds kb;  // the 1-D layout's two key rows (k2D keeps all in sKB)
     if constexpr (Cfg::k2D) {
       // previous head's readers finished at the barrier closing its loop
       for (int idx = tid; idx < kBlockN * 4; idx += kThreads) {
@@ -125,14 +124,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         sKB[idx] = (key < Sk && i < nb) ? __ldg(gBnd + static_cast<int64_t>(key) * nb + i) : 0;
       }
     } else {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int key = n0 + key_row + 8 * r;
-        kvalid[r] = key < Sk;
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-          kraw[r][i] = (kvalid[r] && i < nb) ? __ldg(gBnd + static_cast<int64_t>(key) * nb + i) : 0;
-      }
+      kb = load_key_row_bounds(gBnd, nb, n0 + key_row, Sk);
     }
     const int count = list_query_tiles<kThreads, kBlockM>(sList, sScratch, p.mask, Sq, Sk, bhm, n0,
                                                           keys_valid, kBlockN, tbn);
@@ -346,22 +338,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
           }
         }
 
-        if (kind == static_cast<int>(TileKind::kPartial)) {
-          dispatch_form(form, [&](auto ftag) {
-            using Fm = Form<decltype(ftag)::value>;
-#pragma unroll
-            for (int nt = 0; nt < MT; ++nt)
-#pragma unroll
-              for (int c = 0; c < 2; ++c) {
-                const int row = m * kBlockM + nt * 8 + 2 * t + c;  // query
-#pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                  const int col = n0 + key_row + 8 * r;  // key
-                  if (!kvalid[r] || Fm::masked(row, col, kraw[r], offset)) acc_s[nt][2 * r + c] = -INFINITY;
-                }
-              }
-          });
-        }
+        if (kind == static_cast<int>(TileKind::kPartial))
+          mask_partial_keys<MT>(form, kb, n0 + key_row, m * kBlockM, t, offset,
+                                [&](int nt, int r, int c) { acc_s[nt][2 * r + c] = -INFINITY; });
 
         // P^T, dS^T
 #pragma unroll

@@ -302,17 +302,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     const int h = hk * group + hi;
     const int64_t bhm = bhm_of(hi);
     const int64_t bh = static_cast<int64_t>(b) * H + h;
-    const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;
-    int kraw[2][4];
-    bool kvalid[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int key = key0 + 8 * r;
-      kvalid[r] = key < Sk;
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-        kraw[r][i] = (kvalid[r] && i < nb) ? __ldg(gBnd + static_cast<int64_t>(key) * nb + i) : 0;
-    }
+    const KeyRowBounds kb = load_key_row_bounds(p.mask.startend_row_indices + bhm * Sk * nb, nb, key0, Sk);
     float* gdq_head = w.dq_accum + bh * w.sq_pad * D + dq_col0;
     const int count = wait_list(hi);
 
@@ -343,21 +333,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       fence_operands(acc_s);
       fence_operands(acc_dp);
 
-      if (kind == static_cast<int>(TileKind::kPartial)) {
-        dispatch_form(form, [&](auto ftag) {
-          using Fm = Form<decltype(ftag)::value>;
-#pragma unroll
-          for (int r = 0; r < 2; ++r)
-#pragma unroll
-            for (int j = 0; j < 8; ++j)
-#pragma unroll
-              for (int c = 0; c < 2; ++c) {
-                const int q = m * kBlockM + j * 8 + 2 * t + c;
-                if (!kvalid[r] || Fm::masked(q, key0 + 8 * r, kraw[r], offset))
-                  acc_s[4 * j + 2 * r + c] = -INFINITY;
-              }
-        });
-      }
+      if (kind == static_cast<int>(TileKind::kPartial))
+        mask_partial_keys<8>(form, kb, key0, m * kBlockM, t, offset,
+                             [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
       // P^T and dS^T, packed as wgmma A fragments (16 queries per k step).
       const float* l_s = sL + st * kBlockM;
       const float* ds_s = sDs + st * kBlockM;

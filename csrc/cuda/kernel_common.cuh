@@ -358,5 +358,45 @@ __device__ __forceinline__ void mask_partial_rows(int form, const int* bounds, i
   });
 }
 
+// The backward's transposed tiles (key rows x query columns) mask from bounds in
+// registers: a thread's two key rows key0 and key0 + 8 each keep their column's raw
+// bounds for the whole head. Keys at or past seqlen_k are invalid (masked).
+struct KeyRowBounds {
+  int raw[2][4];
+  bool valid[2];
+};
+__device__ __forceinline__ KeyRowBounds load_key_row_bounds(const int32_t* bounds, int num_bounds,
+                                                            int key0, int seqlen_k) {
+  KeyRowBounds kb;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int key = key0 + 8 * r;
+    kb.valid[r] = key < seqlen_k;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      kb.raw[r][i] = (kb.valid[r] && i < num_bounds) ? __ldg(bounds + static_cast<int64_t>(key) * num_bounds + i) : 0;
+  }
+  return kb;
+}
+// Partial transposed tile (n8 chunks of queries, this thread's queries q0 + 8j + 2t +
+// {0,1}): calls masked_out(j, r, c) for each element of key row key0 + 8r and query
+// q0 + 8j + 2t + c that the mask hides.
+template <int NT, typename Out>
+__device__ __forceinline__ void mask_partial_keys(int form, const KeyRowBounds& kb, int key0, int q0,
+                                                  int t, int causal_offset, Out&& masked_out) {
+  dispatch_form(form, [&](auto ftag) {
+    using Fm = Form<decltype(ftag)::value>;
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const int q = q0 + j * 8 + 2 * t + c;
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+          if (!kb.valid[r] || Fm::masked(q, key0 + 8 * r, kb.raw[r], causal_offset)) masked_out(j, r, c);
+      }
+  });
+}
+
 }  // namespace cuda
 }  // namespace flashmask
