@@ -29,6 +29,7 @@ struct BwdWork {
   const float* lse_log2;          // [B, H, sq_pad]: lse*log2(e); +inf for empty/padded rows
   const float* dsum;              // [B, H, sq_pad]: rowsum(dO * O), 0 for padded rows
   float* dq_accum;                // [B, H, sq_pad, D] fp32 (kDQ only)
+  int* next_item;                 // the Hopper backward's work counter, zeroed per launch
   int sq_pad;
 };
 
@@ -124,7 +125,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         sKB[idx] = (key < Sk && i < nb) ? __ldg(gBnd + static_cast<int64_t>(key) * nb + i) : 0;
       }
     } else {
-      kb = load_key_row_bounds(gBnd, nb, n0 + key_row, Sk);
+      kb = load_key_row_bounds(gBnd, nb, form, n0 + key_row, Sk, offset);
     }
     const int count = list_query_tiles<kThreads, kBlockM>(sList, sScratch, p.mask, Sq, Sk, bhm, n0,
                                                           keys_valid, kBlockN, tbn);
@@ -339,8 +340,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         }
 
         if (kind == static_cast<int>(TileKind::kPartial))
-          mask_partial_keys<MT>(form, kb, n0 + key_row, m * kBlockM, t, offset,
-                                [&](int nt, int r, int c) { acc_s[nt][2 * r + c] = -INFINITY; });
+          mask_partial_keys<MT>(kb, form, m * kBlockM, t, [&](int nt, int r, int c) { acc_s[nt][2 * r + c] = -INFINITY; });
 
         // P^T, dS^T
 #pragma unroll

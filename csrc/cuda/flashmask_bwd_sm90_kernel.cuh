@@ -1,12 +1,15 @@
 // FlashMask backward for Hopper (sm90a): dK, dV and dQ (fp32 reductions) with
 // TMA and wgmma, warp-specialised like the sm90 forward.
 //
-// One CTA per (key block, key head, batch), three warpgroups:
-//  - producer (warpgroup 0): warp 0 loads K and V of the key block once by TMA;
-//    then, for each query head of the GQA group and each listed query tile of 64
-//    rows, Q and dO by TMA plus the tile's lse*log2(e) and rowsum(dO*O) by 1-D bulk
-//    copies, into a 2-stage ring with full/empty mbarriers. Warps 1-3 build each
-//    head's query-tile list and hand it over through a full/empty mbarrier pair.
+// Persistent: one CTA per SM takes work items (a key block of one key head and
+// batch, in grid order) from a global counter until none is left. Three warpgroups:
+//  - producer (warpgroup 0): warps 1-3 take the next item and build, per query head
+//    of its GQA group, the query-tile list into one of two list buffers (so the next
+//    list is ready while this one runs). Warp 0 loads, per item, K and V of the key
+//    block by TMA (once both consumers are past the previous item's last GEMM), and
+//    for each listed query tile of 64 rows Q and dO by TMA plus the tile's
+//    lse*log2(e) and rowsum(dO*O) by 1-D bulk copies, into a 2-stage ring with
+//    full/empty mbarriers that runs on across items.
 //  - two consumers (warpgroups 1-2) of 64 keys each, per query tile:
 //      S^T = K Q^T, dP^T = V dO^T            (wgmma m64n64, both operands in smem)
 //      P^T = exp2(S^T*scale*log2e - lse), dS^T = P^T (dP^T - rowsum)   (registers)
@@ -25,7 +28,9 @@
 //    owns columns 128c..128c+127 of dK, dV and dQ; nothing is exchanged.
 // The query-tile list (skip / unmasked / partial from the key tile's bound
 // min/max) is the sm80 kernel's; only partial tiles evaluate the mask, from the
-// two keys' bounds each thread keeps in registers.
+// two keys' bounds each thread keeps in registers. At the end of an item dK and dV
+// leave through shared memory and TMA stores; D <= 128 stages them in the dS buffers
+// and the dQ staging tiles, so the next item's K and V load meanwhile.
 #pragma once
 
 #include <cuda.h>
@@ -74,7 +79,16 @@ struct BwdSm90Config {
   static constexpr int kDqStageBytes = kDqViaTma ? kBlockM * kDqCols * 4 : 0;  // per consumer
   static constexpr int kColBlocks = D / 64;
   static constexpr int kKVBytes = kBlockN * D * 2, kQBytes = kBlockM * D * 2;
-  static_assert(2 * kKVBytes <= 2 * kStages * kQBytes, "dK and dV are staged in the Q/dO ring");
+  // dK and dV of an item leave as tiles laid out like sK ([column block][kBlockN keys][128 B],
+  // SW128): D <= 128 writes them into the dS buffers and the dQ staging tiles, which are
+  // free after the item's last dQ, so the next item's K/V load at once; each consumer's rows
+  // land on its own half of each dS buffer and on its own dQ staging blocks, so it may reuse
+  // them as soon as its own stores have read them. D = 256 has no spare smem: dK/dV go
+  // into sK/sV, and the next K/V wait for the stores.
+  static constexpr bool kStageInKV = !kDqViaTma;
+  static_assert(kStageInKV || (kKVBytes <= 2 * kBlockN * kBlockM * 2 && kKVBytes <= kConsumers * kDqStageBytes &&
+                               kBlockN == 2 * 64 && kBlockM * 128 * 2 == kBlockN * 128),
+                "dK/dV staging: dS buffers and dQ staging blocks must hold one consumer's 64 rows");
   static constexpr int kRowBytes = kBlockM * 4;  // lse or rowsum of one query tile
   // Shared memory, byte offsets from a 1024-aligned base.
   static constexpr int kOffK = 0;
@@ -83,18 +97,21 @@ struct BwdSm90Config {
   static constexpr int kOffdO = kOffQ + kStages * kQBytes;
   // [2][kBlockN][kBlockM] SW128: per tile parity (D <= 128) or per consumer (D = 256).
   static constexpr int kOffdS = kOffdO + kStages * kQBytes;
-  static constexpr int kOffDqStage = kOffdS + 2 * kBlockN * kBlockM * 2;  // [consumer][cols/32] SW128
+  // [cols/32][consumer][kBlockM rows][128 B]: consumer c's block of columns 32j..32j+31 sits
+  // where rows 64c.. of column block j of a dV tile staged here go.
+  static constexpr int kOffDqStage = kOffdS + 2 * kBlockN * kBlockM * 2;
   static constexpr int kOffL = kOffDqStage + kConsumers * kDqStageBytes;
   static constexpr int kOffDs = kOffL + kStages * kRowBytes;
   static constexpr int kOffBars = kOffDs + kStages * kRowBytes;
-  // kv_full, list_full/empty, q_full[], q_empty[], then ds_full[2], ds_empty[2] (kDqOneTileLate).
-  static constexpr int kNumBars = 3 + 2 * kStages + (kDqOneTileLate ? 4 : 0);
-  static constexpr int kOffCount = kOffBars + kNumBars * 8;  // the list's length
-  static constexpr int kOffScratch = kOffCount + 16;
-  static constexpr int kOffList = kOffScratch + 32 * 4;
+  // kv_full, kv_empty, list_full[2], list_empty[2], list_issued[2], q_full[], q_empty[], then
+  // ds_full[2], ds_empty[2] (kDqOneTileLate).
+  static constexpr int kNumBars = 8 + 2 * kStages + (kDqOneTileLate ? 4 : 0);
+  static constexpr int kOffRecords = kOffBars + kNumBars * 8;  // [2] {count, n_block, hk, b, hi, -, -, -}
+  static constexpr int kOffScratch = kOffRecords + 2 * 8 * 4;
+  static constexpr int kOffList = kOffScratch + 32 * 4;  // [2][m_tiles] ints
   // Warps 1-3 build the query-tile lists (named barrier 4; 1-3 are the consumers').
   static constexpr int kListBarrier = 4, kListBuilders = 96;
-  // Bytes besides the query-tile list (m_tiles ints), with alignment slack.
+  // Bytes besides the two query-tile lists, with alignment slack.
   static constexpr int kSmemFixed = kOffList + 1024;
 };
 
@@ -115,6 +132,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   constexpr int kStages = Cfg::kStages, kColBlocks = Cfg::kColBlocks;
   constexpr int DT = Cfg::kDKVCols / 8;  // n8 chunks of this consumer's dK / dV
   constexpr int QT = Cfg::kDqCols / 8;    // n8 chunks of this consumer's dQ
+  constexpr int kConsumerThreads = Cfg::kConsumers * 128;
 
   extern __shared__ char smem_raw[];
   char* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
@@ -126,97 +144,147 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   float* sL = reinterpret_cast<float*>(smem + Cfg::kOffL);
   float* sDs = reinterpret_cast<float*>(smem + Cfg::kOffDs);
   uint64_t* kv_full = reinterpret_cast<uint64_t*>(smem + Cfg::kOffBars);
-  uint64_t* list_full = kv_full + 1;
-  uint64_t* list_empty = kv_full + 2;
-  uint64_t* q_full = kv_full + 3;
+  uint64_t* kv_empty = kv_full + 1;    // both consumers are done with K/V (and its staging)
+  uint64_t* list_full = kv_full + 2;   // [2]
+  uint64_t* list_empty = kv_full + 4;  // [2]
+  uint64_t* list_issued = kv_full + 6;  // [2]: the loader has issued the list's tiles
+  uint64_t* q_full = kv_full + 8;
   uint64_t* q_empty = q_full + kStages;
   uint64_t* ds_full = q_empty + kStages;  // kDqOneTileLate: both halves of dS^T[buf] stored
   uint64_t* ds_empty = ds_full + 2;       // both consumers' dQ finished reading dS^T[buf]
-  int* sCount = reinterpret_cast<int*>(smem + Cfg::kOffCount);
+  int* sRecords = reinterpret_cast<int*>(smem + Cfg::kOffRecords);
   int* sScratch = reinterpret_cast<int*>(smem + Cfg::kOffScratch);
-  int* sList = reinterpret_cast<int*>(smem + Cfg::kOffList);
+  int* sLists = reinterpret_cast<int*>(smem + Cfg::kOffList);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int n_block = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
   const AttentionShape& s = p.shape;
   const int Sq = s.seqlen_q, Sk = s.seqlen_k, H = s.num_heads;
   const int group = H / s.num_heads_k;
-  const int n0 = n_block * kBlockN;
-  const int keys_valid = min(kBlockN, Sk - n0);
   const int nb = p.mask.num_bounds;
   const int n_tiles = (Sk + kBlockN - 1) / kBlockN;
+  const int m_tiles = (Sq + kBlockM - 1) / kBlockM;
   const bool producer = warp < 4;
 
   if (tid == 0) {
     mbar_init(kv_full, 1);
-    mbar_init(list_full, Cfg::kListBuilders);
-    mbar_init(list_empty, 1 + Cfg::kConsumers * 128);  // the loader and every consumer thread
+    mbar_init(kv_empty, Cfg::kConsumers);  // one thread per consumer
+    for (int buf = 0; buf < 2; ++buf) {
+      mbar_init(list_full + buf, Cfg::kListBuilders);
+      mbar_init(list_empty + buf, 1 + kConsumerThreads);  // the loader and every consumer thread
+      mbar_init(list_issued + buf, 1);
+    }
     for (int st = 0; st < kStages; ++st) {
       mbar_init(q_full + st, 1);
-      mbar_init(q_empty + st, Cfg::kConsumers * 128);  // every consumer thread
+      mbar_init(q_empty + st, kConsumerThreads);
     }
     if constexpr (Cfg::kDqOneTileLate)
       for (int buf = 0; buf < 2; ++buf) {
-        mbar_init(ds_full + buf, Cfg::kConsumers * 128);
-        mbar_init(ds_empty + buf, Cfg::kConsumers * 128);
+        mbar_init(ds_full + buf, kConsumerThreads);
+        mbar_init(ds_empty + buf, kConsumerThreads);
       }
     fence_barrier_init();
   }
   __syncthreads();
 
-  // Per query head hi of the group, the list of its query tiles: built by warps 1-3
-  // into sList (one buffer: the next head's list waits until every reader released
-  // this one), its length in sCount.
-  auto wait_list = [&](int hi) {
-    mbar_wait(list_full, hi & 1);
-    return *sCount;
+  // The CTA's lists, in order: for each item it takes, one per query head hi of the
+  // group. The l-th goes to buffer l & 1 (used for the (l >> 1)-th time) with its
+  // record {count, n_block, hk, b, hi}; count -1 once the work is exhausted.
+  struct List {
+    int count, n_block, hk, b, hi;
+    const int* tiles;  // ascending query tiles, index | kind << 24
   };
-  auto release_list = [&]() { mbar_arrive(list_empty); };
-  auto bhm_of = [&](int hi) {
-    return static_cast<int64_t>(b) * p.mask.num_mask_heads + mask_head_for(p.mask, s, hk * group + hi);
+  auto wait_list = [&](int l) {
+    const int buf = l & 1;
+    mbar_wait(list_full + buf, (l >> 1) & 1);
+    const int* rec = sRecords + 8 * buf;
+    return List{rec[0], rec[1], rec[2], rec[3], rec[4], sLists + buf * m_tiles};
+  };
+  auto release_list = [&](int l) { mbar_arrive(list_empty + (l & 1)); };
+  auto bhm_of = [&](int b, int h) {
+    return static_cast<int64_t>(b) * p.mask.num_mask_heads + mask_head_for(p.mask, s, h);
   };
 
   if (producer) {  // ------------------------------------------------ producer
     regs_dealloc<Cfg::kProducerRegs>();
-    if (warp > 0) {  // list builders
+    if (warp > 0) {  // item fetch and list builders
       const int ltid = tid - 32;
-      for (int hi = 0; hi < group; ++hi) {
-        const int64_t bhm = bhm_of(hi);
+      auto sync = [] { named_barrier_sync(Cfg::kListBarrier, Cfg::kListBuilders); };
+      const int items = n_tiles * s.num_heads_k * s.batch;  // grid order: key blocks fastest
+      int n_block = 0, hk = 0, b = 0, hi = group;  // hi == group: the next list needs a new item
+      for (int l = 0;; ++l, ++hi) {
+        const int buf = l & 1;
+        // Just in time: the next list once the loader has issued the last tile of this one.
+        // An item taken earlier would start long after its neighbours (a CTA in a long item
+        // would hold it), when their Q, dO and dQ rows have left L2.
+        if (l > 0) mbar_wait(list_issued + ((l - 1) & 1), ((l - 1) >> 1) & 1);
+        mbar_wait(list_empty + buf, ((l >> 1) & 1) ^ 1);
+        if (hi == group) {
+          if (ltid == 0) sScratch[31] = atomicAdd(w.next_item, 1);
+          sync();
+          const int item = sScratch[31];
+          sync();  // every builder has read it before scratch is reused
+          if (item >= items) {
+            if (ltid == 0) sRecords[8 * buf] = -1;
+            mbar_arrive(list_full + buf);
+            break;
+          }
+          n_block = item % n_tiles, hk = item / n_tiles % s.num_heads_k, b = item / n_tiles / s.num_heads_k;
+          hi = 0;
+          if (ltid == 0) {  // K and V into L2 now: the loader brings them once this item's turn comes
+            tma_prefetch_tile_l2<kColBlocks, kBlockN>(&maps.k, n_block * kBlockN, hk, b);
+            tma_prefetch_tile_l2<kColBlocks, kBlockN>(&maps.v, n_block * kBlockN, hk, b);
+          }
+        }
+        const int n0 = n_block * kBlockN;
+        const int64_t bhm = bhm_of(b, hk * group + hi);
         const TileBounds tbn = load_tile_bounds(w.tile_bounds + bhm * n_tiles + n_block);
-        mbar_wait(list_empty, (hi & 1) ^ 1);
         const int count = list_query_tiles<Cfg::kListBuilders, kBlockM>(
-            sList, sScratch, p.mask, Sq, Sk, bhm, n0, keys_valid, kBlockN, tbn, ltid,
-            [] { named_barrier_sync(Cfg::kListBarrier, Cfg::kListBuilders); });
-        if (ltid == 0) *sCount = count;
-        mbar_arrive(list_full);  // release: this thread's list entries (and the count)
+            sLists + buf * m_tiles, sScratch, p.mask, Sq, Sk, bhm, n0, min(kBlockN, Sk - n0), kBlockN, tbn,
+            ltid, sync);
+        if (ltid == 0) {
+          int* rec = sRecords + 8 * buf;
+          rec[0] = count, rec[1] = n_block, rec[2] = hk, rec[3] = b, rec[4] = hi;
+        }
+        mbar_arrive(list_full + buf);  // release: this thread's list entries (and the record)
       }
     } else if (lane == 0) {  // loader
       prefetch_tensor_map(&maps.q);
       prefetch_tensor_map(&maps.dout);
-      mbar_arrive_expect_tx(kv_full, 2 * Cfg::kKVBytes);
-      tma_load_tile<kColBlocks, kBlockN>(sK, &maps.k, kv_full, n0, hk, b);
-      tma_load_tile<kColBlocks, kBlockN>(sV, &maps.v, kv_full, n0, hk, b);
-      int done = 0;  // query tiles of earlier heads: the ring's position
-      for (int hi = 0; hi < group; ++hi) {
-        const int count = wait_list(hi);
-        const int h = hk * group + hi;
-        const int64_t bh = static_cast<int64_t>(b) * H + h;
+      prefetch_tensor_map(&maps.k);
+      prefetch_tensor_map(&maps.v);
+      int gi = 0, item_k = 0;  // the ring's position, the CTA's items so far
+      for (int l = 0;; ++l) {
+        const List ls = wait_list(l);
+        if (ls.count < 0) break;
+        // K/V of a new item once both consumers are done with the last one's (after this
+        // item's first Q/dO tile is on its way, whose ring slot frees earlier).
+        auto load_kv = [&]() {
+          mbar_wait(kv_empty, (item_k & 1) ^ 1);
+          mbar_arrive_expect_tx(kv_full, 2 * Cfg::kKVBytes);
+          tma_load_tile<kColBlocks, kBlockN>(sK, &maps.k, kv_full, ls.n_block * kBlockN, ls.hk, ls.b);
+          tma_load_tile<kColBlocks, kBlockN>(sV, &maps.v, kv_full, ls.n_block * kBlockN, ls.hk, ls.b);
+          ++item_k;
+        };
+        const int h = ls.hk * group + ls.hi;
+        const int64_t bh = static_cast<int64_t>(ls.b) * H + h;
         const float* gL = w.lse_log2 + bh * w.sq_pad;
         const float* gDs = w.dsum + bh * w.sq_pad;
-        for (int i = 0; i < count; ++i) {
-          const int gi = done + i, st = gi % kStages, phase = (gi / kStages) & 1;
-          const int m = sList[i] & 0xffffff;
+        for (int i = 0; i < ls.count; ++i, ++gi) {
+          const int st = gi % kStages, phase = (gi / kStages) & 1;
+          const int m = ls.tiles[i] & 0xffffff;
           mbar_wait(q_empty + st, phase ^ 1);
           mbar_arrive_expect_tx(q_full + st, 2 * Cfg::kQBytes + 2 * Cfg::kRowBytes);
           tma_load_tile<kColBlocks, kBlockM>(sQ + st * kColBlocks * kBlockM * 64, &maps.q, q_full + st,
-                                             m * kBlockM, h, b);
+                                             m * kBlockM, h, ls.b);
           tma_load_tile<kColBlocks, kBlockM>(sdO + st * kColBlocks * kBlockM * 64, &maps.dout,
-                                             q_full + st, m * kBlockM, h, b);
+                                             q_full + st, m * kBlockM, h, ls.b);
           bulk_load(sL + st * kBlockM, gL + m * kBlockM, Cfg::kRowBytes, q_full + st);
           bulk_load(sDs + st * kBlockM, gDs + m * kBlockM, Cfg::kRowBytes, q_full + st);
+          if (i == 0 && ls.hi == 0) load_kv();
         }
-        release_list();
-        done += count;
+        if (ls.count == 0 && ls.hi == 0) load_kv();
+        mbar_arrive(list_issued + (l & 1));  // the builders may take the next list
+        release_list(l);
       }
     }
     return;
@@ -233,18 +301,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const int key_off = Cfg::kSplitKeys ? cw * 64 : 0;
   const int dkv_col0 = Cfg::kSplitKeys ? 0 : cw * Cfg::kDKVCols;
   const int dq_col0 = D == 64 ? 0 : cw * Cfg::kDqCols;
-  const int key0 = n0 + key_off + wrow;
-  const bool dq_issuer = (warp & 3) == 0 && lane == 0;  // issues this consumer's dQ reduce-adds
+  const bool dq_issuer = (warp & 3) == 0 && lane == 0;  // issues this consumer's bulk copies
   const bool causal = p.mask.causal;
   const int form = mask_form(causal, nb);
   const int offset = Sk - Sq;
   const float scale_log2 = p.softmax_scale * kLog2e;
   const uint32_t k_addr = smem_u32(sK), v_addr = smem_u32(sV);
-
-  float acc_dk[DT * 4], acc_dv[DT * 4];
-#pragma unroll
-  for (int i = 0; i < DT * 4; ++i) acc_dk[i] = acc_dv[i] = 0.f;
-  mbar_wait(kv_full, 0);
 
   // dQ[:, dq_col0..] = dS K over the key rows dq_key0.. of the dS^T buffer at ds_addr and K.
   constexpr int kDqKeys = Cfg::kDqAllKeys ? kBlockN : 64;
@@ -260,11 +322,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           sw128_desc(dq_k_addr + (dq_key0 + kk * 16) * 128, kBlockN * 128), kk > 0);
     wgmma_commit();
   };
-  // This consumer's dQ tile of query tile m, head h -> its staging tile (SW128 blocks of 32
-  // columns) -> one TMA reduce-add per block. The issuer first makes sure the previous
-  // tile's reduce has read the staging; the barriers order it with the writes.
-  auto stage_dq_tma = [&](int m, int h) {
-    char* stage = smem + Cfg::kOffDqStage + cw * Cfg::kDqStageBytes;
+  // This consumer's dQ tile of query tile m, head h, batch b -> its staging blocks (SW128,
+  // 32 columns each) -> one TMA reduce-add per block. The issuer first makes sure its
+  // previous bulk copies have read the staging; the barriers order it with the writes.
+  auto stage_dq_tma = [&](int m, int h, int b) {
+    char* stage = smem + Cfg::kOffDqStage + cw * kBlockM * 128;  // block j at + j * 2 * kBlockM * 128
     if (dq_issuer) bulk_wait_read<0>();
     __syncwarp();  // bar.sync is warp-aligned: the issuer's warp must be converged
     named_barrier_sync(2 + cw, 128);
@@ -273,7 +335,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #pragma unroll
       for (int j = 0; j < QT; ++j) {
         const int row = wrow + 8 * r, chunk = (j & 3) * 2 + (t >> 1);  // 16-byte chunk
-        const uint32_t off = (j >> 2) * kBlockM * 128 + sw128_offset(row, chunk) + (t & 1) * 8;
+        const uint32_t off = (j >> 2) * 2 * kBlockM * 128 + sw128_offset(row, chunk) + (t & 1) * 8;
         *reinterpret_cast<float2*>(stage + off) = make_float2(acc_dq[4 * j + 2 * r], acc_dq[4 * j + 2 * r + 1]);
       }
     fence_proxy_async_smem();
@@ -281,7 +343,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     if (dq_issuer) {
 #pragma unroll
       for (int blk = 0; blk < Cfg::kDqCols / 32; ++blk)
-        tma_reduce_add_4d(&maps.dq, stage + blk * kBlockM * 128, dq_col0 + 32 * blk, m * kBlockM, h, b);
+        tma_reduce_add_4d(&maps.dq, stage + blk * 2 * kBlockM * 128, dq_col0 + 32 * blk, m * kBlockM, h, b);
       bulk_commit();
     }
     __syncwarp();  // converged again before the next warp-aligned wgmma
@@ -297,18 +359,26 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     issue_dq(smem_u32(ds_buf(late_gi)));
   };
 
-  int done = 0;
-  for (int hi = 0; hi < group; ++hi) {
-    const int h = hk * group + hi;
-    const int64_t bhm = bhm_of(hi);
-    const int64_t bh = static_cast<int64_t>(b) * H + h;
-    const KeyRowBounds kb = load_key_row_bounds(p.mask.startend_row_indices + bhm * Sk * nb, nb, key0, Sk);
-    float* gdq_head = w.dq_accum + bh * w.sq_pad * D + dq_col0;
-    const int count = wait_list(hi);
+  float acc_dk[DT * 4], acc_dv[DT * 4];
+  int done = 0, item_k = 0;  // query tiles so far (the ring's position), items so far
+  for (int l = 0;; ++l) {
+    const List ls = wait_list(l);
+    if (ls.count < 0) break;
+    const int b = ls.b, h = ls.hk * group + ls.hi;
+    const int n0 = ls.n_block * kBlockN;
+    const int key0 = n0 + key_off + wrow;
+    if (ls.hi == 0) {  // a new item: its K/V, zero dK/dV
+#pragma unroll
+      for (int i = 0; i < DT * 4; ++i) acc_dk[i] = acc_dv[i] = 0.f;
+      mbar_wait(kv_full, item_k & 1);
+    }
+    const KeyRowBounds kb =
+        load_key_row_bounds(p.mask.startend_row_indices + bhm_of(b, h) * Sk * nb, nb, form, key0, Sk, offset);
+    const int count = ls.count;
 
     for (int i = 0; i < count; ++i) {
       const int gi = done + i, st = gi % kStages, phase = (gi / kStages) & 1;
-      const int m = sList[i] & 0xffffff, kind = sList[i] >> 24;
+      const int m = ls.tiles[i] & 0xffffff, kind = ls.tiles[i] >> 24;
       const uint32_t q_addr = smem_u32(sQ + st * kColBlocks * kBlockM * 64);
       const uint32_t do_addr = smem_u32(sdO + st * kColBlocks * kBlockM * 64);
       mbar_wait(q_full + st, phase);
@@ -334,8 +404,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       fence_operands(acc_dp);
 
       if (kind == static_cast<int>(TileKind::kPartial))
-        mask_partial_keys<8>(form, kb, key0, m * kBlockM, t, offset,
-                             [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
+        mask_partial_keys<8>(kb, form, m * kBlockM, t, [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
       // P^T and dS^T, packed as wgmma A fragments (16 queries per k step).
       const float* l_s = sL + st * kBlockM;
       const float* ds_s = sDs + st * kBlockM;
@@ -402,7 +471,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           wgmma_wait<1>();  // the late dQ, committed first, is done: stage it under dV/dK
           fence_operands(acc_dq);
           mbar_arrive(ds_empty + (late_gi & 1));
-          stage_dq_tma(late_m, late_h);
+          stage_dq_tma(late_m, late_h, b);
         } else {
           issue_dkv();
         }
@@ -421,9 +490,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         fence_operands(acc_dq);
         mbar_arrive(q_empty + st);
         if constexpr (Cfg::kDqViaTma) {
-          stage_dq_tma(m, h);
+          stage_dq_tma(m, h, b);
         } else {
-          float* gdq = gdq_head + static_cast<int64_t>(m * kBlockM + wrow) * D;
+          float* gdq = w.dq_accum + ((static_cast<int64_t>(b) * H + h) * w.sq_pad + m * kBlockM + wrow) * D + dq_col0;
 #pragma unroll
           for (int r = 0; r < 2; ++r)
 #pragma unroll
@@ -433,51 +502,61 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         }
       }
     }
-    release_list();  // this head's list is no longer read
+    release_list(l);  // this list is no longer read
     done += count;
-  }
+    if (ls.hi < group - 1) continue;
 
-  if constexpr (Cfg::kDqOneTileLate)
-    if (late_gi >= 0) {  // the last tile's dQ
-      issue_late_dq();
-      wgmma_wait<0>();
-      fence_operands(acc_dq);
-      stage_dq_tma(late_m, late_h);
-    }
-  if constexpr (Cfg::kDqViaTma)
-    if (dq_issuer) bulk_wait<0>();  // the reduce-adds are done with the staging tile
-
-  // dK = scale * dS^T Q, dV = P^T dO, through shared memory and TMA stores: the 4-byte
-  // global stores of the accumulators cost 5-7% of the backward where a key block has few
-  // query tiles (perf-notes v14). Once both consumers are past their last tile, the Q/dO
-  // ring is free: dK and dV go there as SW128 tiles like sK, and each consumer's issuer
-  // stores its blocks of 64 rows x 64 columns (TMA skips rows beyond Sk).
-  named_barrier_sync(1, Cfg::kConsumers * 128);
-  char* sdK = smem + Cfg::kOffQ;
-  char* sdV = sdK + Cfg::kKVBytes;
+    // ---- the item's end: the last dQ, then dK and dV out.
+    if constexpr (Cfg::kDqOneTileLate)
+      if (late_gi >= 0) {
+        issue_late_dq();
+        wgmma_wait<0>();
+        fence_operands(acc_dq);
+        mbar_arrive(ds_empty + (late_gi & 1));  // the next item's tiles reuse the buffer
+        stage_dq_tma(late_m, late_h, b);
+        late_gi = -1;
+      }
+    if constexpr (!Cfg::kStageInKV)
+      if (dq_issuer) bulk_wait_read<0>();  // this consumer's dQ staging blocks are free
+    // dK = scale * dS^T Q, dV = P^T dO, through shared memory and TMA stores: the 4-byte
+    // global stores of the accumulators cost 5-7% of the backward where a key block has
+    // few query tiles (perf-notes v14). Past this barrier neither consumer reads K, V or
+    // the dS buffers of this item any more.
+    __syncwarp();
+    named_barrier_sync(1, kConsumerThreads);
+    if constexpr (!Cfg::kStageInKV)
+      if (dq_issuer) mbar_arrive(kv_empty);  // the loader may bring the next item's K/V
+    char* sdK = Cfg::kStageInKV ? smem + Cfg::kOffK : sdS;
+    char* sdV = Cfg::kStageInKV ? smem + Cfg::kOffV : smem + Cfg::kOffDqStage;
 #pragma unroll
-  for (int r = 0; r < 2; ++r)
+    for (int r = 0; r < 2; ++r)
 #pragma unroll
-    for (int j = 0; j < DT; ++j) {
-      const int row = key_off + wrow + 8 * r;
-      const uint32_t off = (dkv_col0 / 64 + j / 8) * kBlockN * 128 + sw128_offset(row, j & 7) + t * 4;
-      *reinterpret_cast<uint32_t*>(sdK + off) = Pack<T>::two(acc_dk[4 * j + 2 * r] * p.softmax_scale,
-                                                           acc_dk[4 * j + 2 * r + 1] * p.softmax_scale);
-      *reinterpret_cast<uint32_t*>(sdV + off) = Pack<T>::two(acc_dv[4 * j + 2 * r], acc_dv[4 * j + 2 * r + 1]);
-    }
-  fence_proxy_async_smem();
-  __syncwarp();
-  named_barrier_sync(2 + cw, 128);  // this consumer's part of both tiles is written
-  if (dq_issuer) {
+      for (int j = 0; j < DT; ++j) {
+        const int row = key_off + wrow + 8 * r;
+        const uint32_t off = (dkv_col0 / 64 + j / 8) * kBlockN * 128 + sw128_offset(row, j & 7) + t * 4;
+        *reinterpret_cast<uint32_t*>(sdK + off) = Pack<T>::two(acc_dk[4 * j + 2 * r] * p.softmax_scale,
+                                                             acc_dk[4 * j + 2 * r + 1] * p.softmax_scale);
+        *reinterpret_cast<uint32_t*>(sdV + off) = Pack<T>::two(acc_dv[4 * j + 2 * r], acc_dv[4 * j + 2 * r + 1]);
+      }
+    fence_proxy_async_smem();
+    __syncwarp();
+    named_barrier_sync(2 + cw, 128);  // this consumer's rows of both tiles are written
+    if (dq_issuer) {
 #pragma unroll
-    for (int blk = dkv_col0 / 64; blk < (dkv_col0 + Cfg::kDKVCols) / 64; ++blk) {
-      const uint32_t src = blk * kBlockN * 128 + key_off * 128;  // 1024-aligned: same swizzle phase
-      tma_store_4d(&maps.dk, sdK + src, blk * 64, n0 + key_off, hk, b);
-      tma_store_4d(&maps.dv, sdV + src, blk * 64, n0 + key_off, hk, b);
+      for (int blk = dkv_col0 / 64; blk < (dkv_col0 + Cfg::kDKVCols) / 64; ++blk) {
+        const uint32_t src = blk * kBlockN * 128 + key_off * 128;  // 1024-aligned: same swizzle phase
+        tma_store_4d(&maps.dk, sdK + src, blk * 64, n0 + key_off, ls.hk, b);
+        tma_store_4d(&maps.dv, sdV + src, blk * 64, n0 + key_off, ls.hk, b);
+      }
+      bulk_commit();
+      bulk_wait_read<0>();  // the staging may be reused once the stores have read it
+      if constexpr (Cfg::kStageInKV) mbar_arrive(kv_empty);
     }
-    bulk_commit();
-    bulk_wait_read<0>();  // the CTA's shared memory must outlive the stores' reads
+    __syncwarp();
+    named_barrier_sync(2 + cw, 128);  // this consumer may rewrite its staged rows
+    ++item_k;
   }
+  if (dq_issuer) bulk_wait<0>();  // the last reduce-adds and stores are complete
 #endif
 }
 

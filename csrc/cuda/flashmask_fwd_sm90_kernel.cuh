@@ -10,8 +10,8 @@
 //  - loader (warp 0): streams the item's Q tile (kQStages buffers, so the next
 //    item's Q arrives during this one's last tiles) and the K and V tiles of its
 //    listed key tiles with TMA into a kStages-deep ring of SW128 tiles;
-//  - bounds copier (warp 1): copies the column bounds of partial tiles next to
-//    their K tile. Each ring stage has a "full" and an "empty" mbarrier for K
+//  - bounds copier (warp 1): writes the column bounds of partial tiles next to
+//    their K tile, as masked-row intervals (kernel_common.cuh: masked_rows). Each ring stage has a "full" and an "empty" mbarrier for K
 //    (with the bounds) and for V, so S = QK^T starts as soon as its K has landed
 //    and K's slot is refilled while P*V still runs;
 //  - two consumers (warpgroups 1-2, 232 registers per thread), 64 query rows each:
@@ -58,7 +58,7 @@ struct FwdSm90Config {
   static constexpr int kOffQ = 0;
   static constexpr int kOffK = kOffQ + kQStages * kQBytes;
   static constexpr int kOffV = kOffK + kStages * kKVBytes;
-  static constexpr int kOffBounds = kOffV + kStages * kKVBytes;  // [kStages][kBlockN][<=4] int
+  static constexpr int kOffBounds = kOffV + kStages * kKVBytes;  // [kStages][kBlockN] int4 intervals
   static constexpr int kOffBars = kOffBounds + kStages * kBlockN * 4 * 4;
   // q_full/empty[kQStages], k_full/empty and v_full/empty[kStages], list_full/empty[2]
   static constexpr int kNumBars = 2 * kQStages + 4 * kStages + 4;
@@ -215,6 +215,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         }
       }
     } else {  // bounds copier
+      const int form = mask_form(p.mask.causal, nb), offset = Sk - Sq;
       int kv_it = 0;
       for (int k = 0;; ++k) {
         const Item it = wait_item(k);
@@ -225,10 +226,24 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           const int entry = it.list[it.count - 1 - i], n = entry & 0xffffff;
           mbar_wait(k_empty + st, phase ^ 1);
           if ((entry >> 24) == static_cast<int>(TileKind::kPartial)) {
-            const int32_t* src = gBnd + static_cast<int64_t>(n) * kBlockN * nb;
-            const int lim = (Sk - n * kBlockN) * nb;
-            int* dst = sBounds + st * kBlockN * 4;
-            for (int j = lane; j < kBlockN * nb; j += 32) dst[j] = j < lim ? __ldg(src + j) : 0;
+            int4* dst = reinterpret_cast<int4*>(sBounds + st * kBlockN * 4);
+            dispatch_form(form, [&](auto ftag) {
+              using Fm = Form<decltype(ftag)::value>;
+              // All loads first (one round trip), then the intervals of columns lane + 32k.
+              int raw[kBlockN / 32][4] = {};
+#pragma unroll
+              for (int k = 0; k < kBlockN / 32; ++k) {
+                const int col = n * kBlockN + lane + 32 * k;
+#pragma unroll
+                for (int i = 0; i < Fm::kBounds; ++i)
+                  if (col < Sk) raw[k][i] = __ldg(gBnd + static_cast<int64_t>(col) * Fm::kBounds + i);
+              }
+#pragma unroll
+              for (int k = 0; k < kBlockN / 32; ++k) {
+                const int col = n * kBlockN + lane + 32 * k;
+                dst[lane + 32 * k] = col < Sk ? Fm::masked_rows(col, raw[k], offset) : all_rows_masked();
+              }
+            });
           }
           mbar_arrive(k_full + st);  // release: the bounds are visible to the consumers
         }
@@ -244,9 +259,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const int cw = warp / 4 - 1;                    // consumer warpgroup: rows cw*64 ..
   const int wrow = (warp & 3) * 16 + (lane >> 2);  // this thread's first row in the 64
   const int t = lane & 3;
-  const bool causal = p.mask.causal;
-  const int form = mask_form(causal, nb);
-  const int offset = Sk - Sq;
+  const int form = mask_form(p.mask.causal, nb);
   const float scale_log2 = p.softmax_scale * kLog2e;
 
   float acc_o[DT * 4];
@@ -278,8 +291,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   auto mask_and_softmax = [&](float(&acc_s)[NT * 4], int entry, int st, int row0, float(&alpha)[2]) {
     if ((entry >> 24) == static_cast<int>(TileKind::kPartial)) {
       const int rows[2] = {row0, row0 + 8};
-      mask_partial_rows<NT>(form, sBounds + st * kBlockN * 4, (entry & 0xffffff) * kBlockN, t, Sk, offset,
-                            rows, [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
+      mask_partial_rows<NT>(reinterpret_cast<const int4*>(sBounds + st * kBlockN * 4), form, t, rows,
+                            [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
     }
     mbar_arrive(k_empty + st);  // this thread is done with K and the bounds of this stage
 #pragma unroll
@@ -324,13 +337,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   };
 
   // Ping-pong: the consumers take turns to issue their GEMMs (named barriers 1 + cw),
-  // so one consumer's softmax runs while the other's GEMMs do. Per item, consumer 1
-  // lets consumer 0 go first and skips its last hand-over, so every arrival is matched
-  // by a wait and none is left pending when the item ends.
+  // so one consumer's softmax runs while the other's GEMMs do. Both run the same items
+  // with the same tile counts, so the turns alternate across items too: consumer 0
+  // starts the next item's first S as soon as consumer 1 has issued this item's last
+  // P V, while consumer 1 still waits for it and writes its output. Consumer 1 hands
+  // the first turn over once before the first item; consumer 0 takes the last
+  // hand-over after the last item, so no arrival is left pending.
   auto turn_begin = [&]() { named_barrier_sync(1 + cw, kConsumerThreads); };
-  auto turn_end = [&](bool last) {
-    if (!(last && cw == 1)) named_barrier_arrive(1 + (cw ^ 1), kConsumerThreads);
-  };
+  auto turn_end = [&]() { named_barrier_arrive(1 + (cw ^ 1), kConsumerThreads); };
+  if (cw == 1) turn_end();
 
   int kv_it = 0, q_it = 0;  // ring positions across items, as in the loader
   for (int k = 0;; ++k) {
@@ -351,7 +366,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       const int qs = q_it % kQStages;
       const uint32_t q_addr = smem_u32(sQ + qs * kColBlocks * kBlockM * 64) + cw * 64 * 128;
       mbar_wait(q_full + qs, (q_it / kQStages) & 1);
-      if (cw == 1) named_barrier_arrive(1, kConsumerThreads);
       float acc_s[NT * 4], alpha[2];
       uint32_t pa[kBlockN / 16][4];
       // Software pipeline: S of tile i is on the tensor cores together with P V of tile
@@ -361,7 +375,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       turn_begin();
       wgmma_fence();
       issue_qk(acc_s, q_addr, slot(0));
-      turn_end(false);
+      turn_end();
       wgmma_wait<0>();
       fence_operands(acc_s);
       if (count == 1) mbar_arrive(q_empty + qs);
@@ -374,7 +388,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         wgmma_fence();
         issue_qk(acc_s, q_addr, slot(i));
         issue_pv(pa, slot(i - 1));
-        turn_end(false);
+        turn_end();
         wgmma_wait<1>();  // S of tile i is done, P V of tile i-1 may still run
         fence_operands(acc_s);
         if (i == count - 1) mbar_arrive(q_empty + qs);
@@ -389,7 +403,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       turn_begin();
       wgmma_fence();
       issue_pv(pa, slot(count - 1));
-      turn_end(true);
+      turn_end();
       wgmma_wait<0>();
       fence_operands(acc_o);
       mbar_arrive(v_empty + slot(count - 1));
@@ -420,6 +434,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       }
     }
   }
+  if (cw == 0) turn_begin();  // consumer 1's hand-over after its last turn
 #endif
 }
 

@@ -139,7 +139,7 @@ bool bwd_sm90_possible(const BwdParams& p) {
 
 struct BwdLayout {
   int sq_pad, n_tiles, n_tiles_dq;
-  size_t off_tb, off_tb_dq, off_lse, off_dsum, off_dq, total;
+  size_t off_tb, off_tb_dq, off_lse, off_dsum, off_dq, off_counter, total;
 };
 template <int D>
 BwdLayout bwd_layout(const BwdParams& p) {
@@ -167,6 +167,8 @@ BwdLayout bwd_layout(const BwdParams& p) {
   off += align256(B * H * L.sq_pad * sizeof(float));
   L.off_dq = off;
   if (dq_accum_possible) off += align256(B * H * L.sq_pad * static_cast<size_t>(D) * sizeof(float));
+  L.off_counter = off;  // the Hopper backward's work counter
+  if (bwd_sm90_possible<D>(p)) off += align256(sizeof(int));
   L.total = off;
   return L;
 }
@@ -272,11 +274,18 @@ int run_bwd_sm90(const BwdParams& p, const BwdWork& w, cudaStream_t stream) {
       return 1;
     if constexpr (Cfg::kDqViaTma)
       if (int rc = make_dq_accum_tensor_map(&maps.dq, w.dq_accum, s, w.sq_pad, Cfg::kBlockM)) return rc;
+    // Two query-tile lists (the next one is built while this one runs).
     const size_t smem =
-        Cfg::kSmemFixed + static_cast<size_t>(ceil_div(s.seqlen_q, Cfg::kBlockM)) * 4;
+        Cfg::kSmemFixed + 2 * static_cast<size_t>(ceil_div(s.seqlen_q, Cfg::kBlockM)) * sizeof(int);
     auto kernel = flashmask_bwd_sm90_kernel<T, Cfg>;
     if (int rc = prepare_smem(kernel, smem, "flashmask_bwd_sm90_kernel")) return rc;
-    const dim3 grid(ceil_div(s.seqlen_k, Cfg::kBlockN), s.num_heads_k, s.batch);
+    const int64_t items = static_cast<int64_t>(ceil_div(s.seqlen_k, Cfg::kBlockN)) * s.num_heads_k * s.batch;
+    if (items > INT32_MAX)
+      return report_error("flashmask_bwd_sm90_kernel: batch * key heads * key blocks (%lld) exceeds "
+                          "2^31 - 1; split the batch", static_cast<long long>(items));
+    if (int rc = check_cuda(cudaMemsetAsync(w.next_item, 0, sizeof(int), stream), "work counter memset"))
+      return rc;
+    const int grid = items < sm_count() ? static_cast<int>(items) : sm_count();  // persistent: one CTA per SM
     kernel<<<grid, Cfg::kThreads, smem, stream>>>(maps, p, w);
     return check_cuda(cudaGetLastError(), "flashmask_bwd_sm90_kernel launch");
   }
@@ -300,6 +309,7 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
   w.lse_log2 = reinterpret_cast<float*>(ws + L.off_lse);
   w.dsum = reinterpret_cast<float*>(ws + L.off_dsum);
   w.dq_accum = dq_kernel ? nullptr : reinterpret_cast<float*>(ws + L.off_dq);
+  w.next_item = sm90 ? reinterpret_cast<int*>(ws + L.off_counter) : nullptr;
   w.sq_pad = L.sq_pad;
   const AttentionShape& s = p.shape;
 

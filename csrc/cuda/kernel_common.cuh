@@ -12,6 +12,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <climits>
 #include <cstdint>
 #include <type_traits>
 
@@ -308,15 +309,31 @@ __device__ __forceinline__ int list_query_tiles(int* list, int* scratch, const M
 __host__ __device__ __forceinline__ int mask_form(bool causal, int num_bounds) {
   return causal ? (num_bounds == 1 ? 0 : 1) : (num_bounds == 2 ? 2 : 3);
 }
+// The rows a column hides, in every form: two half-open intervals [x, y) and [z, w)
+// (the causal limit col > row + offset is the interval of rows below col - offset).
+// Kernels that keep bounds per column for many tiles convert them once (the Hopper
+// kernels: one int4 per column, no per-form loads). Form F leaves y (forms 0, 2) and
+// z (forms 0-2) open at INT_MAX / INT_MIN, so its test skips those compares; bitwise,
+// not short-circuit, because && and || compile to a branch per element.
+template <int F>
+__device__ __forceinline__ bool in_masked_rows(int row, const int4& iv) {
+  const bool lower = (F == 1 || F == 3) ? ((row >= iv.x) & (row < iv.y)) : row >= iv.x;
+  const bool upper = F == 3 ? ((row >= iv.z) & (row < iv.w)) : row < iv.w;
+  return lower | upper;
+}
+__device__ __forceinline__ int4 all_rows_masked() { return make_int4(INT_MIN, INT_MAX, 0, 0); }  // past seqlen_k
 template <int F>
 struct Form {
   static constexpr int kBounds = F == 0 ? 1 : (F == 3 ? 4 : 2);
   // b: the column's raw bounds; causal_offset = seqlen_k - seqlen_q.
+  static __device__ __forceinline__ int4 masked_rows(int col, const int (&b)[4], int off) {
+    if (F == 0) return make_int4(b[0], INT_MAX, INT_MIN, col - off);
+    if (F == 1) return make_int4(b[0], b[1], INT_MIN, col - off);
+    if (F == 2) return make_int4(b[0], INT_MAX, INT_MIN, b[1]);
+    return make_int4(b[0], b[1], b[2], b[3]);
+  }
   static __device__ __forceinline__ bool masked(int row, int col, const int (&b)[4], int off) {
-    if (F == 0) return row >= b[0] || col > row + off;
-    if (F == 1) return (row >= b[0] && row < b[1]) || col > row + off;
-    if (F == 2) return row >= b[0] || row < b[1];
-    return (row >= b[0] && row < b[1]) || (row >= b[2] && row < b[3]);
+    return in_masked_rows<F>(row, masked_rows(col, b, off));
   }
 };
 // Calls f(std::integral_constant<int, F>) for the runtime form.
@@ -328,6 +345,13 @@ __device__ __forceinline__ void dispatch_form(int form, Fn&& f) {
     case 2: f(std::integral_constant<int, 2>()); break;
     default: f(std::integral_constant<int, 3>()); break;
   }
+}
+
+// masked_rows for the runtime form.
+__device__ __forceinline__ int4 masked_rows(int form, int col, const int (&b)[4], int off) {
+  int4 iv;
+  dispatch_form(form, [&](auto ftag) { iv = Form<decltype(ftag)::value>::masked_rows(col, b, off); });
+  return iv;
 }
 
 // Partial tile of scores laid out as query rows x key columns (n8 chunks, this
@@ -358,23 +382,42 @@ __device__ __forceinline__ void mask_partial_rows(int form, const int* bounds, i
   });
 }
 
+// The same from columns already converted to masked_rows intervals (one int4 per
+// column in smem, all_rows_masked() past seqlen_k): one 16-byte load per column
+// instead of one per bound (perf-notes v17).
+template <int NT, int NR, typename Out>
+__device__ __forceinline__ void mask_partial_rows(const int4* intervals, int form, int t, const int (&rows)[NR],
+                                                  Out&& masked_out) {
+  dispatch_form(form, [&](auto ftag) {
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const int4 iv = intervals[j * 8 + 2 * t + c];
+#pragma unroll
+        for (int i = 0; i < NR; ++i)
+          if (in_masked_rows<decltype(ftag)::value>(rows[i], iv)) masked_out(j, i, c);
+      }
+  });
+}
+
 // The backward's transposed tiles (key rows x query columns) mask from bounds in
-// registers: a thread's two key rows key0 and key0 + 8 each keep their column's raw
-// bounds for the whole head. Keys at or past seqlen_k are invalid (masked).
+// registers: a thread's two key rows key0 and key0 + 8 each keep their column's
+// masked_rows intervals for the whole head (keys at or past seqlen_k: all masked).
 struct KeyRowBounds {
-  int raw[2][4];
-  bool valid[2];
+  int4 rows[2];
 };
-__device__ __forceinline__ KeyRowBounds load_key_row_bounds(const int32_t* bounds, int num_bounds,
-                                                            int key0, int seqlen_k) {
+__device__ __forceinline__ KeyRowBounds load_key_row_bounds(const int32_t* bounds, int num_bounds, int form,
+                                                            int key0, int seqlen_k, int causal_offset) {
   KeyRowBounds kb;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int key = key0 + 8 * r;
-    kb.valid[r] = key < seqlen_k;
+    int raw[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i)
-      kb.raw[r][i] = (kb.valid[r] && i < num_bounds) ? __ldg(bounds + static_cast<int64_t>(key) * num_bounds + i) : 0;
+      raw[i] = (key < seqlen_k && i < num_bounds) ? __ldg(bounds + static_cast<int64_t>(key) * num_bounds + i) : 0;
+    kb.rows[r] = key < seqlen_k ? masked_rows(form, key, raw, causal_offset) : all_rows_masked();
   }
   return kb;
 }
@@ -382,10 +425,9 @@ __device__ __forceinline__ KeyRowBounds load_key_row_bounds(const int32_t* bound
 // {0,1}): calls masked_out(j, r, c) for each element of key row key0 + 8r and query
 // q0 + 8j + 2t + c that the mask hides.
 template <int NT, typename Out>
-__device__ __forceinline__ void mask_partial_keys(int form, const KeyRowBounds& kb, int key0, int q0,
-                                                  int t, int causal_offset, Out&& masked_out) {
+__device__ __forceinline__ void mask_partial_keys(const KeyRowBounds& kb, int form, int q0, int t,
+                                                  Out&& masked_out) {
   dispatch_form(form, [&](auto ftag) {
-    using Fm = Form<decltype(ftag)::value>;
 #pragma unroll
     for (int j = 0; j < NT; ++j)
 #pragma unroll
@@ -393,7 +435,7 @@ __device__ __forceinline__ void mask_partial_keys(int form, const KeyRowBounds& 
         const int q = q0 + j * 8 + 2 * t + c;
 #pragma unroll
         for (int r = 0; r < 2; ++r)
-          if (!kb.valid[r] || Fm::masked(q, key0 + 8 * r, kb.raw[r], causal_offset)) masked_out(j, r, c);
+          if (in_masked_rows<decltype(ftag)::value>(q, kb.rows[r])) masked_out(j, r, c);
       }
   });
 }
