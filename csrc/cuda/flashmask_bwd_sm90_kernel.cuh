@@ -219,10 +219,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         if (l > 0) mbar_wait(list_issued + ((l - 1) & 1), ((l - 1) >> 1) & 1);
         mbar_wait(list_empty + buf, ((l >> 1) & 1) ^ 1);
         if (hi == group) {
-          if (ltid == 0) sScratch[31] = atomicAdd(w.next_item, 1);
-          sync();
-          const int item = sScratch[31];
-          sync();  // every builder has read it before scratch is reused
+          const int item = take_work_item(w.next_item, sScratch, ltid, sync);
           if (item >= items) {
             if (ltid == 0) sRecords[8 * buf] = -1;
             mbar_arrive(list_full + buf);
@@ -231,8 +228,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           n_block = item % n_tiles, hk = item / n_tiles % s.num_heads_k, b = item / n_tiles / s.num_heads_k;
           hi = 0;
           if (ltid == 0) {  // K and V into L2 now: the loader brings them once this item's turn comes
-            tma_prefetch_tile_l2<kColBlocks, kBlockN>(&maps.k, n_block * kBlockN, hk, b);
-            tma_prefetch_tile_l2<kColBlocks, kBlockN>(&maps.v, n_block * kBlockN, hk, b);
+            tma_prefetch_tile_l2<kColBlocks>(&maps.k, n_block * kBlockN, hk, b);
+            tma_prefetch_tile_l2<kColBlocks>(&maps.v, n_block * kBlockN, hk, b);
           }
         }
         const int n0 = n_block * kBlockN;

@@ -11,9 +11,10 @@
 //    item's Q arrives during this one's last tiles) and the K and V tiles of its
 //    listed key tiles with TMA into a kStages-deep ring of SW128 tiles;
 //  - bounds copier (warp 1): writes the column bounds of partial tiles next to
-//    their K tile, as masked-row intervals (kernel_common.cuh: masked_rows). Each ring stage has a "full" and an "empty" mbarrier for K
-//    (with the bounds) and for V, so S = QK^T starts as soon as its K has landed
-//    and K's slot is refilled while P*V still runs;
+//    their K tile, as masked-row intervals (kernel_common.cuh: column_masked_rows).
+//    Each ring stage has a "full" and an "empty" mbarrier for K (with the bounds)
+//    and for V, so S = QK^T starts as soon as its K has landed and K's slot is
+//    refilled while P*V still runs;
 //  - two consumers (warpgroups 1-2, 232 registers per thread), 64 query rows each:
 //    S = Q K^T by wgmma from shared memory, the column-wise mask on partial tiles
 //    only, online softmax in registers, then O += P V by wgmma with P taken from
@@ -157,10 +158,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       for (int k = 0;; ++k) {
         const int buf = k & 1;
         mbar_wait(list_empty + buf, ((k >> 1) & 1) ^ 1);
-        if (ltid == 0) sScratch[31] = atomicAdd(sched.next_item, 1);
-        sync();
-        const int w = sScratch[31];
-        sync();  // every scheduler thread has read w before the next item's fetch
+        const int w = take_work_item(sched.next_item, sScratch, ltid, sync);
         int* rec = sItems + 4 * buf;
         if (w >= sched.items) {
           if (ltid == 0) rec[0] = -1;
@@ -241,7 +239,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #pragma unroll
               for (int k = 0; k < kBlockN / 32; ++k) {
                 const int col = n * kBlockN + lane + 32 * k;
-                dst[lane + 32 * k] = col < Sk ? Fm::masked_rows(col, raw[k], offset) : all_rows_masked();
+                dst[lane + 32 * k] = column_masked_rows<decltype(ftag)::value>(col, raw[k], offset, Sk);
               }
             });
           }

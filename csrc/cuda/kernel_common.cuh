@@ -195,6 +195,18 @@ __device__ __forceinline__ int build_tile_list(int* list, int* scratch, int begi
                                    [] { __syncthreads(); });
 }
 
+// A persistent CTA's next work item: one thread of a group of threads takes it from the
+// global counter and the group reads it through scratch[31] (build_tile_list uses only the
+// first kWarps slots). Every thread returns the item; call uniformly.
+template <typename Sync>
+__device__ __forceinline__ int take_work_item(int* counter, int* scratch, int tid, Sync sync) {
+  if (tid == 0) scratch[31] = atomicAdd(counter, 1);
+  sync();
+  const int item = scratch[31];
+  sync();  // every thread has read it before scratch is reused
+  return item;
+}
+
 __device__ __forceinline__ TileBounds load_tile_bounds(const TileBounds* tb) {
   const int4* p = reinterpret_cast<const int4*>(tb);
   const int4 a = __ldg(p), b = __ldg(p + 1);
@@ -321,7 +333,6 @@ __device__ __forceinline__ bool in_masked_rows(int row, const int4& iv) {
   const bool upper = F == 3 ? ((row >= iv.z) & (row < iv.w)) : row < iv.w;
   return lower | upper;
 }
-__device__ __forceinline__ int4 all_rows_masked() { return make_int4(INT_MIN, INT_MAX, 0, 0); }  // past seqlen_k
 template <int F>
 struct Form {
   static constexpr int kBounds = F == 0 ? 1 : (F == 3 ? 4 : 2);
@@ -347,10 +358,15 @@ __device__ __forceinline__ void dispatch_form(int form, Fn&& f) {
   }
 }
 
-// masked_rows for the runtime form.
-__device__ __forceinline__ int4 masked_rows(int form, int col, const int (&b)[4], int off) {
+// Form F's masked_rows of column col, or every row for a column at or past seqlen_k.
+template <int F>
+__device__ __forceinline__ int4 column_masked_rows(int col, const int (&b)[4], int off, int seqlen_k) {
+  return col < seqlen_k ? Form<F>::masked_rows(col, b, off) : make_int4(INT_MIN, INT_MAX, 0, 0);
+}
+// The same for the runtime form.
+__device__ __forceinline__ int4 column_masked_rows(int form, int col, const int (&b)[4], int off, int seqlen_k) {
   int4 iv;
-  dispatch_form(form, [&](auto ftag) { iv = Form<decltype(ftag)::value>::masked_rows(col, b, off); });
+  dispatch_form(form, [&](auto ftag) { iv = column_masked_rows<decltype(ftag)::value>(col, b, off, seqlen_k); });
   return iv;
 }
 
@@ -382,8 +398,8 @@ __device__ __forceinline__ void mask_partial_rows(int form, const int* bounds, i
   });
 }
 
-// The same from columns already converted to masked_rows intervals (one int4 per
-// column in smem, all_rows_masked() past seqlen_k): one 16-byte load per column
+// The same from columns already converted by column_masked_rows (one int4 per
+// column in smem): one 16-byte load per column
 // instead of one per bound (perf-notes v17).
 template <int NT, int NR, typename Out>
 __device__ __forceinline__ void mask_partial_rows(const int4* intervals, int form, int t, const int (&rows)[NR],
@@ -417,7 +433,7 @@ __device__ __forceinline__ KeyRowBounds load_key_row_bounds(const int32_t* bound
 #pragma unroll
     for (int i = 0; i < 4; ++i)
       raw[i] = (key < seqlen_k && i < num_bounds) ? __ldg(bounds + static_cast<int64_t>(key) * num_bounds + i) : 0;
-    kb.rows[r] = key < seqlen_k ? masked_rows(form, key, raw, causal_offset) : all_rows_masked();
+    kb.rows[r] = column_masked_rows(form, key, raw, causal_offset, seqlen_k);
   }
   return kb;
 }

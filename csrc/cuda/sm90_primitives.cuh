@@ -75,9 +75,9 @@ __device__ __forceinline__ void tma_load_tile(T* dst, const void* tensor_map, ui
   for (int cb = 0; cb < kColBlocks; ++cb)
     tma_load_4d(dst + cb * kRows * 64, tensor_map, bar, cb * 64, row0, head, batch);
 }
-// The same rows brought into L2 only (no smem, no barrier): a head start for a tile that
-// will be loaded later.
-template <int kColBlocks, int kRows>
+// The same rows (the tensor map's box) brought into L2 only (no smem, no barrier): a
+// head start for a tile that will be loaded later.
+template <int kColBlocks>
 __device__ __forceinline__ void tma_prefetch_tile_l2(const void* tensor_map, int row0, int head, int batch) {
 #pragma unroll
   for (int cb = 0; cb < kColBlocks; ++cb)
