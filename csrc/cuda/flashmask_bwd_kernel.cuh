@@ -674,42 +674,61 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 }
 
 // ------------------------------------------------------------------ helpers
-// Dsum = rowsum(dO * O) in fp32 and lse*log2(e) (+inf for empty/padded rows),
-// one warp per (b, h, row) of the padded range.
+// rowsum(dO * O) in fp32 and lse*log2(e) (+inf for empty and padded rows) per (b, h, row)
+// of the padded range. D/8 threads per row, 16 bytes of O and of dO each, kRowsPerThread
+// rows per thread with all their loads in flight before the first use: one warp per row
+// kept one load per thread in flight and half the lanes idle at D=128. Zeroing the dq
+// accumulator in the same pass ran slower than this kernel and a memset together, and
+// reading whole [S, H, D] rows (heads fastest) ran no faster (perf-notes v18).
+template <int D>
+struct BwdPrepShape {
+  static constexpr int kThreads = 256, kThreadsPerRow = D / 8, kRowsPerThread = 4;
+  static constexpr int kRowsPerPass = kThreads / kThreadsPerRow;
+  static constexpr int kRowsPerBlock = kRowsPerPass * kRowsPerThread;
+  // A block stays inside one (b, h): the padded row count is a multiple of 128.
+  static_assert(128 % kRowsPerBlock == 0, "prep blocks must tile the 128-row padding");
+};
+
 template <typename T, int D>
-__global__ void flashmask_bwd_prep_kernel(const BwdParams p, float* lse_log2, float* dsum,
-                                          int sq_pad) {
-  const int64_t gw = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int lane = threadIdx.x & 31;
+__global__ void __launch_bounds__(BwdPrepShape<D>::kThreads)
+    flashmask_bwd_prep_kernel(const BwdParams p, float* lse_log2, float* dsum, int sq_pad) {
+  using Shape = BwdPrepShape<D>;
+  constexpr int kTPR = Shape::kThreadsPerRow, kRows = Shape::kRowsPerThread;
   const AttentionShape& s = p.shape;
-  const int64_t total = static_cast<int64_t>(s.batch) * s.num_heads * sq_pad;
-  if (gw >= total) return;
-  const int row = static_cast<int>(gw % sq_pad);
-  const int64_t bh = gw / sq_pad;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * Shape::kRowsPerBlock;  // of B*H*sq_pad
+  const int64_t bh = first / sq_pad;
   const int h = static_cast<int>(bh % s.num_heads), b = static_cast<int>(bh / s.num_heads);
-  float acc = 0.f;
-  float L = INFINITY;
-  if (row < s.seqlen_q) {
-    const T* o = static_cast<const T*>(p.out) + b * p.out_strides.batch +
-                 static_cast<int64_t>(row) * p.out_strides.row + h * p.out_strides.head;
-    const T* d = static_cast<const T*>(p.dout) + b * p.dout_strides.batch +
-                 static_cast<int64_t>(row) * p.dout_strides.row + h * p.dout_strides.head;
-    for (int c = lane * 8; c < D; c += 256) {
-      const uint4 ov = *reinterpret_cast<const uint4*>(o + c);
-      const uint4 dv = *reinterpret_cast<const uint4*>(d + c);
-      const T* oe = reinterpret_cast<const T*>(&ov);
-      const T* de = reinterpret_cast<const T*>(&dv);
+  const int c = static_cast<int>(threadIdx.x % kTPR) * 8;
+  const int row0 = static_cast<int>(first % sq_pad) + static_cast<int>(threadIdx.x) / kTPR;
+  const T* o = static_cast<const T*>(p.out) + b * p.out_strides.batch + h * p.out_strides.head + c;
+  const T* d = static_cast<const T*>(p.dout) + b * p.dout_strides.batch + h * p.dout_strides.head + c;
+  uint4 ov[kRows], dv[kRows];
+  float lse[kRows];
 #pragma unroll
-      for (int e = 0; e < 8; ++e) acc += to_float<T>(oe[e]) * to_float<T>(de[e]);
+  for (int k = 0; k < kRows; ++k) {
+    const int row = row0 + k * Shape::kRowsPerPass;
+    ov[k] = dv[k] = make_uint4(0, 0, 0, 0);  // padded rows: rowsum 0, lse -inf
+    lse[k] = -INFINITY;
+    if (row < s.seqlen_q) {
+      ov[k] = *reinterpret_cast<const uint4*>(o + static_cast<int64_t>(row) * p.out_strides.row);
+      dv[k] = *reinterpret_cast<const uint4*>(d + static_cast<int64_t>(row) * p.dout_strides.row);
+      lse[k] = p.lse[bh * s.seqlen_q + row];
     }
-    const float l = p.lse[bh * s.seqlen_q + row];
-    L = l == -INFINITY ? INFINITY : l * kLog2e;
   }
 #pragma unroll
-  for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-  if (lane == 0) {
-    dsum[gw] = acc;
-    lse_log2[gw] = L;
+  for (int k = 0; k < kRows; ++k) {
+    const int64_t r = bh * sq_pad + row0 + k * Shape::kRowsPerPass;
+    const T* oe = reinterpret_cast<const T*>(&ov[k]);
+    const T* de = reinterpret_cast<const T*>(&dv[k]);
+    float sum = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sum += to_float<T>(oe[e]) * to_float<T>(de[e]);
+#pragma unroll
+    for (int off = kTPR / 2; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (c == 0) {
+      dsum[r] = sum;
+      lse_log2[r] = lse[k] == -INFINITY ? INFINITY : lse[k] * kLog2e;
+    }
   }
 }
 

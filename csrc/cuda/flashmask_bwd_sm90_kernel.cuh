@@ -308,15 +308,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   // dQ[:, dq_col0..] = dS K over the key rows dq_key0.. of the dS^T buffer at ds_addr and K.
   constexpr int kDqKeys = Cfg::kDqAllKeys ? kBlockN : 64;
   const int dq_key0 = Cfg::kDqAllKeys ? 0 : key_off;
-  const uint32_t dq_k_addr = k_addr + dq_col0 / 64 * kBlockN * 128;
+  const uint64_t dq_k_desc = sw128_desc(k_addr + dq_col0 / 64 * kBlockN * 128 + dq_key0 * 128, kBlockN * 128);
   float acc_dq[QT * 4];
   auto issue_dq = [&](uint32_t ds_addr) {
+    const uint64_t ds_desc = sw128_desc(ds_addr + dq_key0 * 128, 0);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kDqKeys / 16; ++kk)
-      Wgmma<T, Cfg::kDqCols>::template ss<1, 1>(
-          acc_dq, sw128_desc(ds_addr + (dq_key0 + kk * 16) * 128, 0),
-          sw128_desc(dq_k_addr + (dq_key0 + kk * 16) * 128, kBlockN * 128), kk > 0);
+      Wgmma<T, Cfg::kDqCols>::template ss<1, 1>(acc_dq, desc_advance(ds_desc, kk * 16 * 128),
+                                                desc_advance(dq_k_desc, kk * 16 * 128), kk > 0);
     wgmma_commit();
   };
   // This consumer's dQ tile of query tile m, head h, batch b -> its staging blocks (SW128,
@@ -383,12 +383,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       // S^T = K_c Q^T and dP^T = V_c dO^T: all operands K-major, k steps of 16 = 32 bytes
       // inside a 128-byte row of one column block.
       auto key_by_query = [&](float(&acc)[32], uint32_t keys_addr, uint32_t queries_addr) {
+        const uint64_t keys = sw128_desc(keys_addr + key_off * 128, 0);
+        const uint64_t queries = sw128_desc(queries_addr, 0);
 #pragma unroll
         for (int ks = 0; ks < D / 16; ++ks) {
-          const uint32_t off_n = (ks >> 2) * kBlockN * 128 + key_off * 128 + (ks & 3) * 32;
+          const uint32_t off_n = (ks >> 2) * kBlockN * 128 + (ks & 3) * 32;
           const uint32_t off_m = (ks >> 2) * kBlockM * 128 + (ks & 3) * 32;
-          Wgmma<T, 64>::template ss<0, 0>(acc, sw128_desc(keys_addr + off_n, 0),
-                                          sw128_desc(queries_addr + off_m, 0), ks > 0);
+          Wgmma<T, 64>::template ss<0, 0>(acc, desc_advance(keys, off_n), desc_advance(queries, off_m),
+                                          ks > 0);
         }
       };
       float acc_s[32], acc_dp[32];
@@ -447,15 +449,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       // SW128 column blocks kBlockM rows apart), k steps of 16 queries.
       auto issue_dkv = [&]() {
         const uint32_t dkv_off = dkv_col0 / 64 * kBlockM * 128;
+        const uint64_t do_desc = sw128_desc(do_addr + dkv_off, kBlockM * 128);
+        const uint64_t q_desc = sw128_desc(q_addr + dkv_off, kBlockM * 128);
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk)
-          Wgmma<T, Cfg::kDKVCols>::template rs<1>(
-              acc_dv, pa[kk], sw128_desc(do_addr + dkv_off + kk * 16 * 128, kBlockM * 128), 1);
+          Wgmma<T, Cfg::kDKVCols>::template rs<1>(acc_dv, pa[kk], desc_advance(do_desc, kk * 16 * 128), 1);
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk)
-          Wgmma<T, Cfg::kDKVCols>::template rs<1>(
-              acc_dk, dsa[kk], sw128_desc(q_addr + dkv_off + kk * 16 * 128, kBlockM * 128), 1);
+          Wgmma<T, Cfg::kDKVCols>::template rs<1>(acc_dk, dsa[kk], desc_advance(q_desc, kk * 16 * 128), 1);
         wgmma_commit();
       };
       if constexpr (Cfg::kDqOneTileLate) {

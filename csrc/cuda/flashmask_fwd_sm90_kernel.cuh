@@ -19,10 +19,10 @@
 //    S = Q K^T by wgmma from shared memory, the column-wise mask on partial tiles
 //    only, online softmax in registers, then O += P V by wgmma with P taken from
 //    registers. Each consumer issues S of the next tile together with P V of this
-//    one, so its softmax runs while its own P V is on the tensor cores, and the two
-//    consumers take turns to issue (ping-pong) so that one's softmax overlaps the
-//    other's GEMMs. The output of one item is written while the loader already
-//    streams the next item's tiles.
+//    one, and the two consumers take turns to issue (ping-pong) so that one's softmax
+//    overlaps the other's GEMMs (ptxas puts the wait for a consumer's own P V before
+//    its softmax; see the main loop). The output of one item is written while the
+//    loader already streams the next item's tiles.
 // Skipped tiles cost no loads and unmasked tiles no compares. The ring, the Q
 // buffers and the list buffers keep their mbarrier phases across items.
 #pragma once
@@ -264,23 +264,23 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   float row_max[2], row_sum[2];
 
   // S = Q K^T of ring slot st (K-major A and B, k steps of 16 = 32 bytes in a 128-byte row).
-  auto issue_qk = [&](float(&acc_s)[NT * 4], uint32_t q_addr, int st) {
-    const uint32_t k_addr = smem_u32(sK + st * kColBlocks * kBlockN * 64);
+  auto issue_qk = [&](float(&acc_s)[NT * 4], uint64_t q_desc, int st) {
+    const uint64_t k_desc = sw128_desc(smem_u32(sK + st * kColBlocks * kBlockN * 64), 0);
 #pragma unroll
     for (int ks = 0; ks < D / 16; ++ks) {
       const uint32_t koff = (ks & 3) * 32;
-      const uint64_t da = sw128_desc(q_addr + (ks >> 2) * kBlockM * 128 + koff, 0);
-      const uint64_t db = sw128_desc(k_addr + (ks >> 2) * kBlockN * 128 + koff, 0);
+      const uint64_t da = desc_advance(q_desc, (ks >> 2) * kBlockM * 128 + koff);
+      const uint64_t db = desc_advance(k_desc, (ks >> 2) * kBlockN * 128 + koff);
       sm90::Wgmma<T, kBlockN>::template ss<0, 0>(acc_s, da, db, ks > 0);
     }
     wgmma_commit();
   };
   // O += P V of ring slot st (V MN-major: k steps of 16 keys = 16 rows of 128 bytes).
   auto issue_pv = [&](const uint32_t(&pa)[kBlockN / 16][4], int st) {
-    const uint32_t v_addr = smem_u32(sV + st * kColBlocks * kBlockN * 64);
+    const uint64_t v_desc = sw128_desc(smem_u32(sV + st * kColBlocks * kBlockN * 64), kBlockN * 128);
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk)
-      sm90::Wgmma<T, D>::template rs<1>(acc_o, pa[kk], sw128_desc(v_addr + kk * 16 * 128, kBlockN * 128), 1);
+      sm90::Wgmma<T, D>::template rs<1>(acc_o, pa[kk], desc_advance(v_desc, kk * 16 * 128), 1);
     wgmma_commit();
   };
   // Mask (partial tiles only; `entry` is the tile's list entry), release K and the
@@ -293,11 +293,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                             [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
     }
     mbar_arrive(k_empty + st);  // this thread is done with K and the bounds of this stage
+    // Max and sum over four partial accumulators each: a single chain of 16 (max) or 32
+    // (sum) dependent operations per row sat on the path between this consumer's turns.
+    static_assert(NT % 4 == 0, "four partial accumulators");
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      float mx = -INFINITY;
+      float part[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
 #pragma unroll
-      for (int j = 0; j < NT; ++j) mx = fmaxf(mx, fmaxf(acc_s[4 * j + 2 * r], acc_s[4 * j + 2 * r + 1]));
+      for (int j = 0; j < NT; ++j)
+        part[j % 4] = fmaxf(part[j % 4], fmaxf(acc_s[4 * j + 2 * r], acc_s[4 * j + 2 * r + 1]));
+      float mx = fmaxf(fmaxf(part[0], part[1]), fmaxf(part[2], part[3]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       mx *= scale_log2;
@@ -305,16 +310,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       const float base = m_new == -INFINITY ? 0.f : m_new;
       alpha[r] = exp2f(row_max[r] - base);
       row_max[r] = m_new;
-      float sum = row_sum[r] * alpha[r];
+      float sum[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
       for (int j = 0; j < NT; ++j)
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
           const float pv = exp2f(fmaf(acc_s[4 * j + 2 * r + c], scale_log2, -base));
           acc_s[4 * j + 2 * r + c] = pv;
-          sum += pv;
+          sum[j % 4] += pv;
         }
-      row_sum[r] = sum;
+      row_sum[r] = fmaf(row_sum[r], alpha[r], (sum[0] + sum[1]) + (sum[2] + sum[3]));
     }
   };
   auto rescale_o = [&](const float(&alpha)[2]) {
@@ -362,17 +367,19 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 
     if (count > 0) {
       const int qs = q_it % kQStages;
-      const uint32_t q_addr = smem_u32(sQ + qs * kColBlocks * kBlockM * 64) + cw * 64 * 128;
+      const uint64_t q_desc = sw128_desc(smem_u32(sQ + qs * kColBlocks * kBlockM * 64) + cw * 64 * 128, 0);
       mbar_wait(q_full + qs, (q_it / kQStages) & 1);
       float acc_s[NT * 4], alpha[2];
       uint32_t pa[kBlockN / 16][4];
       // Software pipeline: S of tile i is on the tensor cores together with P V of tile
-      // i-1, and the softmax of tile i runs while P V of tile i-1 finishes. Q is released
-      // once the last S is done.
+      // i-1. ptxas places the wait for that P V ahead of the softmax of tile i, so the
+      // softmax runs beside the other consumer's GEMMs; held behind the softmax, so that
+      // it ran beside this consumer's own P V, the forward measured 2-6% slower (perf-notes
+      // v19). Q is released once the last S is done.
       mbar_wait(k_full + slot(0), parity(0));
       turn_begin();
       wgmma_fence();
-      issue_qk(acc_s, q_addr, slot(0));
+      issue_qk(acc_s, q_desc, slot(0));
       turn_end();
       wgmma_wait<0>();
       fence_operands(acc_s);
@@ -384,7 +391,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         mbar_wait(v_full + slot(i - 1), parity(i - 1));
         turn_begin();
         wgmma_fence();
-        issue_qk(acc_s, q_addr, slot(i));
+        issue_qk(acc_s, q_desc, slot(i));
         issue_pv(pa, slot(i - 1));
         turn_end();
         wgmma_wait<1>();  // S of tile i is done, P V of tile i-1 may still run

@@ -318,11 +318,12 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
     tb_dq = reinterpret_cast<TileBounds*>(ws + L.off_tb_dq);
     launch_tile_bounds(p.mask, s, DqCfg::kBlockN, tb_dq, stream);
   }
-  const int64_t prep_warps = static_cast<int64_t>(s.batch) * s.num_heads * L.sq_pad;
-  if (prep_warps > 0) {
-    const int64_t blocks = (prep_warps * 32 + 255) / 256;
-    flashmask_bwd_prep_kernel<T, D><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
-        p, const_cast<float*>(w.lse_log2), const_cast<float*>(w.dsum), L.sq_pad);
+  const int64_t prep_rows = static_cast<int64_t>(s.batch) * s.num_heads * L.sq_pad;
+  if (prep_rows > 0) {
+    using Prep = BwdPrepShape<D>;
+    flashmask_bwd_prep_kernel<T, D>
+        <<<static_cast<unsigned>(prep_rows / Prep::kRowsPerBlock), Prep::kThreads, 0, stream>>>(
+            p, const_cast<float*>(w.lse_log2), const_cast<float*>(w.dsum), L.sq_pad);
     if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_prep_kernel launch")) return rc;
   }
   if (!dq_kernel) {

@@ -171,6 +171,15 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t smem_addr, uint32_t lead
   return d;
 }
 
+// The descriptor of the operand `bytes` further on in shared memory. Only the address
+// field changes, and shared addresses stay below 2^18, so adding bytes >> 4 never carries
+// out of it. Kernels build one descriptor per operand and tile and step it by constants:
+// one add per wgmma instead of sw128_desc's mask, shift and or (~125 uniform instructions
+// per tile of the forward's main loop, perf-notes v19).
+__device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
+  return desc + (bytes >> 4);
+}
+
 // Byte offset of 16-byte chunk `chunk` (0-7) of row `row` in one SW128 block, for
 // generic-proxy stores into a tile that wgmma or TMA then reads.
 __device__ __forceinline__ uint32_t sw128_offset(int row, int chunk) {
