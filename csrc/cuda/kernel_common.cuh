@@ -370,6 +370,26 @@ __device__ __forceinline__ int4 column_masked_rows(int form, int col, const int 
   return iv;
 }
 
+// The element loop of a partial tile, shared by the masks below: a thread's fragment has
+// NT n8 chunks j of column pairs c = 0, 1 and NR rows i. column(ftag, j, c) does the
+// per-column work once (loads, conversions) and returns hides(i); masked_out(j, i, c) runs
+// for each element it hides. The form is dispatched once, outside the loops, so every
+// form's test is inlined without branches.
+template <int NT, int NR, typename Column, typename Out>
+__device__ __forceinline__ void mask_fragment(int form, Column&& column, Out&& masked_out) {
+  dispatch_form(form, [&](auto ftag) {
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const auto hides = column(ftag, j, c);
+#pragma unroll
+        for (int i = 0; i < NR; ++i)
+          if (hides(i)) masked_out(j, i, c);
+      }
+  });
+}
+
 // Partial tile of scores laid out as query rows x key columns (n8 chunks, this
 // thread's columns 8j + 2t + {0,1}): calls masked_out(j, i, c) for each element
 // of row rows[i] and column col0 + 8j + 2t + c that the mask hides. `bounds` holds
@@ -379,42 +399,34 @@ template <int NT, int NR, typename Out>
 __device__ __forceinline__ void mask_partial_rows(int form, const int* bounds, int col0, int t,
                                                   int seqlen_k, int causal_offset,
                                                   const int (&rows)[NR], Out&& masked_out) {
-  dispatch_form(form, [&](auto ftag) {
-    using Fm = Form<decltype(ftag)::value>;
-#pragma unroll
-    for (int j = 0; j < NT; ++j)
-#pragma unroll
-      for (int c = 0; c < 2; ++c) {
+  mask_fragment<NT, NR>(
+      form,
+      [&](auto ftag, int j, int c) {
+        using Fm = Form<decltype(ftag)::value>;
         const int lc = j * 8 + 2 * t + c;
         const int col = col0 + lc;
         int bd[4] = {0, 0, 0, 0};
 #pragma unroll
         for (int q = 0; q < Fm::kBounds; ++q) bd[q] = bounds[lc * Fm::kBounds + q];
         const bool col_ok = col < seqlen_k;
-#pragma unroll
-        for (int i = 0; i < NR; ++i)
-          if (!col_ok || Fm::masked(rows[i], col, bd, causal_offset)) masked_out(j, i, c);
-      }
-  });
+        // Bitwise, as in in_masked_rows: || compiled to a branch per element.
+        return [=](int i) { return !col_ok | Fm::masked(rows[i], col, bd, causal_offset); };
+      },
+      masked_out);
 }
 
-// The same from columns already converted by column_masked_rows (one int4 per
-// column in smem): one 16-byte load per column
-// instead of one per bound (perf-notes v17).
+// The same from columns already converted by column_masked_rows (one int4 per column
+// in smem): one 16-byte load per column instead of one per bound (perf-notes v17).
 template <int NT, int NR, typename Out>
 __device__ __forceinline__ void mask_partial_rows(const int4* intervals, int form, int t, const int (&rows)[NR],
                                                   Out&& masked_out) {
-  dispatch_form(form, [&](auto ftag) {
-#pragma unroll
-    for (int j = 0; j < NT; ++j)
-#pragma unroll
-      for (int c = 0; c < 2; ++c) {
+  mask_fragment<NT, NR>(
+      form,
+      [&](auto ftag, int j, int c) {
         const int4 iv = intervals[j * 8 + 2 * t + c];
-#pragma unroll
-        for (int i = 0; i < NR; ++i)
-          if (in_masked_rows<decltype(ftag)::value>(rows[i], iv)) masked_out(j, i, c);
-      }
-  });
+        return [=](int i) { return in_masked_rows<decltype(ftag)::value>(rows[i], iv); };
+      },
+      masked_out);
 }
 
 // The backward's transposed tiles (key rows x query columns) mask from bounds in
@@ -443,17 +455,13 @@ __device__ __forceinline__ KeyRowBounds load_key_row_bounds(const int32_t* bound
 template <int NT, typename Out>
 __device__ __forceinline__ void mask_partial_keys(const KeyRowBounds& kb, int form, int q0, int t,
                                                   Out&& masked_out) {
-  dispatch_form(form, [&](auto ftag) {
-#pragma unroll
-    for (int j = 0; j < NT; ++j)
-#pragma unroll
-      for (int c = 0; c < 2; ++c) {
+  mask_fragment<NT, 2>(
+      form,
+      [&](auto ftag, int j, int c) {
         const int q = q0 + j * 8 + 2 * t + c;
-#pragma unroll
-        for (int r = 0; r < 2; ++r)
-          if (in_masked_rows<decltype(ftag)::value>(q, kb.rows[r])) masked_out(j, r, c);
-      }
-  });
+        return [=](int r) { return in_masked_rows<decltype(ftag)::value>(q, kb.rows[r]); };
+      },
+      masked_out);
 }
 
 }  // namespace cuda
