@@ -16,6 +16,11 @@ Environment variables:
     PADDLE_FLASHMASK_CUDA_ARCHS="80 90a"   GPU architectures (the default; as in
                                   tools/build_cuda.sh). CuTe/CUTLASS headers come
                                   from the nvidia-cutlass wheel when installed.
+    MAX_JOBS=N                    compile N sources at once (default: every CPU;
+                                  Paddle's own variable, which 3.x reads itself)
+
+Supported Paddle: 2.6 and 3.x, CPU and CUDA builds (one source; the differences
+are feature-tested here and in paddle_flashmask/_ops.py).
 
 For a source checkout without installing, `python setup.py build_ext --inplace`
 puts the library next to the sources (paddle_flashmask._ops also does this on
@@ -37,13 +42,21 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 try:
     import paddle
-    from paddle.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+    from paddle.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+    # The nvcc location BuildExtension itself uses: a module global of cpp_extension.py in
+    # Paddle 2.6 and 3.x alike (only 3.x re-exports it from paddle.utils.cpp_extension).
+    from paddle.utils.cpp_extension import cpp_extension as paddle_cpp_extension
+    from paddle.utils.cpp_extension.cpp_extension import CUDA_HOME
 except ImportError as e:  # pip's isolated build env has no Paddle
     sys.exit(
         f"paddle_flashmask: building needs PaddlePaddle importable ({e}). Install it first "
@@ -93,6 +106,48 @@ def nvcc_flags():
     return ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo", *gencode]
 
 
+def nvcc_dirs(variable):
+    """Directories in one variable of nvcc's dry-run report (INCLUDES, SYSTEM_INCLUDES,
+    LIBRARIES): where the toolkit nvcc belongs to keeps its headers and libraries, also
+    when CUDA_HOME is only a prefix (/usr/local) with a bin/nvcc in it."""
+    nvcc = os.path.join(CUDA_HOME, "bin", "nvcc")
+    cmd = [nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull]
+    report = subprocess.run(cmd, capture_output=True, text=True, check=False).stderr
+    paths = []
+    for line in report.splitlines():
+        if line.startswith(f"#$ {variable}="):
+            paths += re.findall(r"/[^\"\s]+", line.split("=", 1)[1])
+    return [os.path.normpath(p) for p in paths if os.path.isdir(p)]
+
+
+def cuda_host_includes():
+    """CUDA's headers for the host compiler, which builds flashmask_op.cc with
+    PADDLE_WITH_CUDA: Paddle's headers then include cuda_runtime.h and <thrust/complex.h>,
+    which CUDA 13 keeps under include/cccl."""
+    return nvcc_dirs("INCLUDES") + nvcc_dirs("SYSTEM_INCLUDES")
+
+
+def cudart_dirs():
+    """Where libcudart is (BuildExtension links -lcudart, looking only in CUDA_HOME/lib64)."""
+    return [d for d in nvcc_dirs("LIBRARIES") if os.path.basename(d) != "stubs"]
+
+
+def paddle_feature_macros():
+    """-D flags for what the installed Paddle's custom-op API has (one source builds on 2.6
+    and 3.x). FLASHMASK_PADDLE_HAS_CONTIGUOUS: paddle::Tensor::contiguous() exists (3.x,
+    which can hand a custom op strided views; 2.6 has no strided tensors in its custom-op
+    API)."""
+    header = os.path.join(
+        os.path.dirname(paddle.__file__), "include", "paddle", "phi", "api", "include", "tensor.h"
+    )
+    try:
+        with open(header) as f:
+            has_contiguous = re.search(r"\bTensor\s+contiguous\s*\(", f.read()) is not None
+    except OSError:
+        has_contiguous = False
+    return ["-DFLASHMASK_PADDLE_HAS_CONTIGUOUS"] if has_contiguous else []
+
+
 def cutlass_include():
     """CuTe/CUTLASS headers shipped by the `nvidia-cutlass` wheel, if installed."""
     try:
@@ -113,7 +168,10 @@ def extension():
         for path in glob.glob(rel("csrc", "**", pattern), recursive=True)
     ]
     include_dirs = [os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc")]
-    cxx_flags = ["-O3", "-fopenmp"]
+    # c++17 for the host compiler too: BuildExtension adds -std=c++14 where none is given
+    # (Paddle 2.6), and CUDA 13's thrust/CUB headers, which Paddle's headers include with
+    # PADDLE_WITH_CUDA, need 17.
+    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", *paddle_feature_macros()]
     if os.environ.get("PADDLE_FLASHMASK_NATIVE", "1") != "0" and compiler_accepts("-march=native"):
         cxx_flags.append("-march=native")
     common = {"depends": headers, "extra_link_args": ["-fopenmp"]}
@@ -130,16 +188,82 @@ def extension():
         cuda_sources += sorted(glob.glob(rel("csrc", "paddle", "*_gpu.cu")))
         ext = CUDAExtension(
             sources=cpu_sources + cuda_sources,
-            include_dirs=include_dirs + [os.path.join(ROOT, "csrc", "cuda")] + cutlass_include(),
-            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags()},
+            include_dirs=include_dirs
+            + [os.path.join(ROOT, "csrc", "cuda")]
+            + cuda_host_includes()
+            + cutlass_include(),
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags() + paddle_feature_macros()},
+            library_dirs=cudart_dirs(),
+            runtime_library_dirs=cudart_dirs(),
             **common,
         )
     ext.name = LIBRARY
     return ext
 
 
+# Paddle 3.x's BuildExtension compiles MAX_JOBS sources at once itself; 2.6's one by one.
+PADDLE_COMPILES_IN_PARALLEL = hasattr(paddle_cpp_extension, "_get_num_workers")
+
+
+def build_jobs():
+    value = os.environ.get("MAX_JOBS", "")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            sys.exit(f"paddle_flashmask: MAX_JOBS must be a positive integer, got {value!r}")
+        return int(value)
+    return os.cpu_count() or 1
+
+
+class ParallelSpawn:
+    """Runs the compiler's compile commands `jobs` at a time.
+
+    Installed as the compiler's `spawn`: BuildExtension still builds every command
+    line one after another (its per-file nvcc/cxx switch mutates the shared compiler,
+    so it cannot itself run in threads), but a command with `-c` is queued instead of
+    awaited; the first other command (the link) waits for all of them."""
+
+    def __init__(self, spawn, jobs, total):
+        self._spawn = spawn
+        self._total = total
+        self._pool = ThreadPoolExecutor(max_workers=jobs)
+        self._pending = []
+        self._done = 0
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+
+    def _run(self, cmd, kwargs):
+        t0 = time.monotonic()
+        self._spawn(cmd, **kwargs)
+        with self._lock:
+            self._done += 1
+            src = next((a for a in cmd if a.endswith((".cu", ".cc"))), cmd[0])
+            print(
+                f"paddle_flashmask: [{self._done}/{self._total}] {os.path.basename(src)} "
+                f"({time.monotonic() - t0:.0f} s)",
+                flush=True,
+            )
+
+    def __call__(self, cmd, **kwargs):
+        if "-c" in cmd:
+            self._pending.append(self._pool.submit(self._run, list(cmd), kwargs))
+            return
+        self.wait()
+        self._spawn(cmd, **kwargs)
+
+    def wait(self):
+        for future in self._pending:
+            future.result()  # re-raises a failed compile
+        if self._pending:
+            print(
+                f"paddle_flashmask: compiled {len(self._pending)} sources in "
+                f"{time.monotonic() - self._start:.0f} s",
+                flush=True,
+            )
+        self._pending = []
+
+
 class BuildFlashMaskExtension(BuildExtension):
-    """Paddle's compile step without its packaging extras.
+    """Paddle's compile step, in parallel also on Paddle 2.6, without its packaging extras.
 
     BuildExtension.run() also writes a `<library>.py` loader stub next to the
     library (shadowed by the library itself when both sit in one package
@@ -152,6 +276,25 @@ class BuildFlashMaskExtension(BuildExtension):
         # Paddle places object files under build_lib joined with build_temp; an
         # absolute build_temp keeps them out of build_lib (and so out of the wheel).
         self.build_temp = os.path.abspath(self.build_temp)
+
+    def build_extension(self, ext):
+        if PADDLE_COMPILES_IN_PARALLEL:
+            super().build_extension(ext)
+            return
+        jobs = build_jobs()
+        print(f"paddle_flashmask: compiling {len(ext.sources)} sources, {jobs} at a time", flush=True)
+        spawn = ParallelSpawn(self.compiler.spawn, jobs, len(ext.sources))
+        self.compiler.spawn = spawn
+        try:
+            super().build_extension(ext)
+            spawn.wait()  # nothing left when the link ran; an up-to-date build links nothing
+        finally:
+            del self.compiler.spawn  # the class's method again
+        # Paddle 2.6 writes the object files into build_lib itself, from where they would
+        # be installed into site-packages; they belong with the other build files.
+        os.makedirs(self.build_temp, exist_ok=True)
+        for obj in glob.glob(os.path.join(self.build_lib, "*.o")):
+            os.replace(obj, os.path.join(self.build_temp, os.path.basename(obj)))
 
     def run(self):
         build_ext.run(self)

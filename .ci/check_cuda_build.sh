@@ -19,7 +19,8 @@ python3 tools/generate_kernels.py --check
 GENCODE="-gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90a,code=sm_90a"
 FLAGS="-O2 -std=c++17 -Xcompiler -fPIC -Icsrc/include -Icsrc/cuda $GENCODE --use_fast_math"
 pids=()
-for src in csrc/cuda/flashmask_api.cu csrc/cuda/instantiations/flashmask_fwd_bf16_hdim128.cu \
+for src in csrc/cuda/flashmask_api.cu csrc/cuda/padded_head_dim.cu \
+           csrc/cuda/instantiations/flashmask_fwd_bf16_hdim128.cu \
            csrc/cuda/instantiations/flashmask_fwd_fp16_hdim256.cu \
            csrc/cuda/instantiations/flashmask_bwd_fp16_hdim64.cu \
            csrc/cuda/instantiations/flashmask_bwd_bf16_hdim128.cu \

@@ -18,8 +18,15 @@ import sys
 import threading
 from importlib import metadata
 
-from paddle import _C_ops
-from paddle.jit.marker import unified
+import paddle
+
+try:  # Paddle >= 3.0: one entry point for eager mode and PIR static graphs
+    from paddle._C_ops import _run_custom_op
+    from paddle.jit.marker import unified
+except ImportError:  # Paddle 2.6: eager and legacy static graphs go separate ways
+    _run_custom_op = None
+    unified = paddle.jit.not_to_static
+
 
 _OP_NAME = "flashmask_attention_op"
 _DISTRIBUTION = "paddle_flashmask"
@@ -50,6 +57,15 @@ def _find_library() -> str | None:
             if _is_library(f.name) and os.path.exists(f.locate()):
                 return str(f.locate())
     return None
+
+
+def has_cuda_kernels() -> bool:
+    """Whether the compiled op holds the CUDA kernels (built against a CUDA Paddle with
+    nvcc found), so that it runs on GPU tensors."""
+    import ctypes
+
+    library = _find_library()
+    return library is not None and hasattr(ctypes.CDLL(library), "flashmask_cuda_abi_version")
 
 
 def _build_in_place() -> None:
@@ -90,19 +106,51 @@ def _load() -> None:
         _loaded = True
 
 
+def _append_static_op(q, k, v, startend_row_indices, block_mask, attrs):
+    """Paddle 2.6 static graph (paddle.jit.to_static): the op appended to the program."""
+    from paddle.base.layer_helper import LayerHelper
+
+    helper = LayerHelper(_OP_NAME)
+    out = helper.create_variable_for_type_inference(q.dtype)
+    lse = helper.create_variable_for_type_inference(paddle.float32)
+    inputs = {"q": q, "k": k, "v": v, "startend_row_indices": startend_row_indices}
+    if block_mask is not None:
+        inputs["block_mask"] = block_mask
+    helper.append_op(
+        type=_OP_NAME, inputs=inputs, outputs={"out": out, "softmax_lse": lse}, attrs=attrs
+    )
+    return out, lse
+
+
 # `unified`: the same code serves eager mode and static graphs, so
 # paddle.jit.to_static must call it as is rather than transcribe it.
 @unified
 def flashmask_attention_op(
-    q, k, v, startend_row_indices, block_mask, causal: bool, softmax_scale: float
+    q,
+    k,
+    v,
+    startend_row_indices,
+    block_mask,
+    causal: bool,
+    softmax_scale: float,
+    deterministic: bool = False,
 ):
     """Runs the operator on already validated inputs; returns (out, softmax_lse).
 
     Differentiable with respect to q, k and v; works eagerly and under
-    paddle.jit.to_static (PIR static graphs).
+    paddle.jit.to_static. `deterministic` makes the GPU backward bitwise
+    reproducible (the CPU one always is).
     """
     _load()
-    out, lse = _C_ops._run_custom_op(
-        _OP_NAME, q, k, v, startend_row_indices, block_mask, bool(causal), float(softmax_scale)
-    )
+    args = (q, k, v, startend_row_indices, block_mask)
+    attrs = (bool(causal), float(softmax_scale), bool(deterministic))
+    if _run_custom_op is not None:
+        out, lse = _run_custom_op(_OP_NAME, *args, *attrs)
+    elif paddle.in_dynamic_mode():
+        from paddle.base import core
+
+        out, lse = core.eager._run_custom_op(_OP_NAME, *args, *attrs)
+    else:
+        names = ("causal", "softmax_scale", "deterministic")
+        out, lse = _append_static_op(*args, dict(zip(names, attrs)))
     return out, lse

@@ -10,8 +10,7 @@ from paddle_flashmask import _checks
 
 _CPU_DTYPES = ("float32", "float16", "bfloat16")
 _GPU_DTYPES = ("float16", "bfloat16")
-_CPU_MAX_HEAD_DIM = 256
-_GPU_HEAD_DIMS = (64, 128, 256)
+_MAX_HEAD_DIM = 256  # the GPU kernels pad head dims other than 64/128/256
 
 
 def _dtype_name(t) -> str:
@@ -24,9 +23,16 @@ def _on_gpu(t) -> bool:
     return paddle.device.get_device().startswith("gpu")
 
 
+# What a tensor argument may be: eager tensors, and static-graph values (PIR's Value in
+# Paddle 3.x, the legacy Variable in 2.6 and in 3.x's old IR).
+_GRAPH_TENSORS = tuple(
+    t for t in (paddle.Tensor, getattr(paddle, "pir", None) and paddle.pir.Value, paddle.static.Variable) if t
+)
+
+
 def _as_int32_tensor(x, like, arg: str):
     """NumPy arrays (what `paddle_flashmask.masks` returns) go to `like`'s device."""
-    if isinstance(x, (paddle.Tensor, paddle.pir.Value)):
+    if isinstance(x, _GRAPH_TENSORS):
         return x
     if isinstance(x, np.ndarray):
         if x.dtype != np.int32:
@@ -37,6 +43,17 @@ def _as_int32_tensor(x, like, arg: str):
     raise TypeError(
         f"flashmask_attention: `{arg}` must be a paddle.Tensor or numpy.ndarray, got {type(x).__name__}"
     )
+
+
+def _deterministic_requested() -> bool:
+    import os
+
+    if os.environ.get("FLASHMASK_DETERMINISTIC", "").lower() in ("1", "true", "yes", "on"):
+        return True
+    try:
+        return bool(paddle.get_flags(["FLAGS_cudnn_deterministic"])["FLAGS_cudnn_deterministic"])
+    except ValueError:  # a Paddle build without the flag (2.6 CPU)
+        return False
 
 
 def _seed_offset(fixed_seed_offset):
@@ -138,8 +155,8 @@ def flashmask_attention(
         _dtype_name(startend_row_indices),
         causal,
         supported_dtypes=_GPU_DTYPES if on_gpu else _CPU_DTYPES,
-        max_head_dim=None if on_gpu else _CPU_MAX_HEAD_DIM,
-        supported_head_dims=_GPU_HEAD_DIMS if on_gpu else None,
+        max_head_dim=_MAX_HEAD_DIM,
+        supported_head_dims=None,
         block_mask_shape=None if block_mask is None else block_mask.shape,
         block_mask_dtype=None if block_mask is None else _dtype_name(block_mask),
     )
@@ -149,7 +166,14 @@ def flashmask_attention(
     from paddle_flashmask import _ops
 
     out, softmax_lse = _ops.flashmask_attention_op(
-        query, key, value, startend_row_indices, block_mask, bool(causal), float(softmax_scale)
+        query,
+        key,
+        value,
+        startend_row_indices,
+        block_mask,
+        bool(causal),
+        float(softmax_scale),
+        _deterministic_requested(),
     )
 
     outputs = [out]

@@ -23,9 +23,9 @@ for a in $ARCHS; do GENCODE="$GENCODE -gencode=arch=compute_${a},code=sm_${a}"; 
 FLAGS="-O3 -std=c++17 -Xcompiler -fPIC -I$ROOT/csrc/include -I$ROOT/csrc/cuda $GENCODE --use_fast_math -lineinfo $EXTRA"
 export NVCC FLAGS BUILD
 
-SRCS=("$ROOT"/csrc/cuda/flashmask_api.cu "$ROOT"/csrc/cuda/instantiations/*.cu)
+SRCS=("$ROOT"/csrc/cuda/*.cu "$ROOT"/csrc/cuda/instantiations/*.cu)
 # newest-first ordering does not matter; rebuild an object only when a source or header changed
-HDR_STAMP=$(stat -c %Y "$ROOT"/csrc/cuda/*.cuh "$ROOT"/csrc/include/flashmask/*.h | sort -n | tail -1)
+HDR_STAMP=$(stat -c %Y "$ROOT"/csrc/cuda/*.cuh "$ROOT"/csrc/cuda/*.h "$ROOT"/csrc/include/flashmask/*.h | sort -n | tail -1)
 compile_one() {
   src="$1"; obj="$BUILD/cuda_obj/$(basename "${src%.cu}").o"
   if [[ -f "$obj" && "$obj" -nt "$src" && $(stat -c %Y "$obj") -ge "$HDR_STAMP" && "${FORCE:-0}" != 1 ]]; then

@@ -9,6 +9,7 @@
 
 #include "flashmask/cuda_api.h"
 #include "flashmask_launch.cuh"
+#include "padded_head_dim.h"
 
 namespace flashmask {
 namespace cuda {
@@ -231,9 +232,9 @@ bool strides_ok(const TensorStrides& s) {
 int validate_common(const AttentionShape& s, const MaskParams& m, DType dtype, float scale) {
   if (dtype != DType::kFloat16 && dtype != DType::kBFloat16)
     return report_error("flashmask CUDA: dtype must be float16 or bfloat16");
-  if (s.head_dim != 64 && s.head_dim != 128 && s.head_dim != 256)
-    return report_error("flashmask CUDA: head_dim %d is not supported (64, 128 or 256; pad "
-                        "smaller head dims)", s.head_dim);
+  if (compiled_head_dim(s.head_dim) == 0)
+    return report_error("flashmask CUDA: head_dim must be in [1, %d], got %d", kMaxHeadDim,
+                        s.head_dim);
   if (s.batch < 0 || s.seqlen_q < 0 || s.seqlen_k < 0 || s.num_heads <= 0 || s.num_heads_k <= 0)
     return report_error("flashmask CUDA: bad shape");
   if (s.num_heads % s.num_heads_k != 0)
@@ -281,18 +282,20 @@ extern "C" {
 int flashmask_cuda_abi_version(void) { return FLASHMASK_CUDA_ABI_VERSION; }
 size_t flashmask_cuda_fwd_params_size(void) { return sizeof(FwdParams); }
 size_t flashmask_cuda_bwd_params_size(void) { return sizeof(BwdParams); }
-int flashmask_cuda_supports_head_dim(int d) { return d == 64 || d == 128 || d == 256; }
+int flashmask_cuda_supports_head_dim(int d) { return compiled_head_dim(d) != 0; }
 const char* flashmask_cuda_last_error(void) { return g_error; }
 
 size_t flashmask_cuda_fwd_workspace_size(const FwdParams* p) {
-  if (p == nullptr || !flashmask_cuda_supports_head_dim(p->shape.head_dim)) return 0;
+  if (p == nullptr || compiled_head_dim(p->shape.head_dim) == 0) return 0;
+  if (compiled_head_dim(p->shape.head_dim) != p->shape.head_dim) return padded_fwd_workspace_size(*p);
   if (p->shape.head_dim == 64) return fwd_layout<64>(*p).total;
   if (p->shape.head_dim == 128) return fwd_layout<128>(*p).total;
   return fwd_layout<256>(*p).total;
 }
 
 size_t flashmask_cuda_bwd_workspace_size(const BwdParams* p) {
-  if (p == nullptr || !flashmask_cuda_supports_head_dim(p->shape.head_dim)) return 0;
+  if (p == nullptr || compiled_head_dim(p->shape.head_dim) == 0) return 0;
+  if (compiled_head_dim(p->shape.head_dim) != p->shape.head_dim) return padded_bwd_workspace_size(*p);
   if (p->shape.head_dim == 64) return bwd_layout<64>(*p).total;
   if (p->shape.head_dim == 128) return bwd_layout<128>(*p).total;
   return bwd_layout<256>(*p).total;
@@ -304,9 +307,10 @@ int flashmask_cuda_fwd(const FwdParams* p, void* workspace, size_t workspace_byt
   if (int rc = validate_common(p->shape, p->mask, p->dtype, p->softmax_scale)) return rc;
   if (!p->q || !p->k || !p->v || !p->out || !p->lse)
     return report_error("flashmask_cuda_fwd: q, k, v, out and lse must not be null");
-  if (!aligned16(p->q) || !aligned16(p->k) || !aligned16(p->v) || !aligned16(p->out) ||
+  const bool padded = compiled_head_dim(p->shape.head_dim) != p->shape.head_dim;
+  if (!padded && (!aligned16(p->q) || !aligned16(p->k) || !aligned16(p->v) || !aligned16(p->out) ||
       !strides_ok(p->q_strides) || !strides_ok(p->k_strides) || !strides_ok(p->v_strides) ||
-      !strides_ok(p->out_strides))
+      !strides_ok(p->out_strides)))
     return report_error("flashmask_cuda_fwd: tensors must be 16-byte aligned with strides that are "
                         "multiples of 8 elements (make them contiguous)");
   const size_t need = flashmask_cuda_fwd_workspace_size(p);
@@ -314,6 +318,7 @@ int flashmask_cuda_fwd(const FwdParams* p, void* workspace, size_t workspace_byt
     return report_error("flashmask_cuda_fwd: workspace of %zu bytes given, %zu needed",
                         workspace_bytes, need);
   if (p->shape.batch == 0 || p->shape.seqlen_q == 0) return 0;
+  if (padded) return run_fwd_padded(*p, workspace, stream);
   return dispatch(p->dtype, p->shape.head_dim, [&](auto t, auto d) {
     return run_fwd<decltype(t), decltype(d)::value>(*p, workspace, stream);
   });
@@ -325,15 +330,16 @@ int flashmask_cuda_bwd(const BwdParams* p, void* workspace, size_t workspace_byt
   if (int rc = validate_common(p->shape, p->mask, p->dtype, p->softmax_scale)) return rc;
   if (!p->q || !p->k || !p->v || !p->out || !p->dout || !p->lse || !p->dq || !p->dk || !p->dv)
     return report_error("flashmask_cuda_bwd: no tensor may be null");
+  const bool padded = compiled_head_dim(p->shape.head_dim) != p->shape.head_dim;
   const void* ptrs[] = {p->q, p->k, p->v, p->out, p->dout, p->dq, p->dk, p->dv};
   for (const void* q : ptrs)
-    if (!aligned16(q))
+    if (!padded && !aligned16(q))
       return report_error("flashmask_cuda_bwd: tensors must be 16-byte aligned");
   const TensorStrides* st[] = {&p->q_strides,    &p->k_strides,  &p->v_strides,
                                &p->out_strides,  &p->dout_strides, &p->dq_strides,
                                &p->dk_strides,   &p->dv_strides};
   for (const TensorStrides* x : st)
-    if (!strides_ok(*x))
+    if (!padded && !strides_ok(*x))
       return report_error("flashmask_cuda_bwd: strides must be multiples of 8 elements (make the "
                           "tensors contiguous)");
   const size_t need = flashmask_cuda_bwd_workspace_size(p);
@@ -341,6 +347,7 @@ int flashmask_cuda_bwd(const BwdParams* p, void* workspace, size_t workspace_byt
     return report_error("flashmask_cuda_bwd: workspace of %zu bytes given, %zu needed",
                         workspace_bytes, need);
   if (p->shape.batch == 0) return 0;
+  if (padded) return run_bwd_padded(*p, workspace, stream);
   return dispatch(p->dtype, p->shape.head_dim, [&](auto t, auto d) {
     return run_bwd<decltype(t), decltype(d)::value>(*p, workspace, stream);
   });

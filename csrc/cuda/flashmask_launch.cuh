@@ -9,6 +9,7 @@
 #include "flashmask_bwd_sm90_kernel.cuh"
 #include "flashmask_fwd_kernel.cuh"
 #include "flashmask_fwd_sm90_kernel.cuh"
+#include "workspace.h"
 
 namespace flashmask {
 namespace cuda {
@@ -90,7 +91,6 @@ int make_tile_tensor_map(CUtensorMap* map, const void* base, DType dtype, const 
 int make_dq_accum_tensor_map(CUtensorMap* map, float* dq_accum, const AttentionShape& s, int sq_pad,
                              int box_rows);
 
-inline size_t align256(size_t x) { return (x + 255) & ~static_cast<size_t>(255); }
 inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 // The forward's workspace: the tile bounds at the narrowest key tile of the kernels that

@@ -2,6 +2,8 @@
 // operator registration. The kernels themselves never see a Paddle type.
 #include "flashmask_op.h"
 
+#include <cstdint>
+#include <limits>
 #include <sstream>
 #include <string>
 
@@ -9,7 +11,8 @@
 
 namespace {
 
-constexpr int64_t kCpuMaxHeadDim = 256;
+// AttentionShape (params.h) holds each dimension as int32.
+constexpr int64_t kMaxDim = std::numeric_limits<int32_t>::max();
 
 std::string ShapeStr(const std::vector<int64_t>& shape) {
   std::ostringstream os;
@@ -57,6 +60,14 @@ void CheckInputs(const paddle::Tensor& q, const paddle::Tensor& k, const paddle:
            ShapeStr(qs), ", got ", ShapeStr(ks));
   PD_CHECK(head_dim >= 1, "flashmask_attention_op: `q` head_dim must be at least 1, got ",
            head_dim);
+  PD_CHECK(head_dim <= flashmask::kMaxHeadDim, "flashmask_attention_op: `q` head_dim must be ",
+           "at most ", flashmask::kMaxHeadDim, ", got ", head_dim);
+  for (const auto* shape : {&qs, &ks}) {
+    for (const int64_t d : *shape) {
+      PD_CHECK(d <= kMaxDim, "flashmask_attention_op: every dimension of `q` and `k` must be at ",
+               "most ", kMaxDim, ", got q ", ShapeStr(qs), " and k ", ShapeStr(ks));
+    }
+  }
   PD_CHECK(num_heads_k >= 1 && num_heads % num_heads_k == 0,
            "flashmask_attention_op: num_heads of `q` (", num_heads,
            ") must be a multiple of num_heads of `k` (", num_heads_k, ")");
@@ -105,11 +116,6 @@ void CheckBackwardInputs(const paddle::Tensor& q, const paddle::Tensor& out,
            "flashmask_attention_op: `softmax_lse` must be float32 ", ShapeStr(lse_shape),
            " [batch, num_heads, seqlen_q], got ", softmax_lse.dtype(), " ",
            ShapeStr(softmax_lse.shape()));
-}
-
-void CheckCpuHeadDim(const paddle::Tensor& q) {
-  PD_CHECK(q.shape()[3] <= kCpuMaxHeadDim, "flashmask_attention_op: on CPU `q` head_dim must be ",
-           "at most ", kCpuMaxHeadDim, ", got ", q.shape()[3]);
 }
 
 flashmask::DType ToDType(paddle::DataType dtype) {
@@ -210,7 +216,6 @@ std::vector<paddle::Tensor> FlashMaskForwardCPU(const paddle::Tensor& q, const p
                                                 const paddle::Tensor& startend_row_indices,
                                                 const paddle::optional<paddle::Tensor>& block_mask,
                                                 bool causal, float softmax_scale) {
-  CheckCpuHeadDim(q);
   const auto qs = q.shape();
   paddle::Tensor out = paddle::empty(qs, q.dtype(), q.place());
   paddle::Tensor lse = paddle::empty({qs[0], qs[2], qs[1]}, paddle::DataType::FLOAT32, q.place());
@@ -224,7 +229,6 @@ std::vector<paddle::Tensor> FlashMaskBackwardCPU(
     const paddle::Tensor& startend_row_indices, const paddle::Tensor& out,
     const paddle::Tensor& softmax_lse, const paddle::Tensor& dout,
     const paddle::optional<paddle::Tensor>& block_mask, bool causal, float softmax_scale) {
-  CheckCpuHeadDim(q);
   paddle::Tensor dq = paddle::empty(q.shape(), q.dtype(), q.place());
   paddle::Tensor dk = paddle::empty(k.shape(), k.dtype(), k.place());
   paddle::Tensor dv = paddle::empty(v.shape(), v.dtype(), v.place());
@@ -235,19 +239,30 @@ std::vector<paddle::Tensor> FlashMaskBackwardCPU(
 
 namespace {
 
-// The kernels take contiguous tensors; contiguous() is a no-op when they are.
+// The kernels take contiguous tensors. Paddle 3.x can hand a custom op a strided view
+// (contiguous() copies it, and is a no-op otherwise); Paddle 2.6's custom-op tensors
+// are always contiguous and have no contiguous() (setup.py sets the macro).
+paddle::Tensor Contiguous(const paddle::Tensor& t) {
+#ifdef FLASHMASK_PADDLE_HAS_CONTIGUOUS
+  return t.contiguous();
+#else
+  return t;
+#endif
+}
+
 paddle::optional<paddle::Tensor> Contiguous(const paddle::optional<paddle::Tensor>& t) {
-  return t ? paddle::optional<paddle::Tensor>(t->contiguous()) : t;
+  return t ? paddle::optional<paddle::Tensor>(Contiguous(*t)) : t;
 }
 
 std::vector<paddle::Tensor> FlashMaskForward(const paddle::Tensor& q, const paddle::Tensor& k,
                                              const paddle::Tensor& v,
                                              const paddle::Tensor& startend_row_indices,
                                              const paddle::optional<paddle::Tensor>& block_mask,
-                                             bool causal, float softmax_scale) {
+                                             bool causal, float softmax_scale,
+                                             bool /*deterministic: a backward setting*/) {
   CheckInputs(q, k, v, startend_row_indices, block_mask, causal);
-  const paddle::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
-  const paddle::Tensor ic = startend_row_indices.contiguous();
+  const paddle::Tensor qc = Contiguous(q), kc = Contiguous(k), vc = Contiguous(v);
+  const paddle::Tensor ic = Contiguous(startend_row_indices);
   const paddle::optional<paddle::Tensor> bc = Contiguous(block_mask);
   if (q.is_cpu()) return FlashMaskForwardCPU(qc, kc, vc, ic, bc, causal, softmax_scale);
 #ifdef PADDLE_WITH_CUDA
@@ -260,20 +275,22 @@ std::vector<paddle::Tensor> FlashMaskBackward(
     const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
     const paddle::Tensor& startend_row_indices, const paddle::Tensor& out,
     const paddle::Tensor& softmax_lse, const paddle::Tensor& dout,
-    const paddle::optional<paddle::Tensor>& block_mask, bool causal, float softmax_scale) {
+    const paddle::optional<paddle::Tensor>& block_mask, bool causal, float softmax_scale,
+    bool deterministic) {
   CheckInputs(q, k, v, startend_row_indices, block_mask, causal);
   CheckBackwardInputs(q, out, softmax_lse, dout);
-  const paddle::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
-  const paddle::Tensor ic = startend_row_indices.contiguous();
-  const paddle::Tensor oc = out.contiguous(), lc = softmax_lse.contiguous();
-  const paddle::Tensor dc = dout.contiguous();
+  const paddle::Tensor qc = Contiguous(q), kc = Contiguous(k), vc = Contiguous(v);
+  const paddle::Tensor ic = Contiguous(startend_row_indices);
+  const paddle::Tensor oc = Contiguous(out), lc = Contiguous(softmax_lse);
+  const paddle::Tensor dc = Contiguous(dout);
   const paddle::optional<paddle::Tensor> bc = Contiguous(block_mask);
   if (q.is_cpu()) {
     return FlashMaskBackwardCPU(qc, kc, vc, ic, oc, lc, dc, bc, causal, softmax_scale);
   }
 #ifdef PADDLE_WITH_CUDA
   if (q.is_gpu()) {
-    return FlashMaskBackwardGPU(qc, kc, vc, ic, oc, lc, dc, bc, causal, softmax_scale);
+    return FlashMaskBackwardGPU(qc, kc, vc, ic, oc, lc, dc, bc, causal, softmax_scale,
+                                deterministic);
   }
 #endif
   ThrowUnsupportedPlace(q);
@@ -301,7 +318,7 @@ std::vector<paddle::DataType> FlashMaskInferDtype(
 PD_BUILD_OP(flashmask_attention_op)
     .Inputs({"q", "k", "v", "startend_row_indices", paddle::Optional("block_mask")})
     .Outputs({"out", "softmax_lse"})
-    .Attrs({"causal: bool", "softmax_scale: float"})
+    .Attrs({"causal: bool", "softmax_scale: float", "deterministic: bool"})
     .SetKernelFn(PD_KERNEL(FlashMaskForward))
     .SetInferShapeFn(PD_INFER_SHAPE(FlashMaskInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FlashMaskInferDtype));
@@ -310,5 +327,5 @@ PD_BUILD_GRAD_OP(flashmask_attention_op)
     .Inputs({"q", "k", "v", "startend_row_indices", "out", "softmax_lse", paddle::Grad("out"),
              paddle::Optional("block_mask")})
     .Outputs({paddle::Grad("q"), paddle::Grad("k"), paddle::Grad("v")})
-    .Attrs({"causal: bool", "softmax_scale: float"})
+    .Attrs({"causal: bool", "softmax_scale: float", "deterministic: bool"})
     .SetKernelFn(PD_KERNEL(FlashMaskBackward));

@@ -31,16 +31,19 @@ std::vector<paddle::Tensor> FlashMaskForwardGPU(const paddle::Tensor& q, const p
                                                 const paddle::optional<paddle::Tensor>& block_mask,
                                                 bool causal, float softmax_scale);
 
+// deterministic: bitwise-reproducible gradients (the Python front end resolves it from
+// FLASHMASK_DETERMINISTIC and FLAGS_cudnn_deterministic).
 std::vector<paddle::Tensor> FlashMaskBackwardGPU(
     const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
     const paddle::Tensor& startend_row_indices, const paddle::Tensor& out,
     const paddle::Tensor& softmax_lse, const paddle::Tensor& dout,
-    const paddle::optional<paddle::Tensor>& block_mask, bool causal, float softmax_scale);
+    const paddle::optional<paddle::Tensor>& block_mask, bool causal, float softmax_scale,
+    bool deterministic);
 #endif
 
 // Params describing already validated, contiguous tensors; shared by the CPU
 // and GPU paths. BwdParams::deterministic is left false for the device
-// function to decide (the CPU kernel is always deterministic).
+// function to set (the CPU kernel is always deterministic).
 flashmask::FwdParams MakeFwdParams(const paddle::Tensor& q, const paddle::Tensor& k,
                                    const paddle::Tensor& v,
                                    const paddle::Tensor& startend_row_indices,

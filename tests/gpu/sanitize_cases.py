@@ -4,7 +4,7 @@
     compute-sanitizer --tool racecheck --kernel-name kns=flashmask --error-exitcode 1 python tests/gpu/sanitize_cases.py
 
 Covers every kernel (fwd, dkdv with/without atomics, dq, the head_dim-256
-split), partial/odd tiles, GQA, per-head masks, block masks, fully masked rows and
+split, the padded-head-dim copies), partial/odd tiles, GQA, per-head masks, block masks, fully masked rows and
 more persistent forward work items than SMs.
 """
 
@@ -51,6 +51,9 @@ def main():
     case(1, 257, 257, 2, 2, 64, False, 4, 1, fp, True, block_mask=True)
     # More forward items (query blocks x heads) than SMs: several per persistent CTA.
     case(2, 1700, 1700, 5, 1, 64, True, 2, 5, bf, False, block_mask=True)
+    # Head dims without compiled kernels: padded copies in the workspace (padded_head_dim.cu).
+    case(1, 150, 190, 4, 2, 96, True, 1, 2, bf, False)
+    case(1, 190, 150, 2, 1, 40, False, 4, 1, fp, True)
     print("sanitize cases done")
 
 

@@ -25,6 +25,10 @@ enum class DType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 // Granularity of block_mask, fixed by Paddle's API.
 constexpr int kBlockMaskSize = 128;
 
+// Largest head_dim any backend takes (the CUDA kernels pad the ones they lack to the
+// next compiled one, csrc/cuda/padded_head_dim.h).
+constexpr int kMaxHeadDim = 256;
+
 struct MaskParams {
   const int32_t* startend_row_indices;  // never null: "no mask" is encoded as bounds
   int32_t num_bounds;                   // 1 or 2 when causal, 2 or 4 when not

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""What the Paddle op adds over its kernels: fwd and fwd+bwd through Paddle (custom op,
+paddle.grad) against the torch binding (ctypes, torch.autograd) on the same kernels and
+the same inputs.
+
+Each side runs in its own process (paddlepaddle-gpu 2.6.2 is a CUDA 11.8 build and
+torch a CUDA 13 one; separate processes keep their runtimes apart), rounds alternate
+between the sides so that both see the same card state, and each round times every
+call with CUDA events on that framework's stream after a warm-up. Inputs are larger
+than L2 (B=4, N=8K, H=16, D=128 bf16: 128 MiB per tensor), drawn from one seed.
+
+    python benchmarks/bench_paddle_gpu.py --out DIR        # both sides -> DIR/paddle_gpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_gpu import build_mask, total_unmasked_pairs  # noqa: E402
+
+SHAPE = dict(n=8192, b=4, h=16, d=128)
+MASKS = ("causal", "causal_document")
+SIDES = ("paddle", "torch")
+
+
+def inputs(seed=0):
+    """q, k, v, dout as float32 NumPy arrays (each side casts them to bf16 itself)."""
+    rng = np.random.default_rng(seed)
+    shape = (SHAPE["b"], SHAPE["n"], SHAPE["h"], SHAPE["d"])
+    return [rng.standard_normal(shape, dtype=np.float32) for _ in range(4)]
+
+
+def paddle_side():
+    """(attend(mask) -> out, grad(out), time(fn) -> ms) for Paddle."""
+    import paddle
+
+    import paddle_flashmask
+
+    def gpu(x, grad):
+        t = paddle.to_tensor(x, place=paddle.CPUPlace()).astype("bfloat16").cuda()
+        t.stop_gradient = not grad
+        return t
+
+    q, k, v, dout = (gpu(x, i < 3) for i, x in enumerate(inputs()))
+
+    def attend(idx, causal):
+        return paddle_flashmask.flashmask_attention(q, k, v, idx, causal=causal)
+
+    def grad(out):
+        return paddle.grad([out], [q, k, v], grad_outputs=[dout])
+
+    def to_device(idx):
+        return paddle.to_tensor(idx, place=q.place)
+
+    def event():
+        return paddle.device.cuda.Event(enable_timing=True)
+
+    return attend, grad, to_device, event, paddle.device.cuda.synchronize
+
+
+def torch_side():
+    import torch
+
+    from paddle_flashmask.torch import flashmask_attention
+
+    q, k, v, dout = (torch.from_numpy(x).cuda().to(torch.bfloat16).requires_grad_(i < 3) for i, x in enumerate(inputs()))
+
+    def attend(idx, causal):
+        return flashmask_attention(q, k, v, idx, causal=causal)
+
+    def grad(out):
+        return torch.autograd.grad(out, (q, k, v), dout)
+
+    def to_device(idx):
+        return torch.from_numpy(idx).cuda()
+
+    def event():
+        return torch.cuda.Event(enable_timing=True)
+
+    return attend, grad, to_device, event, torch.cuda.synchronize
+
+
+def median_ms(fn, event, synchronize, warmup, reps):
+    for _ in range(warmup):
+        fn()
+    pairs = [(event(), event()) for _ in range(reps)]
+    for start, end in pairs:
+        start.record()
+        fn()
+        end.record()
+    synchronize()
+    return statistics.median(start.elapsed_time(end) for start, end in pairs)
+
+
+def run_side(side, reps):
+    attend, grad, to_device, event, synchronize = (paddle_side if side == "paddle" else torch_side)()
+    result = {}
+    for name in MASKS:
+        spec = build_mask(name, SHAPE["n"], SHAPE["b"], SHAPE["h"])
+        idx = to_device(spec.startend_row_indices)
+        fwd = median_ms(lambda: attend(idx, spec.causal), event, synchronize, 3, reps)
+        fwdbwd = median_ms(lambda: grad(attend(idx, spec.causal)), event, synchronize, 3, reps)
+        result[name] = {"fwd_ms": fwd, "fwdbwd_ms": fwdbwd}
+    print(json.dumps(result))
+
+
+def tflops(name, ms, factor):
+    spec = build_mask(name, SHAPE["n"], SHAPE["b"], SHAPE["h"])
+    pairs = total_unmasked_pairs(spec.startend_row_indices, spec.causal, SHAPE["n"], SHAPE["h"])
+    return 4 * SHAPE["d"] * pairs * factor / (ms * 1e-3) / 1e12
+
+
+def drive(args):
+    rounds = {side: [] for side in SIDES}
+    for r in range(args.rounds):
+        for side in SIDES if r % 2 == 0 else SIDES[::-1]:
+            cmd = [sys.executable, __file__, "--side", side, "--reps", str(args.reps)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                sys.exit(f"{side} side failed:\n{proc.stdout}\n{proc.stderr[-4000:]}")
+            rounds[side].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(f"round {r + 1} {side}: {rounds[side][-1]}", flush=True)
+    rows = []
+    for name in MASKS:
+        row = {"mask": name, **SHAPE}
+        for side in SIDES:
+            for key, factor in (("fwd_ms", 1.0), ("fwdbwd_ms", 3.5)):
+                ms = statistics.median(r[name][key] for r in rounds[side])
+                row[f"{side}_{key}"] = ms
+                row[f"{side}_{key.replace('_ms', '_tflops')}"] = tflops(name, ms, factor)
+        row["paddle_over_torch_fwd"] = row["paddle_fwd_ms"] / row["torch_fwd_ms"]
+        row["paddle_over_torch_fwdbwd"] = row["paddle_fwdbwd_ms"] / row["torch_fwdbwd_ms"]
+        rows.append(row)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "paddle_gpu.json").write_text(json.dumps({"rounds": rounds, "rows": rows}, indent=1))
+    print("| mask | Paddle fwd ms | torch fwd ms | ratio | Paddle fwd+bwd ms | torch fwd+bwd ms | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['mask']} | {row['paddle_fwd_ms']:.3f} | {row['torch_fwd_ms']:.3f} | "
+            f"{row['paddle_over_torch_fwd']:.3f} | {row['paddle_fwdbwd_ms']:.3f} | "
+            f"{row['torch_fwdbwd_ms']:.3f} | {row['paddle_over_torch_fwdbwd']:.3f} |"
+        )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--side", choices=SIDES, help="run one side in this process (internal)")
+    parser.add_argument("--rounds", type=int, default=4, help="processes per side, alternating")
+    parser.add_argument("--reps", type=int, default=20, help="timed calls per mask and round")
+    parser.add_argument("--out", default=str(ROOT / "output"), help="folder for paddle_gpu.json")
+    args = parser.parse_args()
+    if args.side:
+        run_side(args.side, args.reps)
+    else:
+        drive(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+// Runs head dims without compiled kernels through the compiled ones (padded_head_dim.h).
+#include <algorithm>
+#include <cstdint>
+
+#include "flashmask/cuda_api.h"
+#include "padded_head_dim.h"
+#include "workspace.h"
+
+namespace flashmask {
+namespace cuda {
+
+int report_error(const char* fmt, ...);
+int check_cuda(cudaError_t e, const char* what);
+
+namespace {
+
+constexpr int kCopyThreads = 256;
+constexpr int64_t kMaxCopyBlocks = 8192;  // the grid-stride loop covers the rest
+
+// One [batch, rows, heads, cols] tensor: base pointer and element strides.
+struct View {
+  const void* data;
+  TensorStrides strides;
+  int rows;
+  int heads;
+  int cols;
+};
+
+// dst[b, r, h, c] = c < src.cols ? src[b, r, h, c] : 0, for every c < dst.cols. The
+// elements are 2 bytes (float16 / bfloat16), whose zero is all bits clear.
+__global__ void copy_columns_kernel(uint16_t* dst, TensorStrides ds, const uint16_t* src,
+                                    TensorStrides ss, int src_cols, int rows, int heads,
+                                    int cols, int64_t total) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += step) {
+    const int c = static_cast<int>(i % cols);
+    int64_t t = i / cols;
+    const int64_t h = t % heads;
+    t /= heads;
+    const int64_t r = t % rows, b = t / rows;
+    const uint16_t v = c < src_cols ? src[b * ss.batch + r * ss.row + h * ss.head + c] : 0;
+    dst[b * ds.batch + r * ds.row + h * ds.head + c] = v;
+  }
+}
+
+int copy_columns(const View& dst, const View& src, int batch, cudaStream_t stream) {
+  const int64_t total = static_cast<int64_t>(batch) * dst.rows * dst.heads * dst.cols;
+  if (total == 0) return 0;
+  const int64_t blocks = std::min<int64_t>((total + kCopyThreads - 1) / kCopyThreads, kMaxCopyBlocks);
+  copy_columns_kernel<<<static_cast<unsigned>(blocks), kCopyThreads, 0, stream>>>(
+      static_cast<uint16_t*>(const_cast<void*>(dst.data)), dst.strides,
+      static_cast<const uint16_t*>(src.data), src.strides, src.cols, dst.rows, dst.heads,
+      dst.cols, total);
+  return check_cuda(cudaGetLastError(), "padded head_dim copy");
+}
+
+// A zero-padded contiguous [batch, rows, heads, padded] buffer taken from the workspace.
+View take_padded(WorkspaceCarver& ws, int batch, int rows, int heads, int padded) {
+  const TensorStrides st{static_cast<int64_t>(rows) * heads * padded,
+                         static_cast<int64_t>(heads) * padded, padded};
+  const size_t bytes = static_cast<size_t>(batch) * st.batch * sizeof(uint16_t);
+  return View{ws.take(bytes), st, rows, heads, padded};
+}
+
+// The padded problem: params pointing at workspace buffers, and where the compiled
+// kernels' own workspace starts.
+struct FwdPlan {
+  FwdParams padded;
+  void* kernel_ws;
+  size_t kernel_ws_bytes;
+  size_t total;
+};
+
+FwdPlan plan_fwd(const FwdParams& p, void* workspace) {
+  const AttentionShape& s = p.shape;
+  const int dp = compiled_head_dim(s.head_dim);
+  WorkspaceCarver ws(workspace);
+  FwdPlan plan{p, nullptr, 0, 0};
+  FwdParams& pp = plan.padded;
+  pp.shape.head_dim = dp;
+  const View q = take_padded(ws, s.batch, s.seqlen_q, s.num_heads, dp);
+  const View k = take_padded(ws, s.batch, s.seqlen_k, s.num_heads_k, dp);
+  const View v = take_padded(ws, s.batch, s.seqlen_k, s.num_heads_k, dp);
+  const View out = take_padded(ws, s.batch, s.seqlen_q, s.num_heads, dp);
+  pp.q = q.data, pp.k = k.data, pp.v = v.data, pp.out = const_cast<void*>(out.data);
+  pp.q_strides = q.strides, pp.k_strides = k.strides, pp.v_strides = v.strides;
+  pp.out_strides = out.strides;
+  plan.kernel_ws_bytes = flashmask_cuda_fwd_workspace_size(&pp);
+  plan.kernel_ws = ws.take(plan.kernel_ws_bytes);
+  plan.total = ws.used();
+  return plan;
+}
+
+struct BwdPlan {
+  BwdParams padded;
+  void* kernel_ws;
+  size_t kernel_ws_bytes;
+  size_t total;
+};
+
+BwdPlan plan_bwd(const BwdParams& p, void* workspace) {
+  const AttentionShape& s = p.shape;
+  const int dp = compiled_head_dim(s.head_dim);
+  WorkspaceCarver ws(workspace);
+  BwdPlan plan{p, nullptr, 0, 0};
+  BwdParams& pp = plan.padded;
+  pp.shape.head_dim = dp;
+  auto q_side = [&] { return take_padded(ws, s.batch, s.seqlen_q, s.num_heads, dp); };
+  auto k_side = [&] { return take_padded(ws, s.batch, s.seqlen_k, s.num_heads_k, dp); };
+  const View q = q_side(), out = q_side(), dout = q_side(), dq = q_side();
+  const View k = k_side(), v = k_side(), dk = k_side(), dv = k_side();
+  pp.q = q.data, pp.out = out.data, pp.dout = dout.data, pp.dq = const_cast<void*>(dq.data);
+  pp.k = k.data, pp.v = v.data, pp.dk = const_cast<void*>(dk.data);
+  pp.dv = const_cast<void*>(dv.data);
+  pp.q_strides = pp.out_strides = pp.dout_strides = pp.dq_strides = q.strides;
+  pp.k_strides = pp.v_strides = pp.dk_strides = pp.dv_strides = k.strides;
+  plan.kernel_ws_bytes = flashmask_cuda_bwd_workspace_size(&pp);
+  plan.kernel_ws = ws.take(plan.kernel_ws_bytes);
+  plan.total = ws.used();
+  return plan;
+}
+
+// A caller's tensor and its padded copy in the workspace.
+struct PaddedPair {
+  const void* padded;
+  TensorStrides padded_st;
+  const void* caller;
+  TensorStrides caller_st;
+  int rows, heads;
+};
+
+// Copies each caller tensor into its padded buffer (to_padded) or each padded one back.
+template <int N>
+int copy_pairs(const PaddedPair (&pairs)[N], const AttentionShape& s, int dp, bool to_padded,
+               cudaStream_t stream) {
+  for (const PaddedPair& t : pairs) {
+    const View padded{t.padded, t.padded_st, t.rows, t.heads, dp};
+    const View caller{t.caller, t.caller_st, t.rows, t.heads, s.head_dim};
+    const int rc = to_padded ? copy_columns(padded, caller, s.batch, stream)
+                             : copy_columns(caller, padded, s.batch, stream);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int compiled_head_dim(int head_dim) {
+  if (head_dim < 1 || head_dim > kMaxHeadDim) return 0;
+  for (const int d : kCompiledHeadDims)
+    if (d >= head_dim) return d;
+  return 0;
+}
+
+size_t padded_fwd_workspace_size(const FwdParams& p) { return plan_fwd(p, nullptr).total; }
+size_t padded_bwd_workspace_size(const BwdParams& p) { return plan_bwd(p, nullptr).total; }
+
+int run_fwd_padded(const FwdParams& p, void* workspace, cudaStream_t stream) {
+  const FwdPlan plan = plan_fwd(p, workspace);
+  const FwdParams& pp = plan.padded;
+  const AttentionShape& s = p.shape;
+  const int sq = s.seqlen_q, sk = s.seqlen_k, h = s.num_heads, hk = s.num_heads_k;
+  const PaddedPair inputs[] = {{pp.q, pp.q_strides, p.q, p.q_strides, sq, h},
+                               {pp.k, pp.k_strides, p.k, p.k_strides, sk, hk},
+                               {pp.v, pp.v_strides, p.v, p.v_strides, sk, hk}};
+  const PaddedPair outputs[] = {{pp.out, pp.out_strides, p.out, p.out_strides, sq, h}};
+  const int dp = pp.shape.head_dim;
+  if (int rc = copy_pairs(inputs, s, dp, true, stream)) return rc;
+  if (int rc = flashmask_cuda_fwd(&pp, plan.kernel_ws, plan.kernel_ws_bytes, stream)) return rc;
+  return copy_pairs(outputs, s, dp, false, stream);
+}
+
+int run_bwd_padded(const BwdParams& p, void* workspace, cudaStream_t stream) {
+  const BwdPlan plan = plan_bwd(p, workspace);
+  const BwdParams& pp = plan.padded;
+  const AttentionShape& s = p.shape;
+  const int sq = s.seqlen_q, sk = s.seqlen_k, h = s.num_heads, hk = s.num_heads_k;
+  const PaddedPair inputs[] = {{pp.q, pp.q_strides, p.q, p.q_strides, sq, h},
+                               {pp.out, pp.out_strides, p.out, p.out_strides, sq, h},
+                               {pp.dout, pp.dout_strides, p.dout, p.dout_strides, sq, h},
+                               {pp.k, pp.k_strides, p.k, p.k_strides, sk, hk},
+                               {pp.v, pp.v_strides, p.v, p.v_strides, sk, hk}};
+  const PaddedPair grads[] = {{pp.dq, pp.dq_strides, p.dq, p.dq_strides, sq, h},
+                              {pp.dk, pp.dk_strides, p.dk, p.dk_strides, sk, hk},
+                              {pp.dv, pp.dv_strides, p.dv, p.dv_strides, sk, hk}};
+  const int dp = pp.shape.head_dim;
+  if (int rc = copy_pairs(inputs, s, dp, true, stream)) return rc;
+  if (int rc = flashmask_cuda_bwd(&pp, plan.kernel_ws, plan.kernel_ws_bytes, stream)) return rc;
+  return copy_pairs(grads, s, dp, false, stream);
+}
+
+}  // namespace cuda
+}  // namespace flashmask
