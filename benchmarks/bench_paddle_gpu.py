@@ -6,7 +6,9 @@ the same inputs.
 Each side runs in its own process (paddlepaddle-gpu 2.6.2 is a CUDA 11.8 build and
 torch a CUDA 13 one; separate processes keep their runtimes apart), rounds alternate
 between the sides so that both see the same card state, and each round times every
-call with CUDA events on that framework's stream after a warm-up. Inputs are larger
+call with CUDA events recorded on that framework's current stream after a warm-up.
+The events come from the CUDA runtime itself through ctypes (Paddle 2.6's Event has
+no elapsed time), the same code on both sides. Inputs are larger
 than L2 (B=4, N=8K, H=16, D=128 bf16: 128 MiB per tensor), drawn from one seed.
 
     python benchmarks/bench_paddle_gpu.py --out DIR        # both sides -> DIR/paddle_gpu.json
@@ -15,6 +17,9 @@ than L2 (B=4, N=8K, H=16, D=128 bf16: 128 MiB per tensor), drawn from one seed.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
+import glob
 import json
 import os
 import pathlib
@@ -35,6 +40,42 @@ MASKS = ("causal", "causal_document")
 SIDES = ("paddle", "torch")
 
 
+class CudaEvents:
+    """cudaEventRecord / cudaEventElapsedTime on a given stream handle."""
+
+    def __init__(self, stream: int):
+        self._rt = ctypes.CDLL(self._find_cudart())
+        self._stream = ctypes.c_void_p(stream)
+
+    @staticmethod
+    def _find_cudart():
+        found = [os.environ.get("FLASHMASK_CUDART"), ctypes.util.find_library("cudart")]
+        found += sorted(glob.glob("/usr/local/cuda*/targets/*/lib/libcudart.so*"))
+        found += sorted(glob.glob("/usr/local/cuda*/lib64/libcudart.so*"))
+        for path in found:
+            if path:
+                return path
+        sys.exit("bench_paddle_gpu: libcudart not found (set FLASHMASK_CUDART)")
+
+    def _check(self, rc, what):
+        if rc != 0:
+            sys.exit(f"bench_paddle_gpu: {what} failed with CUDA error {rc}")
+
+    def record(self):
+        event = ctypes.c_void_p()
+        self._check(self._rt.cudaEventCreate(ctypes.byref(event)), "cudaEventCreate")
+        self._check(self._rt.cudaEventRecord(event, self._stream), "cudaEventRecord")
+        return event
+
+    def elapsed_ms(self, start, end):
+        self._check(self._rt.cudaEventSynchronize(end), "cudaEventSynchronize")
+        ms = ctypes.c_float()
+        self._check(self._rt.cudaEventElapsedTime(ctypes.byref(ms), start, end), "cudaEventElapsedTime")
+        for event in (start, end):
+            self._rt.cudaEventDestroy(event)
+        return ms.value
+
+
 def inputs(seed=0):
     """q, k, v, dout as float32 NumPy arrays (each side casts them to bf16 itself)."""
     rng = np.random.default_rng(seed)
@@ -43,7 +84,7 @@ def inputs(seed=0):
 
 
 def paddle_side():
-    """(attend(mask) -> out, grad(out), time(fn) -> ms) for Paddle."""
+    """attend(idx, causal) -> out, grad(out), to_device(idx), and the events on Paddle's stream."""
     import paddle
 
     import paddle_flashmask
@@ -64,10 +105,7 @@ def paddle_side():
     def to_device(idx):
         return paddle.to_tensor(idx, place=q.place)
 
-    def event():
-        return paddle.device.cuda.Event(enable_timing=True)
-
-    return attend, grad, to_device, event, paddle.device.cuda.synchronize
+    return attend, grad, to_device, CudaEvents(paddle.device.cuda.current_stream().cuda_stream)
 
 
 def torch_side():
@@ -86,32 +124,28 @@ def torch_side():
     def to_device(idx):
         return torch.from_numpy(idx).cuda()
 
-    def event():
-        return torch.cuda.Event(enable_timing=True)
-
-    return attend, grad, to_device, event, torch.cuda.synchronize
+    return attend, grad, to_device, CudaEvents(torch.cuda.current_stream().cuda_stream)
 
 
-def median_ms(fn, event, synchronize, warmup, reps):
+def median_ms(fn, events, warmup, reps):
     for _ in range(warmup):
         fn()
-    pairs = [(event(), event()) for _ in range(reps)]
-    for start, end in pairs:
-        start.record()
+    pairs = []
+    for _ in range(reps):
+        start = events.record()
         fn()
-        end.record()
-    synchronize()
-    return statistics.median(start.elapsed_time(end) for start, end in pairs)
+        pairs.append((start, events.record()))
+    return statistics.median(events.elapsed_ms(start, end) for start, end in pairs)
 
 
 def run_side(side, reps):
-    attend, grad, to_device, event, synchronize = (paddle_side if side == "paddle" else torch_side)()
+    attend, grad, to_device, events = (paddle_side if side == "paddle" else torch_side)()
     result = {}
     for name in MASKS:
         spec = build_mask(name, SHAPE["n"], SHAPE["b"], SHAPE["h"])
         idx = to_device(spec.startend_row_indices)
-        fwd = median_ms(lambda: attend(idx, spec.causal), event, synchronize, 3, reps)
-        fwdbwd = median_ms(lambda: grad(attend(idx, spec.causal)), event, synchronize, 3, reps)
+        fwd = median_ms(lambda: attend(idx, spec.causal), events, 3, reps)
+        fwdbwd = median_ms(lambda: grad(attend(idx, spec.causal)), events, 3, reps)
         result[name] = {"fwd_ms": fwd, "fwdbwd_ms": fwdbwd}
     print(json.dumps(result))
 
