@@ -94,14 +94,16 @@ def _load() -> None:
 # paddle.jit.to_static must call it as is rather than transcribe it.
 @unified
 def flashmask_attention_op(
-    q, k, v, startend_row_indices, block_mask, causal: bool, softmax_scale: float
+    q, k, v, startend_row_indices, block_mask, causal: bool, softmax_scale: float, deterministic: bool
 ):
     """Runs the operator on already validated inputs; returns (out, softmax_lse).
 
     Differentiable with respect to q, k and v; works eagerly and under
-    paddle.jit.to_static (PIR static graphs).
+    paddle.jit.to_static (PIR static graphs). `deterministic` asks for a
+    backward whose gradients are bitwise identical run to run.
     """
     _load()
+    # `deterministic`: wired to the op's attr by the C++ change
     out, lse = _C_ops._run_custom_op(
         _OP_NAME, q, k, v, startend_row_indices, block_mask, bool(causal), float(softmax_scale)
     )

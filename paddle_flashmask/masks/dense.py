@@ -11,8 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from paddle_flashmask._checks import BLOCK_MASK_SIZE, check_bound_count
-from paddle_flashmask.masks.spec import MaskSpec
+from paddle_flashmask.masks.spec import BLOCK_MASK_SIZE, MaskSpec, check_bound_count
 
 
 def normalized_bounds(startend_row_indices, causal: bool, seqlen_q: int):
