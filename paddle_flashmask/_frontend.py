@@ -217,7 +217,7 @@ def _unwrap_mask_spec(startend_row_indices, causal: bool):
     spec_causal = _args.boolean(startend_row_indices.causal, "startend_row_indices.causal", WHERE)
     if causal and not spec_causal:
         raise ValueError(
-            f"{WHERE}: `causal`=True disagrees with the MaskSpec given as `startend_row_indices` "
+            f"{WHERE}: `causal=True` disagrees with the MaskSpec given as `startend_row_indices` "
             "(built for causal=False); leave `causal` at its default to use the spec's"
         )
     return startend_row_indices.startend_row_indices, spec_causal
@@ -259,7 +259,7 @@ def _resolve_mask(fw: Framework, dims: AttentionDims, query, startend_row_indice
         if startend_row_indices is not None:
             raise ValueError(f"{WHERE}: pass either `window_size` or `startend_row_indices`, not both")
         startend_row_indices = builders.window_size_to_indices(
-            window_size, causal, dims.seqlen_q, dims.seqlen_k, dims.batch
+            builders.window_extent(window_size, WHERE), causal, dims.seqlen_q, dims.seqlen_k, dims.batch
         )
     elif startend_row_indices is None:
         if block_mask is not None:
