@@ -74,10 +74,11 @@ def real(
 def _check_range(value, name, where, minimum, maximum, maximum_inclusive=True) -> None:
     too_big = maximum is not None and (value > maximum if maximum_inclusive else value >= maximum)
     if (minimum is not None and value < minimum) or too_big:
-        low = "-inf" if minimum is None else minimum
-        high = "inf" if maximum is None else maximum
-        closing = "]" if maximum_inclusive and maximum is not None else ")"
-        raise ValueError(f"{where}: `{name}` must be in [{low}, {high}{closing}, got {value}")
+        if maximum is None:
+            expected = f">= {minimum}"
+        else:
+            expected = f"in [{minimum}, {maximum}{']' if maximum_inclusive else ')'}"
+        raise ValueError(f"{where}: `{name}` must be {expected}, got {value}")
 
 
 def string(value, name: str, where: str) -> str:

@@ -94,11 +94,11 @@ def _shape_str(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(int(s)) for s in shape) + "]"
 
 
-def _check_element_count(name: str, count: int, what: str) -> None:
+def _check_element_count(what: str, count: int) -> None:
     if count > MAX_KERNEL_ELEMENTS:
         raise ValueError(
-            f"{WHERE}: {what} has {count} elements, more than the kernels index "
-            f"(2**31 - 1 = {MAX_KERNEL_ELEMENTS}); split the batch or the heads of `{name}`"
+            f"{WHERE}: {what} has {count} elements; the kernels index at most {MAX_KERNEL_ELEMENTS} "
+            "(32-bit offsets)"
         )
 
 
@@ -134,11 +134,10 @@ def check_shapes(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequen
             f"{WHERE}: `query` num_heads ({num_heads}) must be a multiple of `key` num_heads_k "
             f"({num_heads_k}) (GQA/MQA)"
         )
+    # softmax_lse [batch, num_heads, seqlen_q] and out (query's shape) are never
+    # larger than query itself (head_dim >= 1), so query's count bounds theirs.
     for name, shape in (("query", q_shape), ("key", k_shape), ("value", v_shape)):
-        _check_element_count(name, math.prod(shape), f"`{name}` of shape {_shape_str(shape)}")
-    _check_element_count(
-        "query", batch * num_heads * seqlen_q, f"softmax_lse [batch, num_heads, seqlen_q] = {_shape_str((batch, num_heads, seqlen_q))}"
-    )
+        _check_element_count(f"`{name}` of shape {_shape_str(shape)}", math.prod(shape))
     return AttentionDims(batch, seqlen_q, seqlen_k, num_heads, num_heads_k, head_dim)
 
 
@@ -162,7 +161,7 @@ def check_mask_shapes(
         )
     check_bound_count(num_bounds, causal, WHERE)
     _check_element_count(
-        "startend_row_indices", math.prod(int(s) for s in indices_shape), f"`startend_row_indices` of shape {_shape_str(indices_shape)}"
+        f"`startend_row_indices` of shape {_shape_str(indices_shape)}", math.prod(int(s) for s in indices_shape)
     )
     if block_mask_shape is None:
         return

@@ -20,39 +20,36 @@ Lengths = Union[Sequence[int], Sequence[Sequence[int]]]
 _SEQUENCE_TYPES = (list, tuple, np.ndarray)
 
 
-def _sequences(items, name: str, where: str) -> list:
-    """A flat list describes one sequence; a list of lists a batch of them.
-    Returns a list per sequence (never empty)."""
+def _sequences(items, name: str, where: str, is_item) -> list:
+    """A flat list of items describes one sequence; a list of such lists a batch.
+    Returns (name of the sequence for messages, list of items) per sequence."""
     if not isinstance(items, _SEQUENCE_TYPES):
         raise TypeError(f"{where}: `{name}` must be a list, got {_args.describe(items)}")
-    items = list(items)
-    if not items:
+    if len(items) == 0:
         raise ValueError(f"{where}: `{name}` must not be empty")
-    batch = items if isinstance(items[0], _SEQUENCE_TYPES) else [items]
-    for i, sequence in enumerate(batch):
+    if is_item(items[0]):
+        return [(name, list(items))]
+    batch = [(f"{name}[{i}]", sequence) for i, sequence in enumerate(items)]
+    for sequence_name, sequence in batch:
         if not isinstance(sequence, _SEQUENCE_TYPES) or len(sequence) == 0:
-            raise ValueError(f"{where}: `{name}[{i}]` must be a non-empty list, got {_args.describe(sequence)}")
-    return [list(x) for x in batch]
+            raise TypeError(f"{where}: `{sequence_name}` must be a non-empty list, got {_args.describe(sequence)}")
+    return [(sequence_name, list(sequence)) for sequence_name, sequence in batch]
 
 
 def _lengths(doc_lengths, where: str) -> list:
     """`doc_lengths` as a list of lists of positive ints, one per sequence."""
-    return [
-        _args.integer_sequence(lengths, f"doc_lengths[{i}]", where, minimum=1)
-        for i, lengths in enumerate(_sequences(doc_lengths, "doc_lengths", where))
-    ]
+    batch = _sequences(doc_lengths, "doc_lengths", where, lambda x: not isinstance(x, _SEQUENCE_TYPES))
+    return [_args.integer_sequence(lengths, name, where, minimum=1) for name, lengths in batch]
 
 
 def _pairs(documents, where: str) -> list:
     """`documents` (per sequence, a list of 2-tuples; one such list for one
-    sequence) as a list per sequence of (first, second) tuples."""
-    if isinstance(documents, _SEQUENCE_TYPES) and len(documents) and isinstance(documents[0], tuple):
-        documents = [documents]
-    batch = _sequences(documents, "documents", where)
-    for i, docs in enumerate(batch):
+    sequence) as (name for messages, list of 2-tuples) per sequence."""
+    batch = _sequences(documents, "documents", where, lambda x: isinstance(x, tuple))
+    for name, docs in batch:
         for j, doc in enumerate(docs):
             if not isinstance(doc, tuple) or len(doc) != 2:
-                raise TypeError(f"{where}: `documents[{i}][{j}]` must be a 2-tuple, got {_args.describe(doc)}")
+                raise TypeError(f"{where}: `{name}[{j}]` must be a 2-tuple, got {_args.describe(doc)}")
     return batch
 
 
@@ -236,12 +233,12 @@ def share_question_mask(documents) -> MaskSpec:
     """
     where = "share_question_mask"
     columns = []
-    for i, docs in enumerate(_pairs(documents, where)):
+    for name, docs in _pairs(documents, where):
         lts = []
         start = 0
         for j, (question, answers) in enumerate(docs):
-            question = _size(question, f"documents[{i}][{j}][0]", where)
-            answers = _args.integer_sequence(answers, f"documents[{i}][{j}][1]", where, minimum=1)
+            question = _size(question, f"{name}[{j}][0]", where)
+            answers = _args.integer_sequence(answers, f"{name}[{j}][1]", where, minimum=1)
             doc_end = start + question + sum(answers)
             lts.append(np.full(question, doc_end))  # the question is seen by its answers only
             answer_start = start + question
@@ -337,12 +334,12 @@ def prefix_lm_document_mask(documents) -> MaskSpec:
     """
     where = "prefix_lm_document_mask"
     columns = []
-    for i, docs in enumerate(_pairs(documents, where)):
+    for name, docs in _pairs(documents, where):
         lts, ute = [], []
         start = 0
         for j, (prefix, length) in enumerate(docs):
-            length = _size(length, f"documents[{i}][{j}][1]", where)
-            prefix = _args.integer(prefix, f"documents[{i}][{j}][0]", where, minimum=0, maximum=length)
+            length = _size(length, f"{name}[{j}][1]", where)
+            prefix = _args.integer(prefix, f"{name}[{j}][0]", where, minimum=0, maximum=length)
             end = start + length
             j = np.arange(start, end)
             lts.append(np.full(length, end))
