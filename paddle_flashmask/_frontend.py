@@ -176,7 +176,8 @@ def check_mask_shapes(
 def _check_dropout(dropout, training) -> None:
     """Dropout is refused loudly rather than silently ignored."""
     dropout = _args.real(dropout, "dropout", WHERE, minimum=0.0, maximum=1.0, maximum_inclusive=False)
-    if dropout > 0.0 and _args.boolean(training, "training", WHERE):
+    training = _args.boolean(training, "training", WHERE)
+    if dropout > 0.0 and training:
         raise NotImplementedError(
             f"{WHERE}: dropout={dropout} is not implemented by paddle_flashmask; "
             "pass dropout=0.0 (or training=False, where dropout does not apply)"

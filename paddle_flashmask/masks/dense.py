@@ -50,7 +50,7 @@ def mask_arguments(startend_row_indices, causal, where: str):
     if isinstance(startend_row_indices, MaskSpec):
         spec_causal = bool(startend_row_indices.causal)
         if causal is not None and _args.boolean(causal, "causal", where) != spec_causal:
-            raise ValueError(f"{where}: `causal`={causal} disagrees with the MaskSpec's causal={spec_causal}")
+            raise ValueError(f"{where}: `causal={causal}` disagrees with the MaskSpec's causal={spec_causal}")
         startend_row_indices, causal = startend_row_indices.startend_row_indices, spec_causal
     elif causal is None:
         raise TypeError(f"{where}: `causal` (a bool) is needed unless `startend_row_indices` is a MaskSpec")

@@ -25,9 +25,9 @@ def pack_greedily(examples: Sequence[Example], lengths: Sequence[int], max_seq_l
     packs: List[List[Example]] = []
     current: List[Example] = []
     used = 0
-    for example, length in zip(examples, lengths):
+    for i, (example, length) in enumerate(zip(examples, lengths)):
         if length > max_seq_len:
-            raise ValueError(f"{where}: example length {length} is not in [1, max_seq_len={max_seq_len}]")
+            raise ValueError(f"{where}: `lengths[{i}]` ({length}) must be at most `max_seq_len` ({max_seq_len})")
         if used + length > max_seq_len:
             packs.append(current)
             current, used = [], 0
