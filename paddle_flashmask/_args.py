@@ -96,15 +96,3 @@ def integer_sequence(value, name: str, where: str, minimum: Optional[int] = None
     for i, item in enumerate(value):
         integer(item, f"{name}[{i}]", where, minimum)
     return [int(v) for v in value]
-
-
-def integer_array(value, name: str, where: str, ndims: tuple) -> np.ndarray:
-    """A numpy array of an integer dtype with one of the ranks in `ndims` (not converted)."""
-    if not isinstance(value, np.ndarray):
-        raise TypeError(f"{where}: `{name}` must be a numpy.ndarray, got {describe(value)}")
-    if not np.issubdtype(value.dtype, np.integer):
-        raise TypeError(f"{where}: `{name}` must have an integer dtype, got {value.dtype}")
-    if value.ndim not in ndims:
-        ranks = " or ".join(f"{n}-D" for n in ndims)
-        raise ValueError(f"{where}: `{name}` must be {ranks}, got shape {list(value.shape)}")
-    return value
