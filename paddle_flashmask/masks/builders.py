@@ -120,6 +120,8 @@ def causal_mask(seqlen: int, batch: int = 1) -> MaskSpec:
 
 def window_extent(window_size, where: str) -> Tuple[int, int]:
     """Paddle's `window_size` (an int, or a (left, right) pair of ints, all >= 0) as (left, right)."""
+    if isinstance(window_size, np.ndarray) and window_size.ndim == 0:
+        window_size = window_size.item()
     if isinstance(window_size, _SEQUENCE_TYPES):
         if len(window_size) != 2:
             raise ValueError(
