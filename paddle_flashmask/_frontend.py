@@ -184,8 +184,8 @@ def _check_dropout(dropout, training) -> None:
         )
 
 
-def _check_qkv(fw: Framework, query, key, value) -> str:
-    """Type, device and dtype of query, key and value; returns the dtype name."""
+def _check_qkv(fw: Framework, query, key, value) -> None:
+    """Type, device and dtype of query, key and value (the dtypes allowed depend on the device)."""
     for name, t in (("query", query), ("key", key), ("value", value)):
         if not fw.is_tensor(t):
             raise TypeError(f"{WHERE}: `{name}` must be a {fw.tensor_name}, got {_args.describe(t)}")
@@ -206,7 +206,6 @@ def _check_qkv(fw: Framework, query, key, value) -> str:
     for name, t in (("key", key), ("value", value)):
         if fw.dtype_name(t) != dtype:
             raise TypeError(f"{WHERE}: `{name}` dtype must match query's ({dtype}), got {fw.dtype_name(t)}")
-    return dtype
 
 
 def _unwrap_mask_spec(startend_row_indices, causal: bool):
