@@ -66,7 +66,7 @@ def _flashmask_fn(n: int):
     spec = _mask(n)
     idx = paddle.to_tensor(spec.startend_row_indices)
     return lambda q, k, v: _ops.flashmask_attention_op(
-        q, k, v, idx, None, spec.causal, HEAD_DIM**-0.5
+        q, k, v, idx, None, spec.causal, HEAD_DIM**-0.5, False
     )[0]
 
 

@@ -133,7 +133,7 @@ def flashmask_attention_op(
     block_mask,
     causal: bool,
     softmax_scale: float,
-    deterministic: bool = False,
+    deterministic: bool,
 ):
     """Runs the operator on already validated inputs; returns (out, softmax_lse).
 

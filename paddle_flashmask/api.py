@@ -6,53 +6,56 @@ from __future__ import annotations
 import numpy as np
 import paddle
 
-from paddle_flashmask import _checks
+from paddle_flashmask import _frontend, _ops
 
-_CPU_DTYPES = ("float32", "float16", "bfloat16")
-_GPU_DTYPES = ("float16", "bfloat16")
-_MAX_HEAD_DIM = 256  # the GPU kernels pad head dims other than 64/128/256
+_DETERMINISTIC_FLAG = "FLAGS_cudnn_deterministic"  # Paddle also sets it from that env variable
 
 
-def _dtype_name(t) -> str:
-    return str(t.dtype).replace("paddle.", "")
+# Static-graph values: PIR's Value (paddle.jit.to_static in Paddle 3.x) and the legacy
+# Variable (to_static in Paddle 2.6).
+_STATIC_VALUES = (paddle.pir.Value, paddle.static.Variable)
 
 
-def _on_gpu(t) -> bool:
-    if paddle.in_dynamic_mode():
-        return t.place.is_gpu_place()
-    return paddle.device.get_device().startswith("gpu")
+def _is_tensor(x) -> bool:
+    return isinstance(x, (paddle.Tensor, *_STATIC_VALUES))
 
 
-# What a tensor argument may be: eager tensors, and static-graph values (PIR's Value in
-# Paddle 3.x, the legacy Variable in 2.6 and in 3.x's old IR).
-_GRAPH_TENSORS = tuple(
-    t for t in (paddle.Tensor, getattr(paddle, "pir", None) and paddle.pir.Value, paddle.static.Variable) if t
+def _is_static(t) -> bool:
+    return isinstance(t, _STATIC_VALUES)
+
+
+def _device(t) -> str:
+    # A static graph's values have no place: they run on the current device.
+    return paddle.device.get_device() if _is_static(t) else str(t.place)
+
+
+def _is_gpu(t) -> bool:
+    return paddle.device.get_device().startswith("gpu") if _is_static(t) else t.place.is_gpu_place()
+
+
+def _to_tensor(array: np.ndarray, like):
+    if _is_static(like):
+        return paddle.to_tensor(array)
+    return paddle.to_tensor(array, place=like.place)
+
+
+_PADDLE = _frontend.Framework(
+    tensor_name="paddle.Tensor",
+    is_tensor=_is_tensor,
+    shape=lambda t: tuple(int(s) for s in t.shape),
+    dtype_name=lambda t: str(t.dtype).replace("paddle.", ""),
+    device=_device,
+    is_gpu=_is_gpu,
+    runs_on_cpu=True,
+    to_tensor=_to_tensor,
+    values=lambda t: None if _is_static(t) else t.numpy(),
 )
 
 
-def _as_int32_tensor(x, like, arg: str):
-    """NumPy arrays (what `paddle_flashmask.masks` returns) go to `like`'s device."""
-    if isinstance(x, _GRAPH_TENSORS):
-        return x
-    if isinstance(x, np.ndarray):
-        if x.dtype != np.int32:
-            raise TypeError(f"flashmask_attention: `{arg}` dtype must be int32, got {x.dtype}")
-        if paddle.in_dynamic_mode():
-            return paddle.to_tensor(x, place=like.place)
-        return paddle.to_tensor(x)
-    raise TypeError(
-        f"flashmask_attention: `{arg}` must be a paddle.Tensor or numpy.ndarray, got {type(x).__name__}"
-    )
-
-
-def _deterministic_requested() -> bool:
-    import os
-
-    if os.environ.get("FLASHMASK_DETERMINISTIC", "").lower() in ("1", "true", "yes", "on"):
-        return True
+def _paddle_deterministic_flag() -> bool:
     try:
-        return bool(paddle.get_flags(["FLAGS_cudnn_deterministic"])["FLAGS_cudnn_deterministic"])
-    except ValueError:  # a Paddle build without the flag (2.6 CPU)
+        return bool(paddle.get_flags([_DETERMINISTIC_FLAG])[_DETERMINISTIC_FLAG])
+    except ValueError:  # CPU builds of Paddle lack the flag (and the CPU kernel is deterministic)
         return False
 
 
@@ -60,11 +63,6 @@ def _seed_offset(fixed_seed_offset):
     # No dropout is ever applied, so no random numbers are drawn: report the
     # caller's fixed seed/offset, or (0, 0).
     if fixed_seed_offset is not None:
-        if list(fixed_seed_offset.shape) != [2]:
-            raise ValueError(
-                "flashmask_attention: `fixed_seed_offset` must have shape [2] (seed, offset), "
-                f"got {list(fixed_seed_offset.shape)}"
-            )
         return fixed_seed_offset.astype("int64")
     return paddle.zeros([2], dtype="int64")
 
@@ -93,15 +91,20 @@ def flashmask_attention(
 
     Same parameters, defaults and return order as Paddle 3.3's
     ``paddle.nn.functional.flashmask_attention``; runs on CPU (float32,
-    float16, bfloat16, head_dim up to 256) and, where built with CUDA, on GPU
-    (float16, bfloat16, head_dim 64/128/256).
+    float16, bfloat16) and, where built with CUDA, on GPU (float16, bfloat16);
+    head_dim 1 to 256 on both. Every argument is checked before anything runs:
+    a bad one raises TypeError/ValueError naming it (docs/bad-inputs.md).
+    The backward is deterministic when FLASHMASK_DETERMINISTIC=1 or
+    FLAGS_cudnn_deterministic is set.
 
     Args:
         query: [batch, seqlen_q, num_heads, head_dim].
         key, value: [batch, seqlen_k, num_heads_k, head_dim]; num_heads must be a
             multiple of num_heads_k (GQA/MQA).
         startend_row_indices: int32 [batch, num_mask_heads, seqlen_k, num_bounds]
-            (paddle.Tensor or numpy.ndarray, e.g. from ``paddle_flashmask.masks``),
+            (paddle.Tensor or numpy.ndarray), or a ``paddle_flashmask.masks.MaskSpec``
+            (then ``causal`` comes from the spec: leave it at its default or
+            pass the spec's; causal=True with a non-causal spec is an error),
             num_mask_heads in {1, num_heads_k, num_heads}. For key column j:
 
             - causal, 1 bound (LTS): rows >= LTS are masked;
@@ -126,62 +129,44 @@ def flashmask_attention(
         fixed_seed_offset, rng_name, name: accepted for compatibility.
         training: with training=False any dropout value is accepted (no dropout
             applies at inference).
-        softmax_scale: defaults to head_dim ** -0.5.
+        softmax_scale: a finite number > 0; defaults to head_dim ** -0.5.
         block_mask: optional int32 [batch, num_mask_heads, ceil(seqlen_q/128),
-            ceil(seqlen_k/128)]; 0 masks the whole 128x128 block. Needs
+            ceil(seqlen_k/128)] of 0s and 1s; 0 masks the whole 128x128 block. Needs
             startend_row_indices, as in Paddle; any head_dim is accepted.
 
     Returns:
         out (shaped like query), then softmax_lse and seed_offset if asked for.
     """
-    _checks.check_dropout(dropout, training)
-    batch, seqlen_q = int(query.shape[0]), int(query.shape[1])
-    seqlen_k = int(key.shape[1])
-
-    startend_row_indices = _checks.resolve_mask_arguments(
-        startend_row_indices, window_size, block_mask, causal, batch, seqlen_q, seqlen_k
-    )
-    startend_row_indices = _as_int32_tensor(startend_row_indices, query, "startend_row_indices")
-    if block_mask is not None:
-        block_mask = _as_int32_tensor(block_mask, query, "block_mask")
-
-    on_gpu = _on_gpu(query)
-    _checks.check_attention_inputs(
-        query.shape,
-        key.shape,
-        value.shape,
-        (_dtype_name(query), _dtype_name(key), _dtype_name(value)),
-        startend_row_indices.shape,
-        _dtype_name(startend_row_indices),
-        causal,
-        supported_dtypes=_GPU_DTYPES if on_gpu else _CPU_DTYPES,
-        max_head_dim=_MAX_HEAD_DIM,
-        supported_head_dims=None,
-        block_mask_shape=None if block_mask is None else block_mask.shape,
-        block_mask_dtype=None if block_mask is None else _dtype_name(block_mask),
-    )
-    if softmax_scale is None:
-        softmax_scale = int(query.shape[-1]) ** -0.5
-
-    from paddle_flashmask import _ops
-
-    out, softmax_lse = _ops.flashmask_attention_op(
+    call = _frontend.resolve(
+        _PADDLE,
         query,
         key,
         value,
         startend_row_indices,
-        block_mask,
-        bool(causal),
-        float(softmax_scale),
-        _deterministic_requested(),
+        dropout=dropout,
+        causal=causal,
+        window_size=window_size,
+        return_softmax_lse=return_softmax_lse,
+        return_seed_offset=return_seed_offset,
+        fixed_seed_offset=fixed_seed_offset,
+        rng_name=rng_name,
+        training=training,
+        name=name,
+        softmax_scale=softmax_scale,
+        block_mask=block_mask,
     )
-
-    outputs = [out]
-    if return_softmax_lse:
-        outputs.append(softmax_lse)
-    if return_seed_offset:
-        outputs.append(_seed_offset(fixed_seed_offset))
-    return outputs[0] if len(outputs) == 1 else outputs
+    deterministic = _frontend.deterministic_requested(_paddle_deterministic_flag())
+    out, softmax_lse = _ops.flashmask_attention_op(
+        call.query,
+        call.key,
+        call.value,
+        call.startend_row_indices,
+        call.block_mask,
+        call.causal,
+        call.softmax_scale,
+        deterministic,
+    )
+    return _frontend.outputs(call, out, softmax_lse, _seed_offset)
 
 
 def patch_paddle(force: bool = False) -> bool:

@@ -34,7 +34,12 @@ def _grads(out_fn, q, k, v, dout):
     return out.numpy(), [t.grad.numpy() for t in (q, k, v)]
 
 
+# Paddle >= 3.0 has its own (GPU-only) flashmask_attention; 2.6 has none.
+PADDLE_HAS_FLASHMASK = hasattr(paddle.nn.functional, "flashmask_attention")
+
+
 class TestSignature(unittest.TestCase):
+    @unittest.skipUnless(PADDLE_HAS_FLASHMASK, f"Paddle {paddle.__version__} has no flashmask_attention")
     def test_same_signature_as_paddle(self):
         ours = inspect.signature(paddle_flashmask.flashmask_attention).parameters
         paddles = inspect.signature(paddle.nn.functional.flashmask_attention).parameters
@@ -58,16 +63,21 @@ class TestSignature(unittest.TestCase):
     def test_patch_paddle(self):
         import paddle.nn.functional as F
 
-        original = F.flashmask_attention
+        original = getattr(F, "flashmask_attention", None)
         try:
-            self.assertFalse(paddle_flashmask.patch_paddle())
-            self.assertIs(F.flashmask_attention, original)
-            self.assertTrue(paddle_flashmask.patch_paddle(force=True))
-            self.assertIs(F.flashmask_attention, paddle_flashmask.flashmask_attention)
-            del F.flashmask_attention  # as on Paddle 2.6
+            if original is not None:  # Paddle >= 3.0: left alone unless forced
+                self.assertFalse(paddle_flashmask.patch_paddle())
+                self.assertIs(F.flashmask_attention, original)
+                self.assertTrue(paddle_flashmask.patch_paddle(force=True))
+                self.assertIs(F.flashmask_attention, paddle_flashmask.flashmask_attention)
+                del F.flashmask_attention  # as on Paddle 2.6
             self.assertTrue(paddle_flashmask.patch_paddle())
+            self.assertIs(F.flashmask_attention, paddle_flashmask.flashmask_attention)
         finally:
-            F.flashmask_attention = original
+            if original is None:
+                del F.flashmask_attention
+            else:
+                F.flashmask_attention = original
 
 
 class TestAgainstReference(unittest.TestCase):

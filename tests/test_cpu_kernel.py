@@ -45,7 +45,7 @@ def _run_op(q, k, v, idx, causal, dout, dtype="float32", scale=None, block_mask=
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     qt, kt, vt = (_to_paddle(x, dtype, grad=True) for x in (q, k, v))
     bm = None if block_mask is None else paddle.to_tensor(block_mask)
-    out, lse = _ops.flashmask_attention_op(qt, kt, vt, paddle.to_tensor(idx), bm, causal, scale)
+    out, lse = _ops.flashmask_attention_op(qt, kt, vt, paddle.to_tensor(idx), bm, causal, scale, False)
     paddle.autograd.backward([out], [_to_paddle(dout, dtype)])
     return _np64(out), lse.numpy(), _np64(qt.grad), _np64(kt.grad), _np64(vt.grad)
 
@@ -267,7 +267,7 @@ class TestOpBehaviour(CpuKernelTestCase):
         idx = random_bounds(self.rng, 1, 1, 50, 50, 1, True)
         qkv = paddle.to_tensor(np.concatenate([q, k, v], axis=2))
         views = [qkv[:, :, 2 * i : 2 * i + 2] for i in range(3)]
-        out, _ = _ops.flashmask_attention_op(*views, paddle.to_tensor(idx), None, True, 0.25)
+        out, _ = _ops.flashmask_attention_op(*views, paddle.to_tensor(idx), None, True, 0.25, False)
         expected, _ = reference.attention_forward(q, k, v, idx, True, 0.25)
         self.assertLessEqual(_rel_err(out.numpy(), expected), FP32_TOL)
 
@@ -276,7 +276,7 @@ class TestOpBehaviour(CpuKernelTestCase):
         idx = random_bounds(self.rng, 2, 2, 64, 80, 4, False)
 
         def attention(q, k, v, idx):
-            out, lse = _ops.flashmask_attention_op(q, k, v, idx, None, False, 0.3)
+            out, lse = _ops.flashmask_attention_op(q, k, v, idx, None, False, 0.3, False)
             return out, lse
 
         spec = [
@@ -303,7 +303,7 @@ class TestOpChecks(CpuKernelTestCase):
 
     def assert_rejects(self, message, q, k, v, idx, block_mask=None, causal=True):
         with self.assertRaisesRegex(Exception, message):
-            _ops.flashmask_attention_op(q, k, v, idx, block_mask, causal, 0.5)
+            _ops.flashmask_attention_op(q, k, v, idx, block_mask, causal, 0.5, False)
 
     def test_rejects_bad_inputs(self):
         def f32(*shape):

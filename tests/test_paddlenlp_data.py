@@ -30,7 +30,7 @@ class TestPacking(unittest.TestCase):
         self.assertEqual(packs, [["a", "b"], ["c", "d"], ["e", "f"]])
 
     def test_too_long_example_is_an_error(self):
-        with self.assertRaisesRegex(ValueError, "max_seq_len=4"):
+        with self.assertRaisesRegex(ValueError, "`lengths\\[0\\]` \\(5\\) must be at most `max_seq_len` \\(4\\)"):
             pack_greedily(["a"], [5], max_seq_len=4)
 
 

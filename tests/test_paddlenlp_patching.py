@@ -1,6 +1,7 @@
 """paddle_flashmask.paddlenlp.apply(): PaddleNLP Llama/Qwen2 attention through our op."""
 
 import unittest
+import warnings
 from unittest import mock
 
 import numpy as np
@@ -9,7 +10,7 @@ from paddlenlp.transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Q
 from paddlenlp.transformers.llama import modeling as llama_modeling
 
 import paddle_flashmask.api
-from paddle_flashmask.paddlenlp import apply, flashmask_routing, is_applied, revert
+from paddle_flashmask.paddlenlp import apply, flashmask_routing, is_applied, patching, revert
 from paddle_flashmask.paddlenlp.chat_format import PreferencePair, SFTExample
 from paddle_flashmask.paddlenlp.collators import PackedPreferenceCollator, PackedSFTCollator
 
@@ -128,6 +129,34 @@ class TestRouting(unittest.TestCase):
         with flashmask_routing():
             self.assertTrue(is_applied())
         self.assertFalse(is_applied())
+
+
+class TestWarningWithoutApply(unittest.TestCase):
+    """On CPU PaddleNLP drops attn_mask_startend_row_indices unless apply() routes them."""
+
+    def setUp(self):
+        patching._warn_not_routed.cache_clear()
+        self.addCleanup(patching._warn_not_routed.cache_clear)
+        self.addCleanup(revert)
+        self.packs = [[_random_example(np.random.default_rng(0), 7)]]
+
+    def test_warns_once_without_apply(self):
+        revert()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _sft_batch(self.packs, True)
+            _sft_batch(self.packs, True)
+            PackedPreferenceCollator(24, pad_token_id=0, flashmask=True)([[PreferencePair([5, 6, 7], [10, 2], [20, 2])]])
+        messages = [str(w.message) for w in caught if "apply() was not called" in str(w.message)]
+        self.assertEqual(len(messages), 1, messages)
+
+    def test_silent_with_apply_or_a_dense_mask(self):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _sft_batch(self.packs, False)
+            apply()
+            _sft_batch(self.packs, True)
+        self.assertFalse([w for w in caught if "apply() was not called" in str(w.message)])
 
 
 class TestPackedExamplesAreIsolated(unittest.TestCase):

@@ -11,20 +11,66 @@ from typing import Optional
 
 import numpy as np
 
-from paddle_flashmask._checks import BLOCK_MASK_SIZE, check_bound_count
-from paddle_flashmask.masks.spec import MaskSpec
+from paddle_flashmask import _args
+from paddle_flashmask.masks.spec import BLOCK_MASK_SIZE, MaskSpec, check_bound_count
+
+_DENSE_RANKS = (2, 4)  # [Sq, Sk] or [B, Hm, Sq, Sk]
+
+
+def _array(value, name: str, where: str) -> np.ndarray:
+    """A NumPy array of `value` (an array, or a tensor that converts to one)."""
+    if isinstance(value, (list, tuple)) or hasattr(value, "__array__"):
+        return np.asarray(value)
+    raise TypeError(f"{where}: `{name}` must be a numpy.ndarray, got {_args.describe(value)}")
+
+
+def _zeros_and_ones(values: np.ndarray, name: str, where: str) -> np.ndarray:
+    """bool of a bool or integer array holding only 0s and 1s."""
+    if values.dtype != np.bool_:
+        if not np.issubdtype(values.dtype, np.integer):
+            raise TypeError(f"{where}: `{name}` must be a bool or integer array, got dtype {values.dtype}")
+        if ((values != 0) & (values != 1)).any():
+            raise ValueError(f"{where}: `{name}` values must be 0 or 1, got {np.unique(values)[:8].tolist()}")
+    return values.astype(bool)
+
+
+def as_allowed(allowed, where: str, name: str = "allowed") -> np.ndarray:
+    """A dense mask (bool or 0/1, [Sq, Sk] or [B, Hm, Sq, Sk]) as a bool array."""
+    allowed = _array(allowed, name, where)
+    if allowed.ndim not in _DENSE_RANKS or allowed.size == 0:
+        raise ValueError(
+            f"{where}: `{name}` must be a non-empty [Sq, Sk] or [B, Hm, Sq, Sk] array, got shape {list(allowed.shape)}"
+        )
+    return _zeros_and_ones(allowed, name, where)
+
+
+def mask_arguments(startend_row_indices, causal, where: str):
+    """(int64 bounds [B, Hm, Sk, nb], causal) of a MaskSpec, or of bounds and a
+    `causal` flag; a MaskSpec's own flag wins, and a different `causal` is refused."""
+    if isinstance(startend_row_indices, MaskSpec):
+        spec_causal = bool(startend_row_indices.causal)
+        if causal is not None and _args.boolean(causal, "causal", where) != spec_causal:
+            raise ValueError(f"{where}: `causal={causal}` disagrees with the MaskSpec's causal={spec_causal}")
+        startend_row_indices, causal = startend_row_indices.startend_row_indices, spec_causal
+    elif causal is None:
+        raise TypeError(f"{where}: `causal` (a bool) is needed unless `startend_row_indices` is a MaskSpec")
+    causal = _args.boolean(causal, "causal", where)
+    idx = _array(startend_row_indices, "startend_row_indices", where)
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise TypeError(f"{where}: `startend_row_indices` must have an integer dtype, got {idx.dtype}")
+    if idx.ndim != 4 or idx.size == 0:
+        raise ValueError(
+            f"{where}: `startend_row_indices` must be a non-empty 4-D array [batch, num_mask_heads, seqlen_k, "
+            f"num_bounds], got shape {list(idx.shape)}"
+        )
+    check_bound_count(idx.shape[-1], causal, where)
+    return idx.astype(np.int64), causal
 
 
 def normalized_bounds(startend_row_indices, causal: bool, seqlen_q: int):
     """Returns (lts, lte, uts, ute), each [B, Hm, Sk]: masked rows are [lts, lte) and [uts, ute)."""
-    idx = np.asarray(startend_row_indices).astype(np.int64)
-    if idx.ndim != 4:
-        raise ValueError(
-            "startend_row_indices must be 4-D [batch, num_mask_heads, seqlen_k, num_bounds], "
-            f"got shape {list(idx.shape)}"
-        )
+    idx, causal = mask_arguments(startend_row_indices, causal, "normalized_bounds")
     num_bounds = idx.shape[-1]
-    check_bound_count(num_bounds, causal)
     lts = idx[..., 0]
     full = np.full_like(lts, seqlen_q)
     zero = np.zeros_like(lts)
@@ -38,18 +84,21 @@ def normalized_bounds(startend_row_indices, causal: bool, seqlen_q: int):
 
 def to_dense(
     startend_row_indices,
-    causal: bool,
+    causal: Optional[bool] = None,
     seqlen_q: Optional[int] = None,
     block_mask=None,
 ) -> np.ndarray:
     """Dense mask of a column-wise one: bool [B, Hm, Sq, Sk], True where the query attends.
 
-    `seqlen_q` defaults to seqlen_k. `block_mask` (int [B, Hm, ceil(Sq/128),
-    ceil(Sk/128)], 1 = keep) removes whole 128x128 blocks on top of the bounds.
+    `startend_row_indices` is a MaskSpec (whose `causal` is used) or int bounds
+    with their `causal` flag. `seqlen_q` defaults to seqlen_k. `block_mask`
+    (0/1 [B, Hm, ceil(Sq/128), ceil(Sk/128)], 1 = keep) removes whole 128x128
+    blocks on top of the bounds.
     """
-    idx = np.asarray(startend_row_indices)
+    where = "to_dense"
+    idx, causal = mask_arguments(startend_row_indices, causal, where)
     seqlen_k = idx.shape[2]
-    seqlen_q = seqlen_k if seqlen_q is None else int(seqlen_q)
+    seqlen_q = seqlen_k if seqlen_q is None else _args.integer(seqlen_q, "seqlen_q", where, minimum=1)
     lts, lte, uts, ute = (b[:, :, None, :] for b in normalized_bounds(idx, causal, seqlen_q))
     rows = np.arange(seqlen_q)[:, None]
     cols = np.arange(seqlen_k)[None, :]
@@ -58,7 +107,13 @@ def to_dense(
         masked = masked | (cols > rows + (seqlen_k - seqlen_q))
     allowed = ~masked
     if block_mask is not None:
-        keep = np.asarray(block_mask).astype(bool)
+        keep = _zeros_and_ones(_array(block_mask, "block_mask", where), "block_mask", where)
+        blocks = (idx.shape[0], idx.shape[1], -(-seqlen_q // BLOCK_MASK_SIZE), -(-seqlen_k // BLOCK_MASK_SIZE))
+        if keep.shape != blocks:
+            raise ValueError(
+                f"{where}: `block_mask` must have shape [batch, num_mask_heads, ceil(seqlen_q/{BLOCK_MASK_SIZE}), "
+                f"ceil(seqlen_k/{BLOCK_MASK_SIZE})] = {list(blocks)}, got {list(keep.shape)}"
+            )
         keep = np.repeat(np.repeat(keep, BLOCK_MASK_SIZE, axis=2), BLOCK_MASK_SIZE, axis=3)
         allowed = allowed & keep[:, :, :seqlen_q, :seqlen_k]
     return allowed
@@ -66,6 +121,15 @@ def to_dense(
 
 def expand_mask_heads(mask: np.ndarray, num_heads: int, num_heads_k: int) -> np.ndarray:
     """[B, Hm, ...] -> [B, num_heads, ...] following the API's head rule (Hm in 1, Hk, H)."""
+    where = "expand_mask_heads"
+    mask = _array(mask, "mask", where)
+    num_heads = _args.integer(num_heads, "num_heads", where, minimum=1)
+    num_heads_k = _args.integer(num_heads_k, "num_heads_k", where, minimum=1)
+    if mask.ndim < 2 or num_heads % num_heads_k:
+        raise ValueError(
+            f"{where}: need a `mask` [B, Hm, ...] and `num_heads` a multiple of `num_heads_k`, got shape "
+            f"{list(mask.shape)}, num_heads={num_heads}, num_heads_k={num_heads_k}"
+        )
     num_mask_heads = mask.shape[1]
     if num_mask_heads == num_heads:
         return mask
@@ -74,7 +138,7 @@ def expand_mask_heads(mask: np.ndarray, num_heads: int, num_heads_k: int) -> np.
     if num_mask_heads == num_heads_k:
         return np.repeat(mask, num_heads // num_heads_k, axis=1)
     raise ValueError(
-        f"mask has {num_mask_heads} heads; expected 1, num_heads_k={num_heads_k} "
+        f"{where}: `mask` has {num_mask_heads} heads; expected 1, num_heads_k={num_heads_k} "
         f"or num_heads={num_heads}"
     )
 
@@ -112,13 +176,11 @@ def from_dense(allowed, causal: Optional[bool] = None) -> MaskSpec:
     (`causal` restricts the search to one side). Raises ValueError naming the
     first column whose masked rows are not such intervals.
     """
-    allowed = np.asarray(allowed, dtype=bool)
+    allowed = as_allowed(allowed, "from_dense")
+    if causal is not None:
+        causal = _args.boolean(causal, "causal", "from_dense")
     if allowed.ndim == 2:
         allowed = allowed[None, None]
-    if allowed.ndim != 4:
-        raise ValueError(
-            f"from_dense: `allowed` must be [Sq, Sk] or [B, Hm, Sq, Sk], got shape {list(allowed.shape)}"
-        )
     seqlen_q, seqlen_k = allowed.shape[-2:]
     masked = ~allowed
     rows = np.arange(seqlen_q)[:, None]

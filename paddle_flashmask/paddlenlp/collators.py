@@ -16,15 +16,25 @@ from typing import Dict, List
 
 import numpy as np
 
+from paddle_flashmask import _args
 from paddle_flashmask.masks import MaskSpec, causal_document_mask, share_question_mask, to_dense
 from paddle_flashmask.paddlenlp.chat_format import IGNORE_INDEX, PreferencePair, SFTExample
+from paddle_flashmask.paddlenlp.patching import warn_if_not_routed
 
 
 def _mask_inputs(spec: MaskSpec, flashmask: bool) -> Dict[str, np.ndarray]:
     indices = spec.startend_row_indices  # [B, 1, S, 1]: causal masks with one bound per column
     if flashmask:
+        warn_if_not_routed()
         return {"attn_mask_startend_row_indices": indices[..., 0]}
-    return {"attention_mask": to_dense(indices, spec.causal)}
+    return {"attention_mask": to_dense(spec)}
+
+
+def _common_arguments(collator, max_seq_len, pad_token_id, flashmask) -> None:
+    where = type(collator).__name__
+    collator.max_seq_len = _args.integer(max_seq_len, "max_seq_len", where, minimum=1)
+    collator.pad_token_id = _args.integer(pad_token_id, "pad_token_id", where, minimum=0)
+    collator.flashmask = _args.boolean(flashmask, "flashmask", where)
 
 
 class PackedSFTCollator:
@@ -33,9 +43,7 @@ class PackedSFTCollator:
     each other."""
 
     def __init__(self, max_seq_len: int, pad_token_id: int, flashmask: bool):
-        self.max_seq_len = max_seq_len
-        self.pad_token_id = pad_token_id
-        self.flashmask = flashmask
+        _common_arguments(self, max_seq_len, pad_token_id, flashmask)
 
     def __call__(self, packs: List[List[SFTExample]]) -> Dict[str, np.ndarray]:
         shape = (len(packs), self.max_seq_len)
@@ -74,10 +82,8 @@ class PackedPreferenceCollator:
     """
 
     def __init__(self, max_seq_len: int, pad_token_id: int, flashmask: bool, dpo_labels: bool = True):
-        self.max_seq_len = max_seq_len
-        self.pad_token_id = pad_token_id
-        self.flashmask = flashmask
-        self.dpo_labels = dpo_labels
+        _common_arguments(self, max_seq_len, pad_token_id, flashmask)
+        self.dpo_labels = _args.boolean(dpo_labels, "dpo_labels", type(self).__name__)
 
     def __call__(self, packs: List[List[PreferencePair]]) -> Dict[str, np.ndarray]:
         shape = (len(packs), self.max_seq_len)

@@ -23,8 +23,11 @@ import contextlib
 import functools
 import importlib
 import inspect
+import warnings
 
 import paddle
+
+from paddle_flashmask import _args
 
 # The test suite passes on PaddleNLP 3.0.0b3 and 3.0.0b4. In 3.0.0b2 Qwen2
 # models do not take attn_mask_startend_row_indices yet.
@@ -36,8 +39,23 @@ _ATTENTION_CLASSES = (
 )
 
 
+_INDICES_ARG = "attn_mask_startend_row_indices"
+_INDEX_DTYPES = (paddle.int32, paddle.int64)
+_INDEX_RANKS = (2, 3, 4)  # [B, S], [B, Hm, S], or already the op's [B, Hm, S, bounds]
+
+
 def _startend_row_indices(indices: paddle.Tensor) -> paddle.Tensor:
     """PaddleNLP's [B, S] or [B, Hm, S] (one bound per column) -> the op's [B, Hm, S, bounds]."""
+    where = "paddle_flashmask.paddlenlp"
+    if not isinstance(indices, paddle.Tensor):
+        raise TypeError(f"{where}: `{_INDICES_ARG}` must be a paddle.Tensor, got {_args.describe(indices)}")
+    if indices.dtype not in _INDEX_DTYPES:
+        raise TypeError(f"{where}: `{_INDICES_ARG}` dtype must be int32 or int64, got {indices.dtype}")
+    if indices.ndim not in _INDEX_RANKS:
+        raise ValueError(
+            f"{where}: `{_INDICES_ARG}` must be [batch, seqlen] or [batch, num_mask_heads, seqlen], "
+            f"got shape {list(indices.shape)}"
+        )
     if indices.ndim == 2:
         indices = indices.unsqueeze(1)
     if indices.ndim == 3:
@@ -115,6 +133,24 @@ def _attention_classes():
 
 def is_applied() -> bool:
     return all(isinstance(cls.__dict__.get("attn_func"), _RoutedAttnFunc) for cls in _attention_classes())
+
+
+@functools.lru_cache(maxsize=None)  # the cache makes it warn once per process
+def _warn_not_routed() -> None:
+    warnings.warn(
+        "paddle_flashmask: batches carry attn_mask_startend_row_indices but "
+        "paddle_flashmask.paddlenlp.apply() was not called: on CPU (and on GPU without "
+        "use_flash_attention=True) PaddleNLP silently drops the indices and attends with a "
+        "plain causal mask, so packed sequences see each other. Call apply() before training.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def warn_if_not_routed() -> None:
+    """Warns (once) when indices would reach PaddleNLP's own CPU attention, which ignores them."""
+    if paddle.device.get_device() == "cpu" and not is_applied():
+        _warn_not_routed()
 
 
 def _check_paddlenlp_version() -> None:

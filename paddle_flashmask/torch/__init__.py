@@ -5,12 +5,13 @@
 
 Same signature and semantics as `paddle_flashmask.flashmask_attention`, on torch
 tensors; gradients flow to query, key and value (torch.autograd.Function).
-float16 / bfloat16 on CUDA (sm80+); head_dim 64, 128 and 256 run natively,
-other head dims up to 256 are zero-padded to the next of those.
+float16 / bfloat16 on CUDA (sm80+), head_dim 1 to 256 (the library pads a
+head_dim it has no kernel for internally). Arguments are checked by the same
+core as the Paddle API's (`paddle_flashmask._frontend`), so a bad call gets the
+same error from both.
 
 Deterministic backward (bitwise identical grads run to run): set
-FLASHMASK_DETERMINISTIC=1 (or Paddle's FLAGS_cudnn_deterministic=1), or enable
-torch.use_deterministic_algorithms(True).
+FLASHMASK_DETERMINISTIC=1, or enable torch.use_deterministic_algorithms(True).
 
 The kernels live in libflashmask_cuda.so (see `tools/build_cuda.sh`); this
 module imports without it and fails with the build command on first use.
@@ -21,16 +22,14 @@ from __future__ import annotations
 import ctypes
 import os
 
-import numpy as np
 import torch
 
-from paddle_flashmask import _checks
+from paddle_flashmask import _frontend
 from paddle_flashmask.torch import _lib
 
 __all__ = ["flashmask_attention", "is_available"]
 
 _DTYPES = {torch.float16: 1, torch.bfloat16: 2}
-_NATIVE_HEAD_DIMS = (64, 128, 256)
 
 
 def is_available() -> bool:
@@ -42,13 +41,6 @@ def is_available() -> bool:
     except (RuntimeError, OSError):
         return False
     return True
-
-
-def _deterministic() -> bool:
-    for name in ("FLASHMASK_DETERMINISTIC", "FLAGS_cudnn_deterministic"):
-        if os.environ.get(name, "").lower() in ("1", "true", "yes", "on"):
-            return True
-    return torch.are_deterministic_algorithms_enabled()
 
 
 def _poison() -> bool:
@@ -138,27 +130,33 @@ class _FlashMaskFunction(torch.autograd.Function):
         dout = dout.contiguous()
         with torch.cuda.device(q.device):
             dq, dk, dv = _backward(
-                q, k, v, out, lse, dout, idx, block_mask, ctx.causal, ctx.scale, _deterministic()
+                q, k, v, out, lse, dout, idx, block_mask, ctx.causal, ctx.scale,
+                _frontend.deterministic_requested(torch.are_deterministic_algorithms_enabled()),
             )
         return dq, dk, dv, None, None, None, None
 
 
-def _int32_on(x, device, arg: str) -> torch.Tensor:
-    if isinstance(x, np.ndarray):
-        if x.dtype != np.int32:
-            raise TypeError(f"flashmask_attention: `{arg}` dtype must be int32, got {x.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(x))
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(
-            f"flashmask_attention: `{arg}` must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}"
-        )
-    if x.dtype != torch.int32:
-        raise TypeError(f"flashmask_attention: `{arg}` dtype must be int32, got {str(x.dtype).replace('torch.', '')}")
-    return x.to(device=device).contiguous()
-
-
 def _dtype_name(t: torch.Tensor) -> str:
     return str(t.dtype).replace("torch.", "")
+
+
+_TORCH = _frontend.Framework(
+    tensor_name="torch.Tensor",
+    is_tensor=lambda x: isinstance(x, torch.Tensor),
+    shape=lambda t: tuple(t.shape),
+    dtype_name=_dtype_name,
+    device=lambda t: str(t.device),
+    is_gpu=lambda t: t.is_cuda,
+    runs_on_cpu=False,
+    to_tensor=lambda array, like: torch.from_numpy(array).to(device=like.device),
+    values=lambda t: t.detach().cpu().numpy(),
+)
+
+
+def _seed_offset(fixed_seed_offset, device):
+    if fixed_seed_offset is not None:
+        return fixed_seed_offset.to(dtype=torch.int64)
+    return torch.zeros(2, dtype=torch.int64, device=device)
 
 
 def flashmask_attention(
@@ -181,58 +179,26 @@ def flashmask_attention(
 ):
     """FlashMask attention on torch CUDA tensors [B, S, H, D]; see the module docstring
     and `paddle_flashmask.flashmask_attention` for the arguments."""
-    _checks.check_dropout(dropout, training)
-    if not isinstance(query, torch.Tensor) or not query.is_cuda:
-        raise ValueError("flashmask_attention (torch): `query` must be a CUDA torch.Tensor")
-    device = query.device
-    batch, seqlen_q = int(query.shape[0]), int(query.shape[1])
-    seqlen_k = int(key.shape[1])
-    idx = _int32_on(
-        _checks.resolve_mask_arguments(
-            startend_row_indices, window_size, block_mask, bool(causal), batch, seqlen_q, seqlen_k
-        ),
-        device,
-        "startend_row_indices",
+    call = _frontend.resolve(
+        _TORCH,
+        query,
+        key,
+        value,
+        startend_row_indices,
+        dropout=dropout,
+        causal=causal,
+        window_size=window_size,
+        return_softmax_lse=return_softmax_lse,
+        return_seed_offset=return_seed_offset,
+        fixed_seed_offset=fixed_seed_offset,
+        rng_name=rng_name,
+        training=training,
+        name=name,
+        softmax_scale=softmax_scale,
+        block_mask=block_mask,
     )
-    if block_mask is not None:
-        block_mask = _int32_on(block_mask, device, "block_mask")
-
-    _checks.check_attention_inputs(
-        tuple(query.shape),
-        tuple(key.shape),
-        tuple(value.shape),
-        (_dtype_name(query), _dtype_name(key), _dtype_name(value)),
-        tuple(idx.shape),
-        _dtype_name(idx),
-        bool(causal),
-        supported_dtypes=("float16", "bfloat16"),
-        max_head_dim=256,
-        supported_head_dims=None,
-        block_mask_shape=None if block_mask is None else tuple(block_mask.shape),
-        block_mask_dtype=None if block_mask is None else _dtype_name(block_mask),
-    )
-    for arg, t in (("key", key), ("value", value)):
-        if t.device != device:
-            raise ValueError(f"flashmask_attention: `{arg}` is on {t.device}, query on {device}")
-
-    head_dim = int(query.shape[-1])
-    scale = head_dim**-0.5 if softmax_scale is None else float(softmax_scale)
-    q, k, v = query, key, value
-    padded = next(d for d in _NATIVE_HEAD_DIMS if d >= head_dim)
-    if padded != head_dim:  # zero columns change neither Q K^T nor the kept part of P V
-        pad = (0, padded - head_dim)
-        q, k, v = (torch.nn.functional.pad(t, pad) for t in (q, k, v))
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    out, lse = _FlashMaskFunction.apply(q, k, v, idx, block_mask, bool(causal), scale)
-    if padded != head_dim:
-        out = out[..., :head_dim]
-
-    outputs = [out]
-    if return_softmax_lse:
-        outputs.append(lse)
-    if return_seed_offset:
-        if fixed_seed_offset is not None:
-            outputs.append(torch.as_tensor(fixed_seed_offset, dtype=torch.int64, device=device))
-        else:
-            outputs.append(torch.zeros(2, dtype=torch.int64, device=device))
-    return outputs[0] if len(outputs) == 1 else outputs
+    q, k, v = (t.contiguous() for t in (call.query, call.key, call.value))
+    idx = call.startend_row_indices.contiguous()
+    block_mask = None if call.block_mask is None else call.block_mask.contiguous()
+    out, lse = _FlashMaskFunction.apply(q, k, v, idx, block_mask, call.causal, call.softmax_scale)
+    return _frontend.outputs(call, out, lse, lambda given: _seed_offset(given, q.device))

@@ -1,0 +1,211 @@
+"""The front-end core (paddle_flashmask._frontend): one validation pass shared by
+the Paddle API and the torch binding, its policies, and its shape limits."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+from unittest import mock
+
+import numpy as np
+import paddle
+import pytest
+
+import paddle_flashmask
+from paddle_flashmask import _frontend, _ops, api, masks
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIMIT = _frontend.MAX_KERNEL_ELEMENTS
+# Paddle tensors as if they lived on a GPU: the policies of that device apply.
+PADDLE_ON_GPU = dataclasses.replace(api._PADDLE, is_gpu=lambda t: True)
+
+
+def _resolve(fw, q, k, v, startend_row_indices=None, **kwargs):
+    arguments = dict(
+        dropout=0.0,
+        causal=False,
+        window_size=None,
+        return_softmax_lse=False,
+        return_seed_offset=False,
+        fixed_seed_offset=None,
+        rng_name="",
+        training=True,
+        name=None,
+        softmax_scale=None,
+        block_mask=None,
+    )
+    arguments.update(kwargs)
+    return _frontend.resolve(fw, q, k, v, startend_row_indices, **arguments)
+
+
+def _paddle_qkv(head_dim, dtype="float16", seqlen=8):
+    return [paddle.zeros([1, seqlen, 2, head_dim], dtype=dtype) for _ in range(3)]
+
+
+class TestDeterministicSwitch(unittest.TestCase):
+    def test_environment_and_framework_flag(self):
+        for value, expected in (("1", True), ("true", True), ("YES", True), (" On ", True), ("0", False), ("", False), ("no", False)):
+            with self.subTest(value=value), mock.patch.dict(os.environ, {_frontend.DETERMINISTIC_ENV: value}):
+                self.assertIs(_frontend.deterministic_requested(False), expected)
+                self.assertTrue(_frontend.deterministic_requested(True))
+        with mock.patch.dict(os.environ, {}, clear=True):
+            self.assertFalse(_frontend.deterministic_requested(False))
+
+    def test_paddle_api_passes_it_to_the_op(self):
+        q, k, v = _paddle_qkv(8, "float32")
+        for value, expected in (("1", True), ("0", False)):
+            with self.subTest(value=value), mock.patch.dict(os.environ, {_frontend.DETERMINISTIC_ENV: value}):
+                with mock.patch.object(_ops, "flashmask_attention_op", wraps=_ops.flashmask_attention_op) as op:
+                    paddle_flashmask.flashmask_attention(q, k, v, causal=True)
+                self.assertIs(op.call_args.args[-1], expected)
+
+
+class TestShapeLimits(unittest.TestCase):
+    """Shapes past what the kernels index are refused from the shapes alone (nothing allocated)."""
+
+    def test_each_of_query_key_value(self):
+        big = (1, LIMIT // 64 + 1, 1, 64)
+        small_q, small_kv = (1, 8, 1, 64), (1, 8, 1, 64)
+        for name, shapes in (("query", (big, small_kv, small_kv)), ("key", (small_q, big, big))):
+            with self.subTest(name), self.assertRaisesRegex(ValueError, f"`{name}` of shape .* {LIMIT}"):
+                _frontend.check_shapes(*shapes)
+
+    def test_query_past_two_to_the_31_rows(self):
+        with self.assertRaisesRegex(ValueError, "`query` of shape \\[1, 2147483712, 1, 1\\]"):
+            _frontend.check_shapes((1, 2**31 + 64, 1, 1), (1, 8, 1, 1), (1, 8, 1, 1))
+
+    def test_softmax_lse_past_the_limit_is_refused(self):
+        # B * H * Sq > 2**31 - 1 (the LSE); query's own count is at least as large.
+        with self.assertRaisesRegex(ValueError, "`query`.*elements"):
+            _frontend.check_shapes((2**16, 2**11, 2**4, 1), (2**16, 1, 2**4, 1), (2**16, 1, 2**4, 1))
+
+    def test_exactly_at_the_limit_passes(self):
+        dims = _frontend.check_shapes((1, LIMIT, 1, 1), (1, 1, 1, 1), (1, 1, 1, 1))
+        self.assertEqual(dims.seqlen_q, LIMIT)
+
+    def test_bounds_past_the_limit(self):
+        dims = _frontend.check_shapes((1, 8, 2**20, 1), (1, 2**10, 2**20, 1), (1, 2**10, 2**20, 1))
+        with self.assertRaisesRegex(ValueError, "`startend_row_indices` of shape"):
+            _frontend.check_mask_shapes(dims, False, (1, 2**20, 2**10, 4))
+
+
+class TestPolicies(unittest.TestCase):
+    def test_head_dims_1_to_256_on_gpu_and_cpu(self):
+        for fw in (PADDLE_ON_GPU, api._PADDLE):
+            for head_dim in (1, 7, 80, 200, 256):
+                with self.subTest(gpu=fw is PADDLE_ON_GPU, head_dim=head_dim):
+                    q, k, v = _paddle_qkv(head_dim)
+                    call = _resolve(fw, q, k, v)
+                    self.assertIs(call.query, q)  # handed on as given: no padding in Python
+                    self.assertEqual(call.dims.head_dim, head_dim)
+            for head_dim in (0, 257, 512):
+                with self.subTest(gpu=fw is PADDLE_ON_GPU, head_dim=head_dim):
+                    with self.assertRaisesRegex(ValueError, "`query` head_dim must be in \\[1, 256\\]"):
+                        _resolve(fw, *_paddle_qkv(head_dim))
+
+    def test_dtypes_per_device(self):
+        with self.assertRaisesRegex(TypeError, "`query` dtype must be one of \\['float16', 'bfloat16'\\] on GPU, got float32"):
+            _resolve(PADDLE_ON_GPU, *_paddle_qkv(64, "float32"))
+        for dtype in ("float32", "float16", "bfloat16"):
+            _resolve(api._PADDLE, *_paddle_qkv(64, dtype))
+        for dtype in ("float16", "bfloat16"):
+            _resolve(PADDLE_ON_GPU, *_paddle_qkv(64, dtype))
+
+    def test_same_errors_from_both_front_ends(self):
+        torch = pytest.importorskip("torch")
+        from paddle_flashmask import torch as torch_binding
+
+        torch_on_gpu = dataclasses.replace(torch_binding._TORCH, is_gpu=lambda t: True)
+
+        def torch_qkv(head_dim, dtype="float16"):
+            return [torch.zeros(1, 8, 2, head_dim, dtype=getattr(torch, dtype)) for _ in range(3)]
+
+        bad_calls = (
+            (lambda fw, qkv: _resolve(fw, *qkv(64, "float32")), TypeError),
+            (lambda fw, qkv: _resolve(fw, *qkv(300)), ValueError),
+            (lambda fw, qkv: _resolve(fw, *qkv(64), softmax_scale=float("nan")), ValueError),
+            (lambda fw, qkv: _resolve(fw, *qkv(64), causal="False"), TypeError),
+            (lambda fw, qkv: _resolve(fw, *qkv(64), window_size=(1, 2, 3)), ValueError),
+            (lambda fw, qkv: _resolve(fw, *qkv(64), masks.full_mask(8), causal=True), ValueError),
+        )
+        for bad_call, exception in bad_calls:
+            messages = []
+            for fw, qkv in ((PADDLE_ON_GPU, _paddle_qkv), (torch_on_gpu, torch_qkv)):
+                with self.assertRaises(exception) as caught:
+                    bad_call(fw, qkv)
+                messages.append(str(caught.exception))
+            self.assertEqual(messages[0], messages[1])
+        call = _resolve(torch_on_gpu, *torch_qkv(80), masks.causal_mask(8))
+        self.assertEqual(tuple(call.query.shape), (1, 8, 2, 80))  # the library pads, not Python
+        self.assertIsInstance(call.startend_row_indices, torch.Tensor)
+
+    def test_numpy_bool_is_a_bool(self):
+        call = _resolve(api._PADDLE, *_paddle_qkv(8, "float32"), causal=np.bool_(True))
+        self.assertIs(call.causal, True)
+
+
+class TestMaskSpecArgument(unittest.TestCase):
+    def setUp(self):
+        rng = np.random.default_rng(0)
+        self.q, self.k, self.v = (paddle.to_tensor(rng.standard_normal((1, 24, 2, 8)).astype("float32")) for _ in range(3))
+
+    def test_spec_brings_its_causal_flag(self):
+        for spec in (masks.causal_document_mask([10, 14]), masks.document_mask([10, 14])):
+            with self.subTest(causal=spec.causal):
+                want = paddle_flashmask.flashmask_attention(self.q, self.k, self.v, spec.startend_row_indices, causal=spec.causal)
+                got = paddle_flashmask.flashmask_attention(self.q, self.k, self.v, spec)
+                np.testing.assert_array_equal(got.numpy(), want.numpy())
+                same = paddle_flashmask.flashmask_attention(self.q, self.k, self.v, spec, causal=spec.causal)
+                np.testing.assert_array_equal(same.numpy(), want.numpy())
+
+    def test_causal_true_with_a_non_causal_spec_is_refused(self):
+        with self.assertRaisesRegex(ValueError, "`causal=True` disagrees with the MaskSpec"):
+            paddle_flashmask.flashmask_attention(self.q, self.k, self.v, masks.document_mask([24]), causal=True)
+
+    def test_pictures_take_a_spec(self):
+        spec = masks.share_question_mask([(2, [2, 2])])
+        self.assertEqual(masks.render_text(spec), masks.render_text(masks.to_dense(spec)))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "mask.png")
+            masks.save_png(spec, path)
+            self.assertGreater(os.path.getsize(path), 0)
+
+
+class TestOnePass(unittest.TestCase):
+    def test_api_validates_once(self):
+        q, k, v = _paddle_qkv(8, "float32", seqlen=130)
+        with mock.patch.object(_frontend, "resolve", wraps=_frontend.resolve) as resolve:
+            paddle_flashmask.flashmask_attention(q, k, v, masks.causal_mask(130), block_mask=np.ones((1, 1, 2, 2), np.int32))
+        self.assertEqual(resolve.call_count, 1)
+
+    def test_block_mask_values_read_once(self):
+        reads = []
+
+        def values(t):
+            reads.append(t)
+            return t.numpy()
+
+        fw = dataclasses.replace(api._PADDLE, values=values)
+        q, k, v = _paddle_qkv(8, "float32", seqlen=130)
+        block_mask = paddle.to_tensor(np.ones((1, 1, 2, 2), np.int32))
+        _resolve(fw, q, k, v, masks.causal_mask(130), block_mask=block_mask)
+        self.assertEqual(len(reads), 1)
+        block_mask[0, 0, 1, 1] = 3
+        with self.assertRaisesRegex(ValueError, "`block_mask` values must be 0 .* or 1 .*got 3 at \\[0, 0, 1, 1\\]"):
+            _resolve(fw, q, k, v, masks.causal_mask(130), block_mask=block_mask)
+
+    def test_no_import_cycle(self):
+        # masks never imports the core (the core imports masks): each imports alone.
+        code = (
+            "import sys; sys.modules['paddle_flashmask._frontend'] = None\n"
+            "import paddle_flashmask.masks as m; m.to_dense(m.causal_mask(4)); print('ok')\n"
+        )
+        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)
+        self.assertEqual(result.stdout.strip(), "ok", result.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()

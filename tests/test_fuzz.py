@@ -1,0 +1,128 @@
+"""Property test: random calls (tests/strategies.py) through the Paddle API on CPU
+against the float64 reference, forward, LSE and all three gradients.
+
+A few hundred derandomized examples in the normal run; FLASHMASK_FUZZ_EXAMPLES=5000
+for a longer random search.
+"""
+
+import numpy as np
+import paddle
+from hypothesis import given
+
+import paddle_flashmask
+from paddle_flashmask import masks, reference
+from tests.strategies import cases, fuzz_settings
+
+CPU_DTYPES = ("float32", "float16", "bfloat16")
+DEFAULT_EXAMPLES = 500
+MAX_SEQLEN = 200  # more than one 128-row block, so block masks bite
+MAX_WORK = 1_500_000  # B*H*Sq*Sk*D of one example: keeps the run well under a minute
+# Allowed error: ERROR_FACTOR times the roundoff times the size of the terms
+# each result sums (the inputs are rounded to the dtype before the reference
+# sees them, so what is left is the kernel's own rounding). The roundoff is the
+# dtype's (P, outputs and gradients are rounded to it) plus float32's times the
+# largest logit term sum (softmax_scale * sum |q| |k|), which the exponent
+# carries into P's relative error. For out the terms are bounded by max |v|;
+# for the gradients the terms of dS = P (dP - D) carry the rounding of P and of
+# D = rowsum(dO * O), so a sharp softmax has large terms that cancel to a small
+# gradient.
+UNIT_ROUNDOFF = {"float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+ERROR_FACTOR = 16
+# The LSE is float32 in every dtype, from the same rounded inputs: its error is float32's
+# roundoff times the logit term sum (the logits' own rounding) and times |LSE| (exp/log).
+
+
+def _logit_term_sum(case, q, k) -> float:
+    """The largest softmax_scale * sum |q| |k| behind one logit."""
+    scale = case.head_dim**-0.5 if case.softmax_scale is None else case.softmax_scale
+    group = case.num_heads // case.num_heads_k
+    logit_terms = scale * np.einsum("bqhd,bkhd->bhqk", np.abs(q), np.repeat(np.abs(k), group, axis=2))
+    return float(logit_terms.max(initial=0.0))
+
+
+def _roundoff(case, q, k) -> float:
+    return UNIT_ROUNDOFF[case.dtype] + UNIT_ROUNDOFF["float32"] * (1.0 + _logit_term_sum(case, q, k))
+
+
+def _assert_close(name, got, want, term_size, roundoff, case):
+    tolerance = ERROR_FACTOR * roundoff * max(1.0, float(np.abs(want).max(initial=0.0)), term_size)
+    err = float(np.abs(got - want).max(initial=0.0))
+    assert np.isfinite(got).all(), f"{name}: non-finite values for {case}"
+    assert err <= tolerance, f"{name}: max error {err:.3e} > {tolerance:.3e} for {case}"
+
+
+def _gradient_term_sizes(case, q, k, v, dout, out, idx, block_mask, lse):
+    """The largest sum of |terms| behind one element of dq, dk and dv."""
+    scale = case.head_dim**-0.5 if case.softmax_scale is None else case.softmax_scale
+    group = case.num_heads // case.num_heads_k
+    k_full, v_full = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
+    allowed = masks.expand_mask_heads(
+        masks.to_dense(idx, case.causal, case.seqlen_q, block_mask), case.num_heads, case.num_heads_k
+    )
+    live = np.isfinite(lse)[..., None] & allowed
+    logits = np.einsum("bqhd,bkhd->bhqk", q, k_full) * scale - np.where(np.isfinite(lse), lse, 0.0)[..., None]
+    p = np.where(live, np.exp(np.where(live, logits, 0.0)), 0.0)
+    dp = np.einsum("bqhd,bkhd->bhqk", dout, v_full)
+    rowsum = np.einsum("bqhd,bqhd->bhq", dout, out)[..., None]
+    rowsum_terms = np.einsum("bqhd,bqhd->bhq", np.abs(dout), np.abs(out))[..., None]
+    ds_terms = p * (np.abs(dp - rowsum) + rowsum_terms)
+    per_key = lambda x: x.sum(axis=2).reshape(case.batch, case.num_heads_k, group, -1).sum(axis=2)  # noqa: E731
+    return (
+        scale * ds_terms.sum(axis=3).max(initial=0.0) * np.abs(k).max(),
+        scale * per_key(ds_terms).max(initial=0.0) * np.abs(q).max(),
+        per_key(p).max(initial=0.0) * np.abs(dout).max(),
+    )
+
+
+def _mask_arguments(case, idx, block_mask):
+    if case.mask_kind == "window":
+        return dict(window_size=case.window_size)
+    if case.mask_kind == "none":
+        return {}
+    return dict(startend_row_indices=idx, block_mask=block_mask)
+
+
+@given(cases(CPU_DTYPES, max_seqlen=MAX_SEQLEN, max_work=MAX_WORK))
+@fuzz_settings(DEFAULT_EXAMPLES)
+def test_cpu_against_float64_reference(case):
+    rng = case.rng()
+    idx = case.indices(rng)
+    block_mask = case.block_mask(rng, idx.shape[1])
+    q_shape, k_shape, v_shape = case.qkv_shapes()
+    tensors = [
+        paddle.to_tensor(rng.standard_normal(shape).astype(np.float32)).astype(case.dtype)
+        for shape in (q_shape, k_shape, v_shape, q_shape)
+    ]
+    q, k, v, dout = tensors
+    for t in (q, k, v):
+        t.stop_gradient = False
+    out, lse = paddle_flashmask.flashmask_attention(
+        q,
+        k,
+        v,
+        causal=case.causal,
+        softmax_scale=case.softmax_scale,
+        return_softmax_lse=True,
+        **_mask_arguments(case, idx, block_mask),
+    )
+    paddle.autograd.backward([out], [dout])
+
+    q64, k64, v64, dout64 = (t.astype("float32").numpy().astype(np.float64) for t in tensors)
+    ref_args = (q64, k64, v64, idx, case.causal)
+    ref_out, ref_lse = reference.attention_forward(*ref_args, case.softmax_scale, block_mask)
+    ref_grads = reference.attention_backward(*ref_args, dout64, case.softmax_scale, block_mask)
+
+    roundoff = _roundoff(case, q64, k64)
+    _assert_close("out", out.astype("float32").numpy(), ref_out, np.abs(v64).max(), roundoff, case)
+    lse = lse.numpy()
+    empty = np.isneginf(ref_lse)
+    np.testing.assert_array_equal(np.isneginf(lse), empty, err_msg=f"lse: -inf rows differ for {case}")
+    lse_err = np.abs(lse[~empty] - ref_lse[~empty])
+    lse_tolerance = ERROR_FACTOR * UNIT_ROUNDOFF["float32"] * (
+        1.0 + _logit_term_sum(case, q64, k64) + np.abs(ref_lse[~empty])
+    )
+    worst = float((lse_err / lse_tolerance).max(initial=0.0))
+    assert worst <= 1.0, f"lse: error {worst:.2f}x the float32 roundoff bound for {case}"
+    term_sizes = _gradient_term_sizes(case, q64, k64, v64, dout64, ref_out, idx, block_mask, ref_lse)
+    for name, t, want, term_size in zip(("dq", "dk", "dv"), (q, k, v), ref_grads, term_sizes):
+        _assert_close(name, t.grad.astype("float32").numpy(), want, term_size, roundoff, case)
