@@ -11,6 +11,7 @@ from hypothesis import given
 
 import paddle_flashmask
 from paddle_flashmask import masks, reference
+from tests import tolerance
 from tests.strategies import cases, fuzz_settings
 
 CPU_DTYPES = ("float32", "float16", "bfloat16")
@@ -32,9 +33,13 @@ ERROR_FACTOR = 16
 # roundoff times the logit term sum (the logits' own rounding) and times |LSE| (exp/log).
 
 
+def _softmax_scale(case) -> float:
+    return case.head_dim**-0.5 if case.softmax_scale is None else case.softmax_scale
+
+
 def _logit_term_sum(case, q, k) -> float:
     """The largest softmax_scale * sum |q| |k| behind one logit."""
-    scale = case.head_dim**-0.5 if case.softmax_scale is None else case.softmax_scale
+    scale = _softmax_scale(case)
     group = case.num_heads // case.num_heads_k
     logit_terms = scale * np.einsum("bqhd,bkhd->bhqk", np.abs(q), np.repeat(np.abs(k), group, axis=2))
     return float(logit_terms.max(initial=0.0))
@@ -49,29 +54,6 @@ def _assert_close(name, got, want, term_size, roundoff, case):
     err = float(np.abs(got - want).max(initial=0.0))
     assert np.isfinite(got).all(), f"{name}: non-finite values for {case}"
     assert err <= tolerance, f"{name}: max error {err:.3e} > {tolerance:.3e} for {case}"
-
-
-def _gradient_term_sizes(case, q, k, v, dout, out, idx, block_mask, lse):
-    """The largest sum of |terms| behind one element of dq, dk and dv."""
-    scale = case.head_dim**-0.5 if case.softmax_scale is None else case.softmax_scale
-    group = case.num_heads // case.num_heads_k
-    k_full, v_full = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
-    allowed = masks.expand_mask_heads(
-        masks.to_dense(idx, case.causal, case.seqlen_q, block_mask), case.num_heads, case.num_heads_k
-    )
-    live = np.isfinite(lse)[..., None] & allowed
-    logits = np.einsum("bqhd,bkhd->bhqk", q, k_full) * scale - np.where(np.isfinite(lse), lse, 0.0)[..., None]
-    p = np.where(live, np.exp(np.where(live, logits, 0.0)), 0.0)
-    dp = np.einsum("bqhd,bkhd->bhqk", dout, v_full)
-    rowsum = np.einsum("bqhd,bqhd->bhq", dout, out)[..., None]
-    rowsum_terms = np.einsum("bqhd,bqhd->bhq", np.abs(dout), np.abs(out))[..., None]
-    ds_terms = p * (np.abs(dp - rowsum) + rowsum_terms)
-    per_key = lambda x: x.sum(axis=2).reshape(case.batch, case.num_heads_k, group, -1).sum(axis=2)  # noqa: E731
-    return (
-        scale * ds_terms.sum(axis=3).max(initial=0.0) * np.abs(k).max(),
-        scale * per_key(ds_terms).max(initial=0.0) * np.abs(q).max(),
-        per_key(p).max(initial=0.0) * np.abs(dout).max(),
-    )
 
 
 def _mask_arguments(case, idx, block_mask):
@@ -123,6 +105,11 @@ def test_cpu_against_float64_reference(case):
     )
     worst = float((lse_err / lse_tolerance).max(initial=0.0))
     assert worst <= 1.0, f"lse: error {worst:.2f}x the float32 roundoff bound for {case}"
-    term_sizes = _gradient_term_sizes(case, q64, k64, v64, dout64, ref_out, idx, block_mask, ref_lse)
+    allowed = masks.expand_mask_heads(
+        masks.to_dense(idx, case.causal, case.seqlen_q, block_mask), case.num_heads, case.num_heads_k
+    )
+    term_sizes = tolerance.gradient_term_sizes(
+        q64, k64, v64, dout64, ref_out, allowed, ref_lse, _softmax_scale(case)
+    )
     for name, t, want, term_size in zip(("dq", "dk", "dv"), (q, k, v), ref_grads, term_sizes):
         _assert_close(name, t.grad.astype("float32").numpy(), want, term_size, roundoff, case)

@@ -43,10 +43,10 @@ def attention_ref(torch, q, k, v, allowed, scale, upcast=True):
     return out.to(dtype) if not upcast else out, lse
 
 
-def assert_close_fa(name, ours, ref, pt, factor=tolerance.FACTOR):
+def assert_close_fa(name, ours, ref, pt, factor=tolerance.FACTOR, floor=0.0):
     """FlashAttention's rule on torch tensors (tests/tolerance.py)."""
     return tolerance.assert_close_fa(
-        name, *(t.detach().float().cpu().numpy() for t in (ours, ref, pt)), factor=factor
+        name, *(t.detach().float().cpu().numpy() for t in (ours, ref, pt)), factor=factor, floor=floor
     )
 
 

@@ -1,6 +1,8 @@
 """GPU fuzz test: the CPU property test's random calls (tests/strategies.py), in
 float16/bfloat16 through the torch binding on CUDA, forward, LSE and gradients
-judged by FlashAttention's rule against an fp32 reference (tests/gpu/helpers.py).
+judged by FlashAttention's rule against an fp32 reference (tests/gpu/helpers.py),
+with float32's roundoff of the summed terms allowed where gradients are sums of
+cancelling terms (a lone key's dK is exactly zero: its residue is pure rounding).
 
 FLASHMASK_FUZZ_EXAMPLES=5000 for a longer random search.
 """
@@ -38,4 +40,5 @@ def test_cuda_against_fp32_reference(case):
         scale=case.softmax_scale,
         block_mask=case.block_mask(rng, idx.shape[1]),
         seed=case.seed,
+        roundoff_floor=True,
     )
