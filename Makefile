@@ -4,7 +4,7 @@ PYTHON ?= python3
 SOURCES := setup.py requirements.txt $(shell find csrc paddle_flashmask -name '*.cc' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name '*.py' 2>/dev/null)
 STAMP := .build/installed.stamp
 
-.PHONY: install demo test check-cuda-build bench-cpu
+.PHONY: install demo test check-cuda-build check-paddle26 bench-cpu
 
 install: $(STAMP)
 
@@ -16,8 +16,12 @@ $(STAMP): $(SOURCES)
 demo: install
 	$(PYTHON) examples/sft_lora/train.py --flashmask
 
-test: install check-cuda-build
+test: install check-cuda-build check-paddle26
 	$(PYTHON) -m pytest -q tests
+
+# Paddle 2.6 is supported too: build against it and run the API and CPU kernel tests there.
+check-paddle26:
+	bash .ci/check_paddle26.sh
 
 # The CUDA kernels must compile even where no GPU is (CI); without nvcc this is skipped,
 # except under CI, where a missing nvcc is an error.
