@@ -73,7 +73,10 @@ def lowp_attention(q, k, v, dout, idx, causal, scale, block_mask, dtype):
     p = r(p / np.where(denom == 0, 1.0, denom))
     out = r(np.einsum("bhqk,bkhd->bqhd", p, vf))
     dp = r(np.einsum("bqhd,bkhd->bhqk", dout, vf))
-    ds = r(p * r(dp - r((dp * p).sum(axis=-1, keepdims=True))))
+    # D = rowsum(dO * O) from the rounded output, as the kernels compute it (tests/gpu/helpers.py
+    # attention_grads_lowp says why).
+    d = r(np.einsum("bqhd,bqhd->bhq", dout, out))[..., None]
+    ds = r(p * r(dp - d))
     dq = r(r(np.einsum("bhqk,bkhd->bqhd", ds, kf)) * scale)
     fold = k.shape[:3] + (group, k.shape[3])
     dk = r(r(np.einsum("bhqk,bqhd->bkhd", ds, q)).reshape(fold).sum(axis=3) * scale)
