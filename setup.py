@@ -148,16 +148,6 @@ def paddle_feature_macros():
     return ["-DFLASHMASK_PADDLE_HAS_CONTIGUOUS"] if has_contiguous else []
 
 
-def cutlass_include():
-    """CuTe/CUTLASS headers shipped by the `nvidia-cutlass` wheel, if installed."""
-    try:
-        import cutlass_library
-    except ImportError:
-        print("paddle_flashmask: nvidia-cutlass not installed; building without CuTe headers")
-        return []
-    return [os.path.join(os.path.dirname(cutlass_library.__file__), "source", "include")]
-
-
 def extension():
     cpu_sources = sorted(glob.glob(rel("csrc", "cpu", "*.cc"))) + [
         rel("csrc", "paddle", "flashmask_op.cc")
@@ -190,8 +180,7 @@ def extension():
             sources=cpu_sources + cuda_sources,
             include_dirs=include_dirs
             + [os.path.join(ROOT, "csrc", "cuda")]
-            + cuda_host_includes()
-            + cutlass_include(),
+            + cuda_host_includes(),
             extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags() + paddle_feature_macros()},
             library_dirs=cudart_dirs(),
             runtime_library_dirs=cudart_dirs(),
