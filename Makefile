@@ -14,7 +14,7 @@ SIZE_CHECKED_PATHS := csrc/include csrc/paddle csrc/cpu \
 	csrc/cuda/preprocess.h csrc/cuda/preprocess.cu \
 	csrc/cuda/padded_head_dim.h csrc/cuda/padded_head_dim.cu csrc/cuda/workspace.h
 
-.PHONY: install demo test check-generated check-size check-cuda-build bench-cpu
+.PHONY: install demo test check-generated check-size check-cuda-build check-paddle26 bench-cpu
 
 install: $(STAMP)
 
@@ -26,7 +26,7 @@ $(STAMP): $(SOURCES)
 demo: install
 	$(PYTHON) examples/sft_lora/train.py --flashmask
 
-test: install check-generated check-size check-cuda-build
+test: install check-generated check-size check-cuda-build check-paddle26
 	$(PYTHON) -m pytest -q tests
 
 # Every file generated from the kernel table (tools/generate_kernels.py) is current.
@@ -36,6 +36,10 @@ check-generated:
 # `make check-size SIZE_CHECKED_PATHS=csrc` lists every function over the limits.
 check-size:
 	$(PYTHON) tools/check_function_size.py $(SIZE_CHECKED_PATHS)
+
+# Paddle 2.6 is supported too: build against it and run the API and CPU kernel tests there.
+check-paddle26:
+	bash .ci/check_paddle26.sh
 
 # The CUDA kernels must compile even where no GPU is (CI); without nvcc this is skipped,
 # except under CI, where a missing nvcc is an error.

@@ -61,51 +61,18 @@ View take_padded(WorkspaceCarver& ws, int batch, int rows, int heads, int padded
   return View{ws.take(bytes), st, rows, heads, padded};
 }
 
-// The padded problem: params pointing at workspace buffers, and where the compiled
-// kernels' own workspace starts.
-struct FwdPlan {
-  FwdParams padded;
-  void* kernel_ws;
-  size_t kernel_ws_bytes;
-  size_t total;
-};
-
-FwdPlan plan_fwd(const FwdParams& p, void* workspace) {
-  const AttentionShape& s = p.shape;
-  const int dp = compiled_head_dim(s.head_dim);
-  WorkspaceCarver ws(workspace);
-  FwdPlan plan{p, nullptr, 0, 0};
-  FwdParams& pp = plan.padded;
-  pp.shape.head_dim = dp;
-  const View q = take_padded(ws, s.batch, s.seqlen_q, s.num_heads, dp);
-  const View k = take_padded(ws, s.batch, s.seqlen_k, s.num_heads_k, dp);
-  const View v = take_padded(ws, s.batch, s.seqlen_k, s.num_heads_k, dp);
-  const View out = take_padded(ws, s.batch, s.seqlen_q, s.num_heads, dp);
+// Points the padded problem's tensors at zero-padded workspace buffers; `q_side()` and
+// `k_side()` take one buffer shaped like q and like k.
+template <typename TakeQ, typename TakeK>
+void place_buffers(FwdParams& pp, TakeQ q_side, TakeK k_side) {
+  const View q = q_side(), k = k_side(), v = k_side(), out = q_side();
   pp.q = q.data, pp.k = k.data, pp.v = v.data, pp.out = const_cast<void*>(out.data);
-  pp.q_strides = q.strides, pp.k_strides = k.strides, pp.v_strides = v.strides;
-  pp.out_strides = out.strides;
-  plan.kernel_ws_bytes = flashmask_cuda_fwd_workspace_size(&pp);
-  plan.kernel_ws = ws.take(plan.kernel_ws_bytes);
-  plan.total = ws.used();
-  return plan;
+  pp.q_strides = q.strides, pp.out_strides = out.strides;
+  pp.k_strides = k.strides, pp.v_strides = v.strides;
 }
 
-struct BwdPlan {
-  BwdParams padded;
-  void* kernel_ws;
-  size_t kernel_ws_bytes;
-  size_t total;
-};
-
-BwdPlan plan_bwd(const BwdParams& p, void* workspace) {
-  const AttentionShape& s = p.shape;
-  const int dp = compiled_head_dim(s.head_dim);
-  WorkspaceCarver ws(workspace);
-  BwdPlan plan{p, nullptr, 0, 0};
-  BwdParams& pp = plan.padded;
-  pp.shape.head_dim = dp;
-  auto q_side = [&] { return take_padded(ws, s.batch, s.seqlen_q, s.num_heads, dp); };
-  auto k_side = [&] { return take_padded(ws, s.batch, s.seqlen_k, s.num_heads_k, dp); };
+template <typename TakeQ, typename TakeK>
+void place_buffers(BwdParams& pp, TakeQ q_side, TakeK k_side) {
   const View q = q_side(), out = q_side(), dout = q_side(), dq = q_side();
   const View k = k_side(), v = k_side(), dk = k_side(), dv = k_side();
   pp.q = q.data, pp.out = out.data, pp.dout = dout.data, pp.dq = const_cast<void*>(dq.data);
@@ -113,7 +80,32 @@ BwdPlan plan_bwd(const BwdParams& p, void* workspace) {
   pp.dv = const_cast<void*>(dv.data);
   pp.q_strides = pp.out_strides = pp.dout_strides = pp.dq_strides = q.strides;
   pp.k_strides = pp.v_strides = pp.dk_strides = pp.dv_strides = k.strides;
-  plan.kernel_ws_bytes = flashmask_cuda_bwd_workspace_size(&pp);
+}
+
+size_t compiled_workspace_size(const FwdParams& p) { return flashmask_cuda_fwd_workspace_size(&p); }
+size_t compiled_workspace_size(const BwdParams& p) { return flashmask_cuda_bwd_workspace_size(&p); }
+
+// The padded problem: params pointing at workspace buffers, and where the compiled
+// kernels' own workspace starts. With workspace == nullptr it only sizes.
+template <typename Params>
+struct Plan {
+  Params padded;
+  void* kernel_ws;
+  size_t kernel_ws_bytes;
+  size_t total;
+};
+
+template <typename Params>
+Plan<Params> make_plan(const Params& p, void* workspace) {
+  const AttentionShape& s = p.shape;
+  const int dp = compiled_head_dim(s.head_dim);
+  WorkspaceCarver ws(workspace);
+  Plan<Params> plan{p, nullptr, 0, 0};
+  plan.padded.shape.head_dim = dp;
+  place_buffers(
+      plan.padded, [&] { return take_padded(ws, s.batch, s.seqlen_q, s.num_heads, dp); },
+      [&] { return take_padded(ws, s.batch, s.seqlen_k, s.num_heads_k, dp); });
+  plan.kernel_ws_bytes = compiled_workspace_size(plan.padded);
   plan.kernel_ws = ws.take(plan.kernel_ws_bytes);
   plan.total = ws.used();
   return plan;
@@ -151,11 +143,11 @@ int compiled_head_dim(int head_dim) {
   return 0;
 }
 
-size_t padded_fwd_workspace_size(const FwdParams& p) { return plan_fwd(p, nullptr).total; }
-size_t padded_bwd_workspace_size(const BwdParams& p) { return plan_bwd(p, nullptr).total; }
+size_t padded_fwd_workspace_size(const FwdParams& p) { return make_plan(p, nullptr).total; }
+size_t padded_bwd_workspace_size(const BwdParams& p) { return make_plan(p, nullptr).total; }
 
 int run_fwd_padded(const FwdParams& p, void* workspace, cudaStream_t stream) {
-  const FwdPlan plan = plan_fwd(p, workspace);
+  const Plan<FwdParams> plan = make_plan(p, workspace);
   const FwdParams& pp = plan.padded;
   const AttentionShape& s = p.shape;
   const int sq = s.seqlen_q, sk = s.seqlen_k, h = s.num_heads, hk = s.num_heads_k;
@@ -170,7 +162,7 @@ int run_fwd_padded(const FwdParams& p, void* workspace, cudaStream_t stream) {
 }
 
 int run_bwd_padded(const BwdParams& p, void* workspace, cudaStream_t stream) {
-  const BwdPlan plan = plan_bwd(p, workspace);
+  const Plan<BwdParams> plan = make_plan(p, workspace);
   const BwdParams& pp = plan.padded;
   const AttentionShape& s = p.shape;
   const int sq = s.seqlen_q, sk = s.seqlen_k, h = s.num_heads, hk = s.num_heads_k;
