@@ -186,10 +186,6 @@ DISPATCH_HEADER = """\
 #include "flashmask/params.h"
 #include "runtime.h"
 
-// X(T, D) for every compiled (element type, head_dim) pair.
-#define FLASHMASK_FOR_EACH_KERNEL(X) \\
-{for_each}
-
 namespace flashmask {{
 namespace cuda {{
 
@@ -199,7 +195,9 @@ namespace cuda {{
 // The compiled dtypes, for messages.
 constexpr const char* kCompiledDTypeNames = "{dtype_names}";
 
-constexpr bool compiled_dtype(DType dtype) {{ return {dtype_test}; }}
+constexpr bool compiled_dtype(DType dtype) {{
+  return {dtype_test};
+}}
 
 // f(T(), std::integral_constant<int, D>()) for a compiled (dtype, head_dim); an error
 // for any other pair (the C API validates before it dispatches).
@@ -210,8 +208,8 @@ int dispatch(DType dtype, int head_dim, F&& f) {{
     default:
       break;
   }}
-  return report_error("flashmask CUDA: no kernel for dtype %d and head_dim %d", static_cast<int>(dtype),
-                      head_dim);
+  return report_error("flashmask CUDA: no kernel for dtype %d and head_dim %d",
+                      static_cast<int>(dtype), head_dim);
 }}
 
 // f(std::integral_constant<int, D>()) for a compiled head_dim; 0 for any other.
@@ -230,8 +228,6 @@ size_t dispatch_head_dim(int head_dim, F&& f) {{
 
 
 def dispatch_header():
-    pairs = [(DTYPES[d].ctype, hdim) for d, hdim in KERNELS]
-    for_each = " \\\n".join(f"  X({ctype}, {hdim})" for ctype, hdim in pairs)
     code_asserts = "\n".join(
         f'static_assert(static_cast<int>(DType::{d.enumerator}) == {d.code}, "DType::{d.enumerator} is {d.code}");'
         for d in DTYPES.values()
@@ -252,7 +248,6 @@ def dispatch_header():
     )
     return DISPATCH_HEADER.format(
         generated=GENERATED,
-        for_each=for_each,
         code_asserts=code_asserts,
         dtype_names=" or ".join(d.name for d in DTYPES.values()),
         dtype_test=" || ".join(f"dtype == DType::{d.enumerator}" for d in DTYPES.values()),

@@ -42,8 +42,8 @@ int validate_shape(const AttentionShape& s) {
     return report_error("flashmask CUDA: shape.num_heads (%d) and num_heads_k (%d) must be "
                         "positive", s.num_heads, s.num_heads_k);
   if (s.num_heads % s.num_heads_k != 0)
-    return report_error("flashmask CUDA: shape.num_heads (%d) must be a multiple of num_heads_k (%d)",
-                        s.num_heads, s.num_heads_k);
+    return report_error("flashmask CUDA: shape.num_heads (%d) must be a multiple of "
+                        "num_heads_k (%d)", s.num_heads, s.num_heads_k);
   if (s.num_heads > kMaxGridYZ || s.batch > kMaxGridYZ)
     return report_error("flashmask CUDA: shape.batch (%d) and num_heads (%d) must be <= %d",
                         s.batch, s.num_heads, kMaxGridYZ);
@@ -53,8 +53,8 @@ int validate_shape(const AttentionShape& s) {
 int validate_mask(const AttentionShape& s, const MaskParams& m) {
   if (m.num_mask_heads != 1 && m.num_mask_heads != s.num_heads_k &&
       m.num_mask_heads != s.num_heads)
-    return report_error("flashmask CUDA: mask.num_mask_heads (%d) must be 1, num_heads_k or num_heads",
-                        m.num_mask_heads);
+    return report_error("flashmask CUDA: mask.num_mask_heads (%d) must be 1, num_heads_k or "
+                        "num_heads", m.num_mask_heads);
   const bool bounds_ok = m.causal ? (m.num_bounds == 1 || m.num_bounds == 2)
                                   : (m.num_bounds == 2 || m.num_bounds == 4);
   if (!bounds_ok)
@@ -123,13 +123,15 @@ const char* flashmask_cuda_last_error(void) { return last_error_message(); }
 size_t flashmask_cuda_fwd_workspace_size(const FwdParams* p) {
   if (p == nullptr || compiled_head_dim(p->shape.head_dim) == 0) return 0;
   if (runs_padded(p->shape)) return padded_fwd_workspace_size(*p);
-  return dispatch_head_dim(p->shape.head_dim, [&](auto d) { return fwd_layout<decltype(d)::value>(*p).total; });
+  return dispatch_head_dim(p->shape.head_dim,
+                           [&](auto d) { return fwd_layout<decltype(d)::value>(*p).total; });
 }
 
 size_t flashmask_cuda_bwd_workspace_size(const BwdParams* p) {
   if (p == nullptr || compiled_head_dim(p->shape.head_dim) == 0) return 0;
   if (runs_padded(p->shape)) return padded_bwd_workspace_size(*p);
-  return dispatch_head_dim(p->shape.head_dim, [&](auto d) { return bwd_layout<decltype(d)::value>(*p).total; });
+  return dispatch_head_dim(p->shape.head_dim,
+                           [&](auto d) { return bwd_layout<decltype(d)::value>(*p).total; });
 }
 
 int flashmask_cuda_fwd(const FwdParams* p, void* workspace, size_t workspace_bytes,

@@ -11,15 +11,6 @@
 #include "flashmask/params.h"
 #include "runtime.h"
 
-// X(T, D) for every compiled (element type, head_dim) pair.
-#define FLASHMASK_FOR_EACH_KERNEL(X) \
-  X(__half, 64) \
-  X(__half, 128) \
-  X(__half, 256) \
-  X(__nv_bfloat16, 64) \
-  X(__nv_bfloat16, 128) \
-  X(__nv_bfloat16, 256)
-
 namespace flashmask {
 namespace cuda {
 
@@ -30,7 +21,9 @@ static_assert(static_cast<int>(DType::kBFloat16) == 2, "DType::kBFloat16 is 2");
 // The compiled dtypes, for messages.
 constexpr const char* kCompiledDTypeNames = "float16 or bfloat16";
 
-constexpr bool compiled_dtype(DType dtype) { return dtype == DType::kFloat16 || dtype == DType::kBFloat16; }
+constexpr bool compiled_dtype(DType dtype) {
+  return dtype == DType::kFloat16 || dtype == DType::kBFloat16;
+}
 
 // f(T(), std::integral_constant<int, D>()) for a compiled (dtype, head_dim); an error
 // for any other pair (the C API validates before it dispatches).
@@ -64,8 +57,8 @@ int dispatch(DType dtype, int head_dim, F&& f) {
     default:
       break;
   }
-  return report_error("flashmask CUDA: no kernel for dtype %d and head_dim %d", static_cast<int>(dtype),
-                      head_dim);
+  return report_error("flashmask CUDA: no kernel for dtype %d and head_dim %d",
+                      static_cast<int>(dtype), head_dim);
 }
 
 // f(std::integral_constant<int, D>()) for a compiled head_dim; 0 for any other.

@@ -8,11 +8,12 @@
 // holds a message for the calling thread.
 //
 // Supported: sm80+ (built for sm_80 and sm_90a), fp16 / bf16, head_dim 1..kMaxHeadDim:
-// those in kCompiledHeadDims (flashmask/head_dims.h) run natively (the head dimension must be contiguous;
-// q/k/v/out/dout/dq/dk/dv base pointers 16-byte aligned and their batch/row/head
-// strides multiples of 8 elements), the others through zero-padded copies in the
-// workspace (any strides; see csrc/cuda/padded_head_dim.h), GQA / MQA, num_mask_heads in {1, num_heads_k, num_heads},
-// seqlen_q != seqlen_k (bottom-right causal), optional block_mask.
+// those in kCompiledHeadDims (flashmask/head_dims.h) run natively (the head dimension
+// must be contiguous; q/k/v/out/dout/dq/dk/dv base pointers 16-byte aligned and their
+// batch/row/head strides multiples of 8 elements), the others through zero-padded
+// copies in the workspace (any strides; see csrc/cuda/padded_head_dim.h); GQA / MQA,
+// num_mask_heads in {1, num_heads_k, num_heads}, seqlen_q != seqlen_k (bottom-right
+// causal), optional block_mask.
 #pragma once
 
 #include <stddef.h>
