@@ -38,14 +38,23 @@ DTYPES = {
     "fp16": Dtype("__half", "kFloat16", 1, "float16", "f16"),
     "bf16": Dtype("__nv_bfloat16", "kBFloat16", 2, "bfloat16", "bf16"),
 }
-# Every dtype at every head dim: the library runs a head_dim without kernels on the next
-# compiled one (csrc/cuda/padded_head_dim.h), whatever the dtype, and the largest compiled
-# head dim is the largest head_dim any backend takes.
-KERNELS = tuple(itertools.product(DTYPES, (64, 128, 256)))
+# The kernel table: (dtype, head_dim) pairs with compiled kernels. Each needs a
+# KernelChoice<head_dim> (tile configuration) in csrc/cuda/flashmask_launch.cuh.
+KERNELS = (
+    ("fp16", 64),
+    ("fp16", 128),
+    ("fp16", 256),
+    ("bf16", 64),
+    ("bf16", 128),
+    ("bf16", 256),
+)
 HEAD_DIMS = tuple(sorted({hdim for _, hdim in KERNELS}))
+# Every other head_dim up to the largest compiled one runs padded to the next compiled one
+# (csrc/cuda/padded_head_dim.h), so that is the largest head_dim any backend takes.
 MAX_HEAD_DIM = HEAD_DIMS[-1]
 DIRECTIONS = {"fwd": "FwdParams", "bwd": "BwdParams"}
-assert set(KERNELS) == set(itertools.product(DTYPES, HEAD_DIMS)), "padding needs every dtype at every head dim"
+# The padding picks the next compiled head dim without looking at the dtype.
+assert set(KERNELS) == set(itertools.product(DTYPES, HEAD_DIMS)), "every dtype needs every head dim"
 
 TEMPLATE = """\
 // {generated}
