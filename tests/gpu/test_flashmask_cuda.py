@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from paddle_flashmask import masks
+from paddle_flashmask._kernels import COMPILED_HEAD_DIMS
 from tests import tolerance
 from tests.gpu.helpers import assert_close_fa, attention_ref, dense_allowed, fresh_seed, rng_for
 from tests.random_bounds import BOUND_FORMS, random_bounds
@@ -145,7 +146,7 @@ def test_random_bounds_hdim256(causal, nb, dtype):
 
 
 @pytest.mark.parametrize("causal,nb", BOUND_FORMS)
-@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("head_dim", COMPILED_HEAD_DIMS)
 def test_mma_sync_kernels_on_hopper(monkeypatch, causal, nb, head_dim):
     """FLASHMASK_DISABLE_SM90=1 selects the mma.sync kernels, so they stay tested on Hopper."""
     monkeypatch.setenv("FLASHMASK_DISABLE_SM90", "1")
@@ -155,7 +156,7 @@ def test_mma_sync_kernels_on_hopper(monkeypatch, causal, nb, head_dim):
 
 
 # ---------------------------------------------------------------- persistent schedule
-@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("head_dim", COMPILED_HEAD_DIMS)
 def test_persistent_schedule(head_dim):
     """More query blocks than SMs, so each persistent forward CTA runs several items
     (list and Q buffers reused, ring phases carried across items); per-head causal
@@ -205,7 +206,7 @@ def test_unequal_lengths_plain(sq, sk, causal):
 
 
 # ---------------------------------------------------------------- head dims, dtypes
-@pytest.mark.parametrize("head_dim", [64, 128, 256, 32, 80])
+@pytest.mark.parametrize("head_dim", COMPILED_HEAD_DIMS + (32, 80))  # 32, 80: padded
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_head_dims(head_dim, dtype):
     seed = fresh_seed()
@@ -260,7 +261,7 @@ def test_fully_masked_rows():
 
 
 # ---------------------------------------------------------------- deterministic
-@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("head_dim", COMPILED_HEAD_DIMS)
 def test_deterministic(monkeypatch, head_dim):
     from paddle_flashmask.torch import flashmask_attention
 
