@@ -1,10 +1,20 @@
 # Set-up is part of every target: on a fresh machine `make demo` and `make test`
 # install what they need first (once; the stamp is redone when sources change).
 PYTHON ?= python3
-SOURCES := setup.py requirements.txt $(shell find csrc paddle_flashmask -name '*.cc' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name '*.py' 2>/dev/null)
+SOURCES := setup.py tools/cuda_flags.py requirements.txt $(shell find csrc paddle_flashmask -name '*.cc' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name '*.py' 2>/dev/null)
 STAMP := .build/installed.stamp
 
-.PHONY: install demo test check-cuda-build check-paddle26 bench-cpu
+# The C++/CUDA sources held to the function-size limits (tools/check_function_size.py:
+# at most 150 lines and nesting 5 per function). The kernel headers and
+# flashmask_launch.cuh are not listed yet: their restructuring (issue 15) brings them
+# under the limits, and then they join (or the list becomes just `csrc`).
+SIZE_CHECKED_PATHS := csrc/include csrc/paddle csrc/cpu \
+	csrc/cuda/flashmask_api.cu csrc/cuda/kernel_dispatch.h \
+	csrc/cuda/runtime.h csrc/cuda/runtime.cu csrc/cuda/tensor_maps.h csrc/cuda/tensor_maps.cu \
+	csrc/cuda/preprocess.h csrc/cuda/preprocess.cu \
+	csrc/cuda/padded_head_dim.h csrc/cuda/padded_head_dim.cu csrc/cuda/workspace.h
+
+.PHONY: install demo test check-generated check-size check-cuda-build check-paddle26 bench-cpu
 
 install: $(STAMP)
 
@@ -16,8 +26,16 @@ $(STAMP): $(SOURCES)
 demo: install
 	$(PYTHON) examples/sft_lora/train.py --flashmask
 
-test: install check-cuda-build check-paddle26
+test: install check-generated check-size check-cuda-build check-paddle26
 	$(PYTHON) -m pytest -q tests
+
+# Every file generated from the kernel table (tools/generate_kernels.py) is current.
+check-generated:
+	$(PYTHON) tools/generate_kernels.py --check
+
+# `make check-size SIZE_CHECKED_PATHS=csrc` lists every function over the limits.
+check-size:
+	$(PYTHON) tools/check_function_size.py $(SIZE_CHECKED_PATHS)
 
 # Paddle 2.6 is supported too: build against it and run the API and CPU kernel tests there.
 check-paddle26:

@@ -13,9 +13,8 @@ Environment variables:
     PADDLE_FLASHMASK_CPU_ONLY=1   skip the CUDA sources even where Paddle has CUDA
     PADDLE_FLASHMASK_NATIVE=0     no -march=native (for a build that must run on
                                   other CPUs than the one compiling it)
-    PADDLE_FLASHMASK_CUDA_ARCHS="80 90a"   GPU architectures (the default; as in
-                                  tools/build_cuda.sh). CuTe/CUTLASS headers come
-                                  from the nvidia-cutlass wheel when installed.
+    PADDLE_FLASHMASK_CUDA_ARCHS="80 90a"   GPU architectures (the default; the nvcc
+                                  flags of every CUDA build are in tools/cuda_flags.py)
     MAX_JOBS=N                    compile N sources at once (default: every CPU;
                                   Paddle's own variable, which 3.x reads itself)
 
@@ -65,6 +64,8 @@ except ImportError as e:  # pip's isolated build env has no Paddle
     )
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import cuda_flags  # noqa: E402  (tools/cuda_flags.py: the nvcc flags of every CUDA build)
 LIBRARY = "paddle_flashmask._flashmask_ops"  # keep in sync with paddle_flashmask/_ops.py
 
 
@@ -101,9 +102,8 @@ def want_cuda():
 
 
 def nvcc_flags():
-    archs = os.environ.get("PADDLE_FLASHMASK_CUDA_ARCHS", "80 90a").split()
-    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
-    return ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo", *gencode]
+    archs = os.environ.get("PADDLE_FLASHMASK_CUDA_ARCHS", " ".join(cuda_flags.DEFAULT_ARCHS)).split()
+    return cuda_flags.compile_flags(archs)
 
 
 def nvcc_dirs(variable):
@@ -148,16 +148,6 @@ def paddle_feature_macros():
     return ["-DFLASHMASK_PADDLE_HAS_CONTIGUOUS"] if has_contiguous else []
 
 
-def cutlass_include():
-    """CuTe/CUTLASS headers shipped by the `nvidia-cutlass` wheel, if installed."""
-    try:
-        import cutlass_library
-    except ImportError:
-        print("paddle_flashmask: nvidia-cutlass not installed; building without CuTe headers")
-        return []
-    return [os.path.join(os.path.dirname(cutlass_library.__file__), "source", "include")]
-
-
 def extension():
     cpu_sources = sorted(glob.glob(rel("csrc", "cpu", "*.cc"))) + [
         rel("csrc", "paddle", "flashmask_op.cc")
@@ -190,8 +180,7 @@ def extension():
             sources=cpu_sources + cuda_sources,
             include_dirs=include_dirs
             + [os.path.join(ROOT, "csrc", "cuda")]
-            + cuda_host_includes()
-            + cutlass_include(),
+            + cuda_host_includes(),
             extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags() + paddle_feature_macros()},
             library_dirs=cudart_dirs(),
             runtime_library_dirs=cudart_dirs(),

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # CI (CPU-only machine, needs nvcc): the CUDA kernels and the Paddle GPU adapter must compile.
-#  1. generated instantiation files are up to date;
-#  2. the API and one instantiation of each kernel shape compile for sm_80 and sm_90a: fwd at
-#     D=128 and D=256 (the Hopper forward's 64-key tiles and N=256 wgmma), bwd at D=64, D=128
-#     (whose sm90 launch adds the 2-D warp layout) and D=256 (the Hopper backward split by
-#     head dim, the split mma.sync dK/dV kernels); dkdv + dq + helpers;
+#  1. the files generated from the kernel table are up to date;
+#  2. the API, the runtime, the TMA descriptors, the preprocessing kernels and one
+#     instantiation of each kernel shape compile for sm_80 and sm_90a: fwd at D=128 and
+#     D=256 (the Hopper forward's 64-key tiles and N=256 wgmma), bwd at D=64, D=128 (whose
+#     sm90 launch adds the 2-D warp layout) and D=256 (the Hopper backward split by head
+#     dim, the split mma.sync dK/dV kernels); dkdv + dq + helpers;
 #  3. csrc/paddle/flashmask_op_gpu.cu compiles against the installed Paddle's headers with
 #     -DPADDLE_WITH_CUDA (skipped with a notice when Paddle is not importable).
 # Runs in ~1-2 minutes on 2 cores. NVCC=/path/to/nvcc to override.
@@ -16,10 +17,12 @@ if [[ ! -x "$NVCC" ]]; then echo "check_cuda_build: nvcc not found" >&2; exit 1;
 TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
 python3 tools/generate_kernels.py --check
 
-GENCODE="-gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90a,code=sm_90a"
-FLAGS="-O2 -std=c++17 -Xcompiler -fPIC -Icsrc/include -Icsrc/cuda $GENCODE --use_fast_math"
+# The flags of every build (tools/cuda_flags.py), but -O2: it compiles faster and still
+# checks that every kernel builds.
+FLAGS="$(python3 tools/cuda_flags.py compile --opt=-O2) -Icsrc/include -Icsrc/cuda"
 pids=()
-for src in csrc/cuda/flashmask_api.cu csrc/cuda/padded_head_dim.cu \
+for src in csrc/cuda/flashmask_api.cu csrc/cuda/padded_head_dim.cu csrc/cuda/runtime.cu \
+           csrc/cuda/tensor_maps.cu csrc/cuda/preprocess.cu \
            csrc/cuda/instantiations/flashmask_fwd_bf16_hdim128.cu \
            csrc/cuda/instantiations/flashmask_fwd_fp16_hdim256.cu \
            csrc/cuda/instantiations/flashmask_bwd_fp16_hdim64.cu \

@@ -13,7 +13,7 @@ of `seq_len` tokens per step. Writes a Markdown table and the raw summaries:
 
 Step time is the median over the run's steps after the first (warm-up); peak
 memory is the process's peak resident set on CPU and Paddle's peak allocated
-memory on GPU (see paddle_flashmask/paddlenlp/run_report.py).
+memory on GPU (see examples/common/run_report.py).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "examples"))  # the examples' shared harness, examples/common
 
-from paddle_flashmask.paddlenlp.run_report import REPORT_FILE  # noqa: E402
+from common.run_report import REPORT_FILE  # noqa: E402
 
 TASKS = {
     "sft": ("sft_lora/train.py", []),

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from paddle_flashmask import masks
+from paddle_flashmask._kernels import COMPILED_HEAD_DIMS, MAX_HEAD_DIM
 from paddle_flashmask.masks.spec import BLOCK_MASK_SIZE
 from tests.random_bounds import BOUND_FORMS, random_bounds
 
@@ -93,8 +94,10 @@ def cases(draw, dtypes, max_seqlen: int, max_work: int) -> Case:
     num_heads_k = draw(st.integers(1, 2))
     num_heads = num_heads_k * draw(st.integers(1, 3))
     batch = draw(st.integers(1, 2))
-    # Mostly small head dims, the kernels' native ones, and any other up to 256.
-    head_dim = draw(st.one_of(st.integers(1, 32), st.sampled_from((64, 128, 256)), st.integers(33, 256)))
+    # Mostly small head dims, the kernels' native ones, and any other up to the largest.
+    head_dim = draw(
+        st.one_of(st.integers(1, 32), st.sampled_from(COMPILED_HEAD_DIMS), st.integers(33, MAX_HEAD_DIM))
+    )
     seqlen_cap = max(1, min(max_seqlen, int((max_work / (batch * num_heads * head_dim)) ** 0.5)))
     seqlen_q = draw(st.integers(1, seqlen_cap))
     seqlen_k = draw(st.one_of(st.just(seqlen_q), st.integers(1, seqlen_cap)))

@@ -16,8 +16,9 @@ from paddle_flashmask.paddlenlp.chat_format import (
 )
 from paddle_flashmask.paddlenlp.collators import PackedPreferenceCollator, PackedSFTCollator
 from paddle_flashmask.paddlenlp.packing import pack_greedily
-from paddle_flashmask.paddlenlp.synthetic_data import preference_examples, sft_examples
-from paddle_flashmask.paddlenlp.tiny_llama import build_tokenizer
+from tests import examples_path  # noqa: F401  (examples/common importable as `common`)
+from common.synthetic_data import preference_examples, sft_examples  # noqa: E402
+from common.tiny_llama import build_tokenizer  # noqa: E402
 
 
 def _document_ids(lengths):

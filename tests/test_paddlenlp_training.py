@@ -8,7 +8,8 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from paddle_flashmask.paddlenlp.run_report import parse_summary
+from tests import examples_path  # noqa: F401  (examples/common importable as `common`)
+from common.run_report import parse_summary  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT_RUN = ["--max_steps", "8", "--max_seq_len", "256", "--warmup_steps", "1"]

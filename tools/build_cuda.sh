@@ -18,9 +18,8 @@ EXTRA="${NVCC_EXTRA:-}"
 mkdir -p "$BUILD/cuda_obj"
 python3 "$ROOT/tools/generate_kernels.py"
 
-GENCODE=""
-for a in $ARCHS; do GENCODE="$GENCODE -gencode=arch=compute_${a},code=sm_${a}"; done
-FLAGS="-O3 -std=c++17 -Xcompiler -fPIC -I$ROOT/csrc/include -I$ROOT/csrc/cuda $GENCODE --use_fast_math -lineinfo $EXTRA"
+GENCODE="$(python3 "$ROOT/tools/cuda_flags.py" gencode --archs "$ARCHS")"
+FLAGS="$(python3 "$ROOT/tools/cuda_flags.py" compile --archs "$ARCHS") -I$ROOT/csrc/include -I$ROOT/csrc/cuda $EXTRA"
 export NVCC FLAGS BUILD
 
 SRCS=("$ROOT"/csrc/cuda/*.cu "$ROOT"/csrc/cuda/instantiations/*.cu)

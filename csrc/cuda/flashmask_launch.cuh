@@ -9,6 +9,9 @@
 #include "flashmask_bwd_sm90_kernel.cuh"
 #include "flashmask_fwd_kernel.cuh"
 #include "flashmask_fwd_sm90_kernel.cuh"
+#include "preprocess.h"
+#include "runtime.h"
+#include "tensor_maps.h"
 #include "workspace.h"
 
 namespace flashmask {
@@ -64,32 +67,6 @@ struct KernelChoice<256> {
   // (so head_dim 256 off Hopper is always deterministic).
   static constexpr bool kSplitDKDV = true;
 };
-
-// Implemented in flashmask_api.cu.
-void launch_tile_bounds(const MaskParams& mask, const AttentionShape& shape, int block_n,
-                        TileBounds* out, cudaStream_t stream);
-// The Hopper forward's schedule (tile_scheduler.cuh): per (batch, mask head), query blocks
-// ordered by the key tiles they visit, most first, and the work counter zeroed.
-int launch_fwd_work_order(const MaskParams& mask, const AttentionShape& shape, int block_m, int block_n,
-                          const TileBounds* tb, int* order, int* next_item, cudaStream_t stream);
-int report_error(const char* fmt, ...);
-int smem_optin_bytes();
-int device_cc_major();
-int sm_count();
-int check_cuda(cudaError_t e, const char* what);
-// True on compute capability 9.x when this library holds sm_90a code.
-bool sm90_kernels_available();
-// sm90_kernels_available() and FLASHMASK_DISABLE_SM90 unset or 0 (read per call, so a
-// process can compare the two kernel families).
-bool sm90_kernels_enabled();
-// TMA descriptor of a [batch, rows, heads, head_dim] tensor with the given
-// element strides, box {64, box_rows, 1, 1}, 128-byte swizzle.
-int make_tile_tensor_map(CUtensorMap* map, const void* base, DType dtype, const AttentionShape& s,
-                         int rows, int heads, const TensorStrides& strides, int box_rows);
-// TMA descriptor of the backward's fp32 dq accumulator [batch, heads, sq_pad, head_dim],
-// box {32, box_rows, 1, 1} (128 bytes wide), 128-byte swizzle: the target of reduce-adds.
-int make_dq_accum_tensor_map(CUtensorMap* map, float* dq_accum, const AttentionShape& s, int sq_pad,
-                             int box_rows);
 
 inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 

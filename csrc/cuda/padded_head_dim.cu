@@ -4,13 +4,11 @@
 
 #include "flashmask/cuda_api.h"
 #include "padded_head_dim.h"
+#include "runtime.h"
 #include "workspace.h"
 
 namespace flashmask {
 namespace cuda {
-
-int report_error(const char* fmt, ...);
-int check_cuda(cudaError_t e, const char* what);
 
 namespace {
 

@@ -1,5 +1,5 @@
 // Head dims without compiled kernels: every head_dim in [1, kMaxHeadDim] that is not
-// one of kCompiledHeadDims runs on the next compiled one. The inputs are copied into
+// one of kCompiledHeadDims (flashmask/head_dims.h) runs on the next compiled one. The inputs are copied into
 // zero-padded contiguous buffers in the workspace, the compiled kernels run on those,
 // and the outputs are copied back. Zero columns add nothing to Q K^T, the output's extra
 // columns are P times zero columns of V, and the extra gradient columns are dropped, so
@@ -14,9 +14,6 @@
 
 namespace flashmask {
 namespace cuda {
-
-// head_dims with compiled kernels (tools/generate_kernels.py instantiates these).
-constexpr int kCompiledHeadDims[] = {64, 128, 256};
 
 // The smallest compiled head dim >= head_dim; 0 when head_dim is outside [1, kMaxHeadDim].
 int compiled_head_dim(int head_dim);

@@ -13,6 +13,7 @@ reward head. The last stdout line is a JSON summary.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +28,11 @@ from paddle_flashmask.paddlenlp.chat_format import load_jsonl, preference_pair
 from paddle_flashmask.paddlenlp.collators import PackedPreferenceCollator
 from paddle_flashmask.paddlenlp.packing import pack_greedily
 from paddle_flashmask.paddlenlp.reward_model import RewardModel
-from paddle_flashmask.paddlenlp.run_report import RunReport
-from paddle_flashmask.paddlenlp.runner import FineTuneArguments, load_model, load_tokenizer, parse_arguments
+
+# The examples' shared harness, examples/common (not part of the library).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common.run_report import RunReport  # noqa: E402
+from common.runner import FineTuneArguments, load_model, load_tokenizer, parse_arguments  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "ultrafeedback_binarized_sample.jsonl"
 

@@ -12,6 +12,7 @@ or as a dense attention_mask. The last stdout line is a JSON summary.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +25,11 @@ from paddle_flashmask.paddlenlp import apply
 from paddle_flashmask.paddlenlp.chat_format import load_jsonl, sft_example
 from paddle_flashmask.paddlenlp.collators import PackedSFTCollator
 from paddle_flashmask.paddlenlp.packing import pack_greedily
-from paddle_flashmask.paddlenlp.run_report import RunReport
-from paddle_flashmask.paddlenlp.runner import FineTuneArguments, load_model, load_tokenizer, parse_arguments
+
+# The examples' shared harness, examples/common (not part of the library).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common.run_report import RunReport  # noqa: E402
+from common.runner import FineTuneArguments, load_model, load_tokenizer, parse_arguments  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "tulu_v2_sft_sample.jsonl"
 # The projections of Llama and Qwen2 decoder layers.

@@ -5,11 +5,11 @@
     ...                 # train as usual, with batches carrying attn_mask_startend_row_indices
     fm_nlp.revert()     # or: with fm_nlp.flashmask_routing(): ...
 
-Submodules: `chat_format` (records -> token ids), `packing` (greedy packing),
-`collators` (packed batches with FlashMask indices or a dense mask),
-`reward_model`, `tiny_llama` (offline tokenizer and tiny config), `runner`
-and `run_report` (what the example scripts share), `synthetic_data` (the
-shipped example data).
+Submodules: `patching` (the routing), `chat_format` (records -> token ids),
+`packing` (greedy packing), `collators` (packed batches with FlashMask indices
+or a dense mask), `reward_model` (a causal LM with a scalar reward head). The
+example scripts' own harness (arguments, tiny offline model, run reports,
+synthetic data) is examples/common.
 """
 
 from paddle_flashmask.paddlenlp.patching import apply, flashmask_routing, is_applied, revert

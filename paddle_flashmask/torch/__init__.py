@@ -24,12 +24,13 @@ import os
 
 import torch
 
-from paddle_flashmask import _frontend
+from paddle_flashmask import _frontend, _kernels
 from paddle_flashmask.torch import _lib
 
 __all__ = ["flashmask_attention", "is_available"]
 
-_DTYPES = {torch.float16: 1, torch.bfloat16: 2}
+# torch dtype -> flashmask::DType code of the C ABI, for the dtypes the library is built for.
+_DTYPES = {getattr(torch, name): code for name, code in _kernels.GPU_DTYPE_CODES.items()}
 
 
 def is_available() -> bool:

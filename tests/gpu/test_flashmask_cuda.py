@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from paddle_flashmask import masks
+from paddle_flashmask._kernels import COMPILED_HEAD_DIMS
 from tests import tolerance
 from tests.gpu.helpers import (
     assert_close_fa,
@@ -149,7 +150,7 @@ def test_random_bounds_hdim256(causal, nb, dtype):
 
 
 @pytest.mark.parametrize("causal,nb", BOUND_FORMS)
-@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("head_dim", COMPILED_HEAD_DIMS)
 def test_mma_sync_kernels_on_hopper(monkeypatch, causal, nb, head_dim):
     """FLASHMASK_DISABLE_SM90=1 selects the mma.sync kernels, so they stay tested on Hopper."""
     monkeypatch.setenv("FLASHMASK_DISABLE_SM90", "1")
@@ -159,7 +160,7 @@ def test_mma_sync_kernels_on_hopper(monkeypatch, causal, nb, head_dim):
 
 
 # ---------------------------------------------------------------- persistent schedule
-@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("head_dim", COMPILED_HEAD_DIMS)
 def test_persistent_schedule(head_dim):
     """More query blocks than SMs, so each persistent forward CTA runs several items
     (list and Q buffers reused, ring phases carried across items); per-head causal
@@ -209,7 +210,7 @@ def test_unequal_lengths_plain(sq, sk, causal):
 
 
 # ---------------------------------------------------------------- head dims, dtypes
-@pytest.mark.parametrize("head_dim", [64, 128, 256, 32, 80])
+@pytest.mark.parametrize("head_dim", COMPILED_HEAD_DIMS + (32, 80))  # 32, 80: padded
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_head_dims(head_dim, dtype):
     seed = fresh_seed()
@@ -264,7 +265,7 @@ def test_fully_masked_rows():
 
 
 # ---------------------------------------------------------------- deterministic
-@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("head_dim", COMPILED_HEAD_DIMS)
 def test_deterministic(monkeypatch, head_dim):
     from paddle_flashmask.torch import flashmask_attention
 

@@ -7,12 +7,13 @@
 // Every function returns 0 on success; otherwise flashmask_cuda_last_error()
 // holds a message for the calling thread.
 //
-// Supported: sm80+ (built for sm_80 and sm_90a), fp16 / bf16, head_dim 1..256:
-// 64, 128 and 256 run natively (the head dimension must be contiguous;
-// q/k/v/out/dout/dq/dk/dv base pointers 16-byte aligned and their batch/row/head
-// strides multiples of 8 elements), the others through zero-padded copies in the
-// workspace (any strides; see csrc/cuda/padded_head_dim.h), GQA / MQA, num_mask_heads in {1, num_heads_k, num_heads},
-// seqlen_q != seqlen_k (bottom-right causal), optional block_mask.
+// Supported: sm80+ (built for sm_80 and sm_90a), fp16 / bf16, head_dim 1..kMaxHeadDim:
+// those in kCompiledHeadDims (flashmask/head_dims.h) run natively (the head dimension
+// must be contiguous; q/k/v/out/dout/dq/dk/dv base pointers 16-byte aligned and their
+// batch/row/head strides multiples of 8 elements), the others through zero-padded
+// copies in the workspace (any strides; see csrc/cuda/padded_head_dim.h); GQA / MQA,
+// num_mask_heads in {1, num_heads_k, num_heads}, seqlen_q != seqlen_k (bottom-right
+// causal), optional block_mask.
 #pragma once
 
 #include <stddef.h>
@@ -28,7 +29,7 @@ int flashmask_cuda_abi_version(void);
 // sizeof(FwdParams) / sizeof(BwdParams) as compiled, for bindings that mirror the structs.
 size_t flashmask_cuda_fwd_params_size(void);
 size_t flashmask_cuda_bwd_params_size(void);
-// 1 when head_dim runs: in [1, 256] (64, 128 and 256 without padding).
+// 1 when head_dim runs: in [1, kMaxHeadDim] (kCompiledHeadDims without padding).
 int flashmask_cuda_supports_head_dim(int head_dim);
 
 size_t flashmask_cuda_fwd_workspace_size(const flashmask::FwdParams* params);

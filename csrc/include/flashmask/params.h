@@ -16,6 +16,7 @@
 
 #include <cstdint>
 
+#include "flashmask/head_dims.h"  // kMaxHeadDim, generated from the kernel table
 #include "flashmask/macros.h"
 
 namespace flashmask {
@@ -24,10 +25,6 @@ enum class DType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
 // Granularity of block_mask, fixed by Paddle's API.
 constexpr int kBlockMaskSize = 128;
-
-// Largest head_dim any backend takes (the CUDA kernels pad the ones they lack to the
-// next compiled one, csrc/cuda/padded_head_dim.h).
-constexpr int kMaxHeadDim = 256;
 
 struct MaskParams {
   const int32_t* startend_row_indices;  // never null: "no mask" is encoded as bounds

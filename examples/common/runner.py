@@ -16,7 +16,7 @@ from typing import Iterable, Optional, Sequence, Tuple, Type
 from paddlenlp.trainer import PdArgumentParser, TrainingArguments, set_seed
 from paddlenlp.transformers import AutoTokenizer
 
-from paddle_flashmask.paddlenlp.tiny_llama import build_tokenizer, tiny_llama_config
+from common.tiny_llama import build_tokenizer, tiny_llama_config
 
 
 @dataclass
