@@ -1,0 +1,121 @@
+"""Context-parallel FlashMask attention for Paddle (`paddle.distributed`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+from paddle.autograd import PyLayer
+
+from paddle_flashmask.distributed import core
+from paddle_flashmask.distributed.plan import WHERE, Plan
+from paddle_flashmask.masks.spec import MaskSpec
+
+
+def _group_rank_size(group):
+    if group is None:
+        return dist.get_rank(), dist.get_world_size()
+    return group.rank, group.nranks
+
+
+class _PaddleCollective(core.Collective):
+    def __init__(self, group):
+        self.group = group
+
+    def all_gather(self, x):
+        shards = []
+        dist.all_gather(shards, x.contiguous(), group=self.group)
+        return shards
+
+    def sum_scatter(self, x, layout):
+        x = x.contiguous()
+        rows = slice(layout.rank * layout.max_len, (layout.rank + 1) * layout.max_len)
+        if x.place.is_gpu_place():
+            mine = paddle.empty_like(x[:, rows])
+            dist.reduce_scatter(mine, list(paddle.split(x, layout.world_size, axis=core.SEQ_AXIS)), group=self.group)
+            return mine
+        # ProcessGroupGloo has no reduce_scatter (Paddle 3.3): all-reduce and keep our rows.
+        dist.all_reduce(x, group=self.group)
+        return x[:, rows]
+
+    def pad_rows(self, x, length):
+        missing = length - x.shape[core.SEQ_AXIS]
+        if missing == 0:
+            return x
+        zeros = paddle.zeros([x.shape[0], missing, *x.shape[2:]], dtype=x.dtype)
+        return paddle.concat([x, zeros], axis=core.SEQ_AXIS)
+
+    def take_rows(self, x, index):
+        return paddle.index_select(x, paddle.to_tensor(index, place=x.place), axis=core.SEQ_AXIS)
+
+    def concat(self, parts, axis):
+        return paddle.concat(list(parts), axis=axis)
+
+    def attention(self, q, k, v, bounds, softmax_scale):
+        from paddle_flashmask.api import flashmask_attention
+
+        return flashmask_attention(
+            q, k, v, paddle.to_tensor(bounds, place=q.place), causal=False,
+            softmax_scale=softmax_scale, return_softmax_lse=True,
+        )
+
+
+class _GatherSequence(PyLayer):
+    """All-gather along the sequence; the backward sums and returns each rank's rows."""
+
+    @staticmethod
+    def forward(ctx, x, fx, layout):
+        ctx.fx, ctx.layout = fx, layout
+        return core.gather(fx, x, layout)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return core.scatter_grad(ctx.fx, grad, ctx.layout)
+
+
+def _host_bounds(startend_row_indices):
+    if startend_row_indices is None or isinstance(startend_row_indices, (np.ndarray, MaskSpec)):
+        return startend_row_indices
+    if isinstance(startend_row_indices, paddle.Tensor):
+        return startend_row_indices.numpy()
+    raise TypeError(
+        f"{WHERE}: `startend_row_indices` must be a paddle.Tensor, numpy.ndarray or MaskSpec, "
+        f"got {type(startend_row_indices).__name__}"
+    )
+
+
+def flashmask_attention(
+    query,
+    key,
+    value,
+    startend_row_indices=None,
+    *,
+    plan: Plan,
+    causal=None,
+    softmax_scale=None,
+    return_softmax_lse: bool = False,
+    group=None,
+):
+    """Context-parallel FlashMask attention on this rank's shard of the sequence.
+
+    query/key/value: this rank's tokens, [batch, n_rank, heads, head_dim], in the
+    order `plan.shard(x, rank)` gives (n_rank = plan.shard_lengths()[rank]).
+    startend_row_indices: the GLOBAL bounds [batch, Hm, seqlen, 1|2|4] (every rank
+    passes the same), a MaskSpec, or None; `causal` as in
+    `paddle_flashmask.flashmask_attention` (taken from a MaskSpec when None).
+    group: the process group (default: the global one); gradients flow to query, key
+    and value. Returns out (like query) and, if asked, softmax_lse [batch, heads, n_rank].
+    """
+    rank, world_size = _group_rank_size(group)
+    bounds = _host_bounds(startend_row_indices)
+    if causal is None and not isinstance(bounds, MaskSpec):
+        causal = False
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, paddle.Tensor):
+            raise TypeError(f"{WHERE}: `{name}` must be a paddle.Tensor, got {type(t).__name__}")
+    call = core.check_call(
+        query.shape, key.shape, value.shape, bounds, causal, plan, rank, world_size, softmax_scale
+    )
+    fx = _PaddleCollective(group)
+    out, lse = core.attention(fx, lambda x, layout: _GatherSequence.apply(x, fx, layout), query, key, value, call)
+    return (out, lse) if return_softmax_lse else out

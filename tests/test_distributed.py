@@ -1,0 +1,131 @@
+"""Context parallelism on CPU: 2 and 3 gloo processes against the single-process op.
+
+Each world size is launched once per module (`paddle.distributed.launch`
+running tests/distributed_worker.py through every case); the tests then check
+each case's errors on every rank. Skipped where multi-process gloo cannot start
+(the launch itself fails); a case that raises or mismatches fails.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from paddle_flashmask import distributed as cp
+from paddle_flashmask import masks
+from paddle_flashmask.masks import to_dense
+from tests.distributed_worker import CASES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORLD_SIZES = (2, 3)
+LAUNCH_TIMEOUT_S = 240
+# float32, the same kernel on both sides: the forward is bitwise equal (rows see
+# the same keys in the same order); dK/dV are summed over chunks and ranks in
+# another order.
+TOLERANCE = {"out": 1e-6, "lse": 1e-6, "dq": 1e-6, "dk": 1e-5, "dv": 1e-5}
+
+
+def _launch(world_size, out_dir):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(world_size),
+           "--log_dir", str(out_dir / "log"), os.path.join(ROOT, "tests", "distributed_worker.py"), str(out_dir)]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{world_size} gloo ranks did not finish within {LAUNCH_TIMEOUT_S} s (a rank hung in a collective?)")
+    files = [out_dir / f"rank{r}.json" for r in range(world_size)]
+    if proc.returncode != 0 or not all(f.exists() for f in files):
+        logs = "".join(p.read_text()[-2000:] for p in sorted((out_dir / "log").glob("*")) if p.is_file())
+        if "gloo" in logs.lower() and "error" in logs.lower() and not any(f.exists() for f in files):
+            pytest.skip(f"multi-process gloo could not start: {logs[-500:]}")
+        pytest.fail(f"launch failed (rc {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}\n{logs}")
+    return [json.loads(f.read_text()) for f in files]
+
+
+@pytest.fixture(scope="module", params=WORLD_SIZES, ids=lambda n: f"{n}ranks")
+def results(request, tmp_path_factory):
+    return _launch(request.param, tmp_path_factory.mktemp(f"cp{request.param}"))
+
+
+@pytest.mark.parametrize("case", [c[0] for c in CASES])
+def test_case_matches_single_process(results, case):
+    failures = []
+    for rank, per_case in enumerate(results):
+        result = per_case[case]
+        if "error" in result:
+            failures.append(f"rank {rank}: raised\n{result['error']}")
+            continue
+        for key, err in result["errors"].items():
+            if not err <= TOLERANCE[key]:
+                failures.append(f"rank {rank} ({result['plan']}): {key} rel. error {err:.2e} > {TOLERANCE[key]:.0e}")
+    assert not failures, "\n".join(failures)
+
+
+# The planner and bound rewriting alone (NumPy, one process).
+
+PLANNER_MASKS = {
+    "causal_document": masks.causal_document_mask([[5, 17, 9, 33]]),
+    "document": masks.document_mask([[12, 40, 12]]),
+    "share_question": masks.share_question_mask([[(8, [10, 6]), (20, [12, 8])]]),
+    "sliding_window": masks.sliding_window_mask(64, 9),
+    "prefix_lm": masks.prefix_lm_causal_mask(64, 20),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLANNER_MASKS))
+def test_row_work_and_explicit_bounds_match_dense(name):
+    spec = PLANNER_MASKS[name]
+    dense = to_dense(spec)
+    assert np.array_equal(cp.row_work(spec), dense.sum(axis=(0, 1, 3)))
+    bounds4 = cp.explicit_bounds(spec)
+    assert np.array_equal(to_dense(bounds4, False), dense)
+    for start, stop in ((0, 64), (7, 30), (50, 64)):
+        shard = cp.shard_bounds(bounds4, start, stop)
+        assert shard.dtype == np.int32
+        assert np.array_equal(to_dense(shard, False, seqlen_q=stop - start), dense[:, :, start:stop])
+
+
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
+@pytest.mark.parametrize("name", sorted(PLANNER_MASKS))
+def test_balanced_plan_tiles_the_sequence_and_beats_naive(name, world_size):
+    spec = PLANNER_MASKS[name]
+    work = cp.row_work(spec)
+    plan = cp.balanced_plan(spec, world_size, align=4)
+    assert np.array_equal(np.sort(plan.permutation), np.arange(64))
+    assert np.array_equal(plan.permutation[plan.inverse_permutation], np.arange(64))
+    assert max(plan.shard_lengths()) - min(plan.shard_lengths()) <= 4 * max(len(r) for r in plan.ranges)
+    assert plan.imbalance(work) <= cp.naive_plan(64, world_size).imbalance(work) + 1e-12
+
+
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_paddlenlp_plan_is_paddlenlps_load_balanced_split(world_size):
+    paddle = pytest.importorskip("paddle")
+    cp_utils = pytest.importorskip("paddlenlp.transformers.context_parallel_utils")
+    seqlen = 12 * world_size
+    tokens = paddle.arange(seqlen).reshape([1, seqlen])
+    plan = cp.paddlenlp_plan(seqlen, world_size)
+    for rank in range(world_size):
+        theirs = cp_utils.split_inputs_sequence_dim_load_balance(tokens, rank=rank, degree=world_size)
+        assert np.array_equal(theirs.numpy()[0], plan.positions(rank))
+
+
+@pytest.mark.parametrize(
+    "ranges, message",
+    [
+        ([[(0, 10)], [(10, 20)]], "not within"),
+        ([[(0, 5)], [(6, 16)]], "covered 0 times"),
+        ([[(0, 8)], [(4, 16)]], "covered 2 times"),
+        ([[(0, 16)], []], "every rank must own"),
+    ],
+)
+def test_from_ranges_refuses_bad_ranges(ranges, message):
+    with pytest.raises(ValueError, match=message):
+        cp.from_ranges(ranges, 16)
+
+
+def test_paddlenlp_plan_needs_divisible_seqlen():
+    with pytest.raises(ValueError, match="seqlen"):
+        cp.paddlenlp_plan(10, 3)
