@@ -1,11 +1,14 @@
-"""Context parallelism on CPU: 2 and 3 gloo processes against the single-process op.
+"""Context parallelism on CPU: 2 and 3 gloo processes against one process.
 
-Each world size is launched once per module (`paddle.distributed.launch`
-running tests/distributed_worker.py through every case); the tests then check
-each case's errors on every rank. Skipped where multi-process gloo cannot start
-(the launch itself fails); a case that raises or mismatches fails.
+Per front end and world size, the ranks are launched once per module (Paddle:
+`paddle.distributed.launch` running tests/distributed_worker.py; torch:
+`torch.distributed.run` running tests/distributed_torch_worker.py) and go
+through every case of tests/distributed_cases.py; the tests then check each
+case on every rank. Skipped where multi-process gloo cannot start; a case that
+raises or mismatches fails.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -17,40 +20,53 @@ import pytest
 from paddle_flashmask import distributed as cp
 from paddle_flashmask import masks
 from paddle_flashmask.masks import to_dense
-from tests.distributed_worker import CASES
+from tests.distributed_cases import CASE_NAMES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORLD_SIZES = (2, 3)
+LAUNCHERS = {
+    "paddle": (["-m", "paddle.distributed.launch", "--nproc_per_node"], "distributed_worker.py"),
+    "torch": (["-m", "torch.distributed.run", "--standalone", "--nproc_per_node"], "distributed_torch_worker.py"),
+}
 LAUNCH_TIMEOUT_S = 240
-# float32, the same kernel on both sides: the forward is bitwise equal (rows see
-# the same keys in the same order); dK/dV are summed over chunks and ranks in
-# another order.
+# float32: the forward is bitwise equal (rows see the same keys in the same
+# order); dK/dV are summed over chunks and ranks in another order.
 TOLERANCE = {"out": 1e-6, "lse": 1e-6, "dq": 1e-6, "dk": 1e-5, "dv": 1e-5}
+_GLOO_START_FAILURES = ("gloo", "connect", "address already in use")
 
 
-def _launch(world_size, out_dir):
+def _launch(framework, world_size, out_dir):
+    if importlib.util.find_spec(framework) is None:
+        pytest.skip(f"{framework} is not installed")
+    launcher, worker = LAUNCHERS[framework]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(world_size),
-           "--log_dir", str(out_dir / "log"), os.path.join(ROOT, "tests", "distributed_worker.py"), str(out_dir)]
+    log_args = ["--log_dir", str(out_dir / "log")] if framework == "paddle" else []
+    cmd = [sys.executable, *launcher, str(world_size), *log_args, os.path.join(ROOT, "tests", worker), str(out_dir)]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"{world_size} gloo ranks did not finish within {LAUNCH_TIMEOUT_S} s (a rank hung in a collective?)")
+        pytest.fail(f"{world_size} {framework} ranks did not finish in {LAUNCH_TIMEOUT_S} s (a rank hung in a collective?)")
     files = [out_dir / f"rank{r}.json" for r in range(world_size)]
-    if proc.returncode != 0 or not all(f.exists() for f in files):
-        logs = "".join(p.read_text()[-2000:] for p in sorted((out_dir / "log").glob("*")) if p.is_file())
-        if "gloo" in logs.lower() and "error" in logs.lower() and not any(f.exists() for f in files):
-            pytest.skip(f"multi-process gloo could not start: {logs[-500:]}")
-        pytest.fail(f"launch failed (rc {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}\n{logs}")
-    return [json.loads(f.read_text()) for f in files]
+    if proc.returncode == 0 and all(f.exists() for f in files):
+        return [json.loads(f.read_text()) for f in files]
+    logs = proc.stdout[-3000:] + proc.stderr[-3000:]
+    logs += "".join(p.read_text()[-2000:] for p in sorted((out_dir / "log").glob("*")) if p.is_file())
+    if not any(f.exists() for f in files) and any(s in logs.lower() for s in _GLOO_START_FAILURES):
+        pytest.skip(f"multi-process gloo could not start:\n{logs[-1000:]}")
+    pytest.fail(f"{framework} launch failed (rc {proc.returncode}):\n{logs}")
 
 
-@pytest.fixture(scope="module", params=WORLD_SIZES, ids=lambda n: f"{n}ranks")
+@pytest.fixture(
+    scope="module",
+    params=[(f, n) for f in LAUNCHERS for n in WORLD_SIZES],
+    ids=lambda p: f"{p[0]}-{p[1]}ranks",
+)
 def results(request, tmp_path_factory):
-    return _launch(request.param, tmp_path_factory.mktemp(f"cp{request.param}"))
+    framework, world_size = request.param
+    return _launch(framework, world_size, tmp_path_factory.mktemp(f"{framework}{world_size}"))
 
 
-@pytest.mark.parametrize("case", [c[0] for c in CASES])
+@pytest.mark.parametrize("case", CASE_NAMES)
 def test_case_matches_single_process(results, case):
     failures = []
     for rank, per_case in enumerate(results):
@@ -129,3 +145,20 @@ def test_from_ranges_refuses_bad_ranges(ranges, message):
 def test_paddlenlp_plan_needs_divisible_seqlen():
     with pytest.raises(ValueError, match="seqlen"):
         cp.paddlenlp_plan(10, 3)
+
+
+@pytest.mark.parametrize(
+    "q_shape, plan_world, bounds, message",
+    [
+        ((1, 8, 4, 16), 3, None, "plan` is for 3 ranks"),
+        ((1, 9, 4, 16), 2, None, "rank 0's shard"),
+        ((1, 8, 4, 16), 2, np.zeros((1, 1, 15, 1), np.int32), "startend_row_indices"),
+        ((1, 8, 4, 16), 2, np.zeros((1, 1, 16, 3), np.int32), "startend_row_indices"),
+    ],
+)
+def test_check_call_names_the_bad_argument(q_shape, plan_world, bounds, message):
+    from paddle_flashmask.distributed import core
+
+    plan = cp.naive_plan(16, plan_world)
+    with pytest.raises(ValueError, match=message):
+        core.check_call(q_shape, (1, 8, 2, 16), (1, 8, 2, 16), bounds, True, plan, 0, 2, None)

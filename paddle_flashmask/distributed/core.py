@@ -18,12 +18,13 @@ No LSE merging is needed: every chunk sees all keys in one call.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from paddle_flashmask import _frontend
 from paddle_flashmask.distributed.plan import WHERE, Plan, explicit_bounds, shard_bounds
+from paddle_flashmask.masks.spec import MaskSpec
 
 SEQ_AXIS = 1  # q/k/v are [batch, seqlen, heads, head_dim]
 LSE_SEQ_AXIS = 2  # softmax_lse is [batch, heads, seqlen]
@@ -155,9 +156,7 @@ def check_call(
     return Dist(bounds4, layout, float(softmax_scale), dims.num_heads_k)
 
 
-def attention(fx: Collective, gather_kv, q, k, v, call: Dist):
-    """The rank's (out, softmax_lse) for its query rows, in its token order.
-    `gather_kv` is the front end's differentiable wrapper of `gather`/`scatter_grad`."""
+def _attention(fx: Collective, gather_kv, q, k, v, call: Dist):
     hk = call.num_heads_k
     kv = gather_kv(fx.concat([k, v], 2), call.layout)
     k_all, v_all = kv[:, :, :hk], kv[:, :, hk:]
@@ -170,3 +169,40 @@ def attention(fx: Collective, gather_kv, q, k, v, call: Dist):
     if len(outs) == 1:
         return outs[0], lses[0]
     return fx.concat(outs, SEQ_AXIS), fx.concat(lses, LSE_SEQ_AXIS)
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """How the core sees one framework's front end."""
+
+    tensor_type: type
+    to_host: Callable[[Any], np.ndarray]  # a bounds tensor -> NumPy
+    # the differentiable all-gather: (x, fx, layout) -> gathered x (calls `gather`,
+    # and `scatter_grad` in its backward)
+    gather_apply: Callable[[Any, Collective, RankLayout], Any]
+
+
+def flashmask_attention(
+    front: FrontEnd, fx: Collective, rank: int, world_size: int, query, key, value, startend_row_indices,
+    *, plan, causal, softmax_scale, return_softmax_lse,
+):
+    """The distributed call of both front ends (their docstrings give the arguments)."""
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, front.tensor_type):
+            raise TypeError(f"{WHERE}: `{name}` must be a {front.tensor_type.__name__}, got {type(t).__name__}")
+    bounds = startend_row_indices
+    if isinstance(bounds, front.tensor_type):
+        bounds = front.to_host(bounds)
+    elif not (bounds is None or isinstance(bounds, (np.ndarray, MaskSpec))):
+        raise TypeError(
+            f"{WHERE}: `startend_row_indices` must be a {front.tensor_type.__name__}, numpy.ndarray or MaskSpec, "
+            f"got {type(bounds).__name__}"
+        )
+    if causal is None and not isinstance(bounds, MaskSpec):
+        causal = False
+    call = check_call(
+        tuple(query.shape), tuple(key.shape), tuple(value.shape), bounds, causal, plan, rank, world_size,
+        softmax_scale,
+    )
+    out, lse = _attention(fx, lambda x, layout: front.gather_apply(x, fx, layout), query, key, value, call)
+    return (out, lse) if return_softmax_lse else out

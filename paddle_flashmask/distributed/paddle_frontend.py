@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import paddle
 import paddle.distributed as dist
 from paddle.autograd import PyLayer
 
 from paddle_flashmask.distributed import core
-from paddle_flashmask.distributed.plan import WHERE, Plan
-from paddle_flashmask.masks.spec import MaskSpec
-
-
-def _group_rank_size(group):
-    if group is None:
-        return dist.get_rank(), dist.get_world_size()
-    return group.rank, group.nranks
+from paddle_flashmask.distributed.plan import Plan
 
 
 class _PaddleCollective(core.Collective):
@@ -73,15 +65,7 @@ class _GatherSequence(PyLayer):
         return core.scatter_grad(ctx.fx, grad, ctx.layout)
 
 
-def _host_bounds(startend_row_indices):
-    if startend_row_indices is None or isinstance(startend_row_indices, (np.ndarray, MaskSpec)):
-        return startend_row_indices
-    if isinstance(startend_row_indices, paddle.Tensor):
-        return startend_row_indices.numpy()
-    raise TypeError(
-        f"{WHERE}: `startend_row_indices` must be a paddle.Tensor, numpy.ndarray or MaskSpec, "
-        f"got {type(startend_row_indices).__name__}"
-    )
+_FRONT_END = core.FrontEnd(paddle.Tensor, lambda t: t.numpy(), _GatherSequence.apply)
 
 
 def flashmask_attention(
@@ -106,16 +90,8 @@ def flashmask_attention(
     group: the process group (default: the global one); gradients flow to query, key
     and value. Returns out (like query) and, if asked, softmax_lse [batch, heads, n_rank].
     """
-    rank, world_size = _group_rank_size(group)
-    bounds = _host_bounds(startend_row_indices)
-    if causal is None and not isinstance(bounds, MaskSpec):
-        causal = False
-    for name, t in (("query", query), ("key", key), ("value", value)):
-        if not isinstance(t, paddle.Tensor):
-            raise TypeError(f"{WHERE}: `{name}` must be a paddle.Tensor, got {type(t).__name__}")
-    call = core.check_call(
-        query.shape, key.shape, value.shape, bounds, causal, plan, rank, world_size, softmax_scale
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if group is None else (group.rank, group.nranks)
+    return core.flashmask_attention(
+        _FRONT_END, _PaddleCollective(group), rank, world_size, query, key, value, startend_row_indices,
+        plan=plan, causal=causal, softmax_scale=softmax_scale, return_softmax_lse=return_softmax_lse,
     )
-    fx = _PaddleCollective(group)
-    out, lse = core.attention(fx, lambda x, layout: _GatherSequence.apply(x, fx, layout), query, key, value, call)
-    return (out, lse) if return_softmax_lse else out
