@@ -11,9 +11,11 @@ import numpy as np
 
 from paddle_flashmask import distributed as cp
 from paddle_flashmask import masks
+from paddle_flashmask.distributed.plan import DEFAULT_ALIGN
 from tests.random_bounds import BOUND_FORMS, random_bounds
 
 HEADS, HEADS_K = 4, 2  # GQA in every case
+SMALL_ALIGN = 4  # chunk boundaries of the short cases
 
 
 def _cases():
@@ -33,6 +35,8 @@ def _cases():
         ("sliding_window-uneven", 53, 1, masks.sliding_window_mask(53, 7), None, "uneven"),
         # Rows of the last rank attend to nothing: its shard is fully masked.
         ("masked-last-rank", 45, 1, ("masked_last_rank",), False, "naive"),
+        # Long enough for chunks of whole 128-row kernel tiles.
+        ("causal_document-long", 1000, 1, masks.causal_document_mask([[300, 200, 500]]), None, "balanced-aligned"),
     ]
     return cases
 
@@ -62,10 +66,11 @@ def _plan(kind, bounds, causal, seqlen, world_size):
         cuts = np.cumsum([0] + [seqlen * (r + 1) // parts for r in range(world_size)])
         cuts[-1] = seqlen
         return cp.from_ranges([[(int(cuts[r]), int(cuts[r + 1]))] for r in range(world_size)], seqlen, "uneven")
+    align = DEFAULT_ALIGN if kind == "balanced-aligned" else SMALL_ALIGN
     if bounds is None:
         spec = masks.causal_mask(seqlen) if causal else masks.full_mask(seqlen)
-        return cp.balanced_plan(spec, world_size, align=4)
-    return cp.balanced_plan(bounds, world_size, causal=causal, align=4)
+        return cp.balanced_plan(spec, world_size, align=align)
+    return cp.balanced_plan(bounds, world_size, causal=causal, align=align)
 
 
 def build(name, world_size, head_dim=16):
