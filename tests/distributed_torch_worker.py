@@ -23,6 +23,8 @@ from tests.gpu.helpers import attention_ref, dense_allowed
 
 
 def dense_attention(q, k, v, bounds, causal, softmax_scale=None):
+    if isinstance(bounds, torch.Tensor):
+        bounds = bounds.numpy()
     scale = q.shape[-1] ** -0.5 if softmax_scale is None else softmax_scale
     allowed = dense_allowed(torch, bounds, causal, q.shape[1], None, q.shape[2], k.shape[2], q.device)
     return attention_ref(torch, q, k, v, allowed, scale)

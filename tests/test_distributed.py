@@ -162,3 +162,17 @@ def test_check_call_names_the_bad_argument(q_shape, plan_world, bounds, message)
     plan = cp.naive_plan(16, plan_world)
     with pytest.raises(ValueError, match=message):
         core.check_call(q_shape, (1, 8, 2, 16), (1, 8, 2, 16), bounds, True, plan, 0, 2, None)
+
+
+def test_prepared_mask_must_match_plan_and_rank():
+    from paddle_flashmask.distributed import core
+
+    spec = masks.causal_mask(16)
+    plan = cp.naive_plan(16, 2)
+    shapes = ((1, 8, 4, 16), (1, 8, 2, 16), (1, 8, 2, 16))
+    assert core.check_call(*shapes, cp.prepare_mask(spec, plan, 0), None, plan, 0, 2, None).mask.rank == 0
+    for other_plan, rank in ((cp.paddlenlp_plan(16, 2), 0), (plan, 1)):
+        with pytest.raises(ValueError, match="prepared for another plan or rank"):
+            core.check_call(*shapes, cp.prepare_mask(spec, other_plan, rank), None, plan, 0, 2, None)
+    with pytest.raises(ValueError, match="seqlen 16, the plan 20"):
+        cp.prepare_mask(spec, cp.naive_plan(20, 2), 0)

@@ -13,7 +13,7 @@ imported on first use. See docs/distributed.md.
 
 import importlib
 
-from paddle_flashmask.distributed.core import RankLayout, rank_layout
+from paddle_flashmask.distributed.core import RankLayout, RankMask, prepare_mask, rank_layout
 from paddle_flashmask.distributed.plan import (
     Plan,
     balanced_plan,
@@ -34,12 +34,14 @@ _FRONT_ENDS = {
 __all__ = [
     "Plan",
     "RankLayout",
+    "RankMask",
     "balanced_plan",
     "candidate_plans",
     "explicit_bounds",
     "from_ranges",
     "naive_plan",
     "paddlenlp_plan",
+    "prepare_mask",
     "rank_layout",
     "row_work",
     "shard_bounds",

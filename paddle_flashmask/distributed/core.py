@@ -88,9 +88,17 @@ class Collective:
     def concat(self, parts: Sequence[Any], axis: int):
         raise NotImplementedError
 
-    def attention(self, q, k, v, bounds: np.ndarray, softmax_scale: float):
-        """Differentiable single-device attention, non-causal, 4-bound int32 `bounds`;
-        returns (out, softmax_lse)."""
+    def device_key(self, x) -> str:
+        """Where `x` lives (the key of RankMask's device copies)."""
+        raise NotImplementedError
+
+    def to_device(self, array: np.ndarray, like):
+        """`array` as a tensor on `like`'s device."""
+        raise NotImplementedError
+
+    def attention(self, q, k, v, bounds, softmax_scale: float):
+        """Differentiable single-device attention, non-causal, with 4-bound int32 `bounds`
+        (a tensor on q's device); returns (out, softmax_lse)."""
         raise NotImplementedError
 
 
@@ -107,12 +115,44 @@ def scatter_grad(fx: Collective, grad, layout: RankLayout):
     return fx.sum_scatter(rank_ordered, layout)[:, : layout.local_len]
 
 
+class RankMask:
+    """One rank's mask, prepared once per batch and reused by every layer: per chunk
+    of its query rows, the global bounds rewritten for those rows (int32 NumPy,
+    `shard_bounds`), and their copies on each device they ran on."""
+
+    def __init__(self, bounds4: np.ndarray, plan: Plan, rank: int):
+        self.plan, self.rank = plan, rank
+        self.shape = tuple(bounds4.shape)  # [batch, num_mask_heads, seqlen, 4]
+        self.layout = rank_layout(plan, rank)
+        self.chunk_bounds = tuple(shard_bounds(bounds4, start, stop) for _, start, stop in self.layout.chunks)
+        self._on_device = {}
+
+    def on_device(self, device_key, convert) -> list:
+        """The chunks' bounds as tensors on `device_key`; `convert(array)` makes one."""
+        if device_key not in self._on_device:
+            self._on_device[device_key] = [convert(b) for b in self.chunk_bounds]
+        return self._on_device[device_key]
+
+
+def prepare_mask(startend_row_indices, plan: Plan, rank: int, causal: Optional[bool] = None) -> RankMask:
+    """`rank`'s part of a global mask (host bounds [B, Hm, seqlen, 1|2|4] with `causal`,
+    or a MaskSpec), ready for `flashmask_attention` in place of the bounds: build it once
+    per batch when many layers share one mask."""
+    if not isinstance(plan, Plan):
+        raise TypeError(f"{WHERE}: `plan` must be a paddle_flashmask.distributed.Plan, got {type(plan).__name__}")
+    bounds4 = explicit_bounds(startend_row_indices, causal)
+    if bounds4.shape[2] != plan.seqlen:
+        raise ValueError(
+            f"{WHERE}: `startend_row_indices` has seqlen {bounds4.shape[2]}, the plan {plan.seqlen}"
+        )
+    return RankMask(bounds4, plan, rank)
+
+
 @dataclass(frozen=True)
 class Dist:
-    """A checked distributed call: global bounds in 4-bound form, the rank's layout."""
+    """A checked distributed call."""
 
-    bounds4: np.ndarray
-    layout: RankLayout
+    mask: RankMask
     softmax_scale: float
     num_heads_k: int
 
@@ -128,42 +168,48 @@ def check_call(
     world_size: int,
     softmax_scale: Optional[float],
 ) -> Dist:
-    """Checks a distributed call: local q/k/v shards against the plan, global bounds
+    """Checks a distributed call: local q/k/v shards against the plan, the global mask
     against the global shapes. `startend_row_indices` is host (NumPy) bounds, a
-    MaskSpec, or None (no mask beyond `causal`)."""
+    MaskSpec, a RankMask, or None (no mask beyond `causal`)."""
     if not isinstance(plan, Plan):
         raise TypeError(f"{WHERE}: `plan` must be a paddle_flashmask.distributed.Plan, got {type(plan).__name__}")
     if plan.world_size != world_size:
         raise ValueError(f"{WHERE}: `plan` is for {plan.world_size} ranks, the process group has {world_size}")
-    layout = rank_layout(plan, rank)
+    local_len = plan.shard_lengths()[rank]
     for name, shape in (("query", q_shape), ("key", k_shape), ("value", v_shape)):
-        if len(shape) != 4 or int(shape[SEQ_AXIS]) != layout.local_len:
+        if len(shape) != 4 or int(shape[SEQ_AXIS]) != local_len:
             raise ValueError(
-                f"{WHERE}: `{name}` must be rank {rank}'s shard [batch, {layout.local_len}, heads, head_dim] "
+                f"{WHERE}: `{name}` must be rank {rank}'s shard [batch, {local_len}, heads, head_dim] "
                 f"of the plan, got shape {list(shape)}"
             )
     global_shape = lambda s: (s[0], plan.seqlen, s[2], s[3])  # noqa: E731
     dims = _frontend.check_shapes(global_shape(q_shape), global_shape(k_shape), global_shape(v_shape))
-    if startend_row_indices is None:
-        causal = bool(causal)
-        startend_row_indices = _frontend.builders.no_mask_indices(causal, dims.batch, plan.seqlen, plan.seqlen)
-    bounds4 = explicit_bounds(startend_row_indices, causal)
-    _frontend.check_mask_shapes(dims, False, bounds4.shape)
+    mask = startend_row_indices
+    if isinstance(mask, RankMask):
+        if mask.plan != plan or mask.rank != rank:
+            raise ValueError(f"{WHERE}: `startend_row_indices` was prepared for another plan or rank than `plan`, rank {rank}")
+    else:
+        if mask is None:
+            causal = bool(causal)
+            mask = _frontend.builders.no_mask_indices(causal, dims.batch, plan.seqlen, plan.seqlen)
+        mask = prepare_mask(mask, plan, rank, causal)
+    _frontend.check_mask_shapes(dims, False, mask.shape)
     if softmax_scale is None:
         softmax_scale = dims.head_dim**-0.5
     elif not float(softmax_scale) > 0.0:
         raise ValueError(f"{WHERE}: `softmax_scale` must be > 0, got {softmax_scale}")
-    return Dist(bounds4, layout, float(softmax_scale), dims.num_heads_k)
+    return Dist(mask, float(softmax_scale), dims.num_heads_k)
 
 
 def _attention(fx: Collective, gather_kv, q, k, v, call: Dist):
-    hk = call.num_heads_k
-    kv = gather_kv(fx.concat([k, v], 2), call.layout)
+    hk, layout = call.num_heads_k, call.mask.layout
+    kv = gather_kv(fx.concat([k, v], 2), layout)
     k_all, v_all = kv[:, :, :hk], kv[:, :, hk:]
+    bounds = call.mask.on_device(fx.device_key(q), lambda array: fx.to_device(array, q))
     outs, lses = [], []
-    for offset, start, stop in call.layout.chunks:
+    for (offset, start, stop), chunk_bounds in zip(layout.chunks, bounds):
         q_chunk = q[:, offset : offset + stop - start]
-        out, lse = fx.attention(q_chunk, k_all, v_all, shard_bounds(call.bounds4, start, stop), call.softmax_scale)
+        out, lse = fx.attention(q_chunk, k_all, v_all, chunk_bounds, call.softmax_scale)
         outs.append(out)
         lses.append(lse)
     if len(outs) == 1:
@@ -193,10 +239,10 @@ def flashmask_attention(
     bounds = startend_row_indices
     if isinstance(bounds, front.tensor_type):
         bounds = front.to_host(bounds)
-    elif not (bounds is None or isinstance(bounds, (np.ndarray, MaskSpec))):
+    elif not (bounds is None or isinstance(bounds, (np.ndarray, MaskSpec, RankMask))):
         raise TypeError(
-            f"{WHERE}: `startend_row_indices` must be a {front.tensor_type.__name__}, numpy.ndarray or MaskSpec, "
-            f"got {type(bounds).__name__}"
+            f"{WHERE}: `startend_row_indices` must be a {front.tensor_type.__name__}, numpy.ndarray, MaskSpec "
+            f"or RankMask, got {type(bounds).__name__}"
         )
     if causal is None and not isinstance(bounds, MaskSpec):
         causal = False

@@ -43,11 +43,17 @@ class _PaddleCollective(core.Collective):
     def concat(self, parts, axis):
         return paddle.concat(list(parts), axis=axis)
 
+    def device_key(self, x):
+        return str(x.place)
+
+    def to_device(self, array, like):
+        return paddle.to_tensor(array, place=like.place)
+
     def attention(self, q, k, v, bounds, softmax_scale):
         from paddle_flashmask.api import flashmask_attention
 
         return flashmask_attention(
-            q, k, v, paddle.to_tensor(bounds, place=q.place), causal=False,
+            q, k, v, bounds, causal=False,
             softmax_scale=softmax_scale, return_softmax_lse=True,
         )
 

@@ -43,11 +43,17 @@ class _TorchCollective(core.Collective):
     def concat(self, parts, axis):
         return torch.cat(list(parts), dim=axis)
 
+    def device_key(self, x):
+        return str(x.device)
+
+    def to_device(self, array, like):
+        return torch.from_numpy(array).to(like.device)
+
     def attention(self, q, k, v, bounds, softmax_scale):
         from paddle_flashmask.torch import flashmask_attention
 
         return flashmask_attention(
-            q, k, v, torch.from_numpy(bounds).to(q.device), causal=False,
+            q, k, v, bounds, causal=False,
             softmax_scale=softmax_scale, return_softmax_lse=True,
         )
 

@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""Context-parallel benchmark: FlashMask attention on 2 GPUs (torch front end of
+paddle_flashmask.distributed, NCCL) against 1 GPU (the torch binding), fwd+bwd, bf16.
+
+Setup of issue 20: D=128, H=32, Hk=8, batch 1, documents of 4K-32K tokens;
+2 GPUs on --tokens (256K) against 1 GPU on --single-tokens (128K: the single-GPU
+length limit); masks causal, causal_document, document, share_question,
+sliding_window; each with the planner's plan and with the naive equal-token split.
+
+Throughput counts unmasked (row, key) pairs (fwd+bwd = 3.5 x 4*D*H*pairs FLOPs),
+so a longer causal sequence is not credited for its quadratic growth:
+scaling efficiency = (TFLOPs/s per GPU at 2 GPUs) / (TFLOPs/s at 1 GPU).
+Imbalance: the planner's predicted work max/mean, and the measured max/mean of
+each rank's own kernel time (its chunks against the gathered keys, no
+communication). Step times are medians of CUDA-event timed fwd+bwd steps after
+warm-up, with a barrier before each.
+
+    NCCL_NVLS_ENABLE=0 torchrun --nproc_per_node 2 benchmarks/bench_cp.py --out benchmarks/results/cp
+    python benchmarks/bench_cp.py --plans-only --out benchmarks/results/cp   # CPU: predicted imbalance only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import sys
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ["NCCL_NVLS_ENABLE"] = "0"  # NVLink SHARP stays off (not available on every machine)
+
+from paddle_flashmask import distributed as cp  # noqa: E402
+from paddle_flashmask import masks  # noqa: E402
+
+HEAD_DIM, HEADS, HEADS_K = 128, 32, 8
+DOC_MIN, DOC_MAX = 4096, 32768
+SLIDING_WINDOW = 4096
+MASKS = ("causal", "causal_document", "document", "share_question", "sliding_window")
+FWD_BWD_FLOPS_PER_PAIR = 3.5 * 4 * HEAD_DIM * HEADS
+WARMUP, REPS = 3, 10
+
+
+def doc_lengths(tokens: int, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    lengths = []
+    while sum(lengths) < tokens:
+        lengths.append(int(min(rng.integers(DOC_MIN, DOC_MAX + 1), tokens - sum(lengths))))
+    return lengths
+
+
+def build_mask(name: str, tokens: int, seed: int = 0):
+    docs = doc_lengths(tokens, seed)
+    if name == "causal":
+        return masks.causal_mask(tokens)
+    if name == "sliding_window":
+        return masks.sliding_window_mask(tokens, SLIDING_WINDOW)
+    if name == "causal_document":
+        return masks.causal_document_mask([docs])
+    if name == "document":
+        return masks.document_mask([docs])
+    if name == "share_question":  # a question of a third, two answers
+        items = []
+        for length in docs:
+            question = length // 3
+            first = (length - question) // 2
+            items.append((question, [first, length - question - first]))
+        return masks.share_question_mask([items])
+    raise ValueError(f"unknown mask {name!r}")
+
+
+def plans_for(spec, world_size: int) -> dict:
+    return {"planner": cp.balanced_plan(spec, world_size), "naive": cp.naive_plan(spec.startend_row_indices.shape[2], world_size)}
+
+
+def predicted_imbalance(tokens: int, world_sizes=(2, 4, 8)) -> list:
+    rows = []
+    for name in MASKS:
+        spec = build_mask(name, tokens)
+        work = cp.row_work(spec)
+        for world_size in world_sizes:
+            candidates = {p.name: round(p.imbalance(work), 4) for p in cp.candidate_plans(work, world_size)}
+            chosen = cp.balanced_plan(spec, world_size)
+            rows.append({"mask": name, "tokens": tokens, "ranks": world_size, "candidates": candidates,
+                         "planner": chosen.name, "planner_imbalance": round(chosen.imbalance(work), 4),
+                         "naive_imbalance": candidates["naive"]})
+    return rows
+
+
+def median_step_ms(torch, step, barrier=None) -> float:
+    for _ in range(WARMUP):
+        step()
+    times = []
+    for _ in range(REPS):
+        if barrier is not None:
+            barrier()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def random_inputs(torch, batch_tokens, device, seed):
+    g = torch.Generator(device=device).manual_seed(seed)
+    shapes = ((1, batch_tokens, HEADS, HEAD_DIM), (1, batch_tokens, HEADS_K, HEAD_DIM), (1, batch_tokens, HEADS_K, HEAD_DIM))
+    return [torch.randn(s, device=device, generator=g, dtype=torch.bfloat16).requires_grad_() for s in shapes]
+
+
+def fwd_bwd(torch, fn, tensors):
+    def step():
+        for t in tensors:
+            t.grad = None
+        out = fn(*tensors)
+        out.backward(torch.ones_like(out))
+    return step
+
+
+def single_gpu(torch, name, tokens, device) -> dict:
+    from paddle_flashmask.torch import flashmask_attention
+
+    spec = build_mask(name, tokens)
+    q, k, v = random_inputs(torch, tokens, device, 0)
+    ms = median_step_ms(torch, fwd_bwd(torch, lambda q, k, v: flashmask_attention(q, k, v, spec), (q, k, v)))
+    pairs = float(cp.row_work(spec).sum())
+    return {"mask": name, "tokens": tokens, "ms": ms, "tflops_per_gpu": pairs * FWD_BWD_FLOPS_PER_PAIR / ms / 1e9}
+
+
+def rank_kernel_ms(torch, mask, device) -> float:
+    """This rank's own kernel time (a RankMask's chunks against all keys), no communication."""
+    from paddle_flashmask.torch import flashmask_attention
+
+    chunks = mask.layout.chunks
+    bounds = mask.on_device(str(device), lambda array: torch.from_numpy(array).to(device))
+    q, k, v = random_inputs(torch, mask.plan.seqlen, device, 1)
+
+    def attend(q, k, v):
+        outs = [flashmask_attention(q[:, a:b], k, v, idx) for (_, a, b), idx in zip(chunks, bounds)]
+        return torch.cat(outs, dim=1)
+    return median_step_ms(torch, fwd_bwd(torch, attend, (q, k, v)))
+
+
+def context_parallel(torch, dist, name, tokens, device) -> list:
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    spec = build_mask(name, tokens)
+    work = cp.row_work(spec)
+    pairs = float(work.sum())
+    rows = []
+    for label, plan in plans_for(spec, world_size).items():
+        q, k, v = (plan.shard(t.detach(), rank).contiguous().requires_grad_() for t in random_inputs(torch, tokens, device, 0))
+        mask = cp.prepare_mask(spec, plan, rank)  # once per batch, as a model's layers would share it
+        attend = lambda q, k, v: cp.torch_flashmask_attention(q, k, v, mask, plan=plan)  # noqa: E731
+        ms = median_step_ms(torch, fwd_bwd(torch, attend, (q, k, v)), barrier=dist.barrier)
+        step_ms = [None] * world_size
+        dist.all_gather_object(step_ms, ms)
+        kernel_ms = [None] * world_size
+        dist.all_gather_object(kernel_ms, rank_kernel_ms(torch, mask, device))
+        step = max(step_ms)
+        rows.append({
+            "mask": name, "tokens": tokens, "ranks": world_size, "split": label, "plan": plan.name,
+            "chunks_per_rank": max(len(r) for r in plan.ranges), "step_ms": step,
+            "tflops_per_gpu": pairs * FWD_BWD_FLOPS_PER_PAIR / step / 1e9 / world_size,
+            "predicted_imbalance": plan.imbalance(work),
+            "measured_imbalance": max(kernel_ms) / (sum(kernel_ms) / world_size), "rank_kernel_ms": kernel_ms,
+        })
+    return rows
+
+
+def table(single: list, multi: list) -> str:
+    base = {r["mask"]: r for r in single}
+    lines = [
+        "| mask | split | plan | 1 GPU TFLOPs/s | 2 GPU TFLOPs/s per GPU | scaling eff. | imbalance pred. | imbalance meas. |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in multi:
+        eff = r["tflops_per_gpu"] / base[r["mask"]]["tflops_per_gpu"]
+        r["scaling_efficiency"] = eff
+        lines.append(
+            f"| {r['mask']} | {r['split']} | {r['plan']} | {base[r['mask']]['tflops_per_gpu']:.0f} | "
+            f"{r['tflops_per_gpu']:.0f} | {eff:.3f} | {r['predicted_imbalance']:.3f} | {r['measured_imbalance']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def run_gpu(args) -> None:
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+    torch.cuda.set_device(device)
+    single = []
+    for name in args.masks:
+        if dist.get_rank() == 0:  # the 1-GPU baseline, while the other ranks wait
+            single.append(single_gpu(torch, name, args.single_tokens, device))
+        dist.barrier()
+    multi = [row for name in args.masks for row in context_parallel(torch, dist, name, args.tokens, device)]
+    if dist.get_rank() == 0:
+        text = table(single, multi)
+        print(text)
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"gpu": torch.cuda.get_device_name(device), "world_size": dist.get_world_size(), "torch": torch.__version__,
+                "head_dim": HEAD_DIM, "heads": HEADS, "heads_k": HEADS_K, "docs": [DOC_MIN, DOC_MAX]}
+        (out / "cp.json").write_text(json.dumps({"meta": meta, "single_gpu": single, "context_parallel": multi}, indent=1))
+        (out / "cp.md").write_text(text + "\n")
+    dist.destroy_process_group()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="folder for cp.json / cp.md (plans.json with --plans-only)")
+    parser.add_argument("--tokens", type=int, default=256 * 1024)
+    parser.add_argument("--single-tokens", type=int, default=128 * 1024)
+    parser.add_argument("--masks", nargs="+", default=list(MASKS), choices=MASKS)
+    parser.add_argument("--plans-only", action="store_true", help="CPU: the planner's predicted imbalance only")
+    args = parser.parse_args()
+    if not args.plans_only:
+        run_gpu(args)
+        return
+    rows = predicted_imbalance(args.tokens)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plans.json").write_text(json.dumps(rows, indent=1))
+    lines = ["| mask | ranks | naive | zigzag | planner (choice) |", "|---|---|---|---|---|"]
+    for r in rows:
+        zigzag = r["candidates"].get("zigzag", float("nan"))
+        lines.append(f"| {r['mask']} | {r['ranks']} | {r['naive_imbalance']:.3f} | {zigzag:.3f} | "
+                     f"{r['planner_imbalance']:.3f} ({r['planner']}) |")
+    text = "\n".join(lines)
+    (out / "plans.md").write_text(f"Predicted work imbalance (max/mean unmasked pairs per rank), {args.tokens} tokens\n\n{text}\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
