@@ -32,13 +32,15 @@ LAUNCH_TIMEOUT_S = 240
 # float32: the forward is bitwise equal (rows see the same keys in the same
 # order); dK/dV are summed over chunks and ranks in another order.
 TOLERANCE = {"out": 1e-6, "lse": 1e-6, "dq": 1e-6, "dk": 1e-5, "dv": 1e-5}
-_GLOO_START_FAILURES = ("gloo", "connect", "address already in use")
+# What a machine that cannot start multi-process gloo says (then the tests skip).
+_GLOO_START_FAILURES = ("enforcenotmet", "connection refused", "address already in use", "cannot assign requested address")
 
 
-def _launch(framework, world_size, out_dir):
+def _launch(framework, world_size, out_dir, worker=None):
     if importlib.util.find_spec(framework) is None:
         pytest.skip(f"{framework} is not installed")
-    launcher, worker = LAUNCHERS[framework]
+    launcher, default_worker = LAUNCHERS[framework]
+    worker = worker or default_worker
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     log_args = ["--log_dir", str(out_dir / "log")] if framework == "paddle" else []
     cmd = [sys.executable, *launcher, str(world_size), *log_args, os.path.join(ROOT, "tests", worker), str(out_dir)]
@@ -51,7 +53,8 @@ def _launch(framework, world_size, out_dir):
         return [json.loads(f.read_text()) for f in files]
     logs = proc.stdout[-3000:] + proc.stderr[-3000:]
     logs += "".join(p.read_text()[-2000:] for p in sorted((out_dir / "log").glob("*")) if p.is_file())
-    if not any(f.exists() for f in files) and any(s in logs.lower() for s in _GLOO_START_FAILURES):
+    ours_failed = "paddle_flashmask" in logs or "/tests/" in logs  # a traceback through our code
+    if not ours_failed and not any(f.exists() for f in files) and any(s in logs.lower() for s in _GLOO_START_FAILURES):
         pytest.skip(f"multi-process gloo could not start:\n{logs[-1000:]}")
     pytest.fail(f"{framework} launch failed (rc {proc.returncode}):\n{logs}")
 
@@ -78,6 +81,22 @@ def test_case_matches_single_process(results, case):
             if not err <= TOLERANCE[key]:
                 failures.append(f"rank {rank} ({result['plan']}): {key} rel. error {err:.2e} > {TOLERANCE[key]:.0e}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.fixture(scope="module")
+def paddlenlp_results(tmp_path_factory):
+    pytest.importorskip("paddlenlp")
+    return _launch("paddle", 2, tmp_path_factory.mktemp("paddlenlp2"), "distributed_paddlenlp_worker.py")
+
+
+def test_paddlenlp_context_parallel_routing(paddlenlp_results):
+    """A tiny Llama with context_parallel_degree=2 (fleet's sep group, PaddleNLP's
+    load-balanced shards) gives one process's loss and weight gradients."""
+    for rank, result in enumerate(paddlenlp_results):
+        assert result["grads"] > 0
+        assert abs(result["loss"] - result["loss_ref"]) <= 1e-6 * abs(result["loss_ref"]), (rank, result)
+        assert result["max_grad_error"] <= 1e-5, (rank, result)
+        assert "context_parallel_degree=1" in result["refused"], (rank, result)
 
 
 # The planner and bound rewriting alone (NumPy, one process).

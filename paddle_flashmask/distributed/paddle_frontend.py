@@ -10,7 +10,7 @@ from paddle_flashmask.distributed import core
 from paddle_flashmask.distributed.plan import Plan
 
 
-class _PaddleCollective(core.Collective):
+class PaddleCollective(core.Collective):
     def __init__(self, group):
         self.group = group
 
@@ -98,6 +98,6 @@ def flashmask_attention(
     """
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if group is None else (group.rank, group.nranks)
     return core.flashmask_attention(
-        _FRONT_END, _PaddleCollective(group), rank, world_size, query, key, value, startend_row_indices,
+        _FRONT_END, PaddleCollective(group), rank, world_size, query, key, value, startend_row_indices,
         plan=plan, causal=causal, softmax_scale=softmax_scale, return_softmax_lse=return_softmax_lse,
     )
