@@ -39,6 +39,49 @@ def _grads(model):
     return {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None}
 
 
+class _GatheringReshard:
+    """Stands in for PaddleNLP's ReshardLayer (whose all-to-all gloo lacks): from the
+    whole sequence and this rank's heads to this rank's contiguous sequence part and
+    all heads, with an all-gather."""
+
+    def __init__(self, group):
+        self.sep_group = group
+
+    def __call__(self, x, split_axis, concat_axis):
+        assert (split_axis, concat_axis) == (1, 2)
+        parts = []
+        dist.all_gather(parts, x, group=self.sep_group)
+        rows = x.shape[1] // self.sep_group.nranks
+        rank = self.sep_group.rank
+        return paddle.concat(parts, axis=2)[:, rank * rows : (rank + 1) * rows]
+
+
+def _sep_routing_error(group, rank, world_size):
+    """The routed attention in sep mode (q/k/v: whole sequence, this rank's heads;
+    bounds split by the Trainer) against the op on everything."""
+    from paddlenlp.transformers.llama import modeling
+    from paddlenlp.transformers.segment_parallel_utils import split_inputs_sequence_dim
+
+    from paddle_flashmask import flashmask_attention
+    from paddle_flashmask.paddlenlp.patching import _routed
+
+    config = tiny_llama_config(VOCAB, SEQLEN)
+    config.sep_parallel_degree = world_size
+    rng = np.random.default_rng(SEED)
+    q, k, v = (paddle.to_tensor(rng.standard_normal((1, SEQLEN, 4, 8)).astype("float32")) for _ in range(3))
+    indices = paddle.to_tensor(masks.causal_document_mask(DOCS).startend_row_indices[:, 0, :, 0])
+    heads = slice(rank * 4 // world_size, (rank + 1) * 4 // world_size)
+    out = _routed(modeling.scaled_dot_product_attention)(
+        q[:, :, heads], config, k[:, :, heads], v[:, :, heads], None, False,
+        attn_mask_startend_row_indices=split_inputs_sequence_dim(indices, sep_rank=rank, sep_degree=world_size),
+        reshard_layer=_GatheringReshard(group),
+    )
+    rows = SEQLEN // world_size
+    expected = flashmask_attention(q, k, v, indices.unsqueeze(1).unsqueeze(-1), causal=True)
+    expected = expected[:, rank * rows : (rank + 1) * rows].reshape([1, rows, -1])
+    return float(np.abs(out.numpy() - expected.numpy()).max())
+
+
 def main(out_dir):
     paddle.set_device("cpu")
     apply()
@@ -75,7 +118,7 @@ def main(out_dir):
     except ValueError as e:
         refused = str(e)
     result = {"loss": float(loss), "loss_ref": float(loss_ref), "max_grad_error": max(errors.values()),
-              "grads": len(errors), "refused": refused}
+              "grads": len(errors), "refused": refused, "sep_error": _sep_routing_error(group, rank, world_size)}
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)
 
