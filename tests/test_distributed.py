@@ -29,9 +29,11 @@ LAUNCHERS = {
     "torch": (["-m", "torch.distributed.run", "--standalone", "--nproc_per_node"], "distributed_torch_worker.py"),
 }
 LAUNCH_TIMEOUT_S = 240
-# float32: the forward is bitwise equal (rows see the same keys in the same
-# order); dK/dV are summed over chunks and ranks in another order.
-TOLERANCE = {"out": 1e-6, "lse": 1e-6, "dq": 1e-6, "dk": 1e-5, "dv": 1e-5}
+# float32 roundoff (relative to the largest value): a chunk's keys start where its
+# rows' first live key is, so key tiles, and the order of the softmax sums, shift
+# (errors seen: out, lse, dq <= 4e-7); dK/dV are also summed over chunks and ranks
+# (<= 1.2e-6).
+TOLERANCE = {"out": 2e-6, "lse": 2e-6, "dq": 2e-6, "dk": 1e-5, "dv": 1e-5}
 # What a machine that cannot start multi-process gloo says (then the tests skip).
 _GLOO_START_FAILURES = ("enforcenotmet", "connection refused", "address already in use", "cannot assign requested address")
 
@@ -123,7 +125,11 @@ def test_row_work_and_explicit_bounds_match_dense(name):
     for start, stop in ((0, 64), (7, 30), (50, 64)):
         shard = cp.shard_bounds(bounds4, start, stop)
         assert shard.dtype == np.int32
-        assert np.array_equal(to_dense(shard, False, seqlen_q=stop - start), dense[:, :, start:stop])
+        rows = dense[:, :, start:stop]
+        assert np.array_equal(to_dense(shard, False, seqlen_q=stop - start), rows)
+        first, last = cp.live_key_range(shard, stop - start)
+        live = np.nonzero(rows.any(axis=(0, 1, 2)))[0]
+        assert (first, last) == ((live[0], live[-1] + 1) if live.size else (0, 1))
 
 
 @pytest.mark.parametrize("world_size", WORLD_SIZES)

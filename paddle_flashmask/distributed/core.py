@@ -4,9 +4,10 @@ front ends against a small `Collective` interface each front end implements.
 Forward, on every rank:
   1. key and value shards are joined along heads and all-gathered (one collective),
      padded to the longest shard, and reordered into sequence order (`gather`);
-  2. for each chunk of the rank's query rows, one attention call over all keys with
-     the global bounds rewritten for those rows (`plan.shard_bounds`, non-causal
-     4-bound form); outputs and LSEs are concatenated in the rank's token order.
+  2. for each chunk of the rank's query rows, one attention call over the keys those
+     rows attend to (`plan.live_key_range`; all keys at most) with the global bounds
+     rewritten for those rows and keys (`plan.shard_bounds`, non-causal 4-bound form);
+     outputs and LSEs are concatenated in the rank's token order.
 Backward: the attention calls' own backward gives dQ for the rank's rows and a
 partial dK/dV over the whole sequence; `scatter_grad` sums those partials over
 ranks and hands each rank the rows it owns (reduce-scatter, or all-reduce and
@@ -23,7 +24,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from paddle_flashmask import _frontend
-from paddle_flashmask.distributed.plan import WHERE, Plan, explicit_bounds, shard_bounds
+from paddle_flashmask.distributed.plan import WHERE, Plan, explicit_bounds, live_key_range, shard_bounds
 from paddle_flashmask.masks.spec import MaskSpec
 
 SEQ_AXIS = 1  # q/k/v are [batch, seqlen, heads, head_dim]
@@ -88,6 +89,10 @@ class Collective:
     def concat(self, parts: Sequence[Any], axis: int):
         raise NotImplementedError
 
+    def contiguous(self, x):
+        """`x` laid out densely (where the framework has views)."""
+        return x
+
     def device_key(self, x) -> str:
         """Where `x` lives (the key of RankMask's device copies)."""
         raise NotImplementedError
@@ -117,14 +122,22 @@ def scatter_grad(fx: Collective, grad, layout: RankLayout):
 
 class RankMask:
     """One rank's mask, prepared once per batch and reused by every layer: per chunk
-    of its query rows, the global bounds rewritten for those rows (int32 NumPy,
-    `shard_bounds`), and their copies on each device they ran on."""
+    of its query rows, the keys it attends to (`key_ranges`, a column range outside
+    which every key is masked for those rows), the global bounds rewritten for those
+    rows and keys (int32 NumPy, `shard_bounds`), and their copies on each device
+    they ran on."""
 
     def __init__(self, bounds4: np.ndarray, plan: Plan, rank: int):
         self.plan, self.rank = plan, rank
         self.shape = tuple(bounds4.shape)  # [batch, num_mask_heads, seqlen, 4]
         self.layout = rank_layout(plan, rank)
-        self.chunk_bounds = tuple(shard_bounds(bounds4, start, stop) for _, start, stop in self.layout.chunks)
+        key_ranges, chunk_bounds = [], []
+        for _, start, stop in self.layout.chunks:
+            rows = shard_bounds(bounds4, start, stop)
+            first, last = live_key_range(rows, stop - start)
+            key_ranges.append((first, last))
+            chunk_bounds.append(np.ascontiguousarray(rows[:, :, first:last]))
+        self.key_ranges, self.chunk_bounds = tuple(key_ranges), tuple(chunk_bounds)
         self._on_device = {}
 
     def on_device(self, device_key, convert) -> list:
@@ -202,14 +215,15 @@ def check_call(
 
 
 def _attention(fx: Collective, gather_kv, q, k, v, call: Dist):
-    hk, layout = call.num_heads_k, call.mask.layout
-    kv = gather_kv(fx.concat([k, v], 2), layout)
-    k_all, v_all = kv[:, :, :hk], kv[:, :, hk:]
-    bounds = call.mask.on_device(fx.device_key(q), lambda array: fx.to_device(array, q))
+    hk, mask = call.num_heads_k, call.mask
+    kv = gather_kv(fx.concat([k, v], 2), mask.layout)
+    k_all, v_all = fx.contiguous(kv[:, :, :hk]), fx.contiguous(kv[:, :, hk:])
+    bounds = mask.on_device(fx.device_key(q), lambda array: fx.to_device(array, q))
     outs, lses = [], []
-    for (offset, start, stop), chunk_bounds in zip(layout.chunks, bounds):
+    for (offset, start, stop), (first, last), chunk_bounds in zip(mask.layout.chunks, mask.key_ranges, bounds):
         q_chunk = q[:, offset : offset + stop - start]
-        out, lse = fx.attention(q_chunk, k_all, v_all, chunk_bounds, call.softmax_scale)
+        keys = slice(first, last)
+        out, lse = fx.attention(q_chunk, k_all[:, keys], v_all[:, keys], chunk_bounds, call.softmax_scale)
         outs.append(out)
         lses.append(lse)
     if len(outs) == 1:

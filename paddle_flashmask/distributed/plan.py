@@ -63,6 +63,26 @@ def shard_bounds(bounds4: np.ndarray, start: int, stop: int) -> np.ndarray:
     return np.clip(bounds4 - start, 0, stop - start).astype(np.int32)
 
 
+def live_key_range(chunk_bounds: np.ndarray, rows: int) -> Tuple[int, int]:
+    """[first, last + 1) of the key columns that some row of a chunk of `rows` rows
+    attends to (any batch, any mask head), from its `shard_bounds`; (0, 1) when it
+    attends to none (a call still gives its rows 0 and an LSE of -inf)."""
+    lts, lte, uts, ute = (chunk_bounds[..., i] for i in range(4))  # clipped to [0, rows]
+    covered = (
+        ((lts == 0) & (lte == rows))
+        | ((uts == 0) & (ute == rows))
+        | (
+            (np.minimum(lts, uts) == 0)
+            & (np.maximum(lte, ute) == rows)
+            & (np.maximum(lts, uts) <= np.minimum(lte, ute))
+        )
+    )
+    live = np.nonzero(~covered.all(axis=(0, 1)))[0]
+    if live.size == 0:
+        return 0, 1
+    return int(live[0]), int(live[-1]) + 1
+
+
 def row_work(startend_row_indices, causal: Optional[bool] = None) -> np.ndarray:
     """float64 [S]: unmasked keys of each query row, summed over batch and mask heads."""
     bounds4 = explicit_bounds(startend_row_indices, causal)

@@ -43,6 +43,9 @@ class _TorchCollective(core.Collective):
     def concat(self, parts, axis):
         return torch.cat(list(parts), dim=axis)
 
+    def contiguous(self, x):
+        return x.contiguous()
+
     def device_key(self, x):
         return str(x.device)
 
