@@ -43,6 +43,7 @@ SLIDING_WINDOW = 4096
 MASKS = ("causal", "causal_document", "document", "share_question", "sliding_window")
 FWD_BWD_FLOPS_PER_PAIR = 3.5 * 4 * HEAD_DIM * HEADS
 WARMUP, REPS = 3, 10
+BACKEND = "nccl"
 
 
 def doc_lengths(tokens: int, seed: int) -> list:
@@ -133,17 +134,20 @@ def single_gpu(torch, name, tokens, device) -> dict:
 
 
 def rank_kernel_ms(torch, mask, device) -> float:
-    """This rank's own kernel time (a RankMask's chunks against all keys), no communication."""
-    from paddle_flashmask.torch import flashmask_attention
+    """This rank's own attention time (the real per-chunk steps) with the gathered keys
+    given: no communication, so ranks do not wait for each other."""
+    from paddle_flashmask.distributed import core, torch_frontend
 
-    chunks = mask.layout.chunks
-    bounds = mask.on_device(str(device), lambda array: torch.from_numpy(array).to(device))
-    q, k, v = random_inputs(torch, mask.plan.seqlen, device, 1)
+    plan, layout = mask.plan, mask.layout
+    local = torch.empty((1, layout.local_len, HEADS_K, HEAD_DIM), dtype=torch.bfloat16, device=device)
+    q = random_inputs(torch, layout.local_len, device, 1)[0]
+    kv = torch.randn((1, plan.seqlen, 2 * HEADS_K, HEAD_DIM), dtype=torch.bfloat16, device=device).requires_grad_()
+    call = core.check_call(q.shape, local.shape, local.shape, mask, None, plan, layout.rank, plan.world_size, None)
+    fx = torch_frontend._TorchCollective(None)
 
-    def attend(q, k, v):
-        outs = [flashmask_attention(q[:, a:b], k, v, idx) for (_, a, b), idx in zip(chunks, bounds)]
-        return torch.cat(outs, dim=1)
-    return median_step_ms(torch, fwd_bwd(torch, attend, (q, k, v)))
+    def attend(q, kv):
+        return core.rank_attention(fx, lambda _joined, _layout: kv, q, local, local, call)[0]
+    return median_step_ms(torch, fwd_bwd(torch, attend, (q, kv)))
 
 
 def context_parallel(torch, dist, name, tokens, device) -> list:
@@ -192,7 +196,7 @@ def run_gpu(args) -> None:
     import torch
     import torch.distributed as dist
 
-    dist.init_process_group("nccl")
+    dist.init_process_group(BACKEND)
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.get_rank())))
     torch.cuda.set_device(device)
     single = []

@@ -214,7 +214,9 @@ def check_call(
     return Dist(mask, float(softmax_scale), dims.num_heads_k)
 
 
-def _attention(fx: Collective, gather_kv, q, k, v, call: Dist):
+def rank_attention(fx: Collective, gather_kv, q, k, v, call: Dist):
+    """The rank's (out, softmax_lse) in its token order; `gather_kv(kv, layout)` is the
+    front end's differentiable `gather` (k and v joined along heads)."""
     hk, mask = call.num_heads_k, call.mask
     kv = gather_kv(fx.concat([k, v], 2), mask.layout)
     k_all, v_all = fx.contiguous(kv[:, :, :hk]), fx.contiguous(kv[:, :, hk:])
@@ -264,5 +266,5 @@ def flashmask_attention(
         tuple(query.shape), tuple(key.shape), tuple(value.shape), bounds, causal, plan, rank, world_size,
         softmax_scale,
     )
-    out, lse = _attention(fx, lambda x, layout: front.gather_apply(x, fx, layout), query, key, value, call)
+    out, lse = rank_attention(fx, lambda x, layout: front.gather_apply(x, fx, layout), query, key, value, call)
     return (out, lse) if return_softmax_lse else out
