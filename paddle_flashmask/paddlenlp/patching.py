@@ -115,15 +115,27 @@ def _global_indices(indices: paddle.Tensor, plan, group) -> paddle.Tensor:
     return gathered.transpose([0, 2, 1, 3])
 
 
-def _context_parallel_attention(query, key, value, indices):
+# The last batch's prepared context-parallel mask: (indices tensor as PaddleNLP passed
+# it, plan, RankMask). Every layer of a step gets the same tensor, so the bounds are
+# gathered and rewritten once per step rather than once per layer.
+_last_prepared_mask = [None]
+
+
+def _context_parallel_attention(query, key, value, raw_indices):
     """PaddleNLP context parallelism: every rank holds its load-balanced shard
     (chunks r and 2R-1-r of 2R, `split_inputs_sequence_dim_load_balance`)."""
     from paddle_flashmask import distributed as cp
 
     group = _sep_group()
     plan = cp.paddlenlp_plan(query.shape[1] * group.nranks, group.nranks)
-    indices = _global_indices(indices, plan, group)
-    return cp.flashmask_attention(query, key, value, indices, plan=plan, causal=True, group=group)
+    cached = _last_prepared_mask[0]
+    if cached is not None and cached[0] is raw_indices and cached[1] == plan:
+        mask = cached[2]
+    else:
+        indices = _global_indices(_startend_row_indices(raw_indices), plan, group)
+        mask = cp.prepare_mask(indices.numpy(), plan, group.rank, causal=True)
+        _last_prepared_mask[0] = (raw_indices, plan, mask)
+    return cp.flashmask_attention(query, key, value, mask, plan=plan, group=group)
 
 
 def _segment_parallel_attention(query, key, value, indices, reshard_layer, dropout, training):
@@ -151,7 +163,7 @@ def _flashmask_attention(call: inspect.BoundArguments):
     if args.get("alibi") is not None:
         raise ValueError("paddle_flashmask: FlashMask does not support alibi (PaddleNLP does not either)")
     query, key, value = args["query_states"], args["key_states"], args["value_states"]
-    indices = _startend_row_indices(args["attn_mask_startend_row_indices"])
+    raw_indices = args["attn_mask_startend_row_indices"]
     # Only Qwen2's attention applies attention dropout (it is the one passing `training`).
     training = args.get("training", True)
     dropout = getattr(config, "attention_dropout", 0.0) if "training" in args else 0.0
@@ -161,14 +173,16 @@ def _flashmask_attention(call: inspect.BoundArguments):
             raise NotImplementedError(
                 f"paddle_flashmask: attention dropout ({dropout}) is not implemented under context parallelism"
             )
-        out = _context_parallel_attention(query, key, value, indices)
+        out = _context_parallel_attention(query, key, value, raw_indices)
     elif reshard_layer is not None:
+        indices = _startend_row_indices(raw_indices)
         out = _segment_parallel_attention(query, key, value, indices, reshard_layer, dropout, training)
     else:
         _check_not_split(config)
         # PaddleNLP's startend_row_indices are always meant for a causal mask
         out = flashmask_attention(
-            query, key, value, startend_row_indices=indices, causal=True, dropout=dropout, training=training
+            query, key, value, startend_row_indices=_startend_row_indices(raw_indices), causal=True,
+            dropout=dropout, training=training,
         )
     batch, seqlen, num_heads, head_dim = out.shape
     if args.get("sequence_parallel"):
