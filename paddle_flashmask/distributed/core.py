@@ -8,12 +8,12 @@ Forward, on every rank:
      rows attend to (`plan.live_key_range`; all keys at most) with the global bounds
      rewritten for those rows and keys (`plan.shard_bounds`, non-causal 4-bound form);
      outputs and LSEs are concatenated in the rank's token order.
-Backward: the attention calls' own backward gives dQ for the rank's rows and a
-partial dK/dV over the whole sequence; `scatter_grad` sums those partials over
-ranks and hands each rank the rows it owns (reduce-scatter, or all-reduce and
-slice where the backend has no reduce-scatter: gloo).
+Backward: the attention calls' own backward gives dQ for the rank's rows and
+partial dK/dV (summed by autograd into whole-sequence ones); `scatter_grad` sums
+those over ranks and hands each rank the rows it owns (reduce-scatter, or
+all-reduce and slice where the backend has no reduce-scatter: gloo).
 
-No LSE merging is needed: every chunk sees all keys in one call.
+No LSE merging is needed: every chunk sees all the keys it attends to in one call.
 """
 
 from __future__ import annotations
