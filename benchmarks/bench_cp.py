@@ -196,9 +196,9 @@ def run_gpu(args) -> None:
     import torch
     import torch.distributed as dist
 
+    device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # set by torchrun
+    torch.cuda.set_device(device)  # before NCCL starts
     dist.init_process_group(BACKEND)
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.get_rank())))
-    torch.cuda.set_device(device)
     single = []
     for name in args.masks:
         if dist.get_rank() == 0:  # the 1-GPU baseline, while the other ranks wait

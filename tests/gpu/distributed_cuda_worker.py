@@ -75,10 +75,10 @@ def _run_case(name, rank, world_size, device):
 
 
 def main(out_dir):
+    device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    torch.cuda.set_device(device)  # before NCCL starts
     dist.init_process_group("nccl")
     rank, world_size = dist.get_rank(), dist.get_world_size()
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-    torch.cuda.set_device(device)
     results = {}
     for name in CASE_NAMES:
         try:
