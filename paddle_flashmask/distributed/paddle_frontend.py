@@ -23,8 +23,10 @@ class PaddleCollective(core.Collective):
         x = x.contiguous()
         rows = slice(layout.rank * layout.max_len, (layout.rank + 1) * layout.max_len)
         if x.place.is_gpu_place():
-            mine = paddle.empty_like(x[:, rows])
-            dist.reduce_scatter(mine, list(paddle.split(x, layout.world_size, axis=core.SEQ_AXIS)), group=self.group)
+            # Each rank's rows as its own dense tensor (NCCL reads them as flat buffers).
+            parts = [part.contiguous() for part in paddle.split(x, layout.world_size, axis=core.SEQ_AXIS)]
+            mine = paddle.empty_like(parts[layout.rank])
+            dist.reduce_scatter(mine, parts, group=self.group)
             return mine
         # ProcessGroupGloo has no reduce_scatter (Paddle 3.3): all-reduce and keep our rows.
         dist.all_reduce(x, group=self.group)
@@ -42,6 +44,9 @@ class PaddleCollective(core.Collective):
 
     def concat(self, parts, axis):
         return paddle.concat(list(parts), axis=axis)
+
+    def contiguous(self, x):
+        return x.contiguous()
 
     def device_key(self, x):
         return str(x.place)
