@@ -27,6 +27,7 @@ import os
 import pathlib
 import statistics
 import sys
+import time
 
 import numpy as np
 
@@ -43,23 +44,26 @@ SLIDING_WINDOW = 4096
 MASKS = ("causal", "causal_document", "document", "share_question", "sliding_window")
 FWD_BWD_FLOPS_PER_PAIR = 3.5 * 4 * HEAD_DIM * HEADS
 WARMUP, REPS = 3, 10
+# --cpu-kernel: a sequence the CPU kernel runs in about a second per rank.
+CPU_TOKENS, CPU_DOCS, CPU_WINDOW = 8192, (256, 2048), 128
+CPU_HEADS, CPU_HEADS_K, CPU_HEAD_DIM, CPU_REPS = 2, 1, 64, 5
 BACKEND = "nccl"
 
 
-def doc_lengths(tokens: int, seed: int) -> list:
+def doc_lengths(tokens: int, seed: int, doc_range=(DOC_MIN, DOC_MAX)) -> list:
     rng = np.random.default_rng(seed)
     lengths = []
     while sum(lengths) < tokens:
-        lengths.append(int(min(rng.integers(DOC_MIN, DOC_MAX + 1), tokens - sum(lengths))))
+        lengths.append(int(min(rng.integers(doc_range[0], doc_range[1] + 1), tokens - sum(lengths))))
     return lengths
 
 
-def build_mask(name: str, tokens: int, seed: int = 0):
-    docs = doc_lengths(tokens, seed)
+def build_mask(name: str, tokens: int, seed: int = 0, doc_range=(DOC_MIN, DOC_MAX), window: int = SLIDING_WINDOW):
+    docs = doc_lengths(tokens, seed, doc_range)
     if name == "causal":
         return masks.causal_mask(tokens)
     if name == "sliding_window":
-        return masks.sliding_window_mask(tokens, SLIDING_WINDOW)
+        return masks.sliding_window_mask(tokens, window)
     if name == "causal_document":
         return masks.causal_document_mask([docs])
     if name == "document":
@@ -89,6 +93,46 @@ def predicted_imbalance(tokens: int, world_sizes=(2, 4, 8)) -> list:
             rows.append({"mask": name, "tokens": tokens, "ranks": world_size, "candidates": candidates,
                          "planner": chosen.name, "planner_imbalance": round(chosen.imbalance(work), 4),
                          "naive_imbalance": candidates["naive"]})
+    return rows
+
+
+def cpu_rank_ms(paddle, mask) -> float:
+    """One rank's fwd+bwd time on the CPU kernel (Paddle op, the real per-chunk steps,
+    gathered keys given: no communication); median of CPU_REPS."""
+    from paddle_flashmask.distributed import core, paddle_frontend
+
+    plan, layout = mask.plan, mask.layout
+    rng = np.random.default_rng(0)
+    local = paddle.zeros([1, layout.local_len, CPU_HEADS_K, CPU_HEAD_DIM])
+    q = paddle.to_tensor(rng.standard_normal((1, layout.local_len, CPU_HEADS, CPU_HEAD_DIM)).astype("float32"),
+                         stop_gradient=False)
+    kv = paddle.to_tensor(rng.standard_normal((1, plan.seqlen, 2 * CPU_HEADS_K, CPU_HEAD_DIM)).astype("float32"),
+                          stop_gradient=False)
+    call = core.check_call(q.shape, local.shape, local.shape, mask, None, plan, layout.rank, plan.world_size, None)
+    fx = paddle_frontend.PaddleCollective(None)
+    times = []
+    for _ in range(CPU_REPS):
+        start = time.perf_counter()
+        core.rank_attention(fx, lambda _joined, _layout: kv, q, local, local, call)[0].sum().backward()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def cpu_kernel_imbalance(world_size: int = 2) -> list:
+    """Measured per-rank imbalance on the CPU kernel, naive split vs planner (one process
+    times every rank's share in turn)."""
+    import paddle
+
+    paddle.set_device("cpu")
+    rows = []
+    for name in MASKS:
+        spec = build_mask(name, CPU_TOKENS, doc_range=CPU_DOCS, window=CPU_WINDOW)
+        work = cp.row_work(spec)
+        for label, plan in plans_for(spec, world_size).items():
+            rank_ms = [cpu_rank_ms(paddle, cp.prepare_mask(spec, plan, rank)) for rank in range(world_size)]
+            rows.append({"mask": name, "tokens": CPU_TOKENS, "ranks": world_size, "split": label, "plan": plan.name,
+                         "predicted_imbalance": plan.imbalance(work),
+                         "measured_imbalance": max(rank_ms) / (sum(rank_ms) / world_size), "rank_ms": rank_ms})
     return rows
 
 
@@ -224,7 +268,23 @@ def main() -> None:
     parser.add_argument("--single-tokens", type=int, default=128 * 1024)
     parser.add_argument("--masks", nargs="+", default=list(MASKS), choices=MASKS)
     parser.add_argument("--plans-only", action="store_true", help="CPU: the planner's predicted imbalance only")
+    parser.add_argument("--cpu-kernel", action="store_true",
+                        help="CPU: per-rank time of the CPU kernel, naive split vs planner (Paddle, one process)")
     args = parser.parse_args()
+    if args.cpu_kernel:
+        rows = cpu_kernel_imbalance()
+        lines = ["| mask | split | plan | predicted | measured | rank ms |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['mask']} | {r['split']} | {r['plan']} | {r['predicted_imbalance']:.3f} | "
+                  f"{r['measured_imbalance']:.3f} | {' / '.join(f'{t:.0f}' for t in r['rank_ms'])} |" for r in rows]
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "cpu_kernel.json").write_text(json.dumps(rows, indent=1))
+        header = (f"Per-rank fwd+bwd time on the CPU kernel, {CPU_TOKENS} tokens, documents of {CPU_DOCS[0]}-"
+                  f"{CPU_DOCS[1]}, window {CPU_WINDOW}, H={CPU_HEADS}, Hk={CPU_HEADS_K}, D={CPU_HEAD_DIM}, 2 ranks "
+                  f"timed in turn in one process (median of {CPU_REPS}; a 2-core machine shared with other jobs)")
+        (out / "cpu_kernel.md").write_text(f"{header}\n\n" + "\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
     if not args.plans_only:
         run_gpu(args)
         return
