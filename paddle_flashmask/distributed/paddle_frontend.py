@@ -21,7 +21,6 @@ class PaddleCollective(core.Collective):
 
     def sum_scatter(self, x, layout):
         x = x.contiguous()
-        rows = slice(layout.rank * layout.max_len, (layout.rank + 1) * layout.max_len)
         if x.place.is_gpu_place():
             # Each rank's rows as its own dense tensor (NCCL reads them as flat buffers).
             parts = [part.contiguous() for part in paddle.split(x, layout.world_size, axis=core.SEQ_AXIS)]
@@ -30,7 +29,7 @@ class PaddleCollective(core.Collective):
             return mine
         # ProcessGroupGloo has no reduce_scatter (Paddle 3.3): all-reduce and keep our rows.
         dist.all_reduce(x, group=self.group)
-        return x[:, rows]
+        return x[:, layout.rank * layout.max_len : (layout.rank + 1) * layout.max_len]
 
     def pad_rows(self, x, length):
         missing = length - x.shape[core.SEQ_AXIS]
