@@ -16,21 +16,26 @@ SHORT_RUN = ["--max_steps", "8", "--max_seq_len", "256", "--warmup_steps", "1"]
 SUMMARY_KEYS = {"task", "flashmask", "steps", "first_loss", "final_loss", "tokens_per_s", "peak_mem_mb"}
 
 
-def run_example(script: str, *args: str) -> dict:
-    """Runs an example from a fresh process; returns its last stdout line, parsed."""
+def run_example(script: str, *args: str, processes: int = 1) -> dict:
+    """Runs an example from a fresh process (or `processes` of them under
+    paddle.distributed.launch); returns its last stdout line (rank 0's), parsed."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     with tempfile.TemporaryDirectory() as output_dir:
+        launch = []
+        if processes > 1:
+            launch = ["-m", "paddle.distributed.launch", "--nproc_per_node", str(processes), "--log_dir", f"{output_dir}/log"]
         completed = subprocess.run(
-            [sys.executable, str(REPO / "examples" / script), *SHORT_RUN, "--output_dir", output_dir, *args],
+            [sys.executable, *launch, str(REPO / "examples" / script), *SHORT_RUN, "--output_dir", output_dir, *args],
             cwd=REPO,
             env=env,
             capture_output=True,
             text=True,
             timeout=300,
         )
+        stdout = completed.stdout if processes == 1 else Path(output_dir, "log", "workerlog.0").read_text()
     if completed.returncode != 0:
-        raise AssertionError(f"{script} {args} failed:\n{completed.stderr[-4000:]}")
-    return parse_summary(completed.stdout)
+        raise AssertionError(f"{script} {args} failed:\n{completed.stderr[-4000:]}{stdout[-4000:]}")
+    return parse_summary(stdout)
 
 
 class TestExamples(unittest.TestCase):
@@ -51,6 +56,16 @@ class TestExamples(unittest.TestCase):
 
     def test_lora(self):
         self._check("sft_lora/train.py", "lora", "--lora")
+
+    def test_sft_context_parallel(self):
+        """Two processes sharing each sequence (PaddleNLP's context parallelism, gloo)
+        give the one-process run's losses on the same batches."""
+        args = ("sft_lora/train.py", "--flashmask", "--distributed_sampler")
+        parallel = run_example(*args, "--context_parallel_degree", "2", processes=2)
+        single = run_example(*args)
+        self.assertEqual(parallel["steps"], 8)
+        self.assertAlmostEqual(parallel["first_loss"], single["first_loss"], delta=1e-5 * abs(single["first_loss"]))
+        self.assertAlmostEqual(parallel["final_loss"], single["final_loss"], delta=1e-5 * abs(single["final_loss"]))
 
     def test_dpo(self):
         self._check("dpo_rm/train.py", "dpo", "--mode", "dpo")

@@ -65,16 +65,21 @@ def load_tokenizer(args: FineTuneArguments, texts: Iterable[str], output_dir: st
     return build_tokenizer(texts, str(Path(output_dir) / "tokenizer"))
 
 
-def load_model(args: FineTuneArguments, auto_class, vocab_size: int, seed: int):
+def load_model(args: FineTuneArguments, auto_class, vocab_size: int, seed: int, context_parallel_degree: int = 1):
     """`auto_class` (AutoModelForCausalLM, AutoModel) from the checkpoint, or a
     tiny Llama seeded with `seed` (the same seed gives the same weights).
 
     use_flash_attention follows --flashmask: it is how PaddleNLP users switch
     FlashMask on, and it lets GQA models skip repeating K/V heads.
+    context_parallel_degree goes into the model's config (PaddleNLP's Trainer
+    does not put it there, and the model must know its tokens are a shard).
     """
     if args.model_name_or_path:
         return auto_class.from_pretrained(
-            args.model_name_or_path, use_flash_attention=args.flashmask, dtype=args.model_dtype
+            args.model_name_or_path,
+            use_flash_attention=args.flashmask,
+            dtype=args.model_dtype,
+            context_parallel_degree=context_parallel_degree,
         )
     config = tiny_llama_config(
         vocab_size,
@@ -84,5 +89,6 @@ def load_model(args: FineTuneArguments, auto_class, vocab_size: int, seed: int):
     )
     config.use_flash_attention = args.flashmask
     config.dtype = args.model_dtype
+    config.context_parallel_degree = context_parallel_degree
     set_seed(seed)
     return auto_class.from_config(config)

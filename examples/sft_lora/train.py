@@ -4,6 +4,13 @@
     python examples/sft_lora/train.py                        # the same batches, dense mask
     python examples/sft_lora/train.py --lora --flashmask     # LoRA
 
+Context parallelism (CPU or GPU), two processes sharing each sequence, and the
+same batches in one process for comparison:
+
+    python -m paddle.distributed.launch --nproc_per_node 2 examples/sft_lora/train.py \
+        --flashmask --context_parallel_degree 2 --distributed_sampler
+    python examples/sft_lora/train.py --flashmask --distributed_sampler
+
 Conversations are packed greedily into rows of --max_seq_len tokens with
 position ids restarting per conversation and a causal document mask, given
 to PaddleNLP's Trainer either as attn_mask_startend_row_indices (--flashmask)
@@ -16,6 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from paddle.io import DistributedBatchSampler
 from paddlenlp.datasets import MapDataset
 from paddlenlp.peft import LoRAConfig, LoRAModel
 from paddlenlp.trainer import Trainer
@@ -42,10 +50,38 @@ LORA_TARGET_MODULES = [
 class SFTArguments(FineTuneArguments):
     lora: bool = field(default=False, metadata={"help": "train LoRA adapters instead of all weights"})
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank"})
+    distributed_sampler: bool = field(
+        default=False,
+        metadata={
+            "help": "batches in the order of a multi-process run (PaddleNLP's DistributedBatchSampler) even in "
+            "one process: a one-process run then sees the batches of a context-parallel run, step for step"
+        },
+    )
+
+
+class _DistributedSamplerTrainer(Trainer):
+    """PaddleNLP's Trainer shuffles with paddle.io.BatchSampler in one process and with
+    DistributedBatchSampler in several; this one uses the latter always."""
+
+    def _get_train_sampler(self):
+        return DistributedBatchSampler(
+            self.train_dataset,
+            batch_size=self.args.per_device_train_batch_size,
+            shuffle=True,
+            num_replicas=self.args.dataset_world_size,
+            rank=self.args.dataset_rank,
+            drop_last=self.args.dataloader_drop_last,
+        )
 
 
 def parse(argv=None):
     return parse_arguments((SFTArguments,), "sft_lora", DEFAULT_DATA, argv)
+
+
+def _splits_sequence(training_args) -> bool:
+    """Whether PaddleNLP's Trainer splits the batches along the sequence (context or
+    segment parallelism)."""
+    return max(training_args.context_parallel_degree, training_args.sep_parallel_degree) > 1
 
 
 def build_trainer(args: SFTArguments, training_args):
@@ -57,7 +93,9 @@ def build_trainer(args: SFTArguments, training_args):
     examples = [example for example in examples if example is not None]
     packs = pack_greedily(examples, [len(example.input_ids) for example in examples], args.max_seq_len)
 
-    model = load_model(args, AutoModelForCausalLM, len(tokenizer), training_args.seed)
+    model = load_model(
+        args, AutoModelForCausalLM, len(tokenizer), training_args.seed, max(training_args.context_parallel_degree, 1)
+    )
     if args.lora:
         lora_config = LoRAConfig(target_modules=LORA_TARGET_MODULES, r=args.lora_rank, lora_alpha=2 * args.lora_rank)
         model = LoRAModel(model, lora_config)
@@ -71,11 +109,14 @@ def build_trainer(args: SFTArguments, training_args):
         * training_args.gradient_accumulation_steps
         * args.max_seq_len,
     )
-    trainer = Trainer(
+    trainer_class = _DistributedSamplerTrainer if args.distributed_sampler else Trainer
+    trainer = trainer_class(
         model=model,
         args=training_args,
         train_dataset=MapDataset(packs),
-        data_collator=PackedSFTCollator(args.max_seq_len, tokenizer.pad_token_id, args.flashmask),
+        data_collator=PackedSFTCollator(
+            args.max_seq_len, tokenizer.pad_token_id, args.flashmask, sequence_split=_splits_sequence(training_args)
+        ),
         tokenizer=tokenizer,
         callbacks=[report],
     )

@@ -22,11 +22,12 @@ from paddle_flashmask.paddlenlp.chat_format import IGNORE_INDEX, PreferencePair,
 from paddle_flashmask.paddlenlp.patching import warn_if_not_routed
 
 
-def _mask_inputs(spec: MaskSpec, flashmask: bool) -> Dict[str, np.ndarray]:
+def _mask_inputs(spec: MaskSpec, flashmask: bool, sequence_split: bool = False) -> Dict[str, np.ndarray]:
     indices = spec.startend_row_indices  # [B, 1, S, 1]: causal masks with one bound per column
     if flashmask:
         warn_if_not_routed()
-        return {"attn_mask_startend_row_indices": indices[..., 0]}
+        # PaddleNLP's Trainer splits only [B, S] inputs along the sequence.
+        return {"attn_mask_startend_row_indices": indices[:, 0, :, 0] if sequence_split else indices[..., 0]}
     return {"attention_mask": to_dense(spec)}
 
 
@@ -40,10 +41,13 @@ def _common_arguments(collator, max_seq_len, pad_token_id, flashmask) -> None:
 class PackedSFTCollator:
     """Packs of SFTExample -> input_ids, labels, position_ids (restarting per
     example) and a causal document mask, so that packed examples never see
-    each other."""
+    each other. sequence_split=True (context/segment parallelism, where
+    PaddleNLP's Trainer splits the inputs along the sequence): the FlashMask
+    indices as [B, S] instead of [B, 1, S]."""
 
-    def __init__(self, max_seq_len: int, pad_token_id: int, flashmask: bool):
+    def __init__(self, max_seq_len: int, pad_token_id: int, flashmask: bool, sequence_split: bool = False):
         _common_arguments(self, max_seq_len, pad_token_id, flashmask)
+        self.sequence_split = _args.boolean(sequence_split, "sequence_split", type(self).__name__)
 
     def __call__(self, packs: List[List[SFTExample]]) -> Dict[str, np.ndarray]:
         shape = (len(packs), self.max_seq_len)
@@ -64,7 +68,7 @@ class PackedSFTCollator:
                 lengths.append(self.max_seq_len - start)
             document_lengths.append(lengths)
         batch = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
-        batch.update(_mask_inputs(causal_document_mask(document_lengths), self.flashmask))
+        batch.update(_mask_inputs(causal_document_mask(document_lengths), self.flashmask, self.sequence_split))
         return batch
 
 

@@ -63,31 +63,128 @@ def _startend_row_indices(indices: paddle.Tensor) -> paddle.Tensor:
     return indices if indices.dtype == paddle.int32 else indices.astype("int32")
 
 
+def _hybrid_group():
+    """fleet's hybrid communicate group, or None before fleet.init."""
+    from paddle.distributed import fleet
+
+    return getattr(fleet.fleet, "_hcg", None)
+
+
+def _sep_group():
+    """PaddleNLP's context/segment parallel group (fleet's hybrid `sep` group)."""
+    hcg = _hybrid_group()
+    if hcg is None:
+        raise RuntimeError(
+            "paddle_flashmask.paddlenlp: context_parallel_degree > 1 needs fleet's hybrid parallel set-up "
+            "(fleet.init with sep_degree; PaddleNLP's Trainer does it)"
+        )
+    return hcg.get_sep_parallel_group()
+
+
+def _check_not_split(config) -> None:
+    """A sep group of several ranks with neither context parallelism in the model's
+    config nor a reshard layer: each rank would attend within its shard alone."""
+    hcg = _hybrid_group()
+    ranks = hcg.get_sep_parallel_world_size() if hcg is not None else 1
+    if ranks > 1:
+        raise ValueError(
+            f"paddle_flashmask.paddlenlp: the sequence is split over a sep group of {ranks} ranks but the "
+            f"model's config has context_parallel_degree={getattr(config, 'context_parallel_degree', 1)} and "
+            "sep_parallel_degree <= 1: set config.context_parallel_degree (PaddleNLP's Trainer does not) so "
+            "that attention sees the whole sequence"
+        )
+
+
+def _global_indices(indices: paddle.Tensor, plan, group) -> paddle.Tensor:
+    """The op's [B, Hm, S, bounds] for the whole sequence: as given, or gathered from the
+    ranks when PaddleNLP's Trainer split them along the sequence like the tokens
+    (`plan` says how)."""
+    if indices.shape[2] == plan.seqlen:
+        return indices
+    from paddle_flashmask.distributed import core, paddle_frontend
+
+    rank = group.rank
+    layout = core.rank_layout(plan, rank)
+    if indices.shape[2] != layout.local_len:
+        raise ValueError(
+            f"paddle_flashmask.paddlenlp: `{_INDICES_ARG}` covers {indices.shape[2]} positions; expected the whole "
+            f"sequence ({plan.seqlen}) or this rank's shard ({layout.local_len})"
+        )
+    by_position = indices.transpose([0, 2, 1, 3])  # the sequence on axis 1, as core.gather takes it
+    gathered = core.gather(paddle_frontend.PaddleCollective(group), by_position, layout)
+    return gathered.transpose([0, 2, 1, 3])
+
+
+# The last batch's prepared context-parallel mask: (indices tensor as PaddleNLP passed
+# it, plan, RankMask). Every layer of a step gets the same tensor, so the bounds are
+# gathered and rewritten once per step rather than once per layer.
+_last_prepared_mask = [None]
+
+
+def _context_parallel_attention(query, key, value, raw_indices):
+    """PaddleNLP context parallelism: every rank holds its load-balanced shard
+    (chunks r and 2R-1-r of 2R, `split_inputs_sequence_dim_load_balance`)."""
+    from paddle_flashmask import distributed as cp
+
+    group = _sep_group()
+    plan = cp.paddlenlp_plan(query.shape[1] * group.nranks, group.nranks)
+    cached = _last_prepared_mask[0]
+    if cached is not None and cached[0] is raw_indices and cached[1] == plan:
+        mask = cached[2]
+    else:
+        indices = _global_indices(_startend_row_indices(raw_indices), plan, group)
+        mask = cp.prepare_mask(indices.numpy(), plan, group.rank, causal=True)
+        _last_prepared_mask[0] = (raw_indices, plan, mask)
+    return cp.flashmask_attention(query, key, value, mask, plan=plan, group=group)
+
+
+def _segment_parallel_attention(query, key, value, indices, reshard_layer, dropout, training):
+    """PaddleNLP sep: q/k/v arrive resharded to the whole sequence and 1/R of the heads;
+    the output goes back to the rank's contiguous sequence shard and all heads."""
+    from paddle_flashmask import distributed as cp
+    from paddle_flashmask import flashmask_attention
+
+    group = reshard_layer.sep_group
+    plan = cp.naive_plan(query.shape[1], group.nranks)  # `split_inputs_sequence_dim`: R equal contiguous parts
+    indices = _global_indices(indices, plan, group)
+    out = flashmask_attention(
+        query, key, value, startend_row_indices=indices, causal=True, dropout=dropout, training=training
+    )
+    return reshard_layer(out, split_axis=1, concat_axis=2)
+
+
 def _flashmask_attention(call: inspect.BoundArguments):
-    """PaddleNLP's attention contract, computed by our op."""
+    """PaddleNLP's attention contract, computed by our op (by the distributed
+    attention under context parallelism)."""
     from paddle_flashmask import flashmask_attention
 
     args = call.arguments
     config = args["config"]
     if args.get("alibi") is not None:
         raise ValueError("paddle_flashmask: FlashMask does not support alibi (PaddleNLP does not either)")
-    if args.get("reshard_layer") is not None or getattr(config, "context_parallel_degree", 1) > 1:
-        raise NotImplementedError("paddle_flashmask: sep/context parallel attention is not routed to FlashMask")
-    query = args["query_states"]
-    batch, seqlen, num_heads, _ = query.shape
-    head_dim = args["value_states"].shape[-1]
+    query, key, value = args["query_states"], args["key_states"], args["value_states"]
+    raw_indices = args["attn_mask_startend_row_indices"]
     # Only Qwen2's attention applies attention dropout (it is the one passing `training`).
     training = args.get("training", True)
     dropout = getattr(config, "attention_dropout", 0.0) if "training" in args else 0.0
-    out = flashmask_attention(
-        query,
-        args["key_states"],
-        args["value_states"],
-        startend_row_indices=_startend_row_indices(args["attn_mask_startend_row_indices"]),
-        causal=True,  # PaddleNLP's startend_row_indices are always meant for a causal mask
-        dropout=dropout,
-        training=training,
-    )
+    reshard_layer = args.get("reshard_layer")
+    if getattr(config, "context_parallel_degree", 1) > 1:
+        if dropout > 0.0 and training:
+            raise NotImplementedError(
+                f"paddle_flashmask: attention dropout ({dropout}) is not implemented under context parallelism"
+            )
+        out = _context_parallel_attention(query, key, value, raw_indices)
+    elif reshard_layer is not None:
+        indices = _startend_row_indices(raw_indices)
+        out = _segment_parallel_attention(query, key, value, indices, reshard_layer, dropout, training)
+    else:
+        _check_not_split(config)
+        # PaddleNLP's startend_row_indices are always meant for a causal mask
+        out = flashmask_attention(
+            query, key, value, startend_row_indices=_startend_row_indices(raw_indices), causal=True,
+            dropout=dropout, training=training,
+        )
+    batch, seqlen, num_heads, head_dim = out.shape
     if args.get("sequence_parallel"):
         out = out.reshape([batch * seqlen, num_heads * head_dim])
     else:

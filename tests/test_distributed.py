@@ -1,0 +1,210 @@
+"""Context parallelism on CPU: 2 and 3 gloo processes against one process.
+
+Per front end and world size (Paddle: 2 and 3 ranks, torch: 2), the ranks are launched once per module (Paddle:
+`paddle.distributed.launch` running tests/distributed_worker.py; torch:
+`torch.distributed.run` running tests/distributed_torch_worker.py) and go
+through every case of tests/distributed_cases.py; the tests then check each
+case on every rank. Skipped where multi-process gloo cannot start; a case that
+raises or mismatches fails.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from paddle_flashmask import distributed as cp
+from paddle_flashmask import masks
+from paddle_flashmask.masks import to_dense
+from tests.distributed_cases import CASE_NAMES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORLD_SIZES = (2, 3)
+LAUNCHERS = {
+    "paddle": (["-m", "paddle.distributed.launch", "--nproc_per_node"], "distributed_worker.py"),
+    "torch": (["-m", "torch.distributed.run", "--standalone", "--nproc_per_node"], "distributed_torch_worker.py"),
+}
+LAUNCH_TIMEOUT_S = 240
+# float32 roundoff (relative to the largest value): a chunk's keys start where its
+# rows' first live key is, so key tiles, and the order of the softmax sums, shift
+# (errors seen: out, lse, dq <= 4e-7); dK/dV are also summed over chunks and ranks
+# (<= 1.2e-6).
+TOLERANCE = {"out": 2e-6, "lse": 2e-6, "dq": 2e-6, "dk": 1e-5, "dv": 1e-5}
+# What a machine that cannot start multi-process gloo says (then the tests skip).
+_GLOO_START_FAILURES = ("enforcenotmet", "connection refused", "address already in use", "cannot assign requested address")
+
+
+def _launch(framework, world_size, out_dir, worker=None):
+    if importlib.util.find_spec(framework) is None:
+        pytest.skip(f"{framework} is not installed")
+    launcher, default_worker = LAUNCHERS[framework]
+    worker = worker or default_worker
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    log_args = ["--log_dir", str(out_dir / "log")] if framework == "paddle" else []
+    cmd = [sys.executable, *launcher, str(world_size), *log_args, os.path.join(ROOT, "tests", worker), str(out_dir)]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{world_size} {framework} ranks did not finish in {LAUNCH_TIMEOUT_S} s (a rank hung in a collective?)")
+    files = [out_dir / f"rank{r}.json" for r in range(world_size)]
+    if proc.returncode == 0 and all(f.exists() for f in files):
+        return [json.loads(f.read_text()) for f in files]
+    logs = proc.stdout[-3000:] + proc.stderr[-3000:]
+    logs += "".join(p.read_text()[-2000:] for p in sorted((out_dir / "log").glob("*")) if p.is_file())
+    ours_failed = "paddle_flashmask" in logs or "/tests/" in logs  # a traceback through our code
+    if not ours_failed and not any(f.exists() for f in files) and any(s in logs.lower() for s in _GLOO_START_FAILURES):
+        pytest.skip(f"multi-process gloo could not start:\n{logs[-1000:]}")
+    pytest.fail(f"{framework} launch failed (rc {proc.returncode}):\n{logs}")
+
+
+# The torch front end shares every step with Paddle's but its collectives: 2 ranks suffice.
+LAUNCHES = [("paddle", 2), ("paddle", 3), ("torch", 2)]
+
+
+@pytest.fixture(
+    scope="module",
+    params=LAUNCHES,
+    ids=lambda p: f"{p[0]}-{p[1]}ranks",
+)
+def results(request, tmp_path_factory):
+    framework, world_size = request.param
+    return _launch(framework, world_size, tmp_path_factory.mktemp(f"{framework}{world_size}"))
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_case_matches_single_process(results, case):
+    failures = []
+    for rank, per_case in enumerate(results):
+        result = per_case[case]
+        if "error" in result:
+            failures.append(f"rank {rank}: raised\n{result['error']}")
+            continue
+        for key, err in result["errors"].items():
+            if not err <= TOLERANCE[key]:
+                failures.append(f"rank {rank} ({result['plan']}): {key} rel. error {err:.2e} > {TOLERANCE[key]:.0e}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.fixture(scope="module")
+def paddlenlp_results(tmp_path_factory):
+    pytest.importorskip("paddlenlp")
+    return _launch("paddle", 2, tmp_path_factory.mktemp("paddlenlp2"), "distributed_paddlenlp_worker.py")
+
+
+def test_paddlenlp_context_parallel_routing(paddlenlp_results):
+    """A tiny Llama with context_parallel_degree=2 (fleet's sep group, PaddleNLP's
+    load-balanced shards) gives one process's loss and weight gradients; the sep
+    routing (all-to-all replaced by an all-gather: gloo has no all-to-all) gives
+    the op's output."""
+    for rank, result in enumerate(paddlenlp_results):
+        assert result["grads"] > 0
+        assert abs(result["loss"] - result["loss_ref"]) <= 1e-6 * abs(result["loss_ref"]), (rank, result)
+        assert result["max_grad_error"] <= 1e-5, (rank, result)
+        assert "context_parallel_degree=1" in result["refused"], (rank, result)
+        assert result["sep_error"] <= 1e-6, (rank, result)  # sep routing, forward
+
+
+# The planner and bound rewriting alone (NumPy, one process).
+
+PLANNER_MASKS = {
+    "causal_document": masks.causal_document_mask([[5, 17, 9, 33]]),
+    "document": masks.document_mask([[12, 40, 12]]),
+    "share_question": masks.share_question_mask([[(8, [10, 6]), (20, [12, 8])]]),
+    "sliding_window": masks.sliding_window_mask(64, 9),
+    "prefix_lm": masks.prefix_lm_causal_mask(64, 20),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLANNER_MASKS))
+def test_row_work_and_explicit_bounds_match_dense(name):
+    spec = PLANNER_MASKS[name]
+    dense = to_dense(spec)
+    assert np.array_equal(cp.row_work(spec), dense.sum(axis=(0, 1, 3)))
+    bounds4 = cp.explicit_bounds(spec)
+    assert np.array_equal(to_dense(bounds4, False), dense)
+    for start, stop in ((0, 64), (7, 30), (50, 64)):
+        shard = cp.shard_bounds(bounds4, start, stop)
+        assert shard.dtype == np.int32
+        rows = dense[:, :, start:stop]
+        assert np.array_equal(to_dense(shard, False, seqlen_q=stop - start), rows)
+        first, last = cp.live_key_range(shard, stop - start)
+        live = np.nonzero(rows.any(axis=(0, 1, 2)))[0]
+        assert (first, last) == ((live[0], live[-1] + 1) if live.size else (0, 1))
+
+
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
+@pytest.mark.parametrize("name", sorted(PLANNER_MASKS))
+def test_balanced_plan_tiles_the_sequence_and_beats_naive(name, world_size):
+    spec = PLANNER_MASKS[name]
+    work = cp.row_work(spec)
+    plan = cp.balanced_plan(spec, world_size, align=4)
+    assert np.array_equal(np.sort(plan.permutation), np.arange(64))
+    assert np.array_equal(plan.permutation[plan.inverse_permutation], np.arange(64))
+    assert max(plan.shard_lengths()) - min(plan.shard_lengths()) <= 4 * max(len(r) for r in plan.ranges)
+    assert plan.imbalance(work) <= cp.naive_plan(64, world_size).imbalance(work) + 1e-12
+
+
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_paddlenlp_plan_is_paddlenlps_load_balanced_split(world_size):
+    paddle = pytest.importorskip("paddle")
+    cp_utils = pytest.importorskip("paddlenlp.transformers.context_parallel_utils")
+    seqlen = 12 * world_size
+    tokens = paddle.arange(seqlen).reshape([1, seqlen])
+    plan = cp.paddlenlp_plan(seqlen, world_size)
+    for rank in range(world_size):
+        theirs = cp_utils.split_inputs_sequence_dim_load_balance(tokens, rank=rank, degree=world_size)
+        assert np.array_equal(theirs.numpy()[0], plan.positions(rank))
+
+
+@pytest.mark.parametrize(
+    "ranges, message",
+    [
+        ([[(0, 10)], [(10, 20)]], "not within"),
+        ([[(0, 5)], [(6, 16)]], "covered 0 times"),
+        ([[(0, 8)], [(4, 16)]], "covered 2 times"),
+        ([[(0, 16)], []], "every rank must own"),
+    ],
+)
+def test_from_ranges_refuses_bad_ranges(ranges, message):
+    with pytest.raises(ValueError, match=message):
+        cp.from_ranges(ranges, 16)
+
+
+def test_paddlenlp_plan_needs_divisible_seqlen():
+    with pytest.raises(ValueError, match="seqlen"):
+        cp.paddlenlp_plan(10, 3)
+
+
+@pytest.mark.parametrize(
+    "q_shape, plan_world, bounds, message",
+    [
+        ((1, 8, 4, 16), 3, None, "plan` is for 3 ranks"),
+        ((1, 9, 4, 16), 2, None, "rank 0's shard"),
+        ((1, 8, 4, 16), 2, np.zeros((1, 1, 15, 1), np.int32), "startend_row_indices"),
+        ((1, 8, 4, 16), 2, np.zeros((1, 1, 16, 3), np.int32), "startend_row_indices"),
+    ],
+)
+def test_check_call_names_the_bad_argument(q_shape, plan_world, bounds, message):
+    from paddle_flashmask.distributed import core
+
+    plan = cp.naive_plan(16, plan_world)
+    with pytest.raises(ValueError, match=message):
+        core.check_call(q_shape, (1, 8, 2, 16), (1, 8, 2, 16), bounds, True, plan, 0, 2, None)
+
+
+def test_prepared_mask_must_match_plan_and_rank():
+    from paddle_flashmask.distributed import core
+
+    spec = masks.causal_mask(16)
+    plan = cp.naive_plan(16, 2)
+    shapes = ((1, 8, 4, 16), (1, 8, 2, 16), (1, 8, 2, 16))
+    assert core.check_call(*shapes, cp.prepare_mask(spec, plan, 0), None, plan, 0, 2, None).mask.rank == 0
+    for other_plan, rank in ((cp.paddlenlp_plan(16, 2), 0), (plan, 1)):
+        with pytest.raises(ValueError, match="prepared for another plan or rank"):
+            core.check_call(*shapes, cp.prepare_mask(spec, other_plan, rank), None, plan, 0, 2, None)
+    with pytest.raises(ValueError, match="seqlen 16, the plan 20"):
+        cp.prepare_mask(spec, cp.naive_plan(20, 2), 0)
