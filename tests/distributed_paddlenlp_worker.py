@@ -19,9 +19,10 @@ from paddle.distributed import fleet
 from paddlenlp.transformers import LlamaForCausalLM
 from paddlenlp.transformers.context_parallel_utils import split_inputs_sequence_dim_load_balance
 
-from paddle_flashmask import masks
-from paddle_flashmask.paddlenlp import apply
-from paddle_flashmask.paddlenlp.tiny_llama import tiny_llama_config
+import examples_path  # noqa: F401, E402  (this script's folder is tests/: examples/common as `common`)
+from common.tiny_llama import tiny_llama_config  # noqa: E402
+from paddle_flashmask import masks  # noqa: E402
+from paddle_flashmask.paddlenlp import apply  # noqa: E402
 
 SEQLEN, VOCAB, SEED = 48, 128, 7
 DOCS = [[10, 21, 17]]
