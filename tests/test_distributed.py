@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -38,11 +39,10 @@ TOLERANCE = {"out": 2e-6, "lse": 2e-6, "dq": 2e-6, "dk": 1e-5, "dv": 1e-5}
 _GLOO_START_FAILURES = ("enforcenotmet", "connection refused", "address already in use", "cannot assign requested address")
 
 
-def _launch(framework, world_size, out_dir, worker=None):
-    if importlib.util.find_spec(framework) is None:
-        pytest.skip(f"{framework} is not installed")
-    launcher, default_worker = LAUNCHERS[framework]
-    worker = worker or default_worker
+def _run_ranks(framework, world_size, out_dir, worker):
+    """Runs the ranks once: (rank results or None, logs)."""
+    launcher, _ = LAUNCHERS[framework]
+    out_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     log_args = ["--log_dir", str(out_dir / "log")] if framework == "paddle" else []
     cmd = [sys.executable, *launcher, str(world_size), *log_args, os.path.join(ROOT, "tests", worker), str(out_dir)]
@@ -52,13 +52,29 @@ def _launch(framework, world_size, out_dir, worker=None):
         pytest.fail(f"{world_size} {framework} ranks did not finish in {LAUNCH_TIMEOUT_S} s (a rank hung in a collective?)")
     files = [out_dir / f"rank{r}.json" for r in range(world_size)]
     if proc.returncode == 0 and all(f.exists() for f in files):
-        return [json.loads(f.read_text()) for f in files]
-    logs = proc.stdout[-3000:] + proc.stderr[-3000:]
+        return [json.loads(f.read_text()) for f in files], ""
+    logs = f"rc {proc.returncode}:\n" + proc.stdout[-3000:] + proc.stderr[-3000:]
     logs += "".join(p.read_text()[-2000:] for p in sorted((out_dir / "log").glob("*")) if p.is_file())
+    return None, logs
+
+
+def _launch(framework, world_size, out_dir, worker=None):
+    if importlib.util.find_spec(framework) is None:
+        pytest.skip(f"{framework} is not installed")
+    worker = worker or LAUNCHERS[framework][1]
+    # A second try: on a loaded 2-core machine a launcher has once failed to start its
+    # ranks (seen once in 7 runs of this file, not reproduced); its log is kept below.
+    results, first_logs = _run_ranks(framework, world_size, out_dir / "try1", worker)
+    if results is not None:
+        return results
+    results, logs = _run_ranks(framework, world_size, out_dir / "try2", worker)
+    if results is not None:
+        warnings.warn(f"{framework} launch needed a second try; the first one said:\n{first_logs[-2000:]}")
+        return results
     ours_failed = "paddle_flashmask" in logs or "/tests/" in logs  # a traceback through our code
-    if not ours_failed and not any(f.exists() for f in files) and any(s in logs.lower() for s in _GLOO_START_FAILURES):
+    if not ours_failed and any(s in logs.lower() for s in _GLOO_START_FAILURES):
         pytest.skip(f"multi-process gloo could not start:\n{logs[-1000:]}")
-    pytest.fail(f"{framework} launch failed (rc {proc.returncode}):\n{logs}")
+    pytest.fail(f"{framework} launch failed twice; the second try, {logs}")
 
 
 # The torch front end shares every step with Paddle's but its collectives: 2 ranks suffice.
