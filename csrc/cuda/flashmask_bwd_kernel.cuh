@@ -78,7 +78,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   float* sDs = sL + kStages * kBlockM;
   int* sKB = reinterpret_cast<int*>(sDs + kStages * kBlockM);  // key bounds (k2D only)
   int* sScratch = sKB + (Cfg::k2D ? kBlockN * 4 : 0);
-  int* sList = sScratch + 32;
+  TileEntry* sList = reinterpret_cast<TileEntry*>(sScratch + 32);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
@@ -152,15 +152,15 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         cp_async_16(smem_u32(sDs + stage * kBlockM + i * 4), gDs + r0 + i * 4, true);
       }
     };
-    if (count > 0) load_m(sList[0] & 0xffffff, 0);
+    if (count > 0) load_m(sList[0].index(), 0);
     cp_async_commit();
 
     for (int it = 0; it < count; ++it) {
-      const int m = sList[it] & 0xffffff;
-      const int kind = sList[it] >> 24;
+      const int m = sList[it].index();
+      const int kind = sList[it].kind();
       const int stage = kStages == 2 ? (it & 1) : 0;
       if (kStages == 2) {
-        if (it + 1 < count) load_m(sList[it + 1] & 0xffffff, stage ^ 1);
+        if (it + 1 < count) load_m(sList[it + 1].index(), stage ^ 1);
         cp_async_commit();
         cp_async_wait<1>();
       } else {
@@ -446,7 +446,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       }
       if (kStages == 1) {
         __syncthreads();
-        if (it + 1 < count) load_m(sList[it + 1] & 0xffffff, 0);
+        if (it + 1 < count) load_m(sList[it + 1].index(), 0);
         cp_async_commit();
       } else {
         __syncthreads();
@@ -527,7 +527,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   T* sV = sK + kBlockN * D;
   int* sBnd = reinterpret_cast<int*>(sV + kBlockN * D);
   int* sScratch = sBnd + kBlockN * 4;
-  int* sList = sScratch + 32;
+  TileEntry* sList = reinterpret_cast<TileEntry*>(sScratch + 32);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
@@ -576,7 +576,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
   load_tile_async<kBlockM, D, kThreads>(sQ, gQ, p.q_strides.row, rows_valid, tid);
   load_tile_async<kBlockM, D, kThreads>(sdO, gdO, p.dout_strides.row, rows_valid, tid);
-  if (count > 0) load_n(sList[count - 1] & 0xffffff, sList[count - 1] >> 24);
+  if (count > 0) load_n(sList[count - 1].index(), sList[count - 1].kind());
   cp_async_commit();
 
   const int64_t bh = static_cast<int64_t>(b) * s.num_heads + h;
@@ -595,8 +595,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     for (int e = 0; e < 4; ++e) acc_dq[dt][e] = 0.f;
 
   for (int it = count - 1; it >= 0; --it) {
-    const int n = sList[it] & 0xffffff;
-    const int kind = sList[it] >> 24;
+    const int n = sList[it].index();
+    const int kind = sList[it].kind();
     cp_async_wait<0>();
     __syncthreads();
 
@@ -654,7 +654,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       }
     }
     __syncthreads();
-    if (it > 0) load_n(sList[it - 1] & 0xffffff, sList[it - 1] >> 24);
+    if (it > 0) load_n(sList[it - 1].index(), sList[it - 1].kind());
     cp_async_commit();
   }
   cp_async_wait<0>();

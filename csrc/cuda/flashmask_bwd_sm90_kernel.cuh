@@ -154,7 +154,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   uint64_t* ds_empty = ds_full + 2;       // both consumers' dQ finished reading dS^T[buf]
   int* sRecords = reinterpret_cast<int*>(smem + Cfg::kOffRecords);
   int* sScratch = reinterpret_cast<int*>(smem + Cfg::kOffScratch);
-  int* sLists = reinterpret_cast<int*>(smem + Cfg::kOffList);
+  TileEntry* sLists = reinterpret_cast<TileEntry*>(smem + Cfg::kOffList);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const AttentionShape& s = p.shape;
@@ -191,7 +191,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   // record {count, n_block, hk, b, hi}; count -1 once the work is exhausted.
   struct List {
     int count, n_block, hk, b, hi;
-    const int* tiles;  // ascending query tiles, index | kind << 24
+    const TileEntry* tiles;  // ascending query tiles
   };
   auto wait_list = [&](int l) {
     const int buf = l & 1;
@@ -268,7 +268,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         const float* gDs = w.dsum + bh * w.sq_pad;
         for (int i = 0; i < ls.count; ++i, ++gi) {
           const int st = gi % kStages, phase = (gi / kStages) & 1;
-          const int m = ls.tiles[i] & 0xffffff;
+          const int m = ls.tiles[i].index();
           mbar_wait(q_empty + st, phase ^ 1);
           mbar_arrive_expect_tx(q_full + st, 2 * Cfg::kQBytes + 2 * Cfg::kRowBytes);
           tma_load_tile<kColBlocks, kBlockM>(sQ + st * kColBlocks * kBlockM * 64, &maps.q, q_full + st,
@@ -375,7 +375,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 
     for (int i = 0; i < count; ++i) {
       const int gi = done + i, st = gi % kStages, phase = (gi / kStages) & 1;
-      const int m = ls.tiles[i] & 0xffffff, kind = ls.tiles[i] >> 24;
+      const int m = ls.tiles[i].index(), kind = ls.tiles[i].kind();
       const uint32_t q_addr = smem_u32(sQ + st * kColBlocks * kBlockM * 64);
       const uint32_t do_addr = smem_u32(sdO + st * kColBlocks * kBlockM * 64);
       mbar_wait(q_full + st, phase);

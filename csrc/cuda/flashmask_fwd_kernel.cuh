@@ -9,7 +9,9 @@
 // per-element mask code; partial tiles read the columns' bounds from smem.
 #pragma once
 
+#include "fwd_epilogue.cuh"
 #include "kernel_common.cuh"
+#include "softmax.cuh"
 
 namespace flashmask {
 namespace cuda {
@@ -41,7 +43,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   T* sV = sK + kBlockN * D;
   int* sBnd = reinterpret_cast<int*>(sV + kBlockN * D);
   int* sScratch = sBnd + kBlockN * 4;
-  int* sList = sScratch + 32;
+  TileEntry* sList = reinterpret_cast<TileEntry*>(sScratch + 32);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
@@ -83,8 +85,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   int it = count - 1;
   int n = -1, kind = 0;
   if (it >= 0) {
-    n = sList[it] & 0xffffff;
-    kind = sList[it] >> 24;
+    n = sList[it].index();
+    kind = sList[it].kind();
     load_tile_async<kBlockN, D, kThreads>(sK, gK + static_cast<int64_t>(n) * kBlockN * k_row,
                                           k_row, Sk - n * kBlockN, tid);
     if (kind == static_cast<int>(TileKind::kPartial)) load_bounds(n);
@@ -149,7 +151,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       });
     }
 
-    // Online softmax (base-2, scale folded in).
+    // Online softmax (softmax.cuh; base 2, scale folded in): one chain per row, the old O
+    // rescaled in the same pass.
 #pragma unroll
     for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
@@ -158,13 +161,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt)
           mx = fmaxf(mx, fmaxf(acc_s[mi][nt][2 * r], acc_s[mi][nt][2 * r + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        mx *= scale_log2;
-        const float m_new = fmaxf(row_max[mi][r], mx);
-        const float base = m_new == -INFINITY ? 0.f : m_new;
-        const float alpha = exp2f(row_max[mi][r] - base);
-        row_max[mi][r] = m_new;
+        float alpha;
+        const float base = softmax_row_step(row_max[mi][r], quad_max(mx) * scale_log2, alpha);
         float sum = row_sum[mi][r] * alpha;
 #pragma unroll
         for (int dt = 0; dt < DT; ++dt) {
@@ -186,8 +184,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     __syncthreads();  // V visible; every warp is done reading K and the bounds
     int n_next = -1, kind_next = 0;
     if (it > 0) {
-      n_next = sList[it - 1] & 0xffffff;
-      kind_next = sList[it - 1] >> 24;
+      n_next = sList[it - 1].index();
+      kind_next = sList[it - 1].kind();
       load_tile_async<kBlockN, D, kThreads>(
           sK, gK + static_cast<int64_t>(n_next) * kBlockN * k_row, k_row,
           Sk - n_next * kBlockN, tid);
@@ -223,29 +221,12 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   }
   cp_async_wait<0>();
 
-  // Epilogue: normalise, write O and the LSE. A row with no unmasked key has
-  // row_sum == 0: its output is 0 and its LSE -inf.
-  T* gO = static_cast<T*>(p.out) + b * p.out_strides.batch + h * p.out_strides.head;
+  // Epilogue (fwd_epilogue.cuh): normalise, write O and the LSE.
+  const FwdOutput<T> out(p, b, h);
 #pragma unroll
   for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float l = row_sum[mi][r];
-      l += __shfl_xor_sync(0xffffffffu, l, 1);
-      l += __shfl_xor_sync(0xffffffffu, l, 2);
-      const float inv = l > 0.f ? 1.f / l : 0.f;
-      const int row = m0 + warp_row + mi * 16 + g + 8 * r;
-      if (row < Sq) {
-        T* o = gO + static_cast<int64_t>(row) * p.out_strides.row;
-#pragma unroll
-        for (int dt = 0; dt < DT; ++dt)
-          *reinterpret_cast<uint32_t*>(o + dt * 8 + 2 * t) =
-              Pack<T>::two(acc_o[mi][dt][2 * r] * inv, acc_o[mi][dt][2 * r + 1] * inv);
-        if (t == 0)
-          p.lse[(static_cast<int64_t>(b) * s.num_heads + h) * Sq + row] =
-              l > 0.f ? (row_max[mi][r] + log2f(l)) * 0.6931471805599453f : -INFINITY;
-      }
-    }
+    store_o_lse<T, DT>(p, out, m0 + warp_row + mi * 16 + g, t, row_max[mi], row_sum[mi],
+                       [&](int dt, int r, int c) { return acc_o[mi][dt][2 * r + c]; });
 }
 
 }  // namespace cuda
