@@ -10,9 +10,6 @@
 // dS^T to smem and adds dQ += dS K into an fp32 accumulator with red.add
 // (non-deterministic order). kDK / kDV select which of dK / dV this launch
 // computes (head_dim 256 runs two launches to fit the registers).
-// Cfg::k2D (D=128 on sm90, non-deterministic): the same math with 2-D warp tiles
-// (S^T/dP^T: 4 key x 2 query warps; dV/dK: 4 key x 2 head-dim warps) and P^T
-// staged in smem next to dS^T, so Q/dO fragments are re-read by 4 warps, not 8.
 //
 // dq kernel (deterministic mode): one CTA per (query block, query head, batch),
 // loops over the non-skipped key tiles and accumulates dQ in registers: every
@@ -33,14 +30,10 @@ struct BwdWork {
   int sq_pad;
 };
 
-template <int D_, int kBlockM_, int kBlockN_, int kNWarps_, int kStages_, bool k2D_ = false>
+template <int D_, int kBlockM_, int kBlockN_, int kNWarps_, int kStages_>
 struct BwdConfig {
   static constexpr int D = D_, kBlockM = kBlockM_, kBlockN = kBlockN_, kNWarps = kNWarps_;
   static constexpr int kStages = kStages_;
-  // k2D: S^T/dP^T in a 4 (keys) x 2 (queries) warp grid, P^T and dS^T staged in smem,
-  // dV/dK in a 4 (keys) x 2 (head dim) grid; each warp owns 32 keys x D/2 of dK/dV.
-  static constexpr bool k2D = k2D_;
-  static_assert(!k2D || (kNWarps == 8 && kBlockN == 128 && kBlockM == 64), "2-D layout: 128x64, 8 warps");
   static constexpr int kThreads = kNWarps * 32;
   static constexpr int MT = kBlockM / 8;  // n8 tiles of S^T (query columns)
   static constexpr int DT = D / 8;
@@ -55,8 +48,7 @@ struct BwdConfig {
   static constexpr int DQC = DPW < 64 ? DPW : 64;      // columns per accumulation chunk
   static constexpr int kSmemFixed = (2 * kBlockN * D + 2 * kStages * kBlockM * D +
                                      kBlockN * kBlockM) * 2 +
-                                    2 * kStages * kBlockM * 4 + 32 * 4 +
-                                    (k2D ? kBlockN * kBlockM * 2 + kBlockN * 4 * 4 : 0);
+                                    2 * kStages * kBlockM * 4 + 32 * 4;
 };
 
 template <typename T, typename Cfg, bool kDQ, bool kDK, bool kDV>
@@ -65,7 +57,6 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   constexpr int D = Cfg::D, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
   constexpr int kThreads = Cfg::kThreads, MT = Cfg::MT, DT = Cfg::DT, kStages = Cfg::kStages;
   constexpr bool kNeedDS = kDK || kDQ;
-  static_assert(!Cfg::k2D || (kDK && kDV), "the 2-D layout computes dK and dV together");
 
   extern __shared__ __align__(128) char smem_raw[];
   T* sK = reinterpret_cast<T*>(smem_raw);
@@ -73,11 +64,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   T* sQ = sV + kBlockN * D;
   T* sdO = sQ + kStages * kBlockM * D;
   T* sdS = sdO + kStages * kBlockM * D;
-  T* sP = sdS + kBlockN * kBlockM;  // P^T (k2D only)
-  float* sL = reinterpret_cast<float*>(sP + (Cfg::k2D ? kBlockN * kBlockM : 0));
+  float* sL = reinterpret_cast<float*>(sdS + kBlockN * kBlockM);
   float* sDs = sL + kStages * kBlockM;
-  int* sKB = reinterpret_cast<int*>(sDs + kStages * kBlockM);  // key bounds (k2D only)
-  int* sScratch = sKB + (Cfg::k2D ? kBlockN * 4 : 0);
+  int* sScratch = reinterpret_cast<int*>(sDs + kStages * kBlockM);
   TileEntry* sList = reinterpret_cast<TileEntry*>(sScratch + 32);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -117,16 +106,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + hm;
     const TileBounds tbn = load_tile_bounds(w.tile_bounds + bhm * n_tiles + n_block);
     const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;
-    KeyRowBounds kb;  // the 1-D layout's two key rows (k2D keeps all in sKB)
-    if constexpr (Cfg::k2D) {
-      // previous head's readers finished at the barrier closing its loop
-      for (int idx = tid; idx < kBlockN * 4; idx += kThreads) {
-        const int key = n0 + (idx >> 2), i = idx & 3;
-        sKB[idx] = (key < Sk && i < nb) ? __ldg(gBnd + static_cast<int64_t>(key) * nb + i) : 0;
-      }
-    } else {
-      kb = load_key_row_bounds(gBnd, nb, form, n0 + key_row, Sk, offset);
-    }
+    const KeyRowBounds kb = load_key_row_bounds(gBnd, nb, form, n0 + key_row, Sk, offset);
     const int count = list_query_tiles<kThreads, kBlockM>(sList, sScratch, p.mask, Sq, Sk, bhm, n0,
                                                           keys_valid, kBlockN, tbn);
 
@@ -172,237 +152,106 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       const float* l_s = sL + stage * kBlockM;
       const float* ds_s = sDs + stage * kBlockM;
 
-      if constexpr (Cfg::k2D) {
-        // S^T = K Q^T, dP^T = V dO^T: warp (wk, wq) owns keys kr0..+32 x queries q0..+32.
-        const int wk = warp >> 1, wq = warp & 1;
-        const int kr0 = wk * 32, q0 = wq * 32;
-        float acc_s[2][4][4], acc_dp[2][4][4];
+      // S^T = K Q^T and dP^T = V dO^T, one m16 tile of keys per warp.
+      float acc_s[MT][4], acc_dp[MT][4];
 #pragma unroll
-        for (int i = 0; i < 2; ++i)
+      for (int nt = 0; nt < MT; ++nt)
 #pragma unroll
-          for (int nt = 0; nt < 4; ++nt)
+        for (int e = 0; e < 4; ++e) acc_s[nt][e] = acc_dp[nt][e] = 0.f;
 #pragma unroll
-            for (int e = 0; e < 4; ++e) acc_s[i][nt][e] = acc_dp[i][nt][e] = 0.f;
-        const int a_row = kr0 + (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
-        const int b_row = q0 + (lane & 7) + (lane >> 4) * 8, b_col = ((lane >> 3) & 1) * 8;
+      for (int ks = 0; ks < D / 16; ++ks) {
+        uint32_t a[4];
+        ldsm_x4(a, smem_u32(sK + swz<D>(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                        ks * 16 + (lane >> 4) * 8)));
 #pragma unroll
-        for (int ks = 0; ks < D / 16; ++ks) {
-          uint32_t a[2][4];
-#pragma unroll
-          for (int i = 0; i < 2; ++i) ldsm_x4(a[i], smem_u32(sK + swz<D>(a_row + i * 16, ks * 16 + a_col)));
-#pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            uint32_t bf[4];
-            ldsm_x4(bf, smem_u32(q_s + swz<D>(b_row + j * 16, ks * 16 + b_col)));
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-              mma16816<T>(acc_s[i][2 * j], a[i], bf[0], bf[1]);
-              mma16816<T>(acc_s[i][2 * j + 1], a[i], bf[2], bf[3]);
-            }
-          }
+        for (int j = 0; j < MT / 2; ++j) {
+          uint32_t bf[4];
+          ldsm_x4(bf, smem_u32(q_s + swz<D>(j * 16 + (lane & 7) + (lane >> 4) * 8,
+                                            ks * 16 + ((lane >> 3) & 1) * 8)));
+          mma16816<T>(acc_s[2 * j], a, bf[0], bf[1]);
+          mma16816<T>(acc_s[2 * j + 1], a, bf[2], bf[3]);
         }
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ++ks) {
-          uint32_t a[2][4];
-#pragma unroll
-          for (int i = 0; i < 2; ++i) ldsm_x4(a[i], smem_u32(sV + swz<D>(a_row + i * 16, ks * 16 + a_col)));
-#pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            uint32_t bf[4];
-            ldsm_x4(bf, smem_u32(do_s + swz<D>(b_row + j * 16, ks * 16 + b_col)));
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-              mma16816<T>(acc_dp[i][2 * j], a[i], bf[0], bf[1]);
-              mma16816<T>(acc_dp[i][2 * j + 1], a[i], bf[2], bf[3]);
-            }
-          }
-        }
-        if (kind == static_cast<int>(TileKind::kPartial)) {
-          dispatch_form(form, [&](auto ftag) {
-            using Fm = Form<decltype(ftag)::value>;
-#pragma unroll
-            for (int i = 0; i < 2; ++i)
-#pragma unroll
-              for (int r = 0; r < 2; ++r) {
-                const int kl = kr0 + i * 16 + g + 8 * r;
-                const int col = n0 + kl;  // key
-                int bd[4] = {0, 0, 0, 0};
-#pragma unroll
-                for (int x = 0; x < Fm::kBounds; ++x) bd[x] = sKB[kl * 4 + x];
-                const bool ok = col < Sk;
-#pragma unroll
-                for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-                  for (int c = 0; c < 2; ++c) {
-                    const int row = m * kBlockM + q0 + nt * 8 + 2 * t + c;  // query
-                    if (!ok || Fm::masked(row, col, bd, offset)) acc_s[i][nt][2 * r + c] = -INFINITY;
-                  }
-              }
-          });
-        }
-        // P^T, dS^T -> smem
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const int lq = q0 + nt * 8 + 2 * t + c;
-            const float L = l_s[lq];
-            const float Dq = ds_s[lq];
-#pragma unroll
-            for (int i = 0; i < 2; ++i)
-#pragma unroll
-              for (int r = 0; r < 2; ++r) {
-                const float pv = exp2f(fmaf(acc_s[i][nt][2 * r + c], scale_log2, -L));
-                acc_s[i][nt][2 * r + c] = pv;
-                acc_dp[i][nt][2 * r + c] = pv * (acc_dp[i][nt][2 * r + c] - Dq);
-              }
-          }
-#pragma unroll
-        for (int i = 0; i < 2; ++i)
-#pragma unroll
-          for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              const int o = swz<kBlockM>(kr0 + i * 16 + g + 8 * r, q0 + nt * 8 + 2 * t);
-              *reinterpret_cast<uint32_t*>(sP + o) =
-                  Pack<T>::two(acc_s[i][nt][2 * r], acc_s[i][nt][2 * r + 1]);
-              *reinterpret_cast<uint32_t*>(sdS + o) =
-                  Pack<T>::two(acc_dp[i][nt][2 * r], acc_dp[i][nt][2 * r + 1]);
-            }
-        __syncthreads();
-        // dV += P^T dO, dK += dS^T Q: warp (wk, wd) owns keys kr0..+32 x head dim d0..+D/2.
-        constexpr int DWT = DT / 2;
-        const int d0 = (warp & 1) * (D / 2);
-#pragma unroll
-        for (int kk = 0; kk < kBlockM / 16; ++kk) {
-          uint32_t ap[2][4], ads[2][4];
-#pragma unroll
-          for (int i = 0; i < 2; ++i) {
-            const int o = swz<kBlockM>(a_row + i * 16, kk * 16 + a_col);
-            ldsm_x4(ap[i], smem_u32(sP + o));
-            ldsm_x4(ads[i], smem_u32(sdS + o));
-          }
-          const int br = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-#pragma unroll
-          for (int j = 0; j < DWT / 2; ++j) {
-            const int o = swz<D>(br, d0 + j * 16 + (lane >> 4) * 8);
-            uint32_t bv[4], bq[4];
-            ldsm_x4_t(bv, smem_u32(do_s + o));
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-              mma16816<T>(acc_dv[i * DWT + 2 * j], ap[i], bv[0], bv[1]);
-              mma16816<T>(acc_dv[i * DWT + 2 * j + 1], ap[i], bv[2], bv[3]);
-            }
-            ldsm_x4_t(bq, smem_u32(q_s + o));
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-              mma16816<T>(acc_dk[i * DWT + 2 * j], ads[i], bq[0], bq[1]);
-              mma16816<T>(acc_dk[i * DWT + 2 * j + 1], ads[i], bq[2], bq[3]);
-            }
-          }
-        }
-      } else {
-        // S^T = K Q^T and dP^T = V dO^T, one m16 tile of keys per warp.
-        float acc_s[MT][4], acc_dp[MT][4];
-#pragma unroll
-        for (int nt = 0; nt < MT; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc_s[nt][e] = acc_dp[nt][e] = 0.f;
+      }
+      if (kNeedDS) {
 #pragma unroll
         for (int ks = 0; ks < D / 16; ++ks) {
           uint32_t a[4];
-          ldsm_x4(a, smem_u32(sK + swz<D>(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+          ldsm_x4(a, smem_u32(sV + swz<D>(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
                                           ks * 16 + (lane >> 4) * 8)));
 #pragma unroll
           for (int j = 0; j < MT / 2; ++j) {
             uint32_t bf[4];
-            ldsm_x4(bf, smem_u32(q_s + swz<D>(j * 16 + (lane & 7) + (lane >> 4) * 8,
-                                              ks * 16 + ((lane >> 3) & 1) * 8)));
-            mma16816<T>(acc_s[2 * j], a, bf[0], bf[1]);
-            mma16816<T>(acc_s[2 * j + 1], a, bf[2], bf[3]);
+            ldsm_x4(bf, smem_u32(do_s + swz<D>(j * 16 + (lane & 7) + (lane >> 4) * 8,
+                                               ks * 16 + ((lane >> 3) & 1) * 8)));
+            mma16816<T>(acc_dp[2 * j], a, bf[0], bf[1]);
+            mma16816<T>(acc_dp[2 * j + 1], a, bf[2], bf[3]);
           }
         }
-        if (kNeedDS) {
+      }
+
+      if (kind == static_cast<int>(TileKind::kPartial))
+        mask_partial_keys<MT>(kb, form, m * kBlockM, t, [&](int nt, int r, int c) { acc_s[nt][2 * r + c] = -INFINITY; });
+
+      // P^T, dS^T
 #pragma unroll
-          for (int ks = 0; ks < D / 16; ++ks) {
-            uint32_t a[4];
-            ldsm_x4(a, smem_u32(sV + swz<D>(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                            ks * 16 + (lane >> 4) * 8)));
+      for (int nt = 0; nt < MT; ++nt)
 #pragma unroll
-            for (int j = 0; j < MT / 2; ++j) {
-              uint32_t bf[4];
-              ldsm_x4(bf, smem_u32(do_s + swz<D>(j * 16 + (lane & 7) + (lane >> 4) * 8,
-                                                 ks * 16 + ((lane >> 3) & 1) * 8)));
-              mma16816<T>(acc_dp[2 * j], a, bf[0], bf[1]);
-              mma16816<T>(acc_dp[2 * j + 1], a, bf[2], bf[3]);
-            }
+        for (int c = 0; c < 2; ++c) {
+          const int lq = nt * 8 + 2 * t + c;
+          const float L = l_s[lq];
+          const float Dq = kNeedDS ? ds_s[lq] : 0.f;
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const float pv = exp2f(fmaf(acc_s[nt][2 * r + c], scale_log2, -L));
+            acc_s[nt][2 * r + c] = pv;
+            if (kNeedDS) acc_dp[nt][2 * r + c] = pv * (acc_dp[nt][2 * r + c] - Dq);
           }
         }
 
-        if (kind == static_cast<int>(TileKind::kPartial))
-          mask_partial_keys<MT>(kb, form, m * kBlockM, t, [&](int nt, int r, int c) { acc_s[nt][2 * r + c] = -INFINITY; });
+      // dV += P^T dO ; dK += dS^T Q
+#pragma unroll
+      for (int kk = 0; kk < kBlockM / 16; ++kk) {
+        uint32_t ap[4], ads[4];
+        if (kDV) {
+          ap[0] = Pack<T>::two(acc_s[2 * kk][0], acc_s[2 * kk][1]);
+          ap[1] = Pack<T>::two(acc_s[2 * kk][2], acc_s[2 * kk][3]);
+          ap[2] = Pack<T>::two(acc_s[2 * kk + 1][0], acc_s[2 * kk + 1][1]);
+          ap[3] = Pack<T>::two(acc_s[2 * kk + 1][2], acc_s[2 * kk + 1][3]);
+        }
+        if (kDK) {
+          ads[0] = Pack<T>::two(acc_dp[2 * kk][0], acc_dp[2 * kk][1]);
+          ads[1] = Pack<T>::two(acc_dp[2 * kk][2], acc_dp[2 * kk][3]);
+          ads[2] = Pack<T>::two(acc_dp[2 * kk + 1][0], acc_dp[2 * kk + 1][1]);
+          ads[3] = Pack<T>::two(acc_dp[2 * kk + 1][2], acc_dp[2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int j = 0; j < DT / 2; ++j) {
+          if (kDV) {
+            uint32_t bf[4];
+            ldsm_x4_t(bf, smem_u32(do_s + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                                 j * 16 + (lane >> 4) * 8)));
+            mma16816<T>(acc_dv[2 * j], ap, bf[0], bf[1]);
+            mma16816<T>(acc_dv[2 * j + 1], ap, bf[2], bf[3]);
+          }
+          if (kDK) {
+            uint32_t bf[4];
+            ldsm_x4_t(bf, smem_u32(q_s + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                                j * 16 + (lane >> 4) * 8)));
+            mma16816<T>(acc_dk[2 * j], ads, bf[0], bf[1]);
+            mma16816<T>(acc_dk[2 * j + 1], ads, bf[2], bf[3]);
+          }
+        }
+      }
 
-        // P^T, dS^T
+      if (kDQ) {
+        // dS^T -> smem (read by the dQ step below).
 #pragma unroll
         for (int nt = 0; nt < MT; ++nt)
 #pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const int lq = nt * 8 + 2 * t + c;
-            const float L = l_s[lq];
-            const float Dq = kNeedDS ? ds_s[lq] : 0.f;
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              const float pv = exp2f(fmaf(acc_s[nt][2 * r + c], scale_log2, -L));
-              acc_s[nt][2 * r + c] = pv;
-              if (kNeedDS) acc_dp[nt][2 * r + c] = pv * (acc_dp[nt][2 * r + c] - Dq);
-            }
-          }
-
-        // dV += P^T dO ; dK += dS^T Q
-#pragma unroll
-        for (int kk = 0; kk < kBlockM / 16; ++kk) {
-          uint32_t ap[4], ads[4];
-          if (kDV) {
-            ap[0] = Pack<T>::two(acc_s[2 * kk][0], acc_s[2 * kk][1]);
-            ap[1] = Pack<T>::two(acc_s[2 * kk][2], acc_s[2 * kk][3]);
-            ap[2] = Pack<T>::two(acc_s[2 * kk + 1][0], acc_s[2 * kk + 1][1]);
-            ap[3] = Pack<T>::two(acc_s[2 * kk + 1][2], acc_s[2 * kk + 1][3]);
-          }
-          if (kDK) {
-            ads[0] = Pack<T>::two(acc_dp[2 * kk][0], acc_dp[2 * kk][1]);
-            ads[1] = Pack<T>::two(acc_dp[2 * kk][2], acc_dp[2 * kk][3]);
-            ads[2] = Pack<T>::two(acc_dp[2 * kk + 1][0], acc_dp[2 * kk + 1][1]);
-            ads[3] = Pack<T>::two(acc_dp[2 * kk + 1][2], acc_dp[2 * kk + 1][3]);
-          }
-#pragma unroll
-          for (int j = 0; j < DT / 2; ++j) {
-            if (kDV) {
-              uint32_t bf[4];
-              ldsm_x4_t(bf, smem_u32(do_s + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                                   j * 16 + (lane >> 4) * 8)));
-              mma16816<T>(acc_dv[2 * j], ap, bf[0], bf[1]);
-              mma16816<T>(acc_dv[2 * j + 1], ap, bf[2], bf[3]);
-            }
-            if (kDK) {
-              uint32_t bf[4];
-              ldsm_x4_t(bf, smem_u32(q_s + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                                  j * 16 + (lane >> 4) * 8)));
-              mma16816<T>(acc_dk[2 * j], ads, bf[0], bf[1]);
-              mma16816<T>(acc_dk[2 * j + 1], ads, bf[2], bf[3]);
-            }
-          }
-        }
-
-        if (kDQ) {
-          // dS^T -> smem (read by the dQ step below).
-#pragma unroll
-          for (int nt = 0; nt < MT; ++nt)
-#pragma unroll
-            for (int r = 0; r < 2; ++r)
-              *reinterpret_cast<uint32_t*>(sdS + swz<kBlockM>(key_row + 8 * r, nt * 8 + 2 * t)) =
-                  Pack<T>::two(acc_dp[nt][2 * r], acc_dp[nt][2 * r + 1]);
-          __syncthreads();
-        }
+          for (int r = 0; r < 2; ++r)
+            *reinterpret_cast<uint32_t*>(sdS + swz<kBlockM>(key_row + 8 * r, nt * 8 + 2 * t)) =
+                Pack<T>::two(acc_dp[nt][2 * r], acc_dp[nt][2 * r + 1]);
+        __syncthreads();
       }
       if (kDQ) {
         // dQ_partial = dS K, added into the fp32 accumulator.
@@ -459,44 +308,21 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   // dK = scale * dS^T Q, dV = P^T dO
   T* gdK = static_cast<T*>(p.dk) + b * p.dk_strides.batch + hk * p.dk_strides.head;
   T* gdV = static_cast<T*>(p.dv) + b * p.dv_strides.batch + hk * p.dv_strides.head;
-  if constexpr (Cfg::k2D) {
-    constexpr int DWT = DT / 2;
-    const int kr0 = (warp >> 1) * 32, d0 = (warp & 1) * (D / 2);
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+  for (int r = 0; r < 2; ++r) {
+    const int key = n0 + key_row + 8 * r;
+    if (key < Sk) {
+      T* dk = gdK + static_cast<int64_t>(key) * p.dk_strides.row;
+      T* dv = gdV + static_cast<int64_t>(key) * p.dv_strides.row;
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int key = n0 + kr0 + i * 16 + g + 8 * r;
-        if (key < Sk) {
-          T* dk = gdK + static_cast<int64_t>(key) * p.dk_strides.row + d0;
-          T* dv = gdV + static_cast<int64_t>(key) * p.dv_strides.row + d0;
-#pragma unroll
-          for (int jn = 0; jn < DWT; ++jn) {
-            const float* ak = acc_dk[i * DWT + jn];
-            const float* av = acc_dv[i * DWT + jn];
-            *reinterpret_cast<uint32_t*>(dk + jn * 8 + 2 * t) =
-                Pack<T>::two(ak[2 * r] * p.softmax_scale, ak[2 * r + 1] * p.softmax_scale);
-            *reinterpret_cast<uint32_t*>(dv + jn * 8 + 2 * t) = Pack<T>::two(av[2 * r], av[2 * r + 1]);
-          }
-        }
-      }
-  } else {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int key = n0 + key_row + 8 * r;
-      if (key < Sk) {
-        T* dk = gdK + static_cast<int64_t>(key) * p.dk_strides.row;
-        T* dv = gdV + static_cast<int64_t>(key) * p.dv_strides.row;
-#pragma unroll
-        for (int dt = 0; dt < DT; ++dt) {
-          if (kDK)
-            *reinterpret_cast<uint32_t*>(dk + dt * 8 + 2 * t) =
-                Pack<T>::two(acc_dk[dt][2 * r] * p.softmax_scale,
-                             acc_dk[dt][2 * r + 1] * p.softmax_scale);
-          if (kDV)
-            *reinterpret_cast<uint32_t*>(dv + dt * 8 + 2 * t) =
-                Pack<T>::two(acc_dv[dt][2 * r], acc_dv[dt][2 * r + 1]);
-        }
+      for (int dt = 0; dt < DT; ++dt) {
+        if (kDK)
+          *reinterpret_cast<uint32_t*>(dk + dt * 8 + 2 * t) =
+              Pack<T>::two(acc_dk[dt][2 * r] * p.softmax_scale,
+                           acc_dk[dt][2 * r + 1] * p.softmax_scale);
+        if (kDV)
+          *reinterpret_cast<uint32_t*>(dv + dt * 8 + 2 * t) =
+              Pack<T>::two(acc_dv[dt][2 * r], acc_dv[dt][2 * r + 1]);
       }
     }
   }
