@@ -51,6 +51,160 @@ struct BwdConfig {
                                     2 * kStages * kBlockM * 4 + 32 * 4;
 };
 
+// S^T = K Q^T (or dP^T = V dO^T) for the warp's m16 tile of keys, all MT n8 tiles of
+// queries (keys and queries swizzled in smem).
+template <typename T, typename Cfg>
+__device__ __forceinline__ void keys_by_queries(float (&acc)[Cfg::MT][4], const T* keys, const T* queries, int warp,
+                                                int lane) {
+  constexpr int D = Cfg::D, MT = Cfg::MT;
+#pragma unroll
+  for (int nt = 0; nt < MT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    uint32_t a[4];
+    ldsm_x4(a, smem_u32(keys + swz<D>(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, ks * 16 + (lane >> 4) * 8)));
+#pragma unroll
+    for (int j = 0; j < MT / 2; ++j) {
+      uint32_t bf[4];
+      ldsm_x4(bf, smem_u32(queries + swz<D>(j * 16 + (lane & 7) + (lane >> 4) * 8, ks * 16 + ((lane >> 3) & 1) * 8)));
+      mma16816<T>(acc[2 * j], a, bf[0], bf[1]);
+      mma16816<T>(acc[2 * j + 1], a, bf[2], bf[3]);
+    }
+  }
+}
+
+// dV += P^T dO (kDV) and dK += dS^T Q (kDK), P^T and dS^T from registers as A fragments.
+template <typename T, typename Cfg, bool kDK, bool kDV>
+__device__ __forceinline__ void add_dv_dk(float (&acc_dv)[Cfg::DT][4], float (&acc_dk)[Cfg::DT][4],
+                                          const float (&acc_s)[Cfg::MT][4], const float (&acc_dp)[Cfg::MT][4],
+                                          const T* q_s, const T* do_s, int lane) {
+  constexpr int D = Cfg::D, DT = Cfg::DT;
+#pragma unroll
+  for (int kk = 0; kk < Cfg::kBlockM / 16; ++kk) {
+    uint32_t ap[4], ads[4];
+    if (kDV) {
+      ap[0] = Pack<T>::two(acc_s[2 * kk][0], acc_s[2 * kk][1]);
+      ap[1] = Pack<T>::two(acc_s[2 * kk][2], acc_s[2 * kk][3]);
+      ap[2] = Pack<T>::two(acc_s[2 * kk + 1][0], acc_s[2 * kk + 1][1]);
+      ap[3] = Pack<T>::two(acc_s[2 * kk + 1][2], acc_s[2 * kk + 1][3]);
+    }
+    if (kDK) {
+      ads[0] = Pack<T>::two(acc_dp[2 * kk][0], acc_dp[2 * kk][1]);
+      ads[1] = Pack<T>::two(acc_dp[2 * kk][2], acc_dp[2 * kk][3]);
+      ads[2] = Pack<T>::two(acc_dp[2 * kk + 1][0], acc_dp[2 * kk + 1][1]);
+      ads[3] = Pack<T>::two(acc_dp[2 * kk + 1][2], acc_dp[2 * kk + 1][3]);
+    }
+#pragma unroll
+    for (int j = 0; j < DT / 2; ++j) {
+      const int off = swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, j * 16 + (lane >> 4) * 8);
+      if (kDV) {
+        uint32_t bf[4];
+        ldsm_x4_t(bf, smem_u32(do_s + off));
+        mma16816<T>(acc_dv[2 * j], ap, bf[0], bf[1]);
+        mma16816<T>(acc_dv[2 * j + 1], ap, bf[2], bf[3]);
+      }
+      if (kDK) {
+        uint32_t bf[4];
+        ldsm_x4_t(bf, smem_u32(q_s + off));
+        mma16816<T>(acc_dk[2 * j], ads, bf[0], bf[1]);
+        mma16816<T>(acc_dk[2 * j + 1], ads, bf[2], bf[3]);
+      }
+    }
+  }
+}
+
+// dQ_partial = dS K of the query tile at row r0 (dS^T in smem), added into the fp32
+// accumulator from its row acc_row0 (row r0 of this (batch, head)) with red.global.add: a bulk
+// smem->global reduction measured 3% slower (this kernel is shared-memory bound, see
+// docs/perf-notes.md). Warps split the rows (WM) and the head dim (WD).
+template <typename T, typename Cfg>
+__device__ __forceinline__ void add_dq_partial(float* dq_accum, int64_t acc_row0, const T* sdS, const T* sK, int r0,
+                                               int Sq, int warp, int lane) {
+  constexpr int D = Cfg::D, WM = Cfg::WM, DPW = Cfg::DPW, DQC = Cfg::DQC;
+  const int g = lane >> 2, t = lane & 3;
+  const int wm = warp % WM, wd = warp / WM;
+  float* gdq = dq_accum + (acc_row0 + wm * 16 + g) * D + wd * DPW;
+  const int row0 = r0 + wm * 16 + g;
+#pragma unroll
+  for (int dc = 0; dc < DPW; dc += DQC) {
+    float acc_q[DQC / 8][4];
+#pragma unroll
+    for (int j = 0; j < DQC / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_q[j][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < Cfg::kBlockN / 16; ++kk) {
+      uint32_t a[4];
+      ldsm_x4_t(a, smem_u32(sdS + swz<Cfg::kBlockM>(kk * 16 + (lane & 7) + (lane >> 4) * 8,
+                                                    wm * 16 + ((lane >> 3) & 1) * 8)));
+#pragma unroll
+      for (int j = 0; j < DQC / 16; ++j) {
+        uint32_t bf[4];
+        ldsm_x4_t(bf, smem_u32(sK + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                           wd * DPW + dc + j * 16 + (lane >> 4) * 8)));
+        mma16816<T>(acc_q[2 * j], a, bf[0], bf[1]);
+        mma16816<T>(acc_q[2 * j + 1], a, bf[2], bf[3]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      if (row0 + 8 * r < Sq) {
+        float* dst = gdq + 8 * r * D + dc + 2 * t;
+#pragma unroll
+        for (int j = 0; j < DQC / 8; ++j) red_add_f32x2(dst + j * 8, acc_q[j][2 * r], acc_q[j][2 * r + 1]);
+      }
+    }
+  }
+}
+
+// P^T = exp2(S^T * scale_log2 - lse) and (kNeedDS) dS^T = P^T (dP^T - rowsum) in place, for
+// the query columns nt * 8 + 2t + c of l_s (lse * log2 e) and ds_s (rowsum(dO * O)).
+template <int MT, bool kNeedDS>
+__device__ __forceinline__ void p_and_ds(float (&acc_s)[MT][4], float (&acc_dp)[MT][4], const float* l_s,
+                                         const float* ds_s, float scale_log2, int t) {
+#pragma unroll
+  for (int nt = 0; nt < MT; ++nt)
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const int lq = nt * 8 + 2 * t + c;
+      const float L = l_s[lq];
+      const float Dq = kNeedDS ? ds_s[lq] : 0.f;
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const float pv = exp2f(fmaf(acc_s[nt][2 * r + c], scale_log2, -L));
+        acc_s[nt][2 * r + c] = pv;
+        if (kNeedDS) acc_dp[nt][2 * r + c] = pv * (acc_dp[nt][2 * r + c] - Dq);
+      }
+    }
+}
+
+// The warp's key rows key0 and key0 + 8 of dK (scaled) and dV, for keys below seqlen_k.
+template <typename T, typename Cfg, bool kDK, bool kDV>
+__device__ __forceinline__ void store_dk_dv(const BwdParams& p, const float (&acc_dk)[Cfg::DT][4],
+                                            const float (&acc_dv)[Cfg::DT][4], int b, int hk, int key0, int t) {
+  constexpr int DT = Cfg::DT;
+  T* gdK = static_cast<T*>(p.dk) + b * p.dk_strides.batch + hk * p.dk_strides.head;
+  T* gdV = static_cast<T*>(p.dv) + b * p.dv_strides.batch + hk * p.dv_strides.head;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int key = key0 + 8 * r;
+    if (key < p.shape.seqlen_k) {
+      T* dk = gdK + static_cast<int64_t>(key) * p.dk_strides.row;
+      T* dv = gdV + static_cast<int64_t>(key) * p.dv_strides.row;
+#pragma unroll
+      for (int dt = 0; dt < DT; ++dt) {
+        if (kDK)
+          *reinterpret_cast<uint32_t*>(dk + dt * 8 + 2 * t) =
+              Pack<T>::two(acc_dk[dt][2 * r] * p.softmax_scale, acc_dk[dt][2 * r + 1] * p.softmax_scale);
+        if (kDV)
+          *reinterpret_cast<uint32_t*>(dv + dt * 8 + 2 * t) = Pack<T>::two(acc_dv[dt][2 * r], acc_dv[dt][2 * r + 1]);
+      }
+    }
+  }
+}
+
 template <typename T, typename Cfg, bool kDQ, bool kDK, bool kDV>
 __global__ void __launch_bounds__(Cfg::kThreads)
     flashmask_bwd_dkdv_kernel(const BwdParams p, const BwdWork w) {
@@ -154,94 +308,17 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
       // S^T = K Q^T and dP^T = V dO^T, one m16 tile of keys per warp.
       float acc_s[MT][4], acc_dp[MT][4];
-#pragma unroll
-      for (int nt = 0; nt < MT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc_s[nt][e] = acc_dp[nt][e] = 0.f;
-#pragma unroll
-      for (int ks = 0; ks < D / 16; ++ks) {
-        uint32_t a[4];
-        ldsm_x4(a, smem_u32(sK + swz<D>(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                        ks * 16 + (lane >> 4) * 8)));
-#pragma unroll
-        for (int j = 0; j < MT / 2; ++j) {
-          uint32_t bf[4];
-          ldsm_x4(bf, smem_u32(q_s + swz<D>(j * 16 + (lane & 7) + (lane >> 4) * 8,
-                                            ks * 16 + ((lane >> 3) & 1) * 8)));
-          mma16816<T>(acc_s[2 * j], a, bf[0], bf[1]);
-          mma16816<T>(acc_s[2 * j + 1], a, bf[2], bf[3]);
-        }
-      }
-      if (kNeedDS) {
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ++ks) {
-          uint32_t a[4];
-          ldsm_x4(a, smem_u32(sV + swz<D>(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                          ks * 16 + (lane >> 4) * 8)));
-#pragma unroll
-          for (int j = 0; j < MT / 2; ++j) {
-            uint32_t bf[4];
-            ldsm_x4(bf, smem_u32(do_s + swz<D>(j * 16 + (lane & 7) + (lane >> 4) * 8,
-                                               ks * 16 + ((lane >> 3) & 1) * 8)));
-            mma16816<T>(acc_dp[2 * j], a, bf[0], bf[1]);
-            mma16816<T>(acc_dp[2 * j + 1], a, bf[2], bf[3]);
-          }
-        }
-      }
+      keys_by_queries<T, Cfg>(acc_s, sK, q_s, warp, lane);
+      if (kNeedDS) keys_by_queries<T, Cfg>(acc_dp, sV, do_s, warp, lane);
 
       if (kind == static_cast<int>(TileKind::kPartial))
         mask_partial_keys<MT>(kb, form, m * kBlockM, t, [&](int nt, int r, int c) { acc_s[nt][2 * r + c] = -INFINITY; });
 
       // P^T, dS^T
-#pragma unroll
-      for (int nt = 0; nt < MT; ++nt)
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          const int lq = nt * 8 + 2 * t + c;
-          const float L = l_s[lq];
-          const float Dq = kNeedDS ? ds_s[lq] : 0.f;
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            const float pv = exp2f(fmaf(acc_s[nt][2 * r + c], scale_log2, -L));
-            acc_s[nt][2 * r + c] = pv;
-            if (kNeedDS) acc_dp[nt][2 * r + c] = pv * (acc_dp[nt][2 * r + c] - Dq);
-          }
-        }
+      p_and_ds<MT, kNeedDS>(acc_s, acc_dp, l_s, ds_s, scale_log2, t);
 
       // dV += P^T dO ; dK += dS^T Q
-#pragma unroll
-      for (int kk = 0; kk < kBlockM / 16; ++kk) {
-        uint32_t ap[4], ads[4];
-        if (kDV) {
-          ap[0] = Pack<T>::two(acc_s[2 * kk][0], acc_s[2 * kk][1]);
-          ap[1] = Pack<T>::two(acc_s[2 * kk][2], acc_s[2 * kk][3]);
-          ap[2] = Pack<T>::two(acc_s[2 * kk + 1][0], acc_s[2 * kk + 1][1]);
-          ap[3] = Pack<T>::two(acc_s[2 * kk + 1][2], acc_s[2 * kk + 1][3]);
-        }
-        if (kDK) {
-          ads[0] = Pack<T>::two(acc_dp[2 * kk][0], acc_dp[2 * kk][1]);
-          ads[1] = Pack<T>::two(acc_dp[2 * kk][2], acc_dp[2 * kk][3]);
-          ads[2] = Pack<T>::two(acc_dp[2 * kk + 1][0], acc_dp[2 * kk + 1][1]);
-          ads[3] = Pack<T>::two(acc_dp[2 * kk + 1][2], acc_dp[2 * kk + 1][3]);
-        }
-#pragma unroll
-        for (int j = 0; j < DT / 2; ++j) {
-          if (kDV) {
-            uint32_t bf[4];
-            ldsm_x4_t(bf, smem_u32(do_s + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                                 j * 16 + (lane >> 4) * 8)));
-            mma16816<T>(acc_dv[2 * j], ap, bf[0], bf[1]);
-            mma16816<T>(acc_dv[2 * j + 1], ap, bf[2], bf[3]);
-          }
-          if (kDK) {
-            uint32_t bf[4];
-            ldsm_x4_t(bf, smem_u32(q_s + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                                j * 16 + (lane >> 4) * 8)));
-            mma16816<T>(acc_dk[2 * j], ads, bf[0], bf[1]);
-            mma16816<T>(acc_dk[2 * j + 1], ads, bf[2], bf[3]);
-          }
-        }
-      }
+      add_dv_dk<T, Cfg, kDK, kDV>(acc_dv, acc_dk, acc_s, acc_dp, q_s, do_s, lane);
 
       if (kDQ) {
         // dS^T -> smem (read by the dQ step below).
@@ -253,46 +330,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
                 Pack<T>::two(acc_dp[nt][2 * r], acc_dp[nt][2 * r + 1]);
         __syncthreads();
       }
-      if (kDQ) {
-        // dQ_partial = dS K, added into the fp32 accumulator.
-        constexpr int WM = Cfg::WM, DPW = Cfg::DPW, DQC = Cfg::DQC;
-        const int wm = warp % WM, wd = warp / WM;
-        float* gdq = w.dq_accum + (bh * w.sq_pad + m * kBlockM + wm * 16 + g) * D + wd * DPW;
-        const int row0 = m * kBlockM + wm * 16 + g;
-#pragma unroll
-        for (int dc = 0; dc < DPW; dc += DQC) {
-          float acc_q[DQC / 8][4];
-#pragma unroll
-          for (int j = 0; j < DQC / 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc_q[j][e] = 0.f;
-#pragma unroll
-          for (int kk = 0; kk < kBlockN / 16; ++kk) {
-            uint32_t a[4];
-            ldsm_x4_t(a, smem_u32(sdS + swz<kBlockM>(kk * 16 + (lane & 7) + (lane >> 4) * 8,
-                                                     wm * 16 + ((lane >> 3) & 1) * 8)));
-#pragma unroll
-            for (int j = 0; j < DQC / 16; ++j) {
-              uint32_t bf[4];
-              ldsm_x4_t(bf, smem_u32(sK + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                                 wd * DPW + dc + j * 16 + (lane >> 4) * 8)));
-              mma16816<T>(acc_q[2 * j], a, bf[0], bf[1]);
-              mma16816<T>(acc_q[2 * j + 1], a, bf[2], bf[3]);
-            }
-          }
-          // dQ partials: red.global.add (a bulk smem->global reduction measured 3% slower:
-          // this kernel is shared-memory bound, see docs/perf-notes.md).
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            if (row0 + 8 * r < Sq) {
-              float* dst = gdq + 8 * r * D + dc + 2 * t;
-#pragma unroll
-              for (int j = 0; j < DQC / 8; ++j)
-                red_add_f32x2(dst + j * 8, acc_q[j][2 * r], acc_q[j][2 * r + 1]);
-            }
-          }
-        }
-      }
+      if (kDQ) add_dq_partial<T, Cfg>(w.dq_accum, bh * w.sq_pad + m * kBlockM, sdS, sK, m * kBlockM, Sq, warp, lane);
       if (kStages == 1) {
         __syncthreads();
         if (it + 1 < count) load_m(sList[it + 1].index(), 0);
@@ -306,26 +344,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   cp_async_wait<0>();
 
   // dK = scale * dS^T Q, dV = P^T dO
-  T* gdK = static_cast<T*>(p.dk) + b * p.dk_strides.batch + hk * p.dk_strides.head;
-  T* gdV = static_cast<T*>(p.dv) + b * p.dv_strides.batch + hk * p.dv_strides.head;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int key = n0 + key_row + 8 * r;
-    if (key < Sk) {
-      T* dk = gdK + static_cast<int64_t>(key) * p.dk_strides.row;
-      T* dv = gdV + static_cast<int64_t>(key) * p.dv_strides.row;
-#pragma unroll
-      for (int dt = 0; dt < DT; ++dt) {
-        if (kDK)
-          *reinterpret_cast<uint32_t*>(dk + dt * 8 + 2 * t) =
-              Pack<T>::two(acc_dk[dt][2 * r] * p.softmax_scale,
-                           acc_dk[dt][2 * r + 1] * p.softmax_scale);
-        if (kDV)
-          *reinterpret_cast<uint32_t*>(dv + dt * 8 + 2 * t) =
-              Pack<T>::two(acc_dv[dt][2 * r], acc_dv[dt][2 * r + 1]);
-      }
-    }
-  }
+  store_dk_dv<T, Cfg, kDK, kDV>(p, acc_dk, acc_dv, b, hk, n0 + key_row, t);
 }
 
 // ------------------------------------------------------------------ dq kernel
@@ -338,6 +357,57 @@ struct DqConfig {
   static_assert(128 % kBlockM == 0 && 128 % kBlockN == 0, "tiles must divide block_mask cells");
   static constexpr int kSmemFixed = (2 * kBlockM + 2 * kBlockN) * D * 2 + kBlockN * 4 * 4 + 32 * 4;
 };
+
+// S = Q K^T and dP = dO V^T of one key tile for the warp's m16 rows (all swizzled in smem).
+template <typename T, typename Cfg>
+__device__ __forceinline__ void dq_s_dp(float (&acc_s)[Cfg::NT][4], float (&acc_dp)[Cfg::NT][4], const T* sQ,
+                                        const T* sdO, const T* sK, const T* sV, int warp, int lane) {
+  constexpr int D = Cfg::D, NT = Cfg::NT;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc_s[nt][e] = acc_dp[nt][e] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    uint32_t aq[4], ado[4];
+    const int ar = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, ac = ks * 16 + (lane >> 4) * 8;
+    ldsm_x4(aq, smem_u32(sQ + swz<D>(ar, ac)));
+    ldsm_x4(ado, smem_u32(sdO + swz<D>(ar, ac)));
+#pragma unroll
+    for (int j = 0; j < NT / 2; ++j) {
+      uint32_t bk[4], bv[4];
+      const int br = j * 16 + (lane & 7) + (lane >> 4) * 8, bc = ks * 16 + ((lane >> 3) & 1) * 8;
+      ldsm_x4(bk, smem_u32(sK + swz<D>(br, bc)));
+      ldsm_x4(bv, smem_u32(sV + swz<D>(br, bc)));
+      mma16816<T>(acc_s[2 * j], aq, bk[0], bk[1]);
+      mma16816<T>(acc_s[2 * j + 1], aq, bk[2], bk[3]);
+      mma16816<T>(acc_dp[2 * j], ado, bv[0], bv[1]);
+      mma16816<T>(acc_dp[2 * j + 1], ado, bv[2], bv[3]);
+    }
+  }
+}
+
+// dQ += dS K: dS from the registers of dP (packed as A fragments), K swizzled in smem.
+template <typename T, typename Cfg>
+__device__ __forceinline__ void dq_add_ds_k(float (&acc_dq)[Cfg::DT][4], const float (&acc_ds)[Cfg::NT][4],
+                                            const T* sK, int lane) {
+  constexpr int D = Cfg::D, DT = Cfg::DT;
+#pragma unroll
+  for (int kk = 0; kk < Cfg::kBlockN / 16; ++kk) {
+    uint32_t a[4];
+    a[0] = Pack<T>::two(acc_ds[2 * kk][0], acc_ds[2 * kk][1]);
+    a[1] = Pack<T>::two(acc_ds[2 * kk][2], acc_ds[2 * kk][3]);
+    a[2] = Pack<T>::two(acc_ds[2 * kk + 1][0], acc_ds[2 * kk + 1][1]);
+    a[3] = Pack<T>::two(acc_ds[2 * kk + 1][2], acc_ds[2 * kk + 1][3]);
+#pragma unroll
+    for (int j = 0; j < DT / 2; ++j) {
+      uint32_t bf[4];
+      ldsm_x4_t(bf, smem_u32(sK + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, j * 16 + (lane >> 4) * 8)));
+      mma16816<T>(acc_dq[2 * j], a, bf[0], bf[1]);
+      mma16816<T>(acc_dq[2 * j + 1], a, bf[2], bf[3]);
+    }
+  }
+}
 
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads)
@@ -427,28 +497,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     __syncthreads();
 
     float acc_s[NT][4], acc_dp[NT][4];
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc_s[nt][e] = acc_dp[nt][e] = 0.f;
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks) {
-      uint32_t aq[4], ado[4];
-      const int ar = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, ac = ks * 16 + (lane >> 4) * 8;
-      ldsm_x4(aq, smem_u32(sQ + swz<D>(ar, ac)));
-      ldsm_x4(ado, smem_u32(sdO + swz<D>(ar, ac)));
-#pragma unroll
-      for (int j = 0; j < NT / 2; ++j) {
-        uint32_t bk[4], bv[4];
-        const int br = j * 16 + (lane & 7) + (lane >> 4) * 8, bc = ks * 16 + ((lane >> 3) & 1) * 8;
-        ldsm_x4(bk, smem_u32(sK + swz<D>(br, bc)));
-        ldsm_x4(bv, smem_u32(sV + swz<D>(br, bc)));
-        mma16816<T>(acc_s[2 * j], aq, bk[0], bk[1]);
-        mma16816<T>(acc_s[2 * j + 1], aq, bk[2], bk[3]);
-        mma16816<T>(acc_dp[2 * j], ado, bv[0], bv[1]);
-        mma16816<T>(acc_dp[2 * j + 1], ado, bv[2], bv[3]);
-      }
-    }
+    dq_s_dp<T, Cfg>(acc_s, acc_dp, sQ, sdO, sK, sV, warp, lane);
     if (kind == static_cast<int>(TileKind::kPartial)) {
       const int rows[2] = {m0 + warp * 16 + g, m0 + warp * 16 + g + 8};
       mask_partial_rows<NT>(form, sBnd, n * kBlockN, t, Sk, offset, rows,
@@ -463,22 +512,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         acc_dp[nt][e] = pv * (acc_dp[nt][e] - Dr[r]);
       }
     // dQ += dS K
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      uint32_t a[4];
-      a[0] = Pack<T>::two(acc_dp[2 * kk][0], acc_dp[2 * kk][1]);
-      a[1] = Pack<T>::two(acc_dp[2 * kk][2], acc_dp[2 * kk][3]);
-      a[2] = Pack<T>::two(acc_dp[2 * kk + 1][0], acc_dp[2 * kk + 1][1]);
-      a[3] = Pack<T>::two(acc_dp[2 * kk + 1][2], acc_dp[2 * kk + 1][3]);
-#pragma unroll
-      for (int j = 0; j < DT / 2; ++j) {
-        uint32_t bf[4];
-        ldsm_x4_t(bf, smem_u32(sK + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                           j * 16 + (lane >> 4) * 8)));
-        mma16816<T>(acc_dq[2 * j], a, bf[0], bf[1]);
-        mma16816<T>(acc_dq[2 * j + 1], a, bf[2], bf[3]);
-      }
-    }
+    dq_add_ds_k<T, Cfg>(acc_dq, acc_dp, sK, lane);
     __syncthreads();
     if (it > 0) load_n(sList[it - 1].index(), sList[it - 1].kind());
     cp_async_commit();

@@ -31,6 +31,66 @@ struct FwdConfig {
       (kBlockM + 2 * kBlockN) * D * 2 + kBlockN * 4 * 4 + 32 * 4;
 };
 
+// S = Q K^T of one key tile for the warp's MI m16 row tiles (rows warp_row..), all NT n8
+// column tiles (Q and K swizzled in smem).
+template <typename T, typename Cfg>
+__device__ __forceinline__ void fwd_qk(float (&acc_s)[Cfg::MI][Cfg::NT][4], const T* sQ, const T* sK, int warp_row,
+                                       int lane) {
+  constexpr int D = Cfg::D, MI = Cfg::MI, NT = Cfg::NT;
+#pragma unroll
+  for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_s[mi][nt][e] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    uint32_t a[MI][4];
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi)
+      ldsm_x4(a[mi], smem_u32(sQ + swz<D>(warp_row + mi * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                          ks * 16 + (lane >> 4) * 8)));
+#pragma unroll
+    for (int j = 0; j < NT / 2; ++j) {
+      uint32_t bf[4];
+      ldsm_x4(bf, smem_u32(sK + swz<D>(j * 16 + (lane & 7) + (lane >> 4) * 8, ks * 16 + ((lane >> 3) & 1) * 8)));
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi) {
+        mma16816<T>(acc_s[mi][2 * j], a[mi], bf[0], bf[1]);
+        mma16816<T>(acc_s[mi][2 * j + 1], a[mi], bf[2], bf[3]);
+      }
+    }
+  }
+}
+
+// O += P V: P from the registers of S (packed as A fragments), V swizzled in smem.
+template <typename T, typename Cfg>
+__device__ __forceinline__ void fwd_pv(float (&acc_o)[Cfg::MI][Cfg::DT][4], const float (&acc_s)[Cfg::MI][Cfg::NT][4],
+                                       const T* sV, int lane) {
+  constexpr int D = Cfg::D, MI = Cfg::MI, DT = Cfg::DT;
+#pragma unroll
+  for (int kk = 0; kk < Cfg::kBlockN / 16; ++kk) {
+    uint32_t a[MI][4];
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi) {
+      a[mi][0] = Pack<T>::two(acc_s[mi][2 * kk][0], acc_s[mi][2 * kk][1]);
+      a[mi][1] = Pack<T>::two(acc_s[mi][2 * kk][2], acc_s[mi][2 * kk][3]);
+      a[mi][2] = Pack<T>::two(acc_s[mi][2 * kk + 1][0], acc_s[mi][2 * kk + 1][1]);
+      a[mi][3] = Pack<T>::two(acc_s[mi][2 * kk + 1][2], acc_s[mi][2 * kk + 1][3]);
+    }
+#pragma unroll
+    for (int j = 0; j < DT / 2; ++j) {
+      uint32_t bf[4];
+      ldsm_x4_t(bf, smem_u32(sV + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, j * 16 + (lane >> 4) * 8)));
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi) {
+        mma16816<T>(acc_o[mi][2 * j], a[mi], bf[0], bf[1]);
+        mma16816<T>(acc_o[mi][2 * j + 1], a[mi], bf[2], bf[3]);
+      }
+    }
+  }
+}
+
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads)
     flashmask_fwd_kernel(const FwdParams p, const TileBounds* __restrict__ tile_bounds) {
@@ -116,31 +176,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
     // S = Q K^T
     float acc_s[MI][NT][4];
-#pragma unroll
-    for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc_s[mi][nt][e] = 0.f;
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks) {
-      uint32_t a[MI][4];
-#pragma unroll
-      for (int mi = 0; mi < MI; ++mi)
-        ldsm_x4(a[mi], smem_u32(sQ + swz<D>(warp_row + mi * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                            ks * 16 + (lane >> 4) * 8)));
-#pragma unroll
-      for (int j = 0; j < NT / 2; ++j) {
-        uint32_t bf[4];
-        ldsm_x4(bf, smem_u32(sK + swz<D>(j * 16 + (lane & 7) + (lane >> 4) * 8,
-                                         ks * 16 + ((lane >> 3) & 1) * 8)));
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi) {
-          mma16816<T>(acc_s[mi][2 * j], a[mi], bf[0], bf[1]);
-          mma16816<T>(acc_s[mi][2 * j + 1], a[mi], bf[2], bf[3]);
-        }
-      }
-    }
+    fwd_qk<T, Cfg>(acc_s, sQ, sK, warp_row, lane);
 
     if (kind == static_cast<int>(TileKind::kPartial)) {
       int rows[MI * 2];
@@ -151,34 +187,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       });
     }
 
-    // Online softmax (softmax.cuh; base 2, scale folded in): one chain per row, the old O
-    // rescaled in the same pass.
-#pragma unroll
-    for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-          mx = fmaxf(mx, fmaxf(acc_s[mi][nt][2 * r], acc_s[mi][nt][2 * r + 1]));
-        float alpha;
-        const float base = softmax_row_step(row_max[mi][r], quad_max(mx) * scale_log2, alpha);
-        float sum = row_sum[mi][r] * alpha;
-#pragma unroll
-        for (int dt = 0; dt < DT; ++dt) {
-          acc_o[mi][dt][2 * r] *= alpha;
-          acc_o[mi][dt][2 * r + 1] *= alpha;
-        }
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const float pv = exp2f(fmaf(acc_s[mi][nt][2 * r + c], scale_log2, -base));
-            acc_s[mi][nt][2 * r + c] = pv;
-            sum += pv;
-          }
-        row_sum[mi][r] = sum;
-      }
+    // Online softmax (softmax.cuh; base 2, scale folded in).
+    online_softmax_rows<MI, NT, DT>(acc_s, acc_o, row_max, row_sum, scale_log2);
 
     cp_async_wait<0>();
     __syncthreads();  // V visible; every warp is done reading K and the bounds
@@ -194,28 +204,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     cp_async_commit();
 
     // O += P V
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      uint32_t a[MI][4];
-#pragma unroll
-      for (int mi = 0; mi < MI; ++mi) {
-        a[mi][0] = Pack<T>::two(acc_s[mi][2 * kk][0], acc_s[mi][2 * kk][1]);
-        a[mi][1] = Pack<T>::two(acc_s[mi][2 * kk][2], acc_s[mi][2 * kk][3]);
-        a[mi][2] = Pack<T>::two(acc_s[mi][2 * kk + 1][0], acc_s[mi][2 * kk + 1][1]);
-        a[mi][3] = Pack<T>::two(acc_s[mi][2 * kk + 1][2], acc_s[mi][2 * kk + 1][3]);
-      }
-#pragma unroll
-      for (int j = 0; j < DT / 2; ++j) {
-        uint32_t bf[4];
-        ldsm_x4_t(bf, smem_u32(sV + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                           j * 16 + (lane >> 4) * 8)));
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi) {
-          mma16816<T>(acc_o[mi][2 * j], a[mi], bf[0], bf[1]);
-          mma16816<T>(acc_o[mi][2 * j + 1], a[mi], bf[2], bf[3]);
-        }
-      }
-    }
+    fwd_pv<T, Cfg>(acc_o, acc_s, sV, lane);
     n = n_next;
     kind = kind_next;
   }

@@ -43,6 +43,39 @@ struct RowNormaliser {
   }
 };
 
+// The sm80 forward's rows: MI m16 tiles of two rows each, S of one key tile as NT n8
+// chunks. One max and one sum chain per row; the old O is rescaled in the same pass.
+template <int MI, int NT, int DT>
+__device__ __forceinline__ void online_softmax_rows(float (&acc_s)[MI][NT][4], float (&acc_o)[MI][DT][4],
+                                                    float (&row_max)[MI][2], float (&row_sum)[MI][2],
+                                                    float scale_log2) {
+#pragma unroll
+  for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(acc_s[mi][nt][2 * r], acc_s[mi][nt][2 * r + 1]));
+      float alpha;
+      const float base = softmax_row_step(row_max[mi][r], quad_max(mx) * scale_log2, alpha);
+      float sum = row_sum[mi][r] * alpha;
+#pragma unroll
+      for (int dt = 0; dt < DT; ++dt) {
+        acc_o[mi][dt][2 * r] *= alpha;
+        acc_o[mi][dt][2 * r + 1] *= alpha;
+      }
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const float pv = exp2f(fmaf(acc_s[mi][nt][2 * r + c], scale_log2, -base));
+          acc_s[mi][nt][2 * r + c] = pv;
+          sum += pv;
+        }
+      row_sum[mi][r] = sum;
+    }
+}
+
 // The Hopper consumer's two rows (row0 and row0 + 8 of its m64 fragment): S of one key
 // tile as NT n8 chunks, element 4j + 2r + c.
 struct OnlineSoftmax {
