@@ -34,36 +34,22 @@ struct BwdListRecord {
 struct BwdList {
   int count, n_block, hk, b, hi;
   const TileEntry* tiles;  // ascending query tiles
+  __device__ __forceinline__ BwdList(const BwdListRecord& r, const TileEntry* t)
+      : count(r.count), n_block(r.n_block), hk(r.hk), b(r.b), hi(r.hi), tiles(t) {}
 };
 
-// The CTA's lists, in order: for each item it takes, one per query head hi of the group.
-// The l-th uses buffer l % 2; "full" completes when the builders have written it, "empty"
-// when the loader and every consumer thread are done with it, "issued" when the loader
-// has issued its last tile's loads (the builders take the next item only then). Smem holds
-// list_full, list_empty, list_issued and records; the lists follow it.
+// The CTA's lists (sm90_pipeline.cuh: TileListQueue), in order: for each item it takes, one
+// per query head hi of the group; the readers are the loader and every consumer thread.
+// list_issued[buf] completes when the loader has issued the list's last tile: the builders
+// take the next item only then.
 constexpr int kBwdListBuffers = 2;
 using BwdListState = sm90::PipelineState<kBwdListBuffers>;
 template <typename Smem>
-struct BwdListQueue {
-  Smem& sm;
-  int m_tiles;
-
-  // The builders' side.
-  __device__ __forceinline__ void wait_empty(BwdListState l) const { l.wait_empty(sm.list_empty); }
-  __device__ __forceinline__ void wait_issued(BwdListState l) const { l.wait_full(sm.list_issued); }
-  __device__ __forceinline__ BwdListRecord& record(BwdListState l) const { return sm.records[l.stage()]; }
-  __device__ __forceinline__ void publish(BwdListState l) const { sm90::mbar_arrive(sm.list_full + l.stage()); }
-  // The readers' side.
-  __device__ __forceinline__ TileEntry* tiles(BwdListState l) const {
-    return reinterpret_cast<TileEntry*>(&sm + 1) + l.stage() * m_tiles;
+struct BwdListQueue : sm90::TileListQueue<Smem> {
+  __device__ __forceinline__ void wait_issued(BwdListState l) const { l.wait_full(this->sm.list_issued); }
+  __device__ __forceinline__ void mark_issued(BwdListState l) const {
+    sm90::mbar_arrive(this->sm.list_issued + l.stage());
   }
-  __device__ __forceinline__ BwdList wait(BwdListState l) const {
-    l.wait_full(sm.list_full);
-    const BwdListRecord& rec = sm.records[l.stage()];
-    return BwdList{rec.count, rec.n_block, rec.hk, rec.b, rec.hi, tiles(l)};
-  }
-  __device__ __forceinline__ void mark_issued(BwdListState l) const { sm90::mbar_arrive(sm.list_issued + l.stage()); }
-  __device__ __forceinline__ void release(BwdListState l) const { sm90::mbar_arrive(sm.list_empty + l.stage()); }
 };
 
 template <typename Cfg, typename Smem>
@@ -130,7 +116,7 @@ __device__ __forceinline__ void bwd_load_role(const BwdTensorMaps& maps, const B
   PipelineState<Cfg::kStages> ring;
   PipelineState<1> kv;  // the CTA's items so far: K/V have one buffer
   for (BwdListState l;; l.advance()) {
-    const BwdList ls = queue.wait(l);
+    const BwdList ls = queue.template wait<BwdList>(l);
     if (ls.count < 0) break;
     // K/V of a new item once both consumers are done with the last one's (after this
     // item's first Q/dO tile is on its way, whose ring slot frees earlier).

@@ -139,10 +139,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   constexpr int kConsumerThreads = Cfg::kConsumers * 128;
   using Smem = typename Cfg::Smem;
 
-  extern __shared__ char smem_raw[];
-  char* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
-  Smem& sm = *reinterpret_cast<Smem*>(smem);
-  const BwdListQueue<Smem> queue{sm, (p.shape.seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM};
+  Smem& sm = aligned_smem<Smem>();
+  const BwdListQueue<Smem> queue{{sm, (p.shape.seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM}};
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const AttentionShape& s = p.shape;
   const int H = s.num_heads, group = H / s.num_heads_k;  // query heads, per key head
@@ -183,7 +181,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   int done = 0;              // query tiles so far (the ring's position)
   PipelineState<1> kv;       // items so far (K/V have one buffer)
   for (BwdListState l;; l.advance()) {
-    const BwdList ls = queue.wait(l);
+    const BwdList ls = queue.template wait<BwdList>(l);
     if (ls.count < 0) break;
     const int b = ls.b, h = ls.hk * group + ls.hi;
     const int n0 = ls.n_block * Cfg::kBlockN;

@@ -70,7 +70,7 @@ struct FwdSm90Config {
     uint64_t k_full[kStages], k_empty[kStages];  // K and its bounds
     uint64_t v_full[kStages], v_empty[kStages];
     uint64_t list_full[kFwdItemBuffers], list_empty[kFwdItemBuffers];
-    FwdItemRecord items[kFwdItemBuffers];
+    FwdItemRecord records[kFwdItemBuffers];
     int scratch[32];  // the scheduler's list compaction and work counter
   };
   static_assert(offsetof(Smem, k) % 1024 == 0 && offsetof(Smem, v) % 1024 == 0 && sizeof(Smem::q[0]) % 1024 == 0 &&
@@ -93,9 +93,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   constexpr int kConsumerThreads = Cfg::kConsumers * 128;
   using Smem = typename Cfg::Smem;
 
-  extern __shared__ char smem_raw[];
-  char* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
-  Smem& sm = *reinterpret_cast<Smem*>(smem);
+  Smem& sm = aligned_smem<Smem>();
   const FwdItemQueue<Smem> queue{sm, (p.shape.seqlen_k + Cfg::kBlockN - 1) / Cfg::kBlockN};
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int group = p.shape.num_heads / p.shape.num_heads_k;  // query heads per key head
@@ -139,7 +137,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   PipelineState<kStages> kv;  // ring positions across items, as in the loader
   PipelineState<kQStages> q;
   for (FwdItemState k;; k.advance()) {
-    const FwdItem it = queue.wait(k);
+    const FwdItem it = queue.template wait<FwdItem>(k);
     if (it.count < 0) break;
     mainloop.run(it, kv, q);
     queue.release(k);  // the list and the record are no longer read

@@ -36,7 +36,7 @@ __device__ __forceinline__ void fwd_load_role(const FwdTensorMaps& maps, typenam
   PipelineState<Cfg::kStages> kv;
   PipelineState<Cfg::kQStages> q;
   for (FwdItemState k;; k.advance()) {
-    const FwdItem it = queue.wait(k);
+    const FwdItem it = queue.template wait<FwdItem>(k);
     if (it.count < 0) break;
     const int hk = it.h / group;
     if (it.count > 0) {
@@ -91,7 +91,7 @@ __device__ __forceinline__ void fwd_bounds_role(typename Cfg::Smem& sm, const Fw
   const int form = mask_form(p.mask.causal, nb), offset = Sk - s.seqlen_q;
   PipelineState<Cfg::kStages> kv;
   for (FwdItemState k;; k.advance()) {
-    const FwdItem it = queue.wait(k);
+    const FwdItem it = queue.template wait<FwdItem>(k);
     if (it.count < 0) break;
     const int64_t bhm = static_cast<int64_t>(it.b) * p.mask.num_mask_heads + mask_head_for(p.mask, s, it.h);
     const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;

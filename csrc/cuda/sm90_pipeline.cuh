@@ -4,10 +4,19 @@
 #pragma once
 
 #include "sm90_primitives.cuh"
+#include "tile_list.cuh"
 
 namespace flashmask {
 namespace cuda {
 namespace sm90 {
+
+// The kernel's shared-memory layout at the first 1024-byte aligned address of the
+// dynamic shared memory (SW128 tiles need it; the launch adds 1024 bytes of slack).
+template <typename Smem>
+__device__ __forceinline__ Smem& aligned_smem() {
+  extern __shared__ char smem_raw[];
+  return *reinterpret_cast<Smem*>(smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023));
+}
 
 // A role's position in a ring of kStages buffers, each with a "full" and an "empty"
 // mbarrier: the count-th use of the ring is buffer count % kStages, and its barriers are
@@ -25,6 +34,33 @@ struct PipelineState {
   __device__ __forceinline__ void wait_full(uint64_t* full) const { mbar_wait(full + stage(), phase()); }
   // Producer side: wait until buffer stage() is empty.
   __device__ __forceinline__ void wait_empty(uint64_t* empty) const { mbar_wait(empty + stage(), phase() ^ 1); }
+};
+
+// Two tile-list buffers handed from the role that builds the lists to the roles that read
+// them, so that the next list is built while this one runs: the k-th list uses buffer
+// k % 2, "full" completes when the builders have written it and "empty" when every reader
+// is done with it. Smem holds list_full, list_empty and records[2] (what the list is for);
+// the lists, `stride` entries each, follow the layout.
+template <typename Smem>
+struct TileListQueue {
+  using State = PipelineState<2>;
+  Smem& sm;
+  int stride;
+
+  // The builders' side: wait for buffer k, fill its record and list, publish it.
+  __device__ __forceinline__ void wait_empty(State k) const { k.wait_empty(sm.list_empty); }
+  __device__ __forceinline__ auto& record(State k) const { return sm.records[k.stage()]; }
+  __device__ __forceinline__ void publish(State k) const { mbar_arrive(sm.list_full + k.stage()); }
+  // The readers' side: wait for list k (View(record, tiles): the reader's copy), release it.
+  __device__ __forceinline__ TileEntry* tiles(State k) const {
+    return reinterpret_cast<TileEntry*>(&sm + 1) + k.stage() * stride;
+  }
+  template <typename View>
+  __device__ __forceinline__ View wait(State k) const {
+    k.wait_full(sm.list_full);
+    return View(sm.records[k.stage()], tiles(k));
+  }
+  __device__ __forceinline__ void release(State k) const { mbar_arrive(sm.list_empty + k.stage()); }
 };
 
 // Named barrier ids (0 is __syncthreads). The forward: the consumers' ping-pong turns

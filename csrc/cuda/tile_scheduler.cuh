@@ -53,44 +53,24 @@ struct FwdItemRecord {
 struct FwdItem {
   int count, m_block, h, b;
   const TileEntry* list;  // its key tiles, ascending
+  __device__ __forceinline__ FwdItem(const FwdItemRecord& r, const TileEntry* tiles)
+      : count(r.count), m_block(r.m_block), h(r.h), b(r.b), list(tiles) {}
   // The i-th tile the roles visit: the last key tile first.
   __device__ __forceinline__ TileEntry tile(int i) const { return list[count - 1 - i]; }
 };
 
-// Two list buffers between the scheduler and the roles that read items, so that the next
-// item's list is built while this one runs. The k-th item of a CTA uses buffer k % 2; its
-// "full" barrier completes when the scheduler warps have written it, "empty" when the
-// loader, the bounds warp and every consumer thread are done with it. Smem holds the
-// barriers (list_full, list_empty) and the records (items); the lists follow it.
+// The items' list buffers (sm90_pipeline.cuh: TileListQueue); the readers are the loader,
+// the bounds warp and every consumer thread.
 constexpr int kFwdItemBuffers = 2;
 using FwdItemState = sm90::PipelineState<kFwdItemBuffers>;
 template <typename Smem>
-struct FwdItemQueue {
-  using State = FwdItemState;
-  Smem& sm;
-  int n_tiles;
-
-  // The scheduler's side: wait for buffer k, fill its record and list, publish it.
-  __device__ __forceinline__ void wait_empty(State k) const { k.wait_empty(sm.list_empty); }
-  __device__ __forceinline__ FwdItemRecord& record(State k) const { return sm.items[k.stage()]; }
-  __device__ __forceinline__ void publish(State k) const { sm90::mbar_arrive(sm.list_full + k.stage()); }
-  // The readers' side: wait for item k, then release its buffer.
-  __device__ __forceinline__ TileEntry* list(State k) const {
-    return reinterpret_cast<TileEntry*>(&sm + 1) + k.stage() * n_tiles;
-  }
-  __device__ __forceinline__ FwdItem wait(State k) const {
-    k.wait_full(sm.list_full);
-    const FwdItemRecord& rec = sm.items[k.stage()];
-    return FwdItem{rec.count, rec.m_block, rec.h, rec.b, list(k)};
-  }
-  __device__ __forceinline__ void release(State k) const { sm90::mbar_arrive(sm.list_empty + k.stage()); }
-};
+using FwdItemQueue = sm90::TileListQueue<Smem>;
 
 // The scheduler role (kThreads threads, local ids ltid): for each item, takes the next work
 // item from the global counter and lists the key tiles its query block visits (skip /
 // unmasked / partial, mask.cuh), until the work is exhausted.
 template <int kThreads, int kBlockM, int kBlockN, typename Smem>
-__device__ __forceinline__ void fwd_scheduler_role(const FwdItemQueue<Smem>& queue, int* scratch, const FwdSchedule& sched,
+__device__ __forceinline__ void fwd_scheduler_role(const sm90::TileListQueue<Smem>& queue, int* scratch, const FwdSchedule& sched,
                                                    const FwdParams& p, const TileBounds* tile_bounds, int ltid) {
   const AttentionShape& s = p.shape;
   const int Sq = s.seqlen_q, Sk = s.seqlen_k;
@@ -106,9 +86,9 @@ __device__ __forceinline__ void fwd_scheduler_role(const FwdItemQueue<Smem>& que
     }
     const FwdWorkItem it = fwd_work_item(sched, p.mask, s, w);
     const int m0 = it.m_block * kBlockM;
-    const int count = list_key_tiles<kThreads, kBlockN>(queue.list(k), scratch, p.mask,
+    const int count = list_key_tiles<kThreads, kBlockN>(queue.tiles(k), scratch, p.mask,
                                                         Sq, Sk, it.bhm, m0, min(kBlockM, Sq - m0),
-                                                        tile_bounds + it.bhm * queue.n_tiles, ltid, sync);
+                                                        tile_bounds + it.bhm * queue.stride, ltid, sync);
     if (ltid == 0) rec = FwdItemRecord{count, it.m_block, it.h, it.b};
     queue.publish(k);  // release: this thread's list entries and the record
   }
