@@ -26,38 +26,31 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;  // the softmaxes work in base 2; LSE is natural
 
 // ---------------------------------------------------------------- types
+// The 16-bit element types: two floats packed into a pair (round to nearest), one element
+// widened to float.
 template <typename T>
-struct Pack;
+struct Elem;
 template <>
-struct Pack<__half> {
+struct Elem<__half> {
+  static __device__ __forceinline__ __half2 pair(float a, float b) { return __floats2half2_rn(a, b); }
+  static __device__ __forceinline__ float widen(__half x) { return __half2float(x); }
+};
+template <>
+struct Elem<__nv_bfloat16> {
+  static __device__ __forceinline__ __nv_bfloat162 pair(float a, float b) { return __floats2bfloat162_rn(a, b); }
+  static __device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
+};
+// Two floats as the 32 bits of an mma operand or a 4-byte store.
+template <typename T>
+struct Pack {
   static __device__ __forceinline__ uint32_t two(float a, float b) {
-    __half2 h = __floats2half2_rn(a, b);
+    auto h = Elem<T>::pair(a, b);
     return *reinterpret_cast<uint32_t*>(&h);
   }
 };
-template <>
-struct Pack<__nv_bfloat16> {
-  static __device__ __forceinline__ uint32_t two(float a, float b) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-    return *reinterpret_cast<uint32_t*>(&h);
-  }
-};
-
 template <typename T>
-__device__ __forceinline__ float to_float(T x);
-template <>
-__device__ __forceinline__ float to_float<__half>(__half x) { return __half2float(x); }
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) {
-  return __bfloat162float(x);
-}
-template <typename T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
+__device__ __forceinline__ float to_float(T x) {
+  return Elem<T>::widen(x);
 }
 
 // ---------------------------------------------------------------- PTX wrappers
