@@ -10,9 +10,6 @@
 // dS^T to smem and adds dQ += dS K into an fp32 accumulator with red.add
 // (non-deterministic order). kDK / kDV select which of dK / dV this launch
 // computes (head_dim 256 runs two launches to fit the registers).
-// Cfg::k2D (D=128 on sm90, non-deterministic): the same math with 2-D warp tiles
-// (S^T/dP^T: 4 key x 2 query warps; dV/dK: 4 key x 2 head-dim warps) and P^T
-// staged in smem next to dS^T, so Q/dO fragments are re-read by 4 warps, not 8.
 //
 // dq kernel (deterministic mode): one CTA per (query block, query head, batch),
 // loops over the non-skipped key tiles and accumulates dQ in registers: every
@@ -33,14 +30,10 @@ struct BwdWork {
   int sq_pad;
 };
 
-template <int D_, int kBlockM_, int kBlockN_, int kNWarps_, int kStages_, bool k2D_ = false>
+template <int D_, int kBlockM_, int kBlockN_, int kNWarps_, int kStages_>
 struct BwdConfig {
   static constexpr int D = D_, kBlockM = kBlockM_, kBlockN = kBlockN_, kNWarps = kNWarps_;
   static constexpr int kStages = kStages_;
-  // k2D: S^T/dP^T in a 4 (keys) x 2 (queries) warp grid, P^T and dS^T staged in smem,
-  // dV/dK in a 4 (keys) x 2 (head dim) grid; each warp owns 32 keys x D/2 of dK/dV.
-  static constexpr bool k2D = k2D_;
-  static_assert(!k2D || (kNWarps == 8 && kBlockN == 128 && kBlockM == 64), "2-D layout: 128x64, 8 warps");
   static constexpr int kThreads = kNWarps * 32;
   static constexpr int MT = kBlockM / 8;  // n8 tiles of S^T (query columns)
   static constexpr int DT = D / 8;
@@ -55,9 +48,162 @@ struct BwdConfig {
   static constexpr int DQC = DPW < 64 ? DPW : 64;      // columns per accumulation chunk
   static constexpr int kSmemFixed = (2 * kBlockN * D + 2 * kStages * kBlockM * D +
                                      kBlockN * kBlockM) * 2 +
-                                    2 * kStages * kBlockM * 4 + 32 * 4 +
-                                    (k2D ? kBlockN * kBlockM * 2 + kBlockN * 4 * 4 : 0);
+                                    2 * kStages * kBlockM * 4 + 32 * 4;
 };
+
+// S^T = K Q^T (or dP^T = V dO^T) for the warp's m16 tile of keys, all MT n8 tiles of
+// queries (keys and queries swizzled in smem).
+template <typename T, typename Cfg>
+__device__ __forceinline__ void keys_by_queries(float (&acc)[Cfg::MT][4], const T* keys, const T* queries, int warp,
+                                                int lane) {
+  constexpr int D = Cfg::D, MT = Cfg::MT;
+#pragma unroll
+  for (int nt = 0; nt < MT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    uint32_t a[4];
+    ldsm_x4(a, smem_u32(keys + swz<D>(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, ks * 16 + (lane >> 4) * 8)));
+#pragma unroll
+    for (int j = 0; j < MT / 2; ++j) {
+      uint32_t bf[4];
+      ldsm_x4(bf, smem_u32(queries + swz<D>(j * 16 + (lane & 7) + (lane >> 4) * 8, ks * 16 + ((lane >> 3) & 1) * 8)));
+      mma16816<T>(acc[2 * j], a, bf[0], bf[1]);
+      mma16816<T>(acc[2 * j + 1], a, bf[2], bf[3]);
+    }
+  }
+}
+
+// dV += P^T dO (kDV) and dK += dS^T Q (kDK), P^T and dS^T from registers as A fragments.
+template <typename T, typename Cfg, bool kDK, bool kDV>
+__device__ __forceinline__ void add_dv_dk(float (&acc_dv)[Cfg::DT][4], float (&acc_dk)[Cfg::DT][4],
+                                          const float (&acc_s)[Cfg::MT][4], const float (&acc_dp)[Cfg::MT][4],
+                                          const T* q_s, const T* do_s, int lane) {
+  constexpr int D = Cfg::D, DT = Cfg::DT;
+#pragma unroll
+  for (int kk = 0; kk < Cfg::kBlockM / 16; ++kk) {
+    uint32_t ap[4], ads[4];
+    if (kDV) {
+      ap[0] = Pack<T>::two(acc_s[2 * kk][0], acc_s[2 * kk][1]);
+      ap[1] = Pack<T>::two(acc_s[2 * kk][2], acc_s[2 * kk][3]);
+      ap[2] = Pack<T>::two(acc_s[2 * kk + 1][0], acc_s[2 * kk + 1][1]);
+      ap[3] = Pack<T>::two(acc_s[2 * kk + 1][2], acc_s[2 * kk + 1][3]);
+    }
+    if (kDK) {
+      ads[0] = Pack<T>::two(acc_dp[2 * kk][0], acc_dp[2 * kk][1]);
+      ads[1] = Pack<T>::two(acc_dp[2 * kk][2], acc_dp[2 * kk][3]);
+      ads[2] = Pack<T>::two(acc_dp[2 * kk + 1][0], acc_dp[2 * kk + 1][1]);
+      ads[3] = Pack<T>::two(acc_dp[2 * kk + 1][2], acc_dp[2 * kk + 1][3]);
+    }
+#pragma unroll
+    for (int j = 0; j < DT / 2; ++j) {
+      const int off = swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, j * 16 + (lane >> 4) * 8);
+      if (kDV) {
+        uint32_t bf[4];
+        ldsm_x4_t(bf, smem_u32(do_s + off));
+        mma16816<T>(acc_dv[2 * j], ap, bf[0], bf[1]);
+        mma16816<T>(acc_dv[2 * j + 1], ap, bf[2], bf[3]);
+      }
+      if (kDK) {
+        uint32_t bf[4];
+        ldsm_x4_t(bf, smem_u32(q_s + off));
+        mma16816<T>(acc_dk[2 * j], ads, bf[0], bf[1]);
+        mma16816<T>(acc_dk[2 * j + 1], ads, bf[2], bf[3]);
+      }
+    }
+  }
+}
+
+// dQ_partial = dS K of the query tile at row r0 (dS^T in smem), added into the fp32
+// accumulator from its row acc_row0 (row r0 of this (batch, head)) with red.global.add: a bulk
+// smem->global reduction measured 3% slower (this kernel is shared-memory bound, see
+// docs/perf-notes.md). Warps split the rows (WM) and the head dim (WD).
+template <typename T, typename Cfg>
+__device__ __forceinline__ void add_dq_partial(float* dq_accum, int64_t acc_row0, const T* sdS, const T* sK, int r0,
+                                               int Sq, int warp, int lane) {
+  constexpr int D = Cfg::D, WM = Cfg::WM, DPW = Cfg::DPW, DQC = Cfg::DQC;
+  const int g = lane >> 2, t = lane & 3;
+  const int wm = warp % WM, wd = warp / WM;
+  float* gdq = dq_accum + (acc_row0 + wm * 16 + g) * D + wd * DPW;
+  const int row0 = r0 + wm * 16 + g;
+#pragma unroll
+  for (int dc = 0; dc < DPW; dc += DQC) {
+    float acc_q[DQC / 8][4];
+#pragma unroll
+    for (int j = 0; j < DQC / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_q[j][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < Cfg::kBlockN / 16; ++kk) {
+      uint32_t a[4];
+      ldsm_x4_t(a, smem_u32(sdS + swz<Cfg::kBlockM>(kk * 16 + (lane & 7) + (lane >> 4) * 8,
+                                                    wm * 16 + ((lane >> 3) & 1) * 8)));
+#pragma unroll
+      for (int j = 0; j < DQC / 16; ++j) {
+        uint32_t bf[4];
+        ldsm_x4_t(bf, smem_u32(sK + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                           wd * DPW + dc + j * 16 + (lane >> 4) * 8)));
+        mma16816<T>(acc_q[2 * j], a, bf[0], bf[1]);
+        mma16816<T>(acc_q[2 * j + 1], a, bf[2], bf[3]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      if (row0 + 8 * r < Sq) {
+        float* dst = gdq + 8 * r * D + dc + 2 * t;
+#pragma unroll
+        for (int j = 0; j < DQC / 8; ++j) red_add_f32x2(dst + j * 8, acc_q[j][2 * r], acc_q[j][2 * r + 1]);
+      }
+    }
+  }
+}
+
+// P^T = exp2(S^T * scale_log2 - lse) and (kNeedDS) dS^T = P^T (dP^T - rowsum) in place, for
+// the query columns nt * 8 + 2t + c of l_s (lse * log2 e) and ds_s (rowsum(dO * O)).
+template <int MT, bool kNeedDS>
+__device__ __forceinline__ void p_and_ds(float (&acc_s)[MT][4], float (&acc_dp)[MT][4], const float* l_s,
+                                         const float* ds_s, float scale_log2, int t) {
+#pragma unroll
+  for (int nt = 0; nt < MT; ++nt)
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const int lq = nt * 8 + 2 * t + c;
+      const float L = l_s[lq];
+      const float Dq = kNeedDS ? ds_s[lq] : 0.f;
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const float pv = exp2f(fmaf(acc_s[nt][2 * r + c], scale_log2, -L));
+        acc_s[nt][2 * r + c] = pv;
+        if (kNeedDS) acc_dp[nt][2 * r + c] = pv * (acc_dp[nt][2 * r + c] - Dq);
+      }
+    }
+}
+
+// The warp's key rows key0 and key0 + 8 of dK (scaled) and dV, for keys below seqlen_k.
+template <typename T, typename Cfg, bool kDK, bool kDV>
+__device__ __forceinline__ void store_dk_dv(const BwdParams& p, const float (&acc_dk)[Cfg::DT][4],
+                                            const float (&acc_dv)[Cfg::DT][4], int b, int hk, int key0, int t) {
+  constexpr int DT = Cfg::DT;
+  T* gdK = static_cast<T*>(p.dk) + b * p.dk_strides.batch + hk * p.dk_strides.head;
+  T* gdV = static_cast<T*>(p.dv) + b * p.dv_strides.batch + hk * p.dv_strides.head;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int key = key0 + 8 * r;
+    if (key < p.shape.seqlen_k) {
+      T* dk = gdK + static_cast<int64_t>(key) * p.dk_strides.row;
+      T* dv = gdV + static_cast<int64_t>(key) * p.dv_strides.row;
+#pragma unroll
+      for (int dt = 0; dt < DT; ++dt) {
+        if (kDK)
+          *reinterpret_cast<uint32_t*>(dk + dt * 8 + 2 * t) =
+              Pack<T>::two(acc_dk[dt][2 * r] * p.softmax_scale, acc_dk[dt][2 * r + 1] * p.softmax_scale);
+        if (kDV)
+          *reinterpret_cast<uint32_t*>(dv + dt * 8 + 2 * t) = Pack<T>::two(acc_dv[dt][2 * r], acc_dv[dt][2 * r + 1]);
+      }
+    }
+  }
+}
 
 template <typename T, typename Cfg, bool kDQ, bool kDK, bool kDV>
 __global__ void __launch_bounds__(Cfg::kThreads)
@@ -65,7 +211,6 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   constexpr int D = Cfg::D, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
   constexpr int kThreads = Cfg::kThreads, MT = Cfg::MT, DT = Cfg::DT, kStages = Cfg::kStages;
   constexpr bool kNeedDS = kDK || kDQ;
-  static_assert(!Cfg::k2D || (kDK && kDV), "the 2-D layout computes dK and dV together");
 
   extern __shared__ __align__(128) char smem_raw[];
   T* sK = reinterpret_cast<T*>(smem_raw);
@@ -73,12 +218,10 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   T* sQ = sV + kBlockN * D;
   T* sdO = sQ + kStages * kBlockM * D;
   T* sdS = sdO + kStages * kBlockM * D;
-  T* sP = sdS + kBlockN * kBlockM;  // P^T (k2D only)
-  float* sL = reinterpret_cast<float*>(sP + (Cfg::k2D ? kBlockN * kBlockM : 0));
+  float* sL = reinterpret_cast<float*>(sdS + kBlockN * kBlockM);
   float* sDs = sL + kStages * kBlockM;
-  int* sKB = reinterpret_cast<int*>(sDs + kStages * kBlockM);  // key bounds (k2D only)
-  int* sScratch = sKB + (Cfg::k2D ? kBlockN * 4 : 0);
-  int* sList = sScratch + 32;
+  int* sScratch = reinterpret_cast<int*>(sDs + kStages * kBlockM);
+  TileEntry* sList = reinterpret_cast<TileEntry*>(sScratch + 32);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
@@ -117,16 +260,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + hm;
     const TileBounds tbn = load_tile_bounds(w.tile_bounds + bhm * n_tiles + n_block);
     const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;
-    KeyRowBounds kb;  // the 1-D layout's two key rows (k2D keeps all in sKB)
-    if constexpr (Cfg::k2D) {
-      // previous head's readers finished at the barrier closing its loop
-      for (int idx = tid; idx < kBlockN * 4; idx += kThreads) {
-        const int key = n0 + (idx >> 2), i = idx & 3;
-        sKB[idx] = (key < Sk && i < nb) ? __ldg(gBnd + static_cast<int64_t>(key) * nb + i) : 0;
-      }
-    } else {
-      kb = load_key_row_bounds(gBnd, nb, form, n0 + key_row, Sk, offset);
-    }
+    const KeyRowBounds kb = load_key_row_bounds(gBnd, nb, form, n0 + key_row, Sk, offset);
     const int count = list_query_tiles<kThreads, kBlockM>(sList, sScratch, p.mask, Sq, Sk, bhm, n0,
                                                           keys_valid, kBlockN, tbn);
 
@@ -152,15 +286,15 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         cp_async_16(smem_u32(sDs + stage * kBlockM + i * 4), gDs + r0 + i * 4, true);
       }
     };
-    if (count > 0) load_m(sList[0] & 0xffffff, 0);
+    if (count > 0) load_m(sList[0].index(), 0);
     cp_async_commit();
 
     for (int it = 0; it < count; ++it) {
-      const int m = sList[it] & 0xffffff;
-      const int kind = sList[it] >> 24;
+      const int m = sList[it].index();
+      const int kind = sList[it].kind();
       const int stage = kStages == 2 ? (it & 1) : 0;
       if (kStages == 2) {
-        if (it + 1 < count) load_m(sList[it + 1] & 0xffffff, stage ^ 1);
+        if (it + 1 < count) load_m(sList[it + 1].index(), stage ^ 1);
         cp_async_commit();
         cp_async_wait<1>();
       } else {
@@ -172,281 +306,34 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       const float* l_s = sL + stage * kBlockM;
       const float* ds_s = sDs + stage * kBlockM;
 
-      if constexpr (Cfg::k2D) {
-        // S^T = K Q^T, dP^T = V dO^T: warp (wk, wq) owns keys kr0..+32 x queries q0..+32.
-        const int wk = warp >> 1, wq = warp & 1;
-        const int kr0 = wk * 32, q0 = wq * 32;
-        float acc_s[2][4][4], acc_dp[2][4][4];
-#pragma unroll
-        for (int i = 0; i < 2; ++i)
-#pragma unroll
-          for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc_s[i][nt][e] = acc_dp[i][nt][e] = 0.f;
-        const int a_row = kr0 + (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
-        const int b_row = q0 + (lane & 7) + (lane >> 4) * 8, b_col = ((lane >> 3) & 1) * 8;
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ++ks) {
-          uint32_t a[2][4];
-#pragma unroll
-          for (int i = 0; i < 2; ++i) ldsm_x4(a[i], smem_u32(sK + swz<D>(a_row + i * 16, ks * 16 + a_col)));
-#pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            uint32_t bf[4];
-            ldsm_x4(bf, smem_u32(q_s + swz<D>(b_row + j * 16, ks * 16 + b_col)));
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-              mma16816<T>(acc_s[i][2 * j], a[i], bf[0], bf[1]);
-              mma16816<T>(acc_s[i][2 * j + 1], a[i], bf[2], bf[3]);
-            }
-          }
-        }
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ++ks) {
-          uint32_t a[2][4];
-#pragma unroll
-          for (int i = 0; i < 2; ++i) ldsm_x4(a[i], smem_u32(sV + swz<D>(a_row + i * 16, ks * 16 + a_col)));
-#pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            uint32_t bf[4];
-            ldsm_x4(bf, smem_u32(do_s + swz<D>(b_row + j * 16, ks * 16 + b_col)));
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-              mma16816<T>(acc_dp[i][2 * j], a[i], bf[0], bf[1]);
-              mma16816<T>(acc_dp[i][2 * j + 1], a[i], bf[2], bf[3]);
-            }
-          }
-        }
-        if (kind == static_cast<int>(TileKind::kPartial)) {
-          dispatch_form(form, [&](auto ftag) {
-            using Fm = Form<decltype(ftag)::value>;
-#pragma unroll
-            for (int i = 0; i < 2; ++i)
-#pragma unroll
-              for (int r = 0; r < 2; ++r) {
-                const int kl = kr0 + i * 16 + g + 8 * r;
-                const int col = n0 + kl;  // key
-                int bd[4] = {0, 0, 0, 0};
-#pragma unroll
-                for (int x = 0; x < Fm::kBounds; ++x) bd[x] = sKB[kl * 4 + x];
-                const bool ok = col < Sk;
-#pragma unroll
-                for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-                  for (int c = 0; c < 2; ++c) {
-                    const int row = m * kBlockM + q0 + nt * 8 + 2 * t + c;  // query
-                    if (!ok || Fm::masked(row, col, bd, offset)) acc_s[i][nt][2 * r + c] = -INFINITY;
-                  }
-              }
-          });
-        }
-        // P^T, dS^T -> smem
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const int lq = q0 + nt * 8 + 2 * t + c;
-            const float L = l_s[lq];
-            const float Dq = ds_s[lq];
-#pragma unroll
-            for (int i = 0; i < 2; ++i)
-#pragma unroll
-              for (int r = 0; r < 2; ++r) {
-                const float pv = exp2f(fmaf(acc_s[i][nt][2 * r + c], scale_log2, -L));
-                acc_s[i][nt][2 * r + c] = pv;
-                acc_dp[i][nt][2 * r + c] = pv * (acc_dp[i][nt][2 * r + c] - Dq);
-              }
-          }
-#pragma unroll
-        for (int i = 0; i < 2; ++i)
-#pragma unroll
-          for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              const int o = swz<kBlockM>(kr0 + i * 16 + g + 8 * r, q0 + nt * 8 + 2 * t);
-              *reinterpret_cast<uint32_t*>(sP + o) =
-                  Pack<T>::two(acc_s[i][nt][2 * r], acc_s[i][nt][2 * r + 1]);
-              *reinterpret_cast<uint32_t*>(sdS + o) =
-                  Pack<T>::two(acc_dp[i][nt][2 * r], acc_dp[i][nt][2 * r + 1]);
-            }
-        __syncthreads();
-        // dV += P^T dO, dK += dS^T Q: warp (wk, wd) owns keys kr0..+32 x head dim d0..+D/2.
-        constexpr int DWT = DT / 2;
-        const int d0 = (warp & 1) * (D / 2);
-#pragma unroll
-        for (int kk = 0; kk < kBlockM / 16; ++kk) {
-          uint32_t ap[2][4], ads[2][4];
-#pragma unroll
-          for (int i = 0; i < 2; ++i) {
-            const int o = swz<kBlockM>(a_row + i * 16, kk * 16 + a_col);
-            ldsm_x4(ap[i], smem_u32(sP + o));
-            ldsm_x4(ads[i], smem_u32(sdS + o));
-          }
-          const int br = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-#pragma unroll
-          for (int j = 0; j < DWT / 2; ++j) {
-            const int o = swz<D>(br, d0 + j * 16 + (lane >> 4) * 8);
-            uint32_t bv[4], bq[4];
-            ldsm_x4_t(bv, smem_u32(do_s + o));
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-              mma16816<T>(acc_dv[i * DWT + 2 * j], ap[i], bv[0], bv[1]);
-              mma16816<T>(acc_dv[i * DWT + 2 * j + 1], ap[i], bv[2], bv[3]);
-            }
-            ldsm_x4_t(bq, smem_u32(q_s + o));
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-              mma16816<T>(acc_dk[i * DWT + 2 * j], ads[i], bq[0], bq[1]);
-              mma16816<T>(acc_dk[i * DWT + 2 * j + 1], ads[i], bq[2], bq[3]);
-            }
-          }
-        }
-      } else {
-        // S^T = K Q^T and dP^T = V dO^T, one m16 tile of keys per warp.
-        float acc_s[MT][4], acc_dp[MT][4];
-#pragma unroll
-        for (int nt = 0; nt < MT; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc_s[nt][e] = acc_dp[nt][e] = 0.f;
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ++ks) {
-          uint32_t a[4];
-          ldsm_x4(a, smem_u32(sK + swz<D>(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                          ks * 16 + (lane >> 4) * 8)));
-#pragma unroll
-          for (int j = 0; j < MT / 2; ++j) {
-            uint32_t bf[4];
-            ldsm_x4(bf, smem_u32(q_s + swz<D>(j * 16 + (lane & 7) + (lane >> 4) * 8,
-                                              ks * 16 + ((lane >> 3) & 1) * 8)));
-            mma16816<T>(acc_s[2 * j], a, bf[0], bf[1]);
-            mma16816<T>(acc_s[2 * j + 1], a, bf[2], bf[3]);
-          }
-        }
-        if (kNeedDS) {
-#pragma unroll
-          for (int ks = 0; ks < D / 16; ++ks) {
-            uint32_t a[4];
-            ldsm_x4(a, smem_u32(sV + swz<D>(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                            ks * 16 + (lane >> 4) * 8)));
-#pragma unroll
-            for (int j = 0; j < MT / 2; ++j) {
-              uint32_t bf[4];
-              ldsm_x4(bf, smem_u32(do_s + swz<D>(j * 16 + (lane & 7) + (lane >> 4) * 8,
-                                                 ks * 16 + ((lane >> 3) & 1) * 8)));
-              mma16816<T>(acc_dp[2 * j], a, bf[0], bf[1]);
-              mma16816<T>(acc_dp[2 * j + 1], a, bf[2], bf[3]);
-            }
-          }
-        }
+      // S^T = K Q^T and dP^T = V dO^T, one m16 tile of keys per warp.
+      float acc_s[MT][4], acc_dp[MT][4];
+      keys_by_queries<T, Cfg>(acc_s, sK, q_s, warp, lane);
+      if (kNeedDS) keys_by_queries<T, Cfg>(acc_dp, sV, do_s, warp, lane);
 
-        if (kind == static_cast<int>(TileKind::kPartial))
-          mask_partial_keys<MT>(kb, form, m * kBlockM, t, [&](int nt, int r, int c) { acc_s[nt][2 * r + c] = -INFINITY; });
+      if (kind == static_cast<int>(TileKind::kPartial))
+        mask_partial_keys<MT>(kb, form, m * kBlockM, t, [&](int nt, int r, int c) { acc_s[nt][2 * r + c] = -INFINITY; });
 
-        // P^T, dS^T
-#pragma unroll
-        for (int nt = 0; nt < MT; ++nt)
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const int lq = nt * 8 + 2 * t + c;
-            const float L = l_s[lq];
-            const float Dq = kNeedDS ? ds_s[lq] : 0.f;
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              const float pv = exp2f(fmaf(acc_s[nt][2 * r + c], scale_log2, -L));
-              acc_s[nt][2 * r + c] = pv;
-              if (kNeedDS) acc_dp[nt][2 * r + c] = pv * (acc_dp[nt][2 * r + c] - Dq);
-            }
-          }
+      // P^T, dS^T
+      p_and_ds<MT, kNeedDS>(acc_s, acc_dp, l_s, ds_s, scale_log2, t);
 
-        // dV += P^T dO ; dK += dS^T Q
-#pragma unroll
-        for (int kk = 0; kk < kBlockM / 16; ++kk) {
-          uint32_t ap[4], ads[4];
-          if (kDV) {
-            ap[0] = Pack<T>::two(acc_s[2 * kk][0], acc_s[2 * kk][1]);
-            ap[1] = Pack<T>::two(acc_s[2 * kk][2], acc_s[2 * kk][3]);
-            ap[2] = Pack<T>::two(acc_s[2 * kk + 1][0], acc_s[2 * kk + 1][1]);
-            ap[3] = Pack<T>::two(acc_s[2 * kk + 1][2], acc_s[2 * kk + 1][3]);
-          }
-          if (kDK) {
-            ads[0] = Pack<T>::two(acc_dp[2 * kk][0], acc_dp[2 * kk][1]);
-            ads[1] = Pack<T>::two(acc_dp[2 * kk][2], acc_dp[2 * kk][3]);
-            ads[2] = Pack<T>::two(acc_dp[2 * kk + 1][0], acc_dp[2 * kk + 1][1]);
-            ads[3] = Pack<T>::two(acc_dp[2 * kk + 1][2], acc_dp[2 * kk + 1][3]);
-          }
-#pragma unroll
-          for (int j = 0; j < DT / 2; ++j) {
-            if (kDV) {
-              uint32_t bf[4];
-              ldsm_x4_t(bf, smem_u32(do_s + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                                   j * 16 + (lane >> 4) * 8)));
-              mma16816<T>(acc_dv[2 * j], ap, bf[0], bf[1]);
-              mma16816<T>(acc_dv[2 * j + 1], ap, bf[2], bf[3]);
-            }
-            if (kDK) {
-              uint32_t bf[4];
-              ldsm_x4_t(bf, smem_u32(q_s + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                                  j * 16 + (lane >> 4) * 8)));
-              mma16816<T>(acc_dk[2 * j], ads, bf[0], bf[1]);
-              mma16816<T>(acc_dk[2 * j + 1], ads, bf[2], bf[3]);
-            }
-          }
-        }
+      // dV += P^T dO ; dK += dS^T Q
+      add_dv_dk<T, Cfg, kDK, kDV>(acc_dv, acc_dk, acc_s, acc_dp, q_s, do_s, lane);
 
-        if (kDQ) {
-          // dS^T -> smem (read by the dQ step below).
-#pragma unroll
-          for (int nt = 0; nt < MT; ++nt)
-#pragma unroll
-            for (int r = 0; r < 2; ++r)
-              *reinterpret_cast<uint32_t*>(sdS + swz<kBlockM>(key_row + 8 * r, nt * 8 + 2 * t)) =
-                  Pack<T>::two(acc_dp[nt][2 * r], acc_dp[nt][2 * r + 1]);
-          __syncthreads();
-        }
-      }
       if (kDQ) {
-        // dQ_partial = dS K, added into the fp32 accumulator.
-        constexpr int WM = Cfg::WM, DPW = Cfg::DPW, DQC = Cfg::DQC;
-        const int wm = warp % WM, wd = warp / WM;
-        float* gdq = w.dq_accum + (bh * w.sq_pad + m * kBlockM + wm * 16 + g) * D + wd * DPW;
-        const int row0 = m * kBlockM + wm * 16 + g;
+        // dS^T -> smem (read by the dQ step below).
 #pragma unroll
-        for (int dc = 0; dc < DPW; dc += DQC) {
-          float acc_q[DQC / 8][4];
+        for (int nt = 0; nt < MT; ++nt)
 #pragma unroll
-          for (int j = 0; j < DQC / 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc_q[j][e] = 0.f;
-#pragma unroll
-          for (int kk = 0; kk < kBlockN / 16; ++kk) {
-            uint32_t a[4];
-            ldsm_x4_t(a, smem_u32(sdS + swz<kBlockM>(kk * 16 + (lane & 7) + (lane >> 4) * 8,
-                                                     wm * 16 + ((lane >> 3) & 1) * 8)));
-#pragma unroll
-            for (int j = 0; j < DQC / 16; ++j) {
-              uint32_t bf[4];
-              ldsm_x4_t(bf, smem_u32(sK + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                                 wd * DPW + dc + j * 16 + (lane >> 4) * 8)));
-              mma16816<T>(acc_q[2 * j], a, bf[0], bf[1]);
-              mma16816<T>(acc_q[2 * j + 1], a, bf[2], bf[3]);
-            }
-          }
-          // dQ partials: red.global.add (a bulk smem->global reduction measured 3% slower:
-          // this kernel is shared-memory bound, see docs/perf-notes.md).
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            if (row0 + 8 * r < Sq) {
-              float* dst = gdq + 8 * r * D + dc + 2 * t;
-#pragma unroll
-              for (int j = 0; j < DQC / 8; ++j)
-                red_add_f32x2(dst + j * 8, acc_q[j][2 * r], acc_q[j][2 * r + 1]);
-            }
-          }
-        }
+          for (int r = 0; r < 2; ++r)
+            *reinterpret_cast<uint32_t*>(sdS + swz<kBlockM>(key_row + 8 * r, nt * 8 + 2 * t)) =
+                Pack<T>::two(acc_dp[nt][2 * r], acc_dp[nt][2 * r + 1]);
+        __syncthreads();
       }
+      if (kDQ) add_dq_partial<T, Cfg>(w.dq_accum, bh * w.sq_pad + m * kBlockM, sdS, sK, m * kBlockM, Sq, warp, lane);
       if (kStages == 1) {
         __syncthreads();
-        if (it + 1 < count) load_m(sList[it + 1] & 0xffffff, 0);
+        if (it + 1 < count) load_m(sList[it + 1].index(), 0);
         cp_async_commit();
       } else {
         __syncthreads();
@@ -457,49 +344,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   cp_async_wait<0>();
 
   // dK = scale * dS^T Q, dV = P^T dO
-  T* gdK = static_cast<T*>(p.dk) + b * p.dk_strides.batch + hk * p.dk_strides.head;
-  T* gdV = static_cast<T*>(p.dv) + b * p.dv_strides.batch + hk * p.dv_strides.head;
-  if constexpr (Cfg::k2D) {
-    constexpr int DWT = DT / 2;
-    const int kr0 = (warp >> 1) * 32, d0 = (warp & 1) * (D / 2);
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int key = n0 + kr0 + i * 16 + g + 8 * r;
-        if (key < Sk) {
-          T* dk = gdK + static_cast<int64_t>(key) * p.dk_strides.row + d0;
-          T* dv = gdV + static_cast<int64_t>(key) * p.dv_strides.row + d0;
-#pragma unroll
-          for (int jn = 0; jn < DWT; ++jn) {
-            const float* ak = acc_dk[i * DWT + jn];
-            const float* av = acc_dv[i * DWT + jn];
-            *reinterpret_cast<uint32_t*>(dk + jn * 8 + 2 * t) =
-                Pack<T>::two(ak[2 * r] * p.softmax_scale, ak[2 * r + 1] * p.softmax_scale);
-            *reinterpret_cast<uint32_t*>(dv + jn * 8 + 2 * t) = Pack<T>::two(av[2 * r], av[2 * r + 1]);
-          }
-        }
-      }
-  } else {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int key = n0 + key_row + 8 * r;
-      if (key < Sk) {
-        T* dk = gdK + static_cast<int64_t>(key) * p.dk_strides.row;
-        T* dv = gdV + static_cast<int64_t>(key) * p.dv_strides.row;
-#pragma unroll
-        for (int dt = 0; dt < DT; ++dt) {
-          if (kDK)
-            *reinterpret_cast<uint32_t*>(dk + dt * 8 + 2 * t) =
-                Pack<T>::two(acc_dk[dt][2 * r] * p.softmax_scale,
-                             acc_dk[dt][2 * r + 1] * p.softmax_scale);
-          if (kDV)
-            *reinterpret_cast<uint32_t*>(dv + dt * 8 + 2 * t) =
-                Pack<T>::two(acc_dv[dt][2 * r], acc_dv[dt][2 * r + 1]);
-        }
-      }
-    }
-  }
+  store_dk_dv<T, Cfg, kDK, kDV>(p, acc_dk, acc_dv, b, hk, n0 + key_row, t);
 }
 
 // ------------------------------------------------------------------ dq kernel
@@ -512,6 +357,57 @@ struct DqConfig {
   static_assert(128 % kBlockM == 0 && 128 % kBlockN == 0, "tiles must divide block_mask cells");
   static constexpr int kSmemFixed = (2 * kBlockM + 2 * kBlockN) * D * 2 + kBlockN * 4 * 4 + 32 * 4;
 };
+
+// S = Q K^T and dP = dO V^T of one key tile for the warp's m16 rows (all swizzled in smem).
+template <typename T, typename Cfg>
+__device__ __forceinline__ void dq_s_dp(float (&acc_s)[Cfg::NT][4], float (&acc_dp)[Cfg::NT][4], const T* sQ,
+                                        const T* sdO, const T* sK, const T* sV, int warp, int lane) {
+  constexpr int D = Cfg::D, NT = Cfg::NT;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc_s[nt][e] = acc_dp[nt][e] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    uint32_t aq[4], ado[4];
+    const int ar = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, ac = ks * 16 + (lane >> 4) * 8;
+    ldsm_x4(aq, smem_u32(sQ + swz<D>(ar, ac)));
+    ldsm_x4(ado, smem_u32(sdO + swz<D>(ar, ac)));
+#pragma unroll
+    for (int j = 0; j < NT / 2; ++j) {
+      uint32_t bk[4], bv[4];
+      const int br = j * 16 + (lane & 7) + (lane >> 4) * 8, bc = ks * 16 + ((lane >> 3) & 1) * 8;
+      ldsm_x4(bk, smem_u32(sK + swz<D>(br, bc)));
+      ldsm_x4(bv, smem_u32(sV + swz<D>(br, bc)));
+      mma16816<T>(acc_s[2 * j], aq, bk[0], bk[1]);
+      mma16816<T>(acc_s[2 * j + 1], aq, bk[2], bk[3]);
+      mma16816<T>(acc_dp[2 * j], ado, bv[0], bv[1]);
+      mma16816<T>(acc_dp[2 * j + 1], ado, bv[2], bv[3]);
+    }
+  }
+}
+
+// dQ += dS K: dS from the registers of dP (packed as A fragments), K swizzled in smem.
+template <typename T, typename Cfg>
+__device__ __forceinline__ void dq_add_ds_k(float (&acc_dq)[Cfg::DT][4], const float (&acc_ds)[Cfg::NT][4],
+                                            const T* sK, int lane) {
+  constexpr int D = Cfg::D, DT = Cfg::DT;
+#pragma unroll
+  for (int kk = 0; kk < Cfg::kBlockN / 16; ++kk) {
+    uint32_t a[4];
+    a[0] = Pack<T>::two(acc_ds[2 * kk][0], acc_ds[2 * kk][1]);
+    a[1] = Pack<T>::two(acc_ds[2 * kk][2], acc_ds[2 * kk][3]);
+    a[2] = Pack<T>::two(acc_ds[2 * kk + 1][0], acc_ds[2 * kk + 1][1]);
+    a[3] = Pack<T>::two(acc_ds[2 * kk + 1][2], acc_ds[2 * kk + 1][3]);
+#pragma unroll
+    for (int j = 0; j < DT / 2; ++j) {
+      uint32_t bf[4];
+      ldsm_x4_t(bf, smem_u32(sK + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, j * 16 + (lane >> 4) * 8)));
+      mma16816<T>(acc_dq[2 * j], a, bf[0], bf[1]);
+      mma16816<T>(acc_dq[2 * j + 1], a, bf[2], bf[3]);
+    }
+  }
+}
 
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads)
@@ -527,7 +423,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   T* sV = sK + kBlockN * D;
   int* sBnd = reinterpret_cast<int*>(sV + kBlockN * D);
   int* sScratch = sBnd + kBlockN * 4;
-  int* sList = sScratch + 32;
+  TileEntry* sList = reinterpret_cast<TileEntry*>(sScratch + 32);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
@@ -576,7 +472,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
   load_tile_async<kBlockM, D, kThreads>(sQ, gQ, p.q_strides.row, rows_valid, tid);
   load_tile_async<kBlockM, D, kThreads>(sdO, gdO, p.dout_strides.row, rows_valid, tid);
-  if (count > 0) load_n(sList[count - 1] & 0xffffff, sList[count - 1] >> 24);
+  if (count > 0) load_n(sList[count - 1].index(), sList[count - 1].kind());
   cp_async_commit();
 
   const int64_t bh = static_cast<int64_t>(b) * s.num_heads + h;
@@ -595,34 +491,13 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     for (int e = 0; e < 4; ++e) acc_dq[dt][e] = 0.f;
 
   for (int it = count - 1; it >= 0; --it) {
-    const int n = sList[it] & 0xffffff;
-    const int kind = sList[it] >> 24;
+    const int n = sList[it].index();
+    const int kind = sList[it].kind();
     cp_async_wait<0>();
     __syncthreads();
 
     float acc_s[NT][4], acc_dp[NT][4];
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc_s[nt][e] = acc_dp[nt][e] = 0.f;
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks) {
-      uint32_t aq[4], ado[4];
-      const int ar = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, ac = ks * 16 + (lane >> 4) * 8;
-      ldsm_x4(aq, smem_u32(sQ + swz<D>(ar, ac)));
-      ldsm_x4(ado, smem_u32(sdO + swz<D>(ar, ac)));
-#pragma unroll
-      for (int j = 0; j < NT / 2; ++j) {
-        uint32_t bk[4], bv[4];
-        const int br = j * 16 + (lane & 7) + (lane >> 4) * 8, bc = ks * 16 + ((lane >> 3) & 1) * 8;
-        ldsm_x4(bk, smem_u32(sK + swz<D>(br, bc)));
-        ldsm_x4(bv, smem_u32(sV + swz<D>(br, bc)));
-        mma16816<T>(acc_s[2 * j], aq, bk[0], bk[1]);
-        mma16816<T>(acc_s[2 * j + 1], aq, bk[2], bk[3]);
-        mma16816<T>(acc_dp[2 * j], ado, bv[0], bv[1]);
-        mma16816<T>(acc_dp[2 * j + 1], ado, bv[2], bv[3]);
-      }
-    }
+    dq_s_dp<T, Cfg>(acc_s, acc_dp, sQ, sdO, sK, sV, warp, lane);
     if (kind == static_cast<int>(TileKind::kPartial)) {
       const int rows[2] = {m0 + warp * 16 + g, m0 + warp * 16 + g + 8};
       mask_partial_rows<NT>(form, sBnd, n * kBlockN, t, Sk, offset, rows,
@@ -637,24 +512,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         acc_dp[nt][e] = pv * (acc_dp[nt][e] - Dr[r]);
       }
     // dQ += dS K
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      uint32_t a[4];
-      a[0] = Pack<T>::two(acc_dp[2 * kk][0], acc_dp[2 * kk][1]);
-      a[1] = Pack<T>::two(acc_dp[2 * kk][2], acc_dp[2 * kk][3]);
-      a[2] = Pack<T>::two(acc_dp[2 * kk + 1][0], acc_dp[2 * kk + 1][1]);
-      a[3] = Pack<T>::two(acc_dp[2 * kk + 1][2], acc_dp[2 * kk + 1][3]);
-#pragma unroll
-      for (int j = 0; j < DT / 2; ++j) {
-        uint32_t bf[4];
-        ldsm_x4_t(bf, smem_u32(sK + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                           j * 16 + (lane >> 4) * 8)));
-        mma16816<T>(acc_dq[2 * j], a, bf[0], bf[1]);
-        mma16816<T>(acc_dq[2 * j + 1], a, bf[2], bf[3]);
-      }
-    }
+    dq_add_ds_k<T, Cfg>(acc_dq, acc_dp, sK, lane);
     __syncthreads();
-    if (it > 0) load_n(sList[it - 1] & 0xffffff, sList[it - 1] >> 24);
+    if (it > 0) load_n(sList[it - 1].index(), sList[it - 1].kind());
     cp_async_commit();
   }
   cp_async_wait<0>();

@@ -9,7 +9,9 @@
 // per-element mask code; partial tiles read the columns' bounds from smem.
 #pragma once
 
+#include "fwd_epilogue.cuh"
 #include "kernel_common.cuh"
+#include "softmax.cuh"
 
 namespace flashmask {
 namespace cuda {
@@ -29,6 +31,66 @@ struct FwdConfig {
       (kBlockM + 2 * kBlockN) * D * 2 + kBlockN * 4 * 4 + 32 * 4;
 };
 
+// S = Q K^T of one key tile for the warp's MI m16 row tiles (rows warp_row..), all NT n8
+// column tiles (Q and K swizzled in smem).
+template <typename T, typename Cfg>
+__device__ __forceinline__ void fwd_qk(float (&acc_s)[Cfg::MI][Cfg::NT][4], const T* sQ, const T* sK, int warp_row,
+                                       int lane) {
+  constexpr int D = Cfg::D, MI = Cfg::MI, NT = Cfg::NT;
+#pragma unroll
+  for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_s[mi][nt][e] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    uint32_t a[MI][4];
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi)
+      ldsm_x4(a[mi], smem_u32(sQ + swz<D>(warp_row + mi * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                          ks * 16 + (lane >> 4) * 8)));
+#pragma unroll
+    for (int j = 0; j < NT / 2; ++j) {
+      uint32_t bf[4];
+      ldsm_x4(bf, smem_u32(sK + swz<D>(j * 16 + (lane & 7) + (lane >> 4) * 8, ks * 16 + ((lane >> 3) & 1) * 8)));
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi) {
+        mma16816<T>(acc_s[mi][2 * j], a[mi], bf[0], bf[1]);
+        mma16816<T>(acc_s[mi][2 * j + 1], a[mi], bf[2], bf[3]);
+      }
+    }
+  }
+}
+
+// O += P V: P from the registers of S (packed as A fragments), V swizzled in smem.
+template <typename T, typename Cfg>
+__device__ __forceinline__ void fwd_pv(float (&acc_o)[Cfg::MI][Cfg::DT][4], const float (&acc_s)[Cfg::MI][Cfg::NT][4],
+                                       const T* sV, int lane) {
+  constexpr int D = Cfg::D, MI = Cfg::MI, DT = Cfg::DT;
+#pragma unroll
+  for (int kk = 0; kk < Cfg::kBlockN / 16; ++kk) {
+    uint32_t a[MI][4];
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi) {
+      a[mi][0] = Pack<T>::two(acc_s[mi][2 * kk][0], acc_s[mi][2 * kk][1]);
+      a[mi][1] = Pack<T>::two(acc_s[mi][2 * kk][2], acc_s[mi][2 * kk][3]);
+      a[mi][2] = Pack<T>::two(acc_s[mi][2 * kk + 1][0], acc_s[mi][2 * kk + 1][1]);
+      a[mi][3] = Pack<T>::two(acc_s[mi][2 * kk + 1][2], acc_s[mi][2 * kk + 1][3]);
+    }
+#pragma unroll
+    for (int j = 0; j < DT / 2; ++j) {
+      uint32_t bf[4];
+      ldsm_x4_t(bf, smem_u32(sV + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, j * 16 + (lane >> 4) * 8)));
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi) {
+        mma16816<T>(acc_o[mi][2 * j], a[mi], bf[0], bf[1]);
+        mma16816<T>(acc_o[mi][2 * j + 1], a[mi], bf[2], bf[3]);
+      }
+    }
+  }
+}
+
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads)
     flashmask_fwd_kernel(const FwdParams p, const TileBounds* __restrict__ tile_bounds) {
@@ -41,7 +103,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   T* sV = sK + kBlockN * D;
   int* sBnd = reinterpret_cast<int*>(sV + kBlockN * D);
   int* sScratch = sBnd + kBlockN * 4;
-  int* sList = sScratch + 32;
+  TileEntry* sList = reinterpret_cast<TileEntry*>(sScratch + 32);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
@@ -83,8 +145,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   int it = count - 1;
   int n = -1, kind = 0;
   if (it >= 0) {
-    n = sList[it] & 0xffffff;
-    kind = sList[it] >> 24;
+    n = sList[it].index();
+    kind = sList[it].kind();
     load_tile_async<kBlockN, D, kThreads>(sK, gK + static_cast<int64_t>(n) * kBlockN * k_row,
                                           k_row, Sk - n * kBlockN, tid);
     if (kind == static_cast<int>(TileKind::kPartial)) load_bounds(n);
@@ -114,31 +176,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
     // S = Q K^T
     float acc_s[MI][NT][4];
-#pragma unroll
-    for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc_s[mi][nt][e] = 0.f;
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks) {
-      uint32_t a[MI][4];
-#pragma unroll
-      for (int mi = 0; mi < MI; ++mi)
-        ldsm_x4(a[mi], smem_u32(sQ + swz<D>(warp_row + mi * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                            ks * 16 + (lane >> 4) * 8)));
-#pragma unroll
-      for (int j = 0; j < NT / 2; ++j) {
-        uint32_t bf[4];
-        ldsm_x4(bf, smem_u32(sK + swz<D>(j * 16 + (lane & 7) + (lane >> 4) * 8,
-                                         ks * 16 + ((lane >> 3) & 1) * 8)));
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi) {
-          mma16816<T>(acc_s[mi][2 * j], a[mi], bf[0], bf[1]);
-          mma16816<T>(acc_s[mi][2 * j + 1], a[mi], bf[2], bf[3]);
-        }
-      }
-    }
+    fwd_qk<T, Cfg>(acc_s, sQ, sK, warp_row, lane);
 
     if (kind == static_cast<int>(TileKind::kPartial)) {
       int rows[MI * 2];
@@ -149,45 +187,15 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       });
     }
 
-    // Online softmax (base-2, scale folded in).
-#pragma unroll
-    for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-          mx = fmaxf(mx, fmaxf(acc_s[mi][nt][2 * r], acc_s[mi][nt][2 * r + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        mx *= scale_log2;
-        const float m_new = fmaxf(row_max[mi][r], mx);
-        const float base = m_new == -INFINITY ? 0.f : m_new;
-        const float alpha = exp2f(row_max[mi][r] - base);
-        row_max[mi][r] = m_new;
-        float sum = row_sum[mi][r] * alpha;
-#pragma unroll
-        for (int dt = 0; dt < DT; ++dt) {
-          acc_o[mi][dt][2 * r] *= alpha;
-          acc_o[mi][dt][2 * r + 1] *= alpha;
-        }
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const float pv = exp2f(fmaf(acc_s[mi][nt][2 * r + c], scale_log2, -base));
-            acc_s[mi][nt][2 * r + c] = pv;
-            sum += pv;
-          }
-        row_sum[mi][r] = sum;
-      }
+    // Online softmax (softmax.cuh; base 2, scale folded in).
+    online_softmax_rows<MI, NT, DT>(acc_s, acc_o, row_max, row_sum, scale_log2);
 
     cp_async_wait<0>();
     __syncthreads();  // V visible; every warp is done reading K and the bounds
     int n_next = -1, kind_next = 0;
     if (it > 0) {
-      n_next = sList[it - 1] & 0xffffff;
-      kind_next = sList[it - 1] >> 24;
+      n_next = sList[it - 1].index();
+      kind_next = sList[it - 1].kind();
       load_tile_async<kBlockN, D, kThreads>(
           sK, gK + static_cast<int64_t>(n_next) * kBlockN * k_row, k_row,
           Sk - n_next * kBlockN, tid);
@@ -196,56 +204,18 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     cp_async_commit();
 
     // O += P V
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      uint32_t a[MI][4];
-#pragma unroll
-      for (int mi = 0; mi < MI; ++mi) {
-        a[mi][0] = Pack<T>::two(acc_s[mi][2 * kk][0], acc_s[mi][2 * kk][1]);
-        a[mi][1] = Pack<T>::two(acc_s[mi][2 * kk][2], acc_s[mi][2 * kk][3]);
-        a[mi][2] = Pack<T>::two(acc_s[mi][2 * kk + 1][0], acc_s[mi][2 * kk + 1][1]);
-        a[mi][3] = Pack<T>::two(acc_s[mi][2 * kk + 1][2], acc_s[mi][2 * kk + 1][3]);
-      }
-#pragma unroll
-      for (int j = 0; j < DT / 2; ++j) {
-        uint32_t bf[4];
-        ldsm_x4_t(bf, smem_u32(sV + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                           j * 16 + (lane >> 4) * 8)));
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi) {
-          mma16816<T>(acc_o[mi][2 * j], a[mi], bf[0], bf[1]);
-          mma16816<T>(acc_o[mi][2 * j + 1], a[mi], bf[2], bf[3]);
-        }
-      }
-    }
+    fwd_pv<T, Cfg>(acc_o, acc_s, sV, lane);
     n = n_next;
     kind = kind_next;
   }
   cp_async_wait<0>();
 
-  // Epilogue: normalise, write O and the LSE. A row with no unmasked key has
-  // row_sum == 0: its output is 0 and its LSE -inf.
-  T* gO = static_cast<T*>(p.out) + b * p.out_strides.batch + h * p.out_strides.head;
+  // Epilogue (fwd_epilogue.cuh): normalise, write O and the LSE.
+  const FwdOutput<T> out(p, b, h);
 #pragma unroll
   for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float l = row_sum[mi][r];
-      l += __shfl_xor_sync(0xffffffffu, l, 1);
-      l += __shfl_xor_sync(0xffffffffu, l, 2);
-      const float inv = l > 0.f ? 1.f / l : 0.f;
-      const int row = m0 + warp_row + mi * 16 + g + 8 * r;
-      if (row < Sq) {
-        T* o = gO + static_cast<int64_t>(row) * p.out_strides.row;
-#pragma unroll
-        for (int dt = 0; dt < DT; ++dt)
-          *reinterpret_cast<uint32_t*>(o + dt * 8 + 2 * t) =
-              Pack<T>::two(acc_o[mi][dt][2 * r] * inv, acc_o[mi][dt][2 * r + 1] * inv);
-        if (t == 0)
-          p.lse[(static_cast<int64_t>(b) * s.num_heads + h) * Sq + row] =
-              l > 0.f ? (row_max[mi][r] + log2f(l)) * 0.6931471805599453f : -INFINITY;
-      }
-    }
+    store_o_lse<T, DT>(p, out, m0 + warp_row + mi * 16 + g, t, row_max[mi], row_sum[mi],
+                       [&](int dt, int r, int c) { return acc_o[mi][dt][2 * r + c]; });
 }
 
 }  // namespace cuda

@@ -39,7 +39,6 @@ struct KernelChoice<64> {
   using FwdSm90 = FwdSm90Config<64, 128, 2>;  // Hopper forward (TMA + wgmma)
   using Bwd = BwdConfig<FM_BWD_64>;
   using BwdSm90 = BwdSm90Config<64>;  // Hopper, non-deterministic (TMA + wgmma)
-  using Bwd2D = Bwd;  // no 2-D variant
   using Dq = DqConfig<64, 64, 64, 4>;
   static constexpr bool kSplitDKDV = false;  // dQ by red.add unless deterministic
 };
@@ -49,8 +48,6 @@ struct KernelChoice<128> {
   using FwdSm90 = FwdSm90Config<128, 128, 2>;
   using Bwd = BwdConfig<FM_BWD_128>;
   using BwdSm90 = BwdSm90Config<128>;  // Hopper, non-deterministic (TMA + wgmma)
-  // sm90, non-deterministic: 2-D warp tiles with P^T in smem (+18 KB smem, see perf-notes v4).
-  using Bwd2D = BwdConfig<128, 64, 128, 8, 2, true>;
   using Dq = DqConfig<128, 64, 64, 4>;
   static constexpr bool kSplitDKDV = false;  // dQ by red.add unless deterministic
 };
@@ -61,7 +58,6 @@ struct KernelChoice<256> {
   using FwdSm90 = FwdSm90Config<256, 64, 2>;
   using Bwd = BwdConfig<256, 64, 64, 4, 1>;
   using BwdSm90 = BwdSm90Config<256>;  // 64-key blocks, consumers split the head dim
-  using Bwd2D = Bwd;
   using Dq = DqConfig<256, 64, 32, 4>;
   // mma.sync registers: dV and dK in two launches, and dQ always from the dq kernel
   // (so head_dim 256 off Hopper is always deterministic).
@@ -80,11 +76,7 @@ struct FwdLayout {
 template <int D>
 constexpr int fwd_min_block_n() {
   using KC = KernelChoice<D>;
-  if constexpr (std::is_void_v<typename KC::FwdSm90>) {
-    return KC::Fwd::kBlockN;
-  } else {
-    return KC::Fwd::kBlockN < KC::FwdSm90::kBlockN ? KC::Fwd::kBlockN : KC::FwdSm90::kBlockN;
-  }
+  return KC::Fwd::kBlockN < KC::FwdSm90::kBlockN ? KC::Fwd::kBlockN : KC::FwdSm90::kBlockN;
 }
 template <int D>
 FwdLayout fwd_layout(const FwdParams& p) {
@@ -94,9 +86,7 @@ FwdLayout fwd_layout(const FwdParams& p) {
   L.n_tiles = ceil_div(p.shape.seqlen_k, fwd_min_block_n<D>());
   L.m_blocks = 0;
   size_t off = align256(rows * L.n_tiles * sizeof(TileBounds));
-  if constexpr (!std::is_void_v<typename KC::FwdSm90>) {
-    if (sm90_kernels_available()) L.m_blocks = ceil_div(p.shape.seqlen_q, KC::FwdSm90::kBlockM);
-  }
+  if (sm90_kernels_available()) L.m_blocks = ceil_div(p.shape.seqlen_q, KC::FwdSm90::kBlockM);
   L.off_order = off;
   off += align256(rows * L.m_blocks * sizeof(int));
   L.off_counter = off;
@@ -105,14 +95,10 @@ FwdLayout fwd_layout(const FwdParams& p) {
   return L;
 }
 
-// The Hopper backward can run when it exists for this head dim, the device and build
-// allow it and the caller did not ask for determinism; it runs when, in addition,
-// FLASHMASK_DISABLE_SM90 does not turn it off (see run_bwd).
-template <int D>
-bool bwd_sm90_possible(const BwdParams& p) {
-  return !std::is_void_v<typename KernelChoice<D>::BwdSm90> && !p.deterministic &&
-         sm90_kernels_available();
-}
+// The Hopper backward can run when the device and build allow it and the caller did not
+// ask for determinism; it runs when, in addition, FLASHMASK_DISABLE_SM90 does not turn it
+// off (see run_bwd).
+inline bool bwd_sm90_possible(const BwdParams& p) { return !p.deterministic && sm90_kernels_available(); }
 
 struct BwdLayout {
   int sq_pad, n_tiles, n_tiles_dq;
@@ -135,7 +121,7 @@ BwdLayout bwd_layout(const BwdParams& p) {
   // whenever it may run, the fp32 dq accumulator whenever the dK/dV kernel that runs may
   // reduce into it (every head dim but the split mma.sync one, or the Hopper backward).
   const bool dq_kernel_possible = p.deterministic || KC::kSplitDKDV;
-  const bool dq_accum_possible = !p.deterministic && (!KC::kSplitDKDV || bwd_sm90_possible<D>(p));
+  const bool dq_accum_possible = !p.deterministic && (!KC::kSplitDKDV || bwd_sm90_possible(p));
   if (dq_kernel_possible && KC::Dq::kBlockN != KC::Bwd::kBlockN)
     off += align256(B * Hm * L.n_tiles_dq * sizeof(TileBounds));
   L.off_lse = off;
@@ -145,7 +131,7 @@ BwdLayout bwd_layout(const BwdParams& p) {
   L.off_dq = off;
   if (dq_accum_possible) off += align256(B * H * L.sq_pad * static_cast<size_t>(D) * sizeof(float));
   L.off_counter = off;  // the Hopper backward's work counter
-  if (bwd_sm90_possible<D>(p)) off += align256(sizeof(int));
+  if (bwd_sm90_possible(p)) off += align256(sizeof(int));
   L.total = off;
   return L;
 }
@@ -208,12 +194,10 @@ int run_fwd(const FwdParams& p, void* workspace, cudaStream_t stream) {
   using KC = KernelChoice<D>;
   using Cfg = typename KC::Fwd;
   const FwdLayout L = fwd_layout<D>(p);
-  if constexpr (!std::is_void_v<typename KC::FwdSm90>) {
-    // Keys too many for the Hopper kernel's tile lists in shared memory: the mma.sync kernel.
-    if (sm90_kernels_enabled() &&
-        fwd_sm90_smem_bytes<typename KC::FwdSm90>(p.shape) <= static_cast<size_t>(smem_optin_bytes()))
-      return run_fwd_sm90<T, typename KC::FwdSm90>(p, L, static_cast<char*>(workspace), stream);
-  }
+  // Keys too many for the Hopper kernel's tile lists in shared memory: the mma.sync kernel.
+  if (sm90_kernels_enabled() &&
+      fwd_sm90_smem_bytes<typename KC::FwdSm90>(p.shape) <= static_cast<size_t>(smem_optin_bytes()))
+    return run_fwd_sm90<T, typename KC::FwdSm90>(p, L, static_cast<char*>(workspace), stream);
   TileBounds* tb = reinterpret_cast<TileBounds*>(workspace);
   launch_tile_bounds(p.mask, p.shape, Cfg::kBlockN, tb, stream);
   const size_t smem =
@@ -230,42 +214,37 @@ int run_fwd(const FwdParams& p, void* workspace, cudaStream_t stream) {
 template <typename T, typename KC>
 int run_bwd_sm90(const BwdParams& p, const BwdWork& w, cudaStream_t stream) {
   using Cfg = typename KC::BwdSm90;
-  if constexpr (std::is_void_v<Cfg>) {
-    return report_error("flashmask_bwd_sm90_kernel: no Hopper backward for head_dim %d",
-                        p.shape.head_dim);
-  } else {
-    static_assert(Cfg::kBlockN == KC::Bwd::kBlockN && Cfg::kBlockM == KC::Bwd::kBlockM,
-                  "tile bounds and padding are shared with the sm80 kernel");
-    const AttentionShape& s = p.shape;
-    BwdTensorMaps maps{};
-    if (make_tile_tensor_map(&maps.q, p.q, p.dtype, s, s.seqlen_q, s.num_heads, p.q_strides,
-                             Cfg::kBlockM) ||
-        make_tile_tensor_map(&maps.dout, p.dout, p.dtype, s, s.seqlen_q, s.num_heads,
-                             p.dout_strides, Cfg::kBlockM) ||
-        make_tile_tensor_map(&maps.k, p.k, p.dtype, s, s.seqlen_k, s.num_heads_k, p.k_strides,
-                             Cfg::kBlockN) ||
-        make_tile_tensor_map(&maps.v, p.v, p.dtype, s, s.seqlen_k, s.num_heads_k, p.v_strides,
-                             Cfg::kBlockN) ||
-        make_tile_tensor_map(&maps.dk, p.dk, p.dtype, s, s.seqlen_k, s.num_heads_k, p.dk_strides, 64) ||
-        make_tile_tensor_map(&maps.dv, p.dv, p.dtype, s, s.seqlen_k, s.num_heads_k, p.dv_strides, 64))
-      return 1;
-    if constexpr (Cfg::kDqViaTma)
-      if (int rc = make_dq_accum_tensor_map(&maps.dq, w.dq_accum, s, w.sq_pad, Cfg::kBlockM)) return rc;
-    // Two query-tile lists (the next one is built while this one runs).
-    const size_t smem =
-        Cfg::kSmemFixed + 2 * static_cast<size_t>(ceil_div(s.seqlen_q, Cfg::kBlockM)) * sizeof(int);
-    auto kernel = flashmask_bwd_sm90_kernel<T, Cfg>;
-    if (int rc = prepare_smem(kernel, smem, "flashmask_bwd_sm90_kernel")) return rc;
-    const int64_t items = static_cast<int64_t>(ceil_div(s.seqlen_k, Cfg::kBlockN)) * s.num_heads_k * s.batch;
-    if (items > INT32_MAX)
-      return report_error("flashmask_bwd_sm90_kernel: batch * key heads * key blocks (%lld) exceeds "
-                          "2^31 - 1; split the batch", static_cast<long long>(items));
-    if (int rc = check_cuda(cudaMemsetAsync(w.next_item, 0, sizeof(int), stream), "work counter memset"))
-      return rc;
-    const int grid = items < sm_count() ? static_cast<int>(items) : sm_count();  // persistent: one CTA per SM
-    kernel<<<grid, Cfg::kThreads, smem, stream>>>(maps, p, w);
-    return check_cuda(cudaGetLastError(), "flashmask_bwd_sm90_kernel launch");
-  }
+  static_assert(Cfg::kBlockN == KC::Bwd::kBlockN && Cfg::kBlockM == KC::Bwd::kBlockM,
+                "tile bounds and padding are shared with the sm80 kernel");
+  const AttentionShape& s = p.shape;
+  BwdTensorMaps maps{};
+  if (make_tile_tensor_map(&maps.q, p.q, p.dtype, s, s.seqlen_q, s.num_heads, p.q_strides,
+                           Cfg::kBlockM) ||
+      make_tile_tensor_map(&maps.dout, p.dout, p.dtype, s, s.seqlen_q, s.num_heads,
+                           p.dout_strides, Cfg::kBlockM) ||
+      make_tile_tensor_map(&maps.k, p.k, p.dtype, s, s.seqlen_k, s.num_heads_k, p.k_strides,
+                           Cfg::kBlockN) ||
+      make_tile_tensor_map(&maps.v, p.v, p.dtype, s, s.seqlen_k, s.num_heads_k, p.v_strides,
+                           Cfg::kBlockN) ||
+      make_tile_tensor_map(&maps.dk, p.dk, p.dtype, s, s.seqlen_k, s.num_heads_k, p.dk_strides, 64) ||
+      make_tile_tensor_map(&maps.dv, p.dv, p.dtype, s, s.seqlen_k, s.num_heads_k, p.dv_strides, 64))
+    return 1;
+  if constexpr (Cfg::kDqViaTma)
+    if (int rc = make_dq_accum_tensor_map(&maps.dq, w.dq_accum, s, w.sq_pad, Cfg::kBlockM)) return rc;
+  // Two query-tile lists (the next one is built while this one runs).
+  const size_t smem =
+      Cfg::kSmemFixed + 2 * static_cast<size_t>(ceil_div(s.seqlen_q, Cfg::kBlockM)) * sizeof(int);
+  auto kernel = flashmask_bwd_sm90_kernel<T, Cfg>;
+  if (int rc = prepare_smem(kernel, smem, "flashmask_bwd_sm90_kernel")) return rc;
+  const int64_t items = static_cast<int64_t>(ceil_div(s.seqlen_k, Cfg::kBlockN)) * s.num_heads_k * s.batch;
+  if (items > INT32_MAX)
+    return report_error("flashmask_bwd_sm90_kernel: batch * key heads * key blocks (%lld) exceeds "
+                        "2^31 - 1; split the batch", static_cast<long long>(items));
+  if (int rc = check_cuda(cudaMemsetAsync(w.next_item, 0, sizeof(int), stream), "work counter memset"))
+    return rc;
+  const int grid = items < sm_count() ? static_cast<int>(items) : sm_count();  // persistent: one CTA per SM
+  kernel<<<grid, Cfg::kThreads, smem, stream>>>(maps, p, w);
+  return check_cuda(cudaGetLastError(), "flashmask_bwd_sm90_kernel launch");
 }
 
 template <typename T, int D>
@@ -274,7 +253,7 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
   using Cfg = typename KC::Bwd;
   using DqCfg = typename KC::Dq;
   const BwdLayout L = bwd_layout<D>(p);
-  const bool sm90 = bwd_sm90_possible<D>(p) && sm90_kernels_enabled();
+  const bool sm90 = bwd_sm90_possible(p) && sm90_kernels_enabled();
   // dQ from the separate dq kernel (deterministic, or the split mma.sync path) instead of
   // fp32 reductions into the workspace accumulator.
   const bool dq_kernel = p.deterministic || (KC::kSplitDKDV && !sm90);
@@ -323,25 +302,9 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
         if (int rc = prepare_smem(k, smem, "flashmask_bwd_dkdv_kernel")) return rc;
         k<<<grid, Cfg::kThreads, smem, stream>>>(p, w);
       } else {
-        using Cfg2 = typename KC::Bwd2D;
-        bool launched_2d = false;
-        if constexpr (Cfg2::k2D) {
-          static_assert(Cfg2::kBlockN == Cfg::kBlockN, "tile bounds are shared");
-          if (device_cc_major() >= 9) {
-            const size_t smem2 =
-                Cfg2::kSmemFixed + static_cast<size_t>(ceil_div(s.seqlen_q, Cfg2::kBlockM)) * 4;
-            auto k = flashmask_bwd_dkdv_kernel<T, Cfg2, true, true, true>;
-            if (int rc = prepare_smem(k, smem2, "flashmask_bwd_dkdv_kernel(2d)")) return rc;
-            k<<<grid, Cfg2::kThreads, smem2, stream>>>(p, w);
-            if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_dkdv_kernel launch")) return rc;
-            launched_2d = true;
-          }
-        }
-        if (!launched_2d) {
-          auto k = flashmask_bwd_dkdv_kernel<T, Cfg, true, true, true>;
-          if (int rc = prepare_smem(k, smem, "flashmask_bwd_dkdv_kernel")) return rc;
-          k<<<grid, Cfg::kThreads, smem, stream>>>(p, w);
-        }
+        auto k = flashmask_bwd_dkdv_kernel<T, Cfg, true, true, true>;
+        if (int rc = prepare_smem(k, smem, "flashmask_bwd_dkdv_kernel")) return rc;
+        k<<<grid, Cfg::kThreads, smem, stream>>>(p, w);
       }
     } else {
       auto kv = flashmask_bwd_dkdv_kernel<T, Cfg, false, false, true>;

@@ -1,0 +1,249 @@
+// The Hopper backward's consumer mainloop (warpgroups 1-2), per query tile of a list:
+//   S^T = K Q^T, dP^T = V dO^T            (wgmma m64n64, both operands in smem)
+//   P^T = exp2(S^T*scale*log2e - lse), dS^T = P^T (dP^T - rowsum)   (registers; the mask
+//   on partial tiles from the two keys' bounds each thread keeps in registers)
+//   dV += P^T dO, dK += dS^T Q             (wgmma RS, P^T / dS^T from registers)
+//   dS^T -> smem, then dQ = dS K (dS read MN-major from smem), handed to the epilogue.
+// It owns the dK/dV/dQ accumulators, the order of the GEMMs (dQ one tile late at D=128,
+// after dV/dK at D=256), the dS^T buffers' barriers and the release of the ring slots.
+#pragma once
+
+#include "bwd_sm90_epilogue.cuh"
+#include "bwd_sm90_producer.cuh"
+#include "mask.cuh"
+#include "sm90_pipeline.cuh"
+#include "sm90_wgmma.cuh"
+
+namespace flashmask {
+namespace cuda {
+
+template <typename T, typename Cfg>
+struct BwdSm90Mainloop {
+  static constexpr int D = Cfg::D, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
+  static constexpr int kColBlocks = Cfg::kColBlocks;
+  static constexpr int DT = Cfg::kDKVCols / 8;  // n8 chunks of this consumer's dK / dV
+  static constexpr int QT = Cfg::kDqCols / 8;    // n8 chunks of this consumer's dQ
+  // dQ[:, dq_col0..] = dS K over the key rows dq_key0.. of a dS^T buffer.
+  static constexpr int kDqKeys = Cfg::kDqAllKeys ? kBlockN : 64;
+  using Smem = typename Cfg::Smem;
+
+  Smem& sm;
+  // Warpgroup cw owns keys key_off .. +63 of the block and columns dkv_col0 .. of dK/dV,
+  // dq_col0 .. of dQ; this thread's accumulator rows are keys key0 and key0 + 8 (S^T, dK,
+  // dV) and query rows wrow, wrow + 8 of the dQ tile.
+  const BwdSm90Epilogue<T, Cfg> epi;
+  const int form, offset;
+  const float scale_log2;
+  const uint32_t k_addr, v_addr;
+  const int dq_key0;
+  const uint64_t dq_k_desc;
+  float acc_dq[QT * 4], acc_dk[DT * 4], acc_dv[DT * 4];
+  // kDqOneTileLate: the tile whose dQ is still to be issued (global index, query tile, head).
+  int late_gi = -1, late_m = 0, late_h = 0;
+
+  __device__ __forceinline__ BwdSm90Mainloop(Smem& sm_, const BwdParams& p, int warp, int lane)
+      : sm(sm_),
+        epi{sm_,
+            warp / 4 - 1,
+            (warp & 3) * 16 + (lane >> 2),
+            lane & 3,
+            Cfg::kSplitKeys ? (warp / 4 - 1) * 64 : 0,
+            Cfg::kSplitKeys ? 0 : (warp / 4 - 1) * Cfg::kDKVCols,
+            D == 64 ? 0 : (warp / 4 - 1) * Cfg::kDqCols,
+            (warp & 3) == 0 && lane == 0},
+        form(mask_form(p.mask.causal, p.mask.num_bounds)),
+        offset(p.shape.seqlen_k - p.shape.seqlen_q),
+        scale_log2(p.softmax_scale * kLog2e),
+        k_addr(smem_u32(sm_.k)),
+        v_addr(smem_u32(sm_.v)),
+        dq_key0(Cfg::kDqAllKeys ? 0 : epi.key_off),
+        dq_k_desc(sm90::sw128_desc(k_addr + epi.dq_col0 / 64 * kBlockN * 128 + dq_key0 * 128, kBlockN * 128)) {}
+
+  __device__ __forceinline__ void issue_dq(uint32_t ds_addr) {
+    const uint64_t ds_desc = sm90::sw128_desc(ds_addr + dq_key0 * 128, 0);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kDqKeys / 16; ++kk)
+      sm90::Wgmma<T, Cfg::kDqCols>::template ss<1, 1>(acc_dq, sm90::desc_advance(ds_desc, kk * 16 * 128),
+                                                      sm90::desc_advance(dq_k_desc, kk * 16 * 128), kk > 0);
+    sm90::wgmma_commit();
+  }
+  // dS^T buffer of tile gi: one per tile parity when the consumers share it (D <= 128), else
+  // one per consumer (its last reader, this consumer's dQ of the previous tile, was waited for).
+  __device__ __forceinline__ char* ds_buf(int gi) const {
+    return reinterpret_cast<char*>(sm.ds[Cfg::kSplitKeys ? (gi & 1) : epi.cw]);
+  }
+  // Issues the late tile's dQ once both halves of its dS^T are in smem.
+  __device__ __forceinline__ void issue_late_dq() {
+    sm90::PipelineState<2>{late_gi}.wait_full(sm.ds_full);
+    issue_dq(smem_u32(ds_buf(late_gi)));
+  }
+  // S^T = K_c Q^T or dP^T = V_c dO^T: all operands K-major, k steps of 16 = 32 bytes inside
+  // a 128-byte row of one column block.
+  __device__ __forceinline__ void key_by_query(float (&acc)[32], uint32_t keys_addr, uint32_t queries_addr) const {
+    const uint64_t keys = sm90::sw128_desc(keys_addr + epi.key_off * 128, 0);
+    const uint64_t queries = sm90::sw128_desc(queries_addr, 0);
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+      const uint32_t off_n = (ks >> 2) * kBlockN * 128 + (ks & 3) * 32;
+      const uint32_t off_m = (ks >> 2) * kBlockM * 128 + (ks & 3) * 32;
+      sm90::Wgmma<T, 64>::template ss<0, 0>(acc, sm90::desc_advance(keys, off_n), sm90::desc_advance(queries, off_m),
+                                            ks > 0);
+    }
+  }
+  // P^T and dS^T of ring slot st from S^T and dP^T, packed as wgmma A fragments (16 queries
+  // per k step).
+  __device__ __forceinline__ void p_and_ds(float (&acc_s)[32], float (&acc_dp)[32], int st, uint32_t (&pa)[4][4],
+                                           uint32_t (&dsa)[4][4]) const {
+    const float* l_s = sm.lse[st];
+    const float* ds_s = sm.dsum[st];
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const int lq = j * 8 + 2 * epi.t + c;
+        const float L = l_s[lq], Dq = ds_s[lq];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float pv = exp2f(fmaf(acc_s[4 * j + 2 * r + c], scale_log2, -L));
+          acc_s[4 * j + 2 * r + c] = pv;
+          acc_dp[4 * j + 2 * r + c] = pv * (acc_dp[4 * j + 2 * r + c] - Dq);
+        }
+      }
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        pa[kk][e] = Pack<T>::two(acc_s[8 * kk + 2 * e], acc_s[8 * kk + 2 * e + 1]);
+        dsa[kk][e] = Pack<T>::two(acc_dp[8 * kk + 2 * e], acc_dp[8 * kk + 2 * e + 1]);
+      }
+  }
+  // dS^T -> smem as [key][64 queries] SW128 (the MN-major A of dQ = dS K).
+  __device__ __forceinline__ void store_ds(char* ds, const uint32_t (&dsa)[4][4]) const {
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = epi.key_off + epi.wrow + 8 * (e & 1);  // key within the block
+        const int chunk = 2 * kk + (e >> 1);                   // 8 queries
+        const uint32_t off = sm90::sw128_offset(row, chunk) + epi.t * 4;
+        *reinterpret_cast<uint32_t*>(ds + off) = dsa[kk][e];
+      }
+    sm90::fence_proxy_async_smem();
+  }
+  // dV += P^T dO, dK += dS^T Q: B = this consumer's columns of dO / Q (MN-major, SW128
+  // column blocks kBlockM rows apart), k steps of 16 queries.
+  __device__ __forceinline__ void issue_dkv(const uint32_t (&pa)[4][4], const uint32_t (&dsa)[4][4], uint32_t q_addr,
+                                            uint32_t do_addr) {
+    const uint32_t dkv_off = epi.dkv_col0 / 64 * kBlockM * 128;
+    const uint64_t do_desc = sm90::sw128_desc(do_addr + dkv_off, kBlockM * 128);
+    const uint64_t q_desc = sm90::sw128_desc(q_addr + dkv_off, kBlockM * 128);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      sm90::Wgmma<T, Cfg::kDKVCols>::template rs<1>(acc_dv, pa[kk], sm90::desc_advance(do_desc, kk * 16 * 128), 1);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      sm90::Wgmma<T, Cfg::kDKVCols>::template rs<1>(acc_dk, dsa[kk], sm90::desc_advance(q_desc, kk * 16 * 128), 1);
+    sm90::wgmma_commit();
+  }
+  // dV/dK of this tile and the dQ GEMM (the late tile's at D=128, this tile's otherwise),
+  // then the release of ring slot st and the dQ epilogue.
+  __device__ __forceinline__ void dkv_and_dq(const BwdTensorMaps& maps, const BwdWork& w, const uint32_t (&pa)[4][4],
+                                             const uint32_t (&dsa)[4][4], uint32_t q_addr, uint32_t do_addr, char* ds,
+                                             int gi, int st, int m, int h, int b, int H) {
+    using namespace sm90;
+    if constexpr (Cfg::kDqOneTileLate) {
+      mbar_arrive(sm.ds_full + (gi & 1));
+      // Issue and wait stay in one branch: ptxas serialises every wgmma when a wait<1>
+      // may follow a path that issued only dV/dK.
+      if (late_gi >= 0) {
+        issue_late_dq();
+        issue_dkv(pa, dsa, q_addr, do_addr);
+        wgmma_wait<1>();  // the late dQ, committed first, is done: stage it under dV/dK
+        fence_operands(acc_dq);
+        mbar_arrive(sm.ds_empty + (late_gi & 1));
+        epi.dq_reduce_tma(maps, acc_dq, late_m, late_h, b);
+      } else {
+        issue_dkv(pa, dsa, q_addr, do_addr);
+      }
+      late_gi = gi, late_m = m, late_h = h;
+      wgmma_wait<0>();
+      fence_operands(acc_dv);
+      fence_operands(acc_dk);
+      mbar_arrive(sm.q_empty + st);  // Q, dO, lse and rowsum of this stage are free
+    } else {  // dQ over this consumer's own dS^T rows, right after dV/dK
+      issue_dkv(pa, dsa, q_addr, do_addr);
+      if constexpr (Cfg::kDqAfterDKV) wgmma_wait<0>();
+      issue_dq(smem_u32(ds));
+      wgmma_wait<0>();
+      fence_operands(acc_dv);
+      fence_operands(acc_dk);
+      fence_operands(acc_dq);
+      mbar_arrive(sm.q_empty + st);
+      if constexpr (Cfg::kDqViaTma)
+        epi.dq_reduce_tma(maps, acc_dq, m, h, b);
+      else
+        epi.dq_reduce_red(w, acc_dq, m, h, b, H);
+    }
+  }
+
+  // The item's end: the last dQ, then dK and dV out. Past the barrier over both consumers
+  // neither reads K, V or the dS buffers of this item any more.
+  __device__ __forceinline__ void item_end(const BwdTensorMaps& maps, float softmax_scale, int n0, int hk, int b) {
+    using namespace sm90;
+    if constexpr (Cfg::kDqOneTileLate)
+      if (late_gi >= 0) {
+        issue_late_dq();
+        wgmma_wait<0>();
+        fence_operands(acc_dq);
+        mbar_arrive(sm.ds_empty + (late_gi & 1));  // the next item's tiles reuse the buffer
+        epi.dq_reduce_tma(maps, acc_dq, late_m, late_h, b);
+        late_gi = -1;
+      }
+    if constexpr (!Cfg::kStageInKV)
+      if (epi.dq_issuer) bulk_wait_read<0>();  // this consumer's dQ staging blocks are free
+    __syncwarp();
+    named_barrier_sync(BwdBarrier::kConsumers, Cfg::kConsumers * 128);
+    if constexpr (!Cfg::kStageInKV)
+      if (epi.dq_issuer) mbar_arrive(&sm.kv_empty);  // the loader may bring the next item's K/V
+    epi.store_dkdv(maps, acc_dk, acc_dv, softmax_scale, n0, hk, b);
+  }
+
+  // One query tile: entry `tile` of the list, the gi-th tile of the CTA (ring position).
+  __device__ __forceinline__ void query_tile(const BwdTensorMaps& maps, const BwdWork& w, const KeyRowBounds& kb,
+                                             TileEntry tile, int gi, int h, int b, int H) {
+    using namespace sm90;
+    const PipelineState<Cfg::kStages> ring{gi};
+    const int st = ring.stage();
+    const int m = tile.index();
+    const uint32_t q_addr = smem_u32(sm.q[st]);
+    const uint32_t do_addr = smem_u32(sm.dout[st]);
+    ring.wait_full(sm.q_full);
+
+    float acc_s[32], acc_dp[32];
+    wgmma_fence();
+    key_by_query(acc_s, k_addr, q_addr);
+    key_by_query(acc_dp, v_addr, do_addr);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_operands(acc_s);
+    fence_operands(acc_dp);
+
+    if (tile.partial())
+      mask_partial_keys<8>(kb, form, m * kBlockM, epi.t,
+                           [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
+    uint32_t pa[4][4], dsa[4][4];
+    p_and_ds(acc_s, acc_dp, st, pa, dsa);
+    // A shared dS^T buffer is reused two tiles later: kDqOneTileLate, once both consumers'
+    // dQ read it (ds_empty); D=64, once this consumer's dQ did (waited for in the previous tile).
+    if constexpr (Cfg::kDqOneTileLate)
+      if (gi >= 2) PipelineState<2>{gi}.wait_empty(sm.ds_empty);
+    char* ds = ds_buf(gi);
+    store_ds(ds, dsa);
+    dkv_and_dq(maps, w, pa, dsa, q_addr, do_addr, ds, gi, st, m, h, b, H);
+  }
+};
+
+}  // namespace cuda
+}  // namespace flashmask

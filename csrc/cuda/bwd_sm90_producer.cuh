@@ -1,0 +1,157 @@
+// The Hopper backward's producer roles (warpgroup 0):
+//  - the list builders (warps 1-3): take the next work item (a key block of one key head
+//    and batch, in grid order) from the global counter and build, per query head of its
+//    GQA group, the query-tile list (skip / unmasked / partial, mask.cuh) into one of two
+//    list buffers (BwdListQueue);
+//  - the loader (one lane of warp 0): per item, K and V of the key block by TMA (once both
+//    consumers are past the previous item's last GEMM), and per listed query tile of 64
+//    rows Q and dO by TMA plus the tile's lse*log2(e) and rowsum(dO*O) by 1-D bulk copies,
+//    into a kStages ring that runs on across items.
+#pragma once
+
+#include <cuda.h>
+
+#include "flashmask_bwd_kernel.cuh"
+#include "mask.cuh"
+#include "sm90_pipeline.cuh"
+
+namespace flashmask {
+namespace cuda {
+
+// TMA descriptors (see FwdTensorMaps): q and dout with boxes of kBlockM rows, k and v of
+// kBlockN, dk and dv of 64 (one consumer's rows); dq: the fp32 dq accumulator, boxes of
+// 32 columns x kBlockM rows (kDqViaTma).
+struct BwdTensorMaps {
+  CUtensorMap q, dout, k, v, dk, dv, dq;
+};
+
+// A query-tile list as the builders publish it; count -1 ends the work. Padded to 8 ints.
+struct BwdListRecord {
+  int count, n_block, hk, b, hi;
+  int pad[3];
+};
+// A published list as the loader and the consumers read it.
+struct BwdList {
+  int count, n_block, hk, b, hi;
+  const TileEntry* tiles;  // ascending query tiles
+  __device__ __forceinline__ BwdList(const BwdListRecord& r, const TileEntry* t)
+      : count(r.count), n_block(r.n_block), hk(r.hk), b(r.b), hi(r.hi), tiles(t) {}
+};
+
+// The CTA's lists (sm90_pipeline.cuh: TileListQueue), in order: for each item it takes, one
+// per query head hi of the group; the readers are the loader and every consumer thread.
+// list_issued[buf] completes when the loader has issued the list's last tile: the builders
+// take the next item only then.
+constexpr int kBwdListBuffers = 2;
+using BwdListState = sm90::PipelineState<kBwdListBuffers>;
+template <typename Smem>
+struct BwdListQueue : sm90::TileListQueue<Smem> {
+  __device__ __forceinline__ void wait_issued(BwdListState l) const { l.wait_full(this->sm.list_issued); }
+  __device__ __forceinline__ void mark_issued(BwdListState l) const {
+    sm90::mbar_arrive(this->sm.list_issued + l.stage());
+  }
+};
+
+template <typename Cfg, typename Smem>
+__device__ __forceinline__ void bwd_list_builder_role(const BwdTensorMaps& maps, const BwdListQueue<Smem>& queue,
+                                                      const BwdParams& p, const BwdWork& w, int ltid) {
+  using namespace sm90;
+  constexpr int kBlockN = Cfg::kBlockN;
+  const AttentionShape& s = p.shape;
+  const int group = s.num_heads / s.num_heads_k;
+  const int n_tiles = (s.seqlen_k + kBlockN - 1) / kBlockN;
+  auto sync = [] { named_barrier_sync(BwdBarrier::kListBuilders, Cfg::kListBuilders); };
+  const int items = n_tiles * s.num_heads_k * s.batch;  // grid order: key blocks fastest
+  int n_block = 0, hk = 0, b = 0, hi = group;  // hi == group: the next list needs a new item
+  for (BwdListState l;; l.advance(), ++hi) {
+    // Just in time: the next list once the loader has issued the last tile of this one.
+    // An item taken earlier would start long after its neighbours (a CTA in a long item
+    // would hold it), when their Q, dO and dQ rows have left L2.
+    if (l.count > 0) queue.wait_issued(l.ahead(-1));
+    queue.wait_empty(l);
+    if (hi == group) {
+      const int item = take_work_item(w.next_item, queue.sm.scratch, ltid, sync);
+      if (item >= items) {
+        if (ltid == 0) queue.record(l).count = -1;
+        queue.publish(l);
+        break;
+      }
+      n_block = item % n_tiles, hk = item / n_tiles % s.num_heads_k, b = item / n_tiles / s.num_heads_k;
+      hi = 0;
+      if (ltid == 0) {  // K and V into L2 now: the loader brings them once this item's turn comes
+        tma_prefetch_tile_l2<Cfg::kColBlocks>(&maps.k, n_block * kBlockN, hk, b);
+        tma_prefetch_tile_l2<Cfg::kColBlocks>(&maps.v, n_block * kBlockN, hk, b);
+      }
+    }
+    const int n0 = n_block * kBlockN;
+    const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + mask_head_for(p.mask, s, hk * group + hi);
+    const TileBounds tbn = load_tile_bounds(w.tile_bounds + bhm * n_tiles + n_block);
+    const int count = list_query_tiles<Cfg::kListBuilders, Cfg::kBlockM>(
+        queue.tiles(l), queue.sm.scratch, p.mask, s.seqlen_q, s.seqlen_k, bhm, n0, min(kBlockN, s.seqlen_k - n0),
+        kBlockN, tbn, ltid, sync);
+    if (ltid == 0) {
+      BwdListRecord& rec = queue.record(l);
+      rec.count = count, rec.n_block = n_block, rec.hk = hk, rec.b = b, rec.hi = hi;
+    }
+    queue.publish(l);  // release: this thread's list entries (and the record)
+  }
+}
+
+template <typename T, typename Cfg, typename Smem>
+__device__ __forceinline__ void bwd_load_role(const BwdTensorMaps& maps, const BwdListQueue<Smem>& queue,
+                                              const BwdWork& w, int H, int group) {
+  using namespace sm90;
+  constexpr int kColBlocks = Cfg::kColBlocks, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
+  Smem& sm = queue.sm;
+  T* sK = reinterpret_cast<T*>(sm.k);
+  T* sV = reinterpret_cast<T*>(sm.v);
+  T* sQ = reinterpret_cast<T*>(sm.q[0]);
+  T* sdO = reinterpret_cast<T*>(sm.dout[0]);
+  float* sL = sm.lse[0];
+  float* sDs = sm.dsum[0];
+  prefetch_tensor_map(&maps.q);
+  prefetch_tensor_map(&maps.dout);
+  prefetch_tensor_map(&maps.k);
+  prefetch_tensor_map(&maps.v);
+  PipelineState<Cfg::kStages> ring;
+  PipelineState<1> kv;  // the CTA's items so far: K/V have one buffer
+  for (BwdListState l;; l.advance()) {
+    const BwdList ls = queue.template wait<BwdList>(l);
+    if (ls.count < 0) break;
+    // K/V of a new item once both consumers are done with the last one's (after this
+    // item's first Q/dO tile is on its way, whose ring slot frees earlier).
+    auto load_kv = [&]() {
+      kv.wait_empty(&sm.kv_empty);
+      mbar_arrive_expect_tx(&sm.kv_full, 2 * Cfg::kKVBytes);
+      tma_load_tile<kColBlocks, kBlockN>(sK, &maps.k, &sm.kv_full, ls.n_block * kBlockN, ls.hk, ls.b);
+      tma_load_tile<kColBlocks, kBlockN>(sV, &maps.v, &sm.kv_full, ls.n_block * kBlockN, ls.hk, ls.b);
+      kv.advance();
+    };
+    const int h = ls.hk * group + ls.hi;
+    const int64_t bh = static_cast<int64_t>(ls.b) * H + h;
+    const float* gL = w.lse_log2 + bh * w.sq_pad;
+    const float* gDs = w.dsum + bh * w.sq_pad;
+    // One copy of the loop: the lone issuing thread waits on the ring anyway, and the
+    // copies the compiler made of it spilled the producer's 24 registers.
+#pragma unroll 1
+    for (int i = 0; i < ls.count; ++i, ring.advance()) {
+      const int st = ring.stage();
+      const int m = ls.tiles[i].index();
+      ring.wait_empty(sm.q_empty);
+      mbar_arrive_expect_tx(sm.q_full + st, 2 * Cfg::kQBytes + 2 * Cfg::kRowBytes);
+      tma_load_tile<kColBlocks, kBlockM>(sQ + st * kColBlocks * kBlockM * 64, &maps.q, sm.q_full + st, m * kBlockM, h,
+                                         ls.b);
+      tma_load_tile<kColBlocks, kBlockM>(sdO + st * kColBlocks * kBlockM * 64, &maps.dout, sm.q_full + st,
+                                         m * kBlockM, h, ls.b);
+      bulk_load(sL + st * kBlockM, gL + m * kBlockM, Cfg::kRowBytes, sm.q_full + st);
+      bulk_load(sDs + st * kBlockM, gDs + m * kBlockM, Cfg::kRowBytes, sm.q_full + st);
+      if (i == 0 && ls.hi == 0) load_kv();
+    }
+    if (ls.count == 0 && ls.hi == 0) load_kv();
+    queue.mark_issued(l);  // the builders may take the next list
+    queue.release(l);
+  }
+}
+
+}  // namespace cuda
+}  // namespace flashmask

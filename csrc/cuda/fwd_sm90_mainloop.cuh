@@ -1,0 +1,182 @@
+// The Hopper forward's consumer mainloop (warpgroups 1-2, 64 query rows each): per key
+// tile S = Q K^T by wgmma from shared memory, the mask on partial tiles, the online
+// softmax (softmax.cuh) in registers, then O += P V by wgmma with P from registers.
+// It owns the GEMM issue order, the consumers' ping-pong turns and the release of the
+// ring slots (K and the bounds after the mask, V after P V, Q after the last S).
+#pragma once
+
+#include "mask.cuh"
+#include "sm90_pipeline.cuh"
+#include "sm90_wgmma.cuh"
+#include "softmax.cuh"
+#include "tile_scheduler.cuh"
+
+namespace flashmask {
+namespace cuda {
+
+template <typename T, typename Cfg>
+struct FwdSm90Mainloop {
+  static constexpr int D = Cfg::D, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
+  static constexpr int kColBlocks = D / 64;
+  static constexpr int NT = kBlockN / 8;  // n8 chunks of S per thread row pair
+  static constexpr int DT = D / 8;        // n8 chunks of O
+  static constexpr int kConsumerThreads = Cfg::kConsumers * 128;
+  using Smem = typename Cfg::Smem;
+
+  Smem& sm;
+  T* const sQ;  // tile bases (stage 0) of the Q buffers and the K / V ring
+  T* const sK;
+  T* const sV;
+  const int cw;    // consumer warpgroup: rows cw*64 ..
+  const int wrow;  // this thread's first row in the 64
+  const int t;
+  const int form;
+  const float scale_log2;
+  float acc_o[DT * 4];
+  OnlineSoftmax softmax;
+
+  __device__ __forceinline__ FwdSm90Mainloop(Smem& sm_, const FwdParams& p, int warp, int lane)
+      : sm(sm_), sQ(reinterpret_cast<T*>(sm_.q[0])), sK(reinterpret_cast<T*>(sm_.k[0])),
+        sV(reinterpret_cast<T*>(sm_.v[0])), cw(warp / 4 - 1), wrow((warp & 3) * 16 + (lane >> 2)), t(lane & 3),
+        form(mask_form(p.mask.causal, p.mask.num_bounds)), scale_log2(p.softmax_scale * kLog2e) {}
+
+  // S = Q K^T of ring slot st (K-major A and B, k steps of 16 = 32 bytes in a 128-byte row).
+  // q_addr: this consumer's rows of the Q tile. Both descriptors are built here, once per
+  // tile: a Q descriptor kept across the tile loop was spilled at D=256.
+  __device__ __forceinline__ void issue_qk(float (&acc_s)[NT * 4], uint32_t q_addr, int st) {
+    asm volatile("" : "+r"(q_addr));  // built here, not hoisted out of the tile loop
+    const uint64_t q_desc = sm90::sw128_desc(q_addr, 0);
+    const uint64_t k_desc = sm90::sw128_desc(smem_u32(sK + st * kColBlocks * kBlockN * 64), 0);
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+      const uint32_t koff = (ks & 3) * 32;
+      const uint64_t da = sm90::desc_advance(q_desc, (ks >> 2) * kBlockM * 128 + koff);
+      const uint64_t db = sm90::desc_advance(k_desc, (ks >> 2) * kBlockN * 128 + koff);
+      sm90::Wgmma<T, kBlockN>::template ss<0, 0>(acc_s, da, db, ks > 0);
+    }
+    sm90::wgmma_commit();
+  }
+  // O += P V of ring slot st (V MN-major: k steps of 16 keys = 16 rows of 128 bytes).
+  __device__ __forceinline__ void issue_pv(const uint32_t (&pa)[kBlockN / 16][4], int st) {
+    const uint64_t v_desc = sm90::sw128_desc(smem_u32(sV + st * kColBlocks * kBlockN * 64), kBlockN * 128);
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk)
+      sm90::Wgmma<T, D>::template rs<1>(acc_o, pa[kk], sm90::desc_advance(v_desc, kk * 16 * 128), 1);
+    sm90::wgmma_commit();
+  }
+  // Mask (partial tiles only), release K and the intervals of slot st, then the online
+  // softmax: S becomes P, alpha rescales the old O and sum. Rows row0 and row0 + 8.
+  __device__ __forceinline__ void mask_and_softmax(float (&acc_s)[NT * 4], TileEntry tile, int st, int row0,
+                                                   float (&alpha)[2]) {
+    if (tile.partial()) {
+      const int rows[2] = {row0, row0 + 8};
+      mask_partial_rows<NT>(sm.bounds[st], form, t, rows,
+                            [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
+    }
+    sm90::mbar_arrive(sm.k_empty + st);  // this thread is done with K and the bounds of this stage
+    softmax.update<NT>(acc_s, scale_log2, alpha);
+  }
+  __device__ __forceinline__ void rescale_o(const float (&alpha)[2]) {
+#pragma unroll
+    for (int j = 0; j < DT; ++j)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        acc_o[4 * j + 2 * r] *= alpha[r];
+        acc_o[4 * j + 2 * r + 1] *= alpha[r];
+      }
+  }
+  // P as wgmma A fragments (16 keys per k step).
+  static __device__ __forceinline__ void pack_p(uint32_t (&pa)[kBlockN / 16][4], const float (&acc_s)[NT * 4]) {
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) pa[kk][e] = Pack<T>::two(acc_s[8 * kk + 2 * e], acc_s[8 * kk + 2 * e + 1]);
+  }
+
+  // Ping-pong: the consumers take turns to issue their GEMMs, so one consumer's softmax
+  // runs while the other's GEMMs do. Both run the same items with the same tile counts,
+  // so the turns alternate across items too: consumer 0 starts the next item's first S as
+  // soon as consumer 1 has issued this item's last P V, while consumer 1 still waits for
+  // it and writes its output. Consumer 1 hands the first turn over once before the first
+  // item (first_turn); consumer 0 takes the last hand-over after the last item
+  // (last_turn), so no arrival is left pending.
+  __device__ __forceinline__ void turn_begin() {
+    sm90::named_barrier_sync(sm90::FwdBarrier::kConsumerTurn0, kConsumerThreads, cw);
+  }
+  __device__ __forceinline__ void turn_end() {
+    sm90::named_barrier_arrive(sm90::FwdBarrier::kConsumerTurn0, kConsumerThreads, cw ^ 1);
+  }
+  __device__ __forceinline__ void first_turn() {
+    if (cw == 1) turn_end();
+  }
+  __device__ __forceinline__ void last_turn() {
+    if (cw == 0) turn_begin();
+  }
+
+  // The thread's first row of the item (and row0 + 8).
+  __device__ __forceinline__ int row0(const FwdItem& it) const { return it.m_block * kBlockM + cw * 64 + wrow; }
+
+  // One item: O and the softmax state of its rows over its listed key tiles. kv and q are
+  // the ring positions of its first K/V tile and of its Q tile.
+  __device__ __forceinline__ void run(const FwdItem& it, sm90::PipelineState<Cfg::kStages> kv,
+                                      sm90::PipelineState<Cfg::kQStages> q) {
+    using namespace sm90;
+    const int count = it.count;
+    const int row0 = this->row0(it);
+#pragma unroll
+    for (int i = 0; i < DT * 4; ++i) acc_o[i] = 0.f;
+    softmax.reset();
+    if (count == 0) return;
+    const int qs = q.stage();
+    const uint32_t q_addr = smem_u32(sQ + qs * kColBlocks * kBlockM * 64) + cw * 64 * 128;
+    q.wait_full(sm.q_full);
+    float acc_s[NT * 4], alpha[2];
+    uint32_t pa[kBlockN / 16][4];
+    // Software pipeline: S of tile i is on the tensor cores together with P V of tile
+    // i-1. ptxas places the wait for that P V ahead of the softmax of tile i, so the
+    // softmax runs beside the other consumer's GEMMs; held behind the softmax, so that
+    // it ran beside this consumer's own P V, the forward measured 2-6% slower (perf-notes
+    // v19). Q is released once the last S is done.
+    kv.wait_full(sm.k_full);
+    turn_begin();
+    wgmma_fence();
+    issue_qk(acc_s, q_addr, kv.stage());
+    turn_end();
+    wgmma_wait<0>();
+    fence_operands(acc_s);
+    if (count == 1) mbar_arrive(sm.q_empty + qs);
+    mask_and_softmax(acc_s, it.tile(0), kv.stage(), row0, alpha);  // O is still 0: alpha is not needed
+    pack_p(pa, acc_s);
+    for (int i = 1; i < count; ++i) {
+      const PipelineState<Cfg::kStages> cur = kv.ahead(i), prev = kv.ahead(i - 1);
+      cur.wait_full(sm.k_full);
+      prev.wait_full(sm.v_full);
+      turn_begin();
+      wgmma_fence();
+      issue_qk(acc_s, q_addr, cur.stage());
+      issue_pv(pa, prev.stage());
+      turn_end();
+      wgmma_wait<1>();  // S of tile i is done, P V of tile i-1 may still run
+      fence_operands(acc_s);
+      if (i == count - 1) mbar_arrive(sm.q_empty + qs);
+      mask_and_softmax(acc_s, it.tile(i), cur.stage(), row0, alpha);
+      wgmma_wait<0>();
+      fence_operands(acc_o);
+      mbar_arrive(sm.v_empty + prev.stage());
+      rescale_o(alpha);
+      pack_p(pa, acc_s);
+    }
+    const PipelineState<Cfg::kStages> last = kv.ahead(count - 1);
+    last.wait_full(sm.v_full);
+    turn_begin();
+    wgmma_fence();
+    issue_pv(pa, last.stage());
+    turn_end();
+    wgmma_wait<0>();
+    fence_operands(acc_o);
+    mbar_arrive(sm.v_empty + last.stage());
+  }
+};
+
+}  // namespace cuda
+}  // namespace flashmask

@@ -1,0 +1,279 @@
+// The mask: which tiles a block visits and which elements of a partial tile it hides.
+//  - per tile: skip / unmasked / partial from the block mask and the per-tile bound
+//    min/max of the preprocessing (KeyTileClassifier, list_key_tiles, list_query_tiles
+//    build the tile lists of tile_list.cuh);
+//  - per column: the rows it hides as two masked-row intervals (Form, column_masked_rows);
+//  - per element of a partial tile: mask_partial_rows (query rows x key columns) and
+//    mask_partial_keys (the backward's key rows x query columns).
+#pragma once
+
+#include <climits>
+#include <cstdint>
+#include <type_traits>
+
+#include "flashmask/mask.h"
+#include "flashmask/params.h"
+#include "tile_list.cuh"
+
+namespace flashmask {
+namespace cuda {
+
+__device__ __forceinline__ TileBounds load_tile_bounds(const TileBounds* tb) {
+  const int4* p = reinterpret_cast<const int4*>(tb);
+  const int4 a = __ldg(p), b = __ldg(p + 1);
+  return TileBounds{a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+}
+
+// Which key tiles [n*block_n, (n+1)*block_n) query rows [m0, m0 + rows_valid) of one
+// (batch, mask head) `bhm` must visit: tiles [0, n_end) are candidates (the causal
+// limit cuts the rest), kind(n) skips by the block mask or the tile bounds `tb` (this
+// bhm's row of the preprocessing output); the last, short key tile is never
+// "unmasked" (its missing columns are masked per element).
+struct KeyTileClassifier {
+  const int32_t* block_mask_row;
+  const TileBounds* tb;
+  int block_n, seqlen_k, m0, row_end, offset, n_end;
+  bool causal;
+
+  __device__ __forceinline__ KeyTileClassifier(const MaskParams& mask, int Sq, int Sk, int64_t bhm,
+                                               int m0_, int rows_valid, int block_n_,
+                                               const TileBounds* tb_)
+      : block_mask_row(nullptr), tb(tb_), block_n(block_n_), seqlen_k(Sk), m0(m0_),
+        row_end(m0_ + rows_valid), offset(Sk - Sq), causal(mask.causal) {
+    if (mask.block_mask != nullptr) {
+      const int bm_rows = (Sq + kBlockMaskSize - 1) / kBlockMaskSize;
+      const int bm_cols = (Sk + kBlockMaskSize - 1) / kBlockMaskSize;
+      block_mask_row = mask.block_mask + (bhm * bm_rows + m0 / kBlockMaskSize) * bm_cols;
+    }
+    n_end = (Sk + block_n - 1) / block_n;
+    if (causal) {
+      const int max_col = row_end - 1 + offset;
+      n_end = max_col < 0 ? 0 : min(n_end, max_col / block_n + 1);
+    }
+  }
+  __device__ __forceinline__ int kind(int n) const {
+    const int c0 = n * block_n, c1 = min(c0 + block_n, seqlen_k);
+    if (block_mask_row != nullptr && __ldg(block_mask_row + c0 / kBlockMaskSize) == 0)
+      return static_cast<int>(TileKind::kSkip);
+    TileKind k = classify_tile(load_tile_bounds(tb + n), m0, row_end, c0, c1, causal, offset);
+    if (k == TileKind::kUnmasked && c0 + block_n > seqlen_k) k = TileKind::kPartial;
+    return static_cast<int>(k);
+  }
+};
+
+// The key tiles of KeyTileClassifier as a build_tile_list list over a group of kThreads
+// threads (local ids tid, barrier sync). Returns the count; call uniformly.
+template <int kThreads, int kBlockN, typename Sync>
+__device__ __forceinline__ int list_key_tiles(TileEntry* list, int* scratch, const MaskParams& mask,
+                                              int Sq, int Sk, int64_t bhm, int m0, int rows_valid,
+                                              const TileBounds* tb, int tid, Sync sync) {
+  const KeyTileClassifier key_tiles(mask, Sq, Sk, bhm, m0, rows_valid, kBlockN, tb);
+  return build_tile_list<kThreads>(list, scratch, 0, key_tiles.n_end,
+                                   [&](int n) { return key_tiles.kind(n); }, tid, sync);
+}
+// The same over a whole CTA of kThreads threads.
+template <int kThreads, int kBlockN>
+__device__ __forceinline__ int list_key_tiles(TileEntry* list, int* scratch, const MaskParams& mask,
+                                              int Sq, int Sk, int64_t bhm, int m0,
+                                              int rows_valid, const TileBounds* tb) {
+  return list_key_tiles<kThreads, kBlockN>(list, scratch, mask, Sq, Sk, bhm, m0, rows_valid, tb,
+                                           static_cast<int>(threadIdx.x), [] { __syncthreads(); });
+}
+
+// The query tiles [m*kBlockM, (m+1)*kBlockM) that the keys [n0, n0 + keys_valid)
+// of key tile `n_block` (width kBlockN, bounds summary `tbn`) must visit for one
+// (batch, mask head) `bhm`, as a build_tile_list list over a group of kThreads threads
+// (local ids tid, barrier sync); the mirror of list_key_tiles for the backward's
+// key-block CTAs. Returns the count; call uniformly.
+template <int kThreads, int kBlockM, typename Sync>
+__device__ __forceinline__ int list_query_tiles(TileEntry* list, int* scratch, const MaskParams& mask,
+                                                int Sq, int Sk, int64_t bhm, int n0,
+                                                int keys_valid, int kBlockN, const TileBounds& tbn,
+                                                int tid, Sync sync) {
+  const bool causal = mask.causal;
+  const int offset = Sk - Sq;
+  const int m_tiles = (Sq + kBlockM - 1) / kBlockM;
+  const int32_t* block_mask_col = nullptr;
+  int bm_cols = 0;
+  if (mask.block_mask != nullptr) {
+    const int bm_rows = (Sq + kBlockMaskSize - 1) / kBlockMaskSize;
+    bm_cols = (Sk + kBlockMaskSize - 1) / kBlockMaskSize;
+    block_mask_col = mask.block_mask + bhm * bm_rows * bm_cols + n0 / kBlockMaskSize;
+  }
+  int m_begin = 0;
+  if (causal) {
+    const int first_row = max(0, n0 - offset);
+    m_begin = first_row >= Sq ? m_tiles : first_row / kBlockM;
+  }
+  auto classify = [&](int m) -> int {
+    const int r0 = m * kBlockM, r1 = min(r0 + kBlockM, Sq);
+    if (block_mask_col != nullptr &&
+        __ldg(block_mask_col + static_cast<int64_t>(r0 / kBlockMaskSize) * bm_cols) == 0)
+      return static_cast<int>(TileKind::kSkip);
+    TileKind k = classify_tile(tbn, r0, r1, n0, n0 + keys_valid, causal, offset);
+    if (k == TileKind::kUnmasked && n0 + kBlockN > Sk) k = TileKind::kPartial;
+    return static_cast<int>(k);
+  };
+  return build_tile_list<kThreads>(list, scratch, m_begin, m_tiles, classify, tid, sync);
+}
+// The same over a whole CTA of kThreads threads.
+template <int kThreads, int kBlockM>
+__device__ __forceinline__ int list_query_tiles(TileEntry* list, int* scratch, const MaskParams& mask,
+                                                int Sq, int Sk, int64_t bhm, int n0,
+                                                int keys_valid, int kBlockN, const TileBounds& tbn) {
+  return list_query_tiles<kThreads, kBlockM>(list, scratch, mask, Sq, Sk, bhm, n0, keys_valid, kBlockN, tbn,
+                                             static_cast<int>(threadIdx.x), [] { __syncthreads(); });
+}
+
+// The four bound forms, specialised so that partial tiles pay only for the
+// comparisons their form needs (same semantics as mask.h for rows < seqlen_q):
+//   0: causal, LTS         1: causal, LTS LTE
+//   2: non-causal, LTS UTE 3: non-causal, LTS LTE UTS UTE
+__host__ __device__ __forceinline__ int mask_form(bool causal, int num_bounds) {
+  return causal ? (num_bounds == 1 ? 0 : 1) : (num_bounds == 2 ? 2 : 3);
+}
+// The rows a column hides, in every form: two half-open intervals [x, y) and [z, w)
+// (the causal limit col > row + offset is the interval of rows below col - offset).
+// Kernels that keep bounds per column for many tiles convert them once (the Hopper
+// kernels: one int4 per column, no per-form loads). Form F leaves y (forms 0, 2) and
+// z (forms 0-2) open at INT_MAX / INT_MIN, so its test skips those compares; bitwise,
+// not short-circuit, because && and || compile to a branch per element.
+template <int F>
+__device__ __forceinline__ bool in_masked_rows(int row, const int4& iv) {
+  const bool lower = (F == 1 || F == 3) ? ((row >= iv.x) & (row < iv.y)) : row >= iv.x;
+  const bool upper = F == 3 ? ((row >= iv.z) & (row < iv.w)) : row < iv.w;
+  return lower | upper;
+}
+template <int F>
+struct Form {
+  static constexpr int kBounds = F == 0 ? 1 : (F == 3 ? 4 : 2);
+  // b: the column's raw bounds; causal_offset = seqlen_k - seqlen_q.
+  static __device__ __forceinline__ int4 masked_rows(int col, const int (&b)[4], int off) {
+    if (F == 0) return make_int4(b[0], INT_MAX, INT_MIN, col - off);
+    if (F == 1) return make_int4(b[0], b[1], INT_MIN, col - off);
+    if (F == 2) return make_int4(b[0], INT_MAX, INT_MIN, b[1]);
+    return make_int4(b[0], b[1], b[2], b[3]);
+  }
+  static __device__ __forceinline__ bool masked(int row, int col, const int (&b)[4], int off) {
+    return in_masked_rows<F>(row, masked_rows(col, b, off));
+  }
+};
+// Calls f(std::integral_constant<int, F>) for the runtime form.
+template <typename Fn>
+__device__ __forceinline__ void dispatch_form(int form, Fn&& f) {
+  switch (form) {
+    case 0: f(std::integral_constant<int, 0>()); break;
+    case 1: f(std::integral_constant<int, 1>()); break;
+    case 2: f(std::integral_constant<int, 2>()); break;
+    default: f(std::integral_constant<int, 3>()); break;
+  }
+}
+
+// Form F's masked_rows of column col, or every row for a column at or past seqlen_k.
+template <int F>
+__device__ __forceinline__ int4 column_masked_rows(int col, const int (&b)[4], int off, int seqlen_k) {
+  return col < seqlen_k ? Form<F>::masked_rows(col, b, off) : make_int4(INT_MIN, INT_MAX, 0, 0);
+}
+// The same for the runtime form.
+__device__ __forceinline__ int4 column_masked_rows(int form, int col, const int (&b)[4], int off, int seqlen_k) {
+  int4 iv;
+  dispatch_form(form, [&](auto ftag) { iv = column_masked_rows<decltype(ftag)::value>(col, b, off, seqlen_k); });
+  return iv;
+}
+
+// The element loop of a partial tile, shared by the masks below: a thread's fragment has
+// NT n8 chunks j of column pairs c = 0, 1 and NR rows i. column(ftag, j, c) does the
+// per-column work once (loads, conversions) and returns hides(i); masked_out(j, i, c) runs
+// for each element it hides. The form is dispatched once, outside the loops, so every
+// form's test is inlined without branches.
+template <int NT, int NR, typename Column, typename Out>
+__device__ __forceinline__ void mask_fragment(int form, Column&& column, Out&& masked_out) {
+  dispatch_form(form, [&](auto ftag) {
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const auto hides = column(ftag, j, c);
+#pragma unroll
+        for (int i = 0; i < NR; ++i)
+          if (hides(i)) masked_out(j, i, c);
+      }
+  });
+}
+
+// Partial tile of scores laid out as query rows x key columns (n8 chunks, this
+// thread's columns 8j + 2t + {0,1}): calls masked_out(j, i, c) for each element
+// of row rows[i] and column col0 + 8j + 2t + c that the mask hides. `bounds` holds
+// the tile's columns' raw bounds in smem, kBounds ints per column; columns at or
+// past seqlen_k count as masked.
+template <int NT, int NR, typename Out>
+__device__ __forceinline__ void mask_partial_rows(int form, const int* bounds, int col0, int t,
+                                                  int seqlen_k, int causal_offset,
+                                                  const int (&rows)[NR], Out&& masked_out) {
+  mask_fragment<NT, NR>(
+      form,
+      [&](auto ftag, int j, int c) {
+        using Fm = Form<decltype(ftag)::value>;
+        const int lc = j * 8 + 2 * t + c;
+        const int col = col0 + lc;
+        int bd[4] = {0, 0, 0, 0};
+#pragma unroll
+        for (int q = 0; q < Fm::kBounds; ++q) bd[q] = bounds[lc * Fm::kBounds + q];
+        const bool col_ok = col < seqlen_k;
+        // Bitwise, as in in_masked_rows: || compiled to a branch per element.
+        return [=](int i) { return !col_ok | Fm::masked(rows[i], col, bd, causal_offset); };
+      },
+      masked_out);
+}
+
+// The same from columns already converted by column_masked_rows (one int4 per column
+// in smem): one 16-byte load per column instead of one per bound (perf-notes v17).
+template <int NT, int NR, typename Out>
+__device__ __forceinline__ void mask_partial_rows(const int4* intervals, int form, int t, const int (&rows)[NR],
+                                                  Out&& masked_out) {
+  mask_fragment<NT, NR>(
+      form,
+      [&](auto ftag, int j, int c) {
+        const int4 iv = intervals[j * 8 + 2 * t + c];
+        return [=](int i) { return in_masked_rows<decltype(ftag)::value>(rows[i], iv); };
+      },
+      masked_out);
+}
+
+// The backward's transposed tiles (key rows x query columns) mask from bounds in
+// registers: a thread's two key rows key0 and key0 + 8 each keep their column's
+// masked_rows intervals for the whole head (keys at or past seqlen_k: all masked).
+struct KeyRowBounds {
+  int4 rows[2];
+};
+__device__ __forceinline__ KeyRowBounds load_key_row_bounds(const int32_t* bounds, int num_bounds, int form,
+                                                            int key0, int seqlen_k, int causal_offset) {
+  KeyRowBounds kb;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int key = key0 + 8 * r;
+    int raw[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      raw[i] = (key < seqlen_k && i < num_bounds) ? __ldg(bounds + static_cast<int64_t>(key) * num_bounds + i) : 0;
+    kb.rows[r] = column_masked_rows(form, key, raw, causal_offset, seqlen_k);
+  }
+  return kb;
+}
+// Partial transposed tile (n8 chunks of queries, this thread's queries q0 + 8j + 2t +
+// {0,1}): calls masked_out(j, r, c) for each element of key row key0 + 8r and query
+// q0 + 8j + 2t + c that the mask hides.
+template <int NT, typename Out>
+__device__ __forceinline__ void mask_partial_keys(const KeyRowBounds& kb, int form, int q0, int t,
+                                                  Out&& masked_out) {
+  mask_fragment<NT, 2>(
+      form,
+      [&](auto ftag, int j, int c) {
+        const int q = q0 + j * 8 + 2 * t + c;
+        return [=](int r) { return in_masked_rows<decltype(ftag)::value>(q, kb.rows[r]); };
+      },
+      masked_out);
+}
+
+}  // namespace cuda
+}  // namespace flashmask
