@@ -3,9 +3,9 @@
 #  1. the files generated from the kernel table are up to date;
 #  2. the API, the runtime, the TMA descriptors, the preprocessing kernels and one
 #     instantiation of each kernel shape compile for sm_80 and sm_90a: fwd at D=128 and
-#     D=256 (the Hopper forward's 64-key tiles and N=256 wgmma), bwd at D=64, D=128 (whose
-#     sm90 launch adds the 2-D warp layout) and D=256 (the Hopper backward split by head
-#     dim, the split mma.sync dK/dV kernels); dkdv + dq + helpers;
+#     D=256 (the Hopper forward's 64-key tiles and N=256 wgmma), bwd at D=64, D=128 and
+#     D=256 (the Hopper backward split by head dim, the split mma.sync dK/dV kernels);
+#     dkdv + dq + helpers;
 #  3. csrc/paddle/flashmask_op_gpu.cu compiles against the installed Paddle's headers with
 #     -DPADDLE_WITH_CUDA (skipped with a notice when Paddle is not importable).
 # Runs in ~1-2 minutes on 2 cores. NVCC=/path/to/nvcc to override.

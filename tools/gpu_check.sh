@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # One device call: library check, GPU tests, compute-sanitizer, optional benchmark.
-#   tools/gpu_check.sh [tests] [sanitize] [bench:<configs>:<tag>[:masks]] [cp] ...
+#   tools/gpu_check.sh [tests] [sanitize] [bench:<configs>:<tag>[:masks]] [cp] [ab:<old source tree>] ...
+# ab:DIR builds the library from an older source tree DIR (e.g. `git archive` of a base commit,
+# carried to the machine) and times old, a second copy of old loaded apart (the A/A spread) and
+# this build in turns
+# (tools/ab_compare.py: 8K, D=64/128/256, full/causal/causal_document/sliding_window, fwd and bwd,
+# 5 rounds).
 # Logs go to $OUT (or ./output). Assumes build/libflashmask_cuda.so was built (tools/build_cuda.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +33,17 @@ for step in "$@"; do
       tail -30 "$OUT/cp_tests.log"; echo "cp tests rc=$r in $(( $(date +%s) - t0 ))s"; rc=$((rc|r))
       NCCL_NVLS_ENABLE=0 timeout 420 torchrun --standalone --nproc_per_node 2 benchmarks/bench_cp.py --out "$OUT/cp" > "$OUT/cp_bench.log" 2>&1; r=$?
       tail -20 "$OUT/cp_bench.log"; echo "cp bench rc=$r"; rc=$((rc|r)) ;;
+    ab:*)
+      old_src="${step#ab:}"; t0=$(date +%s)
+      (cd "$old_src" && JOBS="$(nproc)" ARCHS="${ARCHS:-90a}" BUILD=/tmp/ab_old tools/build_cuda.sh > /tmp/ab_old.log 2>&1) \
+        || { tail -20 /tmp/ab_old.log; rc=1; continue; }
+      mkdir -p /tmp/ab_old2 && cp /tmp/ab_old/libflashmask_cuda.so /tmp/ab_old2/
+      libs="old=/tmp/ab_old/libflashmask_cuda.so,old2=/tmp/ab_old2/libflashmask_cuda.so,new=build/libflashmask_cuda.so"
+      for cfg in 8k-64 8k-128 8k-256; do
+        python3 tools/ab_compare.py --libs "$libs" --config "$cfg" --masks full,causal,causal_document,sliding_window \
+          --modes fwd,bwd --rounds 5 --json "$OUT/ab_$cfg.json" 2>&1 | grep -v Warning | tail -12
+      done
+      echo "ab in $(( $(date +%s) - t0 ))s" ;;
     bench:*)
       IFS=: read -r _ cfgs tag masks <<< "$step"
       python3 benchmarks/bench_gpu.py --configs "$cfgs" --tag "$tag" --out "$OUT" ${masks:+--masks "$masks"} 2>&1 | grep -v Warning | tail -40 ;;

@@ -6,7 +6,7 @@
 // very unequal work (a causal document mask gives a block of the first document
 // one key tile, a block of the last one dozens), so the items are not handed out
 // in grid order:
-//  - fwd_work_order_kernel (flashmask_api.cu) counts, for every (batch, mask head),
+//  - fwd_work_order_kernel (preprocess.cu) counts, for every (batch, mask head),
 //    the key tiles each query block visits (KeyTileClassifier, the same test the
 //    kernels use) and writes that row's block indices sorted by that count, largest
 //    first;
