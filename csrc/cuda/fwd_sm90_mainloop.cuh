@@ -41,10 +41,12 @@ struct FwdSm90Mainloop {
         form(mask_form(p.mask.causal, p.mask.num_bounds)), scale_log2(p.softmax_scale * kLog2e) {}
 
   // S = Q K^T of ring slot st (K-major A and B, k steps of 16 = 32 bytes in a 128-byte row).
-  // q_addr: this consumer's rows of the Q tile. Both descriptors are built here, once per
-  // tile: a Q descriptor kept across the tile loop was spilled at D=256.
+  // q_addr: this consumer's rows of the Q tile. At D=256 the Q descriptor is built here,
+  // once per tile (kept across the tile loop it was spilled); at D <= 128 the compiler may
+  // hoist it out of the loop, as the kernel did before its split into roles (built per
+  // tile there, the forward ran 2-3% slower: A/B on the H200).
   __device__ __forceinline__ void issue_qk(float (&acc_s)[NT * 4], uint32_t q_addr, int st) {
-    asm volatile("" : "+r"(q_addr));  // built here, not hoisted out of the tile loop
+    if constexpr (D == 256) asm volatile("" : "+r"(q_addr));  // not hoisted out of the tile loop
     const uint64_t q_desc = sm90::sw128_desc(q_addr, 0);
     const uint64_t k_desc = sm90::sw128_desc(smem_u32(sK + st * kColBlocks * kBlockN * 64), 0);
 #pragma unroll
