@@ -50,7 +50,8 @@ TileKind TileMask::kind(int batch, int mask_head, int q_tile, int k_tile) const 
   return kind == TileKind::kUnmasked && ragged ? TileKind::kPartial : kind;
 }
 
-void TileMask::mask_scores(int batch, int mask_head, int q_tile, int k_tile, float* scores) const {
+void TileMask::mask_scores(int batch, int mask_head, int q_tile, int k_tile, float* scores,
+                           int row_stride, int col_stride) const {
   const int64_t head = static_cast<int64_t>(batch) * mask_.num_mask_heads + mask_head;
   const int32_t* bounds = mask_.startend_row_indices + head * shape_.seqlen_k * mask_.num_bounds;
   const int row_begin = q_tile * kTileRows;
@@ -58,8 +59,9 @@ void TileMask::mask_scores(int batch, int mask_head, int q_tile, int k_tile, flo
   const int valid_cols = std::min(kTileCols, shape_.seqlen_k - col_begin);
   const float neg_inf = -__builtin_inff();
   for (int c = 0; c < kTileCols; ++c) {
+    float* column = scores + c * col_stride;
     if (c >= valid_cols) {
-      for (int r = 0; r < kTileRows; ++r) scores[r * kTileCols + c] = neg_inf;
+      for (int r = 0; r < kTileRows; ++r) column[r * row_stride] = neg_inf;
       continue;
     }
     const int col = col_begin + c;
@@ -68,7 +70,7 @@ void TileMask::mask_scores(int batch, int mask_head, int q_tile, int k_tile, flo
                            mask_.causal, shape_.seqlen_q);
     for (int r = 0; r < kTileRows; ++r) {
       if (is_masked(row_begin + r, col, cb, mask_.causal, causal_offset_))
-        scores[r * kTileCols + c] = neg_inf;
+        column[r * row_stride] = neg_inf;
     }
   }
 }

@@ -21,9 +21,11 @@ class TileMask {
   // the ragged last key tile, whose padding columns must be masked.
   TileKind kind(int batch, int mask_head, int q_tile, int k_tile) const;
 
-  // Sets the masked scores of a kPartial tile (kTileRows x kTileCols,
-  // row-major) to -inf, padding columns past seqlen_k included.
-  void mask_scores(int batch, int mask_head, int q_tile, int k_tile, float* scores) const;
+  // Sets the masked scores of a kPartial tile to -inf, padding columns past
+  // seqlen_k included. Score (row r, key c) is scores[r * row_stride + c *
+  // col_stride]: (kTileCols, 1) for S, (1, kTileRows) for the transposed S^T.
+  void mask_scores(int batch, int mask_head, int q_tile, int k_tile, float* scores, int row_stride,
+                   int col_stride) const;
 
  private:
   MaskParams mask_;

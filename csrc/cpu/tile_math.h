@@ -1,7 +1,7 @@
-// fp32 tile arithmetic: the matrix micro-kernel, exp2, and small helpers.
+// fp32 tile arithmetic: the reference matrix product, exp2, small helpers.
 //
 // Plain loops written so that GCC/Clang at -O3 vectorise them for whatever
-// ISA the build targets (SSE2 baseline, AVX2, AVX-512 with -march=native);
+// ISA the function they are inlined into targets (see kernels_*.cc);
 // reductions carry `omp simd` because without -ffast-math the compiler may
 // not reorder a floating-point sum or max on its own.
 #pragma once
@@ -16,37 +16,55 @@ namespace cpu {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-// C[M x N] = (accumulate ? C : 0) + op(X) * Y[K x N], all row-major, where
-// op(X) is X[M x K], or with kTransposeX the transpose of X[K x M] (which
-// saves transposing probabilities for dv += p^T dout and dk += ds^T q).
-// M must be a multiple of kGemmRows and N of kGemmCols. The kGemmRows x
-// kGemmCols accumulator block is small enough to live in vector registers
-// across the whole k loop, so C is read and written once per block instead
-// of once per k, which is what makes this run near the FMA peak.
+// dst[rows x cols] (dense) = src[rows x cols] (row stride lds).
+inline void copy_tile(const float* src, int rows, int cols, int lds, float* dst) {
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) dst[r * cols + c] = src[r * lds + c];
+}
+
+// Operand policies ("Ops") give the tile products of forward_impl.h and
+// backward_impl.h: Operand (the element type the product reads), pack_a /
+// pack_b (fp32 tile -> the layout gemm reads as A [M x K] / B [K x N]), and
+// gemm: C[M x N] = (accumulate ? C : 0) + A B, C row-major fp32, B with row
+// stride ldb (logical columns), A a whole packed tile of K columns.
+//
+// ReferenceOps is the simple version, used as it is by the generic variant
+// and what the register-blocked micro-kernels (microkernel.h, Bf16Ops in
+// kernels_avx512.cc) compute faster: plain row-major operands, and a
+// kGemmRows x kGemmCols accumulator block the compiler keeps in vector
+// registers across the k loop. M must be a multiple of kGemmRows, N of kGemmCols.
 constexpr int kGemmRows = 4;
 constexpr int kGemmCols = 32;
 
-template <bool kTransposeX = false>
-inline void gemm(int M, int N, int K, const float* X, int ldx, const float* Y, int ldy, float* C,
-                 int ldc, bool accumulate) {
-  for (int i0 = 0; i0 < M; i0 += kGemmRows) {
-    for (int n0 = 0; n0 < N; n0 += kGemmCols) {
-      float acc[kGemmRows][kGemmCols];
-      for (int r = 0; r < kGemmRows; ++r)
-        for (int c = 0; c < kGemmCols; ++c)
-          acc[r][c] = accumulate ? C[(i0 + r) * ldc + n0 + c] : 0.f;
-      for (int k = 0; k < K; ++k) {
-        const float* y = Y + k * ldy + n0;
-        for (int r = 0; r < kGemmRows; ++r) {
-          const float x = kTransposeX ? X[k * ldx + i0 + r] : X[(i0 + r) * ldx + k];
-          for (int c = 0; c < kGemmCols; ++c) acc[r][c] += x * y[c];
+struct ReferenceOps {
+  using Operand = float;
+  static void pack_a(const float* src, int rows, int cols, int lds, float* dst) {
+    copy_tile(src, rows, cols, lds, dst);
+  }
+  static void pack_b(const float* src, int rows, int cols, int lds, float* dst) {
+    copy_tile(src, rows, cols, lds, dst);
+  }
+  static void gemm(int M, int N, int K, const float* A, const float* B, int ldb, float* C, int ldc,
+                   bool accumulate) {
+    for (int i0 = 0; i0 < M; i0 += kGemmRows) {
+      for (int n0 = 0; n0 < N; n0 += kGemmCols) {
+        float acc[kGemmRows][kGemmCols];
+        for (int r = 0; r < kGemmRows; ++r)
+          for (int c = 0; c < kGemmCols; ++c)
+            acc[r][c] = accumulate ? C[(i0 + r) * ldc + n0 + c] : 0.f;
+        for (int k = 0; k < K; ++k) {
+          const float* y = B + k * ldb + n0;
+          for (int r = 0; r < kGemmRows; ++r) {
+            const float x = A[(i0 + r) * K + k];
+            for (int c = 0; c < kGemmCols; ++c) acc[r][c] += x * y[c];
+          }
         }
+        for (int r = 0; r < kGemmRows; ++r)
+          for (int c = 0; c < kGemmCols; ++c) C[(i0 + r) * ldc + n0 + c] = acc[r][c];
       }
-      for (int r = 0; r < kGemmRows; ++r)
-        for (int c = 0; c < kGemmCols; ++c) C[(i0 + r) * ldc + n0 + c] = acc[r][c];
     }
   }
-}
+};
 
 // dst[c][r] = src[r][c] for a rows x cols block.
 inline void transpose(const float* src, int rows, int cols, int lds, float* dst, int ldd) {

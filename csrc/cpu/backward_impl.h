@@ -1,0 +1,277 @@
+// Backward pass, FlashAttention-2 style: probabilities are recomputed from
+// q, k and the forward's lse, and D_i = rowsum(dout_i * out_i). A template
+// over the input type T and the operand policy Ops, like forward_impl.h (and
+// under the same rule: every function a template on Ops).
+//
+// Work items own key tiles: item (batch, key head, chunk c) takes the key
+// tiles t with t % num_chunks == c (interleaved, so causal masks give every
+// chunk the same work) and, per tile, sums dk and dv over the query heads of
+// its group and every query tile: five tile products per visited tile pair,
+// the minimum. dq, which every key tile adds to, goes to the chunk's own fp32
+// partial sum, and a last parallel pass adds the chunks in a fixed order. The
+// chunk count depends on the problem only, never on the thread count, so the
+// gradients are bitwise the same whatever the threads (deterministic).
+//
+// Products run transposed (S^T = K Q^T, tiles are [key][query]) so that P^T
+// and dS^T, the A operands of dV += P^T dO and dK += dS^T Q, come out of the
+// softmax in the layout the micro-kernel reads; dq is accumulated transposed
+// too (dQ^T += K^T dS^T, dS^T as the B operand) and turned back at the end.
+#pragma once
+
+namespace flashmask {
+namespace cpu {
+
+// Enough items to spread a small batch x head count over many cores...
+constexpr int kBwdTargetItems = 32;
+// ...but never more dq partial sums than this (bytes, all chunks together).
+constexpr int64_t kDqPartialBudget = int64_t{256} << 20;
+
+// Query-side operands of every (batch, head, query tile), packed once.
+template <class Ops>
+struct QuerySide {
+  using Operand = typename Ops::Operand;
+  QuerySide(int64_t num_tiles, int dp)
+      : tile_size(static_cast<int64_t>(kTileRows) * dp),
+        q_t(new Operand[num_tiles * tile_size]),
+        dout_t(new Operand[num_tiles * tile_size]),
+        q(new Operand[num_tiles * tile_size]),
+        dout(new Operand[num_tiles * tile_size]),
+        lse(new float[num_tiles * kTileRows]),
+        delta(new float[num_tiles * kTileRows]) {}
+  const int64_t tile_size;
+  // B operands: q^T and dout^T [dp x rows] of S^T = K Q^T and dP^T = V dO^T;
+  // q and dout [rows x dp] of dK += dS^T Q and dV += P^T dO.
+  std::unique_ptr<Operand[]> q_t, dout_t, q, dout;
+  std::unique_ptr<float[]> lse, delta;  // per row; lse in log2 units, +inf if masked
+};
+
+template <class Ops>
+struct BwdScratch {
+  using Operand = typename Ops::Operand;
+  explicit BwdScratch(int dp)
+      : a(std::max(kTileRows, kTileCols) * dp),
+        b(std::max(kTileRows, kTileCols) * dp),
+        s(kTileCols * kTileRows),
+        ds(kTileCols * kTileRows),
+        dk(kTileCols * dp),
+        dv(kTileCols * dp),
+        k(kTileCols * dp),
+        v(kTileCols * dp),
+        k_t(dp * kTileCols),
+        p_op(kTileCols * kTileRows),
+        ds_op(kTileCols * kTileRows),
+        ds_t_op(kTileCols * kTileRows) {}
+  std::vector<float> a, b;        // fp32 staging for loads and transposes
+  std::vector<float> s, ds;       // S^T then P^T, dP^T then dS^T: [key][query]
+  std::vector<float> dk, dv;      // accumulators of the current key tile
+  std::vector<Operand> k, v, k_t;  // A operands: k, v [keys x dp], k^T [dp x keys]
+  std::vector<Operand> p_op, ds_op, ds_t_op;  // P^T, dS^T as A, dS^T as B
+};
+
+template <class T, class Ops>
+class Backward {
+ public:
+  using Operand = typename Ops::Operand;
+
+  explicit Backward(const BwdParams& p)
+      : p_(p),
+        shape_(p.shape),
+        dp_(padded_head_dim(p.shape.head_dim)),
+        num_q_tiles_(num_tiles(p.shape.seqlen_q, kTileRows)),
+        num_k_tiles_(num_tiles(p.shape.seqlen_k, kTileCols)),
+        group_(p.shape.num_heads / p.shape.num_heads_k),
+        q_pad_(num_q_tiles_ * kTileRows),
+        score_scale_(p.softmax_scale * kLog2e),
+        num_chunks_(chunk_count()),
+        tile_mask_(p.mask, p.shape),
+        query_(static_cast<int64_t>(p.shape.batch) * p.shape.num_heads * num_q_tiles_, dp_),
+        dq_t_(new float[num_chunks_ * dq_partial_size()]) {}
+
+  void run() {
+    const int64_t num_query_tiles =
+        static_cast<int64_t>(shape_.batch) * shape_.num_heads * num_q_tiles_;
+    parallel_for(
+        num_query_tiles, [&] { return BwdScratch<Ops>(dp_); },
+        [&](BwdScratch<Ops>& w, int64_t item) { pack_query_tile(w, item); });
+    parallel_for(
+        static_cast<int64_t>(shape_.batch) * shape_.num_heads_k * num_chunks_,
+        [&] { return BwdScratch<Ops>(dp_); },
+        [&](BwdScratch<Ops>& w, int64_t item) { key_chunk(w, item); });
+    parallel_for(
+        num_query_tiles, [&] { return BwdScratch<Ops>(dp_); },
+        [&](BwdScratch<Ops>& w, int64_t item) { store_dq(w, item); });
+  }
+
+ private:
+  int chunk_count() const {
+    const int64_t key_heads = static_cast<int64_t>(shape_.batch) * shape_.num_heads_k;
+    const int64_t wanted = (kBwdTargetItems + key_heads - 1) / key_heads;
+    const int64_t affordable = kDqPartialBudget / (dq_partial_size() * sizeof(float));
+    return static_cast<int>(std::max<int64_t>(1, std::min({wanted, affordable,
+                                                           int64_t{num_k_tiles_}})));
+  }
+  // One chunk's dq^T partial sums: [batch, head][dp][q_pad].
+  int64_t dq_partial_size() const {
+    return static_cast<int64_t>(shape_.batch) * shape_.num_heads * dp_ * q_pad_;
+  }
+  float* dq_t(int chunk, int b, int h) const {
+    return dq_t_.get() + chunk * dq_partial_size() +
+           (static_cast<int64_t>(b) * shape_.num_heads + h) * dp_ * q_pad_;
+  }
+
+  // Packs q, dout, lse and D = rowsum(dout * out) of one query tile and
+  // zeroes its columns of every chunk's dq^T.
+  void pack_query_tile(BwdScratch<Ops>& w, int64_t item) const {
+    const int qt = static_cast<int>(item % num_q_tiles_);
+    const int h = static_cast<int>(item / num_q_tiles_ % shape_.num_heads);
+    const int b = static_cast<int>(item / num_q_tiles_ / shape_.num_heads);
+    const int row0 = qt * kTileRows;
+    const int rows = std::min(kTileRows, shape_.seqlen_q - row0);
+    const int64_t at = item * query_.tile_size;
+    float* x = w.a.data();
+    float* x_t = w.b.data();
+    load_tile(element(static_cast<const T*>(p_.q), p_.q_strides, b, row0, h), p_.q_strides.row,
+              rows, shape_.head_dim, 1.f, kTileRows, dp_, x);
+    Ops::pack_b(x, kTileRows, dp_, dp_, query_.q.get() + at);
+    transpose(x, kTileRows, dp_, dp_, x_t, kTileRows);
+    Ops::pack_b(x_t, dp_, kTileRows, kTileRows, query_.q_t.get() + at);
+
+    load_tile(element(static_cast<const T*>(p_.out), p_.out_strides, b, row0, h),
+              p_.out_strides.row, rows, shape_.head_dim, 1.f, kTileRows, dp_, x_t);
+    load_tile(element(static_cast<const T*>(p_.dout), p_.dout_strides, b, row0, h),
+              p_.dout_strides.row, rows, shape_.head_dim, 1.f, kTileRows, dp_, x);
+    const float* lse = p_.lse + (static_cast<int64_t>(b) * shape_.num_heads + h) * shape_.seqlen_q;
+    const float inf = __builtin_inff();
+    for (int r = 0; r < kTileRows; ++r) {
+      // +inf (padding rows, rows whose every key is masked) makes every
+      // recomputed probability of the row exactly 0.
+      const float row_lse = r < rows ? lse[row0 + r] : -inf;
+      query_.lse[item * kTileRows + r] = row_lse == -inf ? inf : row_lse * kLog2e;
+      // D from the stored output, as in FlashAttention-2: no pass over the keys.
+      const float* o = x_t + r * dp_;
+      const float* d = x + r * dp_;
+      float delta = 0.f;
+#pragma omp simd reduction(+ : delta)
+      for (int c = 0; c < dp_; ++c) delta += o[c] * d[c];
+      query_.delta[item * kTileRows + r] = delta;
+    }
+    Ops::pack_b(x, kTileRows, dp_, dp_, query_.dout.get() + at);
+    transpose(x, kTileRows, dp_, dp_, x_t, kTileRows);
+    Ops::pack_b(x_t, dp_, kTileRows, kTileRows, query_.dout_t.get() + at);
+
+    for (int c = 0; c < num_chunks_; ++c) {
+      float* dq = dq_t(c, b, h) + row0;
+      for (int d = 0; d < dp_; ++d) std::fill(dq + d * q_pad_, dq + d * q_pad_ + kTileRows, 0.f);
+    }
+  }
+
+  // k, v and k^T of one key tile as A operands.
+  void load_key_tile(BwdScratch<Ops>& w, int b, int kh, int kt) const {
+    const int col0 = kt * kTileCols;
+    const int cols = std::min(kTileCols, shape_.seqlen_k - col0);
+    float* x = w.a.data();
+    load_tile(element(static_cast<const T*>(p_.k), p_.k_strides, b, col0, kh), p_.k_strides.row,
+              cols, shape_.head_dim, 1.f, kTileCols, dp_, x);
+    Ops::pack_a(x, kTileCols, dp_, dp_, w.k.data());
+    transpose(x, kTileCols, dp_, dp_, w.b.data(), kTileCols);
+    Ops::pack_a(w.b.data(), dp_, kTileCols, kTileCols, w.k_t.data());
+    load_tile(element(static_cast<const T*>(p_.v), p_.v_strides, b, col0, kh), p_.v_strides.row,
+              cols, shape_.head_dim, 1.f, kTileCols, dp_, x);
+    Ops::pack_a(x, kTileCols, dp_, dp_, w.v.data());
+  }
+
+  // P^T and dS^T = P^T * (dP^T - D) of one (key tile, query tile) pair.
+  void probabilities(BwdScratch<Ops>& w, int b, int mh, int64_t q_item, int qt, int kt,
+                     TileKind kind) const {
+    const int64_t at = q_item * query_.tile_size;
+    Ops::gemm(kTileCols, kTileRows, dp_, w.k.data(), query_.q_t.get() + at, kTileRows,
+              w.s.data(), kTileRows, /*accumulate=*/false);
+    scale_row(w.s.data(), kTileCols * kTileRows, score_scale_);
+    if (kind == TileKind::kPartial) {
+      tile_mask_.mask_scores(b, mh, qt, kt, w.s.data(), 1, kTileRows);
+    }
+    Ops::gemm(kTileCols, kTileRows, dp_, w.v.data(), query_.dout_t.get() + at, kTileRows,
+              w.ds.data(), kTileRows, /*accumulate=*/false);
+    const float* lse = query_.lse.get() + q_item * kTileRows;
+    const float* delta = query_.delta.get() + q_item * kTileRows;
+    for (int c = 0; c < kTileCols; ++c) {
+      float* p = w.s.data() + c * kTileRows;
+      float* ds = w.ds.data() + c * kTileRows;
+      for (int r = 0; r < kTileRows; ++r) {
+        p[r] = fast_exp2(p[r] - lse[r]);
+        ds[r] = p[r] * (ds[r] - delta[r]);
+      }
+    }
+  }
+
+  // dk and dv of the chunk's key tiles; their dq contributions to its partials.
+  void key_chunk(BwdScratch<Ops>& w, int64_t item) const {
+    const int chunk = static_cast<int>(item % num_chunks_);
+    const int kh = static_cast<int>(item / num_chunks_ % shape_.num_heads_k);
+    const int b = static_cast<int>(item / num_chunks_ / shape_.num_heads_k);
+    for (int kt = chunk; kt < num_k_tiles_; kt += num_chunks_) {
+      std::fill(w.dk.begin(), w.dk.end(), 0.f);
+      std::fill(w.dv.begin(), w.dv.end(), 0.f);
+      load_key_tile(w, b, kh, kt);
+      for (int h = kh * group_; h < (kh + 1) * group_; ++h) {
+        const int mh = mask_head_for(p_.mask, shape_, h);
+        float* dq_t_head = dq_t(chunk, b, h);
+        for (int qt = 0; qt < num_q_tiles_; ++qt) {
+          const TileKind kind = tile_mask_.kind(b, mh, qt, kt);
+          if (kind == TileKind::kSkip) continue;
+          const int64_t q_item = (static_cast<int64_t>(b) * shape_.num_heads + h) * num_q_tiles_ + qt;
+          const int64_t at = q_item * query_.tile_size;
+          probabilities(w, b, mh, q_item, qt, kt, kind);
+          Ops::pack_a(w.s.data(), kTileCols, kTileRows, kTileRows, w.p_op.data());
+          Ops::gemm(kTileCols, dp_, kTileRows, w.p_op.data(), query_.dout.get() + at,
+                    dp_, w.dv.data(), dp_, /*accumulate=*/true);
+          Ops::pack_a(w.ds.data(), kTileCols, kTileRows, kTileRows, w.ds_op.data());
+          Ops::gemm(kTileCols, dp_, kTileRows, w.ds_op.data(), query_.q.get() + at,
+                    dp_, w.dk.data(), dp_, /*accumulate=*/true);
+          Ops::pack_b(w.ds.data(), kTileCols, kTileRows, kTileRows, w.ds_t_op.data());
+          Ops::gemm(dp_, kTileRows, kTileCols, w.k_t.data(), w.ds_t_op.data(),
+                    kTileRows, dq_t_head + qt * kTileRows, q_pad_, /*accumulate=*/true);
+        }
+      }
+      const int col0 = kt * kTileCols;
+      const int cols = std::min(kTileCols, shape_.seqlen_k - col0);
+      store_tile(w.dk.data(), dp_, cols, shape_.head_dim, p_.softmax_scale,
+                 element(static_cast<T*>(p_.dk), p_.dk_strides, b, col0, kh), p_.dk_strides.row);
+      store_tile(w.dv.data(), dp_, cols, shape_.head_dim, 1.f,
+                 element(static_cast<T*>(p_.dv), p_.dv_strides, b, col0, kh), p_.dv_strides.row);
+    }
+  }
+
+  // dq of one query tile: the chunks' partial sums added in chunk order.
+  void store_dq(BwdScratch<Ops>& w, int64_t item) const {
+    const int qt = static_cast<int>(item % num_q_tiles_);
+    const int h = static_cast<int>(item / num_q_tiles_ % shape_.num_heads);
+    const int b = static_cast<int>(item / num_q_tiles_ / shape_.num_heads);
+    const int row0 = qt * kTileRows;
+    const int rows = std::min(kTileRows, shape_.seqlen_q - row0);
+    float* sum_t = w.a.data();  // [dp][kTileRows]
+    for (int d = 0; d < dp_; ++d) {
+      float* s = sum_t + d * kTileRows;
+      std::copy_n(dq_t(0, b, h) + d * q_pad_ + row0, kTileRows, s);
+      for (int c = 1; c < num_chunks_; ++c) {
+        const float* part = dq_t(c, b, h) + d * q_pad_ + row0;
+        for (int r = 0; r < kTileRows; ++r) s[r] += part[r];
+      }
+    }
+    transpose(sum_t, dp_, kTileRows, kTileRows, w.b.data(), dp_);
+    store_tile(w.b.data(), dp_, rows, shape_.head_dim, p_.softmax_scale,
+               element(static_cast<T*>(p_.dq), p_.dq_strides, b, row0, h), p_.dq_strides.row);
+  }
+
+  const BwdParams& p_;
+  const AttentionShape& shape_;
+  const int dp_, num_q_tiles_, num_k_tiles_, group_, q_pad_;
+  const float score_scale_;  // raw scores to log2 units, as in forward_impl.h
+  const int num_chunks_;
+  const TileMask tile_mask_;
+  const QuerySide<Ops> query_;
+  const std::unique_ptr<float[]> dq_t_;
+};
+
+}  // namespace cpu
+}  // namespace flashmask
