@@ -32,17 +32,17 @@ struct QuerySide {
   using Operand = typename Ops::Operand;
   QuerySide(int64_t num_tiles, int dp)
       : tile_size(static_cast<int64_t>(kTileRows) * dp),
-        q_t(new Operand[num_tiles * tile_size]),
-        dout_t(new Operand[num_tiles * tile_size]),
-        q(new Operand[num_tiles * tile_size]),
-        dout(new Operand[num_tiles * tile_size]),
-        lse(new float[num_tiles * kTileRows]),
-        delta(new float[num_tiles * kTileRows]) {}
+        q_t(num_tiles * tile_size),
+        dout_t(num_tiles * tile_size),
+        q(num_tiles * tile_size),
+        dout(num_tiles * tile_size),
+        lse(num_tiles * kTileRows),
+        delta(num_tiles * kTileRows) {}
   const int64_t tile_size;
   // B operands: q^T and dout^T [dp x rows] of S^T = K Q^T and dP^T = V dO^T;
   // q and dout [rows x dp] of dK += dS^T Q and dV += P^T dO.
-  std::unique_ptr<Operand[]> q_t, dout_t, q, dout;
-  std::unique_ptr<float[]> lse, delta;  // per row; lse in log2 units, +inf if masked
+  Workspace<Operand> q_t, dout_t, q, dout;
+  Workspace<float> lse, delta;  // per row; lse in log2 units, +inf if masked
 };
 
 template <class Ops>
@@ -80,12 +80,12 @@ class Backward {
         num_q_tiles_(num_tiles(p.shape.seqlen_q, kTileRows)),
         num_k_tiles_(num_tiles(p.shape.seqlen_k, kTileCols)),
         group_(p.shape.num_heads / p.shape.num_heads_k),
-        q_pad_(num_q_tiles_ * kTileRows),
         score_scale_(p.softmax_scale * kLog2e),
         num_chunks_(chunk_count()),
         tile_mask_(p.mask, p.shape),
         query_(static_cast<int64_t>(p.shape.batch) * p.shape.num_heads * num_q_tiles_, dp_),
-        dq_t_(new float[num_chunks_ * dq_partial_size()]) {}
+        dq_t_(num_chunks_ * dq_partial_size()),
+        dq_written_(num_chunks_ * num_q_items()) {}
 
   void run() {
     const int64_t num_query_tiles =
@@ -110,17 +110,21 @@ class Backward {
     return static_cast<int>(std::max<int64_t>(1, std::min({wanted, affordable,
                                                            int64_t{num_k_tiles_}})));
   }
-  // One chunk's dq^T partial sums: [batch, head][dp][q_pad].
-  int64_t dq_partial_size() const {
-    return static_cast<int64_t>(shape_.batch) * shape_.num_heads * dp_ * q_pad_;
+  // One chunk's dq^T partial sums: per (batch, head, query tile) a
+  // contiguous [dp][kTileRows] tile (contiguous, not [dp][seqlen_q]: rows
+  // seqlen_q apart would all fall into the same few L1 sets).
+  int64_t num_q_items() const {
+    return static_cast<int64_t>(shape_.batch) * shape_.num_heads * num_q_tiles_;
   }
-  float* dq_t(int chunk, int b, int h) const {
-    return dq_t_.get() + chunk * dq_partial_size() +
-           (static_cast<int64_t>(b) * shape_.num_heads + h) * dp_ * q_pad_;
+  int64_t dq_partial_size() const {
+    return static_cast<int64_t>(shape_.batch) * shape_.num_heads * num_q_tiles_ * dp_ * kTileRows;
+  }
+  float* dq_t(int chunk, int64_t q_item) const {
+    return dq_t_.get() + chunk * dq_partial_size() + q_item * dp_ * kTileRows;
   }
 
   // Packs q, dout, lse and D = rowsum(dout * out) of one query tile and
-  // zeroes its columns of every chunk's dq^T.
+  // marks its dq^T partial tiles unwritten.
   void pack_query_tile(BwdScratch<Ops>& w, int64_t item) const {
     const int qt = static_cast<int>(item % num_q_tiles_);
     const int h = static_cast<int>(item / num_q_tiles_ % shape_.num_heads);
@@ -128,56 +132,62 @@ class Backward {
     const int row0 = qt * kTileRows;
     const int rows = std::min(kTileRows, shape_.seqlen_q - row0);
     const int64_t at = item * query_.tile_size;
-    float* x = w.a.data();
-    float* x_t = w.b.data();
+    Operand* const q_dst = query_.q.get() + at;
+    Operand* const q_t_dst = query_.q_t.get() + at;
+    Operand* const dout_dst = query_.dout.get() + at;
+    Operand* const dout_t_dst = query_.dout_t.get() + at;
+    float* q = Ops::staging(q_dst, w.a.data());
     load_tile(element(static_cast<const T*>(p_.q), p_.q_strides, b, row0, h), p_.q_strides.row,
-              rows, shape_.head_dim, 1.f, kTileRows, dp_, x);
-    Ops::pack_b(x, kTileRows, dp_, dp_, query_.q.get() + at);
-    transpose(x, kTileRows, dp_, dp_, x_t, kTileRows);
-    Ops::pack_b(x_t, dp_, kTileRows, kTileRows, query_.q_t.get() + at);
+              rows, shape_.head_dim, 1.f, kTileRows, dp_, q);
+    Ops::pack_b(q, kTileRows, dp_, dp_, q_dst);
+    float* q_t = Ops::staging(q_t_dst, w.b.data());
+    transpose(q, kTileRows, dp_, dp_, q_t, kTileRows);
+    Ops::pack_b(q_t, dp_, kTileRows, kTileRows, q_t_dst);
 
-    load_tile(element(static_cast<const T*>(p_.out), p_.out_strides, b, row0, h),
-              p_.out_strides.row, rows, shape_.head_dim, 1.f, kTileRows, dp_, x_t);
+    float* dout = Ops::staging(dout_dst, w.a.data());
+    float* out = w.b.data();
     load_tile(element(static_cast<const T*>(p_.dout), p_.dout_strides, b, row0, h),
-              p_.dout_strides.row, rows, shape_.head_dim, 1.f, kTileRows, dp_, x);
+              p_.dout_strides.row, rows, shape_.head_dim, 1.f, kTileRows, dp_, dout);
+    load_tile(element(static_cast<const T*>(p_.out), p_.out_strides, b, row0, h),
+              p_.out_strides.row, rows, shape_.head_dim, 1.f, kTileRows, dp_, out);
     const float* lse = p_.lse + (static_cast<int64_t>(b) * shape_.num_heads + h) * shape_.seqlen_q;
     const float inf = __builtin_inff();
     for (int r = 0; r < kTileRows; ++r) {
       // +inf (padding rows, rows whose every key is masked) makes every
       // recomputed probability of the row exactly 0.
       const float row_lse = r < rows ? lse[row0 + r] : -inf;
-      query_.lse[item * kTileRows + r] = row_lse == -inf ? inf : row_lse * kLog2e;
+      query_.lse.get()[item * kTileRows + r] = row_lse == -inf ? inf : row_lse * kLog2e;
       // D from the stored output, as in FlashAttention-2: no pass over the keys.
-      const float* o = x_t + r * dp_;
-      const float* d = x + r * dp_;
+      const float* o = out + r * dp_;
+      const float* d = dout + r * dp_;
       float delta = 0.f;
 #pragma omp simd reduction(+ : delta)
       for (int c = 0; c < dp_; ++c) delta += o[c] * d[c];
-      query_.delta[item * kTileRows + r] = delta;
+      query_.delta.get()[item * kTileRows + r] = delta;
     }
-    Ops::pack_b(x, kTileRows, dp_, dp_, query_.dout.get() + at);
-    transpose(x, kTileRows, dp_, dp_, x_t, kTileRows);
-    Ops::pack_b(x_t, dp_, kTileRows, kTileRows, query_.dout_t.get() + at);
+    Ops::pack_b(dout, kTileRows, dp_, dp_, dout_dst);
+    float* dout_t = Ops::staging(dout_t_dst, w.b.data());  // out is used up
+    transpose(dout, kTileRows, dp_, dp_, dout_t, kTileRows);
+    Ops::pack_b(dout_t, dp_, kTileRows, kTileRows, dout_t_dst);
 
-    for (int c = 0; c < num_chunks_; ++c) {
-      float* dq = dq_t(c, b, h) + row0;
-      for (int d = 0; d < dp_; ++d) std::fill(dq + d * q_pad_, dq + d * q_pad_ + kTileRows, 0.f);
-    }
+    for (int c = 0; c < num_chunks_; ++c) dq_written_.get()[c * num_q_items() + item] = 0;
   }
 
   // k, v and k^T of one key tile as A operands.
   void load_key_tile(BwdScratch<Ops>& w, int b, int kh, int kt) const {
     const int col0 = kt * kTileCols;
     const int cols = std::min(kTileCols, shape_.seqlen_k - col0);
-    float* x = w.a.data();
+    float* k = Ops::staging(w.k.data(), w.a.data());
     load_tile(element(static_cast<const T*>(p_.k), p_.k_strides, b, col0, kh), p_.k_strides.row,
-              cols, shape_.head_dim, 1.f, kTileCols, dp_, x);
-    Ops::pack_a(x, kTileCols, dp_, dp_, w.k.data());
-    transpose(x, kTileCols, dp_, dp_, w.b.data(), kTileCols);
-    Ops::pack_a(w.b.data(), dp_, kTileCols, kTileCols, w.k_t.data());
+              cols, shape_.head_dim, 1.f, kTileCols, dp_, k);
+    Ops::pack_a(k, kTileCols, dp_, dp_, w.k.data());
+    float* k_t = Ops::staging(w.k_t.data(), w.b.data());
+    transpose(k, kTileCols, dp_, dp_, k_t, kTileCols);
+    Ops::pack_a(k_t, dp_, kTileCols, kTileCols, w.k_t.data());
+    float* v = Ops::staging(w.v.data(), w.a.data());  // k is packed
     load_tile(element(static_cast<const T*>(p_.v), p_.v_strides, b, col0, kh), p_.v_strides.row,
-              cols, shape_.head_dim, 1.f, kTileCols, dp_, x);
-    Ops::pack_a(x, kTileCols, dp_, dp_, w.v.data());
+              cols, shape_.head_dim, 1.f, kTileCols, dp_, v);
+    Ops::pack_a(v, kTileCols, dp_, dp_, w.v.data());
   }
 
   // P^T and dS^T = P^T * (dP^T - D) of one (key tile, query tile) pair.
@@ -215,22 +225,25 @@ class Backward {
       load_key_tile(w, b, kh, kt);
       for (int h = kh * group_; h < (kh + 1) * group_; ++h) {
         const int mh = mask_head_for(p_.mask, shape_, h);
-        float* dq_t_head = dq_t(chunk, b, h);
         for (int qt = 0; qt < num_q_tiles_; ++qt) {
           const TileKind kind = tile_mask_.kind(b, mh, qt, kt);
           if (kind == TileKind::kSkip) continue;
           const int64_t q_item = (static_cast<int64_t>(b) * shape_.num_heads + h) * num_q_tiles_ + qt;
           const int64_t at = q_item * query_.tile_size;
           probabilities(w, b, mh, q_item, qt, kt, kind);
-          Ops::pack_a(w.s.data(), kTileCols, kTileRows, kTileRows, w.p_op.data());
-          Ops::gemm(kTileCols, dp_, kTileRows, w.p_op.data(), query_.dout.get() + at,
-                    dp_, w.dv.data(), dp_, /*accumulate=*/true);
-          Ops::pack_a(w.ds.data(), kTileCols, kTileRows, kTileRows, w.ds_op.data());
-          Ops::gemm(kTileCols, dp_, kTileRows, w.ds_op.data(), query_.q.get() + at,
-                    dp_, w.dk.data(), dp_, /*accumulate=*/true);
-          Ops::pack_b(w.ds.data(), kTileCols, kTileRows, kTileRows, w.ds_t_op.data());
-          Ops::gemm(dp_, kTileRows, kTileCols, w.k_t.data(), w.ds_t_op.data(),
-                    kTileRows, dq_t_head + qt * kTileRows, q_pad_, /*accumulate=*/true);
+          const auto* p_t = Ops::a_view(w.s.data(), kTileCols, kTileRows, w.p_op.data());
+          Ops::gemm(kTileCols, dp_, kTileRows, p_t, query_.dout.get() + at, dp_, w.dv.data(),
+                    dp_, /*accumulate=*/true);
+          const auto* ds_t = Ops::a_view(w.ds.data(), kTileCols, kTileRows, w.ds_op.data());
+          Ops::gemm(kTileCols, dp_, kTileRows, ds_t, query_.q.get() + at, dp_, w.dk.data(), dp_,
+                    /*accumulate=*/true);
+          const auto* ds_t_b = Ops::b_view(w.ds.data(), kTileCols, kTileRows, w.ds_t_op.data());
+          // The first write to a partial tile stores instead of adding: no
+          // zeroing pass, and store_dq skips tiles the chunk never reached.
+          uint8_t& written = dq_written_.get()[chunk * num_q_items() + q_item];
+          Ops::gemm(dp_, kTileRows, kTileCols, w.k_t.data(), ds_t_b, kTileRows,
+                    dq_t(chunk, q_item), kTileRows, /*accumulate=*/written != 0);
+          written = 1;
         }
       }
       const int col0 = kt * kTileCols;
@@ -249,14 +262,13 @@ class Backward {
     const int b = static_cast<int>(item / num_q_tiles_ / shape_.num_heads);
     const int row0 = qt * kTileRows;
     const int rows = std::min(kTileRows, shape_.seqlen_q - row0);
+    const int size = dp_ * kTileRows;
     float* sum_t = w.a.data();  // [dp][kTileRows]
-    for (int d = 0; d < dp_; ++d) {
-      float* s = sum_t + d * kTileRows;
-      std::copy_n(dq_t(0, b, h) + d * q_pad_ + row0, kTileRows, s);
-      for (int c = 1; c < num_chunks_; ++c) {
-        const float* part = dq_t(c, b, h) + d * q_pad_ + row0;
-        for (int r = 0; r < kTileRows; ++r) s[r] += part[r];
-      }
+    std::fill_n(sum_t, size, 0.f);
+    for (int c = 0; c < num_chunks_; ++c) {
+      if (!dq_written_.get()[c * num_q_items() + item]) continue;
+      const float* part = dq_t(c, item);
+      for (int i = 0; i < size; ++i) sum_t[i] += part[i];
     }
     transpose(sum_t, dp_, kTileRows, kTileRows, w.b.data(), dp_);
     store_tile(w.b.data(), dp_, rows, shape_.head_dim, p_.softmax_scale,
@@ -265,12 +277,13 @@ class Backward {
 
   const BwdParams& p_;
   const AttentionShape& shape_;
-  const int dp_, num_q_tiles_, num_k_tiles_, group_, q_pad_;
+  const int dp_, num_q_tiles_, num_k_tiles_, group_;
   const float score_scale_;  // raw scores to log2 units, as in forward_impl.h
   const int num_chunks_;
   const TileMask tile_mask_;
   const QuerySide<Ops> query_;
-  const std::unique_ptr<float[]> dq_t_;
+  const Workspace<float> dq_t_;
+  const Workspace<uint8_t> dq_written_;  // [chunk][query item]: partial tile holds a sum
 };
 
 }  // namespace cpu

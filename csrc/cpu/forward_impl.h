@@ -20,7 +20,7 @@ struct FwdScratch {
         o(kTileRows * dp),
         row_max(kTileRows),
         row_sum(kTileRows) {}
-  std::vector<Operand> q, p;             // A operands: q, probabilities
+  std::vector<Operand> q, p;             // A operands: q, probabilities (bf16)
   std::vector<float> s, o;               // scores, output accumulator
   std::vector<float> row_max, row_sum;   // running softmax state, log2 units
 };
@@ -58,8 +58,8 @@ struct PackedKeys {
       : num_heads_k(p.shape.num_heads_k),
         num_k_tiles(num_k_tiles),
         tile_size(static_cast<int64_t>(kTileCols) * dp),
-        kt(new Operand[num_all_tiles(p.shape) * tile_size]),
-        v(new Operand[num_all_tiles(p.shape) * tile_size]) {
+        kt(num_all_tiles(p.shape) * tile_size),
+        v(num_all_tiles(p.shape) * tile_size) {
     const AttentionShape& shape = p.shape;
     struct Scratch {
       explicit Scratch(int dp) : k(kTileCols * dp), kt(dp * kTileCols), v(kTileCols * dp) {}
@@ -73,13 +73,17 @@ struct PackedKeys {
           const int b = static_cast<int>(item / num_k_tiles / num_heads_k);
           const int col0 = t * kTileCols;
           const int cols = std::min(kTileCols, shape.seqlen_k - col0);
+          Operand* kt_dst = kt.get() + item * tile_size;
+          Operand* v_dst = v.get() + item * tile_size;
           load_tile(element(static_cast<const T*>(p.k), p.k_strides, b, col0, kh),
                     p.k_strides.row, cols, shape.head_dim, 1.f, kTileCols, dp, w.k.data());
-          transpose(w.k.data(), kTileCols, dp, dp, w.kt.data(), kTileCols);
-          Ops::pack_b(w.kt.data(), dp, kTileCols, kTileCols, kt.get() + item * tile_size);
+          float* k_t = Ops::staging(kt_dst, w.kt.data());
+          transpose(w.k.data(), kTileCols, dp, dp, k_t, kTileCols);
+          Ops::pack_b(k_t, dp, kTileCols, kTileCols, kt_dst);
+          float* v_tile = Ops::staging(v_dst, w.v.data());
           load_tile(element(static_cast<const T*>(p.v), p.v_strides, b, col0, kh),
-                    p.v_strides.row, cols, shape.head_dim, 1.f, kTileCols, dp, w.v.data());
-          Ops::pack_b(w.v.data(), kTileCols, dp, dp, v.get() + item * tile_size);
+                    p.v_strides.row, cols, shape.head_dim, 1.f, kTileCols, dp, v_tile);
+          Ops::pack_b(v_tile, kTileCols, dp, dp, v_dst);
         });
   }
 
@@ -96,7 +100,7 @@ struct PackedKeys {
 
   const int num_heads_k, num_k_tiles;
   const int64_t tile_size;
-  std::unique_ptr<Operand[]> kt, v;
+  Workspace<Operand> kt, v;
 };
 
 template <class T, class Ops>
@@ -127,9 +131,10 @@ void forward(const FwdParams& p) {
         const int row0 = qt * kTileRows;
         const int rows = std::min(kTileRows, shape.seqlen_q - row0);
 
+        float* q_tile = Ops::staging(w.q.data(), w.o.data());
         load_tile(element(static_cast<const T*>(p.q), p.q_strides, b, row0, h), p.q_strides.row,
-                  rows, shape.head_dim, 1.f, kTileRows, dp, w.o.data());
-        Ops::pack_a(w.o.data(), kTileRows, dp, dp, w.q.data());
+                  rows, shape.head_dim, 1.f, kTileRows, dp, q_tile);
+        Ops::pack_a(q_tile, kTileRows, dp, dp, w.q.data());
         std::fill(w.o.begin(), w.o.end(), 0.f);
         std::fill(w.row_max.begin(), w.row_max.end(), -__builtin_inff());
         std::fill(w.row_sum.begin(), w.row_sum.end(), 0.f);
@@ -144,8 +149,8 @@ void forward(const FwdParams& p) {
             tile_mask.mask_scores(b, mh, qt, kt, w.s.data(), kTileCols, 1);
           }
           online_softmax(w, dp);
-          Ops::pack_a(w.s.data(), kTileRows, kTileCols, kTileCols, w.p.data());
-          Ops::gemm(kTileRows, dp, kTileCols, w.p.data(), keys.v_tile(b, kh, kt), dp, w.o.data(), dp,
+          const auto* probs = Ops::a_view(w.s.data(), kTileRows, kTileCols, w.p.data());
+          Ops::gemm(kTileRows, dp, kTileCols, probs, keys.v_tile(b, kh, kt), dp, w.o.data(), dp,
                     /*accumulate=*/true);
         }
 

@@ -21,3 +21,4 @@
 #include "tile_mask.h"
 #include "tile_math.h"
 #include "tiling.h"
+#include "workspace.h"

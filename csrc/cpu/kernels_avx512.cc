@@ -64,6 +64,16 @@ struct Bf16Ops {
     }
   }
 
+  static float* staging(uint16_t*, float* scratch) { return scratch; }
+  static const uint16_t* a_view(const float* tile, int rows, int cols, uint16_t* scratch) {
+    pack_a(tile, rows, cols, cols, scratch);
+    return scratch;
+  }
+  static const uint16_t* b_view(const float* tile, int rows, int cols, uint16_t* scratch) {
+    pack_b(tile, rows, cols, cols, scratch);
+    return scratch;
+  }
+
   // As BlockedOps::gemm (microkernel.h), k advancing by pairs; ldb counts
   // B's logical columns.
   static void gemm(int M, int N, int K, const uint16_t* a, const uint16_t* b, int ldb, float* c,

@@ -57,21 +57,28 @@ void TileMask::mask_scores(int batch, int mask_head, int q_tile, int k_tile, flo
   const int row_begin = q_tile * kTileRows;
   const int col_begin = k_tile * kTileCols;
   const int valid_cols = std::min(kTileCols, shape_.seqlen_k - col_begin);
-  const float neg_inf = -__builtin_inff();
+  // A column's masked rows are at most three intervals (the causal triangle
+  // and the two bound intervals; see is_masked in mask.h), so the tile is
+  // masked interval by interval: work in proportion to the masked scores,
+  // no per-element test.
+  const auto fill = [&](float* column, int begin, int end) {
+    begin = std::max(begin - row_begin, 0);
+    end = std::min(end - row_begin, kTileRows);
+    for (int r = begin; r < end; ++r) column[r * row_stride] = -__builtin_inff();
+  };
   for (int c = 0; c < kTileCols; ++c) {
     float* column = scores + c * col_stride;
     if (c >= valid_cols) {
-      for (int r = 0; r < kTileRows; ++r) column[r * row_stride] = neg_inf;
+      fill(column, row_begin, row_begin + kTileRows);
       continue;
     }
     const int col = col_begin + c;
     const ColumnBounds cb =
         load_column_bounds(bounds + static_cast<int64_t>(col) * mask_.num_bounds, mask_.num_bounds,
                            mask_.causal, shape_.seqlen_q);
-    for (int r = 0; r < kTileRows; ++r) {
-      if (is_masked(row_begin + r, col, cb, mask_.causal, causal_offset_))
-        column[r * row_stride] = neg_inf;
-    }
+    if (mask_.causal) fill(column, row_begin, col - causal_offset_);  // rows < col - offset
+    fill(column, cb.lts, cb.lte);
+    fill(column, cb.uts, cb.ute);
   }
 }
 

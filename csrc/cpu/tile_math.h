@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "convert.h"
 
@@ -16,16 +17,20 @@ namespace cpu {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-// dst[rows x cols] (dense) = src[rows x cols] (row stride lds).
+// dst[rows x cols] (dense) = src[rows x cols] (row stride lds); nothing to
+// do when src already is dst (a tile built in place, see Ops::staging).
 inline void copy_tile(const float* src, int rows, int cols, int lds, float* dst) {
-  for (int r = 0; r < rows; ++r)
-    for (int c = 0; c < cols; ++c) dst[r * cols + c] = src[r * lds + c];
+  if (src == dst && lds == cols) return;
+  for (int r = 0; r < rows; ++r) std::memcpy(dst + r * cols, src + r * lds, cols * sizeof(float));
 }
 
 // Operand policies ("Ops") give the tile products of forward_impl.h and
 // backward_impl.h: Operand (the element type the product reads), pack_a /
-// pack_b (fp32 tile -> the layout gemm reads as A [M x K] / B [K x N]), and
-// gemm: C[M x N] = (accumulate ? C : 0) + A B, C row-major fp32, B with row
+// pack_b (fp32 tile -> the layout gemm reads as A [M x K] / B [K x N], into
+// dst), staging (where to build the fp32 tile that will be packed into dst:
+// dst itself for fp32 operands, so packing copies nothing, else scratch),
+// a_view / b_view (the packed form of a dense tile used at once: fp32
+// policies hand the tile itself over), and gemm: C[M x N] = (accumulate ? C : 0) + A B, C row-major fp32, B with row
 // stride ldb (logical columns), A a whole packed tile of K columns.
 //
 // ReferenceOps is the simple version, used as it is by the generic variant
@@ -44,6 +49,9 @@ struct ReferenceOps {
   static void pack_b(const float* src, int rows, int cols, int lds, float* dst) {
     copy_tile(src, rows, cols, lds, dst);
   }
+  static float* staging(float* dst, float*) { return dst; }
+  static const float* a_view(const float* tile, int, int, float*) { return tile; }
+  static const float* b_view(const float* tile, int, int, float*) { return tile; }
   static void gemm(int M, int N, int K, const float* A, const float* B, int ldb, float* C, int ldc,
                    bool accumulate) {
     for (int i0 = 0; i0 < M; i0 += kGemmRows) {
@@ -66,10 +74,20 @@ struct ReferenceOps {
   }
 };
 
-// dst[c][r] = src[r][c] for a rows x cols block.
-inline void transpose(const float* src, int rows, int cols, int lds, float* dst, int ldd) {
-  for (int r = 0; r < rows; ++r)
-    for (int c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
+// dst[c][r] = src[r][c] for a rows x cols block, both multiples of
+// kTransposeBlock (tiles and padded head dims are). Fixed-size blocks let the
+// compiler turn each into register shuffles; the plain double loop compiled
+// to one scalar load and store per element (perf: a third of the O(N)
+// per-call work at N=4K).
+constexpr int kTransposeBlock = 8;
+
+inline void transpose(const float* __restrict src, int rows, int cols, int lds,
+                      float* __restrict dst, int ldd) {
+  for (int r0 = 0; r0 < rows; r0 += kTransposeBlock)
+    for (int c0 = 0; c0 < cols; c0 += kTransposeBlock)
+      for (int c = 0; c < kTransposeBlock; ++c)
+        for (int r = 0; r < kTransposeBlock; ++r)
+          dst[(c0 + c) * ldd + r0 + r] = src[(r0 + r) * lds + c0 + c];
 }
 
 // 2^x, relative error ~1e-7, exactly 0 for x < -126.5 (so for -inf too: a
