@@ -83,6 +83,8 @@ def _ours(mask: str, n: int, dtype: str):
     def step():
         out = _ops.flashmask_attention_op(q, k, v, idx, None, spec.causal, HEAD_DIM**-0.5)[0]
         paddle.autograd.backward([out], [dout])  # synchronous on CPU
+        for t in (q, k, v):  # as torch's below: grads replaced, not accumulated
+            t.clear_gradient(False)
 
     return step
 
