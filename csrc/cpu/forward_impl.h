@@ -25,21 +25,34 @@ struct FwdScratch {
   std::vector<float> row_max, row_sum;   // running softmax state, log2 units
 };
 
-// Turns the scores of one tile into unnormalised probabilities in place and
+// The part of a tile a pass computes: its TileExtent widened to the
+// micro-kernels' steps (rows of S by kExtentRowStep, keys by kExtentColStep).
+struct FwdBox {
+  int r0, r1, c0, c1;
+};
+
+inline FwdBox forward_box(const TileExtent& e) {
+  return {round_down(e.row_begin, kExtentRowStep), round_up(e.row_end, kExtentRowStep),
+          round_down(e.col_begin, kExtentColStep), round_up(e.col_end, kExtentColStep)};
+}
+
+// Turns the scores of the box into unnormalised probabilities in place and
 // rescales the output rows accumulated so far to the new running maximum.
+// Rows outside the box have no unmasked key in this tile: nothing changes.
 template <class Ops>
-void online_softmax(FwdScratch<Ops>& w, int dp) {
+void online_softmax(FwdScratch<Ops>& w, int dp, const FwdBox& box) {
   const float neg_inf = -__builtin_inff();
-  for (int r = 0; r < kTileRows; ++r) {
-    float* s = w.s.data() + r * kTileCols;
-    const float new_max = std::max(w.row_max[r], row_max(s, kTileCols));
+  const int cols = box.c1 - box.c0;
+  for (int r = box.r0; r < box.r1; ++r) {
+    float* s = w.s.data() + r * kTileCols + box.c0;
+    const float new_max = std::max(w.row_max[r], row_max(s, cols));
     // A row with no unmasked key so far keeps max -inf; subtracting 0 then
     // keeps its probabilities exactly 0 instead of NaN.
     const float ref = new_max == neg_inf ? 0.f : new_max;
     const float alpha = fast_exp2(w.row_max[r] - ref);
     float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
-    for (int c = 0; c < kTileCols; ++c) {
+    for (int c = 0; c < cols; ++c) {
       s[c] = fast_exp2(s[c] - ref);
       sum += s[c];
     }
@@ -142,16 +155,23 @@ void forward(const FwdParams& p) {
         for (int kt = 0; kt < num_k_tiles; ++kt) {
           const TileKind kind = tile_mask.kind(b, mh, qt, kt);
           if (kind == TileKind::kSkip) continue;
-          Ops::gemm(kTileRows, kTileCols, dp, w.q.data(), keys.k_tile(b, kh, kt), kTileCols, w.s.data(), kTileCols,
+          const TileExtent extent = tile_mask.extent(b, mh, qt, kt, kind);
+          if (extent.empty()) continue;
+          const FwdBox x = forward_box(extent);
+          const int box_rows = x.r1 - x.r0, box_cols = x.c1 - x.c0;
+          float* s = w.s.data() + x.r0 * kTileCols + x.c0;
+          Ops::gemm(box_rows, box_cols, dp, w.q.data() + x.r0 * dp, dp,
+                    Ops::b_at(keys.k_tile(b, kh, kt), kTileCols, 0, x.c0), kTileCols, s, kTileCols,
                     /*accumulate=*/false);
-          scale_row(w.s.data(), kTileRows * kTileCols, score_scale);
+          for (int r = 0; r < box_rows; ++r) scale_row(s + r * kTileCols, box_cols, score_scale);
           if (kind == TileKind::kPartial) {
             tile_mask.mask_scores(b, mh, qt, kt, w.s.data(), kTileCols, 1);
           }
-          online_softmax(w, dp);
-          const auto* probs = Ops::a_view(w.s.data(), kTileRows, kTileCols, w.p.data());
-          Ops::gemm(kTileRows, dp, kTileCols, probs, keys.v_tile(b, kh, kt), dp, w.o.data(), dp,
-                    /*accumulate=*/true);
+          online_softmax(w, dp, x);
+          const auto probs = Ops::a_view(s, box_rows, box_cols, kTileCols, w.p.data());
+          Ops::gemm(box_rows, dp, box_cols, probs.data, probs.ld,
+                    Ops::b_at(keys.v_tile(b, kh, kt), dp, x.c0, 0), dp, w.o.data() + x.r0 * dp,
+                    dp, /*accumulate=*/true);
         }
 
         float* lse =

@@ -30,8 +30,8 @@ struct Zmm {
 using Avx512Ops = BlockedOps<Zmm, /*kRows=*/8, /*kVecs=*/2>;
 
 // bf16 operands (round to nearest even from the fp32 tiles). vdpbf16ps
-// multiplies pairs along k: A is row-major with k even (a pair is one 32-bit
-// element, broadcast whole); B is in the "VNNI" layout [k / 2][n][2], the
+// multiplies pairs along k: A is row-major with k and lda even (a pair is
+// one 32-bit element, broadcast whole); B is in the "VNNI" layout [k / 2][n][2], the
 // rows 2i and 2i+1 interleaved, so one 512-bit load holds 16 columns' pairs.
 // Rows and columns handed to it are multiples of 32 (tiles, padded head_dim).
 struct Bf16Ops {
@@ -65,34 +65,39 @@ struct Bf16Ops {
   }
 
   static float* staging(uint16_t*, float* scratch) { return scratch; }
-  static const uint16_t* a_view(const float* tile, int rows, int cols, uint16_t* scratch) {
-    pack_a(tile, rows, cols, cols, scratch);
-    return scratch;
+  static OperandView<uint16_t> a_view(const float* src, int rows, int cols, int lds,
+                                      uint16_t* scratch) {
+    pack_a(src, rows, cols, lds, scratch);
+    return {scratch, cols};
   }
-  static const uint16_t* b_view(const float* tile, int rows, int cols, uint16_t* scratch) {
-    pack_b(tile, rows, cols, cols, scratch);
-    return scratch;
+  static OperandView<uint16_t> b_view(const float* src, int rows, int cols, int lds,
+                                      uint16_t* scratch) {
+    pack_b(src, rows, cols, lds, scratch);
+    return {scratch, cols};
+  }
+  static const uint16_t* b_at(const uint16_t* b, int ldb, int k, int n) {
+    return b + k * ldb + 2 * n;  // k even: pair row k / 2 starts at k * ldb
   }
 
   // As BlockedOps::gemm (microkernel.h), k advancing by pairs; ldb counts
   // B's logical columns.
-  static void gemm(int M, int N, int K, const uint16_t* a, const uint16_t* b, int ldb, float* c,
-                   int ldc, bool accumulate) {
+  static void gemm(int M, int N, int K, const uint16_t* a, int lda, const uint16_t* b, int ldb,
+                   float* c, int ldc, bool accumulate) {
     for (int i0 = 0; i0 < M; i0 += kRows) {
       for (int n0 = 0; n0 < N; n0 += kVecs * kLanes) {
-        block(K, a + static_cast<ptrdiff_t>(i0) * K, b + 2 * n0, ldb, c + i0 * ldc + n0, ldc,
-              accumulate);
+        block(K, a + static_cast<ptrdiff_t>(i0) * lda, lda, b + 2 * n0, ldb, c + i0 * ldc + n0,
+              ldc, accumulate);
       }
     }
   }
 
  private:
-  static inline void block(int K, const uint16_t* a, const uint16_t* b, ptrdiff_t ldb, float* c,
-                           ptrdiff_t ldc, bool accumulate) {
+  static inline void block(int K, const uint16_t* a, ptrdiff_t lda, const uint16_t* b,
+                           ptrdiff_t ldb, float* c, ptrdiff_t ldc, bool accumulate) {
     __m512 acc[kRows][kVecs];
     const uint16_t* rows[kRows];
     for (int r = 0; r < kRows; ++r) {
-      rows[r] = a + static_cast<ptrdiff_t>(r) * K;
+      rows[r] = a + r * lda;
       for (int v = 0; v < kVecs; ++v)
         acc[r][v] = accumulate ? _mm512_loadu_ps(c + r * ldc + v * kLanes) : _mm512_setzero_ps();
     }

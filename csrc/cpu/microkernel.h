@@ -17,42 +17,31 @@ namespace cpu {
 
 // Vec: Reg, kLanes, zero(), load(p), store(p, r), broadcast(x), fma(a, b, c).
 // M must be a multiple of kRows, N of kVecs * Vec::kLanes. A and B are plain
-// row-major (A with K columns). The k loop walks kRows row pointers of A with
+// row-major (F32Operands). The k loop walks kRows row pointers of A with
 // one index: each broadcast is one load with base + index addressing, no
 // address arithmetic between the FMAs (with int offsets r * K + k, GCC
 // spent two integer instructions per broadcast).
 template <class Vec, int kRows, int kVecs>
-struct BlockedOps {
-  using Operand = float;
+struct BlockedOps : F32Operands {
   static constexpr int kCols = kVecs * Vec::kLanes;
 
-  static void pack_a(const float* src, int rows, int cols, int lds, float* dst) {
-    copy_tile(src, rows, cols, lds, dst);
-  }
-  static void pack_b(const float* src, int rows, int cols, int lds, float* dst) {
-    copy_tile(src, rows, cols, lds, dst);
-  }
-  static float* staging(float* dst, float*) { return dst; }
-  static const float* a_view(const float* tile, int, int, float*) { return tile; }
-  static const float* b_view(const float* tile, int, int, float*) { return tile; }
-
-  static void gemm(int M, int N, int K, const float* a, const float* b, int ldb, float* c, int ldc,
-                   bool accumulate) {
+  static void gemm(int M, int N, int K, const float* a, int lda, const float* b, int ldb, float* c,
+                   int ldc, bool accumulate) {
     for (int i0 = 0; i0 < M; i0 += kRows) {
       for (int n0 = 0; n0 < N; n0 += kCols) {
-        block(K, a + static_cast<ptrdiff_t>(i0) * K, b + n0, ldb, c + i0 * ldc + n0, ldc,
+        block(K, a + static_cast<ptrdiff_t>(i0) * lda, lda, b + n0, ldb, c + i0 * ldc + n0, ldc,
               accumulate);
       }
     }
   }
 
  private:
-  static inline void block(int K, const float* a, const float* b, ptrdiff_t ldb, float* c,
-                           ptrdiff_t ldc, bool accumulate) {
+  static inline void block(int K, const float* a, ptrdiff_t lda, const float* b, ptrdiff_t ldb,
+                           float* c, ptrdiff_t ldc, bool accumulate) {
     typename Vec::Reg acc[kRows][kVecs];
     const float* rows[kRows];
     for (int r = 0; r < kRows; ++r) {
-      rows[r] = a + static_cast<ptrdiff_t>(r) * K;
+      rows[r] = a + r * lda;
       for (int v = 0; v < kVecs; ++v)
         acc[r][v] = accumulate ? Vec::load(c + r * ldc + v * Vec::kLanes) : Vec::zero();
     }

@@ -25,23 +25,24 @@ inline void copy_tile(const float* src, int rows, int cols, int lds, float* dst)
 }
 
 // Operand policies ("Ops") give the tile products of forward_impl.h and
-// backward_impl.h: Operand (the element type the product reads), pack_a /
-// pack_b (fp32 tile -> the layout gemm reads as A [M x K] / B [K x N], into
-// dst), staging (where to build the fp32 tile that will be packed into dst:
-// dst itself for fp32 operands, so packing copies nothing, else scratch),
-// a_view / b_view (the packed form of a dense tile used at once: fp32
-// policies hand the tile itself over), and gemm: C[M x N] = (accumulate ? C : 0) + A B, C row-major fp32, B with row
-// stride ldb (logical columns), A a whole packed tile of K columns.
-//
-// ReferenceOps is the simple version, used as it is by the generic variant
-// and what the register-blocked micro-kernels (microkernel.h, Bf16Ops in
-// kernels_avx512.cc) compute faster: plain row-major operands, and a
-// kGemmRows x kGemmCols accumulator block the compiler keeps in vector
-// registers across the k loop. M must be a multiple of kGemmRows, N of kGemmCols.
-constexpr int kGemmRows = 4;
-constexpr int kGemmCols = 32;
+// backward_impl.h:
+//   Operand          the element type the product reads;
+//   pack_a / pack_b  fp32 tile -> the layout gemm reads as A [M x K] / B [K x N], into dst;
+//   staging          where to build the fp32 tile that will be packed into dst: dst
+//                    itself for fp32 operands (packing then copies nothing), else scratch;
+//   a_view / b_view  the packed form of a (sub-)tile used at once: fp32 policies hand
+//                    the tile itself over, bf16 packs it into scratch;
+//   b_at             element (k, n) of a packed B with row stride ldb;
+//   gemm             C[M x N] = (accumulate ? C : 0) + A B, all with row strides.
+// K must be even for bf16 operands (k runs in pairs).
+template <typename T>
+struct OperandView {
+  const T* data;
+  int ld;  // row stride, in elements of the logical matrix
+};
 
-struct ReferenceOps {
+// The fp32 operands of ReferenceOps and BlockedOps: plain row-major.
+struct F32Operands {
   using Operand = float;
   static void pack_a(const float* src, int rows, int cols, int lds, float* dst) {
     copy_tile(src, rows, cols, lds, dst);
@@ -50,10 +51,26 @@ struct ReferenceOps {
     copy_tile(src, rows, cols, lds, dst);
   }
   static float* staging(float* dst, float*) { return dst; }
-  static const float* a_view(const float* tile, int, int, float*) { return tile; }
-  static const float* b_view(const float* tile, int, int, float*) { return tile; }
-  static void gemm(int M, int N, int K, const float* A, const float* B, int ldb, float* C, int ldc,
-                   bool accumulate) {
+  static OperandView<float> a_view(const float* src, int, int, int lds, float*) {
+    return {src, lds};
+  }
+  static OperandView<float> b_view(const float* src, int, int, int lds, float*) {
+    return {src, lds};
+  }
+  static const float* b_at(const float* b, int ldb, int k, int n) { return b + k * ldb + n; }
+};
+
+// The simple version of the product, used as it is by the generic variant
+// and what the register-blocked micro-kernels (microkernel.h, Bf16Ops in
+// kernels_avx512.cc) compute faster: a kGemmRows x kGemmCols accumulator
+// block the compiler keeps in vector registers across the k loop. M must be
+// a multiple of kGemmRows, N of kGemmCols.
+constexpr int kGemmRows = 4;
+constexpr int kGemmCols = 32;
+
+struct ReferenceOps : F32Operands {
+  static void gemm(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
+                   int ldc, bool accumulate) {
     for (int i0 = 0; i0 < M; i0 += kGemmRows) {
       for (int n0 = 0; n0 < N; n0 += kGemmCols) {
         float acc[kGemmRows][kGemmCols];
@@ -63,7 +80,7 @@ struct ReferenceOps {
         for (int k = 0; k < K; ++k) {
           const float* y = B + k * ldb + n0;
           for (int r = 0; r < kGemmRows; ++r) {
-            const float x = A[(i0 + r) * K + k];
+            const float x = A[(i0 + r) * lda + k];
             for (int c = 0; c < kGemmCols; ++c) acc[r][c] += x * y[c];
           }
         }
