@@ -302,7 +302,7 @@ class TestOpBehaviour(CpuKernelTestCase):
 # The kernel's instruction-set variants (csrc/cpu/isa.h), weakest first. The
 # classes above run the best one this machine has; FLASHMASK_CPU_ISA caps the
 # choice (a cap above what the CPU has runs the best it has).
-ISA_VARIANTS = ("generic", "avx2", "avx512", "avx512_bf16")
+ISA_VARIANTS = ("generic", "avx2", "avx512", "avx512_bf16", "amx_bf16")
 
 
 class IsaVariantMixin:
@@ -335,21 +335,23 @@ del _isa, _base, _name
 
 class TestIsaVariantsAgree(CpuKernelTestCase):
     def test_bf16_products_match_fp32_products(self):
-        """bf16 inputs: the AVX512-BF16 path (products in bf16) and the fp32 path agree
-        within the bf16 tolerance (on CPUs without AVX512-BF16 both run the fp32 path)."""
+        """bf16 inputs: the AVX512-BF16 and AMX paths (products in bf16) agree with the fp32
+        path within the bf16 tolerance (where the CPU lacks one, the next weaker runs)."""
         q, k, v, dout = self.random_inputs(2, 200, 180, 4, 2, 64)
         idx = random_bounds(self.rng, 2, 2, 200, 180, 2, True)
         results = {}
-        for isa in ("avx512", "avx512_bf16"):
+        for isa in ("avx512", "avx512_bf16", "amx_bf16"):
             previous = os.environ.get("FLASHMASK_CPU_ISA")
             os.environ["FLASHMASK_CPU_ISA"] = isa
             try:
                 results[isa] = _run_op(q, k, v, idx, True, dout, "bfloat16")
             finally:
                 _restore_env("FLASHMASK_CPU_ISA", previous)
-        for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), *results.values()):
-            finite = np.isfinite(b)
-            self.assertLessEqual(_rel_err(a[finite], b[finite]), LOW_PRECISION_TOL["bfloat16"], name)
+        for isa in ("avx512_bf16", "amx_bf16"):
+            for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), results[isa], results["avx512"]):
+                finite = np.isfinite(b)
+                with self.subTest(isa=isa, output=name):
+                    self.assertLessEqual(_rel_err(a[finite], b[finite]), LOW_PRECISION_TOL["bfloat16"])
 
 
 class TestOpChecks(CpuKernelTestCase):

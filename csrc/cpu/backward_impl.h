@@ -66,6 +66,7 @@ struct BwdScratch {
   std::vector<float> dk, dv;      // accumulators of the current key tile
   std::vector<Operand> k, v, k_t;  // A operands: k, v [keys x dp], k^T [dp x keys]
   std::vector<Operand> p_op, ds_op, ds_t_op;  // P^T, dS^T as A, dS^T as B
+  typename Ops::ThreadState thread_state;
 };
 
 template <class T, class Ops>

@@ -8,10 +8,12 @@ namespace flashmask {
 void flashmask_fwd_cpu(const FwdParams& params) {
   switch (cpu::selected_isa()) {
 #if FLASHMASK_HAVE_X86_KERNELS
+    case cpu::Isa::kAmxBf16:
+      return cpu::forward_avx512(params, cpu::Bf16Products::kAmx);
     case cpu::Isa::kAvx512Bf16:
-      return cpu::forward_avx512(params, /*bf16_dot=*/true);
+      return cpu::forward_avx512(params, cpu::Bf16Products::kAvx512);
     case cpu::Isa::kAvx512:
-      return cpu::forward_avx512(params, /*bf16_dot=*/false);
+      return cpu::forward_avx512(params, cpu::Bf16Products::kFp32);
     case cpu::Isa::kAvx2:
       return cpu::forward_avx2(params);
 #endif
@@ -23,10 +25,12 @@ void flashmask_fwd_cpu(const FwdParams& params) {
 void flashmask_bwd_cpu(const BwdParams& params) {
   switch (cpu::selected_isa()) {
 #if FLASHMASK_HAVE_X86_KERNELS
+    case cpu::Isa::kAmxBf16:
+      return cpu::backward_avx512(params, cpu::Bf16Products::kAmx);
     case cpu::Isa::kAvx512Bf16:
-      return cpu::backward_avx512(params, /*bf16_dot=*/true);
+      return cpu::backward_avx512(params, cpu::Bf16Products::kAvx512);
     case cpu::Isa::kAvx512:
-      return cpu::backward_avx512(params, /*bf16_dot=*/false);
+      return cpu::backward_avx512(params, cpu::Bf16Products::kFp32);
     case cpu::Isa::kAvx2:
       return cpu::backward_avx2(params);
 #endif

@@ -23,6 +23,7 @@ struct FwdScratch {
   std::vector<Operand> q, p;             // A operands: q, probabilities (bf16)
   std::vector<float> s, o;               // scores, output accumulator
   std::vector<float> row_max, row_sum;   // running softmax state, log2 units
+  typename Ops::ThreadState thread_state;
 };
 
 // The part of a tile a pass computes: its TileExtent widened to the

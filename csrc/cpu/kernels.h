@@ -21,9 +21,11 @@ void backward_generic(const BwdParams& params);
 #if FLASHMASK_HAVE_X86_KERNELS
 void forward_avx2(const FwdParams& params);
 void backward_avx2(const BwdParams& params);
-// bf16_dot: bf16 inputs multiplied in bf16 (AVX512-BF16); else in fp32.
-void forward_avx512(const FwdParams& params, bool bf16_dot);
-void backward_avx512(const BwdParams& params, bool bf16_dot);
+// How bf16 inputs are multiplied: in fp32, in bf16 with vdpbf16ps
+// (AVX512-BF16), or in bf16 on AMX tiles (AMX-BF16).
+enum class Bf16Products { kFp32, kAvx512, kAmx };
+void forward_avx512(const FwdParams& params, Bf16Products bf16);
+void backward_avx512(const BwdParams& params, Bf16Products bf16);
 #endif
 
 }  // namespace cpu

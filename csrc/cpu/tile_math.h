@@ -33,7 +33,8 @@ inline void copy_tile(const float* src, int rows, int cols, int lds, float* dst)
 //   a_view / b_view  the packed form of a (sub-)tile used at once: fp32 policies hand
 //                    the tile itself over, bf16 packs it into scratch;
 //   b_at             element (k, n) of a packed B with row stride ldb;
-//   gemm             C[M x N] = (accumulate ? C : 0) + A B, all with row strides.
+//   gemm             C[M x N] = (accumulate ? C : 0) + A B, all with row strides;
+//   ThreadState      constructed on each thread before its products (see NoThreadState).
 // K must be even for bf16 operands (k runs in pairs).
 template <typename T>
 struct OperandView {
@@ -41,9 +42,14 @@ struct OperandView {
   int ld;  // row stride, in elements of the logical matrix
 };
 
+// Per-thread set-up a policy needs while its products run (AMX: the tile
+// configuration); built with a parallel region's scratch, on its thread.
+struct NoThreadState {};
+
 // The fp32 operands of ReferenceOps and BlockedOps: plain row-major.
 struct F32Operands {
   using Operand = float;
+  using ThreadState = NoThreadState;
   static void pack_a(const float* src, int rows, int cols, int lds, float* dst) {
     copy_tile(src, rows, cols, lds, dst);
   }
