@@ -16,11 +16,12 @@ enum class Isa {
   kAvx2 = 1,        // AVX2 + FMA register-blocked fp32 micro-kernel
   kAvx512 = 2,      // AVX-512 fp32 micro-kernel
   kAvx512Bf16 = 3,  // + bf16 inputs multiplied as bf16 (vdpbf16ps), fp32 accumulation
-  kAmxBf16 = 4,     // + those products on AMX tiles (the OS must grant the tile state)
+  kAmxBf16 = 4,     // + those products on AMX tiles (the OS must grant the tile state);
+                    // only on request for now, see isa.cc
 };
 
-// min(best variant this CPU/OS/build supports, FLASHMASK_CPU_ISA), read on
-// every call so a test can switch variants between calls.
+// min(best variant this CPU/OS/build supports, FLASHMASK_CPU_ISA or, unset,
+// the default cap), read on every call so a test can switch variants.
 Isa selected_isa();
 
 }  // namespace cpu
