@@ -48,6 +48,7 @@ RawWorkspace::RawWorkspace(size_t bytes) {
   }
   block_.reset(static_cast<char*>(::operator new[](bytes, std::align_val_t{64})));
   capacity_ = bytes;
+  advise_huge_pages(block_.get(), bytes);  // fresh memory, as the op's outputs
 }
 
 RawWorkspace::~RawWorkspace() {
