@@ -17,8 +17,8 @@ constexpr int kTileCols = 64;
 static_assert(kBlockMaskSize % kTileRows == 0 && kBlockMaskSize % kTileCols == 0,
               "a tile must lie inside one block_mask block");
 
-// Every fp32 tile row is padded with zeros to a multiple of the micro-kernel
-// width (see gemm_accumulate), which leaves dot products unchanged.
+// Every tile row is padded with zeros to a multiple of the micro-kernels'
+// column block (microkernel.h, tile_math.h), which leaves dot products unchanged.
 constexpr int kHeadDimAlign = 32;
 
 inline int padded_head_dim(int head_dim) {
