@@ -1,13 +1,28 @@
-"""CPU benchmark: the FlashMask CPU kernel against Paddle's dense attention.
+"""CPU benchmark: the FlashMask CPU kernel against PyTorch's CPU attention.
 
-Causal document mask of 4 equal documents, B=1, H=8, D=64, float32, forward
-and forward+backward, against `paddle.nn.functional.scaled_dot_product_attention`
-given the equivalent dense additive mask (0 / -inf). Every measurement runs in
-a fresh subprocess, so its peak RSS (ru_maxrss) is its own; the peak of a
-process that imported Paddle and ran the same op once on a tiny input is
-subtracted. Dense runs whose score matrices would not fit in memory are skipped.
+B=1, H=8, D=64, forward + backward, for every mask builder of bench_gpu.py
+(the 12 masks of the FlashMask paper's benchmark) at N = 4K and 8K, in fp32
+and bf16. Baselines, when torch is importable (benchmarks/requirements.txt;
+never a dependency of the package): `torch.nn.functional.scaled_dot_product_attention`
+with `is_causal=True` (its flash kernel) for the causal mask, and with the
+equivalent dense bool mask for the masks of --dense-masks (by default causal
+and causal_document: each such run computes all N^2 pairs, several seconds
+per call at 8K).
 
-Not a test:  python benchmarks/bench_cpu.py [--sizes 1024 2048 ...] [--repeats 3]
+GFLOP/s count unmasked (query, key) pairs only: fwd+bwd = 3.5 * 4 * D * H * pairs
+over the fwd+bwd time, so a sparse mask's rate is comparable to the causal one.
+Each measurement runs in its own process (same OMP_NUM_THREADS, and
+torch.set_num_threads for torch) on random normal inputs: one warm-up call,
+then --repeats timed calls (one when the warm-up took over SLOW_SECONDS); the
+best and the median are kept. Our runs and torch's alternate, so both see the
+same machine load, and --rounds passes over all cases keep each case's best
+round (a machine shared with other work is quiet at some times, and rounds
+give every case a share of them); the load average is recorded before and
+after.
+
+Not a test:  python benchmarks/bench_cpu.py [--sizes 4096 8192] [--masks causal,...]
+             [--dense-masks causal,causal_document] [--threads 2 1] [--repeats 5]
+             [--rounds 1] [--no-torch]
 Writes benchmarks/results/cpu.md and cpu.json.
 """
 
@@ -18,7 +33,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -26,118 +40,126 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, "benchmarks", "results")
-BATCH, HEADS, HEAD_DIM, DOCS = 1, 8, 64, 4
-# The dense path keeps a few [B, H, N, N] fp32 buffers alive at once (scores,
-# probabilities, their gradients): about 2.1 GB measured at N=4096.
-DENSE_BYTES_PER_SCORE = 4 * 4
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+from bench_gpu import MASKS, build_mask, total_unmasked_pairs  # noqa: E402
+
+BATCH, HEADS, HEAD_DIM = 1, 8, 64
+FWD_BWD_FLOPS_PER_PAIR = 3.5 * 4 * HEAD_DIM
+DTYPES = ("float32", "bfloat16")
+# Single-thread runs cover the causal mask only (they take twice as long).
+SINGLE_THREAD_MASKS = ("causal",)
+DENSE_MASKS = ("causal", "causal_document")
 SLOW_SECONDS = 5.0
-BASELINE_N = 128  # a first run slower than this is timed once more, not `repeats` times
+
+
+def mask_spec(name: str, n: int):
+    return build_mask(name, n, BATCH, HEADS)
+
+
+def gflops(name: str, n: int, seconds: float) -> float:
+    spec = mask_spec(name, n)
+    pairs = total_unmasked_pairs(spec.startend_row_indices, spec.causal, n, HEADS)
+    return FWD_BWD_FLOPS_PER_PAIR * pairs / seconds / 1e9
 
 
 # ----------------------------------------------------------------------------- child side
 
 
-def _inputs(n: int):
-    import paddle
-
-    rng = np.random.default_rng(0)
-    shape = (BATCH, n, HEADS, HEAD_DIM)
-    q, k, v, dout = (
-        paddle.to_tensor(rng.standard_normal(shape).astype(np.float32)) for _ in range(4)
-    )
-    for t in (q, k, v):
-        t.stop_gradient = False
-    return q, k, v, dout
+def _random(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
-def _mask(n: int):
-    from paddle_flashmask.masks import causal_document_mask
-
-    return causal_document_mask([n // DOCS] * DOCS)
-
-
-def _flashmask_fn(n: int):
+def _ours(mask: str, n: int, dtype: str):
+    """fwd+bwd closure of the FlashMask op on [B, N, H, D] inputs."""
     import paddle
 
     from paddle_flashmask import _ops
 
-    spec = _mask(n)
+    paddle.set_device("cpu")
+    spec = mask_spec(mask, n)
     idx = paddle.to_tensor(spec.startend_row_indices)
-    return lambda q, k, v: _ops.flashmask_attention_op(
-        q, k, v, idx, None, spec.causal, HEAD_DIM**-0.5, False
-    )[0]
+    shape = (BATCH, n, HEADS, HEAD_DIM)
+    q, k, v, dout = (paddle.to_tensor(_random(shape, s)).astype(dtype) for s in range(4))
+    for t in (q, k, v):
+        t.stop_gradient = False
+
+    def step():
+        out = _ops.flashmask_attention_op(q, k, v, idx, None, spec.causal, HEAD_DIM**-0.5, False)[0]
+        paddle.autograd.backward([out], [dout])  # synchronous on CPU
+        for t in (q, k, v):  # as torch's below: grads replaced, not accumulated
+            t.clear_gradient(False)
+
+    return step
 
 
-def _dense_fn(n: int):
-    import paddle
-    import paddle.nn.functional as F
+def _torch(mask: str, n: int, dtype: str, dense: bool, threads: int):
+    """fwd+bwd closure of torch's SDPA on [B, H, N, D] inputs: is_causal=True, or a
+    dense bool mask (True = attend) of the same mask."""
+    import torch
+    import torch.nn.functional as F
 
     from paddle_flashmask.masks import to_dense
 
-    spec = _mask(n)
-    allowed = to_dense(spec.startend_row_indices, spec.causal, seqlen_q=n)
-    mask = paddle.to_tensor(np.where(allowed, 0.0, -np.inf).astype(np.float32))
-    del allowed
-    return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.set_num_threads(threads)
+    shape = (BATCH, HEADS, n, HEAD_DIM)
+    q, k, v, dout = (torch.from_numpy(_random(shape, s)).to(getattr(torch, dtype)) for s in range(4))
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    kwargs = {"is_causal": True}
+    if dense:
+        spec = mask_spec(mask, n)
+        kwargs = {"attn_mask": torch.from_numpy(to_dense(spec.startend_row_indices, spec.causal, n))}
+
+    def step():
+        F.scaled_dot_product_attention(q, k, v, **kwargs).backward(dout)
+        for t in (q, k, v):
+            t.grad = None
+
+    return step
 
 
-def _time_once(fn, q, k, v, dout, backward: bool) -> float:
-    import paddle
-
-    start = time.perf_counter()
-    out = fn(q, k, v)
-    if backward:
-        paddle.autograd.backward([out], [dout])
+def child(impl: str, mask: str, n: int, dtype: str, threads: int, repeats: int) -> dict:
+    if impl == "ours":
+        step = _ours(mask, n, dtype)
     else:
-        out.numpy()  # forces completion
-    return time.perf_counter() - start
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def child(impl: str, mode: str, n: int, repeats: int) -> dict:
-    import paddle
-
-    paddle.set_device("cpu")
-    if impl == "baseline":  # `mode` names the op
-        fn = _flashmask_fn(BASELINE_N) if mode == "flashmask" else _dense_fn(BASELINE_N)
-        _time_once(fn, *_inputs(BASELINE_N), backward=True)
-        return {"peak_rss_mb": _peak_rss_mb()}
-    if impl == "check":
-        q, k, v, _ = _inputs(n)
-        a, b = _flashmask_fn(n)(q, k, v).numpy(), _dense_fn(n)(q, k, v).numpy()
-        return {"max_abs_diff": float(np.abs(a - b).max())}
-    fn = _flashmask_fn(n) if impl == "flashmask" else _dense_fn(n)
-    q, k, v, dout = _inputs(n)
-    backward = mode == "fwd+bwd"
-    first = _time_once(fn, q, k, v, dout, backward)  # warm-up
-    runs = 1 if first > SLOW_SECONDS else repeats
-    seconds = [_time_once(fn, q, k, v, dout, backward) for _ in range(runs)]
-    return {"seconds": statistics.median(seconds), "peak_rss_mb": _peak_rss_mb()}
+        step = _torch(mask, n, dtype, dense=impl == "torch_dense", threads=threads)
+    start = time.perf_counter()
+    step()  # warm-up
+    if time.perf_counter() - start > SLOW_SECONDS:
+        repeats = 1
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - start)
+    return {"best_s": min(seconds), "median_s": statistics.median(seconds)}
 
 
 # ----------------------------------------------------------------------------- parent side
 
 
-def run_child(impl: str, mode: str, n: int, repeats: int, threads: int | None = None) -> dict:
-    env = dict(os.environ)
+def run_child(impl, mask, n, dtype, threads, repeats) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    if threads is not None:
-        env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, mode, str(n), str(repeats)]
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, mask, str(n), dtype,
+           str(threads), str(repeats)]  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def dense_fits(n: int) -> bool:
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return BATCH * HEADS * n * n * DENSE_BYTES_PER_SCORE < 0.6 * total
+def torch_version():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.__version__
 
 
 def machine() -> str:
@@ -147,148 +169,147 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    import paddle
-
-    return f"{cpu}, {os.cpu_count()} cores, Paddle {paddle.__version__}, Python {platform.python_version()}"
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def fmt_s(x):
-    return "skipped" if x is None else f"{x:.3f}"
+def cases(args, have_torch):
+    """(impl, mask, n, dtype, threads) in run order: ours next to torch's same case."""
+    for n in args.sizes:
+        for threads in args.threads:
+            masks = args.masks if threads == max(args.threads) else [
+                m for m in args.masks if m in SINGLE_THREAD_MASKS
+            ]
+            for mask in masks:
+                for dtype in DTYPES:
+                    yield "ours", mask, n, dtype, threads
+                    if not have_torch:
+                        continue
+                    if mask == "causal":
+                        yield "torch_causal", mask, n, dtype, threads
+                    if threads == max(args.threads) and mask in args.dense_masks:
+                        yield "torch_dense", mask, n, dtype, threads
 
 
-def fmt_mb(x):
-    return "skipped" if x is None else f"{x:,.0f}"
+def rate(rows, impl, mask, n, dtype, threads):
+    for r in rows:
+        if (r["impl"], r["mask"], r["n"], r["dtype"], r["threads"]) == (
+            impl, mask, n, dtype, threads,
+        ):  # fmt: skip
+            return r["gflops"]
+    return None
 
 
-def fmt_x(a, b):
-    return "n/a" if a is None or b is None else f"{b / a:.1f}x"
+def fmt(x):
+    return "" if x is None else f"{x:.0f}"
 
 
 def markdown(rows, meta) -> str:
-    setup = (
-        f"Causal document mask, {DOCS} equal documents; B={BATCH}, H={HEADS}, D={HEAD_DIM}, float32. "
-        "Dense = `paddle.nn.functional.scaled_dot_product_attention` with the equivalent additive "
-        "[B, 1, N, N] mask (Paddle's default CPU threading). Times are medians of "
-        f"{meta['repeats']} runs after a warm-up (1 run when the warm-up exceeds {SLOW_SECONDS:.0f} s). "
-        "Peak memory: peak RSS of a fresh process running the case (fwd+bwd), minus that of a "
-        f"process running the same op at N={BASELINE_N} (FlashMask "
-        f"{meta['baseline_mb']['flashmask']:,.0f} MB, dense {meta['baseline_mb']['dense']:,.0f} MB)."
-    )
-    header = (
-        "| N | FlashMask fwd (s) | dense fwd (s) | speed-up | FlashMask fwd+bwd (s) "
-        "| FlashMask fwd+bwd, 1 thread (s) | dense fwd+bwd (s) | speed-up "
-        "| FlashMask peak (MB) | dense peak (MB) |"
-    )
     lines = [
-        "# CPU benchmark: FlashMask vs dense attention",
+        "# CPU benchmark: FlashMask vs PyTorch SDPA",
         "",
-        f"Generated by `benchmarks/bench_cpu.py` on {meta['date']}.",
-        f"Machine: {meta['machine']}. FlashMask threads: {meta['threads']} (OpenMP).",
+        f"Generated by `benchmarks/bench_cpu.py` on {meta['date']}. Machine: {meta['machine']}; "
+        f"torch {meta['torch']}. Load average (1 min) {meta['load_before']:.2f} before, "
+        f"{meta['load_after']:.2f} after the run.",
         "",
-        setup,
+        f"B={BATCH}, H={HEADS}, D={HEAD_DIM}, forward + backward. GFLOP/s = 3.5 * 4 * D * H * "
+        "unmasked pairs / time (best of "
+        f"{meta['repeats']} calls after a warm-up, one when that took over {SLOW_SECONDS:.0f} s, "
+        f"and of {meta['rounds']} rounds over all cases; "
+        "each case in its own process, ours and torch's alternating). torch flash = "
+        "`scaled_dot_product_attention(is_causal=True)`; torch dense = the same call with the "
+        "mask as a dense bool `attn_mask`.",
         "",
-        header,
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "## Causal",
+        "",
+        "| N | threads | ours fp32 | torch flash fp32 | ours bf16 | torch flash bf16 |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['n']} | {fmt_s(r['flash_fwd_s'])} | {fmt_s(r['dense_fwd_s'])} "
-            f"| {fmt_x(r['flash_fwd_s'], r['dense_fwd_s'])} | {fmt_s(r['flash_fwdbwd_s'])} "
-            f"| {fmt_s(r['flash_fwdbwd_1t_s'])} | {fmt_s(r['dense_fwdbwd_s'])} "
-            f"| {fmt_x(r['flash_fwdbwd_s'], r['dense_fwdbwd_s'])} "
-            f"| {fmt_mb(r['flash_peak_mb'])} | {fmt_mb(r['dense_peak_mb'])} |"
-        )
-    notes = []
-    if meta["dense_skipped"]:
-        notes.append(
-            f"Dense skipped for N in {meta['dense_skipped']}: its N x N buffers would need more "
-            "than 60% of this machine's memory."
-        )
-    notes.append(
-        f"FlashMask and dense outputs agree to {meta['check_max_abs_diff']:.1e} "
-        f"(max abs difference, N={meta['check_n']})."
-    )
-    lines += ["", " ".join(notes), ""]
-    return "\n".join(lines)
+    for n in meta["sizes"]:
+        for t in meta["threads"]:
+            cells = [rate(rows, impl, "causal", n, dt, t) for dt in DTYPES
+                     for impl in ("ours", "torch_causal")]  # fmt: skip
+            lines.append(f"| {n} | {t} | " + " | ".join(fmt(c) for c in cells) + " |")
+    t = max(meta["threads"])
+    for n in meta["sizes"]:
+        lines += [
+            "",
+            f"## Every mask, N={n}, {t} threads (GFLOP/s; ratio = rate / causal rate)",
+            "",
+            "| mask | ours fp32 | ratio | torch dense fp32 | ours bf16 | ratio | torch dense bf16 |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for mask in meta["masks"]:
+            cells = []
+            for dt in DTYPES:
+                ours = rate(rows, "ours", mask, n, dt, t)
+                causal = rate(rows, "ours", "causal", n, dt, t)
+                ratio = None if ours is None or causal is None else ours / causal
+                cells += [fmt(ours), "" if ratio is None else f"{ratio:.2f}",
+                          fmt(rate(rows, "torch_dense", mask, n, dt, t))]  # fmt: skip
+            lines.append(f"| {mask} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--child", nargs=4, metavar=("IMPL", "MODE", "N", "REPEATS"), help=argparse.SUPPRESS
-    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192])
+    parser.add_argument("--masks", default=",".join(MASKS))
+    parser.add_argument("--dense-masks", default=",".join(DENSE_MASKS))
+    parser.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count(), 1])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--out", default="cpu", help="results/<out>.md and .json")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        impl, mode, n, repeats = args.child
-        print(json.dumps(child(impl, mode, int(n), int(repeats))))
+        impl, mask, n, dtype, threads, repeats = args.child
+        print(json.dumps(child(impl, mask, int(n), dtype, int(threads), int(repeats))))
         return
-    # Read before anything imports Paddle, which sets OMP_NUM_THREADS=1 in os.environ
-    # (libgomp has read the variable by then, so the op still uses every core).
-    threads = os.environ.get("OMP_NUM_THREADS") or os.cpu_count()
+    args.masks = args.masks.split(",")
+    args.dense_masks = args.dense_masks.split(",")
+    args.threads = sorted(set(args.threads), reverse=True)
+    torch = None if args.no_torch else torch_version()
+    if torch is None and not args.no_torch:
+        print("torch not importable: no baselines (pip install -r benchmarks/requirements.txt)")
 
-    baseline = {}
-
-    def step(label, impl, mode, *child_args, **kwargs):
-        print(f"  {label} ...", end="", flush=True)
-        r = run_child(impl, mode, *child_args, **kwargs)
-        shown = [f"{r['seconds']:.3f} s"] if "seconds" in r else []
-        if "peak_rss_mb" in r and impl in baseline:
-            shown.append(f"peak {r['peak_rss_mb'] - baseline[impl]:,.0f} MB")
-        print(" " + ", ".join(shown) if shown else " done", flush=True)
-        return r
-
-    print("baselines", flush=True)
-    for impl in ("flashmask", "dense"):
-        baseline[impl] = step(impl, "baseline", impl, BASELINE_N, 1)["peak_rss_mb"]
-    check_n = 1024
-    check = step(f"output check N={check_n}", "check", "-", check_n, 1)
-    print(f"  max |FlashMask - dense| = {check['max_abs_diff']:.2e}", flush=True)
-
-    rows = []
-    for n in args.sizes:
-        print(f"N = {n}", flush=True)
-        row = {"n": n}
-        row["flash_fwd_s"] = step("FlashMask fwd", "flashmask", "fwd", n, args.repeats)["seconds"]
-        r = step("FlashMask fwd+bwd", "flashmask", "fwd+bwd", n, args.repeats)
-        row["flash_fwdbwd_s"] = r["seconds"]
-        row["flash_peak_mb"] = r["peak_rss_mb"] - baseline["flashmask"]
-        one = step(
-            "FlashMask fwd+bwd, 1 thread", "flashmask", "fwd+bwd", n, args.repeats, threads=1
-        )
-        row["flash_fwdbwd_1t_s"] = one["seconds"]
-        if dense_fits(n):
-            row["dense_fwd_s"] = step("dense fwd", "dense", "fwd", n, args.repeats)["seconds"]
-            r = step("dense fwd+bwd", "dense", "fwd+bwd", n, args.repeats)
-            row["dense_fwdbwd_s"] = r["seconds"]
-            row["dense_peak_mb"] = r["peak_rss_mb"] - baseline["dense"]
-        else:
-            print("  dense skipped: would not fit in memory", flush=True)
-            row["dense_fwd_s"] = row["dense_fwdbwd_s"] = row["dense_peak_mb"] = None
-        rows.append(row)
+    load_before = os.getloadavg()[0]
+    best = {}  # case -> row of its best round
+    for round_ in range(args.rounds):
+        for case in cases(args, torch is not None):
+            impl, mask, n, dtype, threads = case
+            r = run_child(impl, mask, n, dtype, threads, args.repeats)
+            r.update(impl=impl, mask=mask, n=n, dtype=dtype, threads=threads)
+            r["gflops"] = gflops(mask, n, r["best_s"])
+            if case not in best or r["best_s"] < best[case]["best_s"]:
+                best[case] = r
+            print(f"round {round_} N={n} {threads}t {mask:22s} {dtype:8s} {impl:12s} "
+                  f"{r['best_s']:.3f} s {r['gflops']:6.0f} GFLOP/s", flush=True)  # fmt: skip
+    rows = list(best.values())
 
     meta = {
         "date": datetime.date.today().isoformat(),
         "machine": machine(),
-        "threads": threads,
+        "torch": torch,
+        "sizes": args.sizes,
+        "masks": args.masks,
+        "threads": args.threads,
         "repeats": args.repeats,
-        "baseline_mb": baseline,
-        "dense_skipped": [r["n"] for r in rows if r["dense_fwd_s"] is None],
-        "check_n": check_n,
-        "check_max_abs_diff": check["max_abs_diff"],
+        "rounds": args.rounds,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
     }
     table = markdown(rows, meta)
     print()
     print(table)
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "cpu.md"), "w") as f:
+    with open(os.path.join(RESULTS, f"{args.out}.md"), "w") as f:
         f.write(table)
-    with open(os.path.join(RESULTS, "cpu.json"), "w") as f:
+    with open(os.path.join(RESULTS, f"{args.out}.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)
-    print(f"wrote {os.path.relpath(os.path.join(RESULTS, 'cpu.md'), ROOT)} and cpu.json")
+    print(f"wrote benchmarks/results/{args.out}.md and .json")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ op's own checks are exercised too.
 
 import ctypes
 import ctypes.util
+import os
 import unittest
 
 import numpy as np
@@ -296,6 +297,61 @@ class TestOpBehaviour(CpuKernelTestCase):
             )
         for eager, static in zip(*results):
             np.testing.assert_allclose(static, eager, rtol=1e-6, atol=1e-6)
+
+
+# The kernel's instruction-set variants (csrc/cpu/isa.h), weakest first. The
+# classes above run the best one this machine has; FLASHMASK_CPU_ISA caps the
+# choice (a cap above what the CPU has runs the best it has).
+ISA_VARIANTS = ("generic", "avx2", "avx512", "avx512_bf16", "amx_bf16")
+
+
+class IsaVariantMixin:
+    """Runs a test class's checks under FLASHMASK_CPU_ISA=`isa`."""
+
+    isa = None
+
+    def setUp(self):
+        super().setUp()
+        previous = os.environ.get("FLASHMASK_CPU_ISA")
+        os.environ["FLASHMASK_CPU_ISA"] = self.isa
+        self.addCleanup(_restore_env, "FLASHMASK_CPU_ISA", previous)
+
+
+def _restore_env(name, value):
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+# Every form, odd sizes, fp16/bf16 and masked rows under each weaker variant
+# (the best one runs above), so CI covers the fallbacks on any machine.
+for _isa in ISA_VARIANTS[:-1]:
+    for _base in (TestBoundForms, TestSizes, TestLowPrecision, TestMaskedRows):
+        _name = f"{_base.__name__}_{_isa}"
+        globals()[_name] = type(_name, (IsaVariantMixin, _base), {"isa": _isa})
+del _isa, _base, _name
+
+
+class TestIsaVariantsAgree(CpuKernelTestCase):
+    def test_bf16_products_match_fp32_products(self):
+        """bf16 inputs: the AVX512-BF16 and AMX paths (products in bf16) agree with the fp32
+        path within the bf16 tolerance (where the CPU lacks one, the next weaker runs)."""
+        q, k, v, dout = self.random_inputs(2, 200, 180, 4, 2, 64)
+        idx = random_bounds(self.rng, 2, 2, 200, 180, 2, True)
+        results = {}
+        for isa in ("avx512", "avx512_bf16", "amx_bf16"):
+            previous = os.environ.get("FLASHMASK_CPU_ISA")
+            os.environ["FLASHMASK_CPU_ISA"] = isa
+            try:
+                results[isa] = _run_op(q, k, v, idx, True, dout, "bfloat16")
+            finally:
+                _restore_env("FLASHMASK_CPU_ISA", previous)
+        for isa in ("avx512_bf16", "amx_bf16"):
+            for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), results[isa], results["avx512"]):
+                finite = np.isfinite(b)
+                with self.subTest(isa=isa, output=name):
+                    self.assertLessEqual(_rel_err(a[finite], b[finite]), LOW_PRECISION_TOL["bfloat16"])
 
 
 class TestOpChecks(CpuKernelTestCase):

@@ -1,10 +1,11 @@
 // Storage types for fp16/bf16 tensors and their conversion to and from fp32.
 //
-// The kernel keeps every tile in fp32 and only converts when loading inputs
-// and storing outputs, so this is the whole of its 16-bit support. Written
-// with plain integer/float operations (no F16C or AVX512-BF16 intrinsics) so
-// the same source builds for any x86/ARM target and the loops still
-// vectorise; rounding is round-to-nearest-even, as in hardware conversions.
+// Tiles are loaded into fp32 and stored from fp32 through these (the bf16
+// products of kernels_avx512.cc convert the fp32 tiles again, with
+// vcvtne2ps2bf16). Written with plain integer/float operations (no F16C or
+// AVX512-BF16 intrinsics) so the same source builds for any x86/ARM target
+// and the loops still vectorise; rounding is round-to-nearest-even, as in
+// hardware conversions.
 #pragma once
 
 #include <cstdint>

@@ -1,10 +1,11 @@
 // CPU FlashMask attention: the framework-free entry points the bindings call.
 //
 // Inputs are described by flashmask::FwdParams / BwdParams (see params.h);
-// the caller has validated shapes, dtypes and bound counts. Extra memory is a
-// bounds summary per 64 keys and mask head plus a few fp32 tiles per thread:
-// no seqlen_q x seqlen_k buffer. Threads: OpenMP's (OMP_NUM_THREADS, else
-// every core); results do not depend on the thread count.
+// the caller has validated shapes, dtypes and bound counts. Extra memory is
+// linear in the sequence lengths (packed operands, dq partial sums; see
+// docs/cpu-kernel.md): no seqlen_q x seqlen_k buffer. Threads: OpenMP's
+// (OMP_NUM_THREADS, else every core); results do not depend on the thread
+// count. The instruction-set variant is chosen per call (isa.h).
 #pragma once
 
 #include "flashmask/params.h"

@@ -19,8 +19,8 @@ T* element(T* base, const TensorStrides& s, int b, int row, int head) {
 // dst[tile_rows x ld] = scale * src[rows x cols], converted to fp32; rows and
 // columns past the valid ones are zero so they drop out of every product.
 template <typename T>
-void load_tile(const T* src, int64_t row_stride, int rows, int cols, float scale, int tile_rows,
-               int ld, float* dst) {
+void load_tile(const T* __restrict src, int64_t row_stride, int rows, int cols, float scale,
+               int tile_rows, int ld, float* __restrict dst) {
   for (int r = 0; r < tile_rows; ++r) {
     float* d = dst + r * ld;
     if (r >= rows) {
@@ -35,8 +35,8 @@ void load_tile(const T* src, int64_t row_stride, int rows, int cols, float scale
 
 // dst[rows x cols] = scale * src, converted to T.
 template <typename T>
-void store_tile(const float* src, int ld, int rows, int cols, float scale, T* dst,
-                int64_t row_stride) {
+void store_tile(const float* __restrict src, int ld, int rows, int cols, float scale,
+                T* __restrict dst, int64_t row_stride) {
   for (int r = 0; r < rows; ++r) {
     const float* s = src + r * ld;
     T* d = dst + r * row_stride;

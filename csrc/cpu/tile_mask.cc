@@ -1,6 +1,7 @@
 #include "tile_mask.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "tiling.h"
 
@@ -50,27 +51,68 @@ TileKind TileMask::kind(int batch, int mask_head, int q_tile, int k_tile) const 
   return kind == TileKind::kUnmasked && ragged ? TileKind::kPartial : kind;
 }
 
-void TileMask::mask_scores(int batch, int mask_head, int q_tile, int k_tile, float* scores) const {
+void TileMask::masked_rows(int batch, int mask_head, int col, RowInterval (&rows)[3]) const {
   const int64_t head = static_cast<int64_t>(batch) * mask_.num_mask_heads + mask_head;
-  const int32_t* bounds = mask_.startend_row_indices + head * shape_.seqlen_k * mask_.num_bounds;
+  const int32_t* bounds = mask_.startend_row_indices +
+                          (head * shape_.seqlen_k + col) * static_cast<int64_t>(mask_.num_bounds);
+  const ColumnBounds cb =
+      load_column_bounds(bounds, mask_.num_bounds, mask_.causal, shape_.seqlen_q);
+  // Causal: rows r with col > r + offset, i.e. r < col - offset.
+  rows[0] = {0, mask_.causal ? col - causal_offset_ : 0};
+  rows[1] = {cb.lts, cb.lte};
+  rows[2] = {cb.uts, cb.ute};
+}
+
+void TileMask::mask_scores(int batch, int mask_head, int q_tile, int k_tile, float* scores,
+                           int row_stride, int col_stride) const {
   const int row_begin = q_tile * kTileRows;
   const int col_begin = k_tile * kTileCols;
   const int valid_cols = std::min(kTileCols, shape_.seqlen_k - col_begin);
-  const float neg_inf = -__builtin_inff();
+  // Interval by interval: work in proportion to the masked scores, no
+  // per-element test.
+  const auto fill = [&](float* column, int begin, int end) {
+    begin = std::max(begin - row_begin, 0);
+    end = std::min(end - row_begin, kTileRows);
+    for (int r = begin; r < end; ++r) column[r * row_stride] = -__builtin_inff();
+  };
   for (int c = 0; c < kTileCols; ++c) {
+    float* column = scores + c * col_stride;
     if (c >= valid_cols) {
-      for (int r = 0; r < kTileRows; ++r) scores[r * kTileCols + c] = neg_inf;
+      fill(column, row_begin, row_begin + kTileRows);
       continue;
     }
-    const int col = col_begin + c;
-    const ColumnBounds cb =
-        load_column_bounds(bounds + static_cast<int64_t>(col) * mask_.num_bounds, mask_.num_bounds,
-                           mask_.causal, shape_.seqlen_q);
-    for (int r = 0; r < kTileRows; ++r) {
-      if (is_masked(row_begin + r, col, cb, mask_.causal, causal_offset_))
-        scores[r * kTileCols + c] = neg_inf;
-    }
+    RowInterval masked[3];
+    masked_rows(batch, mask_head, col_begin + c, masked);
+    for (const RowInterval& m : masked) fill(column, m.begin, m.end);
   }
+}
+
+TileExtent TileMask::extent(int batch, int mask_head, int q_tile, int k_tile,
+                            TileKind kind) const {
+  if (kind == TileKind::kUnmasked) return {0, kTileRows, 0, kTileCols};
+  const int row_begin = q_tile * kTileRows;
+  const int row_end = std::min(shape_.seqlen_q, row_begin + kTileRows);
+  const int col_begin = k_tile * kTileCols;
+  const int valid_cols = std::min(kTileCols, shape_.seqlen_k - col_begin);
+  TileExtent e{kTileRows, 0, kTileCols, 0};
+  constexpr int kPasses = 3;  // one per interval: each can push a row past it once
+  for (int c = 0; c < valid_cols; ++c) {
+    RowInterval masked[3];
+    masked_rows(batch, mask_head, col_begin + c, masked);
+    int first = row_begin, last = row_end - 1;
+    for (int pass = 0; pass < kPasses; ++pass) {
+      for (const RowInterval& m : masked) {
+        if (m.begin <= first && first < m.end) first = m.end;
+        if (m.begin <= last && last < m.end) last = m.begin - 1;
+      }
+    }
+    if (first >= row_end) continue;  // every valid row of the column is masked
+    e.row_begin = std::min(e.row_begin, first - row_begin);
+    e.row_end = std::max(e.row_end, last + 1 - row_begin);
+    e.col_begin = std::min(e.col_begin, c);
+    e.col_end = c + 1;
+  }
+  return e.col_end > 0 ? e : TileExtent{0, 0, 0, 0};
 }
 
 }  // namespace cpu

@@ -1,12 +1,13 @@
-// fp32 tile arithmetic: the matrix micro-kernel, exp2, and small helpers.
+// fp32 tile arithmetic: the reference matrix product, exp2, small helpers.
 //
 // Plain loops written so that GCC/Clang at -O3 vectorise them for whatever
-// ISA the build targets (SSE2 baseline, AVX2, AVX-512 with -march=native);
+// ISA the function they are inlined into targets (see kernels_*.cc);
 // reductions carry `omp simd` because without -ffast-math the compiler may
 // not reorder a floating-point sum or max on its own.
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "convert.h"
 
@@ -16,42 +17,100 @@ namespace cpu {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-// C[M x N] = (accumulate ? C : 0) + op(X) * Y[K x N], all row-major, where
-// op(X) is X[M x K], or with kTransposeX the transpose of X[K x M] (which
-// saves transposing probabilities for dv += p^T dout and dk += ds^T q).
-// M must be a multiple of kGemmRows and N of kGemmCols. The kGemmRows x
-// kGemmCols accumulator block is small enough to live in vector registers
-// across the whole k loop, so C is read and written once per block instead
-// of once per k, which is what makes this run near the FMA peak.
+// dst[rows x cols] (dense) = src[rows x cols] (row stride lds); nothing to
+// do when src already is dst (a tile built in place, see Ops::staging).
+inline void copy_tile(const float* src, int rows, int cols, int lds, float* dst) {
+  if (src == dst && lds == cols) return;
+  for (int r = 0; r < rows; ++r) std::memcpy(dst + r * cols, src + r * lds, cols * sizeof(float));
+}
+
+// Operand policies ("Ops") give the tile products of forward_impl.h and
+// backward_impl.h:
+//   Operand          the element type the product reads;
+//   pack_a / pack_b  fp32 tile -> the layout gemm reads as A [M x K] / B [K x N], into dst;
+//   staging          where to build the fp32 tile that will be packed into dst: dst
+//                    itself for fp32 operands (packing then copies nothing), else scratch;
+//   a_view / b_view  the packed form of a (sub-)tile used at once: fp32 policies hand
+//                    the tile itself over, bf16 packs it into scratch;
+//   b_at             element (k, n) of a packed B with row stride ldb;
+//   gemm             C[M x N] = (accumulate ? C : 0) + A B, all with row strides;
+//   ThreadState      constructed on each thread before its products (see NoThreadState).
+// K must be even for bf16 operands (k runs in pairs).
+template <typename T>
+struct OperandView {
+  const T* data;
+  int ld;  // row stride, in elements of the logical matrix
+};
+
+// Per-thread set-up a policy needs while its products run (AMX: the tile
+// configuration); built with a parallel region's scratch, on its thread.
+struct NoThreadState {};
+
+// The fp32 operands of ReferenceOps and BlockedOps: plain row-major.
+struct F32Operands {
+  using Operand = float;
+  using ThreadState = NoThreadState;
+  static void pack_a(const float* src, int rows, int cols, int lds, float* dst) {
+    copy_tile(src, rows, cols, lds, dst);
+  }
+  static void pack_b(const float* src, int rows, int cols, int lds, float* dst) {
+    copy_tile(src, rows, cols, lds, dst);
+  }
+  static float* staging(float* dst, float*) { return dst; }
+  static OperandView<float> a_view(const float* src, int, int, int lds, float*) {
+    return {src, lds};
+  }
+  static OperandView<float> b_view(const float* src, int, int, int lds, float*) {
+    return {src, lds};
+  }
+  static const float* b_at(const float* b, int ldb, int k, int n) { return b + k * ldb + n; }
+};
+
+// The simple version of the product, used as it is by the generic variant
+// and what the register-blocked micro-kernels (microkernel.h, Bf16Ops in
+// kernels_avx512.cc) compute faster: a kGemmRows x kGemmCols accumulator
+// block the compiler keeps in vector registers across the k loop. M must be
+// a multiple of kGemmRows, N of kGemmCols.
 constexpr int kGemmRows = 4;
 constexpr int kGemmCols = 32;
 
-template <bool kTransposeX = false>
-inline void gemm(int M, int N, int K, const float* X, int ldx, const float* Y, int ldy, float* C,
-                 int ldc, bool accumulate) {
-  for (int i0 = 0; i0 < M; i0 += kGemmRows) {
-    for (int n0 = 0; n0 < N; n0 += kGemmCols) {
-      float acc[kGemmRows][kGemmCols];
-      for (int r = 0; r < kGemmRows; ++r)
-        for (int c = 0; c < kGemmCols; ++c)
-          acc[r][c] = accumulate ? C[(i0 + r) * ldc + n0 + c] : 0.f;
-      for (int k = 0; k < K; ++k) {
-        const float* y = Y + k * ldy + n0;
-        for (int r = 0; r < kGemmRows; ++r) {
-          const float x = kTransposeX ? X[k * ldx + i0 + r] : X[(i0 + r) * ldx + k];
-          for (int c = 0; c < kGemmCols; ++c) acc[r][c] += x * y[c];
+struct ReferenceOps : F32Operands {
+  static void gemm(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
+                   int ldc, bool accumulate) {
+    for (int i0 = 0; i0 < M; i0 += kGemmRows) {
+      for (int n0 = 0; n0 < N; n0 += kGemmCols) {
+        float acc[kGemmRows][kGemmCols];
+        for (int r = 0; r < kGemmRows; ++r)
+          for (int c = 0; c < kGemmCols; ++c)
+            acc[r][c] = accumulate ? C[(i0 + r) * ldc + n0 + c] : 0.f;
+        for (int k = 0; k < K; ++k) {
+          const float* y = B + k * ldb + n0;
+          for (int r = 0; r < kGemmRows; ++r) {
+            const float x = A[(i0 + r) * lda + k];
+            for (int c = 0; c < kGemmCols; ++c) acc[r][c] += x * y[c];
+          }
         }
+        for (int r = 0; r < kGemmRows; ++r)
+          for (int c = 0; c < kGemmCols; ++c) C[(i0 + r) * ldc + n0 + c] = acc[r][c];
       }
-      for (int r = 0; r < kGemmRows; ++r)
-        for (int c = 0; c < kGemmCols; ++c) C[(i0 + r) * ldc + n0 + c] = acc[r][c];
     }
   }
-}
+};
 
-// dst[c][r] = src[r][c] for a rows x cols block.
-inline void transpose(const float* src, int rows, int cols, int lds, float* dst, int ldd) {
-  for (int r = 0; r < rows; ++r)
-    for (int c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
+// dst[c][r] = src[r][c] for a rows x cols block, both multiples of
+// kTransposeBlock (tiles and padded head dims are). Fixed-size blocks let the
+// compiler turn each into register shuffles; the plain double loop compiled
+// to one scalar load and store per element (perf: a third of the O(N)
+// per-call work at N=4K).
+constexpr int kTransposeBlock = 8;
+
+inline void transpose(const float* __restrict src, int rows, int cols, int lds,
+                      float* __restrict dst, int ldd) {
+  for (int r0 = 0; r0 < rows; r0 += kTransposeBlock)
+    for (int c0 = 0; c0 < cols; c0 += kTransposeBlock)
+      for (int c = 0; c < kTransposeBlock; ++c)
+        for (int r = 0; r < kTransposeBlock; ++r)
+          dst[(c0 + c) * ldd + r0 + r] = src[(r0 + r) * lds + c0 + c];
 }
 
 // 2^x, relative error ~1e-7, exactly 0 for x < -126.5 (so for -inf too: a

@@ -17,8 +17,8 @@ constexpr int kTileCols = 64;
 static_assert(kBlockMaskSize % kTileRows == 0 && kBlockMaskSize % kTileCols == 0,
               "a tile must lie inside one block_mask block");
 
-// Every fp32 tile row is padded with zeros to a multiple of the micro-kernel
-// width (see gemm_accumulate), which leaves dot products unchanged.
+// Every tile row is padded with zeros to a multiple of the micro-kernels'
+// column block (microkernel.h, tile_math.h), which leaves dot products unchanged.
 constexpr int kHeadDimAlign = 32;
 
 inline int padded_head_dim(int head_dim) {
@@ -26,6 +26,18 @@ inline int padded_head_dim(int head_dim) {
 }
 
 inline int num_tiles(int length, int tile) { return (length + tile - 1) / tile; }
+
+// A partial tile's products run on its unmasked box (TileExtent) widened to
+// these steps: the micro-kernels' M must be a multiple of their row block
+// (8 for AVX-512 fp32 and bf16, 4 for AVX2 and the reference) and N of
+// their column block (32, 16, 32); bf16 K must be even.
+constexpr int kExtentRowStep = 8;
+constexpr int kExtentColStep = 32;
+static_assert(kTileRows % kExtentColStep == 0 && kTileCols % kExtentColStep == 0,
+              "widened extents stay inside the tile");
+
+inline int round_down(int x, int step) { return x / step * step; }
+inline int round_up(int x, int step) { return (x + step - 1) / step * step; }
 
 }  // namespace cpu
 }  // namespace flashmask

@@ -1,0 +1,343 @@
+// Backward pass, FlashAttention-2 style: probabilities are recomputed from
+// q, k and the forward's lse, and D_i = rowsum(dout_i * out_i). A template
+// over the input type T and the operand policy Ops, like forward_impl.h (and
+// under the same rule: every function a template on Ops).
+//
+// Work items own key tiles: item (batch, key head, chunk c) takes the key
+// tiles t with t % num_chunks == c (interleaved, so causal masks give every
+// chunk the same work) and, per tile, sums dk and dv over the query heads of
+// its group and every query tile: five tile products per visited tile pair,
+// the minimum. dq, which every key tile adds to, goes to the chunk's own fp32
+// partial sum, and a last parallel pass adds the chunks in a fixed order. The
+// chunk count depends on the problem only, never on the thread count, so the
+// gradients are bitwise the same whatever the threads (deterministic).
+//
+// Products run transposed (S^T = K Q^T, tiles are [key][query]) so that P^T
+// and dS^T, the A operands of dV += P^T dO and dK += dS^T Q, come out of the
+// softmax in the layout the micro-kernel reads; dq is accumulated transposed
+// too (dQ^T += K^T dS^T, dS^T as the B operand) and turned back at the end.
+#pragma once
+
+namespace flashmask {
+namespace cpu {
+
+// Enough items to spread a small batch x head count over many cores...
+constexpr int kBwdTargetItems = 32;
+// ...but never more dq partial sums than this (bytes, all chunks together).
+constexpr int64_t kDqPartialBudget = int64_t{256} << 20;
+
+// Query-side operands of every (batch, head, query tile), packed once.
+template <class Ops>
+struct QuerySide {
+  using Operand = typename Ops::Operand;
+  QuerySide(int64_t num_tiles, int dp)
+      : tile_size(static_cast<int64_t>(kTileRows) * dp),
+        q_t(num_tiles * tile_size),
+        dout_t(num_tiles * tile_size),
+        q(num_tiles * tile_size),
+        dout(num_tiles * tile_size),
+        lse(num_tiles * kTileRows),
+        delta(num_tiles * kTileRows) {}
+  const int64_t tile_size;
+  // B operands: q^T and dout^T [dp x rows] of S^T = K Q^T and dP^T = V dO^T;
+  // q and dout [rows x dp] of dK += dS^T Q and dV += P^T dO.
+  Workspace<Operand> q_t, dout_t, q, dout;
+  Workspace<float> lse, delta;  // per row; lse in log2 units, +inf if masked
+};
+
+template <class Ops>
+struct BwdScratch {
+  using Operand = typename Ops::Operand;
+  explicit BwdScratch(int dp)
+      : a(std::max(kTileRows, kTileCols) * dp),
+        b(std::max(kTileRows, kTileCols) * dp),
+        s(kTileCols * kTileRows),
+        ds(kTileCols * kTileRows),
+        dk(kTileCols * dp),
+        dv(kTileCols * dp),
+        k(kTileCols * dp),
+        v(kTileCols * dp),
+        k_t(dp * kTileCols),
+        p_op(kTileCols * kTileRows),
+        ds_op(kTileCols * kTileRows),
+        ds_t_op(kTileCols * kTileRows) {}
+  std::vector<float> a, b;        // fp32 staging for loads and transposes
+  std::vector<float> s, ds;       // S^T then P^T, dP^T then dS^T: [key][query]
+  std::vector<float> dk, dv;      // accumulators of the current key tile
+  std::vector<Operand> k, v, k_t;  // A operands: k, v [keys x dp], k^T [dp x keys]
+  std::vector<Operand> p_op, ds_op, ds_t_op;  // P^T, dS^T as A, dS^T as B
+  typename Ops::ThreadState thread_state;
+};
+
+template <class T, class Ops>
+class Backward {
+ public:
+  using Operand = typename Ops::Operand;
+
+  explicit Backward(const BwdParams& p)
+      : p_(p),
+        shape_(p.shape),
+        dp_(padded_head_dim(p.shape.head_dim)),
+        num_q_tiles_(num_tiles(p.shape.seqlen_q, kTileRows)),
+        num_k_tiles_(num_tiles(p.shape.seqlen_k, kTileCols)),
+        group_(p.shape.num_heads / p.shape.num_heads_k),
+        score_scale_(p.softmax_scale * kLog2e),
+        num_chunks_(chunk_count()),
+        tile_mask_(p.mask, p.shape),
+        query_(static_cast<int64_t>(p.shape.batch) * p.shape.num_heads * num_q_tiles_, dp_),
+        dq_t_(num_chunks_ * dq_partial_size()),
+        dq_written_(num_chunks_ * num_q_items()) {}
+
+  void run() {
+    const int64_t num_query_tiles =
+        static_cast<int64_t>(shape_.batch) * shape_.num_heads * num_q_tiles_;
+    parallel_for(
+        num_query_tiles, [&] { return BwdScratch<Ops>(dp_); },
+        [&](BwdScratch<Ops>& w, int64_t item) { pack_query_tile(w, item); });
+    parallel_for(
+        static_cast<int64_t>(shape_.batch) * shape_.num_heads_k * num_chunks_,
+        [&] { return BwdScratch<Ops>(dp_); },
+        [&](BwdScratch<Ops>& w, int64_t item) { key_chunk(w, item); });
+    parallel_for(
+        num_query_tiles, [&] { return BwdScratch<Ops>(dp_); },
+        [&](BwdScratch<Ops>& w, int64_t item) { store_dq(w, item); });
+  }
+
+ private:
+  int chunk_count() const {
+    const int64_t key_heads = static_cast<int64_t>(shape_.batch) * shape_.num_heads_k;
+    const int64_t wanted = (kBwdTargetItems + key_heads - 1) / key_heads;
+    const int64_t affordable = kDqPartialBudget / (dq_partial_size() * sizeof(float));
+    return static_cast<int>(std::max<int64_t>(1, std::min({wanted, affordable,
+                                                           int64_t{num_k_tiles_}})));
+  }
+  // One chunk's dq^T partial sums: per (batch, head, query tile) a
+  // contiguous [dp][kTileRows] tile (contiguous, not [dp][seqlen_q]: rows
+  // seqlen_q apart would all fall into the same few L1 sets).
+  int64_t num_q_items() const {
+    return static_cast<int64_t>(shape_.batch) * shape_.num_heads * num_q_tiles_;
+  }
+  int64_t dq_partial_size() const {
+    return static_cast<int64_t>(shape_.batch) * shape_.num_heads * num_q_tiles_ * dp_ * kTileRows;
+  }
+  float* dq_t(int chunk, int64_t q_item) const {
+    return dq_t_.get() + chunk * dq_partial_size() + q_item * dp_ * kTileRows;
+  }
+
+  // Packs q, dout, lse and D = rowsum(dout * out) of one query tile and
+  // marks its dq^T partial tiles unwritten.
+  void pack_query_tile(BwdScratch<Ops>& w, int64_t item) const {
+    const int qt = static_cast<int>(item % num_q_tiles_);
+    const int h = static_cast<int>(item / num_q_tiles_ % shape_.num_heads);
+    const int b = static_cast<int>(item / num_q_tiles_ / shape_.num_heads);
+    const int row0 = qt * kTileRows;
+    const int rows = std::min(kTileRows, shape_.seqlen_q - row0);
+    const int64_t at = item * query_.tile_size;
+    Operand* const q_dst = query_.q.get() + at;
+    Operand* const q_t_dst = query_.q_t.get() + at;
+    Operand* const dout_dst = query_.dout.get() + at;
+    Operand* const dout_t_dst = query_.dout_t.get() + at;
+    float* q = Ops::staging(q_dst, w.a.data());
+    load_tile(element(static_cast<const T*>(p_.q), p_.q_strides, b, row0, h), p_.q_strides.row,
+              rows, shape_.head_dim, 1.f, kTileRows, dp_, q);
+    Ops::pack_b(q, kTileRows, dp_, dp_, q_dst);
+    float* q_t = Ops::staging(q_t_dst, w.b.data());
+    transpose(q, kTileRows, dp_, dp_, q_t, kTileRows);
+    Ops::pack_b(q_t, dp_, kTileRows, kTileRows, q_t_dst);
+
+    float* dout = Ops::staging(dout_dst, w.a.data());
+    float* out = w.b.data();
+    load_tile(element(static_cast<const T*>(p_.dout), p_.dout_strides, b, row0, h),
+              p_.dout_strides.row, rows, shape_.head_dim, 1.f, kTileRows, dp_, dout);
+    load_tile(element(static_cast<const T*>(p_.out), p_.out_strides, b, row0, h),
+              p_.out_strides.row, rows, shape_.head_dim, 1.f, kTileRows, dp_, out);
+    const float* lse = p_.lse + (static_cast<int64_t>(b) * shape_.num_heads + h) * shape_.seqlen_q;
+    const float inf = __builtin_inff();
+    for (int r = 0; r < kTileRows; ++r) {
+      // +inf (padding rows, rows whose every key is masked) makes every
+      // recomputed probability of the row exactly 0.
+      const float row_lse = r < rows ? lse[row0 + r] : -inf;
+      query_.lse.get()[item * kTileRows + r] = row_lse == -inf ? inf : row_lse * kLog2e;
+      // D from the stored output, as in FlashAttention-2: no pass over the keys.
+      const float* o = out + r * dp_;
+      const float* d = dout + r * dp_;
+      float delta = 0.f;
+#pragma omp simd reduction(+ : delta)
+      for (int c = 0; c < dp_; ++c) delta += o[c] * d[c];
+      query_.delta.get()[item * kTileRows + r] = delta;
+    }
+    Ops::pack_b(dout, kTileRows, dp_, dp_, dout_dst);
+    float* dout_t = Ops::staging(dout_t_dst, w.b.data());  // out is used up
+    transpose(dout, kTileRows, dp_, dp_, dout_t, kTileRows);
+    Ops::pack_b(dout_t, dp_, kTileRows, kTileRows, dout_t_dst);
+
+    for (int c = 0; c < num_chunks_; ++c) dq_written_.get()[c * num_q_items() + item] = 0;
+  }
+
+  // k, v and k^T of one key tile as A operands.
+  void load_key_tile(BwdScratch<Ops>& w, int b, int kh, int kt) const {
+    const int col0 = kt * kTileCols;
+    const int cols = std::min(kTileCols, shape_.seqlen_k - col0);
+    float* k = Ops::staging(w.k.data(), w.a.data());
+    load_tile(element(static_cast<const T*>(p_.k), p_.k_strides, b, col0, kh), p_.k_strides.row,
+              cols, shape_.head_dim, 1.f, kTileCols, dp_, k);
+    Ops::pack_a(k, kTileCols, dp_, dp_, w.k.data());
+    float* k_t = Ops::staging(w.k_t.data(), w.b.data());
+    transpose(k, kTileCols, dp_, dp_, k_t, kTileCols);
+    Ops::pack_a(k_t, dp_, kTileCols, kTileCols, w.k_t.data());
+    float* v = Ops::staging(w.v.data(), w.a.data());  // k is packed
+    load_tile(element(static_cast<const T*>(p_.v), p_.v_strides, b, col0, kh), p_.v_strides.row,
+              cols, shape_.head_dim, 1.f, kTileCols, dp_, v);
+    Ops::pack_a(v, kTileCols, dp_, dp_, w.v.data());
+  }
+
+  // The part of a (key tile, query tile) pair the products cover: its
+  // TileExtent widened to the micro-kernels' steps, keys (M of S^T) by
+  // kExtentRowStep, queries (N of S^T) by kExtentColStep.
+  struct Box {
+    int k0, k1, n0, n1;
+    int keys() const { return k1 - k0; }
+    int queries() const { return n1 - n0; }
+    int offset() const { return k0 * kTileRows + n0; }  // into the [key][query] tiles
+  };
+
+  static Box backward_box(const TileExtent& e) {
+    return {round_down(e.col_begin, kExtentRowStep), round_up(e.col_end, kExtentRowStep),
+            round_down(e.row_begin, kExtentColStep), round_up(e.row_end, kExtentColStep)};
+  }
+  static constexpr Box kWholeTile{0, kTileCols, 0, kTileRows};
+
+  // One pair's work. kWhole (the box is the whole tile: every unmasked tile
+  // and most partial ones) makes the sizes compile-time constants, which the
+  // compiler turns into fully unrolled products: without it the backward ran
+  // 5-7% slower on causal masks.
+  template <bool kWhole>
+  void visit_pair(BwdScratch<Ops>& w, int b, int mh, int chunk, int64_t q_item, int qt, int kt,
+                  TileKind kind, const Box& box) const {
+    const Box x = kWhole ? kWholeTile : box;
+    probabilities(w, b, mh, q_item, qt, kt, kind, x);
+    accumulate_pair(w, chunk, q_item, x);
+  }
+
+  // P^T and dS^T = P^T * (dP^T - D) of the box of one (key tile, query tile) pair.
+  inline void probabilities(BwdScratch<Ops>& w, int b, int mh, int64_t q_item, int qt, int kt,
+                     TileKind kind, const Box& x) const {
+    const int64_t at = q_item * query_.tile_size;
+    float* s = w.s.data() + x.offset();
+    float* ds = w.ds.data() + x.offset();
+    Ops::gemm(x.keys(), x.queries(), dp_, w.k.data() + x.k0 * dp_, dp_,
+              Ops::b_at(query_.q_t.get() + at, kTileRows, 0, x.n0), kTileRows, s, kTileRows,
+              /*accumulate=*/false);
+    for (int c = 0; c < x.keys(); ++c) scale_row(s + c * kTileRows, x.queries(), score_scale_);
+    if (kind == TileKind::kPartial) {
+      tile_mask_.mask_scores(b, mh, qt, kt, w.s.data(), 1, kTileRows);
+    }
+    Ops::gemm(x.keys(), x.queries(), dp_, w.v.data() + x.k0 * dp_, dp_,
+              Ops::b_at(query_.dout_t.get() + at, kTileRows, 0, x.n0), kTileRows, ds, kTileRows,
+              /*accumulate=*/false);
+    const float* lse = query_.lse.get() + q_item * kTileRows + x.n0;
+    const float* delta = query_.delta.get() + q_item * kTileRows + x.n0;
+    for (int c = 0; c < x.keys(); ++c) {
+      float* p = s + c * kTileRows;
+      float* d = ds + c * kTileRows;
+      for (int r = 0; r < x.queries(); ++r) {
+        p[r] = fast_exp2(p[r] - lse[r]);
+        d[r] = p[r] * (d[r] - delta[r]);
+      }
+    }
+  }
+
+  // dv += P^T dO, dk += dS^T Q and the chunk's dq^T += K^T dS^T for one pair.
+  inline void accumulate_pair(BwdScratch<Ops>& w, int chunk, int64_t q_item, const Box& x) const {
+    const int64_t at = q_item * query_.tile_size;
+    const auto p_t = Ops::a_view(w.s.data() + x.offset(), x.keys(), x.queries(), kTileRows,
+                                 w.p_op.data());
+    Ops::gemm(x.keys(), dp_, x.queries(), p_t.data, p_t.ld,
+              Ops::b_at(query_.dout.get() + at, dp_, x.n0, 0), dp_, w.dv.data() + x.k0 * dp_, dp_,
+              /*accumulate=*/true);
+    const auto ds_t = Ops::a_view(w.ds.data() + x.offset(), x.keys(), x.queries(), kTileRows,
+                                  w.ds_op.data());
+    Ops::gemm(x.keys(), dp_, x.queries(), ds_t.data, ds_t.ld,
+              Ops::b_at(query_.q.get() + at, dp_, x.n0, 0), dp_, w.dk.data() + x.k0 * dp_, dp_,
+              /*accumulate=*/true);
+    const auto ds_t_b = Ops::b_view(w.ds.data() + x.offset(), x.keys(), x.queries(), kTileRows,
+                                    w.ds_t_op.data());
+    // A chunk's first write to a dq^T tile stores instead of adding (zeroing
+    // first what the box leaves out): no zeroing pass over every tile, and
+    // store_dq skips the tiles a chunk never reached.
+    float* dq = dq_t(chunk, q_item);
+    uint8_t& written = dq_written_.get()[chunk * num_q_items() + q_item];
+    const bool whole = x.queries() == kTileRows;
+    if (!written && !whole) std::fill_n(dq, dp_ * kTileRows, 0.f);
+    Ops::gemm(dp_, x.queries(), x.keys(), w.k_t.data() + x.k0, kTileCols, ds_t_b.data, ds_t_b.ld,
+              dq + x.n0, kTileRows, /*accumulate=*/written || !whole);
+    written = 1;
+  }
+
+  // dk and dv of the chunk's key tiles; their dq contributions to its partials.
+  void key_chunk(BwdScratch<Ops>& w, int64_t item) const {
+    const int chunk = static_cast<int>(item % num_chunks_);
+    const int kh = static_cast<int>(item / num_chunks_ % shape_.num_heads_k);
+    const int b = static_cast<int>(item / num_chunks_ / shape_.num_heads_k);
+    for (int kt = chunk; kt < num_k_tiles_; kt += num_chunks_) {
+      std::fill(w.dk.begin(), w.dk.end(), 0.f);
+      std::fill(w.dv.begin(), w.dv.end(), 0.f);
+      load_key_tile(w, b, kh, kt);
+      for (int h = kh * group_; h < (kh + 1) * group_; ++h) {
+        const int mh = mask_head_for(p_.mask, shape_, h);
+        for (int qt = 0; qt < num_q_tiles_; ++qt) {
+          const TileKind kind = tile_mask_.kind(b, mh, qt, kt);
+          if (kind == TileKind::kSkip) continue;
+          const TileExtent extent = tile_mask_.extent(b, mh, qt, kt, kind);
+          if (extent.empty()) continue;
+          const Box box = backward_box(extent);
+          const int64_t q_item = (static_cast<int64_t>(b) * shape_.num_heads + h) * num_q_tiles_ + qt;
+          if (box.keys() == kTileCols && box.queries() == kTileRows) {
+            visit_pair<true>(w, b, mh, chunk, q_item, qt, kt, kind, box);
+          } else {
+            visit_pair<false>(w, b, mh, chunk, q_item, qt, kt, kind, box);
+          }
+        }
+      }
+      const int col0 = kt * kTileCols;
+      const int cols = std::min(kTileCols, shape_.seqlen_k - col0);
+      store_tile(w.dk.data(), dp_, cols, shape_.head_dim, p_.softmax_scale,
+                 element(static_cast<T*>(p_.dk), p_.dk_strides, b, col0, kh), p_.dk_strides.row);
+      store_tile(w.dv.data(), dp_, cols, shape_.head_dim, 1.f,
+                 element(static_cast<T*>(p_.dv), p_.dv_strides, b, col0, kh), p_.dv_strides.row);
+    }
+  }
+
+  // dq of one query tile: the chunks' partial sums added in chunk order.
+  void store_dq(BwdScratch<Ops>& w, int64_t item) const {
+    const int qt = static_cast<int>(item % num_q_tiles_);
+    const int h = static_cast<int>(item / num_q_tiles_ % shape_.num_heads);
+    const int b = static_cast<int>(item / num_q_tiles_ / shape_.num_heads);
+    const int row0 = qt * kTileRows;
+    const int rows = std::min(kTileRows, shape_.seqlen_q - row0);
+    const int size = dp_ * kTileRows;
+    float* sum_t = w.a.data();  // [dp][kTileRows]
+    std::fill_n(sum_t, size, 0.f);
+    for (int c = 0; c < num_chunks_; ++c) {
+      if (!dq_written_.get()[c * num_q_items() + item]) continue;
+      const float* part = dq_t(c, item);
+      for (int i = 0; i < size; ++i) sum_t[i] += part[i];
+    }
+    transpose(sum_t, dp_, kTileRows, kTileRows, w.b.data(), dp_);
+    store_tile(w.b.data(), dp_, rows, shape_.head_dim, p_.softmax_scale,
+               element(static_cast<T*>(p_.dq), p_.dq_strides, b, row0, h), p_.dq_strides.row);
+  }
+
+  const BwdParams& p_;
+  const AttentionShape& shape_;
+  const int dp_, num_q_tiles_, num_k_tiles_, group_;
+  const float score_scale_;  // raw scores to log2 units, as in forward_impl.h
+  const int num_chunks_;
+  const TileMask tile_mask_;
+  const QuerySide<Ops> query_;
+  const Workspace<float> dq_t_;
+  const Workspace<uint8_t> dq_written_;  // [chunk][query item]: partial tile holds a sum
+};
+
+}  // namespace cpu
+}  // namespace flashmask

@@ -1,0 +1,192 @@
+// Forward pass: FlashAttention-2 style online softmax over key tiles, one
+// work item per (batch, query head, query tile). A template over the input
+// type T and the operand policy Ops (tile_math.h's ReferenceOps, microkernel.h's BlockedOps, Bf16Ops in
+// kernels_avx512.cc); each kernels_*.cc instantiates it for its ISA, so every
+// function here must stay a template on Ops (one copy per ISA, no ODR clash).
+//
+// Include only after flashmask_cpu headers and <vector>/<memory>/<algorithm>.
+#pragma once
+
+namespace flashmask {
+namespace cpu {
+
+template <class Ops>
+struct FwdScratch {
+  using Operand = typename Ops::Operand;
+  explicit FwdScratch(int dp)
+      : q(kTileRows * dp),
+        p(kTileRows * kTileCols),
+        s(kTileRows * kTileCols),
+        o(kTileRows * dp),
+        row_max(kTileRows),
+        row_sum(kTileRows) {}
+  std::vector<Operand> q, p;             // A operands: q, probabilities (bf16)
+  std::vector<float> s, o;               // scores, output accumulator
+  std::vector<float> row_max, row_sum;   // running softmax state, log2 units
+  typename Ops::ThreadState thread_state;
+};
+
+// The part of a tile a pass computes: its TileExtent widened to the
+// micro-kernels' steps (rows of S by kExtentRowStep, keys by kExtentColStep).
+struct FwdBox {
+  int r0, r1, c0, c1;
+};
+
+inline FwdBox forward_box(const TileExtent& e) {
+  return {round_down(e.row_begin, kExtentRowStep), round_up(e.row_end, kExtentRowStep),
+          round_down(e.col_begin, kExtentColStep), round_up(e.col_end, kExtentColStep)};
+}
+
+// Turns the scores of the box into unnormalised probabilities in place and
+// rescales the output rows accumulated so far to the new running maximum.
+// Rows outside the box have no unmasked key in this tile: nothing changes.
+template <class Ops>
+void online_softmax(FwdScratch<Ops>& w, int dp, const FwdBox& box) {
+  const float neg_inf = -__builtin_inff();
+  const int cols = box.c1 - box.c0;
+  for (int r = box.r0; r < box.r1; ++r) {
+    float* s = w.s.data() + r * kTileCols + box.c0;
+    const float new_max = std::max(w.row_max[r], row_max(s, cols));
+    // A row with no unmasked key so far keeps max -inf; subtracting 0 then
+    // keeps its probabilities exactly 0 instead of NaN.
+    const float ref = new_max == neg_inf ? 0.f : new_max;
+    const float alpha = fast_exp2(w.row_max[r] - ref);
+    float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+    for (int c = 0; c < cols; ++c) {
+      s[c] = fast_exp2(s[c] - ref);
+      sum += s[c];
+    }
+    w.row_sum[r] = w.row_sum[r] * alpha + sum;
+    w.row_max[r] = new_max;
+    if (alpha != 1.f) scale_row(w.o.data() + r * dp, dp, alpha);
+  }
+}
+
+// K^T and V of every key tile, packed once as the B operands of S = Q K^T
+// and O += P V (every query tile of the key head reads them).
+template <class T, class Ops>
+struct PackedKeys {
+  using Operand = typename Ops::Operand;
+  PackedKeys(const FwdParams& p, int dp, int num_k_tiles)
+      : num_heads_k(p.shape.num_heads_k),
+        num_k_tiles(num_k_tiles),
+        tile_size(static_cast<int64_t>(kTileCols) * dp),
+        kt(num_all_tiles(p.shape) * tile_size),
+        v(num_all_tiles(p.shape) * tile_size) {
+    const AttentionShape& shape = p.shape;
+    struct Scratch {
+      explicit Scratch(int dp) : k(kTileCols * dp), kt(dp * kTileCols), v(kTileCols * dp) {}
+      std::vector<float> k, kt, v;
+    };
+    parallel_for(
+        num_all_tiles(shape), [&] { return Scratch(dp); },
+        [&](Scratch& w, int64_t item) {
+          const int t = static_cast<int>(item % num_k_tiles);
+          const int kh = static_cast<int>(item / num_k_tiles % num_heads_k);
+          const int b = static_cast<int>(item / num_k_tiles / num_heads_k);
+          const int col0 = t * kTileCols;
+          const int cols = std::min(kTileCols, shape.seqlen_k - col0);
+          Operand* kt_dst = kt.get() + item * tile_size;
+          Operand* v_dst = v.get() + item * tile_size;
+          load_tile(element(static_cast<const T*>(p.k), p.k_strides, b, col0, kh),
+                    p.k_strides.row, cols, shape.head_dim, 1.f, kTileCols, dp, w.k.data());
+          float* k_t = Ops::staging(kt_dst, w.kt.data());
+          transpose(w.k.data(), kTileCols, dp, dp, k_t, kTileCols);
+          Ops::pack_b(k_t, dp, kTileCols, kTileCols, kt_dst);
+          float* v_tile = Ops::staging(v_dst, w.v.data());
+          load_tile(element(static_cast<const T*>(p.v), p.v_strides, b, col0, kh),
+                    p.v_strides.row, cols, shape.head_dim, 1.f, kTileCols, dp, v_tile);
+          Ops::pack_b(v_tile, kTileCols, dp, dp, v_dst);
+        });
+  }
+
+  const Operand* k_tile(int b, int kh, int t) const { return kt.get() + offset(b, kh, t); }
+  const Operand* v_tile(int b, int kh, int t) const { return v.get() + offset(b, kh, t); }
+
+ private:
+  int64_t num_all_tiles(const AttentionShape& shape) const {
+    return static_cast<int64_t>(shape.batch) * num_heads_k * num_k_tiles;
+  }
+  int64_t offset(int b, int kh, int t) const {
+    return ((static_cast<int64_t>(b) * num_heads_k + kh) * num_k_tiles + t) * tile_size;
+  }
+
+  const int num_heads_k, num_k_tiles;
+  const int64_t tile_size;
+  Workspace<Operand> kt, v;
+};
+
+template <class T, class Ops>
+void forward(const FwdParams& p) {
+  const AttentionShape& shape = p.shape;
+  const int dp = padded_head_dim(shape.head_dim);
+  const int num_q_tiles = num_tiles(shape.seqlen_q, kTileRows);
+  const int num_k_tiles = num_tiles(shape.seqlen_k, kTileCols);
+  const int group = shape.num_heads / shape.num_heads_k;
+  const TileMask tile_mask(p.mask, shape);
+  const PackedKeys<T, Ops> keys(p, dp, num_k_tiles);
+  // Scores are kept in log2 units (scaled by softmax_scale * log2(e) after
+  // the product, so that bf16 products of the unscaled inputs give the fp32
+  // scores of those inputs) and the softmax needs exp2 only.
+  const float score_scale = p.softmax_scale * kLog2e;
+
+  const int64_t num_items = static_cast<int64_t>(shape.batch) * shape.num_heads * num_q_tiles;
+  parallel_for(
+      num_items, [&] { return FwdScratch<Ops>(dp); },
+      [&](FwdScratch<Ops>& w, int64_t item) {
+        // Last query tiles first: under causal masks they see the most keys,
+        // and handing out the big items first balances the threads' loads.
+        const int qt = num_q_tiles - 1 - static_cast<int>(item % num_q_tiles);
+        const int h = static_cast<int>(item / num_q_tiles % shape.num_heads);
+        const int b = static_cast<int>(item / num_q_tiles / shape.num_heads);
+        const int kh = h / group;
+        const int mh = mask_head_for(p.mask, shape, h);
+        const int row0 = qt * kTileRows;
+        const int rows = std::min(kTileRows, shape.seqlen_q - row0);
+
+        float* q_tile = Ops::staging(w.q.data(), w.o.data());
+        load_tile(element(static_cast<const T*>(p.q), p.q_strides, b, row0, h), p.q_strides.row,
+                  rows, shape.head_dim, 1.f, kTileRows, dp, q_tile);
+        Ops::pack_a(q_tile, kTileRows, dp, dp, w.q.data());
+        std::fill(w.o.begin(), w.o.end(), 0.f);
+        std::fill(w.row_max.begin(), w.row_max.end(), -__builtin_inff());
+        std::fill(w.row_sum.begin(), w.row_sum.end(), 0.f);
+
+        for (int kt = 0; kt < num_k_tiles; ++kt) {
+          const TileKind kind = tile_mask.kind(b, mh, qt, kt);
+          if (kind == TileKind::kSkip) continue;
+          const TileExtent extent = tile_mask.extent(b, mh, qt, kt, kind);
+          if (extent.empty()) continue;
+          const FwdBox x = forward_box(extent);
+          const int box_rows = x.r1 - x.r0, box_cols = x.c1 - x.c0;
+          float* s = w.s.data() + x.r0 * kTileCols + x.c0;
+          Ops::gemm(box_rows, box_cols, dp, w.q.data() + x.r0 * dp, dp,
+                    Ops::b_at(keys.k_tile(b, kh, kt), kTileCols, 0, x.c0), kTileCols, s, kTileCols,
+                    /*accumulate=*/false);
+          for (int r = 0; r < box_rows; ++r) scale_row(s + r * kTileCols, box_cols, score_scale);
+          if (kind == TileKind::kPartial) {
+            tile_mask.mask_scores(b, mh, qt, kt, w.s.data(), kTileCols, 1);
+          }
+          online_softmax(w, dp, x);
+          const auto probs = Ops::a_view(s, box_rows, box_cols, kTileCols, w.p.data());
+          Ops::gemm(box_rows, dp, box_cols, probs.data, probs.ld,
+                    Ops::b_at(keys.v_tile(b, kh, kt), dp, x.c0, 0), dp, w.o.data() + x.r0 * dp,
+                    dp, /*accumulate=*/true);
+        }
+
+        float* lse =
+            p.lse + (static_cast<int64_t>(b) * shape.num_heads + h) * shape.seqlen_q + row0;
+        for (int r = 0; r < rows; ++r) {
+          const float sum = w.row_sum[r];
+          // sum == 0: every key of the row is masked; output 0, lse -inf.
+          scale_row(w.o.data() + r * dp, dp, sum > 0.f ? 1.f / sum : 0.f);
+          lse[r] = sum > 0.f ? (w.row_max[r] + std::log2(sum)) * kLn2 : -__builtin_inff();
+        }
+        store_tile(w.o.data(), dp, rows, shape.head_dim, 1.f,
+                   element(static_cast<T*>(p.out), p.out_strides, b, row0, h), p.out_strides.row);
+      });
+}
+
+}  // namespace cpu
+}  // namespace flashmask

@@ -1,0 +1,41 @@
+// The AVX2 + FMA variant: fp32 micro-kernel on ymm registers (16 of them: a
+// 4 x 2-vector accumulator block leaves room for the B row and broadcast).
+#include "kernel_deps.h"
+
+#if FLASHMASK_HAVE_X86_KERNELS
+#include <immintrin.h>
+
+#pragma GCC target("avx2,fma")
+#include "backward_impl.h"
+#include "forward_impl.h"
+#include "microkernel.h"
+
+namespace flashmask {
+namespace cpu {
+namespace {
+
+struct Ymm {
+  using Reg = __m256;
+  static constexpr int kLanes = 8;
+  static Reg zero() { return _mm256_setzero_ps(); }
+  static Reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, Reg x) { _mm256_storeu_ps(p, x); }
+  static Reg broadcast(float x) { return _mm256_set1_ps(x); }
+  static Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
+};
+
+using Avx2Ops = BlockedOps<Ymm, /*kRows=*/4, /*kVecs=*/2>;
+
+}  // namespace
+
+void forward_avx2(const FwdParams& params) {
+  dispatch_dtype(params.dtype, [&](auto tag) { forward<decltype(tag), Avx2Ops>(params); });
+}
+
+void backward_avx2(const BwdParams& params) {
+  dispatch_dtype(params.dtype, [&](auto tag) { Backward<decltype(tag), Avx2Ops>(params).run(); });
+}
+
+}  // namespace cpu
+}  // namespace flashmask
+#endif
