@@ -148,6 +148,27 @@ flashmask::MaskParams MaskOf(const paddle::Tensor& startend_row_indices,
           static_cast<int32_t>(is[1]), causal, block_mask ? block_mask->data<int32_t>() : nullptr};
 }
 
+// What forward and backward params share: the shape, mask, dtype and scale, and the
+// q/k/v/out pointers with their strides.
+template <typename Params>
+void FillCommon(Params& p, const paddle::Tensor& q, const paddle::Tensor& k,
+                const paddle::Tensor& v, const paddle::Tensor& startend_row_indices,
+                const paddle::optional<paddle::Tensor>& block_mask, bool causal,
+                float softmax_scale, const paddle::Tensor& out) {
+  p.shape = ShapeOf(q, k);
+  p.mask = MaskOf(startend_row_indices, block_mask, causal);
+  p.dtype = ToDType(q.dtype());
+  p.softmax_scale = softmax_scale;
+  p.q = q.data();
+  p.k = k.data();
+  p.v = v.data();
+  p.out = const_cast<void*>(out.data());  // written by the forward, read by the backward
+  p.q_strides = StridesOf(q);
+  p.k_strides = StridesOf(k);
+  p.v_strides = StridesOf(v);
+  p.out_strides = StridesOf(out);
+}
+
 [[noreturn]] void ThrowUnsupportedPlace(const paddle::Tensor& q) {
   PD_THROW("flashmask_attention_op: unsupported place ", q.place(),
            " (supported: CPU, and GPU when Paddle and this package are built with CUDA)");
@@ -162,19 +183,8 @@ flashmask::FwdParams MakeFwdParams(const paddle::Tensor& q, const paddle::Tensor
                                    float softmax_scale, paddle::Tensor& out,
                                    paddle::Tensor& softmax_lse) {
   flashmask::FwdParams p{};
-  p.shape = ShapeOf(q, k);
-  p.mask = MaskOf(startend_row_indices, block_mask, causal);
-  p.dtype = ToDType(q.dtype());
-  p.softmax_scale = softmax_scale;
-  p.q = q.data();
-  p.k = k.data();
-  p.v = v.data();
-  p.out = out.data();
+  FillCommon(p, q, k, v, startend_row_indices, block_mask, causal, softmax_scale, out);
   p.lse = softmax_lse.data<float>();
-  p.q_strides = StridesOf(q);
-  p.k_strides = StridesOf(k);
-  p.v_strides = StridesOf(v);
-  p.out_strides = StridesOf(out);
   return p;
 }
 
@@ -187,23 +197,12 @@ flashmask::BwdParams MakeBwdParams(const paddle::Tensor& q, const paddle::Tensor
                                    float softmax_scale, paddle::Tensor& dq, paddle::Tensor& dk,
                                    paddle::Tensor& dv) {
   flashmask::BwdParams p{};
-  p.shape = ShapeOf(q, k);
-  p.mask = MaskOf(startend_row_indices, block_mask, causal);
-  p.dtype = ToDType(q.dtype());
-  p.softmax_scale = softmax_scale;
-  p.q = q.data();
-  p.k = k.data();
-  p.v = v.data();
-  p.out = out.data();
+  FillCommon(p, q, k, v, startend_row_indices, block_mask, causal, softmax_scale, out);
   p.dout = dout.data();
   p.lse = softmax_lse.data<float>();
   p.dq = dq.data();
   p.dk = dk.data();
   p.dv = dv.data();
-  p.q_strides = StridesOf(q);
-  p.k_strides = StridesOf(k);
-  p.v_strides = StridesOf(v);
-  p.out_strides = StridesOf(out);
   p.dout_strides = StridesOf(dout);
   p.dq_strides = StridesOf(dq);
   p.dk_strides = StridesOf(dk);
