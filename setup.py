@@ -34,6 +34,7 @@ library becomes the private module file `paddle_flashmask/_flashmask_ops.so`,
 which paddle_flashmask._ops registers with Paddle on first use.
 """
 
+import functools
 import glob
 import os
 import re
@@ -106,15 +107,20 @@ def nvcc_flags():
     return cuda_flags.compile_flags(archs)
 
 
+@functools.lru_cache(maxsize=None)
+def nvcc_dryrun_report():
+    """What nvcc would run for a CUDA file (its stderr under --dryrun), asked once."""
+    nvcc = os.path.join(CUDA_HOME, "bin", "nvcc")
+    cmd = [nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False).stderr
+
+
 def nvcc_dirs(variable):
     """Directories in one variable of nvcc's dry-run report (INCLUDES, SYSTEM_INCLUDES,
     LIBRARIES): where the toolkit nvcc belongs to keeps its headers and libraries, also
     when CUDA_HOME is only a prefix (/usr/local) with a bin/nvcc in it."""
-    nvcc = os.path.join(CUDA_HOME, "bin", "nvcc")
-    cmd = [nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull]
-    report = subprocess.run(cmd, capture_output=True, text=True, check=False).stderr
     paths = []
-    for line in report.splitlines():
+    for line in nvcc_dryrun_report().splitlines():
         if line.startswith(f"#$ {variable}="):
             paths += re.findall(r"/[^\"\s]+", line.split("=", 1)[1])
     return [os.path.normpath(p) for p in paths if os.path.isdir(p)]
@@ -161,7 +167,8 @@ def extension():
     # c++17 for the host compiler too: BuildExtension adds -std=c++14 where none is given
     # (Paddle 2.6), and CUDA 13's thrust/CUB headers, which Paddle's headers include with
     # PADDLE_WITH_CUDA, need 17.
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", *paddle_feature_macros()]
+    feature_macros = paddle_feature_macros()
+    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", *feature_macros]
     if os.environ.get("PADDLE_FLASHMASK_NATIVE", "1") != "0" and compiler_accepts("-march=native"):
         cxx_flags.append("-march=native")
     common = {"depends": headers, "extra_link_args": ["-fopenmp"]}
@@ -181,7 +188,7 @@ def extension():
             include_dirs=include_dirs
             + [os.path.join(ROOT, "csrc", "cuda")]
             + cuda_host_includes(),
-            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags() + paddle_feature_macros()},
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags() + feature_macros},
             library_dirs=cudart_dirs(),
             runtime_library_dirs=cudart_dirs(),
             **common,
