@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from paddle_flashmask import distributed as cp
 from paddle_flashmask import masks
 from paddle_flashmask.masks import to_dense
 from tests.distributed_cases import CASE_NAMES
+from tests.multiprocess import run_with_second_try
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORLD_SIZES = (2, 3)
@@ -62,14 +62,11 @@ def _launch(framework, world_size, out_dir, worker=None):
     if importlib.util.find_spec(framework) is None:
         pytest.skip(f"{framework} is not installed")
     worker = worker or LAUNCHERS[framework][1]
-    # A second try: on a loaded 2-core machine a launcher has once failed to start its
-    # ranks (seen once in 7 runs of this file, not reproduced); its log is kept below.
-    results, first_logs = _run_ranks(framework, world_size, out_dir / "try1", worker)
+    results, logs = run_with_second_try(
+        lambda attempt: _run_ranks(framework, world_size, out_dir / f"try{attempt}", worker),
+        f"{framework} launch of {world_size} ranks",
+    )
     if results is not None:
-        return results
-    results, logs = _run_ranks(framework, world_size, out_dir / "try2", worker)
-    if results is not None:
-        warnings.warn(f"{framework} launch needed a second try; the first one said:\n{first_logs[-2000:]}")
         return results
     ours_failed = "paddle_flashmask" in logs or "/tests/" in logs  # a traceback through our code
     if not ours_failed and any(s in logs.lower() for s in _GLOO_START_FAILURES):

@@ -10,15 +10,15 @@ from pathlib import Path
 
 from tests import examples_path  # noqa: F401  (examples/common importable as `common`)
 from common.run_report import parse_summary  # noqa: E402
+from tests.multiprocess import run_with_second_try  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT_RUN = ["--max_steps", "8", "--max_seq_len", "256", "--warmup_steps", "1"]
 SUMMARY_KEYS = {"task", "flashmask", "steps", "first_loss", "final_loss", "tokens_per_s", "peak_mem_mb"}
 
 
-def run_example(script: str, *args: str, processes: int = 1) -> dict:
-    """Runs an example from a fresh process (or `processes` of them under
-    paddle.distributed.launch); returns its last stdout line (rank 0's), parsed."""
+def _run_once(script: str, args: tuple, processes: int):
+    """One run: (its last stdout line (rank 0's) or None, what it printed)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     with tempfile.TemporaryDirectory() as output_dir:
         launch = []
@@ -32,9 +32,24 @@ def run_example(script: str, *args: str, processes: int = 1) -> dict:
             text=True,
             timeout=300,
         )
-        stdout = completed.stdout if processes == 1 else Path(output_dir, "log", "workerlog.0").read_text()
+        logs = sorted(Path(output_dir, "log").glob("workerlog.*"))
+        stdout = completed.stdout if processes == 1 else logs[0].read_text()
+        printed = completed.stderr[-4000:] + "".join(f"\n--- {p.name}:\n{p.read_text()[-3000:]}" for p in logs)
     if completed.returncode != 0:
-        raise AssertionError(f"{script} {args} failed:\n{completed.stderr[-4000:]}{stdout[-4000:]}")
+        return None, printed + stdout[-4000:]
+    return stdout, printed
+
+
+def run_example(script: str, *args: str, processes: int = 1) -> dict:
+    """Runs an example from a fresh process (or `processes` of them under
+    paddle.distributed.launch, with a second try: tests/multiprocess.py);
+    returns its last stdout line (rank 0's), parsed."""
+    if processes == 1:
+        stdout, printed = _run_once(script, args, processes)
+    else:
+        stdout, printed = run_with_second_try(lambda _: _run_once(script, args, processes), f"{script} on {processes} ranks")
+    if stdout is None:
+        raise AssertionError(f"{script} {args} failed:\n{printed}")
     return parse_summary(stdout)
 
 
