@@ -21,7 +21,7 @@ from paddle_flashmask import distributed as cp
 from paddle_flashmask import masks
 from paddle_flashmask.masks import to_dense
 from tests.distributed_cases import CASE_NAMES
-from tests.multiprocess import run_with_second_try
+from tests.second_try import run_with_second_try
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORLD_SIZES = (2, 3)
