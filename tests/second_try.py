@@ -5,7 +5,11 @@ once in 7 runs of tests/test_distributed.py a launcher did not start its ranks,
 and once in CI both ranks of the SFT context-parallel example reached their
 first all_reduce and gloo's TCP pair then reported `TIMEOUT` (never reproduced
 in 20 local runs). So a launch gets a second try; the first try's logs go into
-a warning, so that a flaky run is seen, and a second failure is a failure."""
+a warning, so that a flaky run is seen, and a second failure is a failure.
+
+(Not named after the `multiprocess` package: the workers run as scripts from
+tests/, which puts this folder first on sys.path, and `datasets`, imported by
+PaddleNLP, imports `multiprocess`.)"""
 
 import warnings
 
