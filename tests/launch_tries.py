@@ -2,9 +2,9 @@
 
 On a loaded 2-core machine a gloo launch has failed without any fault of ours:
 once in 7 runs of tests/test_distributed.py a launcher did not start its ranks,
-and in 2 of 4 runs of the whole suite (CI's and three on clean clones) both
+and in 2 of 7 runs of the whole suite (CI's and six on clean clones) both
 ranks of the SFT context-parallel example reached their first all_reduce and
-gloo's TCP pair then reported `TIMEOUT` (never when the test file runs alone).
+gloo's TCP pair then reported `TIMEOUT` (never in 6 runs of the test alone).
 So a launch gets up to TRIES tries, PAUSE_S apart; the failed tries' logs go into
 a warning, so that a flaky run is seen, and failing every try is a failure."""
 
