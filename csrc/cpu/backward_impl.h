@@ -211,19 +211,12 @@ class Backward {
       boxes[0] = kWholeTile;
       return 1;
     }
-    constexpr int kPartKeys = kTileCols / kPartialParts;
-    int n = 0;
-    bool whole = true;
-    for (int part = 0; part < kPartialParts; ++part) {
-      const TileExtent e =
-          tile_mask_.extent(b, mh, qt, kt, kind, {0, kTileRows, part * kPartKeys, (part + 1) * kPartKeys});
-      if (e.empty()) {
-        whole = false;
-        continue;
-      }
-      boxes[n] = backward_box(e);
-      whole = whole && boxes[n].queries() == kTileRows && boxes[n].keys() == kPartKeys;
-      ++n;
+    TileExtent parts[kPartialParts];
+    const int n = tile_mask_.part_extents(b, mh, qt, kt, TileMask::Cut::kKeys, parts);
+    bool whole = n == kPartialParts;
+    for (int i = 0; i < n; ++i) {
+      boxes[i] = backward_box(parts[i]);
+      whole = whole && boxes[i].queries() == kTileRows && boxes[i].keys() == kTileCols / kPartialParts;
     }
     if (whole) {
       boxes[0] = kWholeTile;

@@ -47,13 +47,9 @@ inline int forward_boxes(const TileMask& tile_mask, int b, int mh, int qt, int k
     boxes[0] = {0, kTileRows, 0, kTileCols};
     return 1;
   }
-  constexpr int kPartRows = kTileRows / kPartialParts;
-  int n = 0;
-  for (int part = 0; part < kPartialParts; ++part) {
-    const TileExtent e =
-        tile_mask.extent(b, mh, qt, kt, kind, {part * kPartRows, (part + 1) * kPartRows, 0, kTileCols});
-    if (!e.empty()) boxes[n++] = forward_box(e);
-  }
+  TileExtent parts[kPartialParts];
+  const int n = tile_mask.part_extents(b, mh, qt, kt, TileMask::Cut::kRows, parts);
+  for (int i = 0; i < n; ++i) boxes[i] = forward_box(parts[i]);
   return n;
 }
 

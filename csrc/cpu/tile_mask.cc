@@ -87,9 +87,21 @@ void TileMask::mask_scores(int batch, int mask_head, int q_tile, int k_tile, flo
   }
 }
 
-TileExtent TileMask::extent(int batch, int mask_head, int q_tile, int k_tile, TileKind kind,
-                            const TileExtent& within) const {
-  if (kind == TileKind::kUnmasked) return within;
+int TileMask::part_extents(int batch, int mask_head, int q_tile, int k_tile, Cut cut,
+                           TileExtent (&parts)[kPartialParts]) const {
+  int n = 0;
+  for (int part = 0; part < kPartialParts; ++part) {
+    constexpr int kRowsPerPart = kTileRows / kPartialParts, kKeysPerPart = kTileCols / kPartialParts;
+    const TileExtent within =
+        cut == Cut::kRows ? TileExtent{part * kRowsPerPart, (part + 1) * kRowsPerPart, 0, kTileCols}
+                          : TileExtent{0, kTileRows, part * kKeysPerPart, (part + 1) * kKeysPerPart};
+    const TileExtent e = extent(batch, mask_head, q_tile, k_tile, within);
+    if (!e.empty()) parts[n++] = e;
+  }
+  return n;
+}
+
+TileExtent TileMask::extent(int batch, int mask_head, int q_tile, int k_tile, const TileExtent& within) const {
   const int tile_row = q_tile * kTileRows;
   const int row_begin = tile_row + within.row_begin;
   const int row_end = std::min(shape_.seqlen_q, tile_row + within.row_end);

@@ -21,7 +21,6 @@ struct TileExtent {
   int row_begin, row_end, col_begin, col_end;
   bool empty() const { return row_begin >= row_end; }
 };
-constexpr TileExtent kWholeTileExtent{0, kTileRows, 0, kTileCols};
 
 class TileMask {
  public:
@@ -40,12 +39,16 @@ class TileMask {
   void mask_scores(int batch, int mask_head, int q_tile, int k_tile, float* scores, int row_stride,
                    int col_stride, const TileExtent& within) const;
 
-  // The unmasked box of the part `within` of a tile of the given kind (not
-  // kSkip); `within` itself for kUnmasked.
-  TileExtent extent(int batch, int mask_head, int q_tile, int k_tile, TileKind kind,
-                    const TileExtent& within) const;
+  // The unmasked boxes of the kPartialParts equal parts of a kPartial tile,
+  // cut along its query rows (forward) or its keys (backward): the non-empty
+  // ones, in order, in `parts`; returns how many.
+  enum class Cut { kRows, kKeys };
+  int part_extents(int batch, int mask_head, int q_tile, int k_tile, Cut cut,
+                   TileExtent (&parts)[kPartialParts]) const;
 
  private:
+  // The unmasked box of the part `within` of a kPartial tile.
+  TileExtent extent(int batch, int mask_head, int q_tile, int k_tile, const TileExtent& within) const;
   struct RowInterval {
     int begin, end;
   };
