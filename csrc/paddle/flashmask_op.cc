@@ -22,6 +22,11 @@ std::string ShapeStr(const std::vector<int64_t>& shape) {
   return os.str();
 }
 
+// softmax_lse [B, H, Sq] of a query [B, Sq, H, D].
+std::vector<int64_t> LseShape(const std::vector<int64_t>& q_shape) {
+  return {q_shape[0], q_shape[2], q_shape[1]};
+}
+
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 bool IsSupportedDtype(paddle::DataType dtype) {
@@ -109,8 +114,7 @@ void CheckBackwardInputs(const paddle::Tensor& q, const paddle::Tensor& out,
                          const paddle::Tensor& softmax_lse, const paddle::Tensor& dout) {
   CheckLikeQ(q, out, "out");
   CheckLikeQ(q, dout, "out@GRAD");
-  const auto qs = q.shape();
-  const std::vector<int64_t> lse_shape = {qs[0], qs[2], qs[1]};
+  const std::vector<int64_t> lse_shape = LseShape(q.shape());
   PD_CHECK(softmax_lse.shape() == lse_shape && softmax_lse.dtype() == paddle::DataType::FLOAT32 &&
                softmax_lse.place() == q.place(),
            "flashmask_attention_op: `softmax_lse` must be float32 ", ShapeStr(lse_shape),
@@ -174,9 +178,8 @@ void FillCommon(Params& p, const FlashMaskInputs& in, const paddle::Tensor& out)
 }  // namespace
 
 std::vector<paddle::Tensor> EmptyForwardOutputs(const FlashMaskInputs& in) {
-  const auto qs = in.q.shape();
-  return {paddle::empty(qs, in.q.dtype(), in.q.place()),
-          paddle::empty({qs[0], qs[2], qs[1]}, paddle::DataType::FLOAT32, in.q.place())};
+  return {paddle::empty(in.q.shape(), in.q.dtype(), in.q.place()),
+          paddle::empty(LseShape(in.q.shape()), paddle::DataType::FLOAT32, in.q.place())};
 }
 
 std::vector<paddle::Tensor> EmptyGrads(const FlashMaskInputs& in) {
@@ -284,7 +287,7 @@ std::vector<std::vector<int64_t>> FlashMaskInferShape(
     const paddle::optional<std::vector<int64_t>>& /*block_mask_shape*/) {
   PD_CHECK(q_shape.size() == 4, "flashmask_attention_op: `q` must be 4-D [batch, seqlen_q, ",
            "num_heads, head_dim], got shape ", ShapeStr(q_shape));
-  return {q_shape, {q_shape[0], q_shape[2], q_shape[1]}};
+  return {q_shape, LseShape(q_shape)};
 }
 
 std::vector<paddle::DataType> FlashMaskInferDtype(
