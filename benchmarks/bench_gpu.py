@@ -302,7 +302,9 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
                 row["flex_error"] = repr(e)[:300]
                 print(f"  flex block mask failed: {e!r}"[:300], flush=True)
             backends = [("flex", None)] + ([("fa4flex", {"BACKEND": "FLASH"})] if HAVE_FA4 else [])
-            for key, options in backends if bm is not None else ():
+            if bm is None:  # no BlockMask: neither backend can run
+                backends = []
+            for key, options in backends:
                 try:
                     row.update(flex_times(key, bm, options, o_ours, tf))
                 except Exception as e:  # noqa: BLE001
