@@ -11,8 +11,8 @@ Throughput counts unmasked (row, key) pairs (fwd+bwd = 3.5 x 4*D*H*pairs FLOPs),
 so a longer causal sequence is not credited for its quadratic growth:
 scaling efficiency = (TFLOPs/s per GPU at 2 GPUs) / (TFLOPs/s at 1 GPU).
 Imbalance: the planner's predicted work max/mean, and the measured max/mean of
-each rank's own kernel time (its chunks against the gathered keys, no
-communication). Step times are medians of CUDA-event timed fwd+bwd steps after
+each rank's own kernel time (its one attention call against the gathered keys,
+no communication). Step times are medians of CUDA-event timed fwd+bwd steps after
 warm-up, with a barrier before each.
 
     NCCL_NVLS_ENABLE=0 torchrun --nproc_per_node 2 benchmarks/bench_cp.py --out benchmarks/results/cp
@@ -97,7 +97,7 @@ def predicted_imbalance(tokens: int, world_sizes=(2, 4, 8)) -> list:
 
 
 def cpu_rank_ms(paddle, mask) -> float:
-    """One rank's fwd+bwd time on the CPU kernel (Paddle op, the real per-chunk steps,
+    """One rank's fwd+bwd time on the CPU kernel (Paddle op, the real step: core.rank_attention,
     gathered keys given: no communication); median of CPU_REPS."""
     from paddle_flashmask.distributed import core, paddle_frontend
 
@@ -178,7 +178,7 @@ def single_gpu(torch, name, tokens, device) -> dict:
 
 
 def rank_kernel_ms(torch, mask, device) -> float:
-    """This rank's own attention time (the real per-chunk steps) with the gathered keys
+    """This rank's own attention time (the real step: core.rank_attention) with the gathered keys
     given: no communication, so ranks do not wait for each other."""
     from paddle_flashmask.distributed import core, torch_frontend
 
@@ -212,6 +212,7 @@ def context_parallel(torch, dist, name, tokens, device) -> list:
         step = max(step_ms)
         rows.append({
             "mask": name, "tokens": tokens, "ranks": world_size, "split": label, "plan": plan.name,
+            # row ranges per rank (one attention call per rank however many)
             "chunks_per_rank": max(len(r) for r in plan.ranges), "step_ms": step,
             "tflops_per_gpu": pairs * FWD_BWD_FLOPS_PER_PAIR / step / 1e9 / world_size,
             "predicted_imbalance": plan.imbalance(work),

@@ -55,7 +55,8 @@ def _bounds(spec, seqlen, batch, causal, world_size, rng):
     return spec
 
 
-def _plan(kind, bounds, causal, seqlen, world_size):
+def _plan(kind, spec, causal, align, world_size):
+    seqlen = spec.shape[2] if isinstance(spec, np.ndarray) else spec.startend_row_indices.shape[2]
     if kind == "paddlenlp":
         return cp.paddlenlp_plan(seqlen, world_size)
     if kind == "naive":
@@ -66,17 +67,27 @@ def _plan(kind, bounds, causal, seqlen, world_size):
         cuts = np.cumsum([0] + [seqlen * (r + 1) // parts for r in range(world_size)])
         cuts[-1] = seqlen
         return cp.from_ranges([[(int(cuts[r]), int(cuts[r + 1]))] for r in range(world_size)], seqlen, "uneven")
+    return cp.balanced_plan(spec, world_size, causal=causal, align=align)
+
+
+def _plans(kind, bounds, causal, seqlen, world_size):
+    """The case's own plan, then every other candidate of the planner for its mask
+    (naive, zigzag where seqlen allows, greedy-C where C chunks fit): each case runs
+    on each, so every mask meets every kind of plan (one to many chunks per rank)."""
     align = DEFAULT_ALIGN if kind == "balanced-aligned" else SMALL_ALIGN
+    spec, spec_causal = bounds, causal
     if bounds is None:
-        spec = masks.causal_mask(seqlen) if causal else masks.full_mask(seqlen)
-        return cp.balanced_plan(spec, world_size, align=align)
-    return cp.balanced_plan(bounds, world_size, causal=causal, align=align)
+        spec, spec_causal = (masks.causal_mask(seqlen) if causal else masks.full_mask(seqlen)), None
+    own = _plan(kind, spec, spec_causal, align, world_size)
+    others = cp.candidate_plans(cp.row_work(spec, spec_causal), world_size, align)
+    return [own] + [p for p in others if p.ranges != own.ranges]
 
 
 def build(name, world_size, head_dim=16):
     """The case's global float32 q, k, v, dout, its bounds (array, MaskSpec or None),
     `causal` for the single-device API (False for a MaskSpec, which carries its own)
-    and for the distributed one (None for a MaskSpec), and its plan."""
+    and for the distributed one (None for a MaskSpec), its plan and `plans` (its plan
+    first, then the planner's other candidates)."""
     _, seqlen, batch, spec, causal, kind = CASES[CASE_NAMES.index(name)]
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     q = rng.standard_normal((batch, seqlen, HEADS, head_dim)).astype(np.float32)
@@ -84,11 +95,12 @@ def build(name, world_size, head_dim=16):
     dout = rng.standard_normal(q.shape).astype(np.float32)
     bounds = _bounds(spec, seqlen, batch, causal, world_size, rng)
     is_spec = isinstance(bounds, masks.MaskSpec)
+    plans = _plans(kind, bounds, causal, seqlen, world_size)
     return SimpleNamespace(
         q=q, k=k, v=v, dout=dout, bounds=bounds,
         causal=False if is_spec else bool(causal),
         dist_causal=None if is_spec else causal,
-        plan=_plan(kind, bounds, causal, seqlen, world_size),
+        plan=plans[0], plans=plans,
     )
 
 

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from paddle_flashmask import masks
+from paddle_flashmask._frontend import AttentionDims
 from paddle_flashmask._kernels import COMPILED_HEAD_DIMS, MAX_HEAD_DIM
 from paddle_flashmask.masks.spec import BLOCK_MASK_SIZE
 from tests.random_bounds import BOUND_FORMS, random_bounds
@@ -43,13 +44,7 @@ def fuzz_settings(default_examples: int) -> settings:
 
 
 @dataclass(frozen=True)
-class Case:
-    batch: int
-    seqlen_q: int
-    seqlen_k: int
-    num_heads: int
-    num_heads_k: int
-    head_dim: int
+class Case(AttentionDims):
     dtype: str
     causal: bool
     num_bounds: int

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests import examples_path  # noqa: F401  (examples/common importable as `common`)
 from common.run_report import parse_summary  # noqa: E402
-from tests.multiprocess import run_with_second_try  # noqa: E402
+from tests.second_try import run_with_second_try  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT_RUN = ["--max_steps", "8", "--max_seq_len", "256", "--warmup_steps", "1"]
@@ -42,7 +42,7 @@ def _run_once(script: str, args: tuple, processes: int):
 
 def run_example(script: str, *args: str, processes: int = 1) -> dict:
     """Runs an example from a fresh process (or `processes` of them under
-    paddle.distributed.launch, with a second try: tests/multiprocess.py);
+    paddle.distributed.launch, with a second try: tests/second_try.py);
     returns its last stdout line (rank 0's), parsed."""
     if processes == 1:
         stdout, printed = _run_once(script, args, processes)

@@ -138,8 +138,7 @@ class Backward {
     Operand* const dout_dst = query_.dout.get() + at;
     Operand* const dout_t_dst = query_.dout_t.get() + at;
     float* q = Ops::staging(q_dst, w.a.data());
-    load_tile(element(static_cast<const T*>(p_.q), p_.q_strides, b, row0, h), p_.q_strides.row,
-              rows, shape_.head_dim, 1.f, kTileRows, dp_, q);
+    load_head_rows<T>(p_.q, p_.q_strides, b, row0, h, rows, shape_.head_dim, kTileRows, dp_, q);
     Ops::pack_b(q, kTileRows, dp_, dp_, q_dst);
     float* q_t = Ops::staging(q_t_dst, w.b.data());
     transpose(q, kTileRows, dp_, dp_, q_t, kTileRows);
@@ -147,10 +146,8 @@ class Backward {
 
     float* dout = Ops::staging(dout_dst, w.a.data());
     float* out = w.b.data();
-    load_tile(element(static_cast<const T*>(p_.dout), p_.dout_strides, b, row0, h),
-              p_.dout_strides.row, rows, shape_.head_dim, 1.f, kTileRows, dp_, dout);
-    load_tile(element(static_cast<const T*>(p_.out), p_.out_strides, b, row0, h),
-              p_.out_strides.row, rows, shape_.head_dim, 1.f, kTileRows, dp_, out);
+    load_head_rows<T>(p_.dout, p_.dout_strides, b, row0, h, rows, shape_.head_dim, kTileRows, dp_, dout);
+    load_head_rows<T>(p_.out, p_.out_strides, b, row0, h, rows, shape_.head_dim, kTileRows, dp_, out);
     const float* lse = p_.lse + (static_cast<int64_t>(b) * shape_.num_heads + h) * shape_.seqlen_q;
     const float inf = __builtin_inff();
     for (int r = 0; r < kTileRows; ++r) {
@@ -179,15 +176,13 @@ class Backward {
     const int col0 = kt * kTileCols;
     const int cols = std::min(kTileCols, shape_.seqlen_k - col0);
     float* k = Ops::staging(w.k.data(), w.a.data());
-    load_tile(element(static_cast<const T*>(p_.k), p_.k_strides, b, col0, kh), p_.k_strides.row,
-              cols, shape_.head_dim, 1.f, kTileCols, dp_, k);
+    load_head_rows<T>(p_.k, p_.k_strides, b, col0, kh, cols, shape_.head_dim, kTileCols, dp_, k);
     Ops::pack_a(k, kTileCols, dp_, dp_, w.k.data());
     float* k_t = Ops::staging(w.k_t.data(), w.b.data());
     transpose(k, kTileCols, dp_, dp_, k_t, kTileCols);
     Ops::pack_a(k_t, dp_, kTileCols, kTileCols, w.k_t.data());
     float* v = Ops::staging(w.v.data(), w.a.data());  // k is packed
-    load_tile(element(static_cast<const T*>(p_.v), p_.v_strides, b, col0, kh), p_.v_strides.row,
-              cols, shape_.head_dim, 1.f, kTileCols, dp_, v);
+    load_head_rows<T>(p_.v, p_.v_strides, b, col0, kh, cols, shape_.head_dim, kTileCols, dp_, v);
     Ops::pack_a(v, kTileCols, dp_, dp_, w.v.data());
   }
 
@@ -301,10 +296,8 @@ class Backward {
       }
       const int col0 = kt * kTileCols;
       const int cols = std::min(kTileCols, shape_.seqlen_k - col0);
-      store_tile(w.dk.data(), dp_, cols, shape_.head_dim, p_.softmax_scale,
-                 element(static_cast<T*>(p_.dk), p_.dk_strides, b, col0, kh), p_.dk_strides.row);
-      store_tile(w.dv.data(), dp_, cols, shape_.head_dim, 1.f,
-                 element(static_cast<T*>(p_.dv), p_.dv_strides, b, col0, kh), p_.dv_strides.row);
+      store_head_rows<T>(w.dk.data(), dp_, p_.softmax_scale, p_.dk, p_.dk_strides, b, col0, kh, cols, shape_.head_dim);
+      store_head_rows<T>(w.dv.data(), dp_, 1.f, p_.dv, p_.dv_strides, b, col0, kh, cols, shape_.head_dim);
     }
   }
 
@@ -324,8 +317,7 @@ class Backward {
       for (int i = 0; i < size; ++i) sum_t[i] += part[i];
     }
     transpose(sum_t, dp_, kTileRows, kTileRows, w.b.data(), dp_);
-    store_tile(w.b.data(), dp_, rows, shape_.head_dim, p_.softmax_scale,
-               element(static_cast<T*>(p_.dq), p_.dq_strides, b, row0, h), p_.dq_strides.row);
+    store_head_rows<T>(w.b.data(), dp_, p_.softmax_scale, p_.dq, p_.dq_strides, b, row0, h, rows, shape_.head_dim);
   }
 
   const BwdParams& p_;

@@ -89,14 +89,12 @@ struct PackedKeys {
           const int cols = std::min(kTileCols, shape.seqlen_k - col0);
           Operand* kt_dst = kt.get() + item * tile_size;
           Operand* v_dst = v.get() + item * tile_size;
-          load_tile(element(static_cast<const T*>(p.k), p.k_strides, b, col0, kh),
-                    p.k_strides.row, cols, shape.head_dim, 1.f, kTileCols, dp, w.k.data());
+          load_head_rows<T>(p.k, p.k_strides, b, col0, kh, cols, shape.head_dim, kTileCols, dp, w.k.data());
           float* k_t = Ops::staging(kt_dst, w.kt.data());
           transpose(w.k.data(), kTileCols, dp, dp, k_t, kTileCols);
           Ops::pack_b(k_t, dp, kTileCols, kTileCols, kt_dst);
           float* v_tile = Ops::staging(v_dst, w.v.data());
-          load_tile(element(static_cast<const T*>(p.v), p.v_strides, b, col0, kh),
-                    p.v_strides.row, cols, shape.head_dim, 1.f, kTileCols, dp, v_tile);
+          load_head_rows<T>(p.v, p.v_strides, b, col0, kh, cols, shape.head_dim, kTileCols, dp, v_tile);
           Ops::pack_b(v_tile, kTileCols, dp, dp, v_dst);
         });
   }
@@ -146,8 +144,7 @@ void forward(const FwdParams& p) {
         const int rows = std::min(kTileRows, shape.seqlen_q - row0);
 
         float* q_tile = Ops::staging(w.q.data(), w.o.data());
-        load_tile(element(static_cast<const T*>(p.q), p.q_strides, b, row0, h), p.q_strides.row,
-                  rows, shape.head_dim, 1.f, kTileRows, dp, q_tile);
+        load_head_rows<T>(p.q, p.q_strides, b, row0, h, rows, shape.head_dim, kTileRows, dp, q_tile);
         Ops::pack_a(q_tile, kTileRows, dp, dp, w.q.data());
         std::fill(w.o.begin(), w.o.end(), 0.f);
         std::fill(w.row_max.begin(), w.row_max.end(), -__builtin_inff());
@@ -183,8 +180,7 @@ void forward(const FwdParams& p) {
           scale_row(w.o.data() + r * dp, dp, sum > 0.f ? 1.f / sum : 0.f);
           lse[r] = sum > 0.f ? (w.row_max[r] + std::log2(sum)) * kLn2 : -__builtin_inff();
         }
-        store_tile(w.o.data(), dp, rows, shape.head_dim, 1.f,
-                   element(static_cast<T*>(p.out), p.out_strides, b, row0, h), p.out_strides.row);
+        store_head_rows<T>(w.o.data(), dp, 1.f, p.out, p.out_strides, b, row0, h, rows, shape.head_dim);
       });
 }
 

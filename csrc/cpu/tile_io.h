@@ -44,5 +44,20 @@ void store_tile(const float* __restrict src, int ld, int rows, int cols, float s
   }
 }
 
+// Rows [row0, row0 + rows) of one head of a [batch, seqlen, heads, head_dim] tensor of T
+// (the kernel's untyped pointer), loaded as load_tile does (head_dim columns, scale 1).
+template <typename T>
+void load_head_rows(const void* base, const TensorStrides& s, int b, int row0, int head, int rows,
+                    int head_dim, int tile_rows, int ld, float* __restrict dst) {
+  load_tile(element(static_cast<const T*>(base), s, b, row0, head), s.row, rows, head_dim, 1.f, tile_rows, ld, dst);
+}
+
+// The same rows written: dst rows = scale * src (rows x head_dim of ld-strided fp32).
+template <typename T>
+void store_head_rows(const float* __restrict src, int ld, float scale, void* base, const TensorStrides& s,
+                     int b, int row0, int head, int rows, int head_dim) {
+  store_tile(src, ld, rows, head_dim, scale, element(static_cast<T*>(base), s, b, row0, head), s.row);
+}
+
 }  // namespace cpu
 }  // namespace flashmask

@@ -31,38 +31,33 @@ namespace cuda {
 #ifndef FM_BWD_128
 #define FM_BWD_128 128, 64, 128, 8, 2
 #endif
+// One head dim's kernels: the mma.sync forward, backward and dQ configs, the Hopper
+// forward and backward, and kSplitDKDV: the mma.sync backward computes dV and dK in two
+// launches (registers) and dQ always comes from the dq kernel (then that head dim off
+// Hopper is always deterministic); otherwise dQ is reduced by red.add unless deterministic.
+template <int D, typename FwdC, typename FwdSm90C, typename BwdC, typename DqC, bool kSplit>
+struct KernelSet {
+  using Fwd = FwdC;
+  using FwdSm90 = FwdSm90C;  // Hopper forward (TMA + wgmma)
+  using Bwd = BwdC;
+  using BwdSm90 = BwdSm90Config<D>;  // Hopper, non-deterministic (TMA + wgmma)
+  using Dq = DqC;
+  static constexpr bool kSplitDKDV = kSplit;
+};
 template <int D>
 struct KernelChoice;
 template <>
-struct KernelChoice<64> {
-  using Fwd = FwdConfig<FM_FWD_64>;
-  using FwdSm90 = FwdSm90Config<64, 128, 2>;  // Hopper forward (TMA + wgmma)
-  using Bwd = BwdConfig<FM_BWD_64>;
-  using BwdSm90 = BwdSm90Config<64>;  // Hopper, non-deterministic (TMA + wgmma)
-  using Dq = DqConfig<64, 64, 64, 4>;
-  static constexpr bool kSplitDKDV = false;  // dQ by red.add unless deterministic
-};
+struct KernelChoice<64>
+    : KernelSet<64, FwdConfig<FM_FWD_64>, FwdSm90Config<64, 128, 2>, BwdConfig<FM_BWD_64>, DqConfig<64, 64, 64, 4>,
+                false> {};
 template <>
-struct KernelChoice<128> {
-  using Fwd = FwdConfig<FM_FWD_128>;
-  using FwdSm90 = FwdSm90Config<128, 128, 2>;
-  using Bwd = BwdConfig<FM_BWD_128>;
-  using BwdSm90 = BwdSm90Config<128>;  // Hopper, non-deterministic (TMA + wgmma)
-  using Dq = DqConfig<128, 64, 64, 4>;
-  static constexpr bool kSplitDKDV = false;  // dQ by red.add unless deterministic
-};
+struct KernelChoice<128> : KernelSet<128, FwdConfig<FM_FWD_128>, FwdSm90Config<128, 128, 2>, BwdConfig<FM_BWD_128>,
+                                     DqConfig<128, 64, 64, 4>, false> {};
+// D=256: 64-key tiles in the Hopper forward (Q (64 KB) and two stages of K and V (128 KB)
+// fill the shared memory) and backward (its consumers split the head dim).
 template <>
-struct KernelChoice<256> {
-  using Fwd = FwdConfig<256, 128, 32, 8>;
-  // 64-key tiles: Q (64 KB) and two stages of K and V (128 KB) fill the shared memory.
-  using FwdSm90 = FwdSm90Config<256, 64, 2>;
-  using Bwd = BwdConfig<256, 64, 64, 4, 1>;
-  using BwdSm90 = BwdSm90Config<256>;  // 64-key blocks, consumers split the head dim
-  using Dq = DqConfig<256, 64, 32, 4>;
-  // mma.sync registers: dV and dK in two launches, and dQ always from the dq kernel
-  // (so head_dim 256 off Hopper is always deterministic).
-  static constexpr bool kSplitDKDV = true;
-};
+struct KernelChoice<256> : KernelSet<256, FwdConfig<256, 128, 32, 8>, FwdSm90Config<256, 64, 2>,
+                                     BwdConfig<256, 64, 64, 4, 1>, DqConfig<256, 64, 32, 4>, true> {};
 
 inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 

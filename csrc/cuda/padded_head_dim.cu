@@ -1,6 +1,7 @@
 // Runs head dims without compiled kernels through the compiled ones (padded_head_dim.h).
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "flashmask/cuda_api.h"
 #include "padded_head_dim.h"
@@ -111,27 +112,60 @@ Plan<Params> make_plan(const Params& p, void* workspace) {
   return plan;
 }
 
-// A caller's tensor and its padded copy in the workspace.
+// A caller's tensor and its padded copy in the workspace, q-shaped or k-shaped.
 struct PaddedPair {
   const void* padded;
   TensorStrides padded_st;
   const void* caller;
   TensorStrides caller_st;
-  int rows, heads;
+  bool k_shaped;
 };
 
+// The tensors copied into the padded problem (inputs) and back out of it (outputs).
+template <typename Params>
+std::vector<PaddedPair> qkv_of(const Params& pp, const Params& p) {
+  return {{pp.q, pp.q_strides, p.q, p.q_strides, false},
+          {pp.k, pp.k_strides, p.k, p.k_strides, true},
+          {pp.v, pp.v_strides, p.v, p.v_strides, true}};
+}
+std::vector<PaddedPair> inputs_of(const FwdParams& pp, const FwdParams& p) { return qkv_of(pp, p); }
+std::vector<PaddedPair> outputs_of(const FwdParams& pp, const FwdParams& p) {
+  return {{pp.out, pp.out_strides, p.out, p.out_strides, false}};
+}
+std::vector<PaddedPair> inputs_of(const BwdParams& pp, const BwdParams& p) {
+  std::vector<PaddedPair> in = qkv_of(pp, p);
+  in.push_back({pp.out, pp.out_strides, p.out, p.out_strides, false});
+  in.push_back({pp.dout, pp.dout_strides, p.dout, p.dout_strides, false});
+  return in;
+}
+std::vector<PaddedPair> outputs_of(const BwdParams& pp, const BwdParams& p) {
+  return {{pp.dq, pp.dq_strides, p.dq, p.dq_strides, false},
+          {pp.dk, pp.dk_strides, p.dk, p.dk_strides, true},
+          {pp.dv, pp.dv_strides, p.dv, p.dv_strides, true}};
+}
+
 // Copies each caller tensor into its padded buffer (to_padded) or each padded one back.
-template <int N>
-int copy_pairs(const PaddedPair (&pairs)[N], const AttentionShape& s, int dp, bool to_padded,
+int copy_pairs(const std::vector<PaddedPair>& pairs, const AttentionShape& s, int dp, bool to_padded,
                cudaStream_t stream) {
   for (const PaddedPair& t : pairs) {
-    const View padded{t.padded, t.padded_st, t.rows, t.heads, dp};
-    const View caller{t.caller, t.caller_st, t.rows, t.heads, s.head_dim};
+    const int rows = t.k_shaped ? s.seqlen_k : s.seqlen_q, heads = t.k_shaped ? s.num_heads_k : s.num_heads;
+    const View padded{t.padded, t.padded_st, rows, heads, dp};
+    const View caller{t.caller, t.caller_st, rows, heads, s.head_dim};
     const int rc = to_padded ? copy_columns(padded, caller, s.batch, stream)
                              : copy_columns(caller, padded, s.batch, stream);
     if (rc) return rc;
   }
   return 0;
+}
+
+// Inputs into the padded buffers, the compiled kernels, outputs back.
+template <typename Params, typename Kernel>
+int run_padded(const Params& p, void* workspace, cudaStream_t stream, Kernel kernel) {
+  const Plan<Params> plan = make_plan(p, workspace);
+  const int dp = plan.padded.shape.head_dim;
+  if (int rc = copy_pairs(inputs_of(plan.padded, p), p.shape, dp, true, stream)) return rc;
+  if (int rc = kernel(&plan.padded, plan.kernel_ws, plan.kernel_ws_bytes, stream)) return rc;
+  return copy_pairs(outputs_of(plan.padded, p), p.shape, dp, false, stream);
 }
 
 }  // namespace
@@ -147,37 +181,11 @@ size_t padded_fwd_workspace_size(const FwdParams& p) { return make_plan(p, nullp
 size_t padded_bwd_workspace_size(const BwdParams& p) { return make_plan(p, nullptr).total; }
 
 int run_fwd_padded(const FwdParams& p, void* workspace, cudaStream_t stream) {
-  const Plan<FwdParams> plan = make_plan(p, workspace);
-  const FwdParams& pp = plan.padded;
-  const AttentionShape& s = p.shape;
-  const int sq = s.seqlen_q, sk = s.seqlen_k, h = s.num_heads, hk = s.num_heads_k;
-  const PaddedPair inputs[] = {{pp.q, pp.q_strides, p.q, p.q_strides, sq, h},
-                               {pp.k, pp.k_strides, p.k, p.k_strides, sk, hk},
-                               {pp.v, pp.v_strides, p.v, p.v_strides, sk, hk}};
-  const PaddedPair outputs[] = {{pp.out, pp.out_strides, p.out, p.out_strides, sq, h}};
-  const int dp = pp.shape.head_dim;
-  if (int rc = copy_pairs(inputs, s, dp, true, stream)) return rc;
-  if (int rc = flashmask_cuda_fwd(&pp, plan.kernel_ws, plan.kernel_ws_bytes, stream)) return rc;
-  return copy_pairs(outputs, s, dp, false, stream);
+  return run_padded(p, workspace, stream, flashmask_cuda_fwd);
 }
 
 int run_bwd_padded(const BwdParams& p, void* workspace, cudaStream_t stream) {
-  const Plan<BwdParams> plan = make_plan(p, workspace);
-  const BwdParams& pp = plan.padded;
-  const AttentionShape& s = p.shape;
-  const int sq = s.seqlen_q, sk = s.seqlen_k, h = s.num_heads, hk = s.num_heads_k;
-  const PaddedPair inputs[] = {{pp.q, pp.q_strides, p.q, p.q_strides, sq, h},
-                               {pp.out, pp.out_strides, p.out, p.out_strides, sq, h},
-                               {pp.dout, pp.dout_strides, p.dout, p.dout_strides, sq, h},
-                               {pp.k, pp.k_strides, p.k, p.k_strides, sk, hk},
-                               {pp.v, pp.v_strides, p.v, p.v_strides, sk, hk}};
-  const PaddedPair grads[] = {{pp.dq, pp.dq_strides, p.dq, p.dq_strides, sq, h},
-                              {pp.dk, pp.dk_strides, p.dk, p.dk_strides, sk, hk},
-                              {pp.dv, pp.dv_strides, p.dv, p.dv_strides, sk, hk}};
-  const int dp = pp.shape.head_dim;
-  if (int rc = copy_pairs(inputs, s, dp, true, stream)) return rc;
-  if (int rc = flashmask_cuda_bwd(&pp, plan.kernel_ws, plan.kernel_ws_bytes, stream)) return rc;
-  return copy_pairs(grads, s, dp, false, stream);
+  return run_padded(p, workspace, stream, flashmask_cuda_bwd);
 }
 
 }  // namespace cuda

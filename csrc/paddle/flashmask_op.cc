@@ -151,21 +151,18 @@ flashmask::MaskParams MaskOf(const paddle::Tensor& startend_row_indices,
 // What forward and backward params share: the shape, mask, dtype and scale, and the
 // q/k/v/out pointers with their strides.
 template <typename Params>
-void FillCommon(Params& p, const paddle::Tensor& q, const paddle::Tensor& k,
-                const paddle::Tensor& v, const paddle::Tensor& startend_row_indices,
-                const paddle::optional<paddle::Tensor>& block_mask, bool causal,
-                float softmax_scale, const paddle::Tensor& out) {
-  p.shape = ShapeOf(q, k);
-  p.mask = MaskOf(startend_row_indices, block_mask, causal);
-  p.dtype = ToDType(q.dtype());
-  p.softmax_scale = softmax_scale;
-  p.q = q.data();
-  p.k = k.data();
-  p.v = v.data();
+void FillCommon(Params& p, const FlashMaskInputs& in, const paddle::Tensor& out) {
+  p.shape = ShapeOf(in.q, in.k);
+  p.mask = MaskOf(in.startend_row_indices, in.block_mask, in.causal);
+  p.dtype = ToDType(in.q.dtype());
+  p.softmax_scale = in.softmax_scale;
+  p.q = in.q.data();
+  p.k = in.k.data();
+  p.v = in.v.data();
   p.out = const_cast<void*>(out.data());  // written by the forward, read by the backward
-  p.q_strides = StridesOf(q);
-  p.k_strides = StridesOf(k);
-  p.v_strides = StridesOf(v);
+  p.q_strides = StridesOf(in.q);
+  p.k_strides = StridesOf(in.k);
+  p.v_strides = StridesOf(in.v);
   p.out_strides = StridesOf(out);
 }
 
@@ -176,64 +173,52 @@ void FillCommon(Params& p, const paddle::Tensor& q, const paddle::Tensor& k,
 
 }  // namespace
 
-flashmask::FwdParams MakeFwdParams(const paddle::Tensor& q, const paddle::Tensor& k,
-                                   const paddle::Tensor& v,
-                                   const paddle::Tensor& startend_row_indices,
-                                   const paddle::optional<paddle::Tensor>& block_mask, bool causal,
-                                   float softmax_scale, paddle::Tensor& out,
-                                   paddle::Tensor& softmax_lse) {
+std::vector<paddle::Tensor> EmptyForwardOutputs(const FlashMaskInputs& in) {
+  const auto qs = in.q.shape();
+  return {paddle::empty(qs, in.q.dtype(), in.q.place()),
+          paddle::empty({qs[0], qs[2], qs[1]}, paddle::DataType::FLOAT32, in.q.place())};
+}
+
+std::vector<paddle::Tensor> EmptyGrads(const FlashMaskInputs& in) {
+  std::vector<paddle::Tensor> grads;
+  for (const paddle::Tensor* t : {&in.q, &in.k, &in.v}) grads.push_back(paddle::empty(t->shape(), t->dtype(), t->place()));
+  return grads;
+}
+
+flashmask::FwdParams MakeFwdParams(const FlashMaskInputs& in, const paddle::Tensor& out,
+                                   const paddle::Tensor& softmax_lse) {
   flashmask::FwdParams p{};
-  FillCommon(p, q, k, v, startend_row_indices, block_mask, causal, softmax_scale, out);
-  p.lse = softmax_lse.data<float>();
+  FillCommon(p, in, out);
+  p.lse = const_cast<float*>(softmax_lse.data<float>());
   return p;
 }
 
-flashmask::BwdParams MakeBwdParams(const paddle::Tensor& q, const paddle::Tensor& k,
-                                   const paddle::Tensor& v,
-                                   const paddle::Tensor& startend_row_indices,
-                                   const paddle::Tensor& out, const paddle::Tensor& softmax_lse,
-                                   const paddle::Tensor& dout,
-                                   const paddle::optional<paddle::Tensor>& block_mask, bool causal,
-                                   float softmax_scale, paddle::Tensor& dq, paddle::Tensor& dk,
-                                   paddle::Tensor& dv) {
+flashmask::BwdParams MakeBwdParams(const FlashMaskInputs& in, const FlashMaskGradInputs& g,
+                                   const std::vector<paddle::Tensor>& grads) {
   flashmask::BwdParams p{};
-  FillCommon(p, q, k, v, startend_row_indices, block_mask, causal, softmax_scale, out);
-  p.dout = dout.data();
-  p.lse = softmax_lse.data<float>();
-  p.dq = dq.data();
-  p.dk = dk.data();
-  p.dv = dv.data();
-  p.dout_strides = StridesOf(dout);
-  p.dq_strides = StridesOf(dq);
-  p.dk_strides = StridesOf(dk);
-  p.dv_strides = StridesOf(dv);
+  FillCommon(p, in, g.out);
+  p.dout = g.dout.data();
+  p.lse = g.softmax_lse.data<float>();
+  p.dq = const_cast<void*>(grads[0].data());
+  p.dk = const_cast<void*>(grads[1].data());
+  p.dv = const_cast<void*>(grads[2].data());
+  p.dout_strides = StridesOf(g.dout);
+  p.dq_strides = StridesOf(grads[0]);
+  p.dk_strides = StridesOf(grads[1]);
+  p.dv_strides = StridesOf(grads[2]);
   return p;
 }
 
-std::vector<paddle::Tensor> FlashMaskForwardCPU(const paddle::Tensor& q, const paddle::Tensor& k,
-                                                const paddle::Tensor& v,
-                                                const paddle::Tensor& startend_row_indices,
-                                                const paddle::optional<paddle::Tensor>& block_mask,
-                                                bool causal, float softmax_scale) {
-  const auto qs = q.shape();
-  paddle::Tensor out = paddle::empty(qs, q.dtype(), q.place());
-  paddle::Tensor lse = paddle::empty({qs[0], qs[2], qs[1]}, paddle::DataType::FLOAT32, q.place());
-  flashmask::flashmask_fwd_cpu(
-      MakeFwdParams(q, k, v, startend_row_indices, block_mask, causal, softmax_scale, out, lse));
-  return {out, lse};
+std::vector<paddle::Tensor> FlashMaskForwardCPU(const FlashMaskInputs& in) {
+  std::vector<paddle::Tensor> outs = EmptyForwardOutputs(in);
+  flashmask::flashmask_fwd_cpu(MakeFwdParams(in, outs[0], outs[1]));
+  return outs;
 }
 
-std::vector<paddle::Tensor> FlashMaskBackwardCPU(
-    const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
-    const paddle::Tensor& startend_row_indices, const paddle::Tensor& out,
-    const paddle::Tensor& softmax_lse, const paddle::Tensor& dout,
-    const paddle::optional<paddle::Tensor>& block_mask, bool causal, float softmax_scale) {
-  paddle::Tensor dq = paddle::empty(q.shape(), q.dtype(), q.place());
-  paddle::Tensor dk = paddle::empty(k.shape(), k.dtype(), k.place());
-  paddle::Tensor dv = paddle::empty(v.shape(), v.dtype(), v.place());
-  flashmask::flashmask_bwd_cpu(MakeBwdParams(q, k, v, startend_row_indices, out, softmax_lse, dout,
-                                             block_mask, causal, softmax_scale, dq, dk, dv));
-  return {dq, dk, dv};
+std::vector<paddle::Tensor> FlashMaskBackwardCPU(const FlashMaskInputs& in, const FlashMaskGradInputs& g) {
+  std::vector<paddle::Tensor> grads = EmptyGrads(in);
+  flashmask::flashmask_bwd_cpu(MakeBwdParams(in, g, grads));
+  return grads;
 }
 
 namespace {
@@ -253,19 +238,25 @@ paddle::optional<paddle::Tensor> Contiguous(const paddle::optional<paddle::Tenso
   return t ? paddle::optional<paddle::Tensor>(Contiguous(*t)) : t;
 }
 
+FlashMaskInputs ContiguousInputs(const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
+                                 const paddle::Tensor& startend_row_indices,
+                                 const paddle::optional<paddle::Tensor>& block_mask, bool causal,
+                                 float softmax_scale) {
+  CheckInputs(q, k, v, startend_row_indices, block_mask, causal);
+  return {Contiguous(q), Contiguous(k), Contiguous(v), Contiguous(startend_row_indices), Contiguous(block_mask),
+          causal, softmax_scale};
+}
+
 std::vector<paddle::Tensor> FlashMaskForward(const paddle::Tensor& q, const paddle::Tensor& k,
                                              const paddle::Tensor& v,
                                              const paddle::Tensor& startend_row_indices,
                                              const paddle::optional<paddle::Tensor>& block_mask,
                                              bool causal, float softmax_scale,
                                              bool /*deterministic: a backward setting*/) {
-  CheckInputs(q, k, v, startend_row_indices, block_mask, causal);
-  const paddle::Tensor qc = Contiguous(q), kc = Contiguous(k), vc = Contiguous(v);
-  const paddle::Tensor ic = Contiguous(startend_row_indices);
-  const paddle::optional<paddle::Tensor> bc = Contiguous(block_mask);
-  if (q.is_cpu()) return FlashMaskForwardCPU(qc, kc, vc, ic, bc, causal, softmax_scale);
+  const FlashMaskInputs in = ContiguousInputs(q, k, v, startend_row_indices, block_mask, causal, softmax_scale);
+  if (q.is_cpu()) return FlashMaskForwardCPU(in);
 #ifdef PADDLE_WITH_CUDA
-  if (q.is_gpu()) return FlashMaskForwardGPU(qc, kc, vc, ic, bc, causal, softmax_scale);
+  if (q.is_gpu()) return FlashMaskForwardGPU(in);
 #endif
   ThrowUnsupportedPlace(q);
 }
@@ -276,21 +267,12 @@ std::vector<paddle::Tensor> FlashMaskBackward(
     const paddle::Tensor& softmax_lse, const paddle::Tensor& dout,
     const paddle::optional<paddle::Tensor>& block_mask, bool causal, float softmax_scale,
     bool deterministic) {
-  CheckInputs(q, k, v, startend_row_indices, block_mask, causal);
+  const FlashMaskInputs in = ContiguousInputs(q, k, v, startend_row_indices, block_mask, causal, softmax_scale);
   CheckBackwardInputs(q, out, softmax_lse, dout);
-  const paddle::Tensor qc = Contiguous(q), kc = Contiguous(k), vc = Contiguous(v);
-  const paddle::Tensor ic = Contiguous(startend_row_indices);
-  const paddle::Tensor oc = Contiguous(out), lc = Contiguous(softmax_lse);
-  const paddle::Tensor dc = Contiguous(dout);
-  const paddle::optional<paddle::Tensor> bc = Contiguous(block_mask);
-  if (q.is_cpu()) {
-    return FlashMaskBackwardCPU(qc, kc, vc, ic, oc, lc, dc, bc, causal, softmax_scale);
-  }
+  const FlashMaskGradInputs g{Contiguous(out), Contiguous(softmax_lse), Contiguous(dout)};
+  if (q.is_cpu()) return FlashMaskBackwardCPU(in, g);
 #ifdef PADDLE_WITH_CUDA
-  if (q.is_gpu()) {
-    return FlashMaskBackwardGPU(qc, kc, vc, ic, oc, lc, dc, bc, causal, softmax_scale,
-                                deterministic);
-  }
+  if (q.is_gpu()) return FlashMaskBackwardGPU(in, g, deterministic);
 #endif
   ThrowUnsupportedPlace(q);
 }

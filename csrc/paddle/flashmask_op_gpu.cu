@@ -34,41 +34,26 @@ paddle::Tensor Workspace(size_t bytes, const paddle::Place& place) {
 
 }  // namespace
 
-std::vector<paddle::Tensor> FlashMaskForwardGPU(const paddle::Tensor& q, const paddle::Tensor& k,
-                                                const paddle::Tensor& v,
-                                                const paddle::Tensor& startend_row_indices,
-                                                const paddle::optional<paddle::Tensor>& block_mask,
-                                                bool causal, float softmax_scale) {
-  const auto qs = q.shape();  // [B, Sq, H, D]
-  paddle::Tensor out = paddle::empty(qs, q.dtype(), q.place());
-  paddle::Tensor lse = paddle::empty({qs[0], qs[2], qs[1]}, paddle::DataType::FLOAT32, q.place());
-  Poison(out);
-  Poison(lse);
-  const flashmask::FwdParams p = MakeFwdParams(q, k, v, startend_row_indices, block_mask, causal,
-                                               softmax_scale, out, lse);
+std::vector<paddle::Tensor> FlashMaskForwardGPU(const FlashMaskInputs& in) {
+  std::vector<paddle::Tensor> outs = EmptyForwardOutputs(in);
+  for (const paddle::Tensor& t : outs) Poison(t);
+  const flashmask::FwdParams p = MakeFwdParams(in, outs[0], outs[1]);
   const size_t ws_bytes = flashmask_cuda_fwd_workspace_size(&p);
-  paddle::Tensor ws = Workspace(ws_bytes, q.place());
-  const int rc = flashmask_cuda_fwd(&p, ws.data(), ws_bytes, q.stream());
+  paddle::Tensor ws = Workspace(ws_bytes, in.q.place());
+  const int rc = flashmask_cuda_fwd(&p, ws.data(), ws_bytes, in.q.stream());
   PD_CHECK(rc == 0, "flashmask_attention (GPU forward): ", flashmask_cuda_last_error());
-  return {out, lse};
+  return outs;
 }
 
-std::vector<paddle::Tensor> FlashMaskBackwardGPU(
-    const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
-    const paddle::Tensor& startend_row_indices, const paddle::Tensor& out,
-    const paddle::Tensor& softmax_lse, const paddle::Tensor& dout,
-    const paddle::optional<paddle::Tensor>& block_mask, bool causal, float softmax_scale,
-    bool deterministic) {
-  paddle::Tensor dq = paddle::empty(q.shape(), q.dtype(), q.place());
-  paddle::Tensor dk = paddle::empty(k.shape(), k.dtype(), k.place());
-  paddle::Tensor dv = paddle::empty(v.shape(), v.dtype(), v.place());
-  for (const paddle::Tensor* t : {&dq, &dk, &dv}) Poison(*t);
-  flashmask::BwdParams p = MakeBwdParams(q, k, v, startend_row_indices, out, softmax_lse, dout,
-                                         block_mask, causal, softmax_scale, dq, dk, dv);
+std::vector<paddle::Tensor> FlashMaskBackwardGPU(const FlashMaskInputs& in, const FlashMaskGradInputs& g,
+                                                 bool deterministic) {
+  std::vector<paddle::Tensor> grads = EmptyGrads(in);
+  for (const paddle::Tensor& t : grads) Poison(t);
+  flashmask::BwdParams p = MakeBwdParams(in, g, grads);
   p.deterministic = deterministic;
   const size_t ws_bytes = flashmask_cuda_bwd_workspace_size(&p);
-  paddle::Tensor ws = Workspace(ws_bytes, q.place());
-  const int rc = flashmask_cuda_bwd(&p, ws.data(), ws_bytes, q.stream());
+  paddle::Tensor ws = Workspace(ws_bytes, in.q.place());
+  const int rc = flashmask_cuda_bwd(&p, ws.data(), ws_bytes, in.q.stream());
   PD_CHECK(rc == 0, "flashmask_attention (GPU backward): ", flashmask_cuda_last_error());
-  return {dq, dk, dv};
+  return grads;
 }

@@ -23,6 +23,7 @@ from paddle_flashmask.distributed.plan import (
     live_key_range,
     naive_plan,
     paddlenlp_plan,
+    rank_bounds,
     row_work,
     shard_bounds,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "naive_plan",
     "paddlenlp_plan",
     "prepare_mask",
+    "rank_bounds",
     "rank_layout",
     "row_work",
     "shard_bounds",

@@ -4,31 +4,31 @@ front ends against a small `Collective` interface each front end implements.
 Forward, on every rank:
   1. key and value shards are joined along heads and all-gathered (one collective),
      padded to the longest shard, and reordered into sequence order (`gather`);
-  2. for each chunk of the rank's query rows, one attention call over the keys those
-     rows attend to (`plan.live_key_range`; all keys at most) with the global bounds
-     rewritten for those rows and keys (`plan.shard_bounds`, non-causal 4-bound form);
-     outputs and LSEs are concatenated in the rank's token order.
-Backward: the attention calls' own backward gives dQ for the rank's rows and
-partial dK/dV (summed by autograd into whole-sequence ones); `scatter_grad` sums
-those over ranks and hands each rank the rows it owns (reduce-scatter, or
-all-reduce and slice where the backend has no reduce-scatter: gloo).
+  2. one attention call: the rank's query rows (its chunks in increasing global
+     order, as stored) against the keys some of them attend to (`plan.live_key_range`;
+     all keys at most), with the global bounds rewritten into the rank's local rows
+     (`plan.rank_bounds`, non-causal 4-bound form: global row -> local row is monotone,
+     so each column's masked rows stay two intervals).
+Backward: the call's own backward gives dQ for the rank's rows and one partial
+dK/dV over the key range; `scatter_grad` sums those over ranks and hands each
+rank the rows it owns (reduce-scatter, or all-reduce and slice where the backend
+has no reduce-scatter: gloo).
 
-No LSE merging is needed: every chunk sees all the keys it attends to in one call.
+No LSE merging is needed: the rank's rows see all the keys they attend to in one call.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 
 from paddle_flashmask import _frontend
-from paddle_flashmask.distributed.plan import WHERE, Plan, explicit_bounds, live_key_range, shard_bounds
+from paddle_flashmask.distributed.plan import WHERE, Plan, explicit_bounds, live_key_range, rank_bounds
 from paddle_flashmask.masks.spec import MaskSpec
 
 SEQ_AXIS = 1  # q/k/v are [batch, seqlen, heads, head_dim]
-LSE_SEQ_AXIS = 2  # softmax_lse is [batch, heads, seqlen]
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,6 @@ class RankLayout:
     # Row i of that concatenation holds sequence position scatter_index[i];
     # padding rows point at `seqlen` (a zero row appended for the backward).
     scatter_index: np.ndarray
-    # (offset in the rank's tokens, global start, global stop) per chunk.
-    chunks: Tuple[Tuple[int, int, int], ...]
 
 
 def rank_layout(plan: Plan, rank: int) -> RankLayout:
@@ -60,11 +58,7 @@ def rank_layout(plan: Plan, rank: int) -> RankLayout:
     gather_index = np.empty(plan.seqlen, dtype=np.int64)
     real = scatter_index < plan.seqlen
     gather_index[scatter_index[real]] = np.nonzero(real)[0]
-    chunks, offset = [], 0
-    for start, stop in plan.ranges[rank]:
-        chunks.append((offset, start, stop))
-        offset += stop - start
-    return RankLayout(rank, plan.world_size, lengths[rank], max_len, gather_index, scatter_index, tuple(chunks))
+    return RankLayout(rank, plan.world_size, lengths[rank], max_len, gather_index, scatter_index)
 
 
 class Collective:
@@ -121,29 +115,26 @@ def scatter_grad(fx: Collective, grad, layout: RankLayout):
 
 
 class RankMask:
-    """One rank's mask, prepared once per batch and reused by every layer: per chunk
-    of its query rows, the keys it attends to (`key_ranges`, a column range outside
-    which every key is masked for those rows), the global bounds rewritten for those
-    rows and keys (int32 NumPy, `shard_bounds`), and their copies on each device
-    they ran on."""
+    """One rank's mask, prepared once per batch and reused by every layer: the keys its
+    rows attend to (`key_range`, a column range outside which every key is masked for
+    all of them), the global bounds rewritten for its rows and those keys (`bounds`,
+    int32 NumPy [B, Hm, keys, 4], `rank_bounds`), and their copies on each device they
+    ran on."""
 
     def __init__(self, bounds4: np.ndarray, plan: Plan, rank: int):
         self.plan, self.rank = plan, rank
         self.shape = tuple(bounds4.shape)  # [batch, num_mask_heads, seqlen, 4]
         self.layout = rank_layout(plan, rank)
-        key_ranges, chunk_bounds = [], []
-        for _, start, stop in self.layout.chunks:
-            rows = shard_bounds(bounds4, start, stop)
-            first, last = live_key_range(rows, stop - start)
-            key_ranges.append((first, last))
-            chunk_bounds.append(np.ascontiguousarray(rows[:, :, first:last]))
-        self.key_ranges, self.chunk_bounds = tuple(key_ranges), tuple(chunk_bounds)
+        local = rank_bounds(bounds4, plan.ranges[rank])
+        first, last = live_key_range(local, self.layout.local_len)
+        self.key_range = (first, last)
+        self.bounds = np.ascontiguousarray(local[:, :, first:last])
         self._on_device = {}
 
-    def on_device(self, device_key, convert) -> list:
-        """The chunks' bounds as tensors on `device_key`; `convert(array)` makes one."""
+    def on_device(self, device_key, convert):
+        """The bounds as a tensor on `device_key`; `convert(array)` makes one."""
         if device_key not in self._on_device:
-            self._on_device[device_key] = [convert(b) for b in self.chunk_bounds]
+            self._on_device[device_key] = convert(self.bounds)
         return self._on_device[device_key]
 
 
@@ -215,22 +206,17 @@ def check_call(
 
 
 def rank_attention(fx: Collective, gather_kv, q, k, v, call: Dist):
-    """The rank's (out, softmax_lse) in its token order; `gather_kv(kv, layout)` is the
-    front end's differentiable `gather` (k and v joined along heads)."""
+    """The rank's (out, softmax_lse) in its token order, from one attention call;
+    `gather_kv(kv, layout)` is the front end's differentiable `gather` (k and v joined
+    along heads)."""
     hk, mask = call.num_heads_k, call.mask
     kv = gather_kv(fx.concat([k, v], 2), mask.layout)
-    k_all, v_all = fx.contiguous(kv[:, :, :hk]), fx.contiguous(kv[:, :, hk:])
+    first, last = mask.key_range
+    if (first, last) != (0, mask.plan.seqlen):  # a slice's backward costs a whole-sequence copy
+        kv = kv[:, first:last]
+    k_live, v_live = fx.contiguous(kv[:, :, :hk]), fx.contiguous(kv[:, :, hk:])
     bounds = mask.on_device(fx.device_key(q), lambda array: fx.to_device(array, q))
-    outs, lses = [], []
-    for (offset, start, stop), (first, last), chunk_bounds in zip(mask.layout.chunks, mask.key_ranges, bounds):
-        q_chunk = q[:, offset : offset + stop - start]
-        keys = slice(first, last)
-        out, lse = fx.attention(q_chunk, k_all[:, keys], v_all[:, keys], chunk_bounds, call.softmax_scale)
-        outs.append(out)
-        lses.append(lse)
-    if len(outs) == 1:
-        return outs[0], lses[0]
-    return fx.concat(outs, SEQ_AXIS), fx.concat(lses, LSE_SEQ_AXIS)
+    return fx.attention(q, k_live, v_live, bounds, call.softmax_scale)
 
 
 @dataclass(frozen=True)

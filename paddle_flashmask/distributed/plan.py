@@ -16,8 +16,11 @@ token counts per rank (to within `align` rows per chunk), are
   gets C/R chunks, so tokens stay balanced).
 
 `balanced_plan` keeps the candidate with the fewest chunks whose work
-imbalance (max/mean over ranks) is within IMBALANCE_SLACK of the best one:
-fewer chunks mean fewer, larger kernel calls per rank.
+imbalance (max/mean over ranks) is within IMBALANCE_SLACK of the best one.
+
+A rank's chunks are kept in increasing order of their global rows, so the map
+global row -> the rank's local row is monotone and `rank_bounds` rewrites the
+global mask for all of a rank's rows at once (one attention call per rank).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ DEFAULT_ALIGN = 128
 # Chunks per rank tried by the greedy candidates.
 CHUNKS_PER_RANK = (2, 4, 8)
 # A candidate with fewer chunks wins over the best one if its imbalance is at
-# most this much larger (relative).
+# most this much larger (relative). (Chosen when each chunk cost a kernel call;
+# kept so that plans, and the GPU measurements of them, stay comparable.)
 IMBALANCE_SLACK = 0.01
 
 Ranges = Tuple[Tuple[int, int], ...]
@@ -57,17 +61,40 @@ def explicit_bounds(startend_row_indices, causal: Optional[bool] = None) -> np.n
     return np.stack([lts, lte, uts, ute], axis=-1)
 
 
+def rank_bounds(bounds4: np.ndarray, ranges: Sequence[Tuple[int, int]]) -> np.ndarray:
+    """`explicit_bounds` rewritten for the query rows of `ranges` (increasing, disjoint
+    global row ranges; their rows concatenated in that order are the local rows): int32.
+
+    Global row p is local row count(own rows < p), a monotone map, so the own rows of a
+    global interval [a, b) are exactly the local rows [count(own rows < a), count(own
+    rows < b)). Every bound g becomes count(own rows < g): each column's (at most two)
+    masked row intervals stay two intervals, now in local rows."""
+    seqlen = bounds4.shape[2]
+    own = np.zeros(seqlen, dtype=np.int64)
+    previous_stop = 0
+    for start, stop in ranges:
+        if not previous_stop <= start < stop <= seqlen:
+            raise ValueError(
+                f"{WHERE}: a rank's row ranges must be non-empty, disjoint and in increasing order "
+                f"within [0, {seqlen}), got {list(ranges)}"
+            )
+        own[start:stop] = 1
+        previous_stop = stop
+    below = np.concatenate([[0], np.cumsum(own)])  # below[g] = count(own rows < g)
+    return below[np.clip(bounds4, 0, seqlen)].astype(np.int32)
+
+
 def shard_bounds(bounds4: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """`explicit_bounds` rewritten for the query rows [start, stop): int32, rows
-    relative to `start`, clipped to the shard (the kernels treat them as clamped)."""
-    return np.clip(bounds4 - start, 0, stop - start).astype(np.int32)
+    """`rank_bounds` of the one row range [start, stop): rows relative to `start`,
+    clipped to the shard."""
+    return rank_bounds(bounds4, ((start, stop),))
 
 
-def live_key_range(chunk_bounds: np.ndarray, rows: int) -> Tuple[int, int]:
-    """[first, last + 1) of the key columns that some row of a chunk of `rows` rows
-    attends to (any batch, any mask head), from its `shard_bounds`; (0, 1) when it
-    attends to none (a call still gives its rows 0 and an LSE of -inf)."""
-    lts, lte, uts, ute = (chunk_bounds[..., i] for i in range(4))  # clipped to [0, rows]
+def live_key_range(local_bounds: np.ndarray, rows: int) -> Tuple[int, int]:
+    """[first, last + 1) of the key columns that some of `rows` query rows attends to
+    (any batch, any mask head), from their `rank_bounds`; (0, 1) when they attend to
+    none (a call still gives its rows 0 and an LSE of -inf)."""
+    lts, lte, uts, ute = (local_bounds[..., i] for i in range(4))  # clipped to [0, rows]
     covered = (
         ((lts == 0) & (lte == rows))
         | ((uts == 0) & (ute == rows))
@@ -102,7 +129,8 @@ def row_work(startend_row_indices, causal: Optional[bool] = None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Plan:
-    """Per rank, the global row ranges it owns, in the order its tokens are stored."""
+    """Per rank, the global row ranges it owns, in increasing order: the order its
+    tokens are stored in (`from_ranges` sorts them)."""
 
     seqlen: int
     ranges: Tuple[Ranges, ...]
@@ -162,13 +190,13 @@ def _concat_along(parts, axis: int):
 
 def from_ranges(ranges: Sequence[Sequence[Tuple[int, int]]], seqlen: int, name: str = "custom") -> Plan:
     """A plan from explicit per-rank row ranges; they must tile [0, seqlen) exactly
-    and give every rank at least one row."""
+    and give every rank at least one row. A rank's ranges are sorted by their start
+    (its tokens are stored in increasing global order) and adjacent ones merged."""
     seqlen = _args.integer(seqlen, "seqlen", WHERE, minimum=1)
     clean = []
     for rank, rank_ranges in enumerate(ranges):
         merged = []
-        for a, b in rank_ranges:
-            a, b = int(a), int(b)
+        for a, b in sorted((int(a), int(b)) for a, b in rank_ranges):
             if not 0 <= a < b <= seqlen:
                 raise ValueError(f"{WHERE}: `ranges[{rank}]` has range ({a}, {b}), not within [0, {seqlen}) or empty")
             if merged and merged[-1][1] == a:

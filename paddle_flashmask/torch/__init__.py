@@ -72,6 +72,15 @@ def _stream(t: torch.Tensor):
     return ctypes.c_void_p(torch.cuda.current_stream(t.device).cuda_stream)
 
 
+def _params(p, q, k, idx, block_mask, causal, scale):
+    """What the forward's and the backward's params share: shape, mask, dtype, scale."""
+    p.shape = _shape(q, k)
+    p.mask = _mask(idx, block_mask, causal)
+    p.dtype = _DTYPES[q.dtype]
+    p.softmax_scale = scale
+    return p
+
+
 def _forward(q, k, v, idx, block_mask, causal, scale):
     lib = _lib.load()
     out = torch.empty_like(q)
@@ -79,11 +88,7 @@ def _forward(q, k, v, idx, block_mask, causal, scale):
     if _poison():
         out.fill_(float("nan"))
         lse.fill_(float("nan"))
-    p = _lib.FwdParams()
-    p.shape = _shape(q, k)
-    p.mask = _mask(idx, block_mask, causal)
-    p.dtype = _DTYPES[q.dtype]
-    p.softmax_scale = scale
+    p = _params(_lib.FwdParams(), q, k, idx, block_mask, causal, scale)
     p.q, p.k, p.v, p.out, p.lse = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr()
     p.q_strides, p.k_strides, p.v_strides, p.out_strides = _strides(q), _strides(k), _strides(v), _strides(out)
     ws_bytes = lib.flashmask_cuda_fwd_workspace_size(ctypes.byref(p))
@@ -98,11 +103,7 @@ def _backward(q, k, v, out, lse, dout, idx, block_mask, causal, scale, determini
     if _poison():
         for t in (dq, dk, dv):
             t.fill_(float("nan"))
-    p = _lib.BwdParams()
-    p.shape = _shape(q, k)
-    p.mask = _mask(idx, block_mask, causal)
-    p.dtype = _DTYPES[q.dtype]
-    p.softmax_scale = scale
+    p = _params(_lib.BwdParams(), q, k, idx, block_mask, causal, scale)
     p.deterministic = bool(deterministic)
     p.q, p.k, p.v, p.out, p.dout = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), dout.data_ptr()
     p.lse, p.dq, p.dk, p.dv = lse.data_ptr(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr()

@@ -4,7 +4,8 @@ kernels, every case of tests/distributed_cases.py, against a float32 dense
 reference on the whole sequence, with FlashAttention's rule (tests/tolerance.py:
 at most FACTOR times the error of a plain bfloat16 computation). The single-GPU
 kernel on the whole sequence is checked by the same rule, and its distance to the
-distributed result is reported. Writes <out_dir>/rank<r>.json: per case, failures
+distributed result is reported. Each case runs on each of its plans (its own, then
+the planner's other candidates). Writes <out_dir>/rank<r>.json: per case, failures
 (empty when it passes) and errors.
 """
 
@@ -27,51 +28,61 @@ DTYPE = torch.bfloat16
 HEAD_DIM = 128
 
 
+def _run(fn, full, dout, dtype, pick):
+    """(out, lse, dq, dk, dv) of `fn` on `pick` of the whole sequence's q, k, v, dout."""
+    inputs = [pick(t).detach().clone().to(dtype).requires_grad_() for t in full]
+    out, lse = fn(*inputs)
+    out.backward(pick(dout).to(dtype))
+    return [out, lse, *(t.grad for t in inputs)]
+
+
+def _check(label, results, ref, lowp, floors, pick, failures, errors):
+    """FlashAttention's rule on out, dq, dk, dv of `results` (rows `pick` of the references)."""
+    for i, key in ((0, "out"), (2, "dq"), (3, "dk"), (4, "dv")):
+        arrays = (x.detach().float().cpu().numpy() for x in (results[i], pick(ref[i], key), pick(lowp[i], key)))
+        try:
+            errors[f"{label} {key}"] = tolerance.assert_close_fa(f"{label} {key}", *arrays, floor=floors[key])
+        except AssertionError as e:
+            failures.append(str(e))
+
+
 def _run_case(name, rank, world_size, device):
+    """The case on every plan of `build(name).plans` (its own, then the planner's other
+    candidates), and the single-GPU kernel on the whole sequence, against the references."""
     c = build(name, world_size, head_dim=HEAD_DIM)
     batch, seqlen, heads, _ = c.q.shape
     bounds = masks.no_mask_indices(c.causal, batch, seqlen, seqlen) if c.bounds is None else c.bounds
     causal = None if isinstance(bounds, masks.MaskSpec) else c.causal
     allowed = dense_allowed(torch, bounds, causal, seqlen, None, heads, c.k.shape[2], device)
     scale = HEAD_DIM**-0.5
-    full = [torch.from_numpy(a).to(device, DTYPE) for a in (c.q, c.k, c.v, c.dout)]
-    dout = full[3]
-
-    def run(fn, dtype, shard):
-        """(out, lse, dq, dk, dv) of `fn` on the rank's shard or on the whole sequence."""
-        pick = (lambda t: c.plan.shard(t, rank)) if shard else (lambda t: t)
-        inputs = [pick(t).detach().clone().to(dtype).requires_grad_() for t in full[:3]]
-        out, lse = fn(*inputs)
-        out.backward(pick(dout).to(dtype))
-        return [out, lse, *(t.grad for t in inputs)]
-
-    ours = run(lambda q, k, v: cp.torch_flashmask_attention(
-        q, k, v, c.bounds, plan=c.plan, causal=c.dist_causal, return_softmax_lse=True), DTYPE, True)
-    single = run(lambda q, k, v: flashmask_attention(
-        q, k, v, c.bounds, causal=c.causal, return_softmax_lse=True), DTYPE, False)
-    ref = run(lambda q, k, v: attention_ref(torch, q, k, v, allowed, scale, upcast=True), torch.float32, False)
-    lowp = run(lambda q, k, v: attention_ref(torch, q, k, v, allowed, scale, upcast=False), DTYPE, False)
-
-    def rows(t, key):  # this rank's rows of a full-sequence result
-        return c.plan.shard(t, rank, axis=2 if key == "lse" else 1)
-
+    full = [torch.from_numpy(a).to(device, DTYPE) for a in (c.q, c.k, c.v)]
+    dout = torch.from_numpy(c.dout).to(device, DTYPE)
+    whole = lambda t: t  # noqa: E731
+    single = _run(lambda q, k, v: flashmask_attention(
+        q, k, v, c.bounds, causal=c.causal, return_softmax_lse=True), full, dout, DTYPE, whole)
+    ref = _run(lambda q, k, v: attention_ref(torch, q, k, v, allowed, scale, upcast=True), full, dout, torch.float32, whole)
+    lowp = _run(lambda q, k, v: attention_ref(torch, q, k, v, allowed, scale, upcast=False), full, dout, DTYPE, whole)
     as64 = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
     sizes = tolerance.gradient_term_sizes(
-        *(as64(t) for t in (*full[:3], dout, ref[0])), as64(allowed).astype(bool), as64(ref[1]), scale
+        *(as64(t) for t in (*full, dout, ref[0])), as64(allowed).astype(bool), as64(ref[1]), scale
     )
     floors = {"out": 0.0, **{k: tolerance.roundoff_floor(s) for k, s in zip(("dq", "dk", "dv"), sizes)}}
     failures, errors = [], {}
-    for i, key in ((0, "out"), (2, "dq"), (3, "dk"), (4, "dv")):
-        for label, result, pick in (("distributed", ours[i], lambda t: rows(t, key)), ("single-GPU", single[i], lambda t: t)):
-            arrays = (x.detach().float().cpu().numpy() for x in (result, pick(ref[i]), pick(lowp[i])))
-            try:
-                errors[f"{label} {key}"] = tolerance.assert_close_fa(f"{label} {key}", *arrays, floor=floors[key])
-            except AssertionError as e:
-                failures.append(str(e))
-        errors[f"distributed-vs-single {key}"] = float((ours[i] - rows(single[i], key)).detach().float().abs().max())
-    if not torch.equal(torch.isinf(ours[1]), torch.isinf(rows(ref[1], "lse"))):
-        failures.append("lse: -inf pattern differs from the reference")
-    return {"failures": failures, "errors": errors, "plan": c.plan.name}
+    _check("single-GPU", single, ref, lowp, floors, lambda t, key: t, failures, errors)
+    for plan in c.plans:
+        def rows(t, key, plan=plan):  # this rank's rows of a full-sequence result
+            return plan.shard(t, rank, axis=2 if key == "lse" else 1)
+
+        ours = _run(lambda q, k, v, plan=plan: cp.torch_flashmask_attention(
+            q, k, v, c.bounds, plan=plan, causal=c.dist_causal, return_softmax_lse=True),
+            full, dout, DTYPE, lambda t, plan=plan: plan.shard(t, rank))
+        _check(f"distributed ({plan.name})", ours, ref, lowp, floors, rows, failures, errors)
+        for i, key in ((0, "out"), (2, "dq"), (3, "dk"), (4, "dv")):
+            errors[f"distributed ({plan.name})-vs-single {key}"] = float(
+                (ours[i] - rows(single[i], key)).detach().float().abs().max())
+        if not torch.equal(torch.isinf(ours[1]), torch.isinf(rows(ref[1], "lse"))):
+            failures.append(f"distributed ({plan.name}) lse: -inf pattern differs from the reference")
+    return {"failures": failures, "errors": errors, "plans": [plan.name for plan in c.plans]}
 
 
 def main(out_dir):
