@@ -112,7 +112,9 @@ struct QueryTileClassifier {
       m_begin = first_row >= Sq ? m_tiles : first_row / kBlockM;
     }
     // classify_tile's "one interval covers every row": [lts_max, lte_min) and [uts_max, ute_min).
-    if (tbn.lte_min >= Sq) m_end = min(m_end, (max(tbn.lts_max, 0) + kBlockM - 1) / kBlockM);
+    // lts_max is clamped to [0, Sq] first: a bound past Sq (it masks nothing, mask.h) near
+    // INT32_MAX would overflow the rounding up.
+    if (tbn.lte_min >= Sq) m_end = min(m_end, (min(max(tbn.lts_max, 0), Sq) + kBlockM - 1) / kBlockM);
     if (tbn.uts_max <= 0) m_begin = max(m_begin, min(tbn.ute_min, Sq) / kBlockM);
   }
   __device__ __forceinline__ int kind(int m) const {
