@@ -1,5 +1,7 @@
-"""Scale tests of the Hopper kernels (issue 16): a packed 1M-token sequence, causal at 512K
-and an input of more than 2^31 elements, forward and backward, against float32 references
+"""Scale tests of the Hopper kernels (issue 16): a packed 1M-token sequence, causal at 512K,
+an input of more than 2^31 elements and lists of several segments with gaps and partial
+tiles (banded 4-bound masks, GQA and every mask-head count, D=64/128/256), forward and
+backward, against float32 references
 on sampled rows and columns computed exactly (per document, or in row chunks on the GPU:
 never a materialised N x N matrix).
 
@@ -199,3 +201,100 @@ def test_more_than_2_to_the_31_elements():
     q, k, v, do = _inputs((batch, total, heads, d), (batch, total, heads, d), seed)
     results = _fwd_bwd(q, k, v, do, idx)
     _check_documents(q, k, v, do, results, _doc_sample(lens, rng, 2), starts, b=batch - 1, heads=slice(heads - 2, heads))
+
+
+def _banded_bounds(rng, n, mask_heads, width=128):
+    """Non-causal 4-bound bounds [1, mask_heads, n, 4] (LTS, LTE, UTS, UTE): per mask head and
+    `width`-column group two masked row bands of up to n/12 rows each, constant over the group
+    (the key tiles inside a band are skipped: every list has gaps), 3% of the columns with
+    jittered band ends (partial tiles at band edges, in every segment), a few groups masked
+    whole (their dK and dV are 0) and a few whose lower band is [2^31 - 1, 2^31 - 1): a bound
+    past Sq masks nothing (mask.h) and must not overflow the backward's query-range cut."""
+    groups = (n + width - 1) // width
+    idx = np.empty((1, mask_heads, n, 4), np.int64)
+    special = rng.choice(groups, size=8, replace=False)  # the same groups in every mask head
+    for hm in range(mask_heads):
+        g = np.empty((groups, 4), np.int64)
+        for band in (0, 2):
+            length = rng.integers(0, n // 12 + 1, groups)
+            g[:, band] = rng.integers(0, n - length + 1)
+            g[:, band + 1] = g[:, band] + length
+        g[special[:4]] = [0, n, 0, 0]
+        g[special[4:], :2] = 2**31 - 1
+        cols = np.repeat(g, width, axis=0)[:n]
+        jitter = (rng.random(n) < 0.03) & ~np.isin(np.arange(n) // width, special)
+        cols[jitter] = np.clip(cols[jitter] + rng.integers(-300, 301, (int(jitter.sum()), 4)), 0, n)
+        idx[0, hm] = cols
+    return idx.astype(np.int32), special * width
+
+
+def _banded_reference(q, k, v, do, bounds, rows, cols, chunk=512):
+    """Exact fp32 reference of non-causal attention under 4-bound masks, one batch row: q, do
+    [S, H, D], k, v [S, Hk, D], bounds [Hm, S, 4] (int64). Every row is visited (any row may
+    see a sampled column): out, lse, dq of `rows` per query head ([H, len(rows), ...]), dk, dv
+    of `cols` per key head, summed over its query heads ([Hk, len(cols), D])."""
+    n, heads, d = q.shape
+    heads_k, mask_heads = k.shape[1], bounds.shape[0]
+    dev, scale = q.device, d**-0.5
+    rows_t, cols_t = torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)
+    out_r = torch.zeros(heads, len(rows), d, device=dev)
+    lse_r = torch.zeros(heads, len(rows), device=dev)
+    dq_r = torch.zeros(heads, len(rows), d, device=dev)
+    dk_c = torch.zeros(heads_k, len(cols), d, device=dev)
+    dv_c = torch.zeros(heads_k, len(cols), d, device=dev)
+    for h in range(heads):
+        hk, hm = h // (heads // heads_k), h // (heads // mask_heads)
+        qf, dof = q[:, h].float(), do[:, h].float()
+        kf, vf = k[:, hk].float(), v[:, hk].float()
+        lts, lte, uts, ute = (bounds[hm, :, i][None, :] for i in range(4))
+        for r0 in range(0, n, chunk):
+            r1 = min(r0 + chunk, n)
+            r = torch.arange(r0, r1, device=dev)[:, None]
+            s = (qf[r0:r1] @ kf.T) * scale
+            s.masked_fill_(((r >= lts) & (r < lte)) | ((r >= uts) & (r < ute)), float("-inf"))
+            lse = torch.logsumexp(s, dim=-1)
+            p = torch.exp(s - lse[:, None])
+            o = p @ vf
+            dsum = (dof[r0:r1] * o).sum(-1)
+            pc = p[:, cols_t]
+            dpc = dof[r0:r1] @ vf[cols_t].T
+            dv_c[hk] += pc.T @ dof[r0:r1]
+            dk_c[hk] += (pc * (dpc - dsum[:, None])).T @ qf[r0:r1] * scale
+            hit = (rows_t >= r0) & (rows_t < r1)
+            if bool(hit.any()):
+                local = rows_t[hit] - r0
+                ds = p[local] * (dof[r0:r1][local] @ vf.T - dsum[local][:, None])
+                dq_r[h, hit] = ds @ kf * scale
+                out_r[h, hit] = o[local]
+                lse_r[h, hit] = lse[local]
+            del s, p
+    return out_r, lse_r, dq_r, dk_c, dv_c
+
+
+@pytest.mark.parametrize(
+    "n,d,heads,heads_k,mask_heads",
+    [(160 << 10, 64, 4, 2, 2), (96 << 10, 256, 2, 1, 1), (160 << 10, 128, 2, 1, 2)],
+    ids=["d64-gqa-maskheads=hk", "d256-maskheads=1", "d128-maskheads=h"],
+)
+def test_multi_segment_banded(n, d, heads, heads_k, mask_heads):
+    """Lists of several segments with gaps and partial tiles in each (4-bound banded mask,
+    _banded_bounds): forward query blocks list ~1.1-1.4K key tiles (2 segments of 1024), backward
+    key blocks ~1.4-2.3K query tiles (2-3 segments), at D=64 (GQA, a mask head per key head),
+    D=256 (the forward's single Q buffer, dK/dV staged in K/V) and D=128 (a mask head per query
+    head). Sampled rows and columns (fully masked ones among them) against the exact reference."""
+    seed = fresh_seed()
+    rng = np.random.default_rng(seed)
+    idx, special_cols = _banded_bounds(rng, n, mask_heads)
+    q, k, v, do = _inputs((1, n, heads, d), (1, n, heads_k, d), seed)
+    out, lse, dq, dk, dv = _fwd_bwd(q, k, v, do, idx, causal=False)
+    rows = np.unique(np.concatenate([[0, 63, 64, 127, 128, n - 1], rng.integers(0, n, 26)])).tolist()
+    cols = np.unique(np.concatenate([[0, 1, 127, 128, n - 1], special_cols, rng.integers(0, n, 19)])).tolist()
+    bounds = torch.from_numpy(idx[0].astype(np.int64)).to("cuda")
+    out_r, lse_r, dq_r, dk_c, dv_c = _banded_reference(q[0], k[0], v[0], do[0], bounds, rows, cols)
+    for h in range(heads):
+        _assert_rel(f"out h{h}", out[0, rows, h], out_r[h], 2e-2)
+        assert (lse[0, h, rows] - lse_r[h]).abs().max().item() < 1e-2, f"lse h{h}"
+        _assert_rel(f"dq h{h}", dq[0, rows, h], dq_r[h], 2e-2)
+    for hk in range(heads_k):
+        _assert_rel(f"dk h{hk}", dk[0, cols, hk], dk_c[hk], 2e-2)
+        _assert_rel(f"dv h{hk}", dv[0, cols, hk], dv_c[hk], 2e-2)
