@@ -2,11 +2,11 @@
 
 `import paddle_flashmask` never loads it: the library is found and registered
 the first time `flashmask_attention_op` runs. setup.py builds it as
-`paddle_flashmask/_flashmask_ops.so`. Looked up, in order: next to this file
-(installed package, or in-place build), then in the installed distribution
-(when this file is a source checkout that shadows it, e.g. tests run from the
-repository root), and failing both, in a source checkout, built in place once
-(`python setup.py build_ext --inplace`).
+`paddle_flashmask/_flashmask_ops.so`. Looked up next to this file (installed
+package, or in-place build) and in the installed distribution (when this file is
+a source checkout that shadows it, e.g. tests run from the repository root); the
+newest of those is loaded. Failing both, a source checkout builds it in place
+once (`python setup.py build_ext --inplace`).
 """
 
 from __future__ import annotations
@@ -43,20 +43,20 @@ def _is_library(name: str) -> bool:
 
 
 def _find_library() -> str | None:
-    local = sorted(
-        p
-        for p in glob.glob(os.path.join(_PACKAGE_DIR, _LIBRARY_STEM + ".*"))
-        if _is_library(os.path.basename(p))
-    )
-    if local:
-        return local[0]
+    """The newest build of the library: next to this file (installed package or an
+    in-place build) or in an installed distribution. Newest, because a source
+    checkout can hold both an old in-place build and a fresh install (`make install`
+    after a change): the older one would run stale code."""
+    candidates = [
+        p for p in glob.glob(os.path.join(_PACKAGE_DIR, _LIBRARY_STEM + ".*")) if _is_library(os.path.basename(p))
+    ]
     # Every install of the distribution, not just the first: a source checkout's
     # paddle_flashmask.egg-info (left by a build) is found first and lists no library.
     for dist in metadata.distributions(name=_DISTRIBUTION):
         for f in dist.files or []:
             if _is_library(f.name) and os.path.exists(f.locate()):
-                return str(f.locate())
-    return None
+                candidates.append(str(f.locate()))
+    return max(candidates, key=os.path.getmtime, default=None)
 
 
 def has_cuda_kernels() -> bool:

@@ -209,3 +209,26 @@ class TestOnePass(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestLibraryLookup(unittest.TestCase):
+    def test_newest_build_wins(self):
+        """An old in-place build next to the sources must not shadow a newer install."""
+        with tempfile.TemporaryDirectory() as package, tempfile.TemporaryDirectory() as site:
+            in_place = os.path.join(package, "_flashmask_ops.so")
+            installed = os.path.join(site, "_flashmask_ops.so")
+            for path, mtime in ((in_place, 1_000), (installed, 2_000)):
+                open(path, "wb").close()
+                os.utime(path, (mtime, mtime))
+            record = mock.Mock()
+            record.name = "_flashmask_ops.so"
+            record.locate.return_value = installed
+            dist = mock.Mock(files=[record])
+            with mock.patch.object(_ops, "_PACKAGE_DIR", package), mock.patch.object(
+                _ops.metadata, "distributions", return_value=[dist]
+            ):
+                self.assertEqual(_ops._find_library(), installed)
+                os.utime(in_place, (3_000, 3_000))
+                self.assertEqual(_ops._find_library(), in_place)
+                os.remove(installed)
+                self.assertEqual(_ops._find_library(), in_place)

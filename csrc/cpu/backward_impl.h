@@ -202,8 +202,38 @@ class Backward {
   }
   static constexpr Box kWholeTile{0, kTileCols, 0, kTileRows};
 
+  // The boxes a visited (key tile, query tile) pair runs as: the whole tile
+  // when unmasked, else the unmasked box of each of its kPartialParts parts of
+  // keys (keys apart, so their dK/dV rows never overlap), as one whole-tile box
+  // when they join into it. Returns how many are not empty.
+  int boxes_of(int b, int mh, int qt, int kt, TileKind kind, Box (&boxes)[kPartialParts]) const {
+    if (kind == TileKind::kUnmasked) {
+      boxes[0] = kWholeTile;
+      return 1;
+    }
+    constexpr int kPartKeys = kTileCols / kPartialParts;
+    int n = 0;
+    bool whole = true;
+    for (int part = 0; part < kPartialParts; ++part) {
+      const TileExtent e =
+          tile_mask_.extent(b, mh, qt, kt, kind, {0, kTileRows, part * kPartKeys, (part + 1) * kPartKeys});
+      if (e.empty()) {
+        whole = false;
+        continue;
+      }
+      boxes[n] = backward_box(e);
+      whole = whole && boxes[n].queries() == kTileRows && boxes[n].keys() == kPartKeys;
+      ++n;
+    }
+    if (whole) {
+      boxes[0] = kWholeTile;
+      return 1;
+    }
+    return n;
+  }
+
   // One pair's work. kWhole (the box is the whole tile: every unmasked tile
-  // and most partial ones) makes the sizes compile-time constants, which the
+  // and the partial ones whose parts' boxes join into it) makes the sizes compile-time constants, which the
   // compiler turns into fully unrolled products: without it the backward ran
   // 5-7% slower on causal masks.
   template <bool kWhole>
@@ -225,7 +255,7 @@ class Backward {
               /*accumulate=*/false);
     for (int c = 0; c < x.keys(); ++c) scale_row(s + c * kTileRows, x.queries(), score_scale_);
     if (kind == TileKind::kPartial) {
-      tile_mask_.mask_scores(b, mh, qt, kt, w.s.data(), 1, kTileRows);
+      tile_mask_.mask_scores(b, mh, qt, kt, w.s.data(), 1, kTileRows, {x.n0, x.n1, x.k0, x.k1});
     }
     Ops::gemm(x.keys(), x.queries(), dp_, w.v.data() + x.k0 * dp_, dp_,
               Ops::b_at(query_.dout_t.get() + at, kTileRows, 0, x.n0), kTileRows, ds, kTileRows,
@@ -283,15 +313,14 @@ class Backward {
         for (int qt = 0; qt < num_q_tiles_; ++qt) {
           const TileKind kind = tile_mask_.kind(b, mh, qt, kt);
           if (kind == TileKind::kSkip) continue;
-          const TileExtent extent = tile_mask_.extent(b, mh, qt, kt, kind);
-          if (extent.empty()) continue;
-          const Box box = backward_box(extent);
           const int64_t q_item = (static_cast<int64_t>(b) * shape_.num_heads + h) * num_q_tiles_ + qt;
-          if (box.keys() == kTileCols && box.queries() == kTileRows) {
-            visit_pair<true>(w, b, mh, chunk, q_item, qt, kt, kind, box);
-          } else {
-            visit_pair<false>(w, b, mh, chunk, q_item, qt, kt, kind, box);
+          Box boxes[kPartialParts];
+          const int n = boxes_of(b, mh, qt, kt, kind, boxes);
+          if (n == 1 && boxes[0].keys() == kTileCols && boxes[0].queries() == kTileRows) {
+            visit_pair<true>(w, b, mh, chunk, q_item, qt, kt, kind, kWholeTile);
+            continue;
           }
+          for (int i = 0; i < n; ++i) visit_pair<false>(w, b, mh, chunk, q_item, qt, kt, kind, boxes[i]);
         }
       }
       const int col0 = kt * kTileCols;

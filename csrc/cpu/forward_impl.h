@@ -37,6 +37,26 @@ inline FwdBox forward_box(const TileExtent& e) {
           round_down(e.col_begin, kExtentColStep), round_up(e.col_end, kExtentColStep)};
 }
 
+// The boxes a visited tile runs as: the whole tile when it is unmasked, else
+// the unmasked box of each of its kPartialParts parts of query rows (rows
+// apart, so the boxes' softmax and output rows never overlap). Returns how
+// many are not empty.
+inline int forward_boxes(const TileMask& tile_mask, int b, int mh, int qt, int kt, TileKind kind,
+                         FwdBox (&boxes)[kPartialParts]) {
+  if (kind == TileKind::kUnmasked) {
+    boxes[0] = {0, kTileRows, 0, kTileCols};
+    return 1;
+  }
+  constexpr int kPartRows = kTileRows / kPartialParts;
+  int n = 0;
+  for (int part = 0; part < kPartialParts; ++part) {
+    const TileExtent e =
+        tile_mask.extent(b, mh, qt, kt, kind, {part * kPartRows, (part + 1) * kPartRows, 0, kTileCols});
+    if (!e.empty()) boxes[n++] = forward_box(e);
+  }
+  return n;
+}
+
 // Turns the scores of the box into unnormalised probabilities in place and
 // rescales the output rows accumulated so far to the new running maximum.
 // Rows outside the box have no unmasked key in this tile: nothing changes.
@@ -150,12 +170,8 @@ void forward(const FwdParams& p) {
         std::fill(w.row_max.begin(), w.row_max.end(), -__builtin_inff());
         std::fill(w.row_sum.begin(), w.row_sum.end(), 0.f);
 
-        for (int kt = 0; kt < num_k_tiles; ++kt) {
-          const TileKind kind = tile_mask.kind(b, mh, qt, kt);
-          if (kind == TileKind::kSkip) continue;
-          const TileExtent extent = tile_mask.extent(b, mh, qt, kt, kind);
-          if (extent.empty()) continue;
-          const FwdBox x = forward_box(extent);
+        // One box of a visited tile: S, its masking, the online softmax, O += P V.
+        const auto visit_box = [&](int kt, TileKind kind, const FwdBox& x) {
           const int box_rows = x.r1 - x.r0, box_cols = x.c1 - x.c0;
           float* s = w.s.data() + x.r0 * kTileCols + x.c0;
           Ops::gemm(box_rows, box_cols, dp, w.q.data() + x.r0 * dp, dp,
@@ -163,13 +179,20 @@ void forward(const FwdParams& p) {
                     /*accumulate=*/false);
           for (int r = 0; r < box_rows; ++r) scale_row(s + r * kTileCols, box_cols, score_scale);
           if (kind == TileKind::kPartial) {
-            tile_mask.mask_scores(b, mh, qt, kt, w.s.data(), kTileCols, 1);
+            tile_mask.mask_scores(b, mh, qt, kt, w.s.data(), kTileCols, 1, {x.r0, x.r1, x.c0, x.c1});
           }
           online_softmax(w, dp, x);
           const auto probs = Ops::a_view(s, box_rows, box_cols, kTileCols, w.p.data());
           Ops::gemm(box_rows, dp, box_cols, probs.data, probs.ld,
                     Ops::b_at(keys.v_tile(b, kh, kt), dp, x.c0, 0), dp, w.o.data() + x.r0 * dp,
                     dp, /*accumulate=*/true);
+        };
+        for (int kt = 0; kt < num_k_tiles; ++kt) {
+          const TileKind kind = tile_mask.kind(b, mh, qt, kt);
+          if (kind == TileKind::kSkip) continue;
+          FwdBox boxes[kPartialParts];
+          const int n = forward_boxes(tile_mask, b, mh, qt, kt, kind, boxes);
+          for (int i = 0; i < n; ++i) visit_box(kt, kind, boxes[i]);
         }
 
         float* lse =

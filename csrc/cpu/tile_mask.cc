@@ -64,18 +64,18 @@ void TileMask::masked_rows(int batch, int mask_head, int col, RowInterval (&rows
 }
 
 void TileMask::mask_scores(int batch, int mask_head, int q_tile, int k_tile, float* scores,
-                           int row_stride, int col_stride) const {
+                           int row_stride, int col_stride, const TileExtent& within) const {
   const int row_begin = q_tile * kTileRows;
   const int col_begin = k_tile * kTileCols;
   const int valid_cols = std::min(kTileCols, shape_.seqlen_k - col_begin);
   // Interval by interval: work in proportion to the masked scores, no
   // per-element test.
   const auto fill = [&](float* column, int begin, int end) {
-    begin = std::max(begin - row_begin, 0);
-    end = std::min(end - row_begin, kTileRows);
+    begin = std::max(begin - row_begin, within.row_begin);
+    end = std::min(end - row_begin, within.row_end);
     for (int r = begin; r < end; ++r) column[r * row_stride] = -__builtin_inff();
   };
-  for (int c = 0; c < kTileCols; ++c) {
+  for (int c = within.col_begin; c < within.col_end; ++c) {
     float* column = scores + c * col_stride;
     if (c >= valid_cols) {
       fill(column, row_begin, row_begin + kTileRows);
@@ -87,16 +87,17 @@ void TileMask::mask_scores(int batch, int mask_head, int q_tile, int k_tile, flo
   }
 }
 
-TileExtent TileMask::extent(int batch, int mask_head, int q_tile, int k_tile,
-                            TileKind kind) const {
-  if (kind == TileKind::kUnmasked) return {0, kTileRows, 0, kTileCols};
-  const int row_begin = q_tile * kTileRows;
-  const int row_end = std::min(shape_.seqlen_q, row_begin + kTileRows);
+TileExtent TileMask::extent(int batch, int mask_head, int q_tile, int k_tile, TileKind kind,
+                            const TileExtent& within) const {
+  if (kind == TileKind::kUnmasked) return within;
+  const int tile_row = q_tile * kTileRows;
+  const int row_begin = tile_row + within.row_begin;
+  const int row_end = std::min(shape_.seqlen_q, tile_row + within.row_end);
   const int col_begin = k_tile * kTileCols;
-  const int valid_cols = std::min(kTileCols, shape_.seqlen_k - col_begin);
+  const int valid_cols = std::min(within.col_end, shape_.seqlen_k - col_begin);
   TileExtent e{kTileRows, 0, kTileCols, 0};
   constexpr int kPasses = 3;  // one per interval: each can push a row past it once
-  for (int c = 0; c < valid_cols; ++c) {
+  for (int c = within.col_begin; c < valid_cols; ++c) {
     RowInterval masked[3];
     masked_rows(batch, mask_head, col_begin + c, masked);
     int first = row_begin, last = row_end - 1;
@@ -107,8 +108,8 @@ TileExtent TileMask::extent(int batch, int mask_head, int q_tile, int k_tile,
       }
     }
     if (first >= row_end) continue;  // every valid row of the column is masked
-    e.row_begin = std::min(e.row_begin, first - row_begin);
-    e.row_end = std::max(e.row_end, last + 1 - row_begin);
+    e.row_begin = std::min(e.row_begin, first - tile_row);
+    e.row_end = std::max(e.row_end, last + 1 - tile_row);
     e.col_begin = std::min(e.col_begin, c);
     e.col_end = c + 1;
   }

@@ -7,6 +7,7 @@
 
 #include "flashmask/mask.h"
 #include "flashmask/params.h"
+#include "tiling.h"
 
 namespace flashmask {
 namespace cpu {
@@ -20,6 +21,7 @@ struct TileExtent {
   int row_begin, row_end, col_begin, col_end;
   bool empty() const { return row_begin >= row_end; }
 };
+constexpr TileExtent kWholeTileExtent{0, kTileRows, 0, kTileCols};
 
 class TileMask {
  public:
@@ -31,14 +33,17 @@ class TileMask {
   // the ragged last key tile, whose padding columns must be masked.
   TileKind kind(int batch, int mask_head, int q_tile, int k_tile) const;
 
-  // Sets the masked scores of a kPartial tile to -inf, padding columns past
-  // seqlen_k included. Score (row r, key c) is scores[r * row_stride + c *
-  // col_stride]: (kTileCols, 1) for S, (1, kTileRows) for the transposed S^T.
+  // Sets the masked scores of a kPartial tile inside the tile-relative box
+  // `within` to -inf, padding columns past seqlen_k included. Score (row r,
+  // key c) is scores[r * row_stride + c * col_stride]: (kTileCols, 1) for S,
+  // (1, kTileRows) for the transposed S^T.
   void mask_scores(int batch, int mask_head, int q_tile, int k_tile, float* scores, int row_stride,
-                   int col_stride) const;
+                   int col_stride, const TileExtent& within) const;
 
-  // The unmasked box of a tile of the given kind (not kSkip); whole for kUnmasked.
-  TileExtent extent(int batch, int mask_head, int q_tile, int k_tile, TileKind kind) const;
+  // The unmasked box of the part `within` of a tile of the given kind (not
+  // kSkip); `within` itself for kUnmasked.
+  TileExtent extent(int batch, int mask_head, int q_tile, int k_tile, TileKind kind,
+                    const TileExtent& within) const;
 
  private:
   struct RowInterval {
