@@ -23,7 +23,7 @@ from paddle_flashmask import masks
 from paddle_flashmask.masks import to_dense
 from tests.distributed_cases import CASE_NAMES
 from tests.random_bounds import BOUND_FORMS, random_bounds
-from tests.second_try import run_with_second_try
+from tests.launch_tries import run_with_retries
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORLD_SIZES = (2, 3)
@@ -64,7 +64,7 @@ def _launch(framework, world_size, out_dir, worker=None):
     if importlib.util.find_spec(framework) is None:
         pytest.skip(f"{framework} is not installed")
     worker = worker or LAUNCHERS[framework][1]
-    results, logs = run_with_second_try(
+    results, logs = run_with_retries(
         lambda attempt: _run_ranks(framework, world_size, out_dir / f"try{attempt}", worker),
         f"{framework} launch of {world_size} ranks",
     )
@@ -73,7 +73,7 @@ def _launch(framework, world_size, out_dir, worker=None):
     ours_failed = "paddle_flashmask" in logs or "/tests/" in logs  # a traceback through our code
     if not ours_failed and any(s in logs.lower() for s in _GLOO_START_FAILURES):
         pytest.skip(f"multi-process gloo could not start:\n{logs[-1000:]}")
-    pytest.fail(f"{framework} launch failed twice; the second try, {logs}")
+    pytest.fail(f"{framework} launch failed every try; the last one, {logs}")
 
 
 # The torch front end shares every step with Paddle's but its collectives: 2 ranks suffice.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests import examples_path  # noqa: F401  (examples/common importable as `common`)
 from common.run_report import parse_summary  # noqa: E402
-from tests.second_try import run_with_second_try  # noqa: E402
+from tests.launch_tries import run_with_retries  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT_RUN = ["--max_steps", "8", "--max_seq_len", "256", "--warmup_steps", "1"]
@@ -42,12 +42,12 @@ def _run_once(script: str, args: tuple, processes: int):
 
 def run_example(script: str, *args: str, processes: int = 1) -> dict:
     """Runs an example from a fresh process (or `processes` of them under
-    paddle.distributed.launch, with a second try: tests/second_try.py);
+    paddle.distributed.launch, with retries: tests/launch_tries.py);
     returns its last stdout line (rank 0's), parsed."""
     if processes == 1:
         stdout, printed = _run_once(script, args, processes)
     else:
-        stdout, printed = run_with_second_try(lambda _: _run_once(script, args, processes), f"{script} on {processes} ranks")
+        stdout, printed = run_with_retries(lambda _: _run_once(script, args, processes), f"{script} on {processes} ranks")
     if stdout is None:
         raise AssertionError(f"{script} {args} failed:\n{printed}")
     return parse_summary(stdout)

@@ -19,26 +19,33 @@ size_t span_bytes(const TensorStrides& s, int batch, int seqlen, int heads, int 
   return batch > 0 && seqlen > 0 ? static_cast<size_t>(last) * element_size(dtype) : 0;
 }
 
+// One pass (the forward for FwdParams, the backward for BwdParams) on the
+// kernels of the instruction set chosen for this process (isa.h).
+template <typename Params>
+void run_selected(const Params& params) {
+  switch (cpu::selected_isa()) {
+#if FLASHMASK_HAVE_X86_KERNELS
+    case cpu::Isa::kAmxBf16:
+      return cpu::run_avx512(params, cpu::Bf16Products::kAmx);
+    case cpu::Isa::kAvx512Bf16:
+      return cpu::run_avx512(params, cpu::Bf16Products::kAvx512);
+    case cpu::Isa::kAvx512:
+      return cpu::run_avx512(params, cpu::Bf16Products::kFp32);
+    case cpu::Isa::kAvx2:
+      return cpu::run_avx2(params);
+#endif
+    default:
+      return cpu::run_generic(params);
+  }
+}
+
 }  // namespace
 
 void flashmask_fwd_cpu(const FwdParams& params) {
   const AttentionShape& s = params.shape;
   cpu::advise_huge_pages(params.out, span_bytes(params.out_strides, s.batch, s.seqlen_q,
                                                 s.num_heads, s.head_dim, params.dtype));
-  switch (cpu::selected_isa()) {
-#if FLASHMASK_HAVE_X86_KERNELS
-    case cpu::Isa::kAmxBf16:
-      return cpu::forward_avx512(params, cpu::Bf16Products::kAmx);
-    case cpu::Isa::kAvx512Bf16:
-      return cpu::forward_avx512(params, cpu::Bf16Products::kAvx512);
-    case cpu::Isa::kAvx512:
-      return cpu::forward_avx512(params, cpu::Bf16Products::kFp32);
-    case cpu::Isa::kAvx2:
-      return cpu::forward_avx2(params);
-#endif
-    default:
-      return cpu::forward_generic(params);
-  }
+  run_selected(params);
 }
 
 void flashmask_bwd_cpu(const BwdParams& params) {
@@ -49,20 +56,7 @@ void flashmask_bwd_cpu(const BwdParams& params) {
                                                s.num_heads_k, s.head_dim, params.dtype));
   cpu::advise_huge_pages(params.dv, span_bytes(params.dv_strides, s.batch, s.seqlen_k,
                                                s.num_heads_k, s.head_dim, params.dtype));
-  switch (cpu::selected_isa()) {
-#if FLASHMASK_HAVE_X86_KERNELS
-    case cpu::Isa::kAmxBf16:
-      return cpu::backward_avx512(params, cpu::Bf16Products::kAmx);
-    case cpu::Isa::kAvx512Bf16:
-      return cpu::backward_avx512(params, cpu::Bf16Products::kAvx512);
-    case cpu::Isa::kAvx512:
-      return cpu::backward_avx512(params, cpu::Bf16Products::kFp32);
-    case cpu::Isa::kAvx2:
-      return cpu::backward_avx2(params);
-#endif
-    default:
-      return cpu::backward_generic(params);
-  }
+  run_selected(params);
 }
 
 }  // namespace flashmask

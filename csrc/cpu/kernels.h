@@ -1,5 +1,6 @@
 // The CPU kernel's instruction-set variants (see isa.h): each kernels_*.cc
-// compiles forward_impl.h and backward_impl.h for its ISA and exports these.
+// compiles forward_impl.h and backward_impl.h for its ISA and exports run_<isa>,
+// the forward for FwdParams and the backward for BwdParams.
 #pragma once
 
 #include "flashmask/params.h"
@@ -15,17 +16,17 @@
 namespace flashmask {
 namespace cpu {
 
-void forward_generic(const FwdParams& params);
-void backward_generic(const BwdParams& params);
+void run_generic(const FwdParams& params);
+void run_generic(const BwdParams& params);
 
 #if FLASHMASK_HAVE_X86_KERNELS
-void forward_avx2(const FwdParams& params);
-void backward_avx2(const BwdParams& params);
+void run_avx2(const FwdParams& params);
+void run_avx2(const BwdParams& params);
 // How bf16 inputs are multiplied: in fp32, in bf16 with vdpbf16ps
 // (AVX512-BF16), or in bf16 on AMX tiles (AMX-BF16).
 enum class Bf16Products { kFp32, kAvx512, kAmx };
-void forward_avx512(const FwdParams& params, Bf16Products bf16);
-void backward_avx512(const BwdParams& params, Bf16Products bf16);
+void run_avx512(const FwdParams& params, Bf16Products bf16);
+void run_avx512(const BwdParams& params, Bf16Products bf16);
 #endif
 
 }  // namespace cpu

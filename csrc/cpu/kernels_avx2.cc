@@ -28,11 +28,11 @@ using Avx2Ops = BlockedOps<Ymm, /*kRows=*/4, /*kVecs=*/2>;
 
 }  // namespace
 
-void forward_avx2(const FwdParams& params) {
+void run_avx2(const FwdParams& params) {
   dispatch_dtype(params.dtype, [&](auto tag) { forward<decltype(tag), Avx2Ops>(params); });
 }
 
-void backward_avx2(const BwdParams& params) {
+void run_avx2(const BwdParams& params) {
   dispatch_dtype(params.dtype, [&](auto tag) { Backward<decltype(tag), Avx2Ops>(params).run(); });
 }
 

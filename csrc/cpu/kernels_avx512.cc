@@ -197,13 +197,13 @@ void dispatch(DType dtype, Bf16Products bf16, const Run& run) {
 
 }  // namespace
 
-void forward_avx512(const FwdParams& params, Bf16Products bf16) {
+void run_avx512(const FwdParams& params, Bf16Products bf16) {
   dispatch(params.dtype, bf16, [&](auto tag, auto ops) {
     forward<decltype(tag), decltype(ops)>(params);
   });
 }
 
-void backward_avx512(const BwdParams& params, Bf16Products bf16) {
+void run_avx512(const BwdParams& params, Bf16Products bf16) {
   dispatch(params.dtype, bf16, [&](auto tag, auto ops) {
     Backward<decltype(tag), decltype(ops)>(params).run();
   });

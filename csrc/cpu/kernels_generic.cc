@@ -11,11 +11,11 @@ namespace {
 using GenericOps = ReferenceOps;
 }  // namespace
 
-void forward_generic(const FwdParams& params) {
+void run_generic(const FwdParams& params) {
   dispatch_dtype(params.dtype, [&](auto tag) { forward<decltype(tag), GenericOps>(params); });
 }
 
-void backward_generic(const BwdParams& params) {
+void run_generic(const BwdParams& params) {
   dispatch_dtype(params.dtype,
                  [&](auto tag) { Backward<decltype(tag), GenericOps>(params).run(); });
 }
