@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""GPU kernel benchmark: FlashMask CUDA kernels vs FlexAttention, SDPA (FA2 / cuDNN)
-and SDPA with a dense bool mask, in one process on the same inputs.
+"""GPU kernel benchmark: FlashMask CUDA kernels vs FlexAttention, FlashAttention-4 (where
+flash-attn-4 is installed: called directly on full/causal, and as FlexAttention's FLASH
+backend on every mask), SDPA (FA2 / cuDNN) and SDPA with a dense bool mask, in one
+process on the same inputs.
 
 Setup of the FlashMask paper's kernel benchmark: total tokens 128K (B=16/4/1 at
 N=8K/32K/128K), D=128 with H=32 and D=64 with H=64, bf16, every mask type.
@@ -36,6 +38,13 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 from paddle_flashmask import masks  # noqa: E402
 from paddle_flashmask.masks.dense import normalized_bounds  # noqa: E402
+
+try:  # FlashAttention-4 (flash-attn-4, CuTe DSL): ../shared/device/fa4_stage.sh stages it
+    from flash_attn.cute import flash_attn_func as fa4_attention
+
+    HAVE_FA4 = True
+except Exception:  # noqa: BLE001  (not installed, or installed without a working CuTe-DSL runtime)
+    fa4_attention, HAVE_FA4 = None, False
 
 CONFIGS = {  # name -> (N, B, D, H)
     "8k-128": (8192, 16, 128, 32),
@@ -217,6 +226,44 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
         return ~(lm | um | cm)
 
     flex = torch.compile(flex_attention, dynamic=False)
+
+    def flex_block_mask(idx, causal, row):
+        """Copies the mask's bounds into the mask_mod's tensors and builds its BlockMask
+        (its build time into row["flex_build_ms"])."""
+        hm = idx.shape[1]
+        nb = [torch.from_numpy(np.ascontiguousarray(x)) for x in normalized_bounds(idx, causal, n)]
+        for dst, src in zip((LTS, LTE, UTS, UTE), nb):
+            src = src.to(dev, torch.int32)
+            if hm != h:  # every head's bounds (FA4's mask_mod needs the head index live)
+                src = src.repeat_interleave(h // hm, dim=1) if hm > 1 else src.expand(b, h, n)
+            dst.copy_(src)
+        CAUSAL.fill_(bool(causal))
+        build = lambda: create_block_mask(mask_mod, b, h, n, n, device=dev, _compile=True)  # noqa: E731
+        bm = build()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        reps = 3
+        for _ in range(reps):
+            bm = build()
+        torch.cuda.synchronize()
+        row["flex_build_ms"] = (time.perf_counter() - t0) / reps * 1e3
+        return bm
+
+    def flex_times(key, bm, options, o_ours, tf):
+        """fwd, bwd, fwd+bwd TFLOPs/s of flex_attention with kernel_options `options`, and
+        its largest difference from our output."""
+        def flex_g():
+            return flex(qt, kt, vt, block_mask=bm, scale=scale, kernel_options=options)
+
+        def flex_f():
+            with torch.no_grad():
+                return flex_g()
+
+        t = time_three(flex_f, flex_g)
+        diff = (flex_f().transpose(1, 2).float() - o_ours.float()).abs().max().item()
+        return {f"{key}_fwd": tf(t[0], 1), f"{key}_bwd": tf(t[1], 2.5), f"{key}_fwdbwd": tf(t[2], 3.5),
+                f"max_abs_diff_vs_{key}": diff}
+
     rows = []
     for mname in mask_names:
         spec = build_mask(mname, n, b, h)
@@ -244,42 +291,42 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
         o_ours = ours_f()
         assert torch.isfinite(o_ours).all(), f"{mname}: non-finite output"
 
-        # FlexAttention
+        # FlexAttention on its Triton backend ("flex") and on FlashAttention-4's CuTe-DSL
+        # kernels ("fa4flex": kernel_options BACKEND=FLASH, where flash-attn-4 is installed),
+        # one BlockMask for both.
         if not args.no_flex:
+            bm = None
             try:
-                nb = [torch.from_numpy(np.ascontiguousarray(x)) for x in normalized_bounds(idx, causal, n)]
-                for dst, src in zip((LTS, LTE, UTS, UTE), nb):
-                    src = src.to(dev, torch.int32)
-                    if hm != h:
-                        src = src.repeat_interleave(h // hm, dim=1) if hm > 1 else src.expand(b, h, n)
-                    dst.copy_(src)
-                CAUSAL.fill_(bool(causal))
-                build = lambda: create_block_mask(mask_mod, b, h, n, n, device=dev, _compile=True)  # noqa: E731
-                bm = build()
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                reps = 3
-                for _ in range(reps):
-                    bm = build()
-                torch.cuda.synchronize()
-                row["flex_build_ms"] = (time.perf_counter() - t0) / reps * 1e3
-
-                def flex_f():
-                    with torch.no_grad():
-                        return flex(qt, kt, vt, block_mask=bm, scale=scale)
-
-                def flex_g():
-                    return flex(qt, kt, vt, block_mask=bm, scale=scale)
-
-                t = time_three(flex_f, flex_g)
-                row.update(flex_fwd=tf(t[0], 1), flex_bwd=tf(t[1], 2.5), flex_fwdbwd=tf(t[2], 3.5))
-                diff = (flex_f().transpose(1, 2).float() - o_ours.float()).abs().max().item()
-                row["max_abs_diff_vs_flex"] = diff
+                bm = flex_block_mask(idx, causal, row)
             except Exception as e:  # noqa: BLE001
                 row["flex_error"] = repr(e)[:300]
-                print(f"  flex failed: {e!r}"[:300], flush=True)
+                print(f"  flex block mask failed: {e!r}"[:300], flush=True)
+            backends = [("flex", None)] + ([("fa4flex", {"BACKEND": "FLASH"})] if HAVE_FA4 else [])
+            for key, options in backends if bm is not None else ():
+                try:
+                    row.update(flex_times(key, bm, options, o_ours, tf))
+                except Exception as e:  # noqa: BLE001
+                    row[f"{key}_error"] = repr(e)[:300]
+                    print(f"  {key} failed: {e!r}"[:300], flush=True)
 
-        # SDPA flash / cuDNN (full and causal only)
+        # FlashAttention-4 called directly (flash_attn.cute.flash_attn_func on [B, N, H, D]),
+        # SDPA flash / cuDNN: full and causal only
+        if mname in ("full", "causal") and HAVE_FA4:
+            try:
+                def fa4_g():
+                    out = fa4_attention(q, k, v, causal=bool(causal), softmax_scale=scale)
+                    return out[0] if isinstance(out, tuple) else out  # it may return (out, lse)
+
+                def fa4_f():
+                    with torch.no_grad():
+                        return fa4_g()
+
+                t = time_three(fa4_f, fa4_g)
+                row.update(fa4_fwd=tf(t[0], 1), fa4_bwd=tf(t[1], 2.5), fa4_fwdbwd=tf(t[2], 3.5))
+                row["max_abs_diff_vs_fa4"] = (fa4_f().float() - o_ours.float()).abs().max().item()
+            except Exception as e:  # noqa: BLE001
+                row["fa4_error"] = repr(e)[:300]
+                print(f"  fa4 failed: {e!r}"[:300], flush=True)
         if mname in ("full", "causal"):
             for key, backend in (("fa2", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
                 try:
@@ -329,6 +376,11 @@ def fmt1(x):
     return "-" if x is None else f"{x:.1f}"
 
 
+def ratio(row, key):
+    """ours fwd+bwd over the baseline's, formatted; `-` where the baseline did not run."""
+    return f"{row['ours_fwdbwd'] / row[key]:.2f}" if row.get(key) else "-"
+
+
 def report(out_dir: pathlib.Path):
     rows = []
     meta = {}
@@ -353,19 +405,24 @@ def report(out_dir: pathlib.Path):
             reps = f", >= {m['min_reps']} timed calls per median" if "min_reps" in m else ", triton do_bench medians"
             lines.append(f"- `{m.get('tag')}`: {m.get('device')}, torch {m.get('torch')}, {m.get('date')}{reps}")
     lines.append("")
-    hdr = ("| run | N | D | mask | density | ours fwd | ours bwd | ours fwd+bwd | Flex fwd | Flex fwd+bwd | "
-           "FA2 fwd+bwd | cuDNN fwd+bwd | dense fwd+bwd | ours/Flex | ours/FA2 | Flex build ms |")
-    lines += [hdr, "|" + "---|" * 16]
+    hdr = ("| run | N | D | mask | density | ours fwd | ours bwd | ours fwd+bwd | FA4 fwd | FA4 fwd+bwd | "
+           "FA4-Flex fwd+bwd | Flex fwd | Flex fwd+bwd | FA2 fwd+bwd | cuDNN fwd+bwd | dense fwd+bwd | "
+           "ours/FA4 | ours/FA4-Flex | ours/Flex | Flex build ms |")
+    lines += [
+        "FA4 = FlashAttention-4 called directly (full and causal); FA4-Flex = flex_attention on FA4's",
+        "kernels (BACKEND=FLASH) with the same BlockMask as Flex (Triton). `-`: not run or not installed.",
+        "",
+        hdr,
+        "|" + "---|" * 20,
+    ]
     for r in rows:
-        ratio_flex = r["ours_fwdbwd"] / r["flex_fwdbwd"] if r.get("flex_fwdbwd") else None
-        ratio_fa2 = r["ours_fwdbwd"] / r["fa2_fwdbwd"] if r.get("fa2_fwdbwd") else None
         lines.append(
             f"| {r['run']} | {r['N'] // 1024}K | {r['D']} | {r['mask']} | {r['density']:.2f} | {fmt(r.get('ours_fwd'))} | "
-            f"{fmt(r.get('ours_bwd'))} | {fmt(r.get('ours_fwdbwd'))} | {fmt(r.get('flex_fwd'))} | "
+            f"{fmt(r.get('ours_bwd'))} | {fmt(r.get('ours_fwdbwd'))} | {fmt(r.get('fa4_fwd'))} | "
+            f"{fmt(r.get('fa4_fwdbwd'))} | {fmt(r.get('fa4flex_fwdbwd'))} | {fmt(r.get('flex_fwd'))} | "
             f"{fmt(r.get('flex_fwdbwd'))} | {fmt(r.get('fa2_fwdbwd'))} | {fmt(r.get('cudnn_fwdbwd'))} | "
-            f"{fmt(r.get('dense_fwdbwd'))} | {'-' if ratio_flex is None else f'{ratio_flex:.2f}'} | "
-            f"{'-' if ratio_fa2 is None else f'{ratio_fa2:.2f}'} | "
-            f"{fmt1(r.get('flex_build_ms'))} |"
+            f"{fmt(r.get('dense_fwdbwd'))} | {ratio(r, 'fa4_fwdbwd')} | {ratio(r, 'fa4flex_fwdbwd')} | "
+            f"{ratio(r, 'flex_fwdbwd')} | {fmt1(r.get('flex_build_ms'))} |"
         )
     (out_dir / "gpu.md").write_text("\n".join(lines) + "\n")
     try:
@@ -379,15 +436,17 @@ def report(out_dir: pathlib.Path):
         for ax, (c, run) in zip(axes[:, 0], runs):
             rs = [r for r in rows if r["config"] == c and r["run"] == run]
             x = np.arange(len(rs))
-            for i, (key, label) in enumerate((("ours_fwdbwd", "FlashMask (ours)"), ("flex_fwdbwd", "FlexAttention"),
-                                              ("fa2_fwdbwd", "SDPA FA2"), ("cudnn_fwdbwd", "SDPA cuDNN"),
-                                              ("dense_fwdbwd", "SDPA dense mask"))):
-                ax.bar(x + (i - 2) * 0.16, [r.get(key) or 0 for r in rs], 0.16, label=label)
+            series = (("ours_fwdbwd", "FlashMask (ours)"), ("fa4_fwdbwd", "FA4"), ("fa4flex_fwdbwd", "FA4-Flex"),
+                      ("flex_fwdbwd", "FlexAttention"), ("fa2_fwdbwd", "SDPA FA2"), ("cudnn_fwdbwd", "SDPA cuDNN"),
+                      ("dense_fwdbwd", "SDPA dense mask"))
+            width = 0.8 / len(series)
+            for i, (key, label) in enumerate(series):
+                ax.bar(x + (i - (len(series) - 1) / 2) * width, [r.get(key) or 0 for r in rs], width, label=label)
             ax.set_xticks(x)
             ax.set_xticklabels([r["mask"] for r in rs], rotation=20, fontsize=8)
             ax.set_ylabel("fwd+bwd TFLOPs/s")
             ax.set_title(f"{c} ({run})")
-        axes[0, 0].legend(fontsize=8, ncol=5)
+        axes[0, 0].legend(fontsize=8, ncol=7)
         fig.tight_layout()
         fig.savefig(out_dir / "gpu.png", dpi=90)
     except Exception as e:  # noqa: BLE001

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One device call: library check, GPU tests, compute-sanitizer, optional benchmark.
-#   tools/gpu_check.sh [tests] [sanitize] [bench:<configs>:<tag>[:masks]] [cp] [ab:<old source tree>] [scale] ...
+#   tools/gpu_check.sh [tests] [sanitize] [fa4:<staged dir>] [bench:<configs>:<tag>[:masks]] [cp] [ab:<old source tree>] [scale] ...
 # scale: the long-sequence step (issue 16): builds the library, the quick GPU tests (-x -q), the
 # opt-in scale tests (tests/gpu/test_scale.py: 1M packed documents, causal 512K, > 2^31
 # elements) and benchmarks/bench_length.py (8K-1M causal_document: TFLOPs/s, peak memory).
+# fa4:DIR installs FlashAttention-4 from the files ../shared/device/fa4_stage.sh staged (.fa4a and .fa4b
+# copied into DIR), so that a later bench step has its FA4 and FA4-Flex columns.
 # ab:DIR builds the library from an older source tree DIR (e.g. `git archive` of a base commit,
 # carried to the machine) and times old, a second copy of old loaded apart (the A/A spread) and
 # this build in turns
@@ -61,6 +63,14 @@ for step in "$@"; do
       tail -25 "$OUT/scale_tests.log"; echo "scale tests rc=$r at $(( $(date +%s) - t0 ))s"; rc=$((rc|r))
       timeout 100 python3 benchmarks/bench_length.py --out "$OUT" > "$OUT/bench_length.log" 2>&1; r=$?
       tail -12 "$OUT/bench_length.log"; echo "bench_length rc=$r at $(( $(date +%s) - t0 ))s"; rc=$((rc|r)) ;;
+    fa4:*)  # FlashAttention-4 from the files ../shared/device/fa4_stage.sh staged (both parts in one folder)
+      dir="${step#fa4:}"; site=/root/fa4site
+      (cd "$dir" && if ls cu13.part.* >/dev/null 2>&1; then
+         cat cu13.part.* > nvidia_cutlass_dsl_libs_cu13-4.8.1-cp312-cp312-manylinux_2_28_x86_64.whl && rm cu13.part.*; fi)
+      python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$dir"/*.whl > "$OUT/fa4_install.log" 2>&1 \
+        || { tail -20 "$OUT/fa4_install.log"; rc=1; continue; }
+      export PYTHONPATH="$site:$site/nvidia_cutlass_dsl/dsl_packages:$PYTHONPATH"
+      python3 -c "from flash_attn.cute import flash_attn_func; print('fa4 installed')" ;;
     bench:*)
       IFS=: read -r _ cfgs tag masks <<< "$step"
       python3 benchmarks/bench_gpu.py --configs "$cfgs" --tag "$tag" --out "$OUT" ${masks:+--masks "$masks"} 2>&1 | grep -v Warning | tail -40 ;;
