@@ -63,11 +63,11 @@ inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 // The forward's workspace: the tile bounds at the narrowest key tile of the kernels that
 // may run (the sm90 kernel uses a prefix of them), then, when the Hopper forward may run,
-// its schedule (preprocess.h: FwdWorkOrder; tile_scheduler.cuh): the query blocks' visit
-// counts and key-tile spans, their order and the work counter.
+// its schedule (preprocess.h: FwdWorkOrder; tile_scheduler.cuh): the query blocks' rank
+// keys and key-tile spans, their order and the work counter.
 struct FwdLayout {
   int n_tiles, m_blocks;
-  size_t off_visits, off_spans, off_order, off_counter, total;
+  size_t off_rank_keys, off_spans, off_order, off_counter, total;
 };
 template <int D>
 constexpr int fwd_min_block_n() {
@@ -83,8 +83,8 @@ FwdLayout fwd_layout(const FwdParams& p) {
   L.m_blocks = 0;
   size_t off = align256(rows * L.n_tiles * sizeof(TileBounds));
   if (sm90_kernels_available()) L.m_blocks = ceil_div(p.shape.seqlen_q, KC::FwdSm90::kBlockM);
-  L.off_visits = off;
-  off += align256(rows * (L.m_blocks > 0 ? fwd_visits_stride(L.m_blocks) : 0) * sizeof(int));
+  L.off_rank_keys = off;
+  off += align256(rows * (L.m_blocks > 0 ? fwd_rank_stride(L.m_blocks) : 0) * sizeof(long long));
   L.off_spans = off;
   off += align256(rows * L.m_blocks * sizeof(int2));
   L.off_order = off;
@@ -177,7 +177,7 @@ int run_fwd_sm90(const FwdParams& p, const FwdLayout& L, char* workspace, cudaSt
                                     p.v_strides, Cfg::kBlockN))
     return rc;
   FwdWorkOrder wo;
-  wo.visits = reinterpret_cast<int*>(workspace + L.off_visits);
+  wo.rank_keys = reinterpret_cast<long long*>(workspace + L.off_rank_keys);
   wo.spans = reinterpret_cast<int2*>(workspace + L.off_spans);
   wo.order = reinterpret_cast<int*>(workspace + L.off_order);
   wo.next_item = reinterpret_cast<int*>(workspace + L.off_counter);

@@ -46,12 +46,12 @@ __global__ void tile_bounds_kernel(const MaskParams mask, int seqlen_q, int seql
 }
 
 // One warp per (batch, mask head, query block): the key tiles the block visits (lanes
-// over key tiles; KeyTileClassifier, the kernels' test) and the span [lowest, highest + 1)
-// of them, so that the Hopper forward's scheduler scans that span only (a block of a packed
-// document: its document's tiles, not every tile up to the diagonal).
+// over key tiles; KeyTileClassifier, the kernels' test), their span [lowest, highest + 1),
+// so that the Hopper forward's scheduler scans that span only (a block of a packed
+// document: its document's tiles, not every tile up to the diagonal), and its rank key.
 __global__ void fwd_visits_kernel(const MaskParams mask, int seqlen_q, int seqlen_k, int block_m, int block_n,
-                                  int m_blocks, int n_tiles, int64_t total, const TileBounds* tb, int* visits,
-                                  int2* spans, int* next_item) {
+                                  int m_blocks, int n_tiles, int64_t total, const TileBounds* tb,
+                                  long long* rank_keys, int2* spans, int* next_item) {
   const int64_t block = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   if (block == 0 && lane == 0) *next_item = 0;
@@ -71,28 +71,27 @@ __global__ void fwd_visits_kernel(const MaskParams mask, int seqlen_q, int seqle
   lo = __reduce_min_sync(kFullWarp, lo);
   hi = __reduce_max_sync(kFullWarp, hi);
   if (lane == 0) {
-    const int m = static_cast<int>(block % m_blocks), stride = fwd_visits_stride(m_blocks);
-    visits[bhm * stride + m] = count;
+    const int m = static_cast<int>(block % m_blocks), stride = fwd_rank_stride(m_blocks);
+    rank_keys[bhm * stride + m] = fwd_rank_key(lo, count);
     spans[block] = count > 0 ? make_int2(lo, hi + 1) : make_int2(0, 0);
     if (m == m_blocks - 1)  // the row's padding ranks last
-      for (int j = m_blocks; j < stride; ++j) visits[bhm * stride + j] = -1;
+      for (int j = m_blocks; j < stride; ++j) rank_keys[bhm * stride + j] = -1;
   }
 }
 
 // Blocks of kRankThreads query blocks (grid y) of one (batch, mask head) (grid x): each block's
-// rank by visit count, most first, ties by index, read 4 counts (16 bytes) at a time from
-// the row's counts (padded to a multiple of 4 with -1 by fwd_visits_kernel: they rank last).
-__global__ void fwd_rank_kernel(int m_blocks, int stride, const int* visits, int* order) {
+// rank by rank key, largest first, ties by index (the later block first), read 2 keys (16
+// bytes) at a time from the row's keys (padded by fwd_visits_kernel with -1: they rank last).
+__global__ void fwd_rank_kernel(int m_blocks, int stride, const long long* rank_keys, int* order) {
   const int64_t bhm = blockIdx.x;
   const int m = blockIdx.y * blockDim.x + threadIdx.x;
   if (m >= m_blocks) return;
-  const int* row = visits + bhm * stride;
-  const int c = __ldg(row + m);
+  const long long* row = rank_keys + bhm * stride;
+  const long long key = __ldg(row + m);
   int rank = 0;
-  for (int j = 0; j < stride; j += kVisitsPerLoad) {
-    const int4 v = __ldg(reinterpret_cast<const int4*>(row + j));
-    rank += (v.x > c || (v.x == c && j > m)) + (v.y > c || (v.y == c && j + 1 > m)) +
-            (v.z > c || (v.z == c && j + 2 > m)) + (v.w > c || (v.w == c && j + 3 > m));
+  for (int j = 0; j < stride; j += kRankKeysPerLoad) {
+    const longlong2 v = __ldg(reinterpret_cast<const longlong2*>(row + j));
+    rank += (v.x > key || (v.x == key && j > m)) + (v.y > key || (v.y == key && j + 1 > m));
   }
   order[bhm * m_blocks + rank] = m;
 }
@@ -118,10 +117,10 @@ int launch_fwd_work_order(const MaskParams& mask, const AttentionShape& shape, i
   const int64_t blocks = (total * kWarpSize + kWorkOrderThreads - 1) / kWorkOrderThreads;
   fwd_visits_kernel<<<static_cast<unsigned>(blocks), kWorkOrderThreads, 0, stream>>>(
       mask, shape.seqlen_q, shape.seqlen_k, block_m, block_n, m_blocks, ceil_div(shape.seqlen_k, block_n), total, tb,
-      wo.visits, wo.spans, wo.next_item);
+      wo.rank_keys, wo.spans, wo.next_item);
   if (int rc = check_cuda(cudaGetLastError(), "fwd_visits_kernel launch")) return rc;
   const dim3 grid(static_cast<unsigned>(rows), ceil_div(m_blocks, kRankThreads));
-  fwd_rank_kernel<<<grid, kRankThreads, 0, stream>>>(m_blocks, fwd_visits_stride(m_blocks), wo.visits, wo.order);
+  fwd_rank_kernel<<<grid, kRankThreads, 0, stream>>>(m_blocks, fwd_rank_stride(m_blocks), wo.rank_keys, wo.order);
   return check_cuda(cudaGetLastError(), "fwd_rank_kernel launch");
 }
 

@@ -15,19 +15,27 @@ namespace cuda {
 void launch_tile_bounds(const MaskParams& mask, const AttentionShape& shape, int block_n,
                         TileBounds* out, cudaStream_t stream);
 // The Hopper forward's schedule (tile_scheduler.cuh), in the workspace: per (batch, mask
-// head) and query block the key tiles it visits (visits, rows of fwd_visits_stride ints)
-// and their span (spans); the query blocks ordered by that count, most first (order); the
-// work counter, zeroed.
+// head) and query block its rank key (rank_keys, rows of fwd_rank_stride keys; fwd_rank_key)
+// and the span of the key tiles it visits (spans); the query blocks in rank-key order,
+// largest first (order); the work counter, zeroed.
 struct FwdWorkOrder {
-  int* visits;
+  long long* rank_keys;
   int2* spans;
   int* order;
   int* next_item;
 };
-// The visit counts are ranked 4 ints (16 bytes) at a time: rows padded to a multiple of 4.
-constexpr int kVisitsPerLoad = 4;
-__host__ __device__ inline int fwd_visits_stride(int m_blocks) {
-  return (m_blocks + kVisitsPerLoad - 1) / kVisitsPerLoad * kVisitsPerLoad;
+// A query block's rank key: its lowest visited key tile, then its visit count. Ranked largest
+// first, ties by the later block, so the blocks of one packed document run one after another
+// (their CTAs share its K/V in L2) and, inside it, the longest first; with one span start
+// (causal, full) the order is by visit count alone. A block that visits nothing ranks last.
+__host__ __device__ inline long long fwd_rank_key(int span_begin, int visits) {
+  return visits > 0 ? (static_cast<long long>(span_begin) << 32) | visits : 0;
+}
+// The rank keys are read 2 (16 bytes) at a time: rows padded to a multiple of 2 with -1,
+// which ranks after every block.
+constexpr int kRankKeysPerLoad = 2;
+__host__ __device__ inline int fwd_rank_stride(int m_blocks) {
+  return (m_blocks + kRankKeysPerLoad - 1) / kRankKeysPerLoad * kRankKeysPerLoad;
 }
 int launch_fwd_work_order(const MaskParams& mask, const AttentionShape& shape, int block_m, int block_n,
                           const TileBounds* tb, const FwdWorkOrder& wo, cudaStream_t stream);

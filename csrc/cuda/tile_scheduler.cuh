@@ -1,4 +1,4 @@
-// Persistent, longest-first work schedule of the Hopper forward, and its scheduler role:
+// Persistent, document-then-longest-first work schedule of the Hopper forward, and its scheduler role:
 // the warps that take the next item and publish it, with its key-tile list, to the other
 // roles through a queue of two list buffers (FwdItemQueue), in segments of at most
 // kListCapacity key tiles.
@@ -10,11 +10,14 @@
 //  - fwd_visits_kernel (preprocess.cu) counts, for every (batch, mask head), the key
 //    tiles each query block visits (KeyTileClassifier, the same test the kernels use)
 //    and their span, and fwd_rank_kernel writes that row's block indices sorted by the
-//    count, largest first;
+//    rank key (preprocess.h: fwd_rank_key): the span's first tile, then the count,
+//    largest first;
 //  - the persistent kernel's CTAs (one per SM) take items from a global counter:
 //    item w is rank w % m_blocks of (batch, head) w / m_blocks. Heads go in order,
-//    so the CTAs in flight share one or two heads' K and V in L2, and inside a head
-//    the long blocks start first and the short ones fill the tail.
+//    so the CTAs in flight share one or two heads' K and V in L2; inside a head the
+//    blocks of one packed document run together (sharing its K/V in L2, which a
+//    head's whole K/V at 1M tokens does not fit), the long blocks first, and the short
+//    ones fill the tail.
 #pragma once
 
 #include "kernel_common.cuh"
@@ -25,7 +28,7 @@ namespace flashmask {
 namespace cuda {
 
 struct FwdSchedule {
-  const int* order;   // [batch * mask heads][m_blocks]: query blocks, most key tiles first
+  const int* order;   // [batch * mask heads][m_blocks]: query blocks in rank-key order
   const int2* spans;  // [batch * mask heads][m_blocks]: [lowest, highest + 1) of a block's key tiles
   int* next_item;     // work counter, zeroed by fwd_visits_kernel
   int m_blocks;       // query blocks per (batch, head)
