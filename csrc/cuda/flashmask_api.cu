@@ -40,7 +40,7 @@ int validate_shape(const AttentionShape& s) {
     return report_error("flashmask CUDA: shape.batch (%d), seqlen_q (%d) and seqlen_k (%d) must "
                         "not be negative", s.batch, s.seqlen_q, s.seqlen_k);
   // Tile-list entries hold a tile index below 2^24 (tiles of 32 rows or columns at the
-  // narrowest), and a key tile's bounds offset (seqlen_k * 4) is an int.
+  // narrowest). Element offsets are 64-bit: no limit on batch * seqlen * heads * head_dim.
   if (s.seqlen_q > kMaxSeqlen || s.seqlen_k > kMaxSeqlen)
     return report_error("flashmask CUDA: seqlen_q (%d) and seqlen_k (%d) must be <= %d, the longest sequence "
                         "the kernels index", s.seqlen_q, s.seqlen_k, kMaxSeqlen);

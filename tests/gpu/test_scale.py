@@ -35,18 +35,55 @@ def _inputs(shape_q, shape_kv, seed):
     return q, k, v, do
 
 
+def _measured(call):
+    """call() once, printing its time (CUDA events; one call, the first of its shape) and the
+    peak GPU memory while it ran, total and above what was allocated before (the inputs), for
+    the results of record (`pytest -s`, tools/gpu_check.sh scale)."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    result = call()
+    end.record()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated()
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+    print(f"{test}: fwd+bwd {start.elapsed_time(end):.1f} ms, peak {peak / 2**30:.2f} GiB "
+          f"({(peak - before) / 2**30:.2f} GiB above the inputs)")
+    return result
+
+
 def _fwd_bwd(q, k, v, do, idx, causal=True):
-    """The kernels through the binding's launch functions (paddle_flashmask.torch), outputs
-    NaN-poisoned first. The frontend's shape checks are not in the way of the > 2^31 case."""
+    """The kernels through the binding's launch functions (paddle_flashmask.torch._forward and
+    _backward, no front end), outputs NaN-poisoned first (FLASHMASK_POISON=1, conftest.py).
+    test_more_than_2_to_the_31_elements goes through the public API instead (_api_fwd_bwd)."""
     from paddle_flashmask.torch import _backward, _forward
 
     idx_t = torch.from_numpy(np.ascontiguousarray(idx)).to("cuda")
     scale = q.shape[-1] ** -0.5
-    torch.cuda.synchronize()
-    out, lse = _forward(q, k, v, idx_t, None, causal, scale)
-    dq, dk, dv = _backward(q, k, v, out, lse, do, idx_t, None, causal, scale, False)
-    torch.cuda.synchronize()
-    return out, lse, dq, dk, dv
+
+    def call():
+        out, lse = _forward(q, k, v, idx_t, None, causal, scale)
+        return (out, lse) + tuple(_backward(q, k, v, out, lse, do, idx_t, None, causal, scale, False))
+
+    return _measured(call)
+
+
+def _api_fwd_bwd(q, k, v, do, idx, causal=True):
+    """The public torch API with autograd: paddle_flashmask.torch.flashmask_attention (the
+    front end's checks included) on leaves sharing q, k, v's storage, then out.backward(do);
+    the grads from .grad. Same results as _fwd_bwd: out, lse, dq, dk, dv."""
+    from paddle_flashmask.torch import flashmask_attention
+
+    ql, kl, vl = (t.detach().requires_grad_() for t in (q, k, v))
+
+    def call():
+        out, lse = flashmask_attention(ql, kl, vl, idx, causal=causal, return_softmax_lse=True)
+        out.backward(do)
+        return out.detach(), lse, ql.grad, kl.grad, vl.grad
+
+    return _measured(call)
 
 
 def _check_documents(q, k, v, do, results, docs, starts, b=0, heads=slice(None)):
@@ -190,8 +227,9 @@ def test_causal_512k():
 
 def test_more_than_2_to_the_31_elements():
     """B * S * H * D = 5 * 64K * 64 * 128 > 2^31 elements per tensor (and B * H * S * D
-    of the fp32 dQ accumulator): the last batch row's last heads, where the offsets are
-    largest, checked per document."""
+    of the fp32 dQ accumulator), through the public API and autograd (the front end takes
+    it): the last batch row's last heads, where the offsets are largest, checked per
+    document."""
     seed = fresh_seed()
     rng = np.random.default_rng(seed)
     batch, total, heads, d = 5, 1 << 16, 64, 128
@@ -199,7 +237,7 @@ def test_more_than_2_to_the_31_elements():
     lens, starts = _packed_documents(rng, total, 1024, 4096)
     idx = masks.causal_document_mask([lens.tolist()] * batch).startend_row_indices
     q, k, v, do = _inputs((batch, total, heads, d), (batch, total, heads, d), seed)
-    results = _fwd_bwd(q, k, v, do, idx)
+    results = _api_fwd_bwd(q, k, v, do, idx)
     _check_documents(q, k, v, do, results, _doc_sample(lens, rng, 2), starts, b=batch - 1, heads=slice(heads - 2, heads))
 
 
