@@ -3,8 +3,8 @@
 paddle_flashmask.distributed, NCCL) against 1 GPU (the torch binding), fwd+bwd, bf16.
 
 Setup of issue 20: D=128, H=32, Hk=8, batch 1, documents of 4K-32K tokens;
-2 GPUs on --tokens (256K) against 1 GPU on --single-tokens (128K: the single-GPU
-length limit); masks causal, causal_document, document, share_question,
+2 GPUs on --tokens (256K) against 1 GPU on --single-tokens (the same length unless
+given); masks causal, causal_document, document, share_question,
 sliding_window; each with the planner's plan and with the naive equal-token split.
 
 Throughput counts unmasked (row, key) pairs (fwd+bwd = 3.5 x 4*D*H*pairs FLOPs),
@@ -78,8 +78,14 @@ def build_mask(name: str, tokens: int, seed: int = 0, doc_range=(DOC_MIN, DOC_MA
     raise ValueError(f"unknown mask {name!r}")
 
 
-def plans_for(spec, world_size: int) -> dict:
-    return {"planner": cp.balanced_plan(spec, world_size), "naive": cp.naive_plan(spec.startend_row_indices.shape[2], world_size)}
+SPLITS = ("planner", "naive")
+
+
+def plans_for(spec, world_size: int, splits=SPLITS) -> dict:
+    """The planner's plan and the naive equal-token split, those of `splits`."""
+    make = {"planner": lambda: cp.balanced_plan(spec, world_size),
+            "naive": lambda: cp.naive_plan(spec.startend_row_indices.shape[2], world_size)}
+    return {label: make[label]() for label in splits}
 
 
 def predicted_imbalance(tokens: int, world_sizes=(2, 4, 8)) -> list:
@@ -194,13 +200,13 @@ def rank_kernel_ms(torch, mask, device) -> float:
     return median_step_ms(torch, fwd_bwd(torch, attend, (q, kv)))
 
 
-def context_parallel(torch, dist, name, tokens, device) -> list:
+def context_parallel(torch, dist, name, tokens, device, splits=SPLITS) -> list:
     rank, world_size = dist.get_rank(), dist.get_world_size()
     spec = build_mask(name, tokens)
     work = cp.row_work(spec)
     pairs = float(work.sum())
     rows = []
-    for label, plan in plans_for(spec, world_size).items():
+    for label, plan in plans_for(spec, world_size, splits).items():
         q, k, v = (plan.shard(t.detach(), rank).contiguous().requires_grad_() for t in random_inputs(torch, tokens, device, 0))
         mask = cp.prepare_mask(spec, plan, rank)  # once per batch, as a model's layers would share it
         attend = lambda q, k, v: cp.torch_flashmask_attention(q, k, v, mask, plan=plan)  # noqa: E731
@@ -247,16 +253,17 @@ def run_gpu(args) -> None:
     single = []
     for name in args.masks:
         if dist.get_rank() == 0:  # the 1-GPU baseline, while the other ranks wait
-            single.append(single_gpu(torch, name, args.single_tokens, device))
+            single.append(single_gpu(torch, name, args.single_tokens or args.tokens, device))
         dist.barrier()
-    multi = [row for name in args.masks for row in context_parallel(torch, dist, name, args.tokens, device)]
+    multi = [row for name in args.masks for row in context_parallel(torch, dist, name, args.tokens, device, args.splits)]
     if dist.get_rank() == 0:
         text = table(single, multi)
         print(text)
         out = pathlib.Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         meta = {"gpu": torch.cuda.get_device_name(device), "world_size": dist.get_world_size(), "torch": torch.__version__,
-                "head_dim": HEAD_DIM, "heads": HEADS, "heads_k": HEADS_K, "docs": [DOC_MIN, DOC_MAX]}
+                "head_dim": HEAD_DIM, "heads": HEADS, "heads_k": HEADS_K, "docs": [DOC_MIN, DOC_MAX],
+                "tokens": args.tokens, "single_gpu_tokens": args.single_tokens or args.tokens}
         (out / "cp.json").write_text(json.dumps({"meta": meta, "single_gpu": single, "context_parallel": multi}, indent=1))
         (out / "cp.md").write_text(text + "\n")
     dist.destroy_process_group()
@@ -266,7 +273,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for cp.json / cp.md (plans.json with --plans-only)")
     parser.add_argument("--tokens", type=int, default=256 * 1024)
-    parser.add_argument("--single-tokens", type=int, default=128 * 1024)
+    parser.add_argument("--single-tokens", type=int, help="the 1-GPU baseline's length (default: --tokens)")
+    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS, help="which splits to time")
     parser.add_argument("--masks", nargs="+", default=list(MASKS), choices=MASKS)
     parser.add_argument("--plans-only", action="store_true", help="CPU: the planner's predicted imbalance only")
     parser.add_argument("--cpu-kernel", action="store_true",

@@ -5,8 +5,8 @@ and returns what the kernels run with (a `Call`): the mask bounds as a tensor
 of the caller's framework on the query's device, the `causal` flag, the
 softmax scale. A front end describes its framework's tensors with a
 `Framework` and never repeats a check, so the same bad call gets the same
-error from both. The policies (dtypes and head dims per device, the element
-limit of the kernels, the deterministic switch) are stated here once.
+error from both. The policies (dtypes and head dims per device, the largest
+dimension the kernels take, the deterministic switch) are stated here once.
 
 Imports only NumPy and `paddle_flashmask.masks` (which does not import this
 module), never Paddle or PyTorch.
@@ -14,7 +14,6 @@ module), never Paddle or PyTorch.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Tuple
@@ -33,8 +32,11 @@ CPU_DTYPES = ("float32",) + GPU_DTYPES
 # Every head_dim up to the table's largest on both devices: the CUDA library pads a
 # head_dim it has no kernel for to the next one it has, inside the library.
 MIN_HEAD_DIM, MAX_HEAD_DIM = 1, _kernels.MAX_HEAD_DIM
-# The kernels index q/k/v, out, softmax_lse and the bounds with 32-bit ints.
-MAX_KERNEL_ELEMENTS = 2**31 - 1
+# Every kernel takes each dimension as a 32-bit int (AttentionShape in
+# csrc/include/flashmask/params.h; the torch binding's ctypes fields would wrap a larger
+# one) and forms every element offset in 64 bits: the element count of a tensor is not
+# limited. The CUDA library refuses sequences past 2^29 tokens itself (validate_shape).
+MAX_DIM = 2**31 - 1
 DETERMINISTIC_ENV = "FLASHMASK_DETERMINISTIC"
 _TRUTHY = ("1", "true", "yes", "on")
 _Q_DIMS = ("batch", "seqlen_q", "num_heads", "head_dim")
@@ -95,14 +97,6 @@ def _shape_str(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(int(s)) for s in shape) + "]"
 
 
-def _check_element_count(what: str, count: int) -> None:
-    if count > MAX_KERNEL_ELEMENTS:
-        raise ValueError(
-            f"{WHERE}: {what} has {count} elements; the kernels index at most {MAX_KERNEL_ELEMENTS} "
-            "(32-bit offsets)"
-        )
-
-
 def check_shapes(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequence[int]) -> AttentionDims:
     """Checks the shapes of query, key and value alone (no tensor needed)."""
     for name, shape, dims in (("query", q_shape, _Q_DIMS), ("key", k_shape, _KV_DIMS), ("value", v_shape, _KV_DIMS)):
@@ -125,6 +119,11 @@ def check_shapes(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequen
                 raise ValueError(
                     f"{WHERE}: `{name}` {dim} must be positive, got {size} (shape {_shape_str(shape)})"
                 )
+            if size > MAX_DIM:
+                raise ValueError(
+                    f"{WHERE}: `{name}` {dim} must be at most {MAX_DIM} (the kernels take each dimension "
+                    f"as a 32-bit int), got {size} (shape {_shape_str(shape)})"
+                )
     k_batch, seqlen_k, num_heads_k, k_head_dim = k_shape
     if k_batch != batch:
         raise ValueError(f"{WHERE}: `key` batch ({k_batch}) must equal query's batch ({batch})")
@@ -135,10 +134,6 @@ def check_shapes(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequen
             f"{WHERE}: `query` num_heads ({num_heads}) must be a multiple of `key` num_heads_k "
             f"({num_heads_k}) (GQA/MQA)"
         )
-    # softmax_lse [batch, num_heads, seqlen_q] and out (query's shape) are never
-    # larger than query itself (head_dim >= 1), so query's count bounds theirs.
-    for name, shape in (("query", q_shape), ("key", k_shape), ("value", v_shape)):
-        _check_element_count(f"`{name}` of shape {_shape_str(shape)}", math.prod(shape))
     return AttentionDims(batch, seqlen_q, seqlen_k, num_heads, num_heads_k, head_dim)
 
 
@@ -161,9 +156,6 @@ def check_mask_shapes(
             f"{WHERE}: `startend_row_indices` must have shape {layout}, got {_shape_str(indices_shape)}"
         )
     check_bound_count(num_bounds, causal, WHERE)
-    _check_element_count(
-        f"`startend_row_indices` of shape {_shape_str(indices_shape)}", math.prod(int(s) for s in indices_shape)
-    )
     if block_mask_shape is None:
         return
     expected = (batch, num_mask_heads, -(-dims.seqlen_q // BLOCK_MASK_SIZE), -(-dims.seqlen_k // BLOCK_MASK_SIZE))

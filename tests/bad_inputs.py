@@ -18,7 +18,8 @@ NAMESPACE_DOC = """\
   `k` = `v` = `paddle.zeros([2, 16, 2, 8])` (float32, CPU), `idx` =
   `masks.causal_mask(16, batch=2).startend_row_indices` (int32 `[2, 1, 16, 1]`);
 - `core` is `paddle_flashmask._frontend`, the front-end core both APIs call (its
-  shape check needs no tensor, so shapes past 2^31 elements are tried without allocating);
+  shape check needs no tensor, so dimensions past 2^31 - 1 are tried without allocating;
+  element counts are not limited);
 - `tfa` is `paddle_flashmask.torch.flashmask_attention`; `tq` = `torch.zeros(2, 16, 4, 8,
   dtype=torch.float16)`, `tk` = `tv` = `torch.zeros(2, 16, 2, 8, dtype=torch.float16)`, on CPU
   (the torch binding runs on CUDA only; its checks run anywhere);
@@ -116,8 +117,8 @@ CASES = [
     BadInput('fa(q[:0], k[:0], v[:0])', 'query', ValueError, 'flashmask_attention: `query` batch must be positive, got 0 (shape [0, 16, 4, 8])'),
     BadInput('fa(q[:0], k[:0], v[:0], idx[:0], causal=True)', 'query', ValueError, 'flashmask_attention: `query` batch must be positive, got 0 (shape [0, 16, 4, 8])'),
     BadInput('fa(q[:, :0], k, v)', 'query', ValueError, 'flashmask_attention: `query` seqlen_q must be positive, got 0 (shape [2, 0, 4, 8])'),
-    BadInput('core.check_shapes((1, 2**31 + 64, 1, 1), (1, 8, 1, 1), (1, 8, 1, 1))', 'query', ValueError, 'flashmask_attention: `query` of shape [1, 2147483712, 1, 1] has 2147483712 elements; the kernels index at most 2147483647 (32-bit offsets)'),
-    BadInput('core.check_shapes((1, 8, 1, 64), (1, 2**25 + 1, 1, 64), (1, 2**25 + 1, 1, 64))', 'key', ValueError, 'flashmask_attention: `key` of shape [1, 33554433, 1, 64] has 2147483712 elements; the kernels index at most 2147483647 (32-bit offsets)'),
+    BadInput('core.check_shapes((1, 2**31 + 64, 1, 1), (1, 8, 1, 1), (1, 8, 1, 1))', 'query', ValueError, 'flashmask_attention: `query` seqlen_q must be at most 2147483647 (the kernels take each dimension as a 32-bit int), got 2147483712 (shape [1, 2147483712, 1, 1])'),
+    BadInput('core.check_shapes((1, 8, 1, 64), (1, 8, 2**31, 64), (1, 8, 2**31, 64))', 'key', ValueError, 'flashmask_attention: `key` num_heads_k must be at most 2147483647 (the kernels take each dimension as a 32-bit int), got 2147483648 (shape [1, 8, 2147483648, 64])'),
     BadInput('fa(q, k, v, idx.astype(np.int64), causal=True)', 'startend_row_indices', TypeError, 'flashmask_attention: `startend_row_indices` dtype must be int32, got int64'),
     BadInput('fa(q, k, v, idx.astype(np.float32), causal=True)', 'startend_row_indices', TypeError, 'flashmask_attention: `startend_row_indices` dtype must be int32, got float32'),
     BadInput('fa(q, k, v, idx.tolist(), causal=True)', 'startend_row_indices', TypeError, 'flashmask_attention: `startend_row_indices` must be a paddle.Tensor or numpy.ndarray, got list'),

@@ -127,6 +127,17 @@ class TestBoundForms(CpuKernelTestCase):
                         num_bounds=num_bounds,
                     )
 
+    def test_bounds_at_the_int32_extremes(self):
+        """INT32_MIN and INT32_MAX among the bounds (a masked interval from row 0, to the last
+        row, or empty): a partial tile's row arithmetic must not overflow on them."""
+        limits = np.iinfo(np.int32)
+        for causal, num_bounds in BOUND_FORMS:
+            with self.subTest(causal=causal, num_bounds=num_bounds):
+                idx = random_bounds(self.rng, 2, 2, 150, 150, num_bounds, causal)
+                extreme = self.rng.random(idx.shape) < 0.2
+                idx[extreme] = self.rng.choice([limits.min, limits.max], size=int(extreme.sum()))
+                self.check(batch=2, seqlen_q=150, seqlen_k=150, mask_heads=2, causal=causal, idx=idx)
+
     def test_softmax_scale(self):
         for scale in (0.05, 1.0, 0.0):
             with self.subTest(scale=scale):

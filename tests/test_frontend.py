@@ -17,9 +17,30 @@ import paddle_flashmask
 from paddle_flashmask import _frontend, _ops, api, masks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LIMIT = _frontend.MAX_KERNEL_ELEMENTS
+MAX_DIM = _frontend.MAX_DIM
 # Paddle tensors as if they lived on a GPU: the policies of that device apply.
 PADDLE_ON_GPU = dataclasses.replace(api._PADDLE, is_gpu=lambda t: True)
+
+
+class _Described:
+    """A tensor known by its shape and dtype alone: shapes of any size, nothing allocated."""
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = tuple(shape), dtype
+
+
+# A GPU framework of described tensors (the front end needs no data but the block mask's).
+DESCRIBED_ON_GPU = _frontend.Framework(
+    tensor_name="described tensor",
+    is_tensor=lambda x: isinstance(x, _Described),
+    shape=lambda t: t.shape,
+    dtype_name=lambda t: t.dtype,
+    device=lambda t: "gpu:0",
+    is_gpu=lambda t: True,
+    runs_on_cpu=False,
+    to_tensor=lambda array, like: _Described(array.shape, str(array.dtype)),
+    values=lambda t: None,
+)
 
 
 def _resolve(fw, q, k, v, startend_row_indices=None, **kwargs):
@@ -63,32 +84,43 @@ class TestDeterministicSwitch(unittest.TestCase):
 
 
 class TestShapeLimits(unittest.TestCase):
-    """Shapes past what the kernels index are refused from the shapes alone (nothing allocated)."""
+    """Each dimension must fit the kernels' 32-bit shape fields; element counts are not
+    limited (64-bit offsets). Checked from the shapes alone: nothing is allocated."""
 
-    def test_each_of_query_key_value(self):
-        big = (1, LIMIT // 64 + 1, 1, 64)
-        small_q, small_kv = (1, 8, 1, 64), (1, 8, 1, 64)
-        for name, shapes in (("query", (big, small_kv, small_kv)), ("key", (small_q, big, big))):
-            with self.subTest(name), self.assertRaisesRegex(ValueError, f"`{name}` of shape .* {LIMIT}"):
-                _frontend.check_shapes(*shapes)
+    def test_each_dimension_past_int32_is_refused(self):
+        small = (1, 8, 1, 64)
+        named_dims = (("query", ("batch", "seqlen_q", "num_heads")), ("key", ("batch", "seqlen_k", "num_heads_k")))
+        for name, dims in named_dims:
+            for axis, dim in enumerate(dims):  # head_dim has its own range
+                big = tuple(MAX_DIM + 1 if i == axis else s for i, s in enumerate(small))
+                shapes = (big, small, small) if name == "query" else (small, big, big)
+                with self.subTest(name=name, dim=dim), self.assertRaisesRegex(
+                    ValueError, f"`{name}` {dim} must be at most {MAX_DIM} .*got {MAX_DIM + 1}"
+                ):
+                    _frontend.check_shapes(*shapes)
 
-    def test_query_past_two_to_the_31_rows(self):
-        with self.assertRaisesRegex(ValueError, "`query` of shape \\[1, 2147483712, 1, 1\\]"):
-            _frontend.check_shapes((1, 2**31 + 64, 1, 1), (1, 8, 1, 1), (1, 8, 1, 1))
+    def test_a_dimension_at_int32_max_passes(self):
+        dims = _frontend.check_shapes((1, MAX_DIM, 1, 1), (1, 1, 1, 1), (1, 1, 1, 1))
+        self.assertEqual(dims.seqlen_q, MAX_DIM)
 
-    def test_softmax_lse_past_the_limit_is_refused(self):
-        # B * H * Sq > 2**31 - 1 (the LSE); query's own count is at least as large.
-        with self.assertRaisesRegex(ValueError, "`query`.*elements"):
-            _frontend.check_shapes((2**16, 2**11, 2**4, 1), (2**16, 1, 2**4, 1), (2**16, 1, 2**4, 1))
+    def test_more_than_2_to_the_31_elements_pass(self):
+        # key and value of 2^31 + 64 elements; B * H * Sq of the LSE past 2^31.
+        dims = _frontend.check_shapes((1, 8, 1, 64), (1, 2**25 + 1, 1, 64), (1, 2**25 + 1, 1, 64))
+        self.assertEqual(dims.seqlen_k, 2**25 + 1)
+        dims = _frontend.check_shapes((2**16, 2**11, 2**4, 1), (2**16, 1, 2**4, 1), (2**16, 1, 2**4, 1))
+        self.assertEqual((dims.batch, dims.seqlen_q, dims.num_heads), (2**16, 2**11, 2**4))
 
-    def test_exactly_at_the_limit_passes(self):
-        dims = _frontend.check_shapes((1, LIMIT, 1, 1), (1, 1, 1, 1), (1, 1, 1, 1))
-        self.assertEqual(dims.seqlen_q, LIMIT)
-
-    def test_bounds_past_the_limit(self):
+    def test_bounds_of_more_than_2_to_the_31_elements_pass(self):
         dims = _frontend.check_shapes((1, 8, 2**20, 1), (1, 2**10, 2**20, 1), (1, 2**10, 2**20, 1))
-        with self.assertRaisesRegex(ValueError, "`startend_row_indices` of shape"):
-            _frontend.check_mask_shapes(dims, False, (1, 2**20, 2**10, 4))
+        _frontend.check_mask_shapes(dims, False, (1, 2**20, 2**10, 4))
+
+    def test_the_context_parallel_benchmark_at_512k_passes(self):
+        """The whole front end on the 512K-token query of benchmarks/bench_cp.py (2^31
+        elements), described by shapes alone."""
+        q = _Described((1, 2**19, 32, 128), "bfloat16")
+        kv = _Described((1, 2**19, 8, 128), "bfloat16")
+        call = _resolve(DESCRIBED_ON_GPU, q, kv, kv, _Described((1, 1, 2**19, 1), "int32"), causal=True)
+        self.assertEqual(call.dims, _frontend.AttentionDims(1, 2**19, 2**19, 32, 8, 128))
 
 
 class TestPolicies(unittest.TestCase):

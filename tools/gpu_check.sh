@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One device call: library check, GPU tests, compute-sanitizer, optional benchmark.
-#   tools/gpu_check.sh [tests] [sanitize] [fa4:<staged dir>] [bench:<configs>:<tag>[:masks]] [cp] [ab:<old source tree>] ...
+#   tools/gpu_check.sh [tests] [sanitize] [fa4:<staged dir>] [bench:<configs>:<tag>[:masks]] [cp] [ab:<old source tree>] [scale] ...
+# scale: the long-sequence step (issue 16): builds the library, the quick GPU tests (-x -q), the
+# opt-in scale tests (tests/gpu/test_scale.py: 1M packed documents, causal 512K, > 2^31
+# elements) and benchmarks/bench_length.py (8K-1M causal_document: TFLOPs/s, peak memory).
 # fa4:DIR installs FlashAttention-4 from the files ../shared/device/fa4_stage.sh staged (.fa4a and .fa4b
 # copied into DIR), so that a later bench step has its FA4 and FA4-Flex columns.
 # ab:DIR builds the library from an older source tree DIR (e.g. `git archive` of a base commit,
@@ -50,6 +53,16 @@ for step in "$@"; do
           --modes fwd,bwd --rounds 5 --json "$OUT/ab_$cfg.json" 2>&1 | grep -v Warning | tail -12
       done
       echo "ab in $(( $(date +%s) - t0 ))s" ;;
+    scale)
+      t0=$(date +%s)
+      JOBS=16 ARCHS=90a tools/build_cuda.sh > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; rc=1; continue; }
+      echo "build in $(( $(date +%s) - t0 ))s"
+      timeout 120 python3 -m pytest -x -q -rfE -p no:cacheprovider tests/gpu --ignore=tests/gpu/test_scale.py > "$OUT/tests.log" 2>&1; r=$?
+      tail -15 "$OUT/tests.log"; echo "tests rc=$r at $(( $(date +%s) - t0 ))s"; rc=$((rc|r))
+      FLASHMASK_SCALE_TESTS=1 timeout 180 python3 -m pytest -q -rfE -s -p no:cacheprovider --durations=0 tests/gpu/test_scale.py > "$OUT/scale_tests.log" 2>&1; r=$?
+      tail -25 "$OUT/scale_tests.log"; echo "scale tests rc=$r at $(( $(date +%s) - t0 ))s"; rc=$((rc|r))
+      timeout 100 python3 benchmarks/bench_length.py --out "$OUT" > "$OUT/bench_length.log" 2>&1; r=$?
+      tail -12 "$OUT/bench_length.log"; echo "bench_length rc=$r at $(( $(date +%s) - t0 ))s"; rc=$((rc|r)) ;;
     fa4:*)  # FlashAttention-4 from the files ../shared/device/fa4_stage.sh staged (both parts in one folder)
       dir="${step#fa4:}"; site=/root/fa4site
       (cd "$dir" && if ls cu13.part.* >/dev/null 2>&1; then

@@ -21,7 +21,7 @@ TileMask::TileMask(const MaskParams& mask, const AttentionShape& shape)
     const int32_t* bounds = mask.startend_row_indices + head * shape.seqlen_k * mask.num_bounds;
     for (int kt = 0; kt < num_k_tiles_; ++kt) {
       TileBounds t = empty_tile_bounds();
-      const int col_end = std::min(shape.seqlen_k, (kt + 1) * kTileCols);
+      const int col_end = tile_end(kt * kTileCols, kTileCols, shape.seqlen_k);
       for (int col = kt * kTileCols; col < col_end; ++col) {
         extend_tile_bounds(t,
                            load_column_bounds(bounds + static_cast<int64_t>(col) * mask.num_bounds,
@@ -43,8 +43,8 @@ TileKind TileMask::kind(int batch, int mask_head, int q_tile, int k_tile) const 
   }
   const int row_begin = q_tile * kTileRows;
   const int col_begin = k_tile * kTileCols;
-  const int row_end = std::min(shape_.seqlen_q, row_begin + kTileRows);
-  const int col_end = std::min(shape_.seqlen_k, col_begin + kTileCols);
+  const int row_end = tile_end(row_begin, kTileRows, shape_.seqlen_q);
+  const int col_end = tile_end(col_begin, kTileCols, shape_.seqlen_k);
   const TileKind kind = classify_tile(tile_bounds_[head * num_k_tiles_ + k_tile], row_begin,
                                       row_end, col_begin, col_end, mask_.causal, causal_offset_);
   const bool ragged = col_end - col_begin < kTileCols;
@@ -69,16 +69,16 @@ void TileMask::mask_scores(int batch, int mask_head, int q_tile, int k_tile, flo
   const int col_begin = k_tile * kTileCols;
   const int valid_cols = std::min(kTileCols, shape_.seqlen_k - col_begin);
   // Interval by interval: work in proportion to the masked scores, no
-  // per-element test.
-  const auto fill = [&](float* column, int begin, int end) {
-    begin = std::max(begin - row_begin, within.row_begin);
-    end = std::min(end - row_begin, within.row_end);
-    for (int r = begin; r < end; ++r) column[r * row_stride] = -__builtin_inff();
+  // per-element test. In 64 bits: a bound near INT32_MIN minus row_begin overflows an int.
+  const auto fill = [&](float* column, int64_t begin, int64_t end) {
+    begin = std::max<int64_t>(begin - row_begin, within.row_begin);
+    end = std::min<int64_t>(end - row_begin, within.row_end);
+    for (int64_t r = begin; r < end; ++r) column[r * row_stride] = -__builtin_inff();
   };
   for (int c = within.col_begin; c < within.col_end; ++c) {
     float* column = scores + c * col_stride;
     if (c >= valid_cols) {
-      fill(column, row_begin, row_begin + kTileRows);
+      fill(column, row_begin, static_cast<int64_t>(row_begin) + kTileRows);
       continue;
     }
     RowInterval masked[3];
@@ -102,9 +102,10 @@ int TileMask::part_extents(int batch, int mask_head, int q_tile, int k_tile, Cut
 }
 
 TileExtent TileMask::extent(int batch, int mask_head, int q_tile, int k_tile, const TileExtent& within) const {
-  const int tile_row = q_tile * kTileRows;
-  const int row_begin = tile_row + within.row_begin;
-  const int row_end = std::min(shape_.seqlen_q, tile_row + within.row_end);
+  // Rows in 64 bits: a tile's end and an interval's begin - 1 may pass the int range.
+  const int64_t tile_row = static_cast<int64_t>(q_tile) * kTileRows;
+  const int64_t row_begin = tile_row + within.row_begin;
+  const int64_t row_end = std::min<int64_t>(shape_.seqlen_q, tile_row + within.row_end);
   const int col_begin = k_tile * kTileCols;
   const int valid_cols = std::min(within.col_end, shape_.seqlen_k - col_begin);
   TileExtent e{kTileRows, 0, kTileCols, 0};
@@ -112,7 +113,7 @@ TileExtent TileMask::extent(int batch, int mask_head, int q_tile, int k_tile, co
   for (int c = within.col_begin; c < valid_cols; ++c) {
     RowInterval masked[3];
     masked_rows(batch, mask_head, col_begin + c, masked);
-    int first = row_begin, last = row_end - 1;
+    int64_t first = row_begin, last = row_end - 1;
     for (int pass = 0; pass < kPasses; ++pass) {
       for (const RowInterval& m : masked) {
         if (m.begin <= first && first < m.end) first = m.end;
@@ -120,8 +121,8 @@ TileExtent TileMask::extent(int batch, int mask_head, int q_tile, int k_tile, co
       }
     }
     if (first >= row_end) continue;  // every valid row of the column is masked
-    e.row_begin = std::min(e.row_begin, first - tile_row);
-    e.row_end = std::max(e.row_end, last + 1 - tile_row);
+    e.row_begin = std::min(e.row_begin, static_cast<int>(first - tile_row));
+    e.row_end = std::max(e.row_end, static_cast<int>(last + 1 - tile_row));
     e.col_begin = std::min(e.col_begin, c);
     e.col_end = c + 1;
   }

@@ -1,6 +1,7 @@
 // Tile geometry shared by the CPU forward and backward passes.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "flashmask/params.h"
@@ -25,7 +26,15 @@ inline int padded_head_dim(int head_dim) {
   return (head_dim + kHeadDimAlign - 1) / kHeadDimAlign * kHeadDimAlign;
 }
 
-inline int num_tiles(int length, int tile) { return (length + tile - 1) / tile; }
+// In 64 bits: length + tile - 1 would overflow an int for a length near INT32_MAX.
+inline int num_tiles(int length, int tile) {
+  return static_cast<int>((static_cast<int64_t>(length) + tile - 1) / tile);
+}
+// The end of the tile at `begin` of `tile` positions, cut to `length` (begin + tile may
+// pass INT32_MAX).
+inline int tile_end(int begin, int tile, int length) {
+  return static_cast<int>(std::min<int64_t>(static_cast<int64_t>(begin) + tile, length));
+}
 
 // A partial tile's products run on its unmasked box (TileExtent) widened to
 // these steps: the micro-kernels' M must be a multiple of their row block

@@ -2,7 +2,7 @@
 //  - the list builders (warps 1-3): take the next work item (a key block of one key head
 //    and batch, in grid order) from the global counter and build, per query head of its
 //    GQA group, the query-tile list (skip / unmasked / partial, mask.cuh) into one of two
-//    list buffers (BwdListQueue);
+//    list buffers (BwdListQueue), in segments of at most kListCapacity tiles;
 //  - the loader (one lane of warp 0): per item, K and V of the key block by TMA (once both
 //    consumers are past the previous item's last GEMM), and per listed query tile of 64
 //    rows Q and dO by TMA plus the tile's lse*log2(e) and rowsum(dO*O) by 1-D bulk copies,
@@ -25,17 +25,22 @@ struct BwdTensorMaps {
   CUtensorMap q, dout, k, v, dk, dv, dq;
 };
 
-// A query-tile list as the builders publish it; count -1 ends the work. Padded to 8 ints.
+// A query-tile list (or one segment of it: a list longer than a list buffer, kListCapacity,
+// comes as consecutive segments) as the builders publish it; flags (SegmentFlags) mark the
+// item's first list segment (its first query head's) and its last (its last head's); count
+// -1 ends the work. Padded to 8 ints.
 struct BwdListRecord {
-  int count, n_block, hk, b, hi;
-  int pad[3];
+  int count, n_block, hk, b, hi, flags;
+  int pad[2];
 };
 // A published list as the loader and the consumers read it.
 struct BwdList {
-  int count, n_block, hk, b, hi;
+  int count, n_block, hk, b, hi, flags;
   const TileEntry* tiles;  // ascending query tiles
   __device__ __forceinline__ BwdList(const BwdListRecord& r, const TileEntry* t)
-      : count(r.count), n_block(r.n_block), hk(r.hk), b(r.b), hi(r.hi), tiles(t) {}
+      : count(r.count), n_block(r.n_block), hk(r.hk), b(r.b), hi(r.hi), flags(r.flags), tiles(t) {}
+  __device__ __forceinline__ bool first() const { return flags & kFirstSegment; }
+  __device__ __forceinline__ bool last() const { return flags & kLastSegment; }
 };
 
 // The CTA's lists (sm90_pipeline.cuh: TileListQueue), in order: for each item it takes, one
@@ -52,48 +57,67 @@ struct BwdListQueue : sm90::TileListQueue<Smem> {
   }
 };
 
+// One work item (key block n_block of key head hk, batch b): per query head hi of the
+// group, its query-tile list in segments, each into the next list buffer.
+template <typename Cfg, typename Smem>
+__device__ __forceinline__ void bwd_list_item(const BwdListQueue<Smem>& queue, const BwdParams& p, const BwdWork& w,
+                                              BwdListState& l, int n_block, int hk, int b, int ltid) {
+  using namespace sm90;
+  constexpr int kBlockN = Cfg::kBlockN;
+  const AttentionShape& s = p.shape;
+  const int group = s.num_heads / s.num_heads_k;
+  const int n_tiles = (s.seqlen_k + kBlockN - 1) / kBlockN, n0 = n_block * kBlockN;
+  auto sync = [] { named_barrier_sync(BwdBarrier::kListBuilders, Cfg::kListBuilders); };
+  for (int hi = 0; hi < group; ++hi) {
+    const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + mask_head_for(p.mask, s, hk * group + hi);
+    const QueryTileClassifier<Cfg::kBlockM> query_tiles(p.mask, s.seqlen_q, s.seqlen_k, bhm, n0,
+                                                        min(kBlockN, s.seqlen_k - n0), kBlockN,
+                                                        load_tile_bounds(w.tile_bounds + bhm * n_tiles + n_block));
+    TileSegment seg{0, query_tiles.m_begin, query_tiles.m_end};
+    for (int flags = hi == 0 ? kFirstSegment : 0, segment = 0;; flags = 0, ++segment) {
+      // Just in time: a later head's list once the loader has issued the last tile of the
+      // previous list (the first head's: bwd_list_builder_role); a list's later segments at once.
+      if (hi > 0 && segment == 0) queue.wait_issued(l.ahead(-1));
+      queue.wait_empty(l);
+      seg = build_tile_segment<Cfg::kListBuilders, false>(queue.tiles(l), queue.sm.scratch, seg.rest_begin,
+                                                          seg.rest_end, kListCapacity,
+                                                          [&](int m) { return query_tiles.kind(m); }, ltid, sync);
+      flags |= seg.last() && hi == group - 1 ? kLastSegment : 0;
+      if (ltid == 0) queue.record(l) = BwdListRecord{seg.count, n_block, hk, b, hi, flags, {0, 0}};
+      queue.publish(l);  // release: this thread's list entries (and the record)
+      l.advance();
+      if (seg.last()) break;
+    }
+  }
+}
+
 template <typename Cfg, typename Smem>
 __device__ __forceinline__ void bwd_list_builder_role(const BwdTensorMaps& maps, const BwdListQueue<Smem>& queue,
                                                       const BwdParams& p, const BwdWork& w, int ltid) {
   using namespace sm90;
   constexpr int kBlockN = Cfg::kBlockN;
   const AttentionShape& s = p.shape;
-  const int group = s.num_heads / s.num_heads_k;
   const int n_tiles = (s.seqlen_k + kBlockN - 1) / kBlockN;
   auto sync = [] { named_barrier_sync(BwdBarrier::kListBuilders, Cfg::kListBuilders); };
   const int items = n_tiles * s.num_heads_k * s.batch;  // grid order: key blocks fastest
-  int n_block = 0, hk = 0, b = 0, hi = group;  // hi == group: the next list needs a new item
-  for (BwdListState l;; l.advance(), ++hi) {
-    // Just in time: the next list once the loader has issued the last tile of this one.
-    // An item taken earlier would start long after its neighbours (a CTA in a long item
-    // would hold it), when their Q, dO and dQ rows have left L2.
+  for (BwdListState l;;) {
+    // Just in time: the next item once the loader has issued the last tile of the previous
+    // list. An item taken earlier would start long after its neighbours (a CTA in a long
+    // item would hold it), when their Q, dO and dQ rows have left L2.
     if (l.count > 0) queue.wait_issued(l.ahead(-1));
     queue.wait_empty(l);
-    if (hi == group) {
-      const int item = take_work_item(w.next_item, queue.sm.scratch, ltid, sync);
-      if (item >= items) {
-        if (ltid == 0) queue.record(l).count = -1;
-        queue.publish(l);
-        break;
-      }
-      n_block = item % n_tiles, hk = item / n_tiles % s.num_heads_k, b = item / n_tiles / s.num_heads_k;
-      hi = 0;
-      if (ltid == 0) {  // K and V into L2 now: the loader brings them once this item's turn comes
-        tma_prefetch_tile_l2<Cfg::kColBlocks>(&maps.k, n_block * kBlockN, hk, b);
-        tma_prefetch_tile_l2<Cfg::kColBlocks>(&maps.v, n_block * kBlockN, hk, b);
-      }
+    const int item = take_work_item(w.next_item, queue.sm.scratch, ltid, sync);
+    if (item >= items) {
+      if (ltid == 0) queue.record(l).count = -1;
+      queue.publish(l);
+      break;
     }
-    const int n0 = n_block * kBlockN;
-    const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + mask_head_for(p.mask, s, hk * group + hi);
-    const TileBounds tbn = load_tile_bounds(w.tile_bounds + bhm * n_tiles + n_block);
-    const int count = list_query_tiles<Cfg::kListBuilders, Cfg::kBlockM>(
-        queue.tiles(l), queue.sm.scratch, p.mask, s.seqlen_q, s.seqlen_k, bhm, n0, min(kBlockN, s.seqlen_k - n0),
-        kBlockN, tbn, ltid, sync);
-    if (ltid == 0) {
-      BwdListRecord& rec = queue.record(l);
-      rec.count = count, rec.n_block = n_block, rec.hk = hk, rec.b = b, rec.hi = hi;
+    const int n_block = item % n_tiles, hk = item / n_tiles % s.num_heads_k, b = item / n_tiles / s.num_heads_k;
+    if (ltid == 0) {  // K and V into L2 now: the loader brings them once this item's turn comes
+      tma_prefetch_tile_l2<Cfg::kColBlocks>(&maps.k, n_block * kBlockN, hk, b);
+      tma_prefetch_tile_l2<Cfg::kColBlocks>(&maps.v, n_block * kBlockN, hk, b);
     }
-    queue.publish(l);  // release: this thread's list entries (and the record)
+    bwd_list_item<Cfg>(queue, p, w, l, n_block, hk, b, ltid);
   }
 }
 
@@ -145,9 +169,9 @@ __device__ __forceinline__ void bwd_load_role(const BwdTensorMaps& maps, const B
                                          m * kBlockM, h, ls.b);
       bulk_load(sL + st * kBlockM, gL + m * kBlockM, Cfg::kRowBytes, sm.q_full + st);
       bulk_load(sDs + st * kBlockM, gDs + m * kBlockM, Cfg::kRowBytes, sm.q_full + st);
-      if (i == 0 && ls.hi == 0) load_kv();
+      if (i == 0 && ls.first()) load_kv();
     }
-    if (ls.count == 0 && ls.hi == 0) load_kv();
+    if (ls.count == 0 && ls.first()) load_kv();
     queue.mark_issued(l);  // the builders may take the next list
     queue.release(l);
   }

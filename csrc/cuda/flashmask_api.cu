@@ -22,6 +22,7 @@ constexpr uintptr_t kAccessBytes = 16;
 constexpr int64_t kAccessElements = 8;
 // Batch and heads index grid dimensions y and z (at most 65535).
 constexpr int kMaxGridYZ = 65535;
+constexpr int kMaxSeqlen = 1 << 29;
 
 bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kAccessBytes == 0; }
 bool strides_aligned(const TensorStrides& s) {
@@ -38,6 +39,11 @@ int validate_shape(const AttentionShape& s) {
   if (s.batch < 0 || s.seqlen_q < 0 || s.seqlen_k < 0)
     return report_error("flashmask CUDA: shape.batch (%d), seqlen_q (%d) and seqlen_k (%d) must "
                         "not be negative", s.batch, s.seqlen_q, s.seqlen_k);
+  // Tile-list entries hold a tile index below 2^24 (tiles of 32 rows or columns at the
+  // narrowest). Element offsets are 64-bit: no limit on batch * seqlen * heads * head_dim.
+  if (s.seqlen_q > kMaxSeqlen || s.seqlen_k > kMaxSeqlen)
+    return report_error("flashmask CUDA: seqlen_q (%d) and seqlen_k (%d) must be <= %d, the longest sequence "
+                        "the kernels index", s.seqlen_q, s.seqlen_k, kMaxSeqlen);
   if (s.num_heads <= 0 || s.num_heads_k <= 0)
     return report_error("flashmask CUDA: shape.num_heads (%d) and num_heads_k (%d) must be "
                         "positive", s.num_heads, s.num_heads_k);

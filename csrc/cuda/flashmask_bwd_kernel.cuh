@@ -462,7 +462,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
                                           v_row, Sk - n * kBlockN, tid);
     if (kind == static_cast<int>(TileKind::kPartial)) {
       const int32_t* src = gBnd + static_cast<int64_t>(n) * kBlockN * nb;
-      const int lim = (Sk - n * kBlockN) * nb;
+      // Cut to the tile first: (Sk - n * kBlockN) * nb overflows an int at n = 0, Sk = 2^29, nb = 4.
+      const int lim = min(Sk - n * kBlockN, kBlockN) * nb;
       for (int i = tid; i < kBlockN * nb; i += kThreads) {
         const bool ok = i < lim;
         cp_async_4(smem_u32(sBnd + i), ok ? src + i : gBnd, ok);

@@ -95,8 +95,8 @@ struct BwdSm90Config {
                 "dK/dV staging: dS buffers and dQ staging blocks must hold one consumer's 64 rows");
   static constexpr int kRowBytes = kBlockM * 4;  // lse or rowsum of one query tile
   static constexpr int kDsBars = kDqOneTileLate ? 2 : 0;
-  // Shared memory from a 1024-aligned base; the two query-tile lists (TileEntry[2][query
-  // tiles], sized at launch) follow it. Arrays of length 0 (dq_stage at D = 256, the dS
+  // Shared memory from a 1024-aligned base, the two query-tile list buffers (segments of
+  // kListCapacity entries) included: its size does not depend on the sequence length. Arrays of length 0 (dq_stage at D = 256, the dS
   // barriers without kDqOneTileLate) take no space (nvcc and the host compilers accept them).
   struct Smem {
     uint16_t k[kBlockN * D];  // SW128 tiles of 16-bit elements (the kernel's T)
@@ -117,16 +117,18 @@ struct BwdSm90Config {
     uint64_t ds_empty[kDsBars];  // both consumers' dQ finished reading dS^T[buf]
     BwdListRecord records[2];
     int scratch[32];  // the builders' list compaction and work counter
+    TileEntry lists[kBwdListBuffers][sm90::kListCapacity];
   };
   static_assert(offsetof(Smem, v) % 1024 == 0 && offsetof(Smem, q) % 1024 == 0 && offsetof(Smem, dout) % 1024 == 0 &&
                     offsetof(Smem, ds) % 1024 == 0 && offsetof(Smem, dq_stage) % 1024 == 0,
                 "SW128 tiles start 1024-byte aligned");
   static_assert(sizeof(Smem) == 2 * kKVBytes + 2 * kStages * kQBytes + 2 * kBlockN * kBlockM * 2 +
                                     kConsumers * kDqStageBytes + 2 * kStages * kRowBytes +
-                                    (8 + 2 * kStages + 2 * kDsBars) * 8 + 2 * sizeof(BwdListRecord) + 32 * 4,
-                "no padding: the tile lists start right after the layout");
+                                    (8 + 2 * kStages + 2 * kDsBars) * 8 + 2 * sizeof(BwdListRecord) + 32 * 4 +
+                                    kBwdListBuffers * sm90::kListCapacity * sizeof(TileEntry),
+                "no padding");
   static constexpr int kListBuilders = 96;  // warps 1-3 build the query-tile lists
-  // Bytes besides the two query-tile lists, with alignment slack.
+  // Bytes of shared memory, with alignment slack.
   static constexpr int kSmemFixed = sizeof(Smem) + 1024;
 };
 
@@ -140,7 +142,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   using Smem = typename Cfg::Smem;
 
   Smem& sm = aligned_smem<Smem>();
-  const BwdListQueue<Smem> queue{{sm, (p.shape.seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM}};
+  const BwdListQueue<Smem> queue{{sm}};
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const AttentionShape& s = p.shape;
   const int H = s.num_heads, group = H / s.num_heads_k;  // query heads, per key head
@@ -185,7 +187,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     if (ls.count < 0) break;
     const int b = ls.b, h = ls.hk * group + ls.hi;
     const int n0 = ls.n_block * Cfg::kBlockN;
-    if (ls.hi == 0) {  // a new item: its K/V, zero dK/dV
+    if (ls.first()) {  // a new item: its K/V, zero dK/dV
 #pragma unroll
       for (int i = 0; i < BwdSm90Mainloop<T, Cfg>::DT * 4; ++i) mainloop.acc_dk[i] = mainloop.acc_dv[i] = 0.f;
       kv.wait_full(&sm.kv_full);
@@ -197,7 +199,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     for (int i = 0; i < ls.count; ++i) mainloop.query_tile(maps, w, kb, ls.tiles[i], done + i, h, b, H);
     queue.release(l);  // this list is no longer read
     done += ls.count;
-    if (ls.hi < group - 1) continue;
+    if (!ls.last()) continue;  // the item goes on: more segments or query heads
     mainloop.item_end(maps, p.softmax_scale, n0, ls.hk, b);
     kv.advance();
   }

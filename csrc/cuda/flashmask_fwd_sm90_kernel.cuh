@@ -27,6 +27,10 @@
 //    loader already streams the next item's tiles.
 // Skipped tiles cost no loads and unmasked tiles no compares. The ring, the Q
 // buffers and the list buffers keep their mbarrier phases across items.
+// An item whose key-tile list is longer than a list buffer (kListCapacity entries) comes
+// in consecutive segments: Q is loaded at the first and released after the last S of the
+// last, the consumers reset O and the softmax state at the first and write the output at
+// the last, so shared memory does not depend on the sequence length.
 #pragma once
 
 #include <cstddef>
@@ -59,8 +63,8 @@ struct FwdSm90Config {
   static constexpr int kQBytes = kBlockM * D * 2, kKVBytes = kBlockN * D * 2;
   static constexpr int kSchedulerThreads = 64;
 
-  // Shared memory from a 1024-aligned base (SW128 tiles need it); the two key-tile lists
-  // (TileEntry[2][key tiles], sized at launch) follow it.
+  // Shared memory from a 1024-aligned base (SW128 tiles need it), the two key-tile list
+  // buffers included: its size does not depend on the sequence length.
   struct Smem {
     uint16_t q[kQStages][kBlockM * D];  // SW128 tiles of 16-bit elements (the kernel's T)
     uint16_t k[kStages][kBlockN * D];
@@ -72,14 +76,16 @@ struct FwdSm90Config {
     uint64_t list_full[kFwdItemBuffers], list_empty[kFwdItemBuffers];
     FwdItemRecord records[kFwdItemBuffers];
     int scratch[32];  // the scheduler's list compaction and work counter
+    TileEntry lists[kFwdItemBuffers][sm90::kListCapacity];
   };
   static_assert(offsetof(Smem, k) % 1024 == 0 && offsetof(Smem, v) % 1024 == 0 && sizeof(Smem::q[0]) % 1024 == 0 &&
                     sizeof(Smem::k[0]) % 1024 == 0,
                 "SW128 tiles start 1024-byte aligned");
   static_assert(sizeof(Smem) == kQStages * kQBytes + 2 * kStages * kKVBytes + kStages * kBlockN * 16 +
-                                    (2 * kQStages + 4 * kStages + 4) * 8 + 2 * sizeof(FwdItemRecord) + 32 * 4,
-                "no padding: the tile lists start right after the layout");
-  // Bytes of shared memory besides the two tile lists, with alignment slack.
+                                    (2 * kQStages + 4 * kStages + 4) * 8 + 2 * sizeof(FwdItemRecord) + 32 * 4 +
+                                    kFwdItemBuffers * sm90::kListCapacity * sizeof(TileEntry),
+                "no padding");
+  // Bytes of shared memory, with alignment slack.
   static constexpr int kSmemFixed = sizeof(Smem) + 1024;
 };
 
@@ -94,7 +100,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   using Smem = typename Cfg::Smem;
 
   Smem& sm = aligned_smem<Smem>();
-  const FwdItemQueue<Smem> queue{sm, (p.shape.seqlen_k + Cfg::kBlockN - 1) / Cfg::kBlockN};
+  const FwdItemQueue<Smem> queue{sm};
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int group = p.shape.num_heads / p.shape.num_heads_k;  // query heads per key head
 
@@ -140,8 +146,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     const FwdItem it = queue.template wait<FwdItem>(k);
     if (it.count < 0) break;
     mainloop.run(it, kv, q);
+    const bool last = it.last();
     queue.release(k);  // the list and the record are no longer read
     kv.advance(it.count);
+    if (!last) continue;  // the item goes on in the next segment: O and the softmax stay
     q.advance(it.count > 0);
     store_o_lse<T, FwdSm90Mainloop<T, Cfg>::DT>(
         p, FwdOutput<T>(p, it.b, it.h), mainloop.row0(it), mainloop.t, mainloop.softmax.row_max, mainloop.softmax.row_sum,

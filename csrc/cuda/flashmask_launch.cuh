@@ -63,10 +63,11 @@ inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 // The forward's workspace: the tile bounds at the narrowest key tile of the kernels that
 // may run (the sm90 kernel uses a prefix of them), then, when the Hopper forward may run,
-// its schedule: the query-block order and the work counter (tile_scheduler.cuh).
+// its schedule (preprocess.h: FwdWorkOrder; tile_scheduler.cuh): the query blocks' rank
+// keys and key-tile spans, their order and the work counter.
 struct FwdLayout {
   int n_tiles, m_blocks;
-  size_t off_order, off_counter, total;
+  size_t off_rank_keys, off_spans, off_order, off_counter, total;
 };
 template <int D>
 constexpr int fwd_min_block_n() {
@@ -82,6 +83,10 @@ FwdLayout fwd_layout(const FwdParams& p) {
   L.m_blocks = 0;
   size_t off = align256(rows * L.n_tiles * sizeof(TileBounds));
   if (sm90_kernels_available()) L.m_blocks = ceil_div(p.shape.seqlen_q, KC::FwdSm90::kBlockM);
+  L.off_rank_keys = off;
+  off += align256(rows * (L.m_blocks > 0 ? fwd_rank_stride(L.m_blocks) : 0) * sizeof(long long));
+  L.off_spans = off;
+  off += align256(rows * L.m_blocks * sizeof(int2));
   L.off_order = off;
   off += align256(rows * L.m_blocks * sizeof(int));
   L.off_counter = off;
@@ -142,10 +147,19 @@ int prepare_smem(Kernel kernel, size_t bytes, const char* name) {
                     name);
 }
 
-// Shared memory of the Hopper forward: its double-buffered key-tile lists grow with seqlen_k.
-template <typename Cfg>
-size_t fwd_sm90_smem_bytes(const AttentionShape& s) {
-  return Cfg::kSmemFixed + 2 * static_cast<size_t>(ceil_div(s.seqlen_k, Cfg::kBlockN)) * sizeof(int);
+// The mma.sync kernels keep a block's whole tile list in shared memory: `fixed` bytes plus
+// one int per tile of `tile` positions of the `length` being listed (what: its name).
+// Beyond what the device holds they refuse with the longest length they take.
+template <typename Kernel>
+int prepare_list_smem(Kernel kernel, size_t fixed, int length, int tile, const char* what, const char* name) {
+  const size_t bytes = fixed + static_cast<size_t>(ceil_div(length, tile)) * sizeof(int);
+  const size_t optin = static_cast<size_t>(smem_optin_bytes());
+  if (bytes > optin)
+    return report_error("%s keeps its tile list in shared memory: %s = %d needs %zu bytes, the device allows %zu, "
+                        "so it takes %s up to %lld (the non-deterministic Hopper kernels take any length)",
+                        name, what, length, bytes, optin, what,
+                        static_cast<long long>(optin > fixed ? (optin - fixed) / sizeof(int) * tile : 0));
+  return prepare_smem(kernel, bytes, name);
 }
 
 template <typename T, typename Cfg>
@@ -162,22 +176,26 @@ int run_fwd_sm90(const FwdParams& p, const FwdLayout& L, char* workspace, cudaSt
   if (int rc = make_tile_tensor_map(&maps.v, p.v, p.dtype, s, s.seqlen_k, s.num_heads_k,
                                     p.v_strides, Cfg::kBlockN))
     return rc;
-  int* order = reinterpret_cast<int*>(workspace + L.off_order);
+  FwdWorkOrder wo;
+  wo.rank_keys = reinterpret_cast<long long*>(workspace + L.off_rank_keys);
+  wo.spans = reinterpret_cast<int2*>(workspace + L.off_spans);
+  wo.order = reinterpret_cast<int*>(workspace + L.off_order);
+  wo.next_item = reinterpret_cast<int*>(workspace + L.off_counter);
   FwdSchedule sched;
-  sched.order = order;
-  sched.next_item = reinterpret_cast<int*>(workspace + L.off_counter);
+  sched.order = wo.order;
+  sched.spans = wo.spans;
+  sched.next_item = wo.next_item;
   sched.m_blocks = L.m_blocks;
+  sched.n_tiles = ceil_div(s.seqlen_k, Cfg::kBlockN);
   const int64_t items = static_cast<int64_t>(s.batch) * s.num_heads * L.m_blocks;
   if (items > INT32_MAX)
     return report_error("flashmask_fwd_sm90_kernel: batch * num_heads * query blocks (%lld) exceeds "
                         "2^31 - 1; split the batch", static_cast<long long>(items));
   sched.items = static_cast<int>(items);
   launch_tile_bounds(p.mask, s, Cfg::kBlockN, tb, stream);
-  if (int rc = launch_fwd_work_order(p.mask, s, Cfg::kBlockM, Cfg::kBlockN, tb, order, sched.next_item,
-                                     stream))
-    return rc;
+  if (int rc = launch_fwd_work_order(p.mask, s, Cfg::kBlockM, Cfg::kBlockN, tb, wo, stream)) return rc;
   auto kernel = flashmask_fwd_sm90_kernel<T, Cfg>;
-  const size_t smem = fwd_sm90_smem_bytes<Cfg>(s);
+  const size_t smem = Cfg::kSmemFixed;  // the key-tile lists are segments of fixed capacity
   if (int rc = prepare_smem(kernel, smem, "flashmask_fwd_sm90_kernel")) return rc;
   const int grid = sched.items < sm_count() ? sched.items : sm_count();  // persistent: one CTA per SM
   kernel<<<grid, Cfg::kThreads, smem, stream>>>(maps, p, tb, sched);
@@ -189,16 +207,14 @@ int run_fwd(const FwdParams& p, void* workspace, cudaStream_t stream) {
   using KC = KernelChoice<D>;
   using Cfg = typename KC::Fwd;
   const FwdLayout L = fwd_layout<D>(p);
-  // Keys too many for the Hopper kernel's tile lists in shared memory: the mma.sync kernel.
-  if (sm90_kernels_enabled() &&
-      fwd_sm90_smem_bytes<typename KC::FwdSm90>(p.shape) <= static_cast<size_t>(smem_optin_bytes()))
-    return run_fwd_sm90<T, typename KC::FwdSm90>(p, L, static_cast<char*>(workspace), stream);
+  if (sm90_kernels_enabled()) return run_fwd_sm90<T, typename KC::FwdSm90>(p, L, static_cast<char*>(workspace), stream);
   TileBounds* tb = reinterpret_cast<TileBounds*>(workspace);
   launch_tile_bounds(p.mask, p.shape, Cfg::kBlockN, tb, stream);
-  const size_t smem =
-      Cfg::kSmemFixed + static_cast<size_t>(ceil_div(p.shape.seqlen_k, Cfg::kBlockN)) * 4;
   auto kernel = flashmask_fwd_kernel<T, Cfg>;
-  if (int rc = prepare_smem(kernel, smem, "flashmask_fwd_kernel")) return rc;
+  const size_t smem = Cfg::kSmemFixed + static_cast<size_t>(ceil_div(p.shape.seqlen_k, Cfg::kBlockN)) * 4;
+  if (int rc = prepare_list_smem(kernel, Cfg::kSmemFixed, p.shape.seqlen_k, Cfg::kBlockN, "seqlen_k",
+                                 "flashmask_fwd_kernel (mma.sync)"))
+    return rc;
   const dim3 grid(ceil_div(p.shape.seqlen_q, Cfg::kBlockM), p.shape.num_heads, p.shape.batch);
   kernel<<<grid, Cfg::kThreads, smem, stream>>>(p, tb);
   return check_cuda(cudaGetLastError(), "flashmask_fwd_kernel launch");
@@ -226,9 +242,7 @@ int run_bwd_sm90(const BwdParams& p, const BwdWork& w, cudaStream_t stream) {
     return 1;
   if constexpr (Cfg::kDqViaTma)
     if (int rc = make_dq_accum_tensor_map(&maps.dq, w.dq_accum, s, w.sq_pad, Cfg::kBlockM)) return rc;
-  // Two query-tile lists (the next one is built while this one runs).
-  const size_t smem =
-      Cfg::kSmemFixed + 2 * static_cast<size_t>(ceil_div(s.seqlen_q, Cfg::kBlockM)) * sizeof(int);
+  const size_t smem = Cfg::kSmemFixed;  // the query-tile lists are segments of fixed capacity
   auto kernel = flashmask_bwd_sm90_kernel<T, Cfg>;
   if (int rc = prepare_smem(kernel, smem, "flashmask_bwd_sm90_kernel")) return rc;
   const int64_t items = static_cast<int64_t>(ceil_div(s.seqlen_k, Cfg::kBlockN)) * s.num_heads_k * s.batch;
@@ -294,20 +308,20 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
     } else if constexpr (!KC::kSplitDKDV) {
       if (p.deterministic) {
         auto k = flashmask_bwd_dkdv_kernel<T, Cfg, false, true, true>;
-        if (int rc = prepare_smem(k, smem, "flashmask_bwd_dkdv_kernel")) return rc;
+        if (int rc = prepare_list_smem(k, Cfg::kSmemFixed, s.seqlen_q, Cfg::kBlockM, "seqlen_q", "flashmask_bwd_dkdv_kernel")) return rc;
         k<<<grid, Cfg::kThreads, smem, stream>>>(p, w);
       } else {
         auto k = flashmask_bwd_dkdv_kernel<T, Cfg, true, true, true>;
-        if (int rc = prepare_smem(k, smem, "flashmask_bwd_dkdv_kernel")) return rc;
+        if (int rc = prepare_list_smem(k, Cfg::kSmemFixed, s.seqlen_q, Cfg::kBlockM, "seqlen_q", "flashmask_bwd_dkdv_kernel")) return rc;
         k<<<grid, Cfg::kThreads, smem, stream>>>(p, w);
       }
     } else {
       auto kv = flashmask_bwd_dkdv_kernel<T, Cfg, false, false, true>;
-      if (int rc = prepare_smem(kv, smem, "flashmask_bwd_dkdv_kernel(dv)")) return rc;
+      if (int rc = prepare_list_smem(kv, Cfg::kSmemFixed, s.seqlen_q, Cfg::kBlockM, "seqlen_q", "flashmask_bwd_dkdv_kernel(dv)")) return rc;
       kv<<<grid, Cfg::kThreads, smem, stream>>>(p, w);
       if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_dkdv_kernel(dv) launch")) return rc;
       auto k = flashmask_bwd_dkdv_kernel<T, Cfg, false, true, false>;
-      if (int rc = prepare_smem(k, smem, "flashmask_bwd_dkdv_kernel(dk)")) return rc;
+      if (int rc = prepare_list_smem(k, Cfg::kSmemFixed, s.seqlen_q, Cfg::kBlockM, "seqlen_q", "flashmask_bwd_dkdv_kernel(dk)")) return rc;
       k<<<grid, Cfg::kThreads, smem, stream>>>(p, w);
     }
     if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_dkdv_kernel launch")) return rc;
@@ -315,9 +329,11 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
 
   if (s.seqlen_q > 0) {
     if (dq_kernel) {
-      const size_t smem_dq = DqCfg::kSmemFixed + static_cast<size_t>(L.n_tiles_dq) * 4;
       auto k = flashmask_bwd_dq_kernel<T, DqCfg>;
-      if (int rc = prepare_smem(k, smem_dq, "flashmask_bwd_dq_kernel")) return rc;
+      if (int rc = prepare_list_smem(k, DqCfg::kSmemFixed, s.seqlen_k, DqCfg::kBlockN, "seqlen_k",
+                                     "flashmask_bwd_dq_kernel"))
+        return rc;
+      const size_t smem_dq = DqCfg::kSmemFixed + static_cast<size_t>(L.n_tiles_dq) * 4;
       const dim3 grid_dq(ceil_div(s.seqlen_q, DqCfg::kBlockM), s.num_heads, s.batch);
       k<<<grid_dq, DqCfg::kThreads, smem_dq, stream>>>(p, w, tb_dq);
       if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_dq_kernel launch")) return rc;

@@ -118,16 +118,21 @@ struct FwdSm90Mainloop {
   // The thread's first row of the item (and row0 + 8).
   __device__ __forceinline__ int row0(const FwdItem& it) const { return it.m_block * kBlockM + cw * 64 + wrow; }
 
-  // One item: O and the softmax state of its rows over its listed key tiles. kv and q are
-  // the ring positions of its first K/V tile and of its Q tile.
+  // One segment of an item: O and the softmax state of its rows over the segment's key
+  // tiles, from zero at the item's first segment, else from the previous segment's. kv and
+  // q are the ring positions of its first K/V tile and of the item's Q tile; Q is released
+  // after the last S of the item's last segment.
   __device__ __forceinline__ void run(const FwdItem& it, sm90::PipelineState<Cfg::kStages> kv,
                                       sm90::PipelineState<Cfg::kQStages> q) {
     using namespace sm90;
     const int count = it.count;
     const int row0 = this->row0(it);
+    const bool first = it.first();
+    if (first) {
 #pragma unroll
-    for (int i = 0; i < DT * 4; ++i) acc_o[i] = 0.f;
-    softmax.reset();
+      for (int i = 0; i < DT * 4; ++i) acc_o[i] = 0.f;
+      softmax.reset();
+    }
     if (count == 0) return;
     const int qs = q.stage();
     const uint32_t q_addr = smem_u32(sQ + qs * kColBlocks * kBlockM * 64) + cw * 64 * 128;
@@ -146,8 +151,9 @@ struct FwdSm90Mainloop {
     turn_end();
     wgmma_wait<0>();
     fence_operands(acc_s);
-    if (count == 1) mbar_arrive(sm.q_empty + qs);
-    mask_and_softmax(acc_s, it.tile(0), kv.stage(), row0, alpha);  // O is still 0: alpha is not needed
+    if (count == 1 && it.last()) mbar_arrive(sm.q_empty + qs);
+    mask_and_softmax(acc_s, it.tile(0), kv.stage(), row0, alpha);
+    if (!first) rescale_o(alpha);  // at the first segment O is still 0: alpha is not needed
     pack_p(pa, acc_s);
     for (int i = 1; i < count; ++i) {
       const PipelineState<Cfg::kStages> cur = kv.ahead(i), prev = kv.ahead(i - 1);
@@ -160,7 +166,7 @@ struct FwdSm90Mainloop {
       turn_end();
       wgmma_wait<1>();  // S of tile i is done, P V of tile i-1 may still run
       fence_operands(acc_s);
-      if (i == count - 1) mbar_arrive(sm.q_empty + qs);
+      if (i == count - 1 && it.last()) mbar_arrive(sm.q_empty + qs);
       mask_and_softmax(acc_s, it.tile(i), cur.stage(), row0, alpha);
       wgmma_wait<0>();
       fence_operands(acc_o);

@@ -39,7 +39,7 @@ __device__ __forceinline__ void fwd_load_role(const FwdTensorMaps& maps, typenam
     const FwdItem it = queue.template wait<FwdItem>(k);
     if (it.count < 0) break;
     const int hk = it.h / group;
-    if (it.count > 0) {
+    if (it.first() && it.count > 0) {  // Q stays for the item's later segments
       q.wait_empty(sm.q_empty);
       mbar_arrive_expect_tx(sm.q_full + q.stage(), Cfg::kQBytes);
       tma_load_tile<kColBlocks, kBlockM>(sQ + q.stage() * kColBlocks * kBlockM * 64, &maps.q, sm.q_full + q.stage(),

@@ -80,41 +80,64 @@ __device__ __forceinline__ int list_key_tiles(TileEntry* list, int* scratch, con
                                            static_cast<int>(threadIdx.x), [] { __syncthreads(); });
 }
 
-// The query tiles [m*kBlockM, (m+1)*kBlockM) that the keys [n0, n0 + keys_valid)
-// of key tile `n_block` (width kBlockN, bounds summary `tbn`) must visit for one
-// (batch, mask head) `bhm`, as a build_tile_list list over a group of kThreads threads
-// (local ids tid, barrier sync); the mirror of list_key_tiles for the backward's
-// key-block CTAs. Returns the count; call uniformly.
+// Which query tiles [m*kBlockM, (m+1)*kBlockM) the keys [n0, n0 + keys_valid) of key tile
+// n0 / kBlockN (width kBlockN, bounds summary `tbn`) must visit for one (batch, mask head)
+// `bhm`: tiles [m_begin, m_end) are candidates, kind(m) skips by the block mask or `tbn`;
+// the mirror of KeyTileClassifier for the backward's key blocks. The candidates are cut
+// to what the bounds leave: rows before the causal diagonal, rows at or past every
+// column's lower-triangle start (no LTE bound: a document's keys are not seen past its
+// end) and rows below every column's upper-triangle end (UTS 0), so that a key block of a
+// packed document scans its document only, not the whole sequence.
+template <int kBlockM>
+struct QueryTileClassifier {
+  const int32_t* block_mask_col;
+  TileBounds tbn;
+  int seqlen_q, n0, keys_end, bm_cols, offset, m_begin, m_end;
+  bool causal, short_tile;
+
+  __device__ __forceinline__ QueryTileClassifier(const MaskParams& mask, int Sq, int Sk, int64_t bhm, int n0_,
+                                                 int keys_valid, int kBlockN, const TileBounds& tbn_)
+      : block_mask_col(nullptr), tbn(tbn_), seqlen_q(Sq), n0(n0_), keys_end(n0_ + keys_valid), bm_cols(0),
+        offset(Sk - Sq), causal(mask.causal), short_tile(n0_ + kBlockN > Sk) {
+    const int m_tiles = (Sq + kBlockM - 1) / kBlockM;
+    if (mask.block_mask != nullptr) {
+      const int bm_rows = (Sq + kBlockMaskSize - 1) / kBlockMaskSize;
+      bm_cols = (Sk + kBlockMaskSize - 1) / kBlockMaskSize;
+      block_mask_col = mask.block_mask + bhm * bm_rows * bm_cols + n0 / kBlockMaskSize;
+    }
+    m_begin = 0;
+    m_end = m_tiles;
+    if (causal) {
+      const int first_row = max(0, n0 - offset);
+      m_begin = first_row >= Sq ? m_tiles : first_row / kBlockM;
+    }
+    // classify_tile's "one interval covers every row": [lts_max, lte_min) and [uts_max, ute_min).
+    // lts_max is clamped to [0, Sq] first: a bound past Sq (it masks nothing, mask.h) near
+    // INT32_MAX would overflow the rounding up.
+    if (tbn.lte_min >= Sq) m_end = min(m_end, (min(max(tbn.lts_max, 0), Sq) + kBlockM - 1) / kBlockM);
+    if (tbn.uts_max <= 0) m_begin = max(m_begin, min(tbn.ute_min, Sq) / kBlockM);
+  }
+  __device__ __forceinline__ int kind(int m) const {
+    const int r0 = m * kBlockM, r1 = min(r0 + kBlockM, seqlen_q);
+    if (block_mask_col != nullptr &&
+        __ldg(block_mask_col + static_cast<int64_t>(r0 / kBlockMaskSize) * bm_cols) == 0)
+      return static_cast<int>(TileKind::kSkip);
+    TileKind k = classify_tile(tbn, r0, r1, n0, keys_end, causal, offset);
+    if (k == TileKind::kUnmasked && short_tile) k = TileKind::kPartial;
+    return static_cast<int>(k);
+  }
+};
+
+// The query tiles of QueryTileClassifier as a build_tile_list list over a group of kThreads
+// threads (local ids tid, barrier sync). Returns the count; call uniformly.
 template <int kThreads, int kBlockM, typename Sync>
 __device__ __forceinline__ int list_query_tiles(TileEntry* list, int* scratch, const MaskParams& mask,
                                                 int Sq, int Sk, int64_t bhm, int n0,
                                                 int keys_valid, int kBlockN, const TileBounds& tbn,
                                                 int tid, Sync sync) {
-  const bool causal = mask.causal;
-  const int offset = Sk - Sq;
-  const int m_tiles = (Sq + kBlockM - 1) / kBlockM;
-  const int32_t* block_mask_col = nullptr;
-  int bm_cols = 0;
-  if (mask.block_mask != nullptr) {
-    const int bm_rows = (Sq + kBlockMaskSize - 1) / kBlockMaskSize;
-    bm_cols = (Sk + kBlockMaskSize - 1) / kBlockMaskSize;
-    block_mask_col = mask.block_mask + bhm * bm_rows * bm_cols + n0 / kBlockMaskSize;
-  }
-  int m_begin = 0;
-  if (causal) {
-    const int first_row = max(0, n0 - offset);
-    m_begin = first_row >= Sq ? m_tiles : first_row / kBlockM;
-  }
-  auto classify = [&](int m) -> int {
-    const int r0 = m * kBlockM, r1 = min(r0 + kBlockM, Sq);
-    if (block_mask_col != nullptr &&
-        __ldg(block_mask_col + static_cast<int64_t>(r0 / kBlockMaskSize) * bm_cols) == 0)
-      return static_cast<int>(TileKind::kSkip);
-    TileKind k = classify_tile(tbn, r0, r1, n0, n0 + keys_valid, causal, offset);
-    if (k == TileKind::kUnmasked && n0 + kBlockN > Sk) k = TileKind::kPartial;
-    return static_cast<int>(k);
-  };
-  return build_tile_list<kThreads>(list, scratch, m_begin, m_tiles, classify, tid, sync);
+  const QueryTileClassifier<kBlockM> query_tiles(mask, Sq, Sk, bhm, n0, keys_valid, kBlockN, tbn);
+  return build_tile_list<kThreads>(list, scratch, query_tiles.m_begin, query_tiles.m_end,
+                                   [&](int m) { return query_tiles.kind(m); }, tid, sync);
 }
 // The same over a whole CTA of kThreads threads.
 template <int kThreads, int kBlockM>

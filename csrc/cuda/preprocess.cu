@@ -13,9 +13,8 @@ namespace {
 constexpr int kWarpSize = 32;
 constexpr unsigned kFullWarp = 0xffffffffu;
 constexpr int kTileBoundsThreads = 256;  // 8 key tiles per block
-constexpr int kWorkOrderThreads = 512;   // 16 query blocks counted at once
-// The work order's visit counts are read 4 ints (16 bytes) at a time (LDS.128).
-constexpr int kVisitsPerLoad = 4;
+constexpr int kWorkOrderThreads = 256;   // 8 query blocks counted per CTA
+constexpr int kRankThreads = 256;        // query blocks ranked per CTA
 
 // One warp per key tile: min/max of the normalised bounds over its valid columns.
 __global__ void tile_bounds_kernel(const MaskParams mask, int seqlen_q, int seqlen_k, int block_n,
@@ -46,37 +45,55 @@ __global__ void tile_bounds_kernel(const MaskParams mask, int seqlen_q, int seql
   if (lane == 0) out[tile] = t;
 }
 
-// One CTA per (batch, mask head): the key tiles each query block visits (a warp per
-// block, lanes over key tiles), then the blocks ranked by that count, most first
-// (ties: the later block first, as causal rows grow towards the end).
-__global__ void fwd_work_order_kernel(const MaskParams mask, int seqlen_q, int seqlen_k, int block_m,
-                                      int block_n, int m_blocks, int n_tiles, const TileBounds* tb,
-                                      int* order, int* next_item) {
-  extern __shared__ int visits[];
-  const int64_t bhm = blockIdx.x;
-  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-  const int warps = blockDim.x / kWarpSize;
-  if (bhm == 0 && threadIdx.x == 0) *next_item = 0;
-  for (int m = warp; m < m_blocks; m += warps) {
-    const int m0 = m * block_m;
-    const KeyTileClassifier key_tiles(mask, seqlen_q, seqlen_k, bhm, m0, min(block_m, seqlen_q - m0),
-                                      block_n, tb + bhm * n_tiles);
-    int count = 0;
-    for (int n = lane; n < key_tiles.n_end; n += kWarpSize)
-      count += key_tiles.kind(n) != static_cast<int>(TileKind::kSkip);
-    count = __reduce_add_sync(kFullWarp, count);
-    if (lane == 0) visits[m] = count;
-  }
-  __syncthreads();
-  for (int m = threadIdx.x; m < m_blocks; m += blockDim.x) {
-    const int c = visits[m];
-    int rank = 0;
-    for (int j = 0; j < m_blocks; ++j) {
-      const int cj = visits[j];
-      rank += cj > c || (cj == c && j > m);
+// One warp per (batch, mask head, query block): the key tiles the block visits (lanes
+// over key tiles; KeyTileClassifier, the kernels' test), their span [lowest, highest + 1),
+// so that the Hopper forward's scheduler scans that span only (a block of a packed
+// document: its document's tiles, not every tile up to the diagonal), and its rank key.
+__global__ void fwd_visits_kernel(const MaskParams mask, int seqlen_q, int seqlen_k, int block_m, int block_n,
+                                  int m_blocks, int n_tiles, int64_t total, const TileBounds* tb,
+                                  long long* rank_keys, int2* spans, int* next_item) {
+  const int64_t block = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  if (block == 0 && lane == 0) *next_item = 0;
+  if (block >= total) return;
+  const int64_t bhm = block / m_blocks;
+  const int m0 = static_cast<int>(block % m_blocks) * block_m;
+  const KeyTileClassifier key_tiles(mask, seqlen_q, seqlen_k, bhm, m0, min(block_m, seqlen_q - m0), block_n,
+                                    tb + bhm * n_tiles);
+  int count = 0, lo = INT_MAX, hi = -1;
+  for (int n = lane; n < key_tiles.n_end; n += kWarpSize)
+    if (key_tiles.kind(n) != static_cast<int>(TileKind::kSkip)) {
+      ++count;
+      lo = min(lo, n);
+      hi = n;
     }
-    order[bhm * m_blocks + rank] = m;
+  count = __reduce_add_sync(kFullWarp, count);
+  lo = __reduce_min_sync(kFullWarp, lo);
+  hi = __reduce_max_sync(kFullWarp, hi);
+  if (lane == 0) {
+    const int m = static_cast<int>(block % m_blocks), stride = fwd_rank_stride(m_blocks);
+    rank_keys[bhm * stride + m] = fwd_rank_key(lo, count);
+    spans[block] = count > 0 ? make_int2(lo, hi + 1) : make_int2(0, 0);
+    if (m == m_blocks - 1)  // the row's padding ranks last
+      for (int j = m_blocks; j < stride; ++j) rank_keys[bhm * stride + j] = -1;
   }
+}
+
+// Blocks of kRankThreads query blocks (grid y) of one (batch, mask head) (grid x): each block's
+// rank by rank key, largest first, ties by index (the later block first), read 2 keys (16
+// bytes) at a time from the row's keys (padded by fwd_visits_kernel with -1: they rank last).
+__global__ void fwd_rank_kernel(int m_blocks, int stride, const long long* rank_keys, int* order) {
+  const int64_t bhm = blockIdx.x;
+  const int m = blockIdx.y * blockDim.x + threadIdx.x;
+  if (m >= m_blocks) return;
+  const long long* row = rank_keys + bhm * stride;
+  const long long key = __ldg(row + m);
+  int rank = 0;
+  for (int j = 0; j < stride; j += kRankKeysPerLoad) {
+    const longlong2 v = __ldg(reinterpret_cast<const longlong2*>(row + j));
+    rank += (v.x > key || (v.x == key && j > m)) + (v.y > key || (v.y == key && j + 1 > m));
+  }
+  order[bhm * m_blocks + rank] = m;
 }
 
 }  // namespace
@@ -92,18 +109,19 @@ void launch_tile_bounds(const MaskParams& mask, const AttentionShape& shape, int
 }
 
 int launch_fwd_work_order(const MaskParams& mask, const AttentionShape& shape, int block_m, int block_n,
-                          const TileBounds* tb, int* order, int* next_item, cudaStream_t stream) {
+                          const TileBounds* tb, const FwdWorkOrder& wo, cudaStream_t stream) {
   const int m_blocks = ceil_div(shape.seqlen_q, block_m);
   const int64_t rows = static_cast<int64_t>(shape.batch) * mask.num_mask_heads;
-  // Rounded up to whole loads: the compiler reads the counts kVisitsPerLoad at a time,
-  // also the last, partial group.
-  const size_t smem =
-      static_cast<size_t>(ceil_div(m_blocks, kVisitsPerLoad)) * kVisitsPerLoad * sizeof(int);
-  if (int rc = prepare_smem(fwd_work_order_kernel, smem, "fwd_work_order_kernel")) return rc;
-  fwd_work_order_kernel<<<static_cast<unsigned>(rows), kWorkOrderThreads, smem, stream>>>(
-      mask, shape.seqlen_q, shape.seqlen_k, block_m, block_n, m_blocks, ceil_div(shape.seqlen_k, block_n),
-      tb, order, next_item);
-  return check_cuda(cudaGetLastError(), "fwd_work_order_kernel launch");
+  const int64_t total = rows * m_blocks;
+  if (total == 0) return 0;
+  const int64_t blocks = (total * kWarpSize + kWorkOrderThreads - 1) / kWorkOrderThreads;
+  fwd_visits_kernel<<<static_cast<unsigned>(blocks), kWorkOrderThreads, 0, stream>>>(
+      mask, shape.seqlen_q, shape.seqlen_k, block_m, block_n, m_blocks, ceil_div(shape.seqlen_k, block_n), total, tb,
+      wo.rank_keys, wo.spans, wo.next_item);
+  if (int rc = check_cuda(cudaGetLastError(), "fwd_visits_kernel launch")) return rc;
+  const dim3 grid(static_cast<unsigned>(rows), ceil_div(m_blocks, kRankThreads));
+  fwd_rank_kernel<<<grid, kRankThreads, 0, stream>>>(m_blocks, fwd_rank_stride(m_blocks), wo.rank_keys, wo.order);
+  return check_cuda(cudaGetLastError(), "fwd_rank_kernel launch");
 }
 
 }  // namespace cuda

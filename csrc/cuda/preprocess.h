@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cuda_runtime_api.h>
+#include <vector_types.h>
 
 #include "flashmask/mask.h"
 #include "flashmask/params.h"
@@ -13,10 +14,31 @@ namespace cuda {
 // the tile's columns (mask.h), which the kernels test to skip or fully keep a tile.
 void launch_tile_bounds(const MaskParams& mask, const AttentionShape& shape, int block_n,
                         TileBounds* out, cudaStream_t stream);
-// The Hopper forward's schedule (tile_scheduler.cuh): per (batch, mask head), query blocks
-// ordered by the key tiles they visit, most first, and the work counter zeroed.
+// The Hopper forward's schedule (tile_scheduler.cuh), in the workspace: per (batch, mask
+// head) and query block its rank key (rank_keys, rows of fwd_rank_stride keys; fwd_rank_key)
+// and the span of the key tiles it visits (spans); the query blocks in rank-key order,
+// largest first (order); the work counter, zeroed.
+struct FwdWorkOrder {
+  long long* rank_keys;
+  int2* spans;
+  int* order;
+  int* next_item;
+};
+// A query block's rank key: its lowest visited key tile, then its visit count. Ranked largest
+// first, ties by the later block, so the blocks of one packed document run one after another
+// (their CTAs share its K/V in L2) and, inside it, the longest first; with one span start
+// (causal, full) the order is by visit count alone. A block that visits nothing ranks last.
+__host__ __device__ inline long long fwd_rank_key(int span_begin, int visits) {
+  return visits > 0 ? (static_cast<long long>(span_begin) << 32) | visits : 0;
+}
+// The rank keys are read 2 (16 bytes) at a time: rows padded to a multiple of 2 with -1,
+// which ranks after every block.
+constexpr int kRankKeysPerLoad = 2;
+__host__ __device__ inline int fwd_rank_stride(int m_blocks) {
+  return (m_blocks + kRankKeysPerLoad - 1) / kRankKeysPerLoad * kRankKeysPerLoad;
+}
 int launch_fwd_work_order(const MaskParams& mask, const AttentionShape& shape, int block_m, int block_n,
-                          const TileBounds* tb, int* order, int* next_item, cudaStream_t stream);
+                          const TileBounds* tb, const FwdWorkOrder& wo, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace flashmask

@@ -36,25 +36,28 @@ struct PipelineState {
   __device__ __forceinline__ void wait_empty(uint64_t* empty) const { mbar_wait(empty + stage(), phase() ^ 1); }
 };
 
+// Entries of one tile-list buffer: a work item's list longer than this is handed over in
+// segments (tile_list.cuh: TileSegment, SegmentFlags), so shared memory does not grow with
+// the sequence. 1024 entries: one segment per item up to 128K keys in the forward (128-key
+// tiles), 8 KB for the two buffers, which every Hopper configuration has to spare.
+constexpr int kListCapacity = 1024;
+
 // Two tile-list buffers handed from the role that builds the lists to the roles that read
 // them, so that the next list is built while this one runs: the k-th list uses buffer
 // k % 2, "full" completes when the builders have written it and "empty" when every reader
-// is done with it. Smem holds list_full, list_empty and records[2] (what the list is for);
-// the lists, `stride` entries each, follow the layout.
+// is done with it. Smem holds list_full, list_empty, records[2] (what the list is for) and
+// lists[2][kListCapacity].
 template <typename Smem>
 struct TileListQueue {
   using State = PipelineState<2>;
   Smem& sm;
-  int stride;
 
   // The builders' side: wait for buffer k, fill its record and list, publish it.
   __device__ __forceinline__ void wait_empty(State k) const { k.wait_empty(sm.list_empty); }
   __device__ __forceinline__ auto& record(State k) const { return sm.records[k.stage()]; }
   __device__ __forceinline__ void publish(State k) const { mbar_arrive(sm.list_full + k.stage()); }
   // The readers' side: wait for list k (View(record, tiles): the reader's copy), release it.
-  __device__ __forceinline__ TileEntry* tiles(State k) const {
-    return reinterpret_cast<TileEntry*>(&sm + 1) + k.stage() * stride;
-  }
+  __device__ __forceinline__ TileEntry* tiles(State k) const { return sm.lists[k.stage()]; }
   template <typename View>
   __device__ __forceinline__ View wait(State k) const {
     k.wait_full(sm.list_full);

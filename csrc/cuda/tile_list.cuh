@@ -3,6 +3,7 @@
 // counter. Owns the list encoding; which tiles are listed is the mask's (mask.cuh).
 #pragma once
 
+#include <climits>
 #include <cstdint>
 
 #include "flashmask/mask.h"
@@ -22,19 +23,35 @@ struct TileEntry {
 };
 static_assert(sizeof(TileEntry) == sizeof(int), "a list slot is one int of shared memory");
 
+// A list built in segments of at most `capacity` entries (the Hopper kernels hand a long
+// list over in fixed-size buffers): the entries written, and the candidates [rest_begin,
+// rest_end) not yet listed, where the next segment resumes (empty: this was the last).
+struct TileSegment {
+  int count, rest_begin, rest_end;
+  __device__ __forceinline__ bool last() const { return rest_begin >= rest_end; }
+};
+// A segment's place in its work item's list, as the Hopper kernels' list records carry it:
+// consumers reset their accumulators at the first segment and write out at the last.
+enum SegmentFlags : int { kFirstSegment = 1, kLastSegment = 2 };
+
 // Compaction by a group of kThreads threads (local ids tid = 0..kThreads-1, whole
-// warps): list[i] = TileEntry::make(index, kind) for every index in [begin, end) whose
-// kind (classify(index)) is not kSkip, in ascending order. Every thread returns the
-// count. `sync()` is the group's barrier (__syncthreads for a whole CTA); call uniformly.
-template <int kThreads, typename F, typename Sync>
-__device__ __forceinline__ int build_tile_list(TileEntry* list, int* scratch, int begin, int end,
-                                               F classify, int tid, Sync sync) {
-  constexpr int kWarps = kThreads / 32;
-  const int lane = tid & 31, warp = tid >> 5;
+// warps): list[0..count) = TileEntry::make(index, kind) for the indices of [begin, end)
+// whose kind (classify(index)) is not kSkip, in ascending order (kDescending: descending),
+// up to `capacity` entries. The candidates after the last listed one, from the first that
+// did not fit, are the segment's rest. Every thread returns the same; call uniformly.
+// `sync()` is the group's barrier (__syncthreads for a whole CTA). scratch[0..kWarps) holds
+// the warps' counts, scratch[kRestSlot] the first index that did not fit.
+template <int kThreads, bool kDescending, typename F, typename Sync>
+__device__ __forceinline__ TileSegment build_tile_segment(TileEntry* list, int* scratch, int begin, int end,
+                                                          int capacity, F classify, int tid, Sync sync) {
+  constexpr int kWarps = kThreads / 32, kRestSlot = 30;
+  static_assert(kWarps <= kRestSlot, "scratch holds the warps' counts below the rest slot");
+  const int lane = tid & 31, warp = tid >> 5, span = end - begin;
   int count = 0;
-  for (int base = begin; base < end; base += kThreads) {
-    const int i = base + tid;
-    const int kind = i < end ? classify(i) : static_cast<int>(TileKind::kSkip);
+  for (int v0 = 0; v0 < span; v0 += kThreads) {
+    const int v = v0 + tid;
+    const int i = kDescending ? end - 1 - v : begin + v;
+    const int kind = v < span ? classify(i) : static_cast<int>(TileKind::kSkip);
     const bool keep = kind != static_cast<int>(TileKind::kSkip);
     const unsigned ballot = __ballot_sync(0xffffffffu, keep);
     if (lane == 0) scratch[warp] = __popc(ballot);
@@ -46,11 +63,23 @@ __device__ __forceinline__ int build_tile_list(TileEntry* list, int* scratch, in
       off += w < warp ? cw : 0;
       total += cw;
     }
-    if (keep) list[off + __popc(ballot & ((1u << lane) - 1u))] = TileEntry::make(i, kind);
+    const int pos = off + __popc(ballot & ((1u << lane) - 1u));
+    if (keep && pos < capacity) list[pos] = TileEntry::make(i, kind);
+    if (keep && pos == capacity) scratch[kRestSlot] = i;
     count += total;
-    sync();
+    sync();  // scratch is read (and the rest slot written) before it is reused
+    if (count > capacity) {  // the next write of the rest slot follows a barrier
+      const int stop = scratch[kRestSlot];
+      return kDescending ? TileSegment{capacity, begin, stop + 1} : TileSegment{capacity, stop, end};
+    }
   }
-  return count;
+  return TileSegment{count, 0, 0};
+}
+// The whole list (no capacity), ascending; returns the count.
+template <int kThreads, typename F, typename Sync>
+__device__ __forceinline__ int build_tile_list(TileEntry* list, int* scratch, int begin, int end, F classify,
+                                               int tid, Sync sync) {
+  return build_tile_segment<kThreads, false>(list, scratch, begin, end, INT_MAX, classify, tid, sync).count;
 }
 // The same over a whole CTA of kThreads threads.
 template <int kThreads, typename F>
@@ -62,7 +91,7 @@ __device__ __forceinline__ int build_tile_list(TileEntry* list, int* scratch, in
 
 // A persistent CTA's next work item: one thread of a group of threads takes it from the
 // global counter and the group reads it through scratch[31] (build_tile_list uses only the
-// first kWarps slots). Every thread returns the item; call uniformly.
+// first kWarps slots and slot 30). Every thread returns the item; call uniformly.
 template <typename Sync>
 __device__ __forceinline__ int take_work_item(int* counter, int* scratch, int tid, Sync sync) {
   if (tid == 0) scratch[31] = atomicAdd(counter, 1);
