@@ -124,14 +124,21 @@ class Backward {
     return dq_t_.get() + chunk * dq_partial_size() + q_item * dp_ * kTileRows;
   }
 
+  // A query item (batch, head, query tile) as its batch, head, first row and valid rows.
+  struct QueryTile {
+    int b, h, row0, rows;
+  };
+  QueryTile query_tile_of(int64_t item) const {
+    const int row0 = static_cast<int>(item % num_q_tiles_) * kTileRows;
+    return {static_cast<int>(item / num_q_tiles_ / shape_.num_heads),
+            static_cast<int>(item / num_q_tiles_ % shape_.num_heads), row0,
+            std::min(kTileRows, shape_.seqlen_q - row0)};
+  }
+
   // Packs q, dout, lse and D = rowsum(dout * out) of one query tile and
   // marks its dq^T partial tiles unwritten.
   void pack_query_tile(BwdScratch<Ops>& w, int64_t item) const {
-    const int qt = static_cast<int>(item % num_q_tiles_);
-    const int h = static_cast<int>(item / num_q_tiles_ % shape_.num_heads);
-    const int b = static_cast<int>(item / num_q_tiles_ / shape_.num_heads);
-    const int row0 = qt * kTileRows;
-    const int rows = std::min(kTileRows, shape_.seqlen_q - row0);
+    const auto [b, h, row0, rows] = query_tile_of(item);
     const int64_t at = item * query_.tile_size;
     Operand* const q_dst = query_.q.get() + at;
     Operand* const q_t_dst = query_.q_t.get() + at;
@@ -325,11 +332,7 @@ class Backward {
 
   // dq of one query tile: the chunks' partial sums added in chunk order.
   void store_dq(BwdScratch<Ops>& w, int64_t item) const {
-    const int qt = static_cast<int>(item % num_q_tiles_);
-    const int h = static_cast<int>(item / num_q_tiles_ % shape_.num_heads);
-    const int b = static_cast<int>(item / num_q_tiles_ / shape_.num_heads);
-    const int row0 = qt * kTileRows;
-    const int rows = std::min(kTileRows, shape_.seqlen_q - row0);
+    const auto [b, h, row0, rows] = query_tile_of(item);
     const int size = dp_ * kTileRows;
     float* sum_t = w.a.data();  // [dp][kTileRows]
     std::fill_n(sum_t, size, 0.f);
