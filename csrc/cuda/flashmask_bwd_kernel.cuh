@@ -84,18 +84,8 @@ __device__ __forceinline__ void add_dv_dk(float (&acc_dv)[Cfg::DT][4], float (&a
 #pragma unroll
   for (int kk = 0; kk < Cfg::kBlockM / 16; ++kk) {
     uint32_t ap[4], ads[4];
-    if (kDV) {
-      ap[0] = Pack<T>::two(acc_s[2 * kk][0], acc_s[2 * kk][1]);
-      ap[1] = Pack<T>::two(acc_s[2 * kk][2], acc_s[2 * kk][3]);
-      ap[2] = Pack<T>::two(acc_s[2 * kk + 1][0], acc_s[2 * kk + 1][1]);
-      ap[3] = Pack<T>::two(acc_s[2 * kk + 1][2], acc_s[2 * kk + 1][3]);
-    }
-    if (kDK) {
-      ads[0] = Pack<T>::two(acc_dp[2 * kk][0], acc_dp[2 * kk][1]);
-      ads[1] = Pack<T>::two(acc_dp[2 * kk][2], acc_dp[2 * kk][3]);
-      ads[2] = Pack<T>::two(acc_dp[2 * kk + 1][0], acc_dp[2 * kk + 1][1]);
-      ads[3] = Pack<T>::two(acc_dp[2 * kk + 1][2], acc_dp[2 * kk + 1][3]);
-    }
+    if (kDV) pack_a_fragment<T>(ap, acc_s[2 * kk], acc_s[2 * kk + 1]);
+    if (kDK) pack_a_fragment<T>(ads, acc_dp[2 * kk], acc_dp[2 * kk + 1]);
 #pragma unroll
     for (int j = 0; j < DT / 2; ++j) {
       const int off = swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, j * 16 + (lane >> 4) * 8);
@@ -395,10 +385,7 @@ __device__ __forceinline__ void dq_add_ds_k(float (&acc_dq)[Cfg::DT][4], const f
 #pragma unroll
   for (int kk = 0; kk < Cfg::kBlockN / 16; ++kk) {
     uint32_t a[4];
-    a[0] = Pack<T>::two(acc_ds[2 * kk][0], acc_ds[2 * kk][1]);
-    a[1] = Pack<T>::two(acc_ds[2 * kk][2], acc_ds[2 * kk][3]);
-    a[2] = Pack<T>::two(acc_ds[2 * kk + 1][0], acc_ds[2 * kk + 1][1]);
-    a[3] = Pack<T>::two(acc_ds[2 * kk + 1][2], acc_ds[2 * kk + 1][3]);
+    pack_a_fragment<T>(a, acc_ds[2 * kk], acc_ds[2 * kk + 1]);
 #pragma unroll
     for (int j = 0; j < DT / 2; ++j) {
       uint32_t bf[4];

@@ -72,12 +72,7 @@ __device__ __forceinline__ void fwd_pv(float (&acc_o)[Cfg::MI][Cfg::DT][4], cons
   for (int kk = 0; kk < Cfg::kBlockN / 16; ++kk) {
     uint32_t a[MI][4];
 #pragma unroll
-    for (int mi = 0; mi < MI; ++mi) {
-      a[mi][0] = Pack<T>::two(acc_s[mi][2 * kk][0], acc_s[mi][2 * kk][1]);
-      a[mi][1] = Pack<T>::two(acc_s[mi][2 * kk][2], acc_s[mi][2 * kk][3]);
-      a[mi][2] = Pack<T>::two(acc_s[mi][2 * kk + 1][0], acc_s[mi][2 * kk + 1][1]);
-      a[mi][3] = Pack<T>::two(acc_s[mi][2 * kk + 1][2], acc_s[mi][2 * kk + 1][3]);
-    }
+    for (int mi = 0; mi < MI; ++mi) pack_a_fragment<T>(a[mi], acc_s[mi][2 * kk], acc_s[mi][2 * kk + 1]);
 #pragma unroll
     for (int j = 0; j < DT / 2; ++j) {
       uint32_t bf[4];

@@ -52,6 +52,15 @@ template <typename T>
 __device__ __forceinline__ float to_float(T x) {
   return Elem<T>::widen(x);
 }
+// Two m16n8 fp32 accumulator tiles, the k16 step's columns 0-7 (lo) and 8-15 (hi), as the
+// m16n8k16 A fragment of T (P or dS reused as an operand without a trip through smem).
+template <typename T>
+__device__ __forceinline__ void pack_a_fragment(uint32_t (&a)[4], const float (&lo)[4], const float (&hi)[4]) {
+  a[0] = Pack<T>::two(lo[0], lo[1]);
+  a[1] = Pack<T>::two(lo[2], lo[3]);
+  a[2] = Pack<T>::two(hi[0], hi[1]);
+  a[3] = Pack<T>::two(hi[2], hi[3]);
+}
 
 // ---------------------------------------------------------------- PTX wrappers
 template <typename T>
