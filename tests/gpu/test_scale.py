@@ -141,47 +141,57 @@ def test_packed_1m_causal_document():
     _check_documents(q, k, v, do, results, _doc_sample(lens, rng, 3), starts)
 
 
+def _chunk_reference(qc, doc, kf, vf, masked, cols, scale):
+    """One chunk of query rows (qc, doc [rows, D]) against keys kf, vf [keys, D], exactly in
+    fp32, the scores where `masked` is True removed: probabilities p, output o, lse,
+    D = rowsum(dO * O), and the chunk's contributions to dv and dk of the key columns `cols`."""
+    s = (qc @ kf.T) * scale
+    s.masked_fill_(masked, float("-inf"))
+    lse = torch.logsumexp(s, dim=-1)
+    p = torch.exp(s - lse[:, None])
+    o = p @ vf
+    dsum = (doc * o).sum(-1)
+    pc = p[:, cols]
+    dpc = doc @ vf[cols].T
+    return p, o, lse, dsum, pc.T @ doc, (pc * (dpc - dsum[:, None])).T @ qc * scale
+
+
+def _rows_dq(p, doc, kf, vf, dsum, local, scale):
+    """dq of the chunk's rows `local`, from _chunk_reference's p and dsum."""
+    ds = p[local] * (doc[local] @ vf.T - dsum[local][:, None])
+    return ds @ kf * scale
+
+
 def _chunked_reference(q, k, v, do, rows, cols, chunk=256):
     """Exact fp32 reference of causal attention (one batch row, one head; q, k, v, do
     [S, D]) on query rows `rows` (out, lse, dq) and key columns `cols` (dk, dv), in chunks
     of rows over their visible keys [0, row]: lse and D = rowsum(dO * O) of every row that
     sees a sampled column are computed exactly along the way."""
     n, d = q.shape
-    scale = d**-0.5
+    dev, scale = q.device, d**-0.5
     qf, kf, vf, dof = (t.float() for t in (q, k, v, do))
-    rows_t = torch.as_tensor(rows, device="cuda")
-    cols_t = torch.as_tensor(cols, device="cuda")
-    out_r = torch.zeros(len(rows), d, device="cuda")
-    lse_r = torch.zeros(len(rows), device="cuda")
-    dq_r = torch.zeros(len(rows), d, device="cuda")
-    dk_c = torch.zeros(len(cols), d, device="cuda")
-    dv_c = torch.zeros(len(cols), d, device="cuda")
+    rows_t, cols_t = torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)
+    out_r = torch.zeros(len(rows), d, device=dev)
+    lse_r = torch.zeros(len(rows), device=dev)
+    dq_r = torch.zeros(len(rows), d, device=dev)
+    dk_c = torch.zeros(len(cols), d, device=dev)
+    dv_c = torch.zeros(len(cols), d, device=dev)
     first = min(int(min(rows)), int(min(cols)))
     for r0 in range(first // chunk * chunk, n, chunk):
         r1 = min(r0 + chunk, n)
-        r = torch.arange(r0, r1, device="cuda")
-        s = (qf[r0:r1] @ kf[:r1].T) * scale
-        s.masked_fill_(torch.arange(r1, device="cuda")[None, :] > r[:, None], float("-inf"))
-        lse = torch.logsumexp(s, dim=-1)
-        p = torch.exp(s - lse[:, None])
-        o = p @ vf[:r1]
-        dsum = (dof[r0:r1] * o).sum(-1)
+        masked = torch.arange(r1, device=dev)[None, :] > torch.arange(r0, r1, device=dev)[:, None]
         seen = cols_t < r1  # the sampled columns this chunk's rows may see
-        if bool(seen.any()):
-            c = cols_t[seen]
-            pc = p[:, c]
-            dpc = dof[r0:r1] @ vf[c].T
-            dv_c[seen] += pc.T @ dof[r0:r1]
-            dk_c[seen] += (pc * (dpc - dsum[:, None])).T @ qf[r0:r1] * scale
+        p, o, lse, dsum, dv_part, dk_part = _chunk_reference(
+            qf[r0:r1], dof[r0:r1], kf[:r1], vf[:r1], masked, cols_t[seen], scale)
+        dv_c[seen] += dv_part
+        dk_c[seen] += dk_part
         hit = (rows_t >= r0) & (rows_t < r1)
         if bool(hit.any()):
             local = rows_t[hit] - r0
-            dp = dof[r0:r1][local] @ vf[:r1].T
-            ds = p[local] * (dp - dsum[local][:, None])
-            dq_r[hit] = ds @ kf[:r1] * scale
+            dq_r[hit] = _rows_dq(p, dof[r0:r1], kf[:r1], vf[:r1], dsum, local, scale)
             out_r[hit] = o[local]
             lse_r[hit] = lse[local]
-        del s, p
+        del p
     return out_r, lse_r, dq_r, dk_c, dv_c
 
 
@@ -288,24 +298,17 @@ def _banded_reference(q, k, v, do, bounds, rows, cols, chunk=512):
         for r0 in range(0, n, chunk):
             r1 = min(r0 + chunk, n)
             r = torch.arange(r0, r1, device=dev)[:, None]
-            s = (qf[r0:r1] @ kf.T) * scale
-            s.masked_fill_(((r >= lts) & (r < lte)) | ((r >= uts) & (r < ute)), float("-inf"))
-            lse = torch.logsumexp(s, dim=-1)
-            p = torch.exp(s - lse[:, None])
-            o = p @ vf
-            dsum = (dof[r0:r1] * o).sum(-1)
-            pc = p[:, cols_t]
-            dpc = dof[r0:r1] @ vf[cols_t].T
-            dv_c[hk] += pc.T @ dof[r0:r1]
-            dk_c[hk] += (pc * (dpc - dsum[:, None])).T @ qf[r0:r1] * scale
+            masked = ((r >= lts) & (r < lte)) | ((r >= uts) & (r < ute))
+            p, o, lse, dsum, dv_part, dk_part = _chunk_reference(qf[r0:r1], dof[r0:r1], kf, vf, masked, cols_t, scale)
+            dv_c[hk] += dv_part
+            dk_c[hk] += dk_part
             hit = (rows_t >= r0) & (rows_t < r1)
             if bool(hit.any()):
                 local = rows_t[hit] - r0
-                ds = p[local] * (dof[r0:r1][local] @ vf.T - dsum[local][:, None])
-                dq_r[h, hit] = ds @ kf * scale
+                dq_r[h, hit] = _rows_dq(p, dof[r0:r1], kf, vf, dsum, local, scale)
                 out_r[h, hit] = o[local]
                 lse_r[h, hit] = lse[local]
-            del s, p
+            del p
     return out_r, lse_r, dq_r, dk_c, dv_c
 
 
