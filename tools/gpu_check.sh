@@ -10,7 +10,7 @@
 # carried to the machine) and times old, a second copy of old loaded apart (the A/A spread) and
 # this build in turns
 # (tools/ab_compare.py: 8K, D=64/128/256, full/causal/causal_document/sliding_window, fwd and bwd,
-# 5 rounds).
+# 5 rounds of AB_REPS timed calls each, default 5).
 # Logs go to $OUT (or ./output). Assumes build/libflashmask_cuda.so was built (tools/build_cuda.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +50,7 @@ for step in "$@"; do
       libs="old=/tmp/ab_old/libflashmask_cuda.so,old2=/tmp/ab_old2/libflashmask_cuda.so,new=build/libflashmask_cuda.so"
       for cfg in 8k-64 8k-128 8k-256; do
         python3 tools/ab_compare.py --libs "$libs" --config "$cfg" --masks full,causal,causal_document,sliding_window \
-          --modes fwd,bwd --rounds 5 --json "$OUT/ab_$cfg.json" 2>&1 | grep -v Warning | tail -12
+          --modes fwd,bwd --rounds 5 --reps "${AB_REPS:-5}" --json "$OUT/ab_$cfg.json" 2>&1 | grep -v Warning | tail -12
       done
       echo "ab in $(( $(date +%s) - t0 ))s" ;;
     scale)

@@ -1,6 +1,7 @@
 // extern "C" entry points of libflashmask_cuda (cuda_api.h): argument validation, then
 // dispatch on (dtype, head_dim) to the compiled instances (kernel_dispatch.h, generated)
 // or to the padded path for the other head dims (padded_head_dim.h).
+#include <array>
 #include <cmath>
 #include <cstdint>
 
@@ -91,8 +92,8 @@ struct TensorArg {
   const TensorStrides* strides;  // null for lse, which the library addresses itself
 };
 
-template <int N>
-int validate_tensors(const char* where, const TensorArg (&args)[N], bool padded) {
+template <size_t N>
+int validate_tensors(const char* where, const std::array<TensorArg, N>& args, bool padded) {
   for (const TensorArg& t : args) {
     if (t.data == nullptr) return report_error("%s: %s must not be null", where, t.name);
     if (padded || t.strides == nullptr) continue;
@@ -109,6 +110,45 @@ int validate_workspace(const char* where, const void* workspace, size_t given, s
   if (given < need || (need > 0 && workspace == nullptr))
     return report_error("%s: workspace of %zu bytes given, %zu needed", where, given, need);
   return 0;
+}
+
+// Each entry point's tensors, in the order of their arguments.
+std::array<TensorArg, 5> tensor_args(const FwdParams& p) {
+  return {{{"q", p.q, &p.q_strides},
+           {"k", p.k, &p.k_strides},
+           {"v", p.v, &p.v_strides},
+           {"out", p.out, &p.out_strides},
+           {"lse", p.lse, nullptr}}};
+}
+std::array<TensorArg, 9> tensor_args(const BwdParams& p) {
+  return {{{"q", p.q, &p.q_strides},
+           {"k", p.k, &p.k_strides},
+           {"v", p.v, &p.v_strides},
+           {"out", p.out, &p.out_strides},
+           {"dout", p.dout, &p.dout_strides},
+           {"lse", p.lse, nullptr},
+           {"dq", p.dq, &p.dq_strides},
+           {"dk", p.dk, &p.dk_strides},
+           {"dv", p.dv, &p.dv_strides}}};
+}
+size_t workspace_size(const FwdParams& p) { return flashmask_cuda_fwd_workspace_size(&p); }
+size_t workspace_size(const BwdParams& p) { return flashmask_cuda_bwd_workspace_size(&p); }
+// A forward without query rows writes nothing; a backward without them still zeroes dK and dV.
+bool nothing_to_compute(const FwdParams& p) { return p.shape.batch == 0 || p.shape.seqlen_q == 0; }
+bool nothing_to_compute(const BwdParams& p) { return p.shape.batch == 0; }
+
+// An entry point's checks, in order (params, dtype, shape, mask and scale, the tensors, the
+// workspace), then run(padded) unless there is nothing to compute. `where` names the entry
+// point in the messages.
+template <typename Params, typename Run>
+int checked_call(const char* where, const Params* p, const void* workspace, size_t workspace_bytes, Run run) {
+  if (p == nullptr) return report_error("%s: params must not be null", where);
+  if (int rc = validate_common(p->shape, p->mask, p->dtype, p->softmax_scale)) return rc;
+  const bool padded = runs_padded(p->shape);
+  if (int rc = validate_tensors(where, tensor_args(*p), padded)) return rc;
+  if (int rc = validate_workspace(where, workspace, workspace_bytes, workspace_size(*p))) return rc;
+  if (nothing_to_compute(*p)) return 0;
+  return run(padded);
 }
 
 }  // namespace
@@ -142,43 +182,21 @@ size_t flashmask_cuda_bwd_workspace_size(const BwdParams* p) {
 
 int flashmask_cuda_fwd(const FwdParams* p, void* workspace, size_t workspace_bytes,
                        cudaStream_t stream) {
-  constexpr const char* kWhere = "flashmask_cuda_fwd";
-  if (p == nullptr) return report_error("%s: params must not be null", kWhere);
-  if (int rc = validate_common(p->shape, p->mask, p->dtype, p->softmax_scale)) return rc;
-  const bool padded = runs_padded(p->shape);
-  const TensorArg tensors[] = {{"q", p->q, &p->q_strides},
-                               {"k", p->k, &p->k_strides},
-                               {"v", p->v, &p->v_strides},
-                               {"out", p->out, &p->out_strides},
-                               {"lse", p->lse, nullptr}};
-  if (int rc = validate_tensors(kWhere, tensors, padded)) return rc;
-  const size_t need = flashmask_cuda_fwd_workspace_size(p);
-  if (int rc = validate_workspace(kWhere, workspace, workspace_bytes, need)) return rc;
-  if (p->shape.batch == 0 || p->shape.seqlen_q == 0) return 0;
-  if (padded) return run_fwd_padded(*p, workspace, stream);
-  return dispatch(p->dtype, p->shape.head_dim, [&](auto t, auto d) {
-    return run_fwd<decltype(t), decltype(d)::value>(*p, workspace, stream);
+  return checked_call("flashmask_cuda_fwd", p, workspace, workspace_bytes, [&](bool padded) {
+    if (padded) return run_fwd_padded(*p, workspace, stream);
+    return dispatch(p->dtype, p->shape.head_dim, [&](auto t, auto d) {
+      return run_fwd<decltype(t), decltype(d)::value>(*p, workspace, stream);
+    });
   });
 }
 
 int flashmask_cuda_bwd(const BwdParams* p, void* workspace, size_t workspace_bytes,
                        cudaStream_t stream) {
-  constexpr const char* kWhere = "flashmask_cuda_bwd";
-  if (p == nullptr) return report_error("%s: params must not be null", kWhere);
-  if (int rc = validate_common(p->shape, p->mask, p->dtype, p->softmax_scale)) return rc;
-  const bool padded = runs_padded(p->shape);
-  const TensorArg tensors[] = {{"q", p->q, &p->q_strides},       {"k", p->k, &p->k_strides},
-                               {"v", p->v, &p->v_strides},       {"out", p->out, &p->out_strides},
-                               {"dout", p->dout, &p->dout_strides}, {"lse", p->lse, nullptr},
-                               {"dq", p->dq, &p->dq_strides},    {"dk", p->dk, &p->dk_strides},
-                               {"dv", p->dv, &p->dv_strides}};
-  if (int rc = validate_tensors(kWhere, tensors, padded)) return rc;
-  const size_t need = flashmask_cuda_bwd_workspace_size(p);
-  if (int rc = validate_workspace(kWhere, workspace, workspace_bytes, need)) return rc;
-  if (p->shape.batch == 0) return 0;
-  if (padded) return run_bwd_padded(*p, workspace, stream);
-  return dispatch(p->dtype, p->shape.head_dim, [&](auto t, auto d) {
-    return run_bwd<decltype(t), decltype(d)::value>(*p, workspace, stream);
+  return checked_call("flashmask_cuda_bwd", p, workspace, workspace_bytes, [&](bool padded) {
+    if (padded) return run_bwd_padded(*p, workspace, stream);
+    return dispatch(p->dtype, p->shape.head_dim, [&](auto t, auto d) {
+      return run_bwd<decltype(t), decltype(d)::value>(*p, workspace, stream);
+    });
   });
 }
 

@@ -217,16 +217,11 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const int g = lane >> 2, t = lane & 3;
   const int n_block = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
   const AttentionShape& s = p.shape;
-  const int Sq = s.seqlen_q, Sk = s.seqlen_k, H = s.num_heads;
+  const Sm80Problem<kBlockN> pb(p);
+  const int H = s.num_heads;
   const int group = H / s.num_heads_k;
   const int n0 = n_block * kBlockN;
-  const int keys_valid = min(kBlockN, Sk - n0);
-  const bool causal = p.mask.causal;
-  const int nb = p.mask.num_bounds;
-  const int form = mask_form(causal, nb);
-  const int offset = Sk - Sq;
-  const int n_tiles = (Sk + kBlockN - 1) / kBlockN;
-  const float scale_log2 = p.softmax_scale * kLog2e;
+  const int keys_valid = min(kBlockN, pb.Sk - n0);
 
   const T* gK = static_cast<const T*>(p.k) + b * p.k_strides.batch +
                 static_cast<int64_t>(n0) * p.k_strides.row + hk * p.k_strides.head;
@@ -248,10 +243,10 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     const int h = hk * group + hi;
     const int hm = mask_head_for(p.mask, s, h);
     const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + hm;
-    const TileBounds tbn = load_tile_bounds(w.tile_bounds + bhm * n_tiles + n_block);
-    const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;
-    const KeyRowBounds kb = load_key_row_bounds(gBnd, nb, form, n0 + key_row, Sk, offset);
-    const int count = list_query_tiles<kThreads, kBlockM>(sList, sScratch, p.mask, Sq, Sk, bhm, n0,
+    const TileBounds tbn = load_tile_bounds(w.tile_bounds + bhm * pb.n_tiles + n_block);
+    const int32_t* gBnd = p.mask.startend_row_indices + bhm * pb.Sk * pb.nb;
+    const KeyRowBounds kb = load_key_row_bounds(gBnd, pb.nb, pb.form, n0 + key_row, pb.Sk, pb.offset);
+    const int count = list_query_tiles<kThreads, kBlockM>(sList, sScratch, p.mask, pb.Sq, pb.Sk, bhm, n0,
                                                           keys_valid, kBlockN, tbn);
 
     const T* gQ = static_cast<const T*>(p.q) + b * p.q_strides.batch + h * p.q_strides.head;
@@ -264,11 +259,11 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       const int r0 = m * kBlockM;
       load_tile_async<kBlockM, D, kThreads>(sQ + stage * kBlockM * D,
                                             gQ + static_cast<int64_t>(r0) * p.q_strides.row,
-                                            p.q_strides.row, Sq - r0, tid);
+                                            p.q_strides.row, pb.Sq - r0, tid);
       if (kNeedDS || kDV)
         load_tile_async<kBlockM, D, kThreads>(
             sdO + stage * kBlockM * D, gdO + static_cast<int64_t>(r0) * p.dout_strides.row,
-            p.dout_strides.row, Sq - r0, tid);
+            p.dout_strides.row, pb.Sq - r0, tid);
       if (tid < kBlockM / 4) {
         cp_async_16(smem_u32(sL + stage * kBlockM + tid * 4), gL + r0 + tid * 4, true);
       } else if (kNeedDS && tid < kBlockM / 2) {
@@ -302,10 +297,10 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       if (kNeedDS) keys_by_queries<T, Cfg>(acc_dp, sV, do_s, warp, lane);
 
       if (kind == static_cast<int>(TileKind::kPartial))
-        mask_partial_keys<MT>(kb, form, m * kBlockM, t, [&](int nt, int r, int c) { acc_s[nt][2 * r + c] = -INFINITY; });
+        mask_partial_keys<MT>(kb, pb.form, m * kBlockM, t, [&](int nt, int r, int c) { acc_s[nt][2 * r + c] = -INFINITY; });
 
       // P^T, dS^T
-      p_and_ds<MT, kNeedDS>(acc_s, acc_dp, l_s, ds_s, scale_log2, t);
+      p_and_ds<MT, kNeedDS>(acc_s, acc_dp, l_s, ds_s, pb.scale_log2, t);
 
       // dV += P^T dO ; dK += dS^T Q
       add_dv_dk<T, Cfg, kDK, kDV>(acc_dv, acc_dk, acc_s, acc_dp, q_s, do_s, lane);
@@ -320,7 +315,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
                 Pack<T>::two(acc_dp[nt][2 * r], acc_dp[nt][2 * r + 1]);
         __syncthreads();
       }
-      if (kDQ) add_dq_partial<T, Cfg>(w.dq_accum, bh * w.sq_pad + m * kBlockM, sdS, sK, m * kBlockM, Sq, warp, lane);
+      if (kDQ) add_dq_partial<T, Cfg>(w.dq_accum, bh * w.sq_pad + m * kBlockM, sdS, sK, m * kBlockM, pb.Sq, warp, lane);
       if (kStages == 1) {
         __syncthreads();
         if (it + 1 < count) load_m(sList[it + 1].index(), 0);
@@ -345,7 +340,8 @@ struct DqConfig {
   static constexpr int NT = kBlockN / 8, DT = D / 8;
   static_assert(kBlockM == 16 * kNWarps, "one m16 tile of rows per warp");
   static_assert(128 % kBlockM == 0 && 128 % kBlockN == 0, "tiles must divide block_mask cells");
-  static constexpr int kSmemFixed = (2 * kBlockM + 2 * kBlockN) * D * 2 + kBlockN * 4 * 4 + 32 * 4;
+  using Smem = Sm80QueryBlockSmem<D, kBlockM, kBlockN, 2>;  // Q and dO
+  static constexpr int kSmemFixed = Smem::kFixedBytes;
 };
 
 // S = Q K^T and dP = dO V^T of one key tile for the warp's m16 rows (all swizzled in smem).
@@ -404,70 +400,37 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   constexpr int kThreads = Cfg::kThreads, NT = Cfg::NT, DT = Cfg::DT;
 
   extern __shared__ __align__(128) char smem_raw[];
-  T* sQ = reinterpret_cast<T*>(smem_raw);
-  T* sdO = sQ + kBlockM * D;
-  T* sK = sdO + kBlockM * D;
-  T* sV = sK + kBlockN * D;
-  int* sBnd = reinterpret_cast<int*>(sV + kBlockN * D);
-  int* sScratch = sBnd + kBlockN * 4;
-  TileEntry* sList = reinterpret_cast<TileEntry*>(sScratch + 32);
+  const typename Cfg::Smem::template Tiles<T> sm(smem_raw);
+  T* sdO = sm.q + kBlockM * D;  // after Q
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int m_block = gridDim.x - 1 - blockIdx.x;
-  const int h = blockIdx.y, b = blockIdx.z;
-  const AttentionShape& s = p.shape;
-  const int Sq = s.seqlen_q, Sk = s.seqlen_k;
-  const int m0 = m_block * kBlockM;
-  const int rows_valid = min(kBlockM, Sq - m0);
-  const int hk = h / (s.num_heads / s.num_heads_k);
-  const int hm = mask_head_for(p.mask, s, h);
-  const bool causal = p.mask.causal;
-  const int nb = p.mask.num_bounds;
-  const int form = mask_form(causal, nb);
-  const int offset = Sk - Sq;
-  const int n_tiles = (Sk + kBlockN - 1) / kBlockN;
-  const float scale_log2 = p.softmax_scale * kLog2e;
-
-  const T* gQ = static_cast<const T*>(p.q) + b * p.q_strides.batch +
-                static_cast<int64_t>(m0) * p.q_strides.row + h * p.q_strides.head;
-  const T* gdO = static_cast<const T*>(p.dout) + b * p.dout_strides.batch +
-                 static_cast<int64_t>(m0) * p.dout_strides.row + h * p.dout_strides.head;
-  const T* gK = static_cast<const T*>(p.k) + b * p.k_strides.batch + hk * p.k_strides.head;
-  const T* gV = static_cast<const T*>(p.v) + b * p.v_strides.batch + hk * p.v_strides.head;
-  const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + hm;
-  const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;
-  const TileBounds* tb = tile_bounds + bhm * n_tiles;
-  const int count = list_key_tiles<kThreads, kBlockN>(sList, sScratch, p.mask, Sq, Sk, bhm, m0,
-                                                      rows_valid, tb);
+  const Sm80QueryBlock<T, kBlockM, kBlockN> blk(p, tile_bounds);
+  const T* gdO = static_cast<const T*>(p.dout) + blk.b * p.dout_strides.batch +
+                 static_cast<int64_t>(blk.m0) * p.dout_strides.row + blk.h * p.dout_strides.head;
+  const int count = list_key_tiles<kThreads, kBlockN>(sm.list, sm.scratch, p.mask, blk.Sq, blk.Sk, blk.bhm, blk.m0,
+                                                      blk.rows_valid, blk.tile_bounds);
 
   const int64_t k_row = p.k_strides.row, v_row = p.v_strides.row;
   auto load_n = [&](int n, int kind) {
-    load_tile_async<kBlockN, D, kThreads>(sK, gK + static_cast<int64_t>(n) * kBlockN * k_row,
-                                          k_row, Sk - n * kBlockN, tid);
-    load_tile_async<kBlockN, D, kThreads>(sV, gV + static_cast<int64_t>(n) * kBlockN * v_row,
-                                          v_row, Sk - n * kBlockN, tid);
-    if (kind == static_cast<int>(TileKind::kPartial)) {
-      const int32_t* src = gBnd + static_cast<int64_t>(n) * kBlockN * nb;
-      // Cut to the tile first: (Sk - n * kBlockN) * nb overflows an int at n = 0, Sk = 2^29, nb = 4.
-      const int lim = min(Sk - n * kBlockN, kBlockN) * nb;
-      for (int i = tid; i < kBlockN * nb; i += kThreads) {
-        const bool ok = i < lim;
-        cp_async_4(smem_u32(sBnd + i), ok ? src + i : gBnd, ok);
-      }
-    }
+    load_tile_async<kBlockN, D, kThreads>(sm.k, blk.k + static_cast<int64_t>(n) * kBlockN * k_row,
+                                          k_row, blk.Sk - n * kBlockN, tid);
+    load_tile_async<kBlockN, D, kThreads>(sm.v, blk.v + static_cast<int64_t>(n) * kBlockN * v_row,
+                                          v_row, blk.Sk - n * kBlockN, tid);
+    if (kind == static_cast<int>(TileKind::kPartial))
+      load_bounds_tile_async<kBlockN, kThreads>(sm.bounds, blk.bounds, n, blk.nb, blk.Sk, tid);
   };
 
-  load_tile_async<kBlockM, D, kThreads>(sQ, gQ, p.q_strides.row, rows_valid, tid);
-  load_tile_async<kBlockM, D, kThreads>(sdO, gdO, p.dout_strides.row, rows_valid, tid);
-  if (count > 0) load_n(sList[count - 1].index(), sList[count - 1].kind());
+  load_tile_async<kBlockM, D, kThreads>(sm.q, blk.q, p.q_strides.row, blk.rows_valid, tid);
+  load_tile_async<kBlockM, D, kThreads>(sdO, gdO, p.dout_strides.row, blk.rows_valid, tid);
+  if (count > 0) load_n(sm.list[count - 1].index(), sm.list[count - 1].kind());
   cp_async_commit();
 
-  const int64_t bh = static_cast<int64_t>(b) * s.num_heads + h;
+  const int64_t bh = static_cast<int64_t>(blk.b) * p.shape.num_heads + blk.h;
   float Lr[2], Dr[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    const int row = m0 + warp * 16 + g + 8 * r;  // < sq_pad: the arrays are padded
+    const int row = blk.m0 + warp * 16 + g + 8 * r;  // < sq_pad: the arrays are padded
     Lr[r] = w.lse_log2[bh * w.sq_pad + row];
     Dr[r] = w.dsum[bh * w.sq_pad + row];
   }
@@ -479,16 +442,16 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     for (int e = 0; e < 4; ++e) acc_dq[dt][e] = 0.f;
 
   for (int it = count - 1; it >= 0; --it) {
-    const int n = sList[it].index();
-    const int kind = sList[it].kind();
+    const int n = sm.list[it].index();
+    const int kind = sm.list[it].kind();
     cp_async_wait<0>();
     __syncthreads();
 
     float acc_s[NT][4], acc_dp[NT][4];
-    dq_s_dp<T, Cfg>(acc_s, acc_dp, sQ, sdO, sK, sV, warp, lane);
+    dq_s_dp<T, Cfg>(acc_s, acc_dp, sm.q, sdO, sm.k, sm.v, warp, lane);
     if (kind == static_cast<int>(TileKind::kPartial)) {
-      const int rows[2] = {m0 + warp * 16 + g, m0 + warp * 16 + g + 8};
-      mask_partial_rows<NT>(form, sBnd, n * kBlockN, t, Sk, offset, rows,
+      const int rows[2] = {blk.m0 + warp * 16 + g, blk.m0 + warp * 16 + g + 8};
+      mask_partial_rows<NT>(blk.form, sm.bounds, n * kBlockN, t, blk.Sk, blk.offset, rows,
                             [&](int j, int r, int c) { acc_s[j][2 * r + c] = -INFINITY; });
     }
 #pragma unroll
@@ -496,22 +459,22 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = e >> 1;
-        const float pv = exp2f(fmaf(acc_s[nt][e], scale_log2, -Lr[r]));
+        const float pv = exp2f(fmaf(acc_s[nt][e], blk.scale_log2, -Lr[r]));
         acc_dp[nt][e] = pv * (acc_dp[nt][e] - Dr[r]);
       }
     // dQ += dS K
-    dq_add_ds_k<T, Cfg>(acc_dq, acc_dp, sK, lane);
+    dq_add_ds_k<T, Cfg>(acc_dq, acc_dp, sm.k, lane);
     __syncthreads();
-    if (it > 0) load_n(sList[it - 1].index(), sList[it - 1].kind());
+    if (it > 0) load_n(sm.list[it - 1].index(), sm.list[it - 1].kind());
     cp_async_commit();
   }
   cp_async_wait<0>();
 
-  T* gdQ = static_cast<T*>(p.dq) + b * p.dq_strides.batch + h * p.dq_strides.head;
+  T* gdQ = static_cast<T*>(p.dq) + blk.b * p.dq_strides.batch + blk.h * p.dq_strides.head;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    const int row = m0 + warp * 16 + g + 8 * r;
-    if (row < Sq) {
+    const int row = blk.m0 + warp * 16 + g + 8 * r;
+    if (row < blk.Sq) {
       T* dq = gdQ + static_cast<int64_t>(row) * p.dq_strides.row;
 #pragma unroll
       for (int dt = 0; dt < DT; ++dt)

@@ -26,9 +26,9 @@ struct FwdConfig {
   static_assert(MI >= 1 && kBlockM == MI * 16 * kNWarps, "bad kBlockM");
   static_assert(kBlockN % 16 == 0 && D % 64 == 0, "bad tile");
   static_assert(128 % kBlockM == 0 && 128 % kBlockN == 0, "tiles must divide block_mask cells");
+  using Smem = Sm80QueryBlockSmem<D, kBlockM, kBlockN, 1>;
   // Bytes of static-size shared memory; the tile list (n_tiles ints) follows.
-  static constexpr int kSmemFixed =
-      (kBlockM + 2 * kBlockN) * D * 2 + kBlockN * 4 * 4 + 32 * 4;
+  static constexpr int kSmemFixed = Smem::kFixedBytes;
 };
 
 // S = Q K^T of one key tile for the warp's MI m16 row tiles (rows warp_row..), all NT n8
@@ -93,58 +93,27 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   constexpr int kThreads = Cfg::kThreads, MI = Cfg::MI, NT = Cfg::NT, DT = Cfg::DT;
 
   extern __shared__ __align__(128) char smem_raw[];
-  T* sQ = reinterpret_cast<T*>(smem_raw);
-  T* sK = sQ + kBlockM * D;
-  T* sV = sK + kBlockN * D;
-  int* sBnd = reinterpret_cast<int*>(sV + kBlockN * D);
-  int* sScratch = sBnd + kBlockN * 4;
-  TileEntry* sList = reinterpret_cast<TileEntry*>(sScratch + 32);
+  const typename Cfg::Smem::template Tiles<T> sm(smem_raw);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int m_block = gridDim.x - 1 - blockIdx.x;  // heavy (late) row blocks first
-  const int h = blockIdx.y, b = blockIdx.z;
-  const AttentionShape& s = p.shape;
-  const int Sq = s.seqlen_q, Sk = s.seqlen_k;
-  const int m0 = m_block * kBlockM;
-  const int rows_valid = min(kBlockM, Sq - m0);
-  const int hk = h / (s.num_heads / s.num_heads_k);
-  const int hm = mask_head_for(p.mask, s, h);
-  const bool causal = p.mask.causal;
-  const int nb = p.mask.num_bounds;
-  const int form = mask_form(causal, nb);
-  const int offset = Sk - Sq;
-  const int n_tiles = (Sk + kBlockN - 1) / kBlockN;
-
-  const T* gQ = static_cast<const T*>(p.q) + b * p.q_strides.batch +
-                static_cast<int64_t>(m0) * p.q_strides.row + h * p.q_strides.head;
-  const T* gK = static_cast<const T*>(p.k) + b * p.k_strides.batch + hk * p.k_strides.head;
-  const T* gV = static_cast<const T*>(p.v) + b * p.v_strides.batch + hk * p.v_strides.head;
-  const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + hm;
-  const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;
-  const TileBounds* tb = tile_bounds + bhm * n_tiles;
-  const int count = list_key_tiles<kThreads, kBlockN>(sList, sScratch, p.mask, Sq, Sk, bhm, m0,
-                                                      rows_valid, tb);
+  const Sm80QueryBlock<T, kBlockM, kBlockN> blk(p, tile_bounds);
+  const int count = list_key_tiles<kThreads, kBlockN>(sm.list, sm.scratch, p.mask, blk.Sq, blk.Sk, blk.bhm, blk.m0,
+                                                      blk.rows_valid, blk.tile_bounds);
 
   const int64_t k_row = p.k_strides.row, v_row = p.v_strides.row;
   auto load_bounds = [&](int n) {
-    const int32_t* src = gBnd + static_cast<int64_t>(n) * kBlockN * nb;
-    // Cut to the tile first: (Sk - n * kBlockN) * nb overflows an int at n = 0, Sk = 2^29, nb = 4.
-    const int lim = min(Sk - n * kBlockN, kBlockN) * nb;
-    for (int i = tid; i < kBlockN * nb; i += kThreads) {
-      const bool ok = i < lim;
-      cp_async_4(smem_u32(sBnd + i), ok ? src + i : gBnd, ok);
-    }
+    load_bounds_tile_async<kBlockN, kThreads>(sm.bounds, blk.bounds, n, blk.nb, blk.Sk, tid);
   };
 
-  load_tile_async<kBlockM, D, kThreads>(sQ, gQ, p.q_strides.row, rows_valid, tid);
+  load_tile_async<kBlockM, D, kThreads>(sm.q, blk.q, p.q_strides.row, blk.rows_valid, tid);
   int it = count - 1;
   int n = -1, kind = 0;
   if (it >= 0) {
-    n = sList[it].index();
-    kind = sList[it].kind();
-    load_tile_async<kBlockN, D, kThreads>(sK, gK + static_cast<int64_t>(n) * kBlockN * k_row,
-                                          k_row, Sk - n * kBlockN, tid);
+    n = sm.list[it].index();
+    kind = sm.list[it].kind();
+    load_tile_async<kBlockN, D, kThreads>(sm.k, blk.k + static_cast<int64_t>(n) * kBlockN * k_row,
+                                          k_row, blk.Sk - n * kBlockN, tid);
     if (kind == static_cast<int>(TileKind::kPartial)) load_bounds(n);
   }
   cp_async_commit();
@@ -160,57 +129,56 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     row_max[mi][0] = row_max[mi][1] = -INFINITY;
     row_sum[mi][0] = row_sum[mi][1] = 0.f;
   }
-  const float scale_log2 = p.softmax_scale * kLog2e;
   const int warp_row = warp * MI * 16;
 
   for (; it >= 0; --it) {
     cp_async_wait<0>();
     __syncthreads();
-    load_tile_async<kBlockN, D, kThreads>(sV, gV + static_cast<int64_t>(n) * kBlockN * v_row,
-                                          v_row, Sk - n * kBlockN, tid);
+    load_tile_async<kBlockN, D, kThreads>(sm.v, blk.v + static_cast<int64_t>(n) * kBlockN * v_row,
+                                          v_row, blk.Sk - n * kBlockN, tid);
     cp_async_commit();
 
     // S = Q K^T
     float acc_s[MI][NT][4];
-    fwd_qk<T, Cfg>(acc_s, sQ, sK, warp_row, lane);
+    fwd_qk<T, Cfg>(acc_s, sm.q, sm.k, warp_row, lane);
 
     if (kind == static_cast<int>(TileKind::kPartial)) {
       int rows[MI * 2];
 #pragma unroll
-      for (int i = 0; i < MI * 2; ++i) rows[i] = m0 + warp_row + (i >> 1) * 16 + g + 8 * (i & 1);
-      mask_partial_rows<NT>(form, sBnd, n * kBlockN, t, Sk, offset, rows, [&](int j, int i, int c) {
+      for (int i = 0; i < MI * 2; ++i) rows[i] = blk.m0 + warp_row + (i >> 1) * 16 + g + 8 * (i & 1);
+      mask_partial_rows<NT>(blk.form, sm.bounds, n * kBlockN, t, blk.Sk, blk.offset, rows, [&](int j, int i, int c) {
         acc_s[i >> 1][j][2 * (i & 1) + c] = -INFINITY;
       });
     }
 
     // Online softmax (softmax.cuh; base 2, scale folded in).
-    online_softmax_rows<MI, NT, DT>(acc_s, acc_o, row_max, row_sum, scale_log2);
+    online_softmax_rows<MI, NT, DT>(acc_s, acc_o, row_max, row_sum, blk.scale_log2);
 
     cp_async_wait<0>();
     __syncthreads();  // V visible; every warp is done reading K and the bounds
     int n_next = -1, kind_next = 0;
     if (it > 0) {
-      n_next = sList[it - 1].index();
-      kind_next = sList[it - 1].kind();
+      n_next = sm.list[it - 1].index();
+      kind_next = sm.list[it - 1].kind();
       load_tile_async<kBlockN, D, kThreads>(
-          sK, gK + static_cast<int64_t>(n_next) * kBlockN * k_row, k_row,
-          Sk - n_next * kBlockN, tid);
+          sm.k, blk.k + static_cast<int64_t>(n_next) * kBlockN * k_row, k_row,
+          blk.Sk - n_next * kBlockN, tid);
       if (kind_next == static_cast<int>(TileKind::kPartial)) load_bounds(n_next);
     }
     cp_async_commit();
 
     // O += P V
-    fwd_pv<T, Cfg>(acc_o, acc_s, sV, lane);
+    fwd_pv<T, Cfg>(acc_o, acc_s, sm.v, lane);
     n = n_next;
     kind = kind_next;
   }
   cp_async_wait<0>();
 
   // Epilogue (fwd_epilogue.cuh): normalise, write O and the LSE.
-  const FwdOutput<T> out(p, b, h);
+  const FwdOutput<T> out(p, blk.b, blk.h);
 #pragma unroll
   for (int mi = 0; mi < MI; ++mi)
-    store_o_lse<T, DT>(p, out, m0 + warp_row + mi * 16 + g, t, row_max[mi], row_sum[mi],
+    store_o_lse<T, DT>(p, out, blk.m0 + warp_row + mi * 16 + g, t, row_max[mi], row_sum[mi],
                        [&](int dt, int r, int c) { return acc_o[mi][dt][2 * r + c]; });
 }
 

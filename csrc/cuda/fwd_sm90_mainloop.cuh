@@ -143,7 +143,11 @@ struct FwdSm90Mainloop {
     // i-1. ptxas places the wait for that P V ahead of the softmax of tile i, so the
     // softmax runs beside the other consumer's GEMMs; held behind the softmax, so that
     // it ran beside this consumer's own P V, the forward measured 2-6% slower (perf-notes
-    // v19). Q is released once the last S is done.
+    // v19). Q is released once the last S is done: last_qk is the tile whose S is Q's last
+    // use (none in a segment before the item's last), read from the record once, so that the
+    // release is a predicated arrive and not a branch on a shared-memory load right after
+    // the S wait (~1% of the full-mask forward at D=128, docs/design.md).
+    const int last_qk = it.last() ? count - 1 : count;
     kv.wait_full(sm.k_full);
     turn_begin();
     wgmma_fence();
@@ -151,7 +155,7 @@ struct FwdSm90Mainloop {
     turn_end();
     wgmma_wait<0>();
     fence_operands(acc_s);
-    if (count == 1 && it.last()) mbar_arrive(sm.q_empty + qs);
+    if (last_qk == 0) mbar_arrive(sm.q_empty + qs);
     mask_and_softmax(acc_s, it.tile(0), kv.stage(), row0, alpha);
     if (!first) rescale_o(alpha);  // at the first segment O is still 0: alpha is not needed
     pack_p(pa, acc_s);
@@ -166,7 +170,7 @@ struct FwdSm90Mainloop {
       turn_end();
       wgmma_wait<1>();  // S of tile i is done, P V of tile i-1 may still run
       fence_operands(acc_s);
-      if (i == count - 1 && it.last()) mbar_arrive(sm.q_empty + qs);
+      if (i == last_qk) mbar_arrive(sm.q_empty + qs);
       mask_and_softmax(acc_s, it.tile(i), cur.stage(), row0, alpha);
       wgmma_wait<0>();
       fence_operands(acc_o);

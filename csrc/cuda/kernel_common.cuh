@@ -155,5 +155,91 @@ __device__ __forceinline__ void load_tile_async(T* smem, const T* gmem, int64_t 
   }
 }
 
+// ---------------------------------------------------------------- sm80 block context
+// What every mma.sync kernel decodes of the problem: the lengths, the mask's form (mask.cuh),
+// the offset of the bottom-right-aligned diagonal, the key tiles of kBlockN columns, the
+// softmax scale in base 2.
+template <int kBlockN>
+struct Sm80Problem {
+  int Sq, Sk, nb, form, offset, n_tiles;
+  float scale_log2;
+  template <typename Params>
+  __device__ __forceinline__ explicit Sm80Problem(const Params& p)
+      : Sq(p.shape.seqlen_q),
+        Sk(p.shape.seqlen_k),
+        nb(p.mask.num_bounds),
+        form(mask_form(p.mask.causal, p.mask.num_bounds)),
+        offset(p.shape.seqlen_k - p.shape.seqlen_q),
+        n_tiles((p.shape.seqlen_k + kBlockN - 1) / kBlockN),
+        scale_log2(p.softmax_scale * kLog2e) {}
+};
+
+// Shared memory of an sm80 forward or dQ CTA, in order: kQTiles tiles of kBlockM query rows
+// (Q; then dO in the dQ kernel), the K and V tiles, one key tile's column bounds (up to 4
+// ints a column), the tile-list builder's scratch, then the key-tile list (n_tiles entries,
+// sized at launch: kFixedBytes is all before it). Tiles<T> carves it for 16-bit T.
+template <int D, int kBlockM, int kBlockN, int kQTiles>
+struct Sm80QueryBlockSmem {
+  static constexpr int kElemBytes = 2;
+  static constexpr int kScratchInts = 32;
+  static constexpr int kFixedBytes = (kQTiles * kBlockM + 2 * kBlockN) * D * kElemBytes +
+                                     (kBlockN * 4 + kScratchInts) * static_cast<int>(sizeof(int));
+  template <typename T>
+  struct Tiles {
+    static_assert(sizeof(T) == kElemBytes, "the mma.sync kernels take 16-bit elements");
+    T *q, *k, *v;
+    int *bounds, *scratch;
+    TileEntry* list;
+    __device__ __forceinline__ explicit Tiles(char* raw)
+        : q(reinterpret_cast<T*>(raw)),
+          k(q + kQTiles * kBlockM * D),
+          v(k + kBlockN * D),
+          bounds(reinterpret_cast<int*>(v + kBlockN * D)),
+          scratch(bounds + kBlockN * 4),
+          list(reinterpret_cast<TileEntry*>(scratch + kScratchInts)) {}
+  };
+};
+
+// The query block of an sm80 forward or dQ CTA (grid: query blocks x heads x batch, the late
+// blocks, whose rows see the most keys, first): its rows, heads and mask row, and the bases
+// of its Q (at its first row), K and V (at key 0), column bounds and tile bounds.
+template <typename T, int kBlockM, int kBlockN>
+struct Sm80QueryBlock : Sm80Problem<kBlockN> {
+  int m0, rows_valid, h, b, hk;
+  int64_t bhm;
+  const T *q, *k, *v;
+  const int32_t* bounds;
+  const TileBounds* tile_bounds;
+  template <typename Params>
+  __device__ __forceinline__ Sm80QueryBlock(const Params& p, const TileBounds* all_tile_bounds)
+      : Sm80Problem<kBlockN>(p),
+        m0((gridDim.x - 1 - blockIdx.x) * kBlockM),
+        rows_valid(min(kBlockM, p.shape.seqlen_q - m0)),
+        h(blockIdx.y),
+        b(blockIdx.z),
+        hk(h / (p.shape.num_heads / p.shape.num_heads_k)),
+        bhm(static_cast<int64_t>(b) * p.mask.num_mask_heads + mask_head_for(p.mask, p.shape, h)),
+        q(static_cast<const T*>(p.q) + b * p.q_strides.batch + static_cast<int64_t>(m0) * p.q_strides.row +
+          h * p.q_strides.head),
+        k(static_cast<const T*>(p.k) + b * p.k_strides.batch + hk * p.k_strides.head),
+        v(static_cast<const T*>(p.v) + b * p.v_strides.batch + hk * p.v_strides.head),
+        bounds(p.mask.startend_row_indices + bhm * p.shape.seqlen_k * p.mask.num_bounds),
+        tile_bounds(all_tile_bounds + bhm * this->n_tiles) {}
+};
+
+// cp.async of key tile n's column bounds (kBlockN columns of nb ints, from a (batch, mask
+// head)'s `bounds`) into smem; the columns past Sk are zero-filled.
+template <int kBlockN, int kThreads>
+__device__ __forceinline__ void load_bounds_tile_async(int* dst, const int32_t* bounds, int n, int nb, int Sk,
+                                                       int tid) {
+  const int32_t* src = bounds + static_cast<int64_t>(n) * kBlockN * nb;
+  // Cut to the tile first: (Sk - n * kBlockN) * nb overflows an int at n = 0, Sk = 2^29, nb = 4.
+  const int lim = min(Sk - n * kBlockN, kBlockN) * nb;
+  for (int i = tid; i < kBlockN * nb; i += kThreads) {
+    const bool ok = i < lim;
+    cp_async_4(smem_u32(dst + i), ok ? src + i : bounds, ok);
+  }
+}
+
 }  // namespace cuda
 }  // namespace flashmask
