@@ -386,6 +386,47 @@ def ratio(row, key):
     return f"{row['ours_fwdbwd'] / row[key]:.2f}" if row.get(key) else "-"
 
 
+# Issue 17's bars (docs/perf-notes.md): full and causal fwd+bwd >= FA4 called directly; every
+# other mask >= the lower of 1.3x FA4-Flex and 0.9x FA4-direct's full rate at the same N; every
+# mask >= 0.8x our full mask's rate (random_eviction, per head, exempt); a fwd+bwd call no longer
+# than its forward and backward timed apart (+2%).
+FA4_DENSE_MASKS = ("full", "causal")
+FA4_FLEX_MARGIN, FA4_DENSE_SHARE, OWN_FULL_SHARE, FUSED_SLACK = 1.3, 0.9, 0.8, 1.02
+
+
+def fa4_target_lines(rows):
+    """Markdown rows of each run's standing against those bars (runs with FA4-direct columns)."""
+    out = []
+    for run in dict.fromkeys(r["run"] for r in rows):
+        rs = {r["mask"]: r for r in rows if r["run"] == run}
+        full = rs.get("full")
+        if not full or not full.get("fa4direct_fwdbwd"):
+            continue
+        for mask, r in rs.items():
+            if mask in FA4_DENSE_MASKS:
+                target, rule = r.get("fa4direct_fwdbwd"), "FA4 direct"
+                if r.get("fa4direct_fwd"):
+                    rule += f"; fwd alone {r['ours_fwd'] / r['fa4direct_fwd']:.2f}x"
+            elif r.get("fa4_fwdbwd"):
+                target = min(FA4_FLEX_MARGIN * r["fa4_fwdbwd"], FA4_DENSE_SHARE * full["fa4direct_fwdbwd"])
+                rule = "min(1.3x FA4-Flex, 0.9x FA4 full)"
+            else:
+                target, rule = None, "-"
+            t_f, t_b, t_fb = r["ours_ms"]
+            own = r["ours_fwdbwd"] / full["ours_fwdbwd"]
+            fused = t_fb / (t_f + t_b)
+            vs_bar = f"{r['ours_fwdbwd'] / target:.2f}" if target else "-"
+            own_note = "" if own >= OWN_FULL_SHARE or mask == "random_eviction" else " (below 0.8)"
+            fused_note = "" if fused <= FUSED_SLACK else " (over 1.02)"
+            out.append(f"| {run} | {mask} | {fmt(r['ours_fwdbwd'])} | {fmt(target)} ({rule}) | {vs_bar} | "
+                       f"{own:.2f}{own_note} | {fused:.3f}{fused_note} |")
+    if not out:
+        return []
+    return ["", "## Against issue 17's bars (runs with FA4; issue 18 holds D=64 to the same)", "",
+            "| run | mask | ours fwd+bwd | bar | ours / bar | / our full | fwd+bwd time / (fwd + bwd) |",
+            "|---|---|---|---|---|---|---|", *out]
+
+
 def report(out_dir: pathlib.Path):
     rows = []
     meta = {}
@@ -429,6 +470,7 @@ def report(out_dir: pathlib.Path):
             f"{fmt(r.get('dense_fwdbwd'))} | {ratio(r, 'fa4direct_fwdbwd')} | {ratio(r, 'fa4_fwdbwd')} | "
             f"{ratio(r, 'flex_fwdbwd')} | {fmt1(r.get('flex_build_ms'))} |"
         )
+    lines += fa4_target_lines(rows)
     (out_dir / "gpu.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib
