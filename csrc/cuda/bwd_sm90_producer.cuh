@@ -69,7 +69,7 @@ __device__ __forceinline__ void bwd_list_item(const BwdListQueue<Smem>& queue, c
   const int n_tiles = (s.seqlen_k + kBlockN - 1) / kBlockN, n0 = n_block * kBlockN;
   auto sync = [] { named_barrier_sync(BwdBarrier::kListBuilders, Cfg::kListBuilders); };
   for (int hi = 0; hi < group; ++hi) {
-    const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + mask_head_for(p.mask, s, hk * group + hi);
+    const int64_t bhm = mask_row_for(p.mask, s, b, hk * group + hi);
     const QueryTileClassifier<Cfg::kBlockM> query_tiles(p.mask, s.seqlen_q, s.seqlen_k, bhm, n0,
                                                         min(kBlockN, s.seqlen_k - n0), kBlockN,
                                                         load_tile_bounds(w.tile_bounds + bhm * n_tiles + n_block));

@@ -241,8 +241,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
   for (int hi = 0; hi < group; ++hi) {
     const int h = hk * group + hi;
-    const int hm = mask_head_for(p.mask, s, h);
-    const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + hm;
+    const int64_t bhm = mask_row_for(p.mask, s, b, h);
     const TileBounds tbn = load_tile_bounds(w.tile_bounds + bhm * pb.n_tiles + n_block);
     const int32_t* gBnd = p.mask.startend_row_indices + bhm * pb.Sk * pb.nb;
     const KeyRowBounds kb = load_key_row_bounds(gBnd, pb.nb, pb.form, n0 + key_row, pb.Sk, pb.offset);

@@ -192,7 +192,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       for (int i = 0; i < BwdSm90Mainloop<T, Cfg>::DT * 4; ++i) mainloop.acc_dk[i] = mainloop.acc_dv[i] = 0.f;
       kv.wait_full(&sm.kv_full);
     }
-    const int64_t bhm = static_cast<int64_t>(b) * p.mask.num_mask_heads + mask_head_for(p.mask, s, h);
+    const int64_t bhm = mask_row_for(p.mask, s, b, h);
     const KeyRowBounds kb = load_key_row_bounds(p.mask.startend_row_indices + bhm * s.seqlen_k * nb, nb,
                                                 mainloop.form, n0 + mainloop.epi.key_off + mainloop.epi.wrow,
                                                 s.seqlen_k, mainloop.offset);

@@ -148,17 +148,21 @@ int prepare_smem(Kernel kernel, size_t bytes, const char* name) {
 }
 
 // The mma.sync kernels keep a block's whole tile list in shared memory: `fixed` bytes plus
-// one int per tile of `tile` positions of the `length` being listed (what: its name).
-// Beyond what the device holds they refuse with the longest length they take.
+// one entry per tile of `tile` positions of the `length` being listed.
+inline size_t list_smem_bytes(size_t fixed, int length, int tile) {
+  return fixed + static_cast<size_t>(ceil_div(length, tile)) * sizeof(TileEntry);
+}
+// Sets a list-holding kernel's shared memory (list_smem_bytes; what: the length's name);
+// beyond what the device holds it refuses with the longest length the kernel takes.
 template <typename Kernel>
 int prepare_list_smem(Kernel kernel, size_t fixed, int length, int tile, const char* what, const char* name) {
-  const size_t bytes = fixed + static_cast<size_t>(ceil_div(length, tile)) * sizeof(int);
+  const size_t bytes = list_smem_bytes(fixed, length, tile);
   const size_t optin = static_cast<size_t>(smem_optin_bytes());
   if (bytes > optin)
     return report_error("%s keeps its tile list in shared memory: %s = %d needs %zu bytes, the device allows %zu, "
                         "so it takes %s up to %lld (the non-deterministic Hopper kernels take any length)",
                         name, what, length, bytes, optin, what,
-                        static_cast<long long>(optin > fixed ? (optin - fixed) / sizeof(int) * tile : 0));
+                        static_cast<long long>(optin > fixed ? (optin - fixed) / sizeof(TileEntry) * tile : 0));
   return prepare_smem(kernel, bytes, name);
 }
 
@@ -211,7 +215,7 @@ int run_fwd(const FwdParams& p, void* workspace, cudaStream_t stream) {
   TileBounds* tb = reinterpret_cast<TileBounds*>(workspace);
   launch_tile_bounds(p.mask, p.shape, Cfg::kBlockN, tb, stream);
   auto kernel = flashmask_fwd_kernel<T, Cfg>;
-  const size_t smem = Cfg::kSmemFixed + static_cast<size_t>(ceil_div(p.shape.seqlen_k, Cfg::kBlockN)) * 4;
+  const size_t smem = list_smem_bytes(Cfg::kSmemFixed, p.shape.seqlen_k, Cfg::kBlockN);
   if (int rc = prepare_list_smem(kernel, Cfg::kSmemFixed, p.shape.seqlen_k, Cfg::kBlockN, "seqlen_k",
                                  "flashmask_fwd_kernel (mma.sync)"))
     return rc;
@@ -301,7 +305,7 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
   }
 
   const dim3 grid(L.n_tiles, s.num_heads_k, s.batch);
-  const size_t smem = Cfg::kSmemFixed + static_cast<size_t>(ceil_div(s.seqlen_q, Cfg::kBlockM)) * 4;
+  const size_t smem = list_smem_bytes(Cfg::kSmemFixed, s.seqlen_q, Cfg::kBlockM);
   if (L.n_tiles > 0) {
     if (sm90) {
       if (int rc = run_bwd_sm90<T, KC>(p, w, stream)) return rc;
@@ -333,7 +337,7 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
       if (int rc = prepare_list_smem(k, DqCfg::kSmemFixed, s.seqlen_k, DqCfg::kBlockN, "seqlen_k",
                                      "flashmask_bwd_dq_kernel"))
         return rc;
-      const size_t smem_dq = DqCfg::kSmemFixed + static_cast<size_t>(L.n_tiles_dq) * 4;
+      const size_t smem_dq = list_smem_bytes(DqCfg::kSmemFixed, s.seqlen_k, DqCfg::kBlockN);
       const dim3 grid_dq(ceil_div(s.seqlen_q, DqCfg::kBlockM), s.num_heads, s.batch);
       k<<<grid_dq, DqCfg::kThreads, smem_dq, stream>>>(p, w, tb_dq);
       if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_dq_kernel launch")) return rc;

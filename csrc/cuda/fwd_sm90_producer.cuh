@@ -93,7 +93,7 @@ __device__ __forceinline__ void fwd_bounds_role(typename Cfg::Smem& sm, const Fw
   for (FwdItemState k;; k.advance()) {
     const FwdItem it = queue.template wait<FwdItem>(k);
     if (it.count < 0) break;
-    const int64_t bhm = static_cast<int64_t>(it.b) * p.mask.num_mask_heads + mask_head_for(p.mask, s, it.h);
+    const int64_t bhm = mask_row_for(p.mask, s, it.b, it.h);
     const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;
     for (int i = 0; i < it.count; ++i, kv.advance()) {
       const TileEntry tile = it.tile(i);

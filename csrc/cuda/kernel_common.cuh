@@ -218,7 +218,7 @@ struct Sm80QueryBlock : Sm80Problem<kBlockN> {
         h(blockIdx.y),
         b(blockIdx.z),
         hk(h / (p.shape.num_heads / p.shape.num_heads_k)),
-        bhm(static_cast<int64_t>(b) * p.mask.num_mask_heads + mask_head_for(p.mask, p.shape, h)),
+        bhm(mask_row_for(p.mask, p.shape, b, h)),
         q(static_cast<const T*>(p.q) + b * p.q_strides.batch + static_cast<int64_t>(m0) * p.q_strides.row +
           h * p.q_strides.head),
         k(static_cast<const T*>(p.k) + b * p.k_strides.batch + hk * p.k_strides.head),

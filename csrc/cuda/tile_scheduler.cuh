@@ -48,7 +48,7 @@ __device__ __forceinline__ FwdWorkItem fwd_work_item(const FwdSchedule& sched, c
   FwdWorkItem it;
   it.b = bh / s.num_heads;
   it.h = bh - it.b * s.num_heads;
-  it.bhm = static_cast<int64_t>(it.b) * mask.num_mask_heads + mask_head_for(mask, s, it.h);
+  it.bhm = mask_row_for(mask, s, it.b, it.h);
   it.m_block = __ldg(sched.order + it.bhm * sched.m_blocks + rank);
   it.span = __ldg(sched.spans + it.bhm * sched.m_blocks + it.m_block);
   return it;

@@ -93,4 +93,11 @@ FM_HOST_DEVICE int32_t mask_head_for(const MaskParams& mask, const AttentionShap
   return head / (shape.num_heads / shape.num_heads_k);  // one mask per key head
 }
 
+// Row of the [batch * num_mask_heads] mask arrays (bounds, tile bounds, block mask) that
+// query head `head` of batch `batch` reads.
+FM_HOST_DEVICE int64_t mask_row_for(const MaskParams& mask, const AttentionShape& shape, int32_t batch,
+                                    int32_t head) {
+  return static_cast<int64_t>(batch) * mask.num_mask_heads + mask_head_for(mask, shape, head);
+}
+
 }  // namespace flashmask
