@@ -486,10 +486,13 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 // ------------------------------------------------------------------ helpers
 // rowsum(dO * O) in fp32 and lse*log2(e) (+inf for empty and padded rows) per (b, h, row)
 // of the padded range. D/8 threads per row, 16 bytes of O and of dO each, kRowsPerThread
-// rows per thread with all their loads in flight before the first use: one warp per row
-// kept one load per thread in flight and half the lanes idle at D=128. Zeroing the dq
-// accumulator in the same pass ran slower than this kernel and a memset together, and
-// reading whole [S, H, D] rows (heads fastest) ran no faster (perf-notes v18).
+// rows per thread with their loads in flight together: one warp per row kept one load per
+// thread in flight and half the lanes idle at D=128. Zeroing the dq accumulator in the same
+// pass ran slower than this kernel and a memset together, and reading whole [S, H, D] rows
+// (heads fastest) ran no faster (perf-notes v18). Registers bound it, not the loads in
+// flight: each row's products are taken as its data arrives and the row pointers advance
+// by a pass (40 registers, 6 blocks per SM); holding every row's data to a second loop with
+// offsets from the 64-bit strides took 86 (2 blocks per SM, 2.35 TB/s of O and dO; v26).
 template <int D>
 struct BwdPrepShape {
   static constexpr int kThreads = 256, kThreadsPerRow = D / 8, kRowsPerThread = 4;
@@ -510,33 +513,35 @@ __global__ void __launch_bounds__(BwdPrepShape<D>::kThreads)
   const int h = static_cast<int>(bh % s.num_heads), b = static_cast<int>(bh / s.num_heads);
   const int c = static_cast<int>(threadIdx.x % kTPR) * 8;
   const int row0 = static_cast<int>(first % sq_pad) + static_cast<int>(threadIdx.x) / kTPR;
-  const T* o = static_cast<const T*>(p.out) + b * p.out_strides.batch + h * p.out_strides.head + c;
-  const T* d = static_cast<const T*>(p.dout) + b * p.dout_strides.batch + h * p.dout_strides.head + c;
-  uint4 ov[kRows], dv[kRows];
-  float lse[kRows];
+  const int64_t o_step = p.out_strides.row * Shape::kRowsPerPass, d_step = p.dout_strides.row * Shape::kRowsPerPass;
+  const T* o = static_cast<const T*>(p.out) + b * p.out_strides.batch + h * p.out_strides.head + c +
+               static_cast<int64_t>(row0) * p.out_strides.row;
+  const T* d = static_cast<const T*>(p.dout) + b * p.dout_strides.batch + h * p.dout_strides.head + c +
+               static_cast<int64_t>(row0) * p.dout_strides.row;
+  const float* lse_in = p.lse + bh * s.seqlen_q + row0;
+  float sum[kRows], lse[kRows];
 #pragma unroll
-  for (int k = 0; k < kRows; ++k) {
-    const int row = row0 + k * Shape::kRowsPerPass;
-    ov[k] = dv[k] = make_uint4(0, 0, 0, 0);  // padded rows: rowsum 0, lse -inf
+  for (int k = 0; k < kRows; ++k, o += o_step, d += d_step) {
+    uint4 ov = make_uint4(0, 0, 0, 0), dv = ov;  // padded rows: rowsum 0, lse -inf
     lse[k] = -INFINITY;
-    if (row < s.seqlen_q) {
-      ov[k] = *reinterpret_cast<const uint4*>(o + static_cast<int64_t>(row) * p.out_strides.row);
-      dv[k] = *reinterpret_cast<const uint4*>(d + static_cast<int64_t>(row) * p.dout_strides.row);
-      lse[k] = p.lse[bh * s.seqlen_q + row];
+    if (row0 + k * Shape::kRowsPerPass < s.seqlen_q) {
+      ov = *reinterpret_cast<const uint4*>(o);
+      dv = *reinterpret_cast<const uint4*>(d);
+      lse[k] = lse_in[k * Shape::kRowsPerPass];
     }
+    const T* oe = reinterpret_cast<const T*>(&ov);
+    const T* de = reinterpret_cast<const T*>(&dv);
+    sum[k] = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sum[k] += to_float<T>(oe[e]) * to_float<T>(de[e]);
   }
 #pragma unroll
   for (int k = 0; k < kRows; ++k) {
     const int64_t r = bh * sq_pad + row0 + k * Shape::kRowsPerPass;
-    const T* oe = reinterpret_cast<const T*>(&ov[k]);
-    const T* de = reinterpret_cast<const T*>(&dv[k]);
-    float sum = 0.f;
 #pragma unroll
-    for (int e = 0; e < 8; ++e) sum += to_float<T>(oe[e]) * to_float<T>(de[e]);
-#pragma unroll
-    for (int off = kTPR / 2; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    for (int off = kTPR / 2; off > 0; off >>= 1) sum[k] += __shfl_xor_sync(0xffffffffu, sum[k], off);
     if (c == 0) {
-      dsum[r] = sum;
+      dsum[r] = sum[k];
       lse_log2[r] = lse[k] == -INFINITY ? INFINITY : lse[k] * kLog2e;
     }
   }
