@@ -148,7 +148,7 @@ class Backward {
     load_head_rows<T>(p_.q, p_.q_strides, b, row0, h, rows, shape_.head_dim, kTileRows, dp_, q);
     Ops::pack_b(q, kTileRows, dp_, dp_, q_dst);
     float* q_t = Ops::staging(q_t_dst, w.b.data());
-    transpose(q, kTileRows, dp_, dp_, q_t, kTileRows);
+    Ops::transpose(q, kTileRows, dp_, dp_, q_t, kTileRows);
     Ops::pack_b(q_t, dp_, kTileRows, kTileRows, q_t_dst);
 
     float* dout = Ops::staging(dout_dst, w.a.data());
@@ -172,7 +172,7 @@ class Backward {
     }
     Ops::pack_b(dout, kTileRows, dp_, dp_, dout_dst);
     float* dout_t = Ops::staging(dout_t_dst, w.b.data());  // out is used up
-    transpose(dout, kTileRows, dp_, dp_, dout_t, kTileRows);
+    Ops::transpose(dout, kTileRows, dp_, dp_, dout_t, kTileRows);
     Ops::pack_b(dout_t, dp_, kTileRows, kTileRows, dout_t_dst);
 
     for (int c = 0; c < num_chunks_; ++c) dq_written_.get()[c * num_q_items() + item] = 0;
@@ -186,7 +186,7 @@ class Backward {
     load_head_rows<T>(p_.k, p_.k_strides, b, col0, kh, cols, shape_.head_dim, kTileCols, dp_, k);
     Ops::pack_a(k, kTileCols, dp_, dp_, w.k.data());
     float* k_t = Ops::staging(w.k_t.data(), w.b.data());
-    transpose(k, kTileCols, dp_, dp_, k_t, kTileCols);
+    Ops::transpose(k, kTileCols, dp_, dp_, k_t, kTileCols);
     Ops::pack_a(k_t, dp_, kTileCols, kTileCols, w.k_t.data());
     float* v = Ops::staging(w.v.data(), w.a.data());  // k is packed
     load_head_rows<T>(p_.v, p_.v_strides, b, col0, kh, cols, shape_.head_dim, kTileCols, dp_, v);
@@ -341,7 +341,7 @@ class Backward {
       const float* part = dq_t(c, item);
       for (int i = 0; i < size; ++i) sum_t[i] += part[i];
     }
-    transpose(sum_t, dp_, kTileRows, kTileRows, w.b.data(), dp_);
+    Ops::transpose(sum_t, dp_, kTileRows, kTileRows, w.b.data(), dp_);
     store_head_rows<T>(w.b.data(), dp_, p_.softmax_scale, p_.dq, p_.dq_strides, b, row0, h, rows, shape_.head_dim);
   }
 

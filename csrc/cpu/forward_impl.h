@@ -107,7 +107,7 @@ struct PackedKeys {
           Operand* v_dst = v.get() + item * tile_size;
           load_head_rows<T>(p.k, p.k_strides, b, col0, kh, cols, shape.head_dim, kTileCols, dp, w.k.data());
           float* k_t = Ops::staging(kt_dst, w.kt.data());
-          transpose(w.k.data(), kTileCols, dp, dp, k_t, kTileCols);
+          Ops::transpose(w.k.data(), kTileCols, dp, dp, k_t, kTileCols);
           Ops::pack_b(k_t, dp, kTileCols, kTileCols, kt_dst);
           float* v_tile = Ops::staging(v_dst, w.v.data());
           load_head_rows<T>(p.v, p.v_strides, b, col0, kh, cols, shape.head_dim, kTileCols, dp, v_tile);

@@ -22,6 +22,19 @@ struct Ymm {
   static void store(float* p, Reg x) { _mm256_storeu_ps(p, x); }
   static Reg broadcast(float x) { return _mm256_set1_ps(x); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static Reg unpack_lo(Reg a, Reg b) { return _mm256_unpacklo_ps(a, b); }
+  static Reg unpack_hi(Reg a, Reg b) { return _mm256_unpackhi_ps(a, b); }
+  static Reg pairs_lo(Reg a, Reg b) { return _mm256_shuffle_ps(a, b, 0x44); }
+  static Reg pairs_hi(Reg a, Reg b) { return _mm256_shuffle_ps(a, b, 0xee); }
+  // Two lanes: row j takes lane 0 of registers j and 4 + j, row 4 + j their lane 1.
+  static void exchange_lanes(Reg (&r)[8]) {
+    Reg t[8];
+    for (int j = 0; j < 4; ++j) {
+      t[j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x20);
+      t[4 + j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x31);
+    }
+    for (int i = 0; i < 8; ++i) r[i] = t[i];
+  }
 };
 
 using Avx2Ops = BlockedOps<Ymm, /*kRows=*/4, /*kVecs=*/2>;

