@@ -1,7 +1,7 @@
 // The Hopper backward's epilogues, run by each consumer warpgroup for its own rows:
 //  - dQ of a query tile into the fp32 dq accumulator: staged in shared memory (SW128, 32
-//    columns per block) and added by TMA reduce-adds (D <= 128), or added with
-//    red.global.add.v2.f32 (D = 256: no shared memory left for the staging);
+//    columns per block; D = 256 one block at a time in the dS^T buffer) and added by TMA
+//    reduce-adds;
 //  - dK (scaled) and dV of an item through shared memory and TMA stores.
 #pragma once
 
@@ -30,42 +30,47 @@ struct BwdSm90Epilogue {
     sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, 128, cw);
   }
 
-  // This consumer's dQ tile of query tile m, head h, batch b -> its staging blocks -> one
-  // TMA reduce-add per block. The issuer first makes sure its previous bulk copies have
-  // read the staging; the barriers order it with the writes.
+  // This consumer's dQ tile of query tile m, head h, batch b -> 32-column staging blocks of
+  // kBlockM rows x 128 B (SW128) -> one TMA reduce-add per block. D <= 128 stage every block
+  // at once in dq_stage ([block][consumer][rows][128 B]); D = 256 one block per round in this
+  // consumer's dS^T buffer (free: its dQ GEMM is done). The issuer first makes sure its
+  // previous bulk copies have read the staging; the barriers order it with the writes.
+  static constexpr int kDqBlocks = Cfg::kDqCols / 32;
+  static constexpr int kRoundBlocks = Cfg::kDqInDsBuffer ? 1 : kDqBlocks;
+  static constexpr uint32_t kBlockStride = 2 * kBlockM * 128;
   __device__ __forceinline__ void dq_reduce_tma(const BwdTensorMaps& maps, const float* acc_dq, int m, int h,
                                                 int b) const {
-    char* stage = reinterpret_cast<char*>(sm.dq_stage) + cw * kBlockM * 128;  // block j at + j * 2 * kBlockM * 128
+    char* stage = Cfg::kDqInDsBuffer ? reinterpret_cast<char*>(sm.ds[cw])
+                                     : reinterpret_cast<char*>(sm.dq_stage) + cw * kBlockM * 128;
+#pragma unroll
+    for (int round = 0; round < kDqBlocks / kRoundBlocks; ++round) {
+      wait_staging_read();
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+#pragma unroll
+        for (int jj = 0; jj < 4 * kRoundBlocks; ++jj) {
+          const int j = 4 * kRoundBlocks * round + jj;                 // n8 chunk of acc_dq
+          const int row = wrow + 8 * r, chunk = (jj & 3) * 2 + (t >> 1);  // 16-byte chunk
+          const uint32_t off = (jj >> 2) * kBlockStride + sm90::sw128_offset(row, chunk) + (t & 1) * 8;
+          *reinterpret_cast<float2*>(stage + off) = make_float2(acc_dq[4 * j + 2 * r], acc_dq[4 * j + 2 * r + 1]);
+        }
+      sm90::fence_proxy_async_smem();
+      sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, 128, cw);
+      if (dq_issuer) {
+#pragma unroll
+        for (int bb = 0; bb < kRoundBlocks; ++bb)
+          sm90::tma_reduce_add_4d(&maps.dq, stage + bb * kBlockStride, dq_col0 + 32 * (kRoundBlocks * round + bb),
+                                  m * kBlockM, h, b);
+        sm90::bulk_commit();
+      }
+      __syncwarp();  // converged again before the next warp-aligned wgmma
+    }
+  }
+  // The staging may be rewritten (dS^T buffer at D = 256: by the next tile's dS^T) once the
+  // issuer's bulk copies have read it.
+  __device__ __forceinline__ void wait_staging_read() const {
     if (dq_issuer) sm90::bulk_wait_read<0>();
     sync_warpgroup();
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-#pragma unroll
-      for (int j = 0; j < QT; ++j) {
-        const int row = wrow + 8 * r, chunk = (j & 3) * 2 + (t >> 1);  // 16-byte chunk
-        const uint32_t off = (j >> 2) * 2 * kBlockM * 128 + sm90::sw128_offset(row, chunk) + (t & 1) * 8;
-        *reinterpret_cast<float2*>(stage + off) = make_float2(acc_dq[4 * j + 2 * r], acc_dq[4 * j + 2 * r + 1]);
-      }
-    sm90::fence_proxy_async_smem();
-    sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, 128, cw);
-    if (dq_issuer) {
-#pragma unroll
-      for (int blk = 0; blk < Cfg::kDqCols / 32; ++blk)
-        sm90::tma_reduce_add_4d(&maps.dq, stage + blk * 2 * kBlockM * 128, dq_col0 + 32 * blk, m * kBlockM, h, b);
-      sm90::bulk_commit();
-    }
-    __syncwarp();  // converged again before the next warp-aligned wgmma
-  }
-
-  // The same with one red.global per element pair (rows wrow, wrow + 8 of the tile).
-  __device__ __forceinline__ void dq_reduce_red(const BwdWork& w, const float* acc_dq, int m, int h, int b,
-                                                int H) const {
-    float* gdq = w.dq_accum + ((static_cast<int64_t>(b) * H + h) * w.sq_pad + m * kBlockM + wrow) * D + dq_col0;
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-#pragma unroll
-      for (int j = 0; j < QT; ++j)
-        red_add_f32x2(gdq + 8 * r * D + j * 8 + 2 * t, acc_dq[4 * j + 2 * r], acc_dq[4 * j + 2 * r + 1]);
   }
 
   // dK = scale * dS^T Q, dV = P^T dO of the item at key block n0, through shared memory and

@@ -149,9 +149,9 @@ struct BwdSm90Mainloop {
   }
   // dV/dK of this tile and the dQ GEMM (the late tile's at D=128, this tile's otherwise),
   // then the release of ring slot st and the dQ epilogue.
-  __device__ __forceinline__ void dkv_and_dq(const BwdTensorMaps& maps, const BwdWork& w, const uint32_t (&pa)[4][4],
+  __device__ __forceinline__ void dkv_and_dq(const BwdTensorMaps& maps, const uint32_t (&pa)[4][4],
                                              const uint32_t (&dsa)[4][4], uint32_t q_addr, uint32_t do_addr, char* ds,
-                                             int gi, int st, int m, int h, int b, int H) {
+                                             int gi, int st, int m, int h, int b) {
     using namespace sm90;
     if constexpr (Cfg::kDqOneTileLate) {
       mbar_arrive(sm.ds_full + (gi & 1));
@@ -181,10 +181,7 @@ struct BwdSm90Mainloop {
       fence_operands(acc_dk);
       fence_operands(acc_dq);
       mbar_arrive(sm.q_empty + st);
-      if constexpr (Cfg::kDqViaTma)
-        epi.dq_reduce_tma(maps, acc_dq, m, h, b);
-      else
-        epi.dq_reduce_red(w, acc_dq, m, h, b, H);
+      epi.dq_reduce_tma(maps, acc_dq, m, h, b);
     }
   }
 
@@ -211,8 +208,8 @@ struct BwdSm90Mainloop {
   }
 
   // One query tile: entry `tile` of the list, the gi-th tile of the CTA (ring position).
-  __device__ __forceinline__ void query_tile(const BwdTensorMaps& maps, const BwdWork& w, const KeyRowBounds& kb,
-                                             TileEntry tile, int gi, int h, int b, int H) {
+  __device__ __forceinline__ void query_tile(const BwdTensorMaps& maps, const KeyRowBounds& kb, TileEntry tile,
+                                             int gi, int h, int b) {
     using namespace sm90;
     const PipelineState<Cfg::kStages> ring{gi};
     const int st = ring.stage();
@@ -236,12 +233,16 @@ struct BwdSm90Mainloop {
     uint32_t pa[4][4], dsa[4][4];
     p_and_ds(acc_s, acc_dp, st, pa, dsa);
     // A shared dS^T buffer is reused two tiles later: kDqOneTileLate, once both consumers'
-    // dQ read it (ds_empty); D=64, once this consumer's dQ did (waited for in the previous tile).
-    if constexpr (Cfg::kDqOneTileLate)
+    // dQ read it (ds_empty); D=64, once this consumer's dQ did (waited for in the previous tile);
+    // D=256 (own buffer), once the reduce-add of the dQ block staged in it has read it.
+    if constexpr (Cfg::kDqOneTileLate) {
       if (gi >= 2) PipelineState<2>{gi}.wait_empty(sm.ds_empty);
+    } else if constexpr (Cfg::kDqInDsBuffer) {
+      epi.wait_staging_read();  // the previous tile's last dQ block has left this buffer
+    }
     char* ds = ds_buf(gi);
     store_ds(ds, dsa);
-    dkv_and_dq(maps, w, pa, dsa, q_addr, do_addr, ds, gi, st, m, h, b, H);
+    dkv_and_dq(maps, pa, dsa, q_addr, do_addr, ds, gi, st, m, h, b);
   }
 };
 

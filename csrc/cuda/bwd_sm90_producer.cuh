@@ -20,7 +20,7 @@ namespace cuda {
 
 // TMA descriptors (see FwdTensorMaps): q and dout with boxes of kBlockM rows, k and v of
 // kBlockN, dk and dv of 64 (one consumer's rows); dq: the fp32 dq accumulator, boxes of
-// 32 columns x kBlockM rows (kDqViaTma).
+// 32 columns x kBlockM rows.
 struct BwdTensorMaps {
   CUtensorMap q, dout, k, v, dk, dv, dq;
 };

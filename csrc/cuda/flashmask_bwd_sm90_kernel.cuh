@@ -18,8 +18,8 @@
 //      P^T = exp2(S^T*scale*log2e - lse), dS^T = P^T (dP^T - rowsum)   (registers)
 //      dV += P^T dO, dK += dS^T Q             (wgmma RS, P^T / dS^T from registers)
 //      dS^T -> smem, then dQ = dS K (dS read MN-major from smem), added to the fp32
-//      dq accumulator by a TMA reduce-add from an smem staging tile (D <= 128) or
-//      with red.global.add.v2.f32 (D = 256: no smem left for the staging).
+//      dq accumulator by TMA reduce-adds from an smem staging tile (D <= 128) or, one
+//      32-column block at a time, from the consumer's dS^T buffer (D = 256).
 //    D=64/128: 128-key blocks, consumer c owns keys 64c..64c+63 and all of dK/dV's
 //    columns. D=128: consumer c computes dQ[:, 64c..] over all 128 keys, one tile
 //    late (with the next tile's dV/dK, staged while those run); the two halves of
@@ -67,10 +67,12 @@ struct BwdSm90Config {
   // computes dQ[:, 128c..] over the 64 keys.
   static constexpr bool kDqAllKeys = D == 128;
   static constexpr int kDqCols = D == 256 ? 128 : 64;  // dQ columns per consumer
-  // D <= 128: dQ reaches the fp32 accumulator through an smem staging tile per consumer
-  // and TMA reduce-adds; red.global per element pair costs ~40% of the backward's time
-  // (perf-notes v9). D=256 keeps red.global (its smem is full).
-  static constexpr bool kDqViaTma = D <= 128;
+  // dQ reaches the fp32 accumulator through shared memory and TMA reduce-adds: red.global per
+  // element pair cost ~40% of the D=128 backward (perf-notes v9) and held a quarter of the
+  // D=256 backward's warp samples (perf-notes v27). D <= 128 stage a consumer's whole dQ tile in
+  // dq_stage; D=256 has no shared memory left for that and stages one 32-column block at a time
+  // in the consumer's own dS^T buffer, free once its dQ GEMM is done.
+  static constexpr bool kDqInDsBuffer = D == 256;
   // D=128: dQ of tile i is issued one tile late, after tile i+1's dS^T is stored and next
   // to tile i+1's dV/dK, and staged while they run: a consumer needs the other's half of
   // dS^T(i) a tile after it was written instead of waiting for it, and the staging costs no
@@ -80,7 +82,7 @@ struct BwdSm90Config {
   // D=256: dQ's 64 accumulators fit only in the registers of dV/dK's A fragments, so dQ is
   // issued after those wgmmas finished (else ptxas serialises every wgmma).
   static constexpr bool kDqAfterDKV = D == 256;
-  static constexpr int kDqStageBytes = kDqViaTma ? kBlockM * kDqCols * 4 : 0;  // per consumer
+  static constexpr int kDqStageBytes = kDqInDsBuffer ? 0 : kBlockM * kDqCols * 4;  // per consumer
   static constexpr int kColBlocks = D / 64;
   static constexpr int kKVBytes = kBlockN * D * 2, kQBytes = kBlockM * D * 2;
   // dK and dV of an item leave as tiles laid out like sK ([column block][kBlockN keys][128 B],
@@ -89,7 +91,7 @@ struct BwdSm90Config {
   // land on its own half of each dS buffer and on its own dQ staging blocks, so it may reuse
   // them as soon as its own stores have read them. D = 256 has no spare smem: dK/dV go
   // into sK/sV, and the next K/V wait for the stores.
-  static constexpr bool kStageInKV = !kDqViaTma;
+  static constexpr bool kStageInKV = kDqInDsBuffer;
   static_assert(kStageInKV || (kKVBytes <= 2 * kBlockN * kBlockM * 2 && kKVBytes <= kConsumers * kDqStageBytes &&
                                kBlockN == 2 * 64 && kBlockM * 128 * 2 == kBlockN * 128),
                 "dK/dV staging: dS buffers and dQ staging blocks must hold one consumer's 64 rows");
@@ -196,7 +198,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     const KeyRowBounds kb = load_key_row_bounds(p.mask.startend_row_indices + bhm * s.seqlen_k * nb, nb,
                                                 mainloop.form, n0 + mainloop.epi.key_off + mainloop.epi.wrow,
                                                 s.seqlen_k, mainloop.offset);
-    for (int i = 0; i < ls.count; ++i) mainloop.query_tile(maps, w, kb, ls.tiles[i], done + i, h, b, H);
+    for (int i = 0; i < ls.count; ++i) mainloop.query_tile(maps, kb, ls.tiles[i], done + i, h, b);
     queue.release(l);  // this list is no longer read
     done += ls.count;
     if (!ls.last()) continue;  // the item goes on: more segments or query heads
