@@ -14,8 +14,7 @@ namespace cuda {
 
 template <typename T, typename Cfg>
 struct BwdSm90Epilogue {
-  static constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, D = Cfg::D;
-  static constexpr int QT = Cfg::kDqCols / 8;    // n8 chunks of this consumer's dQ
+  static constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
   static constexpr int DT = Cfg::kDKVCols / 8;  // n8 chunks of this consumer's dK / dV
 
   typename Cfg::Smem& sm;
