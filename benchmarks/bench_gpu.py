@@ -409,15 +409,15 @@ def fa4_target_lines(rows):
                     rule += f"; fwd alone {r['ours_fwd'] / r['fa4direct_fwd']:.2f}x"
             elif r.get("fa4_fwdbwd"):
                 target = min(FA4_FLEX_MARGIN * r["fa4_fwdbwd"], FA4_DENSE_SHARE * full["fa4direct_fwdbwd"])
-                rule = "min(1.3x FA4-Flex, 0.9x FA4 full)"
+                rule = f"min({FA4_FLEX_MARGIN}x FA4-Flex, {FA4_DENSE_SHARE}x FA4 full)"
             else:
                 target, rule = None, "-"
             t_f, t_b, t_fb = r["ours_ms"]
             own = r["ours_fwdbwd"] / full["ours_fwdbwd"]
             fused = t_fb / (t_f + t_b)
             vs_bar = f"{r['ours_fwdbwd'] / target:.2f}" if target else "-"
-            own_note = "" if own >= OWN_FULL_SHARE or mask == "random_eviction" else " (below 0.8)"
-            fused_note = "" if fused <= FUSED_SLACK else " (over 1.02)"
+            own_note = "" if own >= OWN_FULL_SHARE or mask == "random_eviction" else f" (below {OWN_FULL_SHARE})"
+            fused_note = "" if fused <= FUSED_SLACK else f" (over {FUSED_SLACK})"
             out.append(f"| {run} | {mask} | {fmt(r['ours_fwdbwd'])} | {fmt(target)} ({rule}) | {vs_bar} | "
                        f"{own:.2f}{own_note} | {fused:.3f}{fused_note} |")
     if not out:
