@@ -5,7 +5,8 @@
 //   dV += P^T dO, dK += dS^T Q             (wgmma RS, P^T / dS^T from registers)
 //   dS^T -> smem, then dQ = dS K (dS read MN-major from smem), handed to the epilogue.
 // It owns the dK/dV/dQ accumulators, the order of the GEMMs (dQ one tile late at D=128,
-// after dV/dK at D=256), the dS^T buffers' barriers and the release of the ring slots.
+// issued and staged under the next tile's S^T and dP^T at D=64, after dV/dK at D=256), the
+// dS^T buffers' barriers and the release of the ring slots.
 #pragma once
 
 #include "bwd_sm90_epilogue.cuh"
@@ -38,7 +39,8 @@ struct BwdSm90Mainloop {
   const int dq_key0;
   const uint64_t dq_k_desc;
   float acc_dq[QT * 4], acc_dk[DT * 4], acc_dv[DT * 4];
-  // kDqOneTileLate: the tile whose dQ is still to be issued (global index, query tile, head).
+  // kDqOneTileLate, kDqWithNextScores: the tile whose dQ is still to be issued (global
+  // index, query tile, head).
   int late_gi = -1, late_m = 0, late_h = 0;
 
   __device__ __forceinline__ BwdSm90Mainloop(Smem& sm_, const BwdParams& p, int warp, int lane)
@@ -73,9 +75,9 @@ struct BwdSm90Mainloop {
   __device__ __forceinline__ char* ds_buf(int gi) const {
     return reinterpret_cast<char*>(sm.ds[Cfg::kSplitKeys ? (gi & 1) : epi.cw]);
   }
-  // Issues the late tile's dQ once both halves of its dS^T are in smem.
+  // Issues the late tile's dQ (kDqOneTileLate: once both halves of its dS^T are in smem).
   __device__ __forceinline__ void issue_late_dq() {
-    sm90::PipelineState<2>{late_gi}.wait_full(sm.ds_full);
+    if constexpr (Cfg::kDqOneTileLate) sm90::PipelineState<2>{late_gi}.wait_full(sm.ds_full);
     issue_dq(smem_u32(ds_buf(late_gi)));
   }
   // S^T = K_c Q^T or dP^T = V_c dO^T: all operands K-major, k steps of 16 = 32 bytes inside
@@ -89,6 +91,29 @@ struct BwdSm90Mainloop {
       const uint32_t off_m = (ks >> 2) * kBlockM * 128 + (ks & 3) * 32;
       sm90::Wgmma<T, 64>::template ss<0, 0>(acc, sm90::desc_advance(keys, off_n), sm90::desc_advance(queries, off_m),
                                             ks > 0);
+    }
+  }
+  // S^T and dP^T of a query tile, one wgmma group.
+  __device__ __forceinline__ void issue_scores(float (&acc_s)[32], float (&acc_dp)[32], uint32_t q_addr,
+                                               uint32_t do_addr) const {
+    sm90::wgmma_fence();
+    key_by_query(acc_s, k_addr, q_addr);
+    key_by_query(acc_dp, v_addr, do_addr);
+    sm90::wgmma_commit();
+  }
+  // kDqWithNextScores: the previous tile's dQ, then this tile's S^T and dP^T; the dQ is staged
+  // and reduced while S^T and dP^T run. Issue and wait stay in one branch (as below).
+  __device__ __forceinline__ void scores_and_late_dq(const BwdTensorMaps& maps, float (&acc_s)[32],
+                                                     float (&acc_dp)[32], uint32_t q_addr, uint32_t do_addr, int b) {
+    if (late_gi >= 0) {
+      issue_late_dq();
+      issue_scores(acc_s, acc_dp, q_addr, do_addr);
+      sm90::wgmma_wait<1>();  // the dQ, committed first, is done
+      sm90::fence_operands(acc_dq);
+      epi.dq_reduce_tma(maps, acc_dq, late_m, late_h, b);
+      late_gi = -1;
+    } else {
+      issue_scores(acc_s, acc_dp, q_addr, do_addr);
     }
   }
   // P^T and dS^T of ring slot st from S^T and dP^T, packed as wgmma A fragments (16 queries
@@ -172,6 +197,13 @@ struct BwdSm90Mainloop {
       fence_operands(acc_dv);
       fence_operands(acc_dk);
       mbar_arrive(sm.q_empty + st);  // Q, dO, lse and rowsum of this stage are free
+    } else if constexpr (Cfg::kDqWithNextScores) {  // dQ issued with the next tile's S^T, dP^T
+      issue_dkv(pa, dsa, q_addr, do_addr);
+      wgmma_wait<0>();
+      fence_operands(acc_dv);
+      fence_operands(acc_dk);
+      mbar_arrive(sm.q_empty + st);
+      late_gi = gi, late_m = m, late_h = h;
     } else {  // dQ over this consumer's own dS^T rows, right after dV/dK
       issue_dkv(pa, dsa, q_addr, do_addr);
       if constexpr (Cfg::kDqAfterDKV) wgmma_wait<0>();
@@ -189,12 +221,13 @@ struct BwdSm90Mainloop {
   // neither reads K, V or the dS buffers of this item any more.
   __device__ __forceinline__ void item_end(const BwdTensorMaps& maps, float softmax_scale, int n0, int hk, int b) {
     using namespace sm90;
-    if constexpr (Cfg::kDqOneTileLate)
+    if constexpr (Cfg::kDqOneTileLate || Cfg::kDqWithNextScores)
       if (late_gi >= 0) {
         issue_late_dq();
         wgmma_wait<0>();
         fence_operands(acc_dq);
-        mbar_arrive(sm.ds_empty + (late_gi & 1));  // the next item's tiles reuse the buffer
+        if constexpr (Cfg::kDqOneTileLate)
+          mbar_arrive(sm.ds_empty + (late_gi & 1));  // the next item's tiles reuse the buffer
         epi.dq_reduce_tma(maps, acc_dq, late_m, late_h, b);
         late_gi = -1;
       }
@@ -219,10 +252,10 @@ struct BwdSm90Mainloop {
     ring.wait_full(sm.q_full);
 
     float acc_s[32], acc_dp[32];
-    wgmma_fence();
-    key_by_query(acc_s, k_addr, q_addr);
-    key_by_query(acc_dp, v_addr, do_addr);
-    wgmma_commit();
+    if constexpr (Cfg::kDqWithNextScores)
+      scores_and_late_dq(maps, acc_s, acc_dp, q_addr, do_addr, b);
+    else
+      issue_scores(acc_s, acc_dp, q_addr, do_addr);
     wgmma_wait<0>();
     fence_operands(acc_s);
     fence_operands(acc_dp);

@@ -25,7 +25,8 @@
 //    late (with the next tile's dV/dK, staged while those run); the two halves of
 //    dS^T are exchanged through full/empty mbarriers per buffer, so the consumers
 //    need not reach the same point of a tile together. D=64: dQ over the
-//    consumer's own keys, right after its dV/dK.
+//    consumer's own keys, issued with the next tile's S^T and dP^T and staged
+//    while they run.
 //    D=256: 64-key blocks (64 keys x 256 of dK and dV would not fit one consumer's
 //    registers): both consumers compute S^T and dP^T of all 64 keys and consumer c
 //    owns columns 128c..128c+127 of dK, dV and dQ; nothing is exchanged.
@@ -79,6 +80,11 @@ struct BwdSm90Config {
   // time of its own (+6-9% backward, perf-notes v13). The two dS^T buffers (one per tile
   // parity) get full/empty mbarriers for it. D=64 (no exchange) lost 3% with it.
   static constexpr bool kDqOneTileLate = kDqAllKeys;
+  // D=64: dQ of tile i is issued at the start of tile i+1, before its S^T and dP^T, and
+  // staged and reduced while those run instead of between two tiles (ncu: the staging's
+  // stores, fence and barrier held ~14% of the consumers' warp samples, the wait for dQ ~8%).
+  // Each consumer reads only its own rows of dS^T, so nothing is exchanged.
+  static constexpr bool kDqWithNextScores = D == 64;
   // D=256: dQ's 64 accumulators fit only in the registers of dV/dK's A fragments, so dQ is
   // issued after those wgmmas finished (else ptxas serialises every wgmma).
   static constexpr bool kDqAfterDKV = D == 256;
