@@ -62,10 +62,6 @@ struct FwdSm90Config {
   static constexpr int kQStages = D <= 128 ? 2 : 1;
   static constexpr int kQBytes = kBlockM * D * 2, kKVBytes = kBlockN * D * 2;
   static constexpr int kSchedulerThreads = 64;
-  // D=64: a tile's exponentials (MUFU.EX2, 16 lanes per SM and clock) take as long as its two
-  // GEMMs, and bound the softmax (ncu: MUFU 20% of the samples); every 4th n8 chunk of S takes
-  // the polynomial exp2 on the FMA pipe instead (softmax.cuh, perf-notes v29).
-  static constexpr int kExp2PolyEvery = D == 64 ? 4 : 0;
 
   // Shared memory from a 1024-aligned base (SW128 tiles need it), the two key-tile list
   // buffers included: its size does not depend on the sequence length.

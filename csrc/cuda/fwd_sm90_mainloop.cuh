@@ -76,7 +76,7 @@ struct FwdSm90Mainloop {
                             [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
     }
     sm90::mbar_arrive(sm.k_empty + st);  // this thread is done with K and the bounds of this stage
-    softmax.update<NT, Cfg::kExp2PolyEvery>(acc_s, scale_log2, alpha);
+    softmax.update<NT>(acc_s, scale_log2, alpha);
   }
   __device__ __forceinline__ void rescale_o(const float (&alpha)[2]) {
 #pragma unroll

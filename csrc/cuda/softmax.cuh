@@ -31,22 +31,6 @@ __device__ __forceinline__ float softmax_row_step(float& row_max, float mx, floa
   return base;
 }
 
-// 2^x on the FMA pipe (eight FP32/integer instructions against one MUFU.EX2; the SM runs 128
-// FP32 lanes per clock and 16 MUFU lanes): x = j + f with j = round(x) (the 1.5 * 2^23 shift
-// leaves j in the low mantissa bits of xs) and |f| <= 1/2; 2^f by a degree-3 polynomial fitted
-// for relative error (7.5e-5 at most, below bf16's and fp16's rounding of P); j goes into the
-// exponent bits. x is clamped to -125, so -inf gives 2^-125 instead of 0: the caller drops the
-// sums of rows with no unmasked score so far (OnlineSoftmax::update).
-__device__ __forceinline__ float exp2_poly(float x) {
-  constexpr float kShift = 12582912.f;  // 1.5 * 2^23
-  constexpr float kC0 = 0.99992812f, kC1 = 0.69326097f, kC2 = 0.24261054f, kC3 = 0.05517132f;
-  x = fmaxf(x, -125.f);
-  const float xs = x + kShift;
-  const float f = x - (xs - kShift);
-  const float p = fmaf(fmaf(fmaf(kC3, f, kC2), f, kC1), f, kC0);
-  return __int_as_float(__float_as_int(p) + (__float_as_int(xs) << 23));
-}
-
 // The row's final sum over its quad, its 1 / sum (0 for a row with no unmasked key, whose
 // output is 0) and its natural-log LSE (-inf for such a row).
 struct RowNormaliser {
@@ -102,13 +86,10 @@ struct OnlineSoftmax {
   }
   // S becomes P = exp2(S * scale_log2 - base); alpha rescales the old O and sum. Max and sum
   // over four partial accumulators each: a single chain of 16 (max) or 32 (sum) dependent
-  // operations per row sat on the path between the Hopper consumers' turns. kPolyEvery > 0:
-  // every kPolyEvery-th n8 chunk takes exp2_poly instead of MUFU.EX2, for head dims whose
-  // exponentials take as long as the GEMMs (FwdSm90Config::kExp2PolyEvery).
-  template <int NT, int kPolyEvery = 0>
+  // operations per row sat on the path between the Hopper consumers' turns.
+  template <int NT>
   __device__ __forceinline__ void update(float (&acc_s)[NT * 4], float scale_log2, float (&alpha)[2]) {
     static_assert(NT % 4 == 0, "four partial accumulators");
-    constexpr int kEvery = kPolyEvery > 0 ? kPolyEvery : 1;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       float part[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
@@ -122,15 +103,11 @@ struct OnlineSoftmax {
       for (int j = 0; j < NT; ++j)
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
-          const float x = fmaf(acc_s[4 * j + 2 * r + c], scale_log2, -base);
-          const float pv = kPolyEvery > 0 && j % kEvery == kEvery - 1 ? exp2_poly(x) : exp2f(x);
+          const float pv = exp2f(fmaf(acc_s[4 * j + 2 * r + c], scale_log2, -base));
           acc_s[4 * j + 2 * r + c] = pv;
           sum[j % 4] += pv;
         }
-      const float tile_sum = (sum[0] + sum[1]) + (sum[2] + sum[3]);
-      // exp2_poly(-inf) is 2^-125, not 0: a row with no unmasked score so far sums to 0 (its P
-      // times V is then 2^-125 at most and is scaled away by alpha = 0 or by 1 / sum = 0).
-      row_sum[r] = fmaf(row_sum[r], alpha[r], kPolyEvery > 0 && row_max[r] == -INFINITY ? 0.f : tile_sum);
+      row_sum[r] = fmaf(row_sum[r], alpha[r], (sum[0] + sum[1]) + (sum[2] + sum[3]));
     }
   }
 };
