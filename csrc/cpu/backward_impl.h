@@ -215,17 +215,13 @@ class Backward {
   }
   static constexpr Box kWholeTile{0, kTileCols, 0, kTileRows};
 
-  // The boxes a visited (key tile, query tile) pair runs as: the whole tile
-  // when unmasked, else the unmasked box of each of its kPartialParts parts of
-  // keys (keys apart, so their dK/dV rows never overlap), as one whole-tile box
-  // when they join into it. Returns how many are not empty.
-  int boxes_of(int b, int mh, int qt, int kt, TileKind kind, Box (&boxes)[kPartialParts]) const {
-    if (kind == TileKind::kUnmasked) {
-      boxes[0] = kWholeTile;
-      return 1;
-    }
+  // The boxes a kPartial (key tile, query tile) pair runs as: the unmasked
+  // box of each of its kPartialParts parts of keys (keys apart, so their dK/dV
+  // rows never overlap), as one whole-tile box when they join into it.
+  // Returns how many are not empty.
+  static int boxes_of(const TileColumns& cols, Box (&boxes)[kPartialParts]) {
     TileExtent parts[kPartialParts];
-    const int n = tile_mask_.part_extents(b, mh, qt, kt, TileMask::Cut::kKeys, parts);
+    const int n = TileMask::part_extents(cols, TileMask::Cut::kKeys, parts);
     bool whole = n == kPartialParts;
     for (int i = 0; i < n; ++i) {
       boxes[i] = backward_box(parts[i]);
@@ -242,17 +238,18 @@ class Backward {
   // and the partial ones whose parts' boxes join into it) makes the sizes compile-time constants, which the
   // compiler turns into fully unrolled products: without it the backward ran
   // 5-7% slower on causal masks.
+  // cols: a kPartial pair's columns, null for a kUnmasked one.
   template <bool kWhole>
-  void visit_pair(BwdScratch<Ops>& w, int b, int mh, int chunk, int64_t q_item, int qt, int kt,
-                  TileKind kind, const Box& box) const {
+  void visit_pair(BwdScratch<Ops>& w, int chunk, int64_t q_item, const TileColumns* cols,
+                  const Box& box) const {
     const Box x = kWhole ? kWholeTile : box;
-    probabilities(w, b, mh, q_item, qt, kt, kind, x);
+    probabilities(w, q_item, cols, x);
     accumulate_pair(w, chunk, q_item, x);
   }
 
   // P^T and dS^T = P^T * (dP^T - D) of the box of one (key tile, query tile) pair.
-  inline void probabilities(BwdScratch<Ops>& w, int b, int mh, int64_t q_item, int qt, int kt,
-                     TileKind kind, const Box& x) const {
+  inline void probabilities(BwdScratch<Ops>& w, int64_t q_item, const TileColumns* cols,
+                            const Box& x) const {
     const int64_t at = q_item * query_.tile_size;
     float* s = w.s.data() + x.offset();
     float* ds = w.ds.data() + x.offset();
@@ -260,9 +257,7 @@ class Backward {
               Ops::b_at(query_.q_t.get() + at, kTileRows, 0, x.n0), kTileRows, s, kTileRows,
               /*accumulate=*/false);
     for (int c = 0; c < x.keys(); ++c) scale_row(s + c * kTileRows, x.queries(), score_scale_);
-    if (kind == TileKind::kPartial) {
-      tile_mask_.mask_scores(b, mh, qt, kt, w.s.data(), 1, kTileRows, {x.n0, x.n1, x.k0, x.k1});
-    }
+    if (cols != nullptr) TileMask::mask_scores(*cols, w.s.data(), 1, kTileRows, {x.n0, x.n1, x.k0, x.k1});
     Ops::gemm(x.keys(), x.queries(), dp_, w.v.data() + x.k0 * dp_, dp_,
               Ops::b_at(query_.dout_t.get() + at, kTileRows, 0, x.n0), kTileRows, ds, kTileRows,
               /*accumulate=*/false);
@@ -322,13 +317,19 @@ class Backward {
           const TileKind kind = tile_mask_.kind(b, mh, qt, kt);
           if (kind == TileKind::kSkip) continue;
           const int64_t q_item = (static_cast<int64_t>(b) * shape_.num_heads + h) * num_q_tiles_ + qt;
-          Box boxes[kPartialParts];
-          const int n = boxes_of(b, mh, qt, kt, kind, boxes);
-          if (n == 1 && boxes[0].keys() == kTileCols && boxes[0].queries() == kTileRows) {
-            visit_pair<true>(w, b, mh, chunk, q_item, qt, kt, kind, kWholeTile);
+          if (kind == TileKind::kUnmasked) {
+            visit_pair<true>(w, chunk, q_item, nullptr, kWholeTile);
             continue;
           }
-          for (int i = 0; i < n; ++i) visit_pair<false>(w, b, mh, chunk, q_item, qt, kt, kind, boxes[i]);
+          TileColumns cols;
+          tile_mask_.columns(b, mh, qt, kt, cols);
+          Box boxes[kPartialParts];
+          const int n = boxes_of(cols, boxes);
+          if (n == 1 && boxes[0].keys() == kTileCols && boxes[0].queries() == kTileRows) {
+            visit_pair<true>(w, chunk, q_item, &cols, kWholeTile);
+            continue;
+          }
+          for (int i = 0; i < n; ++i) visit_pair<false>(w, chunk, q_item, &cols, boxes[i]);
         }
       }
       const int col0 = kt * kTileCols;

@@ -37,18 +37,12 @@ inline FwdBox forward_box(const TileExtent& e) {
           round_down(e.col_begin, kExtentColStep), round_up(e.col_end, kExtentColStep)};
 }
 
-// The boxes a visited tile runs as: the whole tile when it is unmasked, else
-// the unmasked box of each of its kPartialParts parts of query rows (rows
-// apart, so the boxes' softmax and output rows never overlap). Returns how
-// many are not empty.
-inline int forward_boxes(const TileMask& tile_mask, int b, int mh, int qt, int kt, TileKind kind,
-                         FwdBox (&boxes)[kPartialParts]) {
-  if (kind == TileKind::kUnmasked) {
-    boxes[0] = {0, kTileRows, 0, kTileCols};
-    return 1;
-  }
+// The boxes a kPartial tile runs as: the unmasked box of each of its
+// kPartialParts parts of query rows (rows apart, so the boxes' softmax and
+// output rows never overlap). Returns how many are not empty.
+inline int forward_boxes(const TileColumns& cols, FwdBox (&boxes)[kPartialParts]) {
   TileExtent parts[kPartialParts];
-  const int n = tile_mask.part_extents(b, mh, qt, kt, TileMask::Cut::kRows, parts);
+  const int n = TileMask::part_extents(cols, TileMask::Cut::kRows, parts);
   for (int i = 0; i < n; ++i) boxes[i] = forward_box(parts[i]);
   return n;
 }
@@ -166,17 +160,16 @@ void forward(const FwdParams& p) {
         std::fill(w.row_max.begin(), w.row_max.end(), -__builtin_inff());
         std::fill(w.row_sum.begin(), w.row_sum.end(), 0.f);
 
-        // One box of a visited tile: S, its masking, the online softmax, O += P V.
-        const auto visit_box = [&](int kt, TileKind kind, const FwdBox& x) {
+        // One box of a visited tile: S, its masking (a kPartial tile's
+        // columns; null for kUnmasked), the online softmax, O += P V.
+        const auto visit_box = [&](int kt, const TileColumns* cols, const FwdBox& x) {
           const int box_rows = x.r1 - x.r0, box_cols = x.c1 - x.c0;
           float* s = w.s.data() + x.r0 * kTileCols + x.c0;
           Ops::gemm(box_rows, box_cols, dp, w.q.data() + x.r0 * dp, dp,
                     Ops::b_at(keys.k_tile(b, kh, kt), kTileCols, 0, x.c0), kTileCols, s, kTileCols,
                     /*accumulate=*/false);
           for (int r = 0; r < box_rows; ++r) scale_row(s + r * kTileCols, box_cols, score_scale);
-          if (kind == TileKind::kPartial) {
-            tile_mask.mask_scores(b, mh, qt, kt, w.s.data(), kTileCols, 1, {x.r0, x.r1, x.c0, x.c1});
-          }
+          if (cols != nullptr) TileMask::mask_scores(*cols, w.s.data(), kTileCols, 1, {x.r0, x.r1, x.c0, x.c1});
           online_softmax(w, dp, x);
           const auto probs = Ops::a_view(s, box_rows, box_cols, kTileCols, w.p.data());
           Ops::gemm(box_rows, dp, box_cols, probs.data, probs.ld,
@@ -186,9 +179,15 @@ void forward(const FwdParams& p) {
         for (int kt = 0; kt < num_k_tiles; ++kt) {
           const TileKind kind = tile_mask.kind(b, mh, qt, kt);
           if (kind == TileKind::kSkip) continue;
+          if (kind == TileKind::kUnmasked) {
+            visit_box(kt, nullptr, {0, kTileRows, 0, kTileCols});
+            continue;
+          }
+          TileColumns cols;
+          tile_mask.columns(b, mh, qt, kt, cols);
           FwdBox boxes[kPartialParts];
-          const int n = forward_boxes(tile_mask, b, mh, qt, kt, kind, boxes);
-          for (int i = 0; i < n; ++i) visit_box(kt, kind, boxes[i]);
+          const int n = forward_boxes(cols, boxes);
+          for (int i = 0; i < n; ++i) visit_box(kt, &cols, boxes[i]);
         }
 
         float* lse =

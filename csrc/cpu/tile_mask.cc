@@ -51,7 +51,8 @@ TileKind TileMask::kind(int batch, int mask_head, int q_tile, int k_tile) const 
   return kind == TileKind::kUnmasked && ragged ? TileKind::kPartial : kind;
 }
 
-void TileMask::masked_rows(int batch, int mask_head, int col, RowInterval (&rows)[3]) const {
+void TileMask::masked_rows(int batch, int mask_head, int col,
+                           RowInterval (&rows)[TileColumns::kIntervals]) const {
   const int64_t head = static_cast<int64_t>(batch) * mask_.num_mask_heads + mask_head;
   const int32_t* bounds = mask_.startend_row_indices +
                           (head * shape_.seqlen_k + col) * static_cast<int64_t>(mask_.num_bounds);
@@ -63,70 +64,91 @@ void TileMask::masked_rows(int batch, int mask_head, int col, RowInterval (&rows
   rows[2] = {cb.uts, cb.ute};
 }
 
-void TileMask::mask_scores(int batch, int mask_head, int q_tile, int k_tile, float* scores,
-                           int row_stride, int col_stride, const TileExtent& within) const {
-  const int row_begin = q_tile * kTileRows;
+void TileMask::columns(int batch, int mask_head, int q_tile, int k_tile, TileColumns& out) const {
+  const int64_t row_begin = static_cast<int64_t>(q_tile) * kTileRows;
   const int col_begin = k_tile * kTileCols;
   const int valid_cols = std::min(kTileCols, shape_.seqlen_k - col_begin);
-  // Interval by interval: work in proportion to the masked scores, no
-  // per-element test. In 64 bits: a bound near INT32_MIN minus row_begin overflows an int.
-  const auto fill = [&](float* column, int64_t begin, int64_t end) {
-    begin = std::max<int64_t>(begin - row_begin, within.row_begin);
-    end = std::min<int64_t>(end - row_begin, within.row_end);
-    for (int64_t r = begin; r < end; ++r) column[r * row_stride] = -__builtin_inff();
+  out.valid_rows = static_cast<int>(std::min<int64_t>(kTileRows, shape_.seqlen_q - row_begin));
+  // In 64 bits: a bound near INT32_MIN minus row_begin overflows an int.
+  const auto relative = [&](int64_t row) {
+    return static_cast<int32_t>(std::clamp<int64_t>(row - row_begin, 0, kTileRows));
   };
-  for (int c = within.col_begin; c < within.col_end; ++c) {
-    float* column = scores + c * col_stride;
-    if (c >= valid_cols) {
-      fill(column, row_begin, static_cast<int64_t>(row_begin) + kTileRows);
-      continue;
+  for (int c = 0; c < kTileCols; ++c) {
+    RowInterval masked[TileColumns::kIntervals] = {{0, kTileRows}, {0, 0}, {0, 0}};
+    if (c < valid_cols) {
+      masked_rows(batch, mask_head, col_begin + c, masked);
+      for (RowInterval& m : masked) m = {relative(m.begin), relative(m.end)};
     }
-    RowInterval masked[3];
-    masked_rows(batch, mask_head, col_begin + c, masked);
-    for (const RowInterval& m : masked) fill(column, m.begin, m.end);
+    for (int i = 0; i < TileColumns::kIntervals; ++i) {
+      out.begin[i][c] = masked[i].begin;
+      out.end[i][c] = masked[i].end;
+    }
   }
 }
 
-int TileMask::part_extents(int batch, int mask_head, int q_tile, int k_tile, Cut cut,
-                           TileExtent (&parts)[kPartialParts]) const {
+void TileMask::mask_scores(const TileColumns& cols, float* scores, int row_stride, int col_stride,
+                           const TileExtent& within) {
+  const float neg_inf = -__builtin_inff();
+  if (col_stride == 1) {
+    // S: a row's keys are contiguous; every score tested against its column's
+    // intervals, a vector of keys at a time.
+    for (int r = within.row_begin; r < within.row_end; ++r) {
+      float* row = scores + r * row_stride;
+#pragma omp simd
+      for (int c = within.col_begin; c < within.col_end; ++c) {
+        bool masked = false;
+        for (int i = 0; i < TileColumns::kIntervals; ++i)
+          masked = masked || (cols.begin[i][c] <= r && r < cols.end[i][c]);
+        row[c] = masked ? neg_inf : row[c];
+      }
+    }
+    return;
+  }
+  // S^T: a key's rows are contiguous; each interval is one run of them.
+  for (int c = within.col_begin; c < within.col_end; ++c) {
+    float* column = scores + c * col_stride;
+    for (int i = 0; i < TileColumns::kIntervals; ++i) {
+      const int end = std::min(cols.end[i][c], within.row_end);
+      for (int r = std::max(cols.begin[i][c], within.row_begin); r < end; ++r) column[r * row_stride] = neg_inf;
+    }
+  }
+}
+
+int TileMask::part_extents(const TileColumns& cols, Cut cut, TileExtent (&parts)[kPartialParts]) {
   int n = 0;
   for (int part = 0; part < kPartialParts; ++part) {
     constexpr int kRowsPerPart = kTileRows / kPartialParts, kKeysPerPart = kTileCols / kPartialParts;
     const TileExtent within =
         cut == Cut::kRows ? TileExtent{part * kRowsPerPart, (part + 1) * kRowsPerPart, 0, kTileCols}
                           : TileExtent{0, kTileRows, part * kKeysPerPart, (part + 1) * kKeysPerPart};
-    const TileExtent e = extent(batch, mask_head, q_tile, k_tile, within);
+    const TileExtent e = extent(cols, within);
     if (!e.empty()) parts[n++] = e;
   }
   return n;
 }
 
-TileExtent TileMask::extent(int batch, int mask_head, int q_tile, int k_tile, const TileExtent& within) const {
-  // Rows in 64 bits: a tile's end and an interval's begin - 1 may pass the int range.
-  const int64_t tile_row = static_cast<int64_t>(q_tile) * kTileRows;
-  const int64_t row_begin = tile_row + within.row_begin;
-  const int64_t row_end = std::min<int64_t>(shape_.seqlen_q, tile_row + within.row_end);
-  const int col_begin = k_tile * kTileCols;
-  const int valid_cols = std::min(within.col_end, shape_.seqlen_k - col_begin);
-  TileExtent e{kTileRows, 0, kTileCols, 0};
-  constexpr int kPasses = 3;  // one per interval: each can push a row past it once
-  for (int c = within.col_begin; c < valid_cols; ++c) {
-    RowInterval masked[3];
-    masked_rows(batch, mask_head, col_begin + c, masked);
-    int64_t first = row_begin, last = row_end - 1;
+TileExtent TileMask::extent(const TileColumns& cols, const TileExtent& within) {
+  const int row_end = std::min(within.row_end, cols.valid_rows);
+  int row_min = kTileRows, row_max = 0, col_min = kTileCols, col_max = 0;
+  constexpr int kPasses = TileColumns::kIntervals;  // each interval can push a row past it once
+  // Branch-free per column, so the columns run as vector lanes.
+#pragma omp simd reduction(min : row_min, col_min) reduction(max : row_max, col_max)
+  for (int c = within.col_begin; c < within.col_end; ++c) {
+    int first = within.row_begin, last = row_end - 1;
     for (int pass = 0; pass < kPasses; ++pass) {
-      for (const RowInterval& m : masked) {
-        if (m.begin <= first && first < m.end) first = m.end;
-        if (m.begin <= last && last < m.end) last = m.begin - 1;
+      for (int i = 0; i < TileColumns::kIntervals; ++i) {
+        const int begin = cols.begin[i][c], end = cols.end[i][c];
+        first = begin <= first && first < end ? end : first;
+        last = begin <= last && last < end ? begin - 1 : last;
       }
     }
-    if (first >= row_end) continue;  // every valid row of the column is masked
-    e.row_begin = std::min(e.row_begin, static_cast<int>(first - tile_row));
-    e.row_end = std::max(e.row_end, static_cast<int>(last + 1 - tile_row));
-    e.col_begin = std::min(e.col_begin, c);
-    e.col_end = c + 1;
+    const bool any = first < row_end;  // else every valid row of the column is masked
+    row_min = std::min(row_min, any ? first : kTileRows);
+    row_max = std::max(row_max, any ? last + 1 : 0);
+    col_min = std::min(col_min, any ? c : kTileCols);
+    col_max = std::max(col_max, any ? c + 1 : 0);
   }
-  return e.col_end > 0 ? e : TileExtent{0, 0, 0, 0};
+  return col_max > 0 ? TileExtent{row_min, row_max, col_min, col_max} : TileExtent{0, 0, 0, 0};
 }
 
 }  // namespace cpu

@@ -22,6 +22,17 @@ struct TileExtent {
   bool empty() const { return row_begin >= row_end; }
 };
 
+// The masked rows of every column of one tile, tile-relative and clamped to
+// [0, kTileRows]: the (at most three) intervals of each column (see
+// TileMask::masked_rows), read from the bounds once per visited partial tile
+// and shared by the extents and the masking of its boxes. Columns past
+// seqlen_k are masked whole.
+struct TileColumns {
+  static constexpr int kIntervals = 3;
+  int32_t begin[kIntervals][kTileCols], end[kIntervals][kTileCols];
+  int valid_rows;  // rows of the tile before seqlen_q
+};
+
 class TileMask {
  public:
   // Summarises the bounds of every key tile (min/max over its columns):
@@ -32,29 +43,31 @@ class TileMask {
   // the ragged last key tile, whose padding columns must be masked.
   TileKind kind(int batch, int mask_head, int q_tile, int k_tile) const;
 
-  // Sets the masked scores of a kPartial tile inside the tile-relative box
-  // `within` to -inf, padding columns past seqlen_k included. Score (row r,
-  // key c) is scores[r * row_stride + c * col_stride]: (kTileCols, 1) for S,
-  // (1, kTileRows) for the transposed S^T.
-  void mask_scores(int batch, int mask_head, int q_tile, int k_tile, float* scores, int row_stride,
-                   int col_stride, const TileExtent& within) const;
+  // The masked rows of every column of a kPartial tile.
+  void columns(int batch, int mask_head, int q_tile, int k_tile, TileColumns& out) const;
 
-  // The unmasked boxes of the kPartialParts equal parts of a kPartial tile,
-  // cut along its query rows (forward) or its keys (backward): the non-empty
-  // ones, in order, in `parts`; returns how many.
+  // Sets the masked scores of a kPartial tile (its columns) inside the
+  // tile-relative box `within` to -inf, padding columns past seqlen_k
+  // included. Score (row r, key c) is scores[r * row_stride + c * col_stride]:
+  // (kTileCols, 1) for S, (1, kTileRows) for the transposed S^T.
+  static void mask_scores(const TileColumns& cols, float* scores, int row_stride, int col_stride,
+                          const TileExtent& within);
+
+  // The unmasked boxes of the kPartialParts equal parts of a kPartial tile
+  // (its columns), cut along its query rows (forward) or its keys (backward):
+  // the non-empty ones, in order, in `parts`; returns how many.
   enum class Cut { kRows, kKeys };
-  int part_extents(int batch, int mask_head, int q_tile, int k_tile, Cut cut,
-                   TileExtent (&parts)[kPartialParts]) const;
+  static int part_extents(const TileColumns& cols, Cut cut, TileExtent (&parts)[kPartialParts]);
 
  private:
   // The unmasked box of the part `within` of a kPartial tile.
-  TileExtent extent(int batch, int mask_head, int q_tile, int k_tile, const TileExtent& within) const;
+  static TileExtent extent(const TileColumns& cols, const TileExtent& within);
   struct RowInterval {
     int begin, end;
   };
   // The (at most three) intervals of rows masked in column `col`: the causal
   // triangle and the two bound intervals (see is_masked in mask.h).
-  void masked_rows(int batch, int mask_head, int col, RowInterval (&rows)[3]) const;
+  void masked_rows(int batch, int mask_head, int col, RowInterval (&rows)[TileColumns::kIntervals]) const;
 
   MaskParams mask_;
   AttentionShape shape_;
