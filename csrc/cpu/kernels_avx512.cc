@@ -51,7 +51,8 @@ using Avx512Ops = BlockedOps<Zmm, /*kRows=*/8, /*kVecs=*/2>;
 // multiplies pairs along k: A is row-major with k and lda even (a pair is
 // one 32-bit element, broadcast whole); B is in the "VNNI" layout [k / 2][n][2], the
 // rows 2i and 2i+1 interleaved, so one 512-bit load holds 16 columns' pairs.
-// Rows and columns handed to it are multiples of 32 (tiles, padded head_dim).
+// Rows handed to it are multiples of 8 and columns of 16 (tiles, padded
+// head_dim, partial tiles' boxes: tiling.h).
 struct Bf16Ops {
   using Operand = uint16_t;
   using ThreadState = NoThreadState;
@@ -107,35 +108,38 @@ struct Bf16Ops {
   static void gemm(int M, int N, int K, const uint16_t* a, int lda, const uint16_t* b, int ldb,
                    float* c, int ldc, bool accumulate) {
     for (int i0 = 0; i0 < M; i0 += kRows) {
-      for (int n0 = 0; n0 < N; n0 += kVecs * kLanes) {
-        block(K, a + static_cast<ptrdiff_t>(i0) * lda, lda, b + 2 * n0, ldb, c + i0 * ldc + n0,
-              ldc, accumulate);
-      }
+      const uint16_t* a_rows = a + static_cast<ptrdiff_t>(i0) * lda;
+      int n0 = 0;
+      for (; n0 + kVecs * kLanes <= N; n0 += kVecs * kLanes)
+        block<kVecs>(K, a_rows, lda, b + 2 * n0, ldb, c + i0 * ldc + n0, ldc, accumulate);
+      for (; n0 < N; n0 += kLanes)
+        block<1>(K, a_rows, lda, b + 2 * n0, ldb, c + i0 * ldc + n0, ldc, accumulate);
     }
   }
 
  private:
+  template <int kV>
   static inline void block(int K, const uint16_t* a, ptrdiff_t lda, const uint16_t* b,
                            ptrdiff_t ldb, float* c, ptrdiff_t ldc, bool accumulate) {
-    __m512 acc[kRows][kVecs];
+    __m512 acc[kRows][kV];
     const uint16_t* rows[kRows];
     for (int r = 0; r < kRows; ++r) {
       rows[r] = a + r * lda;
-      for (int v = 0; v < kVecs; ++v)
+      for (int v = 0; v < kV; ++v)
         acc[r][v] = accumulate ? _mm512_loadu_ps(c + r * ldc + v * kLanes) : _mm512_setzero_ps();
     }
     for (ptrdiff_t k = 0; k < K; k += 2, b += 2 * ldb) {
-      __m512bh y[kVecs];
-      for (int v = 0; v < kVecs; ++v) y[v] = (__m512bh)_mm512_loadu_si512(b + 2 * v * kLanes);
+      __m512bh y[kV];
+      for (int v = 0; v < kV; ++v) y[v] = (__m512bh)_mm512_loadu_si512(b + 2 * v * kLanes);
       for (int r = 0; r < kRows; ++r) {
         int32_t pair;  // elements k and k + 1 of row r, broadcast as one
         __builtin_memcpy(&pair, rows[r] + k, sizeof(pair));
         const __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
-        for (int v = 0; v < kVecs; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], x, y[v]);
+        for (int v = 0; v < kV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], x, y[v]);
       }
     }
     for (int r = 0; r < kRows; ++r)
-      for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(c + r * ldc + v * kLanes, acc[r][v]);
+      for (int v = 0; v < kV; ++v) _mm512_storeu_ps(c + r * ldc + v * kLanes, acc[r][v]);
   }
 };
 

@@ -20,7 +20,8 @@ namespace cpu {
 // interleaved) and pairs_lo / pairs_hi (a's pair 0 / 1, then b's), and exchange_lanes(r)
 // (kLanes registers whose 128-bit lanes hold transposed 4 x 4 blocks -> the rows of the
 // transposed kLanes x kLanes block).
-// M must be a multiple of kRows, N of kVecs * Vec::kLanes. A and B are plain
+// M must be a multiple of kRows, N of Vec::kLanes (a last block narrower
+// than kVecs vectors runs one vector wide). A and B are plain
 // row-major (F32Operands). The k loop walks kRows row pointers of A with
 // one index: each broadcast is one load with base + index addressing, no
 // address arithmetic between the FMAs (with int offsets r * K + k, GCC
@@ -32,10 +33,12 @@ struct BlockedOps : F32Operands {
   static void gemm(int M, int N, int K, const float* a, int lda, const float* b, int ldb, float* c,
                    int ldc, bool accumulate) {
     for (int i0 = 0; i0 < M; i0 += kRows) {
-      for (int n0 = 0; n0 < N; n0 += kCols) {
-        block(K, a + static_cast<ptrdiff_t>(i0) * lda, lda, b + n0, ldb, c + i0 * ldc + n0, ldc,
-              accumulate);
-      }
+      const float* a_rows = a + static_cast<ptrdiff_t>(i0) * lda;
+      int n0 = 0;
+      for (; n0 + kCols <= N; n0 += kCols)
+        block<kVecs>(K, a_rows, lda, b + n0, ldb, c + i0 * ldc + n0, ldc, accumulate);
+      for (; n0 < N; n0 += Vec::kLanes)
+        block<1>(K, a_rows, lda, b + n0, ldb, c + i0 * ldc + n0, ldc, accumulate);
     }
   }
 
@@ -67,25 +70,26 @@ struct BlockedOps : F32Operands {
       }
   }
 
+  template <int kV>
   static inline void block(int K, const float* a, ptrdiff_t lda, const float* b, ptrdiff_t ldb,
                            float* c, ptrdiff_t ldc, bool accumulate) {
-    typename Vec::Reg acc[kRows][kVecs];
+    typename Vec::Reg acc[kRows][kV];
     const float* rows[kRows];
     for (int r = 0; r < kRows; ++r) {
       rows[r] = a + r * lda;
-      for (int v = 0; v < kVecs; ++v)
+      for (int v = 0; v < kV; ++v)
         acc[r][v] = accumulate ? Vec::load(c + r * ldc + v * Vec::kLanes) : Vec::zero();
     }
     for (ptrdiff_t k = 0; k < K; ++k, b += ldb) {
-      typename Vec::Reg y[kVecs];
-      for (int v = 0; v < kVecs; ++v) y[v] = Vec::load(b + v * Vec::kLanes);
+      typename Vec::Reg y[kV];
+      for (int v = 0; v < kV; ++v) y[v] = Vec::load(b + v * Vec::kLanes);
       for (int r = 0; r < kRows; ++r) {
         const typename Vec::Reg x = Vec::broadcast(rows[r][k]);
-        for (int v = 0; v < kVecs; ++v) acc[r][v] = Vec::fma(x, y[v], acc[r][v]);
+        for (int v = 0; v < kV; ++v) acc[r][v] = Vec::fma(x, y[v], acc[r][v]);
       }
     }
     for (int r = 0; r < kRows; ++r)
-      for (int v = 0; v < kVecs; ++v) Vec::store(c + r * ldc + v * Vec::kLanes, acc[r][v]);
+      for (int v = 0; v < kV; ++v) Vec::store(c + r * ldc + v * Vec::kLanes, acc[r][v]);
   }
 };
 

@@ -72,7 +72,7 @@ struct F32Operands {
 // and what the register-blocked micro-kernels (microkernel.h, Bf16Ops in
 // kernels_avx512.cc) compute faster: a kGemmRows x kGemmCols accumulator
 // block the compiler keeps in vector registers across the k loop. M must be
-// a multiple of kGemmRows, N of kGemmCols.
+// a multiple of kGemmRows, N of kGemmCols / 2 (a last half block).
 constexpr int kGemmRows = 4;
 constexpr int kGemmCols = 32;
 
@@ -80,23 +80,13 @@ struct ReferenceOps : F32Operands {
   static void gemm(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
                    int ldc, bool accumulate) {
     for (int i0 = 0; i0 < M; i0 += kGemmRows) {
-      for (int n0 = 0; n0 < N; n0 += kGemmCols) {
-        float acc[kGemmRows][kGemmCols];
-        for (int r = 0; r < kGemmRows; ++r)
-          for (int c = 0; c < kGemmCols; ++c)
-            acc[r][c] = accumulate ? C[(i0 + r) * ldc + n0 + c] : 0.f;
-        for (int k = 0; k < K; ++k) {
-          const float* y = B + k * ldb + n0;
-          for (int r = 0; r < kGemmRows; ++r) {
-            const float x = A[(i0 + r) * lda + k];
-            for (int c = 0; c < kGemmCols; ++c) acc[r][c] += x * y[c];
-          }
-        }
-        for (int r = 0; r < kGemmRows; ++r)
-          for (int c = 0; c < kGemmCols; ++c) C[(i0 + r) * ldc + n0 + c] = acc[r][c];
-      }
+      int n0 = 0;
+      for (; n0 + kGemmCols <= N; n0 += kGemmCols)
+        block<kGemmCols>(K, A + i0 * lda, lda, B + n0, ldb, C + i0 * ldc + n0, ldc, accumulate);
+      if (n0 < N) block<kGemmCols / 2>(K, A + i0 * lda, lda, B + n0, ldb, C + i0 * ldc + n0, ldc, accumulate);
     }
   }
+
   // In 8 x 8 blocks, element by element (the vector policies shuffle whole registers:
   // BlockedOps::transpose).
   static void transpose(const float* __restrict src, int rows, int cols, int lds, float* __restrict dst, int ldd) {
@@ -105,6 +95,24 @@ struct ReferenceOps : F32Operands {
       for (int c0 = 0; c0 < cols; c0 += kBlock)
         for (int c = 0; c < kBlock; ++c)
           for (int r = 0; r < kBlock; ++r) dst[(c0 + c) * ldd + r0 + r] = src[(r0 + r) * lds + c0 + c];
+  }
+
+ private:
+  template <int kCols>
+  static void block(int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
+                    bool accumulate) {
+    float acc[kGemmRows][kCols];
+    for (int r = 0; r < kGemmRows; ++r)
+      for (int c = 0; c < kCols; ++c) acc[r][c] = accumulate ? C[r * ldc + c] : 0.f;
+    for (int k = 0; k < K; ++k) {
+      const float* y = B + k * ldb;
+      for (int r = 0; r < kGemmRows; ++r) {
+        const float x = A[r * lda + k];
+        for (int c = 0; c < kCols; ++c) acc[r][c] += x * y[c];
+      }
+    }
+    for (int r = 0; r < kGemmRows; ++r)
+      for (int c = 0; c < kCols; ++c) C[r * ldc + c] = acc[r][c];
   }
 };
 
