@@ -300,6 +300,18 @@ class Backward {
     written = 1;
   }
 
+  // While key tile kt's pairs run: its dk and dv rows fetched for the stores
+  // at its end, and the k and v rows of the chunk's next key tile.
+  void prefetch_key_rows(int b, int kh, int kt, int kt_end) const {
+    const auto rows = [&](int t) { return std::min(kTileCols, shape_.seqlen_k - t * kTileCols); };
+    const int d = shape_.head_dim;
+    prefetch_head_rows<T>(p_.dk, p_.dk_strides, b, kt * kTileCols, kh, rows(kt), d, /*for_write=*/true);
+    prefetch_head_rows<T>(p_.dv, p_.dv_strides, b, kt * kTileCols, kh, rows(kt), d, /*for_write=*/true);
+    if (kt + 1 == kt_end) return;
+    prefetch_head_rows<T>(p_.k, p_.k_strides, b, (kt + 1) * kTileCols, kh, rows(kt + 1), d, /*for_write=*/false);
+    prefetch_head_rows<T>(p_.v, p_.v_strides, b, (kt + 1) * kTileCols, kh, rows(kt + 1), d, /*for_write=*/false);
+  }
+
   // dk and dv of the chunk's key tiles; their dq contributions to its partials.
   void key_chunk(BwdScratch<Ops>& w, int64_t item) const {
     const int64_t key_heads = static_cast<int64_t>(shape_.batch) * shape_.num_heads_k;
@@ -311,6 +323,7 @@ class Backward {
       std::fill(w.dk.begin(), w.dk.end(), 0.f);
       std::fill(w.dv.begin(), w.dv.end(), 0.f);
       load_key_tile(w, b, kh, kt);
+      prefetch_key_rows(b, kh, kt, kt_end);
       for (int h = kh * group_; h < (kh + 1) * group_; ++h) {
         const int mh = mask_head_for(p_.mask, shape_, h);
         for (int qt = 0; qt < num_q_tiles_; ++qt) {

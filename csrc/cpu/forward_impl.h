@@ -153,6 +153,8 @@ void forward(const FwdParams& p) {
         const int row0 = qt * kTileRows;
         const int rows = std::min(kTileRows, shape.seqlen_q - row0);
 
+        // The output rows, stored at the end, fetched while the item runs.
+        prefetch_head_rows<T>(p.out, p.out_strides, b, row0, h, rows, shape.head_dim, /*for_write=*/true);
         float* q_tile = Ops::staging(w.q.data(), w.o.data());
         load_head_rows<T>(p.q, p.q_strides, b, row0, h, rows, shape.head_dim, kTileRows, dp, q_tile);
         Ops::pack_a(q_tile, kTileRows, dp, dp, w.q.data());

@@ -52,6 +52,28 @@ void load_head_rows(const void* base, const TensorStrides& s, int b, int row0, i
   load_tile(element(static_cast<const T*>(base), s, b, row0, head), s.row, rows, head_dim, 1.f, tile_rows, ld, dst);
 }
 
+// The same rows asked into the cache (L2) ahead of their load or, for_write,
+// of their store (fetched for ownership). The rows lie H x head_dim apart,
+// 4 cache lines each at head_dim 64 (fp32): loading or storing a tile of them
+// waits on memory line by line unless they were asked for while other work ran.
+template <typename T>
+void prefetch_head_rows(const void* base, const TensorStrides& s, int b, int row0, int head, int rows,
+                        int head_dim, bool for_write) {
+  constexpr uintptr_t kLine = 64;
+  const T* first = element(static_cast<const T*>(base), s, b, row0, head);
+  for (int r = 0; r < rows; ++r) {
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(first + r * s.row) & ~(kLine - 1);
+    const uintptr_t end = reinterpret_cast<uintptr_t>(first + r * s.row + head_dim);
+    for (uintptr_t line = begin; line < end; line += kLine) {
+      if (for_write) {
+        __builtin_prefetch(reinterpret_cast<const void*>(line), 1, 2);
+      } else {
+        __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 2);
+      }
+    }
+  }
+}
+
 // The same rows written: dst rows = scale * src (rows x head_dim of ld-strided fp32).
 template <typename T>
 void store_head_rows(const float* __restrict src, int ld, float scale, void* base, const TensorStrides& s,
