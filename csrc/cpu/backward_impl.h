@@ -92,7 +92,13 @@ class Backward {
         tile_mask_(p.mask, p.shape),
         query_(static_cast<int64_t>(p.shape.batch) * p.shape.num_heads * num_q_tiles_, dp_),
         dq_t_(num_chunks_ * dq_partial_size()),
-        dq_written_(num_chunks_ * num_q_items()) {}
+        dq_written_(num_chunks_ * num_q_items()),
+        stream_dq_(streams_stores<T>(p.dq, p.dq_strides, shape_.batch, shape_.seqlen_q, shape_.num_heads,
+                                     shape_.head_dim)),
+        stream_dk_(streams_stores<T>(p.dk, p.dk_strides, shape_.batch, shape_.seqlen_k, shape_.num_heads_k,
+                                     shape_.head_dim)),
+        stream_dv_(streams_stores<T>(p.dv, p.dv_strides, shape_.batch, shape_.seqlen_k, shape_.num_heads_k,
+                                     shape_.head_dim)) {}
 
   void run() {
     const int64_t num_query_tiles =
@@ -347,8 +353,10 @@ class Backward {
       }
       const int col0 = kt * kTileCols;
       const int cols = std::min(kTileCols, shape_.seqlen_k - col0);
-      store_head_rows<T>(w.dk.data(), dp_, p_.softmax_scale, p_.dk, p_.dk_strides, b, col0, kh, cols, shape_.head_dim);
-      store_head_rows<T>(w.dv.data(), dp_, 1.f, p_.dv, p_.dv_strides, b, col0, kh, cols, shape_.head_dim);
+      store_head_rows<T>(w.dk.data(), dp_, p_.softmax_scale, p_.dk, p_.dk_strides, b, col0, kh, cols,
+                         shape_.head_dim, stream_dk_);
+      store_head_rows<T>(w.dv.data(), dp_, 1.f, p_.dv, p_.dv_strides, b, col0, kh, cols, shape_.head_dim,
+                         stream_dv_);
     }
   }
 
@@ -364,7 +372,8 @@ class Backward {
       for (int i = 0; i < size; ++i) sum_t[i] += part[i];
     }
     Ops::transpose(sum_t, dp_, kTileRows, kTileRows, w.b.data(), dp_);
-    store_head_rows<T>(w.b.data(), dp_, p_.softmax_scale, p_.dq, p_.dq_strides, b, row0, h, rows, shape_.head_dim);
+    store_head_rows<T>(w.b.data(), dp_, p_.softmax_scale, p_.dq, p_.dq_strides, b, row0, h, rows, shape_.head_dim,
+                       stream_dq_);
   }
 
   const BwdParams& p_;
@@ -376,6 +385,7 @@ class Backward {
   const QuerySide<Ops> query_;
   const Workspace<float> dq_t_;
   const Workspace<uint8_t> dq_written_;  // [chunk][query item]: partial tile holds a sum
+  const bool stream_dq_, stream_dk_, stream_dv_;  // outputs written with streaming stores (tile_io.h)
 };
 
 }  // namespace cpu

@@ -138,6 +138,8 @@ void forward(const FwdParams& p) {
   // the product, so that bf16 products of the unscaled inputs give the fp32
   // scores of those inputs) and the softmax needs exp2 only.
   const float score_scale = p.softmax_scale * kLog2e;
+  const bool stream_out = streams_stores<T>(p.out, p.out_strides, shape.batch, shape.seqlen_q,
+                                            shape.num_heads, shape.head_dim);
 
   const int64_t num_items = static_cast<int64_t>(shape.batch) * shape.num_heads * num_q_tiles;
   parallel_for(
@@ -200,7 +202,8 @@ void forward(const FwdParams& p) {
           scale_row(w.o.data() + r * dp, dp, sum > 0.f ? 1.f / sum : 0.f);
           lse[r] = sum > 0.f ? (w.row_max[r] + std::log2(sum)) * kLn2 : -__builtin_inff();
         }
-        store_head_rows<T>(w.o.data(), dp, 1.f, p.out, p.out_strides, b, row0, h, rows, shape.head_dim);
+        store_head_rows<T>(w.o.data(), dp, 1.f, p.out, p.out_strides, b, row0, h, rows, shape.head_dim,
+                           stream_out);
       });
 }
 

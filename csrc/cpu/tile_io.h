@@ -2,9 +2,15 @@
 // and the contiguous, zero-padded fp32 tiles the arithmetic runs on.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "convert.h"
+#include "flashmask/head_dims.h"
 #include "flashmask/params.h"
 
 namespace flashmask {
@@ -33,15 +39,59 @@ void load_tile(const T* __restrict src, int64_t row_stride, int rows, int cols, 
   }
 }
 
-// dst[rows x cols] = scale * src, converted to T.
+// Outputs of at least this many bytes are written with non-temporal stores
+// (SSE2 streaming stores, baseline x86-64): straight to memory, without first
+// reading every line for ownership, which an ordinary store of a line not in
+// the cache does. The op's outputs are written once and not read back by the
+// kernel; this large, they leave the caches before the next op reads them
+// anyway. Measured at N=4K, fp32, 2 threads (8 MiB per output): every-tile-
+// skipped call -1.8 ms (-25%), causal -2.9 ms. Smaller outputs keep ordinary
+// stores, so that a next op finds them in the cache.
+constexpr size_t kStreamedOutputBytes = size_t{4} << 20;
+
+// Whether stores to a [batch, seqlen, heads, head_dim] output of T stream:
+// kStreamedOutputBytes or more, and every row 16-byte aligned and a multiple
+// of 16 bytes long (what the streaming store writes); SSE2 only.
+template <typename T>
+bool streams_stores(const void* base, const TensorStrides& s, int batch, int seqlen, int heads,
+                    int head_dim) {
+#if defined(__SSE2__)
+  const auto aligned = [](int64_t bytes) { return bytes % 16 == 0; };
+  const int64_t bytes = static_cast<int64_t>(batch) * seqlen * heads * head_dim * sizeof(T);
+  return bytes >= static_cast<int64_t>(kStreamedOutputBytes) &&
+         aligned(static_cast<int64_t>(reinterpret_cast<uintptr_t>(base))) &&
+         aligned(s.batch * sizeof(T)) && aligned(s.row * sizeof(T)) && aligned(s.head * sizeof(T)) &&
+         aligned(head_dim * sizeof(T));
+#else
+  (void)base, (void)s, (void)batch, (void)seqlen, (void)heads, (void)head_dim;
+  return false;
+#endif
+}
+
+// dst[rows x cols] = scale * src, converted to T; with stream (see
+// streams_stores), each row converted in a buffer and streamed out.
 template <typename T>
 void store_tile(const float* __restrict src, int ld, int rows, int cols, float scale,
-                T* __restrict dst, int64_t row_stride) {
+                T* __restrict dst, int64_t row_stride, bool stream) {
   for (int r = 0; r < rows; ++r) {
     const float* s = src + r * ld;
     T* d = dst + r * row_stride;
-    for (int c = 0; c < cols; ++c) d[c] = from_float<T>(scale * s[c]);
+    if (!stream) {
+      for (int c = 0; c < cols; ++c) d[c] = from_float<T>(scale * s[c]);
+      continue;
+    }
+#if defined(__SSE2__)
+    alignas(16) T row[kMaxHeadDim];
+    for (int c = 0; c < cols; ++c) row[c] = from_float<T>(scale * s[c]);
+    for (size_t i = 0; i < cols * sizeof(T); i += 16) {
+      _mm_stream_si128(reinterpret_cast<__m128i*>(reinterpret_cast<char*>(d) + i),
+                       _mm_load_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const char*>(row) + i)));
+    }
+#endif
   }
+#if defined(__SSE2__)
+  if (stream) _mm_sfence();  // streaming stores are weakly ordered
+#endif
 }
 
 // Rows [row0, row0 + rows) of one head of a [batch, seqlen, heads, head_dim] tensor of T
@@ -77,8 +127,8 @@ void prefetch_head_rows(const void* base, const TensorStrides& s, int b, int row
 // The same rows written: dst rows = scale * src (rows x head_dim of ld-strided fp32).
 template <typename T>
 void store_head_rows(const float* __restrict src, int ld, float scale, void* base, const TensorStrides& s,
-                     int b, int row0, int head, int rows, int head_dim) {
-  store_tile(src, ld, rows, head_dim, scale, element(static_cast<T*>(base), s, b, row0, head), s.row);
+                     int b, int row0, int head, int rows, int head_dim, bool stream) {
+  store_tile(src, ld, rows, head_dim, scale, element(static_cast<T*>(base), s, b, row0, head), s.row, stream);
 }
 
 }  // namespace cpu
