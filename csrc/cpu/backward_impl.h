@@ -32,7 +32,8 @@ constexpr int kBwdTargetItems = 32;
 // ...but never more dq partial sums than this (bytes, all chunks together).
 constexpr int64_t kDqPartialBudget = int64_t{256} << 20;
 
-// Query-side operands of every (batch, head, query tile), packed once.
+// Query-side operands of every (batch, head, query tile), packed once, on
+// first use (run_once).
 template <class Ops>
 struct QuerySide {
   using Operand = typename Ops::Operand;
@@ -43,12 +44,14 @@ struct QuerySide {
         q(num_tiles * tile_size),
         dout(num_tiles * tile_size),
         lse(num_tiles * kTileRows),
-        delta(num_tiles * kTileRows) {}
+        delta(num_tiles * kTileRows),
+        packed(num_tiles) {}
   const int64_t tile_size;
   // B operands: q^T and dout^T [dp x rows] of S^T = K Q^T and dP^T = V dO^T;
   // q and dout [rows x dp] of dK += dS^T Q and dV += P^T dO.
   Workspace<Operand> q_t, dout_t, q, dout;
   Workspace<float> lse, delta;  // per row; lse in log2 units, +inf if masked
+  Workspace<uint8_t> packed;     // per tile: run_once's flag
 };
 
 template <class Ops>
@@ -101,17 +104,14 @@ class Backward {
                                      shape_.head_dim)) {}
 
   void run() {
-    const int64_t num_query_tiles =
-        static_cast<int64_t>(shape_.batch) * shape_.num_heads * num_q_tiles_;
-    parallel_for(
-        num_query_tiles, [&] { return BwdScratch<Ops>(dp_); },
-        [&](BwdScratch<Ops>& w, int64_t item) { pack_query_tile(w, item); });
+    std::fill_n(query_.packed.get(), num_q_items(), uint8_t{0});
+    std::fill_n(dq_written_.get(), num_chunks_ * num_q_items(), uint8_t{0});
     parallel_for(
         static_cast<int64_t>(shape_.batch) * shape_.num_heads_k * num_chunks_,
         [&] { return BwdScratch<Ops>(dp_); },
         [&](BwdScratch<Ops>& w, int64_t item) { key_chunk(w, item); });
     parallel_for(
-        num_query_tiles, [&] { return BwdScratch<Ops>(dp_); },
+        num_q_items(), [&] { return BwdScratch<Ops>(dp_); },
         [&](BwdScratch<Ops>& w, int64_t item) { store_dq(w, item); });
   }
 
@@ -147,8 +147,8 @@ class Backward {
             std::min(kTileRows, shape_.seqlen_q - row0)};
   }
 
-  // Packs q, dout, lse and D = rowsum(dout * out) of one query tile and
-  // marks its dq^T partial tiles unwritten.
+  // Packs q, dout, lse and D = rowsum(dout * out) of one query tile (in the
+  // key pass, when a pair first needs it: w.a and w.b are free then).
   void pack_query_tile(BwdScratch<Ops>& w, int64_t item) const {
     const auto [b, h, row0, rows] = query_tile_of(item);
     const int64_t at = item * query_.tile_size;
@@ -186,8 +186,6 @@ class Backward {
     float* dout_t = Ops::staging(dout_t_dst, w.b.data());  // out is used up
     Ops::transpose(dout, kTileRows, dp_, dp_, dout_t, kTileRows);
     Ops::pack_b(dout_t, dp_, kTileRows, kTileRows, dout_t_dst);
-
-    for (int c = 0; c < num_chunks_; ++c) dq_written_.get()[c * num_q_items() + item] = 0;
   }
 
   // k, v and k^T of one key tile as A operands.
@@ -336,6 +334,7 @@ class Backward {
           const TileKind kind = tile_mask_.kind(b, mh, qt, kt);
           if (kind == TileKind::kSkip) continue;
           const int64_t q_item = (static_cast<int64_t>(b) * shape_.num_heads + h) * num_q_tiles_ + qt;
+          run_once(query_.packed.get() + q_item, [&] { pack_query_tile(w, q_item); });
           if (kind == TileKind::kUnmasked) {
             visit_pair<true>(w, chunk, q_item, nullptr, kWholeTile);
             continue;

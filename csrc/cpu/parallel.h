@@ -21,5 +21,28 @@ void parallel_for(int64_t n, const MakeScratch& make_scratch, const Body& body) 
   }
 }
 
+// Runs make() once for a piece of shared work (a tile packed for every item
+// that reads it) inside a parallel loop: the first item to need it runs it,
+// items needing it meanwhile wait until it is done. *state, 0 before the
+// loop, is its flag. Packing on first use, not in a pass of its own before
+// the loop, overlaps the packing's memory traffic with the other threads'
+// arithmetic and skips what no item reads.
+template <typename Make>
+void run_once(uint8_t* state, const Make& make) {
+  constexpr uint8_t kNotRun = 0, kRunning = 1, kDone = 2;
+  if (__atomic_load_n(state, __ATOMIC_ACQUIRE) == kDone) return;
+  uint8_t expected = kNotRun;
+  if (__atomic_compare_exchange_n(state, &expected, kRunning, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    make();
+    __atomic_store_n(state, kDone, __ATOMIC_RELEASE);
+    return;
+  }
+  while (__atomic_load_n(state, __ATOMIC_ACQUIRE) != kDone) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+}
+
 }  // namespace cpu
 }  // namespace flashmask
