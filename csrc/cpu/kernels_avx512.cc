@@ -118,8 +118,8 @@ struct Bf16Ops {
   }
 
  private:
-  template <int kV>
-  static inline void block(int K, const uint16_t* a, ptrdiff_t lda, const uint16_t* b,
+  template <int kV>  // always inlined, as BlockedOps::block (microkernel.h)
+  [[gnu::always_inline]] static inline void block(int K, const uint16_t* a, ptrdiff_t lda, const uint16_t* b,
                            ptrdiff_t ldb, float* c, ptrdiff_t ldc, bool accumulate) {
     __m512 acc[kRows][kV];
     const uint16_t* rows[kRows];
