@@ -51,38 +51,39 @@ TileKind TileMask::kind(int batch, int mask_head, int q_tile, int k_tile) const 
   return kind == TileKind::kUnmasked && ragged ? TileKind::kPartial : kind;
 }
 
-void TileMask::masked_rows(int batch, int mask_head, int col,
-                           RowInterval (&rows)[TileColumns::kIntervals]) const {
-  const int64_t head = static_cast<int64_t>(batch) * mask_.num_mask_heads + mask_head;
-  const int32_t* bounds = mask_.startend_row_indices +
-                          (head * shape_.seqlen_k + col) * static_cast<int64_t>(mask_.num_bounds);
-  const ColumnBounds cb =
-      load_column_bounds(bounds, mask_.num_bounds, mask_.causal, shape_.seqlen_q);
-  // Causal: rows r with col > r + offset, i.e. r < col - offset.
-  rows[0] = {0, mask_.causal ? col - causal_offset_ : 0};
-  rows[1] = {cb.lts, cb.lte};
-  rows[2] = {cb.uts, cb.ute};
-}
-
 void TileMask::columns(int batch, int mask_head, int q_tile, int k_tile, TileColumns& out) const {
   const int64_t row_begin = static_cast<int64_t>(q_tile) * kTileRows;
   const int col_begin = k_tile * kTileCols;
   const int valid_cols = std::min(kTileCols, shape_.seqlen_k - col_begin);
   out.valid_rows = static_cast<int>(std::min<int64_t>(kTileRows, shape_.seqlen_q - row_begin));
+  const int64_t head = static_cast<int64_t>(batch) * mask_.num_mask_heads + mask_head;
+  const int num_bounds = mask_.num_bounds;
+  const int32_t* bounds = mask_.startend_row_indices + (head * shape_.seqlen_k + col_begin) * num_bounds;
+  const bool causal = mask_.causal;
+  const int seqlen_q = shape_.seqlen_q;
+  const int64_t causal_end = int64_t{col_begin} - causal_offset_;  // of column 0, see below
   // In 64 bits: a bound near INT32_MIN minus row_begin overflows an int.
-  const auto relative = [&](int64_t row) {
+  const auto relative = [row_begin](int64_t row) {
     return static_cast<int32_t>(std::clamp<int64_t>(row - row_begin, 0, kTileRows));
   };
-  for (int c = 0; c < kTileCols; ++c) {
-    RowInterval masked[TileColumns::kIntervals] = {{0, kTileRows}, {0, 0}, {0, 0}};
-    if (c < valid_cols) {
-      masked_rows(batch, mask_head, col_begin + c, masked);
-      for (RowInterval& m : masked) m = {relative(m.begin), relative(m.end)};
-    }
-    for (int i = 0; i < TileColumns::kIntervals; ++i) {
-      out.begin[i][c] = masked[i].begin;
-      out.end[i][c] = masked[i].end;
-    }
+  // The three intervals of each column (see is_masked in mask.h): the causal
+  // triangle (rows r with col > r + offset, i.e. r < col - offset) and the
+  // two bound intervals. Branch-free per column (the bounds' form is the same
+  // for all), so the columns run as vector lanes.
+#pragma omp simd
+  for (int c = 0; c < valid_cols; ++c) {
+    const ColumnBounds cb = load_column_bounds(bounds + c * num_bounds, num_bounds, causal, seqlen_q);
+    out.begin[0][c] = 0;
+    out.end[0][c] = causal ? relative(causal_end + c) : 0;
+    out.begin[1][c] = relative(cb.lts);
+    out.end[1][c] = relative(cb.lte);
+    out.begin[2][c] = relative(cb.uts);
+    out.end[2][c] = relative(cb.ute);
+  }
+  for (int c = valid_cols; c < kTileCols; ++c) {  // past seqlen_k: every row masked
+    out.begin[0][c] = 0;
+    out.end[0][c] = kTileRows;
+    for (int i = 1; i < TileColumns::kIntervals; ++i) out.begin[i][c] = out.end[i][c] = 0;
   }
 }
 

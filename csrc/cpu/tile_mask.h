@@ -23,10 +23,10 @@ struct TileExtent {
 };
 
 // The masked rows of every column of one tile, tile-relative and clamped to
-// [0, kTileRows]: the (at most three) intervals of each column (see
-// TileMask::masked_rows), read from the bounds once per visited partial tile
-// and shared by the extents and the masking of its boxes. Columns past
-// seqlen_k are masked whole.
+// [0, kTileRows]: the (at most three) intervals of each column (the causal
+// triangle and two bound intervals, see is_masked in mask.h), read from the
+// bounds once per visited partial tile and shared by the extents and the
+// masking of its boxes. Columns past seqlen_k are masked whole.
 struct TileColumns {
   static constexpr int kIntervals = 3;
   int32_t begin[kIntervals][kTileCols], end[kIntervals][kTileCols];
@@ -62,13 +62,6 @@ class TileMask {
  private:
   // The unmasked box of the part `within` of a kPartial tile.
   static TileExtent extent(const TileColumns& cols, const TileExtent& within);
-  struct RowInterval {
-    int begin, end;
-  };
-  // The (at most three) intervals of rows masked in column `col`: the causal
-  // triangle and the two bound intervals (see is_masked in mask.h).
-  void masked_rows(int batch, int mask_head, int col, RowInterval (&rows)[TileColumns::kIntervals]) const;
-
   MaskParams mask_;
   AttentionShape shape_;
   int causal_offset_;
