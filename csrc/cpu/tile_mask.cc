@@ -92,15 +92,25 @@ void TileMask::mask_scores(const TileColumns& cols, float* scores, int row_strid
   const float neg_inf = -__builtin_inff();
   if (col_stride == 1) {
     // S: a row's keys are contiguous; every score tested against its column's
-    // intervals, a vector of keys at a time.
+    // intervals that reach into the box (most partial tiles have one), a
+    // vector of keys at a time.
+    int active[TileColumns::kIntervals];
+    int num_active = 0;
+    for (int i = 0; i < TileColumns::kIntervals; ++i) {
+      int reach = 0;
+#pragma omp simd reduction(max : reach)
+      for (int c = within.col_begin; c < within.col_end; ++c) {
+        reach = std::max(reach, std::min(cols.end[i][c], within.row_end) - std::max(cols.begin[i][c], within.row_begin));
+      }
+      if (reach > 0) active[num_active++] = i;
+    }
     for (int r = within.row_begin; r < within.row_end; ++r) {
       float* row = scores + r * row_stride;
+      for (int k = 0; k < num_active; ++k) {
+        const int32_t* begin = cols.begin[active[k]];
+        const int32_t* end = cols.end[active[k]];
 #pragma omp simd
-      for (int c = within.col_begin; c < within.col_end; ++c) {
-        bool masked = false;
-        for (int i = 0; i < TileColumns::kIntervals; ++i)
-          masked = masked || (cols.begin[i][c] <= r && r < cols.end[i][c]);
-        row[c] = masked ? neg_inf : row[c];
+        for (int c = within.col_begin; c < within.col_end; ++c) row[c] = begin[c] <= r && r < end[c] ? neg_inf : row[c];
       }
     }
     return;
