@@ -53,6 +53,7 @@ CONFIGS = {  # name -> (N, B, D, H)
     "8k-64": (8192, 16, 64, 64),
     "32k-64": (32768, 4, 64, 64),
     "8k-256": (8192, 16, 256, 16),  # same hidden size (H*D = 4096) at head_dim 256
+    "32k-256": (32768, 4, 256, 16),
 }
 MASKS = [
     "full", "causal", "sliding_window", "causal_document", "document", "share_question",
