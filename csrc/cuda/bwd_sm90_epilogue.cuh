@@ -30,43 +30,60 @@ struct BwdSm90Epilogue {
   }
 
   // This consumer's dQ tile of query tile m, head h, batch b -> 32-column staging blocks of
-  // kBlockM rows x 128 B (SW128) -> one TMA reduce-add per block. D <= 128 stage every block
-  // at once in dq_stage ([block][consumer][rows][128 B]); D = 256 one block per round in this
-  // consumer's dS^T buffer (free: its dQ GEMM is done). The issuer first makes sure its
-  // previous bulk copies have read the staging; the barriers order it with the writes.
+  // kBlockM rows x 128 B (SW128) -> one TMA reduce-add per block. Block bb lies at
+  // base + (bb & 1) * kNextBlock + (bb >> 1) * kNextPair.
   static constexpr int kDqBlocks = Cfg::kDqCols / 32;
-  static constexpr int kRoundBlocks = Cfg::kDqInDsBuffer ? 1 : kDqBlocks;
-  static constexpr uint32_t kBlockStride = 2 * kBlockM * 128;
+  template <uint32_t kNextBlock, uint32_t kNextPair>
+  __device__ __forceinline__ static uint32_t dq_block_offset(int bb) {
+    return (bb & 1) * kNextBlock + (bb >> 1) * kNextPair;
+  }
+  template <uint32_t kNextBlock, uint32_t kNextPair>
+  __device__ __forceinline__ void stage_and_reduce_dq(const BwdTensorMaps& maps, const float* acc_dq, char* base,
+                                                      int m, int h, int b) const {
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int j = 0; j < 4 * kDqBlocks; ++j) {                       // n8 chunk of acc_dq
+        const int row = wrow + 8 * r, chunk = (j & 3) * 2 + (t >> 1);  // 16-byte chunk
+        const uint32_t off = dq_block_offset<kNextBlock, kNextPair>(j >> 2) + sm90::sw128_offset(row, chunk) +
+                             (t & 1) * 8;
+        *reinterpret_cast<float2*>(base + off) = make_float2(acc_dq[4 * j + 2 * r], acc_dq[4 * j + 2 * r + 1]);
+      }
+    sm90::fence_proxy_async_smem();
+    sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, 128, cw);
+    if (dq_issuer) {
+#pragma unroll
+      for (int bb = 0; bb < kDqBlocks; ++bb)
+        sm90::tma_reduce_add_4d(&maps.dq, base + dq_block_offset<kNextBlock, kNextPair>(bb), dq_col0 + 32 * bb,
+                                m * kBlockM, h, b);
+      sm90::bulk_commit();
+    }
+    __syncwarp();  // converged again before the next warp-aligned wgmma
+  }
+
+  // D <= 128: every block at once in dq_stage ([block][consumer][rows][128 B]), once the
+  // issuer's previous bulk copies have read it.
   __device__ __forceinline__ void dq_reduce_tma(const BwdTensorMaps& maps, const float* acc_dq, int m, int h,
                                                 int b) const {
-    char* stage = Cfg::kDqInDsBuffer ? reinterpret_cast<char*>(sm.ds[cw])
-                                     : reinterpret_cast<char*>(sm.dq_stage) + cw * kBlockM * 128;
-#pragma unroll
-    for (int round = 0; round < kDqBlocks / kRoundBlocks; ++round) {
-      wait_staging_read();
-#pragma unroll
-      for (int r = 0; r < 2; ++r)
-#pragma unroll
-        for (int jj = 0; jj < 4 * kRoundBlocks; ++jj) {
-          const int j = 4 * kRoundBlocks * round + jj;                 // n8 chunk of acc_dq
-          const int row = wrow + 8 * r, chunk = (jj & 3) * 2 + (t >> 1);  // 16-byte chunk
-          const uint32_t off = (jj >> 2) * kBlockStride + sm90::sw128_offset(row, chunk) + (t & 1) * 8;
-          *reinterpret_cast<float2*>(stage + off) = make_float2(acc_dq[4 * j + 2 * r], acc_dq[4 * j + 2 * r + 1]);
-        }
-      sm90::fence_proxy_async_smem();
-      sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, 128, cw);
-      if (dq_issuer) {
-#pragma unroll
-        for (int bb = 0; bb < kRoundBlocks; ++bb)
-          sm90::tma_reduce_add_4d(&maps.dq, stage + bb * kBlockStride, dq_col0 + 32 * (kRoundBlocks * round + bb),
-                                  m * kBlockM, h, b);
-        sm90::bulk_commit();
-      }
-      __syncwarp();  // converged again before the next warp-aligned wgmma
-    }
+    constexpr uint32_t kBlockStride = 2 * kBlockM * 128;
+    wait_staging_read();
+    stage_and_reduce_dq<kBlockStride, 2 * kBlockStride>(
+        maps, acc_dq, reinterpret_cast<char*>(sm.dq_stage) + cw * kBlockM * 128, m, h, b);
   }
-  // The staging may be rewritten (dS^T buffer at D = 256: by the next tile's dS^T) once the
-  // issuer's bulk copies have read it.
+  // D = 256 (kDqInQSlot): the four blocks in this consumer's two column blocks of ring slot
+  // st's Q and its two of dO. Its own dV/dK GEMMs, their other readers, are done; the other
+  // consumer's S^T and dP^T of the slot are waited for here (they have long finished by now).
+  // The caller releases the slot once the reduce-adds have read it.
+  __device__ __forceinline__ void dq_reduce_in_slot(const BwdTensorMaps& maps, const float* acc_dq, int st,
+                                                    int phase, int m, int h, int b) const {
+    static_assert(Cfg::kDqInQSlot && kDqBlocks == 4, "two Q and two dO column blocks per consumer");
+    constexpr uint32_t kColumnBlock = kBlockM * 128;  // one SW128 column block of a Q or dO tile
+    sm90::mbar_wait(sm.scores_done + st, phase);
+    stage_and_reduce_dq<kColumnBlock, Cfg::kStages * Cfg::kQBytes>(
+        maps, acc_dq, reinterpret_cast<char*>(sm.q[st]) + 2 * cw * kColumnBlock, m, h, b);
+  }
+
+  // The staging may be rewritten once the issuer's bulk copies have read it.
   __device__ __forceinline__ void wait_staging_read() const {
     if (dq_issuer) sm90::bulk_wait_read<0>();
     sync_warpgroup();

@@ -42,6 +42,8 @@ struct BwdSm90Mainloop {
   // kDqOneTileLate, kDqWithNextScores: the tile whose dQ is still to be issued (global
   // index, query tile, head).
   int late_gi = -1, late_m = 0, late_h = 0;
+  // kDqInQSlot: the ring slot holding this consumer's staged dQ, released once it has been read.
+  int staged_slot = -1;
 
   __device__ __forceinline__ BwdSm90Mainloop(Smem& sm_, const BwdParams& p, int warp, int lane)
       : sm(sm_),
@@ -115,6 +117,17 @@ struct BwdSm90Mainloop {
     } else {
       issue_scores(acc_s, acc_dp, q_addr, do_addr);
     }
+  }
+  // kDqInQSlot: the issuer's arrival on the slot of the previous tile's staged dQ, once the
+  // reduce-adds have read it (called while the next S^T and dP^T compute, and at an item's end).
+  __device__ __forceinline__ void release_staged_slot() {
+    if (staged_slot < 0) return;
+    if (epi.dq_issuer) {
+      sm90::bulk_wait_read<0>();
+      sm90::mbar_arrive(sm.q_empty + staged_slot);
+    }
+    __syncwarp();
+    staged_slot = -1;
   }
   // P^T and dS^T of ring slot st from S^T and dP^T, packed as wgmma A fragments (16 queries
   // per k step).
@@ -204,16 +217,20 @@ struct BwdSm90Mainloop {
       fence_operands(acc_dk);
       mbar_arrive(sm.q_empty + st);
       late_gi = gi, late_m = m, late_h = h;
-    } else {  // dQ over this consumer's own dS^T rows, right after dV/dK
+    } else {  // D=256: dQ over this consumer's own dS^T rows after dV/dK, staged in the slot
+      static_assert(Cfg::kDqAfterDKV && Cfg::kDqInQSlot, "the D=256 path");
       issue_dkv(pa, dsa, q_addr, do_addr);
-      if constexpr (Cfg::kDqAfterDKV) wgmma_wait<0>();
+      wgmma_wait<0>();
       issue_dq(smem_u32(ds));
       wgmma_wait<0>();
       fence_operands(acc_dv);
       fence_operands(acc_dk);
       fence_operands(acc_dq);
-      mbar_arrive(sm.q_empty + st);
-      epi.dq_reduce_tma(maps, acc_dq, m, h, b);
+      epi.dq_reduce_in_slot(maps, acc_dq, st, PipelineState<Cfg::kStages>{gi}.phase(), m, h, b);
+      // Every thread but the issuer is done with the slot (reads and staging stores); the
+      // issuer releases it once its reduce-adds have read the staging.
+      if (!epi.dq_issuer) mbar_arrive(sm.q_empty + st);
+      staged_slot = st;
     }
   }
 
@@ -221,6 +238,7 @@ struct BwdSm90Mainloop {
   // neither reads K, V or the dS buffers of this item any more.
   __device__ __forceinline__ void item_end(const BwdTensorMaps& maps, float softmax_scale, int n0, int hk, int b) {
     using namespace sm90;
+    if constexpr (Cfg::kDqInQSlot) release_staged_slot();
     if constexpr (Cfg::kDqOneTileLate || Cfg::kDqWithNextScores)
       if (late_gi >= 0) {
         issue_late_dq();
@@ -256,9 +274,14 @@ struct BwdSm90Mainloop {
       scores_and_late_dq(maps, acc_s, acc_dp, q_addr, do_addr, b);
     else
       issue_scores(acc_s, acc_dp, q_addr, do_addr);
+    if constexpr (Cfg::kDqInQSlot) release_staged_slot();
     wgmma_wait<0>();
     fence_operands(acc_s);
     fence_operands(acc_dp);
+    // kDqInQSlot: this warp no longer reads Q or dO for S^T and dP^T (the other consumer's
+    // dQ staging waits for all eight warps).
+    if constexpr (Cfg::kDqInQSlot)
+      if (sm90::lane_id() == 0) mbar_arrive(sm.scores_done + st);
 
     if (tile.partial())
       mask_partial_keys<8>(kb, form, m * kBlockM, epi.t,
@@ -266,13 +289,10 @@ struct BwdSm90Mainloop {
     uint32_t pa[4][4], dsa[4][4];
     p_and_ds(acc_s, acc_dp, st, pa, dsa);
     // A shared dS^T buffer is reused two tiles later: kDqOneTileLate, once both consumers'
-    // dQ read it (ds_empty); D=64, once this consumer's dQ did (waited for in the previous tile);
-    // D=256 (own buffer), once the reduce-add of the dQ block staged in it has read it.
-    if constexpr (Cfg::kDqOneTileLate) {
+    // dQ read it (ds_empty); D=64 and D=256 (own buffer), once this consumer's dQ did (waited
+    // for in the previous tile).
+    if constexpr (Cfg::kDqOneTileLate)
       if (gi >= 2) PipelineState<2>{gi}.wait_empty(sm.ds_empty);
-    } else if constexpr (Cfg::kDqInDsBuffer) {
-      epi.wait_staging_read();  // the previous tile's last dQ block has left this buffer
-    }
     char* ds = ds_buf(gi);
     store_ds(ds, dsa);
     dkv_and_dq(maps, pa, dsa, q_addr, do_addr, ds, gi, st, m, h, b);

@@ -18,8 +18,8 @@
 //      P^T = exp2(S^T*scale*log2e - lse), dS^T = P^T (dP^T - rowsum)   (registers)
 //      dV += P^T dO, dK += dS^T Q             (wgmma RS, P^T / dS^T from registers)
 //      dS^T -> smem, then dQ = dS K (dS read MN-major from smem), added to the fp32
-//      dq accumulator by TMA reduce-adds from an smem staging tile (D <= 128) or, one
-//      32-column block at a time, from the consumer's dS^T buffer (D = 256).
+//      dq accumulator by TMA reduce-adds from an smem staging tile (D <= 128) or from
+//      the consumer's own column blocks of the tile's Q and dO (D = 256).
 //    D=64/128: 128-key blocks, consumer c owns keys 64c..64c+63 and all of dK/dV's
 //    columns. D=128: consumer c computes dQ[:, 64c..] over all 128 keys, one tile
 //    late (with the next tile's dV/dK, staged while those run); the two halves of
@@ -29,7 +29,9 @@
 //    while they run.
 //    D=256: 64-key blocks (64 keys x 256 of dK and dV would not fit one consumer's
 //    registers): both consumers compute S^T and dP^T of all 64 keys and consumer c
-//    owns columns 128c..128c+127 of dK, dV and dQ; nothing is exchanged.
+//    owns columns 128c..128c+127 of dK, dV and dQ; nothing is exchanged but a
+//    `scores_done` mbarrier per ring slot, which lets a consumer stage its dQ over its
+//    columns of Q and dO once the other's S^T and dP^T have read them.
 // The query-tile list (skip / unmasked / partial from the key tile's bound
 // min/max) is the sm80 kernel's; only partial tiles evaluate the mask, from the
 // two keys' bounds each thread keeps in registers. At the end of an item dK and dV
@@ -71,9 +73,12 @@ struct BwdSm90Config {
   // dQ reaches the fp32 accumulator through shared memory and TMA reduce-adds: red.global per
   // element pair cost ~40% of the D=128 backward (perf-notes v9) and held a quarter of the
   // D=256 backward's warp samples (perf-notes v27). D <= 128 stage a consumer's whole dQ tile in
-  // dq_stage; D=256 has no shared memory left for that and stages one 32-column block at a time
-  // in the consumer's own dS^T buffer, free once its dQ GEMM is done.
-  static constexpr bool kDqInDsBuffer = D == 256;
+  // dq_stage. D=256 has no shared memory left for that and stages it in the consumer's own
+  // column blocks of the tile's Q and dO, free once its dV/dK GEMMs are done and the other
+  // consumer's S^T and dP^T (the only other readers) have completed (`scores_done`); the dQ
+  // issuer's release of the ring slot waits until the next tile, when the reduce-adds have
+  // read it (perf-notes v31).
+  static constexpr bool kDqInQSlot = D == 256;
   // D=128: dQ of tile i is issued one tile late, after tile i+1's dS^T is stored and next
   // to tile i+1's dV/dK, and staged while they run: a consumer needs the other's half of
   // dS^T(i) a tile after it was written instead of waiting for it, and the staging costs no
@@ -88,7 +93,7 @@ struct BwdSm90Config {
   // D=256: dQ's 64 accumulators fit only in the registers of dV/dK's A fragments, so dQ is
   // issued after those wgmmas finished (else ptxas serialises every wgmma).
   static constexpr bool kDqAfterDKV = D == 256;
-  static constexpr int kDqStageBytes = kDqInDsBuffer ? 0 : kBlockM * kDqCols * 4;  // per consumer
+  static constexpr int kDqStageBytes = kDqInQSlot ? 0 : kBlockM * kDqCols * 4;  // per consumer
   static constexpr int kColBlocks = D / 64;
   static constexpr int kKVBytes = kBlockN * D * 2, kQBytes = kBlockM * D * 2;
   // dK and dV of an item leave as tiles laid out like sK ([column block][kBlockN keys][128 B],
@@ -97,12 +102,13 @@ struct BwdSm90Config {
   // land on its own half of each dS buffer and on its own dQ staging blocks, so it may reuse
   // them as soon as its own stores have read them. D = 256 has no spare smem: dK/dV go
   // into sK/sV, and the next K/V wait for the stores.
-  static constexpr bool kStageInKV = kDqInDsBuffer;
+  static constexpr bool kStageInKV = kDqInQSlot;
   static_assert(kStageInKV || (kKVBytes <= 2 * kBlockN * kBlockM * 2 && kKVBytes <= kConsumers * kDqStageBytes &&
                                kBlockN == 2 * 64 && kBlockM * 128 * 2 == kBlockN * 128),
                 "dK/dV staging: dS buffers and dQ staging blocks must hold one consumer's 64 rows");
   static constexpr int kRowBytes = kBlockM * 4;  // lse or rowsum of one query tile
   static constexpr int kDsBars = kDqOneTileLate ? 2 : 0;
+  static constexpr int kScoresBars = kDqInQSlot ? kStages : 0;
   // Shared memory from a 1024-aligned base, the two query-tile list buffers (segments of
   // kListCapacity entries) included: its size does not depend on the sequence length. Arrays of length 0 (dq_stage at D = 256, the dS
   // barriers without kDqOneTileLate) take no space (nvcc and the host compilers accept them).
@@ -123,6 +129,7 @@ struct BwdSm90Config {
     uint64_t q_full[kStages], q_empty[kStages];  // Q, dO, lse and rowsum of a ring slot
     uint64_t ds_full[kDsBars];   // kDqOneTileLate: both halves of dS^T[buf] stored
     uint64_t ds_empty[kDsBars];  // both consumers' dQ finished reading dS^T[buf]
+    uint64_t scores_done[kScoresBars];  // kDqInQSlot: every consumer warp's S^T, dP^T of the slot done
     BwdListRecord records[2];
     int scratch[32];  // the builders' list compaction and work counter
     TileEntry lists[kBwdListBuffers][sm90::kListCapacity];
@@ -132,7 +139,7 @@ struct BwdSm90Config {
                 "SW128 tiles start 1024-byte aligned");
   static_assert(sizeof(Smem) == 2 * kKVBytes + 2 * kStages * kQBytes + 2 * kBlockN * kBlockM * 2 +
                                     kConsumers * kDqStageBytes + 2 * kStages * kRowBytes +
-                                    (8 + 2 * kStages + 2 * kDsBars) * 8 + 2 * sizeof(BwdListRecord) + 32 * 4 +
+                                    (8 + 2 * kStages + 2 * kDsBars + kScoresBars) * 8 + 2 * sizeof(BwdListRecord) + 32 * 4 +
                                     kBwdListBuffers * sm90::kListCapacity * sizeof(TileEntry),
                 "no padding");
   static constexpr int kListBuilders = 96;  // warps 1-3 build the query-tile lists
@@ -167,6 +174,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       mbar_init(sm.q_full + st, 1);
       mbar_init(sm.q_empty + st, kConsumerThreads);
     }
+    for (int st = 0; st < Cfg::kScoresBars; ++st) mbar_init(sm.scores_done + st, Cfg::kConsumers * 4);
     for (int buf = 0; buf < Cfg::kDsBars; ++buf) {
       mbar_init(sm.ds_full + buf, kConsumerThreads);
       mbar_init(sm.ds_empty + buf, kConsumerThreads);
