@@ -260,7 +260,7 @@ class Backward {
     Ops::gemm(x.keys(), x.queries(), dp_, w.k.data() + x.k0 * dp_, dp_,
               Ops::b_at(query_.q_t.get() + at, kTileRows, 0, x.n0), kTileRows, s, kTileRows,
               /*accumulate=*/false);
-    for (int c = 0; c < x.keys(); ++c) scale_row(s + c * kTileRows, x.queries(), score_scale_);
+    // Masked on the raw scores (-inf stays -inf when scaled below).
     if (cols != nullptr) TileMask::mask_scores(*cols, w.s.data(), 1, kTileRows, {x.n0, x.n1, x.k0, x.k1});
     Ops::gemm(x.keys(), x.queries(), dp_, w.v.data() + x.k0 * dp_, dp_,
               Ops::b_at(query_.dout_t.get() + at, kTileRows, 0, x.n0), kTileRows, ds, kTileRows,
@@ -271,7 +271,7 @@ class Backward {
       float* p = s + c * kTileRows;
       float* d = ds + c * kTileRows;
       for (int r = 0; r < x.queries(); ++r) {
-        p[r] = fast_exp2(p[r] - lse[r]);
+        p[r] = fast_exp2(p[r] * score_scale_ - lse[r]);
         d[r] = p[r] * (d[r] - delta[r]);
       }
     }
