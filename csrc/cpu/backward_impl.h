@@ -90,7 +90,7 @@ class Backward {
         num_q_tiles_(num_tiles(p.shape.seqlen_q, kTileRows)),
         num_k_tiles_(num_tiles(p.shape.seqlen_k, kTileCols)),
         group_(p.shape.num_heads / p.shape.num_heads_k),
-        score_scale_(p.softmax_scale * kLog2e),
+        scale_(p.softmax_scale * kLog2e),
         num_chunks_(chunk_count()),
         tile_mask_(p.mask, p.shape),
         query_(static_cast<int64_t>(p.shape.batch) * p.shape.num_heads * num_q_tiles_, dp_),
@@ -260,7 +260,8 @@ class Backward {
     Ops::gemm(x.keys(), x.queries(), dp_, w.k.data() + x.k0 * dp_, dp_,
               Ops::b_at(query_.q_t.get() + at, kTileRows, 0, x.n0), kTileRows, s, kTileRows,
               /*accumulate=*/false);
-    // Masked on the raw scores (-inf stays -inf when scaled below).
+    if (scale_.separate_pass)
+      for (int c = 0; c < x.keys(); ++c) scale_row(s + c * kTileRows, x.queries(), scale_.in_pass);
     if (cols != nullptr) TileMask::mask_scores(*cols, w.s.data(), 1, kTileRows, {x.n0, x.n1, x.k0, x.k1});
     Ops::gemm(x.keys(), x.queries(), dp_, w.v.data() + x.k0 * dp_, dp_,
               Ops::b_at(query_.dout_t.get() + at, kTileRows, 0, x.n0), kTileRows, ds, kTileRows,
@@ -271,7 +272,7 @@ class Backward {
       float* p = s + c * kTileRows;
       float* d = ds + c * kTileRows;
       for (int r = 0; r < x.queries(); ++r) {
-        p[r] = fast_exp2(p[r] * score_scale_ - lse[r]);
+        p[r] = fast_exp2(p[r] * scale_.in_exp - lse[r]);
         d[r] = p[r] * (d[r] - delta[r]);
       }
     }
@@ -378,7 +379,7 @@ class Backward {
   const BwdParams& p_;
   const AttentionShape& shape_;
   const int dp_, num_q_tiles_, num_k_tiles_, group_;
-  const float score_scale_;  // raw scores to log2 units, as in forward_impl.h
+  const ScoreScale scale_;  // raw scores to log2 units, as in forward_impl.h
   const int num_chunks_;
   const TileMask tile_mask_;
   const QuerySide<Ops> query_;

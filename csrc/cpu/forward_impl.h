@@ -52,20 +52,19 @@ inline int forward_boxes(const TileColumns& cols, FwdBox (&boxes)[kPartialParts]
 // output row is rescaled once per jump instead of at every new maximum.
 constexpr float kRescaleSlack = 8.f;
 
-// Turns the raw scores of the box into unnormalised probabilities in place,
-// exp2(s * score_scale - reference), relative to the row's reference maximum
-// (of the scaled scores: score_scale > 0, which the frontend checks and the GPU
-// kernels assume too), and rescales the output rows accumulated so far when
-// that reference moves. Rows outside the box have no unmasked key in this
-// tile: nothing changes.
+// Turns the scores of the box into unnormalised probabilities in place,
+// exp2(s * scale - reference) with `scale` >= 0 (ScoreScale::in_exp), relative
+// to the row's reference maximum, and rescales the output rows accumulated so
+// far when that reference moves. Rows outside the box have no unmasked key in
+// this tile: nothing changes.
 template <class Ops>
-void online_softmax(FwdScratch<Ops>& w, int dp, const FwdBox& box, float score_scale) {
+void online_softmax(FwdScratch<Ops>& w, int dp, const FwdBox& box, float scale) {
   const float neg_inf = -__builtin_inff();
   const int cols = box.c1 - box.c0;
   for (int r = box.r0; r < box.r1; ++r) {
     float* s = w.s.data() + r * kTileCols + box.c0;
     const float old_max = w.row_max[r];
-    const float tile_max = row_max(s, cols) * score_scale;
+    const float tile_max = row_max(s, cols) * scale;
     if (tile_max > old_max + kRescaleSlack) {
       // The output so far (none while old_max is -inf) is rescaled to the new reference.
       const float alpha = fast_exp2(old_max - tile_max);
@@ -79,7 +78,7 @@ void online_softmax(FwdScratch<Ops>& w, int dp, const FwdBox& box, float score_s
     float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
     for (int c = 0; c < cols; ++c) {
-      s[c] = fast_exp2(s[c] * score_scale - ref);
+      s[c] = fast_exp2(s[c] * scale - ref);
       sum += s[c];
     }
     w.row_sum[r] += sum;
@@ -147,10 +146,10 @@ void forward(const FwdParams& p) {
   const int group = shape.num_heads / shape.num_heads_k;
   const TileMask tile_mask(p.mask, shape);
   const PackedKeys<T, Ops> keys(p, dp, num_k_tiles);
-  // Scores are kept in log2 units (scaled by softmax_scale * log2(e) inside the
-  // softmax, after the product, so that bf16 products of the unscaled inputs give
-  // the fp32 scores of those inputs) and the softmax needs exp2 only.
-  const float score_scale = p.softmax_scale * kLog2e;
+  // Scores are kept in log2 units (scaled by softmax_scale * log2(e) after the
+  // product, so that bf16 products of the unscaled inputs give the fp32 scores of
+  // those inputs) and the softmax needs exp2 only.
+  const ScoreScale scale(p.softmax_scale * kLog2e);
   const bool stream_out = streams_stores<T>(p.out, p.out_strides, shape.batch, shape.seqlen_q,
                                             shape.num_heads, shape.head_dim);
 
@@ -185,8 +184,10 @@ void forward(const FwdParams& p) {
           Ops::gemm(box_rows, box_cols, dp, w.q.data() + x.r0 * dp, dp,
                     Ops::b_at(keys.k_tile(b, kh, kt), kTileCols, 0, x.c0), kTileCols, s, kTileCols,
                     /*accumulate=*/false);
+          if (scale.separate_pass)
+            for (int r = 0; r < box_rows; ++r) scale_row(s + r * kTileCols, box_cols, scale.in_pass);
           if (cols != nullptr) TileMask::mask_scores(*cols, w.s.data(), kTileCols, 1, {x.r0, x.r1, x.c0, x.c1});
-          online_softmax(w, dp, x, score_scale);
+          online_softmax(w, dp, x, scale.in_exp);
           const auto probs = Ops::a_view(s, box_rows, box_cols, kTileCols, w.p.data());
           Ops::gemm(box_rows, dp, box_cols, probs.data, probs.ld,
                     Ops::b_at(keys.v_tile(b, kh, kt), dp, x.c0, 0), dp, w.o.data() + x.r0 * dp,

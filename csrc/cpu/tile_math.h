@@ -17,6 +17,18 @@ namespace cpu {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
+// How a pass turns raw scores into log2 units (times softmax_scale * log2(e)):
+// inside the softmax's exponentials, saving a pass over the scores; for a
+// scale of 0 (uniform attention, which the kernel tests cover) in a pass of its
+// own before the masking instead, since a masked score's -inf times 0 is NaN.
+struct ScoreScale {
+  explicit ScoreScale(float log2_scale)
+      : separate_pass(!(log2_scale > 0.f)), in_pass(log2_scale), in_exp(separate_pass ? 1.f : log2_scale) {}
+  bool separate_pass;
+  float in_pass;  // the factor of the separate pass, if any
+  float in_exp;   // the factor inside the exponentials (1 after a separate pass)
+};
+
 // dst[rows x cols] (dense) = src[rows x cols] (row stride lds); nothing to
 // do when src already is dst (a tile built in place, see Ops::staging).
 inline void copy_tile(const float* src, int rows, int cols, int lds, float* dst) {
