@@ -79,6 +79,7 @@ struct BwdSm90Config {
   // issuer's release of the ring slot waits until the next tile, when the reduce-adds have
   // read it (perf-notes v31).
   static constexpr bool kDqInQSlot = D == 256;
+  static_assert(!kDqInQSlot || kStages >= 2, "a slot with staged dQ is released during the next tile's S^T");
   // D=128: dQ of tile i is issued one tile late, after tile i+1's dS^T is stored and next
   // to tile i+1's dV/dK, and staged while they run: a consumer needs the other's half of
   // dS^T(i) a tile after it was written instead of waiting for it, and the staging costs no
