@@ -20,8 +20,9 @@ first calls run slow for a while, most of all the backward's: its first calls
 fault in the outputs and workspace that the allocators then reuse (a 4K
 sliding_window backward, fp32, 2 threads, call by call: 121, 74, 56, 63, 58,
 57, 48, 50, 48 ms). With one warm-up call the short calls of the sparse masks
-were timed in that transient, and the long causal ones mostly past it. Our runs and torch's alternate, so both see the
-same machine load, and --rounds passes over all cases keep each case's best
+were timed in that transient, and the long causal ones mostly past it. Our
+runs and torch's alternate, so both see the same machine load, and --rounds
+passes over all cases keep each case's best
 round (a machine shared with other work is quiet at some times, and rounds
 give every case a share of them); the load average is recorded before and
 after.

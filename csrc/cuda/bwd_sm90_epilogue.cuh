@@ -1,7 +1,7 @@
 // The Hopper backward's epilogues, run by each consumer warpgroup for its own rows:
 //  - dQ of a query tile into the fp32 dq accumulator: staged in shared memory (SW128, 32
-//    columns per block; D = 256 one block at a time in the dS^T buffer) and added by TMA
-//    reduce-adds;
+//    columns per block; D = 256 in the consumer's own column blocks of the tile's Q and
+//    dO) and added by TMA reduce-adds;
 //  - dK (scaled) and dV of an item through shared memory and TMA stores.
 #pragma once
 
