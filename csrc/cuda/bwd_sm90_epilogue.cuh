@@ -71,14 +71,15 @@ struct BwdSm90Epilogue {
         maps, acc_dq, reinterpret_cast<char*>(sm.dq_stage) + cw * kBlockM * 128, m, h, b);
   }
   // D = 256 (kDqInQSlot): the four blocks in this consumer's two column blocks of ring slot
-  // st's Q and its two of dO. Its own dV/dK GEMMs, their other readers, are done; the other
-  // consumer's S^T and dP^T of the slot are waited for here (they have long finished by now).
-  // The caller releases the slot once the reduce-adds have read it.
-  __device__ __forceinline__ void dq_reduce_in_slot(const BwdTensorMaps& maps, const float* acc_dq, int st,
-                                                    int phase, int m, int h, int b) const {
-    static_assert(Cfg::kDqInQSlot && kDqBlocks == 4, "two Q and two dO column blocks per consumer");
+  // st's Q and its two of dO. Its own dV/dK GEMMs, their other readers, are done, and the
+  // caller has waited for the other consumer's S^T and dP^T of the slot (`scores_done`,
+  // before the tile's P^T and dS^T were stored). The caller releases the slot once the
+  // reduce-adds have read it.
+  __device__ __forceinline__ void dq_reduce_in_slot(const BwdTensorMaps& maps, const float* acc_dq, int st, int m,
+                                                    int h, int b) const {
+    static_assert(Cfg::kDqInQSlot && Cfg::kSplitQueries && kDqBlocks == 4,
+                  "two Q and two dO column blocks per consumer; scores_done waited for in query_tile");
     constexpr uint32_t kColumnBlock = kBlockM * 128;  // one SW128 column block of a Q or dO tile
-    sm90::mbar_wait(sm.scores_done + st, phase);
     stage_and_reduce_dq<kColumnBlock, Cfg::kStages * Cfg::kQBytes>(
         maps, acc_dq, reinterpret_cast<char*>(sm.q[st]) + 2 * cw * kColumnBlock, m, h, b);
   }

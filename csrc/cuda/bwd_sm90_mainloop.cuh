@@ -1,8 +1,10 @@
 // The Hopper backward's consumer mainloop (warpgroups 1-2), per query tile of a list:
-//   S^T = K Q^T, dP^T = V dO^T            (wgmma m64n64, both operands in smem)
+//   S^T = K Q^T, dP^T = V dO^T            (wgmma m64n64, or m64n32 over this consumer's
+//                                          half of the queries at D=256; operands in smem)
 //   P^T = exp2(S^T*scale*log2e - lse), dS^T = P^T (dP^T - rowsum)   (registers; the mask
 //   on partial tiles from the two keys' bounds each thread keeps in registers)
-//   dV += P^T dO, dK += dS^T Q             (wgmma RS, P^T / dS^T from registers)
+//   dV += P^T dO, dK += dS^T Q             (wgmma RS, P^T / dS^T from registers; at D=256
+//                                          the other consumer's half from smem)
 //   dS^T -> smem, then dQ = dS K (dS read MN-major from smem), handed to the epilogue.
 // It owns the dK/dV/dQ accumulators, the order of the GEMMs (dQ one tile late at D=128,
 // issued and staged under the next tile's S^T and dP^T at D=64, after dV/dK at D=256), the
@@ -24,6 +26,8 @@ struct BwdSm90Mainloop {
   static constexpr int kColBlocks = Cfg::kColBlocks;
   static constexpr int DT = Cfg::kDKVCols / 8;  // n8 chunks of this consumer's dK / dV
   static constexpr int QT = Cfg::kDqCols / 8;    // n8 chunks of this consumer's dQ
+  static constexpr int ST = Cfg::kScoreCols / 8;  // n8 chunks of this consumer's S^T / dP^T
+  static constexpr int KS = Cfg::kScoreCols / 16;  // k steps (16 queries) of its P^T / dS^T
   // dQ[:, dq_col0..] = dS K over the key rows dq_key0.. of a dS^T buffer.
   static constexpr int kDqKeys = Cfg::kDqAllKeys ? kBlockN : 64;
   using Smem = typename Cfg::Smem;
@@ -44,6 +48,14 @@ struct BwdSm90Mainloop {
   int late_gi = -1, late_m = 0, late_h = 0;
   // kDqInQSlot: the ring slot holding this consumer's staged dQ, released once it has been read.
   int staged_slot = -1;
+
+  // This consumer's first query of a tile's S^T and dP^T.
+  __device__ __forceinline__ int query_off() const {
+    if constexpr (Cfg::kSplitQueries)
+      return epi.cw * Cfg::kScoreCols;
+    else
+      return 0;
+  }
 
   __device__ __forceinline__ BwdSm90Mainloop(Smem& sm_, const BwdParams& p, int warp, int lane)
       : sm(sm_),
@@ -73,10 +85,12 @@ struct BwdSm90Mainloop {
     sm90::wgmma_commit();
   }
   // dS^T buffer of tile gi: one per tile parity when the consumers share it (D <= 128), else
-  // one per consumer (its last reader, this consumer's dQ of the previous tile, was waited for).
+  // sm.ds[1] beside P^T in sm.ds[0] (D = 256, rewritten once both consumers' GEMMs of the
+  // previous tile are done: query_tile waits for scores_done).
   __device__ __forceinline__ char* ds_buf(int gi) const {
-    return reinterpret_cast<char*>(sm.ds[Cfg::kSplitKeys ? (gi & 1) : epi.cw]);
+    return reinterpret_cast<char*>(sm.ds[Cfg::kSplitKeys ? (gi & 1) : 1]);
   }
+  __device__ __forceinline__ char* pt_buf() const { return reinterpret_cast<char*>(sm.ds[0]); }
   // Issues the late tile's dQ (kDqOneTileLate: once both halves of its dS^T are in smem).
   __device__ __forceinline__ void issue_late_dq() {
     if constexpr (Cfg::kDqOneTileLate) sm90::PipelineState<2>{late_gi}.wait_full(sm.ds_full);
@@ -84,19 +98,20 @@ struct BwdSm90Mainloop {
   }
   // S^T = K_c Q^T or dP^T = V_c dO^T: all operands K-major, k steps of 16 = 32 bytes inside
   // a 128-byte row of one column block.
-  __device__ __forceinline__ void key_by_query(float (&acc)[32], uint32_t keys_addr, uint32_t queries_addr) const {
+  __device__ __forceinline__ void key_by_query(float (&acc)[4 * ST], uint32_t keys_addr,
+                                               uint32_t queries_addr) const {
     const uint64_t keys = sm90::sw128_desc(keys_addr + epi.key_off * 128, 0);
-    const uint64_t queries = sm90::sw128_desc(queries_addr, 0);
+    const uint64_t queries = sm90::sw128_desc(queries_addr + query_off() * 128, 0);
 #pragma unroll
     for (int ks = 0; ks < D / 16; ++ks) {
       const uint32_t off_n = (ks >> 2) * kBlockN * 128 + (ks & 3) * 32;
       const uint32_t off_m = (ks >> 2) * kBlockM * 128 + (ks & 3) * 32;
-      sm90::Wgmma<T, 64>::template ss<0, 0>(acc, sm90::desc_advance(keys, off_n), sm90::desc_advance(queries, off_m),
-                                            ks > 0);
+      sm90::Wgmma<T, Cfg::kScoreCols>::template ss<0, 0>(acc, sm90::desc_advance(keys, off_n),
+                                                         sm90::desc_advance(queries, off_m), ks > 0);
     }
   }
   // S^T and dP^T of a query tile, one wgmma group.
-  __device__ __forceinline__ void issue_scores(float (&acc_s)[32], float (&acc_dp)[32], uint32_t q_addr,
+  __device__ __forceinline__ void issue_scores(float (&acc_s)[4 * ST], float (&acc_dp)[4 * ST], uint32_t q_addr,
                                                uint32_t do_addr) const {
     sm90::wgmma_fence();
     key_by_query(acc_s, k_addr, q_addr);
@@ -105,8 +120,9 @@ struct BwdSm90Mainloop {
   }
   // kDqWithNextScores: the previous tile's dQ, then this tile's S^T and dP^T; the dQ is staged
   // and reduced while S^T and dP^T run. Issue and wait stay in one branch (as below).
-  __device__ __forceinline__ void scores_and_late_dq(const BwdTensorMaps& maps, float (&acc_s)[32],
-                                                     float (&acc_dp)[32], uint32_t q_addr, uint32_t do_addr, int b) {
+  __device__ __forceinline__ void scores_and_late_dq(const BwdTensorMaps& maps, float (&acc_s)[4 * ST],
+                                                     float (&acc_dp)[4 * ST], uint32_t q_addr, uint32_t do_addr,
+                                                     int b) {
     if (late_gi >= 0) {
       issue_late_dq();
       issue_scores(acc_s, acc_dp, q_addr, do_addr);
@@ -131,12 +147,12 @@ struct BwdSm90Mainloop {
   }
   // P^T and dS^T of ring slot st from S^T and dP^T, packed as wgmma A fragments (16 queries
   // per k step).
-  __device__ __forceinline__ void p_and_ds(float (&acc_s)[32], float (&acc_dp)[32], int st, uint32_t (&pa)[4][4],
-                                           uint32_t (&dsa)[4][4]) const {
-    const float* l_s = sm.lse[st];
-    const float* ds_s = sm.dsum[st];
+  __device__ __forceinline__ void p_and_ds(float (&acc_s)[4 * ST], float (&acc_dp)[4 * ST], int st,
+                                           uint32_t (&pa)[KS][4], uint32_t (&dsa)[KS][4]) const {
+    const float* l_s = sm.lse[st] + query_off();
+    const float* ds_s = sm.dsum[st] + query_off();
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
+    for (int j = 0; j < ST; ++j)
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
         const int lq = j * 8 + 2 * epi.t + c;
@@ -149,46 +165,57 @@ struct BwdSm90Mainloop {
         }
       }
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
+    for (int kk = 0; kk < KS; ++kk)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         pa[kk][e] = Pack<T>::two(acc_s[8 * kk + 2 * e], acc_s[8 * kk + 2 * e + 1]);
         dsa[kk][e] = Pack<T>::two(acc_dp[8 * kk + 2 * e], acc_dp[8 * kk + 2 * e + 1]);
       }
   }
-  // dS^T -> smem as [key][64 queries] SW128 (the MN-major A of dQ = dS K).
-  __device__ __forceinline__ void store_ds(char* ds, const uint32_t (&dsa)[4][4]) const {
+  // This consumer's queries of dS^T (or P^T) -> smem as [key][64 queries] SW128 (the MN-major
+  // A of dQ = dS K; the K-major A of the other consumer's dV/dK at D=256). The caller fences.
+  __device__ __forceinline__ void store_scores(char* buf, const uint32_t (&frag)[KS][4]) const {
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
+    for (int kk = 0; kk < KS; ++kk)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int row = epi.key_off + epi.wrow + 8 * (e & 1);  // key within the block
-        const int chunk = 2 * kk + (e >> 1);                   // 8 queries
+        const int chunk = query_off() / 8 + 2 * kk + (e >> 1);  // 8 queries
         const uint32_t off = sm90::sw128_offset(row, chunk) + epi.t * 4;
-        *reinterpret_cast<uint32_t*>(ds + off) = dsa[kk][e];
+        *reinterpret_cast<uint32_t*>(buf + off) = frag[kk][e];
       }
-    sm90::fence_proxy_async_smem();
   }
-  // dV += P^T dO, dK += dS^T Q: B = this consumer's columns of dO / Q (MN-major, SW128
-  // column blocks kBlockM rows apart), k steps of 16 queries.
-  __device__ __forceinline__ void issue_dkv(const uint32_t (&pa)[4][4], const uint32_t (&dsa)[4][4], uint32_t q_addr,
-                                            uint32_t do_addr) {
+  // acc += A B over the tile's queries: this consumer's k steps with A from registers, at D=256
+  // the other consumer's from its half of `others` in smem ([key][64 queries] SW128, K-major).
+  // B = this consumer's columns of dO or Q (MN-major, SW128 column blocks kBlockM rows apart).
+  __device__ __forceinline__ void keys_by_cols(float (&acc)[DT * 4], const uint32_t (&frag)[KS][4],
+                                               const char* others, uint64_t b_desc) const {
+    using W = sm90::Wgmma<T, Cfg::kDKVCols>;
+    const int q_own = query_off();
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk) W::template rs<1>(acc, frag[kk], sm90::desc_advance(b_desc, (q_own + 16 * kk) * 128), 1);
+    if constexpr (Cfg::kSplitQueries) {
+      const int q_other = Cfg::kScoreCols - q_own;
+      const uint64_t a_desc = sm90::sw128_desc(smem_u32(others) + epi.key_off * 128, 0);
+#pragma unroll
+      for (int kk = 0; kk < KS; ++kk)
+        W::template ss<0, 1>(acc, sm90::desc_advance(a_desc, (q_other + 16 * kk) * 2),
+                             sm90::desc_advance(b_desc, (q_other + 16 * kk) * 128), 1);
+    }
+  }
+  // dV += P^T dO, dK += dS^T Q.
+  __device__ __forceinline__ void issue_dkv(const uint32_t (&pa)[KS][4], const uint32_t (&dsa)[KS][4], uint32_t q_addr,
+                                            uint32_t do_addr, const char* ds) {
     const uint32_t dkv_off = epi.dkv_col0 / 64 * kBlockM * 128;
-    const uint64_t do_desc = sm90::sw128_desc(do_addr + dkv_off, kBlockM * 128);
-    const uint64_t q_desc = sm90::sw128_desc(q_addr + dkv_off, kBlockM * 128);
     sm90::wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-      sm90::Wgmma<T, Cfg::kDKVCols>::template rs<1>(acc_dv, pa[kk], sm90::desc_advance(do_desc, kk * 16 * 128), 1);
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-      sm90::Wgmma<T, Cfg::kDKVCols>::template rs<1>(acc_dk, dsa[kk], sm90::desc_advance(q_desc, kk * 16 * 128), 1);
+    keys_by_cols(acc_dv, pa, pt_buf(), sm90::sw128_desc(do_addr + dkv_off, kBlockM * 128));
+    keys_by_cols(acc_dk, dsa, ds, sm90::sw128_desc(q_addr + dkv_off, kBlockM * 128));
     sm90::wgmma_commit();
   }
   // dV/dK of this tile and the dQ GEMM (the late tile's at D=128, this tile's otherwise),
   // then the release of ring slot st and the dQ epilogue.
-  __device__ __forceinline__ void dkv_and_dq(const BwdTensorMaps& maps, const uint32_t (&pa)[4][4],
-                                             const uint32_t (&dsa)[4][4], uint32_t q_addr, uint32_t do_addr, char* ds,
+  __device__ __forceinline__ void dkv_and_dq(const BwdTensorMaps& maps, const uint32_t (&pa)[KS][4],
+                                             const uint32_t (&dsa)[KS][4], uint32_t q_addr, uint32_t do_addr, char* ds,
                                              int gi, int st, int m, int h, int b) {
     using namespace sm90;
     if constexpr (Cfg::kDqOneTileLate) {
@@ -197,13 +224,13 @@ struct BwdSm90Mainloop {
       // may follow a path that issued only dV/dK.
       if (late_gi >= 0) {
         issue_late_dq();
-        issue_dkv(pa, dsa, q_addr, do_addr);
+        issue_dkv(pa, dsa, q_addr, do_addr, ds);
         wgmma_wait<1>();  // the late dQ, committed first, is done: stage it under dV/dK
         fence_operands(acc_dq);
         mbar_arrive(sm.ds_empty + (late_gi & 1));
         epi.dq_reduce_tma(maps, acc_dq, late_m, late_h, b);
       } else {
-        issue_dkv(pa, dsa, q_addr, do_addr);
+        issue_dkv(pa, dsa, q_addr, do_addr, ds);
       }
       late_gi = gi, late_m = m, late_h = h;
       wgmma_wait<0>();
@@ -211,22 +238,22 @@ struct BwdSm90Mainloop {
       fence_operands(acc_dk);
       mbar_arrive(sm.q_empty + st);  // Q, dO, lse and rowsum of this stage are free
     } else if constexpr (Cfg::kDqWithNextScores) {  // dQ issued with the next tile's S^T, dP^T
-      issue_dkv(pa, dsa, q_addr, do_addr);
+      issue_dkv(pa, dsa, q_addr, do_addr, ds);
       wgmma_wait<0>();
       fence_operands(acc_dv);
       fence_operands(acc_dk);
       mbar_arrive(sm.q_empty + st);
       late_gi = gi, late_m = m, late_h = h;
-    } else {  // D=256: dQ over this consumer's own dS^T rows after dV/dK, staged in the slot
+    } else {  // D=256: dQ over the tile's dS^T after dV/dK, staged in the slot
       static_assert(Cfg::kDqAfterDKV && Cfg::kDqInQSlot, "the D=256 path");
-      issue_dkv(pa, dsa, q_addr, do_addr);
+      issue_dkv(pa, dsa, q_addr, do_addr, ds);
       wgmma_wait<0>();
       issue_dq(smem_u32(ds));
       wgmma_wait<0>();
       fence_operands(acc_dv);
       fence_operands(acc_dk);
       fence_operands(acc_dq);
-      epi.dq_reduce_in_slot(maps, acc_dq, st, PipelineState<Cfg::kStages>{gi}.phase(), m, h, b);
+      epi.dq_reduce_in_slot(maps, acc_dq, st, m, h, b);
       // Every thread but the issuer is done with the slot (reads and staging stores); the
       // issuer releases it once its reduce-adds have read the staging.
       if (!epi.dq_issuer) mbar_arrive(sm.q_empty + st);
@@ -269,7 +296,7 @@ struct BwdSm90Mainloop {
     const uint32_t do_addr = smem_u32(sm.dout[st]);
     ring.wait_full(sm.q_full);
 
-    float acc_s[32], acc_dp[32];
+    float acc_s[4 * ST], acc_dp[4 * ST];
     if constexpr (Cfg::kDqWithNextScores)
       scores_and_late_dq(maps, acc_s, acc_dp, q_addr, do_addr, b);
     else
@@ -284,17 +311,27 @@ struct BwdSm90Mainloop {
       if (sm90::lane_id() == 0) mbar_arrive(sm.scores_done + st);
 
     if (tile.partial())
-      mask_partial_keys<8>(kb, form, m * kBlockM, epi.t,
-                           [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
-    uint32_t pa[4][4], dsa[4][4];
+      mask_partial_keys<ST>(kb, form, m * kBlockM + query_off(), epi.t,
+                            [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
+    uint32_t pa[KS][4], dsa[KS][4];
     p_and_ds(acc_s, acc_dp, st, pa, dsa);
     // A shared dS^T buffer is reused two tiles later: kDqOneTileLate, once both consumers'
-    // dQ read it (ds_empty); D=64 and D=256 (own buffer), once this consumer's dQ did (waited
-    // for in the previous tile).
+    // dQ read it (ds_empty); D=64 (own rows), once this consumer's dQ did (waited for in the
+    // previous tile); D=256, once both consumers' GEMMs of the previous tile did, which they
+    // waited for before their S^T and dP^T of this tile (scores_done).
     if constexpr (Cfg::kDqOneTileLate)
       if (gi >= 2) PipelineState<2>{gi}.wait_empty(sm.ds_empty);
+    if constexpr (Cfg::kSplitQueries) {
+      mbar_wait(sm.scores_done + st, ring.phase());
+      store_scores(pt_buf(), pa);
+    }
     char* ds = ds_buf(gi);
-    store_ds(ds, dsa);
+    store_scores(ds, dsa);
+    fence_proxy_async_smem();
+    if constexpr (Cfg::kSplitQueries) {  // both consumers' halves of P^T and dS^T are in smem
+      __syncwarp();
+      named_barrier_sync(BwdBarrier::kScoresStored, Cfg::kConsumers * 128);
+    }
     dkv_and_dq(maps, pa, dsa, q_addr, do_addr, ds, gi, st, m, h, b);
   }
 };

@@ -28,10 +28,12 @@
 //    consumer's own keys, issued with the next tile's S^T and dP^T and staged
 //    while they run.
 //    D=256: 64-key blocks (64 keys x 256 of dK and dV would not fit one consumer's
-//    registers): both consumers compute S^T and dP^T of all 64 keys and consumer c
-//    owns columns 128c..128c+127 of dK, dV and dQ; nothing is exchanged but a
-//    `scores_done` mbarrier per ring slot, which lets a consumer stage its dQ over its
-//    columns of Q and dO once the other's S^T and dP^T have read them.
+//    registers): consumer c computes S^T and dP^T of all 64 keys and queries
+//    32c..32c+31 and owns columns 128c..128c+127 of dK, dV and dQ; the halves of P^T
+//    and dS^T meet in shared memory (a named barrier per tile). A `scores_done`
+//    mbarrier per ring slot says both consumers' S^T and dP^T of the slot are done,
+//    and with them their GEMMs of the tile before: then a consumer may overwrite the
+//    P^T/dS^T buffers and, later, stage its dQ over its columns of Q and dO.
 // The query-tile list (skip / unmasked / partial from the key tile's bound
 // min/max) is the sm80 kernel's; only partial tiles evaluate the mask, from the
 // two keys' bounds each thread keeps in registers. At the end of an item dK and dV
@@ -69,6 +71,12 @@ struct BwdSm90Config {
   // its own 64 keys (twice the reductions). D=256: each consumer holds all of dS^T and
   // computes dQ[:, 128c..] over the 64 keys.
   static constexpr bool kDqAllKeys = D == 128;
+  // D=256: the consumers split S^T and dP^T by queries (32 each) instead of both computing all
+  // 64 (2 of every 7 multiply-adds were computed twice), and exchange their halves of P^T and
+  // dS^T through sm.ds: dV/dK take a consumer's own half from registers and the other's from
+  // shared memory, dQ reads both there (perf-notes v32).
+  static constexpr bool kSplitQueries = D == 256;
+  static constexpr int kScoreCols = kSplitQueries ? kBlockM / 2 : kBlockM;  // queries of S^T per consumer
   static constexpr int kDqCols = D == 256 ? 128 : 64;  // dQ columns per consumer
   // dQ reaches the fp32 accumulator through shared memory and TMA reduce-adds: red.global per
   // element pair cost ~40% of the D=128 backward (perf-notes v9) and held a quarter of the
@@ -118,7 +126,7 @@ struct BwdSm90Config {
     uint16_t v[kBlockN * D];
     uint16_t q[kStages][kBlockM * D];
     uint16_t dout[kStages][kBlockM * D];
-    // [kBlockN][kBlockM] SW128: per tile parity (D <= 128) or per consumer (D = 256).
+    // [kBlockN][kBlockM] SW128: dS^T per tile parity (D <= 128), or P^T and dS^T (D = 256).
     uint16_t ds[2][kBlockN * kBlockM];
     // [cols/32][consumer][kBlockM rows][128 B]: consumer c's block of columns 32j..32j+31
     // sits where rows 64c.. of column block j of a dV tile staged here go.
@@ -130,7 +138,8 @@ struct BwdSm90Config {
     uint64_t q_full[kStages], q_empty[kStages];  // Q, dO, lse and rowsum of a ring slot
     uint64_t ds_full[kDsBars];   // kDqOneTileLate: both halves of dS^T[buf] stored
     uint64_t ds_empty[kDsBars];  // both consumers' dQ finished reading dS^T[buf]
-    uint64_t scores_done[kScoresBars];  // kDqInQSlot: every consumer warp's S^T, dP^T of the slot done
+    // kDqInQSlot: every consumer warp's S^T, dP^T of the slot done (and its GEMMs of the tile before)
+    uint64_t scores_done[kScoresBars];
     BwdListRecord records[2];
     int scratch[32];  // the builders' list compaction and work counter
     TileEntry lists[kBwdListBuffers][sm90::kListCapacity];

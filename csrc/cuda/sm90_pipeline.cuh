@@ -70,8 +70,9 @@ struct TileListQueue {
 // (consumer c waits on kConsumerTurn0 + c) and the scheduler warps' list building.
 enum class FwdBarrier : int { kConsumerTurn0 = 1, kConsumerTurn1 = 2, kScheduler = 3 };
 // The backward: both consumers at an item's end, each consumer's own warpgroup
-// (kConsumer0 + c: dQ staging, dK/dV stores), the producer's list builders.
-enum class BwdBarrier : int { kConsumers = 1, kConsumer0 = 2, kConsumer1 = 3, kListBuilders = 4 };
+// (kConsumer0 + c: dQ staging, dK/dV stores), the producer's list builders, both
+// consumers' halves of a tile's P^T and dS^T stored (D = 256).
+enum class BwdBarrier : int { kConsumers = 1, kConsumer0 = 2, kConsumer1 = 3, kListBuilders = 4, kScoresStored = 5 };
 
 template <typename Id>
 __device__ __forceinline__ int barrier_id(Id id, int offset = 0) {
