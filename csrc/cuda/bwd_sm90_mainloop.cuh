@@ -185,31 +185,40 @@ struct BwdSm90Mainloop {
         *reinterpret_cast<uint32_t*>(buf + off) = frag[kk][e];
       }
   }
-  // acc += A B over the tile's queries: this consumer's k steps with A from registers, at D=256
-  // the other consumer's from its half of `others` in smem ([key][64 queries] SW128, K-major).
+  // acc += A B over this consumer's queries of the tile (A from registers) or, at D=256, the
+  // other consumer's (A from its half of `others` in smem: [key][64 queries] SW128, K-major).
   // B = this consumer's columns of dO or Q (MN-major, SW128 column blocks kBlockM rows apart).
-  __device__ __forceinline__ void keys_by_cols(float (&acc)[DT * 4], const uint32_t (&frag)[KS][4],
-                                               const char* others, uint64_t b_desc) const {
-    using W = sm90::Wgmma<T, Cfg::kDKVCols>;
-    const int q_own = query_off();
+  __device__ __forceinline__ void own_queries(float (&acc)[DT * 4], const uint32_t (&frag)[KS][4],
+                                              uint64_t b_desc) const {
 #pragma unroll
-    for (int kk = 0; kk < KS; ++kk) W::template rs<1>(acc, frag[kk], sm90::desc_advance(b_desc, (q_own + 16 * kk) * 128), 1);
-    if constexpr (Cfg::kSplitQueries) {
-      const int q_other = Cfg::kScoreCols - q_own;
-      const uint64_t a_desc = sm90::sw128_desc(smem_u32(others) + epi.key_off * 128, 0);
-#pragma unroll
-      for (int kk = 0; kk < KS; ++kk)
-        W::template ss<0, 1>(acc, sm90::desc_advance(a_desc, (q_other + 16 * kk) * 2),
-                             sm90::desc_advance(b_desc, (q_other + 16 * kk) * 128), 1);
-    }
+    for (int kk = 0; kk < KS; ++kk)
+      sm90::Wgmma<T, Cfg::kDKVCols>::template rs<1>(
+          acc, frag[kk], sm90::desc_advance(b_desc, (query_off() + 16 * kk) * 128), 1);
   }
-  // dV += P^T dO, dK += dS^T Q.
+  __device__ __forceinline__ void other_queries(float (&acc)[DT * 4], const char* others, uint64_t b_desc) const {
+    const int q_other = Cfg::kScoreCols - query_off();
+    const uint64_t a_desc = sm90::sw128_desc(smem_u32(others) + epi.key_off * 128, 0);
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk)
+      sm90::Wgmma<T, Cfg::kDKVCols>::template ss<0, 1>(acc, sm90::desc_advance(a_desc, (q_other + 16 * kk) * 2),
+                                                       sm90::desc_advance(b_desc, (q_other + 16 * kk) * 128), 1);
+  }
+  // dV += P^T dO, dK += dS^T Q. At D=256 the GEMMs over this consumer's own queries are issued
+  // before the barrier that waits for the other consumer's halves of P^T and dS^T.
   __device__ __forceinline__ void issue_dkv(const uint32_t (&pa)[KS][4], const uint32_t (&dsa)[KS][4], uint32_t q_addr,
                                             uint32_t do_addr, const char* ds) {
     const uint32_t dkv_off = epi.dkv_col0 / 64 * kBlockM * 128;
+    const uint64_t do_desc = sm90::sw128_desc(do_addr + dkv_off, kBlockM * 128);
+    const uint64_t q_desc = sm90::sw128_desc(q_addr + dkv_off, kBlockM * 128);
     sm90::wgmma_fence();
-    keys_by_cols(acc_dv, pa, pt_buf(), sm90::sw128_desc(do_addr + dkv_off, kBlockM * 128));
-    keys_by_cols(acc_dk, dsa, ds, sm90::sw128_desc(q_addr + dkv_off, kBlockM * 128));
+    own_queries(acc_dv, pa, do_desc);
+    own_queries(acc_dk, dsa, q_desc);
+    if constexpr (Cfg::kSplitQueries) {  // both consumers' halves of P^T and dS^T are in smem
+      __syncwarp();
+      sm90::named_barrier_sync(sm90::BwdBarrier::kScoresStored, Cfg::kConsumers * 128);
+      other_queries(acc_dv, pt_buf(), do_desc);
+      other_queries(acc_dk, ds, q_desc);
+    }
     sm90::wgmma_commit();
   }
   // dV/dK of this tile and the dQ GEMM (the late tile's at D=128, this tile's otherwise),
@@ -328,10 +337,6 @@ struct BwdSm90Mainloop {
     char* ds = ds_buf(gi);
     store_scores(ds, dsa);
     fence_proxy_async_smem();
-    if constexpr (Cfg::kSplitQueries) {  // both consumers' halves of P^T and dS^T are in smem
-      __syncwarp();
-      named_barrier_sync(BwdBarrier::kScoresStored, Cfg::kConsumers * 128);
-    }
     dkv_and_dq(maps, pa, dsa, q_addr, do_addr, ds, gi, st, m, h, b);
   }
 };
