@@ -227,31 +227,28 @@ struct BwdSm90Mainloop {
                                              const uint32_t (&dsa)[KS][4], uint32_t q_addr, uint32_t do_addr, char* ds,
                                              int gi, int st, int m, int h, int b) {
     using namespace sm90;
-    if constexpr (Cfg::kDqOneTileLate) {
-      mbar_arrive(sm.ds_full + (gi & 1));
-      // Issue and wait stay in one branch: ptxas serialises every wgmma when a wait<1>
-      // may follow a path that issued only dV/dK.
-      if (late_gi >= 0) {
-        issue_late_dq();
-        issue_dkv(pa, dsa, q_addr, do_addr, ds);
-        wgmma_wait<1>();  // the late dQ, committed first, is done: stage it under dV/dK
-        fence_operands(acc_dq);
-        mbar_arrive(sm.ds_empty + (late_gi & 1));
-        epi.dq_reduce_tma(maps, acc_dq, late_m, late_h, b);
-      } else {
+    if constexpr (Cfg::kDqOneTileLate || Cfg::kDqWithNextScores) {  // this tile's dQ comes later
+      if constexpr (Cfg::kDqOneTileLate) {
+        mbar_arrive(sm.ds_full + (gi & 1));
+        // Issue and wait stay in one branch: ptxas serialises every wgmma when a wait<1>
+        // may follow a path that issued only dV/dK.
+        if (late_gi >= 0) {
+          issue_late_dq();
+          issue_dkv(pa, dsa, q_addr, do_addr, ds);
+          wgmma_wait<1>();  // the late dQ, committed first, is done: stage it under dV/dK
+          fence_operands(acc_dq);
+          mbar_arrive(sm.ds_empty + (late_gi & 1));
+          epi.dq_reduce_tma(maps, acc_dq, late_m, late_h, b);
+        } else {
+          issue_dkv(pa, dsa, q_addr, do_addr, ds);
+        }
+      } else {  // D=64: dQ issued with the next tile's S^T, dP^T
         issue_dkv(pa, dsa, q_addr, do_addr, ds);
       }
-      late_gi = gi, late_m = m, late_h = h;
       wgmma_wait<0>();
       fence_operands(acc_dv);
       fence_operands(acc_dk);
       mbar_arrive(sm.q_empty + st);  // Q, dO, lse and rowsum of this stage are free
-    } else if constexpr (Cfg::kDqWithNextScores) {  // dQ issued with the next tile's S^T, dP^T
-      issue_dkv(pa, dsa, q_addr, do_addr, ds);
-      wgmma_wait<0>();
-      fence_operands(acc_dv);
-      fence_operands(acc_dk);
-      mbar_arrive(sm.q_empty + st);
       late_gi = gi, late_m = m, late_h = h;
     } else {  // D=256: dQ over the tile's dS^T after dV/dK, staged in the slot
       static_assert(Cfg::kDqAfterDKV && Cfg::kDqInQSlot, "the D=256 path");
