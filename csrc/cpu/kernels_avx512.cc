@@ -107,14 +107,10 @@ struct Bf16Ops {
   // B's logical columns.
   static void gemm(int M, int N, int K, const uint16_t* a, int lda, const uint16_t* b, int ldb,
                    float* c, int ldc, bool accumulate) {
-    for (int i0 = 0; i0 < M; i0 += kRows) {
-      const uint16_t* a_rows = a + static_cast<ptrdiff_t>(i0) * lda;
-      int n0 = 0;
-      for (; n0 + kVecs * kLanes <= N; n0 += kVecs * kLanes)
-        block<kVecs>(K, a_rows, lda, b + 2 * n0, ldb, c + i0 * ldc + n0, ldc, accumulate);
-      for (; n0 < N; n0 += kLanes)
-        block<1>(K, a_rows, lda, b + 2 * n0, ldb, c + i0 * ldc + n0, ldc, accumulate);
-    }
+    for_each_block<kRows, kVecs, kLanes>(M, N, [&](int i0, int n0, auto vecs) __attribute__((always_inline)) {
+      block<vecs()>(K, a + static_cast<ptrdiff_t>(i0) * lda, lda, b + 2 * n0, ldb, c + i0 * ldc + n0, ldc,
+                    accumulate);
+    });
   }
 
  private:

@@ -11,9 +11,23 @@
 #pragma once
 
 #include <cstddef>
+#include <type_traits>
 
 namespace flashmask {
 namespace cpu {
+
+// The register blocks of a product C[M x N] (M a multiple of kRows, N of kLanes): per row
+// block, blocks of kVecs vectors, then one-vector blocks for the rest of N; block(i0, n0,
+// std::integral_constant<int, vectors>) runs one. The fp32 (BlockedOps) and the bf16
+// (Bf16Ops, kernels_avx512.cc) micro-kernels share it.
+template <int kRows, int kVecs, int kLanes, class Block>
+[[gnu::always_inline]] inline void for_each_block(int M, int N, Block&& block) {
+  for (int i0 = 0; i0 < M; i0 += kRows) {
+    int n0 = 0;
+    for (; n0 + kVecs * kLanes <= N; n0 += kVecs * kLanes) block(i0, n0, std::integral_constant<int, kVecs>{});
+    for (; n0 < N; n0 += kLanes) block(i0, n0, std::integral_constant<int, 1>{});
+  }
+}
 
 // Vec: Reg, kLanes, zero(), load(p), store(p, r), broadcast(x), fma(a, b, c); for the
 // transpose, per 128-bit lane: unpack_lo / unpack_hi (elements 0-1 / 2-3 of a and b
@@ -32,14 +46,9 @@ struct BlockedOps : F32Operands {
 
   static void gemm(int M, int N, int K, const float* a, int lda, const float* b, int ldb, float* c,
                    int ldc, bool accumulate) {
-    for (int i0 = 0; i0 < M; i0 += kRows) {
-      const float* a_rows = a + static_cast<ptrdiff_t>(i0) * lda;
-      int n0 = 0;
-      for (; n0 + kCols <= N; n0 += kCols)
-        block<kVecs>(K, a_rows, lda, b + n0, ldb, c + i0 * ldc + n0, ldc, accumulate);
-      for (; n0 < N; n0 += Vec::kLanes)
-        block<1>(K, a_rows, lda, b + n0, ldb, c + i0 * ldc + n0, ldc, accumulate);
-    }
+    for_each_block<kRows, kVecs, Vec::kLanes>(M, N, [&](int i0, int n0, auto vecs) __attribute__((always_inline)) {
+      block<vecs()>(K, a + static_cast<ptrdiff_t>(i0) * lda, lda, b + n0, ldb, c + i0 * ldc + n0, ldc, accumulate);
+    });
   }
 
   // rows and cols are multiples of 32 (tile_math.h), so of kLanes. A 64 x 64 tile in L1:
