@@ -42,8 +42,6 @@ template <int kRows, int kVecs, int kLanes, class Block>
 // spent two integer instructions per broadcast).
 template <class Vec, int kRows, int kVecs>
 struct BlockedOps : F32Operands {
-  static constexpr int kCols = kVecs * Vec::kLanes;
-
   static void gemm(int M, int N, int K, const float* a, int lda, const float* b, int ldb, float* c,
                    int ldc, bool accumulate) {
     for_each_block<kRows, kVecs, Vec::kLanes>(M, N, [&](int i0, int n0, auto vecs) __attribute__((always_inline)) {

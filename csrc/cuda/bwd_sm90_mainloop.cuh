@@ -221,8 +221,9 @@ struct BwdSm90Mainloop {
     }
     sm90::wgmma_commit();
   }
-  // dV/dK of this tile and the dQ GEMM (the late tile's at D=128, this tile's otherwise),
-  // then the release of ring slot st and the dQ epilogue.
+  // dV/dK of this tile and the dQ GEMM (the late tile's at D=128, this tile's at D=256; D=64
+  // issues it with the next tile's S^T and dP^T), then the release of ring slot st and the dQ
+  // epilogue.
   __device__ __forceinline__ void dkv_and_dq(const BwdTensorMaps& maps, const uint32_t (&pa)[KS][4],
                                              const uint32_t (&dsa)[KS][4], uint32_t q_addr, uint32_t do_addr, char* ds,
                                              int gi, int st, int m, int h, int b) {

@@ -68,8 +68,8 @@ struct BwdSm90Config {
   static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
   // D=128: consumer c computes dQ[:, 64c..64c+63] over all 128 keys (its SW128 column block
   // of K), so it reads the other consumer's half of dS^T. D=64: each consumer adds dQ over
-  // its own 64 keys (twice the reductions). D=256: each consumer holds all of dS^T and
-  // computes dQ[:, 128c..] over the 64 keys.
+  // its own 64 keys (twice the reductions). D=256: each consumer computes dQ[:, 128c..] over
+  // the 64 keys from the whole dS^T in shared memory (both consumers' halves).
   static constexpr bool kDqAllKeys = D == 128;
   // D=256: the consumers split S^T and dP^T by queries (32 each) instead of both computing all
   // 64 (2 of every 7 multiply-adds were computed twice), and exchange their halves of P^T and
