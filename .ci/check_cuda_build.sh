@@ -2,8 +2,9 @@
 # CI (CPU-only machine, needs nvcc): the CUDA kernels and the Paddle GPU adapter must compile.
 #  1. the files generated from the kernel table are up to date;
 #  2. the API, the runtime, the TMA descriptors, the preprocessing kernels and one
-#     instantiation of each kernel shape compile for sm_80 and sm_90a: fwd at D=128 and
-#     D=256 (the Hopper forward's 64-key tiles and N=256 wgmma), bwd at D=64, D=128 and
+#     instantiation of each kernel shape compile for sm_80 and sm_90a: fwd at D=64 (three
+#     consumers, and two for a block_mask), D=128 and D=256 (the Hopper forward's 64-key
+#     tiles and N=256 wgmma), bwd at D=64, D=128 and
 #     D=256 (the Hopper backward split by head dim, the split mma.sync dK/dV kernels);
 #     dkdv + dq + helpers;
 #  3. csrc/paddle/flashmask_op_gpu.cu compiles against the installed Paddle's headers with
@@ -23,6 +24,7 @@ FLAGS="$(python3 tools/cuda_flags.py compile --opt=-O2) -Icsrc/include -Icsrc/cu
 pids=()
 for src in csrc/cuda/flashmask_api.cu csrc/cuda/padded_head_dim.cu csrc/cuda/runtime.cu \
            csrc/cuda/tensor_maps.cu csrc/cuda/preprocess.cu \
+           csrc/cuda/instantiations/flashmask_fwd_fp16_hdim64.cu \
            csrc/cuda/instantiations/flashmask_fwd_bf16_hdim128.cu \
            csrc/cuda/instantiations/flashmask_fwd_fp16_hdim256.cu \
            csrc/cuda/instantiations/flashmask_bwd_fp16_hdim64.cu \

@@ -1,7 +1,7 @@
 // FlashMask forward kernel for Hopper (sm90a): warp-specialised, TMA + wgmma,
 // persistent.
 //
-// One CTA per SM takes work items (a 128-row query block of one (batch, head)) in
+// One CTA per SM takes work items (a kBlockM-row query block of one (batch, head)) in
 // the longest-first order of tile_scheduler.cuh until none is left. The kernel body
 // composes four roles, each in its own header:
 //  - scheduler (tile_scheduler.cuh; warps 2-3 of warpgroup 0): takes the next item from the global
@@ -16,15 +16,17 @@
 //    Each ring stage has a "full" and an "empty" mbarrier for K (with the bounds)
 //    and for V, so S = QK^T starts as soon as its K has landed and K's slot is
 //    refilled while P*V still runs;
-//  - two consumers (fwd_sm90_mainloop.cuh, then fwd_epilogue.cuh; warpgroups 1-2, 232
-//    registers per thread), 64 query rows each:
+//  - kConsumers consumers (fwd_sm90_mainloop.cuh, then fwd_epilogue.cuh; warpgroups 1..,
+//    232 registers per thread with two, 160 with three), 64 query rows each:
 //    S = Q K^T by wgmma from shared memory, the column-wise mask on partial tiles
 //    only, online softmax in registers, then O += P V by wgmma with P taken from
 //    registers. Each consumer issues S of the next tile together with P V of this
-//    one, and the two consumers take turns to issue (ping-pong) so that one's softmax
-//    overlaps the other's GEMMs (ptxas puts the wait for a consumer's own P V before
-//    its softmax; see the main loop). The output of one item is written while the
-//    loader already streams the next item's tiles.
+//    one, and the consumers take turns to issue (with two, a ping-pong) so that one's
+//    GEMMs overlap the others' softmax (ptxas puts the wait for a consumer's own P V
+//    before its softmax; see the main loop). D=64 runs three (FA3's 192-row tiles: its
+//    softmax takes as long as its GEMMs, so two consumers leave the tensor cores idle
+//    half the time), D=128 and 256 two (their registers). The output of one item is
+//    written while the loader already streams the next item's tiles.
 // Skipped tiles cost no loads and unmasked tiles no compares. The ring, the Q
 // buffers and the list buffers keep their mbarrier phases across items.
 // An item whose key-tile list is longer than a list buffer (kListCapacity entries) comes
@@ -45,12 +47,14 @@
 namespace flashmask {
 namespace cuda {
 
-template <int D_, int kBlockN_, int kStages_>
+template <int D_, int kBlockN_, int kStages_, int kConsumers_>
 struct FwdSm90Config {
-  static constexpr int D = D_, kBlockM = 128, kBlockN = kBlockN_, kStages = kStages_;
-  static constexpr int kConsumers = 2;  // warpgroups of 64 query rows
+  static constexpr int kConsumers = kConsumers_;  // warpgroups of 64 query rows
+  static constexpr int D = D_, kBlockM = 64 * kConsumers, kBlockN = kBlockN_, kStages = kStages_;
   static constexpr int kThreads = (kConsumers + 1) * 128;
-  static constexpr int kProducerRegs = 40, kConsumerRegs = 232;
+  static_assert(kConsumers >= 2 && kConsumers <= sm90::kMaxFwdConsumers, "consumer turns have their named barriers");
+  // Three consumers share 512 threads' registers: 160 each holds D = 64's O, S and P.
+  static constexpr int kProducerRegs = kConsumers == 2 ? 40 : 32, kConsumerRegs = kConsumers == 2 ? 232 : 160;
   // setmaxnreg moves registers within the CTA's launch allocation (65536 / kThreads per
   // thread, rounded down to 8): consumers block forever if the producer frees too few.
   static_assert(kProducerRegs + kConsumerRegs * kConsumers <= (kConsumers + 1) * (65536 / kThreads / 8 * 8),

@@ -31,14 +31,23 @@ namespace cuda {
 #ifndef FM_BWD_128
 #define FM_BWD_128 128, 64, 128, 8, 2
 #endif
+// Hopper forward at D=64: head dim, key tile, stages, consumers (64 query rows each).
+#ifndef FM_FWD_SM90_64
+#define FM_FWD_SM90_64 64, 128, 2, 3
+#endif
 // One head dim's kernels: the mma.sync forward, backward and dQ configs, the Hopper
-// forward and backward, and kSplitDKDV: the mma.sync backward computes dV and dK in two
-// launches (registers) and dQ always comes from the dq kernel (then that head dim off
-// Hopper is always deterministic); otherwise dQ is reduced by red.add unless deterministic.
-template <int D, typename FwdC, typename FwdSm90C, typename BwdC, typename DqC, bool kSplit>
+// forward (FwdSm90; FwdSm90Cells where a block_mask is given, whose query blocks must lie
+// in one block_mask row) and backward, and kSplitDKDV: the mma.sync backward computes dV
+// and dK in two launches (registers) and dQ always comes from the dq kernel (then that
+// head dim off Hopper is always deterministic); otherwise dQ is reduced by red.add unless
+// deterministic.
+template <int D, typename FwdC, typename FwdSm90C, typename FwdSm90CellsC, typename BwdC, typename DqC, bool kSplit>
 struct KernelSet {
   using Fwd = FwdC;
   using FwdSm90 = FwdSm90C;  // Hopper forward (TMA + wgmma)
+  using FwdSm90Cells = FwdSm90CellsC;
+  static_assert(kBlockMaskSize % FwdSm90Cells::kBlockM == 0, "a query block lies in one block_mask row");
+  static_assert(FwdSm90Cells::kBlockN == FwdSm90::kBlockN, "one tile-bounds layout");
   using Bwd = BwdC;
   using BwdSm90 = BwdSm90Config<D>;  // Hopper, non-deterministic (TMA + wgmma)
   using Dq = DqC;
@@ -46,18 +55,21 @@ struct KernelSet {
 };
 template <int D>
 struct KernelChoice;
+// D=64: three forward consumers (192 query rows), two with a block_mask (128 rows).
 template <>
-struct KernelChoice<64>
-    : KernelSet<64, FwdConfig<FM_FWD_64>, FwdSm90Config<64, 128, 2>, BwdConfig<FM_BWD_64>, DqConfig<64, 64, 64, 4>,
-                false> {};
+struct KernelChoice<64> : KernelSet<64, FwdConfig<FM_FWD_64>, FwdSm90Config<FM_FWD_SM90_64>,
+                                    FwdSm90Config<64, 128, 2, 2>, BwdConfig<FM_BWD_64>, DqConfig<64, 64, 64, 4>,
+                                    false> {};
 template <>
-struct KernelChoice<128> : KernelSet<128, FwdConfig<FM_FWD_128>, FwdSm90Config<128, 128, 2>, BwdConfig<FM_BWD_128>,
-                                     DqConfig<128, 64, 64, 4>, false> {};
+struct KernelChoice<128>
+    : KernelSet<128, FwdConfig<FM_FWD_128>, FwdSm90Config<128, 128, 2, 2>, FwdSm90Config<128, 128, 2, 2>,
+                BwdConfig<FM_BWD_128>, DqConfig<128, 64, 64, 4>, false> {};
 // D=256: 64-key tiles in the Hopper forward (Q (64 KB) and two stages of K and V (128 KB)
 // fill the shared memory) and backward (its consumers split the head dim).
 template <>
-struct KernelChoice<256> : KernelSet<256, FwdConfig<256, 128, 32, 8>, FwdSm90Config<256, 64, 2>,
-                                     BwdConfig<256, 64, 64, 4, 1>, DqConfig<256, 64, 32, 4>, true> {};
+struct KernelChoice<256>
+    : KernelSet<256, FwdConfig<256, 128, 32, 8>, FwdSm90Config<256, 64, 2, 2>, FwdSm90Config<256, 64, 2, 2>,
+                BwdConfig<256, 64, 64, 4, 1>, DqConfig<256, 64, 32, 4>, true> {};
 
 inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
@@ -82,7 +94,8 @@ FwdLayout fwd_layout(const FwdParams& p) {
   L.n_tiles = ceil_div(p.shape.seqlen_k, fwd_min_block_n<D>());
   L.m_blocks = 0;
   size_t off = align256(rows * L.n_tiles * sizeof(TileBounds));
-  if (sm90_kernels_available()) L.m_blocks = ceil_div(p.shape.seqlen_q, KC::FwdSm90::kBlockM);
+  if (sm90_kernels_available())
+    L.m_blocks = ceil_div(p.shape.seqlen_q, p.mask.block_mask != nullptr ? KC::FwdSm90Cells::kBlockM : KC::FwdSm90::kBlockM);
   L.off_rank_keys = off;
   off += align256(rows * (L.m_blocks > 0 ? fwd_rank_stride(L.m_blocks) : 0) * sizeof(long long));
   L.off_spans = off;
@@ -211,7 +224,11 @@ int run_fwd(const FwdParams& p, void* workspace, cudaStream_t stream) {
   using KC = KernelChoice<D>;
   using Cfg = typename KC::Fwd;
   const FwdLayout L = fwd_layout<D>(p);
-  if (sm90_kernels_enabled()) return run_fwd_sm90<T, typename KC::FwdSm90>(p, L, static_cast<char*>(workspace), stream);
+  if (sm90_kernels_enabled()) {
+    char* ws = static_cast<char*>(workspace);
+    return p.mask.block_mask != nullptr ? run_fwd_sm90<T, typename KC::FwdSm90Cells>(p, L, ws, stream)
+                                        : run_fwd_sm90<T, typename KC::FwdSm90>(p, L, ws, stream);
+  }
   TileBounds* tb = reinterpret_cast<TileBounds*>(workspace);
   launch_tile_bounds(p.mask, p.shape, Cfg::kBlockN, tb, stream);
   auto kernel = flashmask_fwd_kernel<T, Cfg>;

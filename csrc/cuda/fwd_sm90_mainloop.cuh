@@ -1,7 +1,7 @@
-// The Hopper forward's consumer mainloop (warpgroups 1-2, 64 query rows each): per key
+// The Hopper forward's consumer mainloop (warpgroups 1.., 64 query rows each): per key
 // tile S = Q K^T by wgmma from shared memory, the mask on partial tiles, the online
 // softmax (softmax.cuh) in registers, then O += P V by wgmma with P from registers.
-// It owns the GEMM issue order, the consumers' ping-pong turns and the release of the
+// It owns the GEMM issue order, the consumers' turns and the release of the
 // ring slots (K and the bounds after the mask, V after P V, Q after the last S).
 #pragma once
 
@@ -95,21 +95,23 @@ struct FwdSm90Mainloop {
       for (int e = 0; e < 4; ++e) pa[kk][e] = Pack<T>::two(acc_s[8 * kk + 2 * e], acc_s[8 * kk + 2 * e + 1]);
   }
 
-  // Ping-pong: the consumers take turns to issue their GEMMs, so one consumer's softmax
-  // runs while the other's GEMMs do. Both run the same items with the same tile counts,
-  // so the turns alternate across items too: consumer 0 starts the next item's first S as
-  // soon as consumer 1 has issued this item's last P V, while consumer 1 still waits for
-  // it and writes its output. Consumer 1 hands the first turn over once before the first
-  // item (first_turn); consumer 0 takes the last hand-over after the last item
-  // (last_turn), so no arrival is left pending.
+  // Turns: the consumers take turns to issue their GEMMs (0, 1, .., kConsumers - 1, 0, ..),
+  // so the others' softmax runs while one consumer's GEMMs do (with two, a ping-pong). All
+  // run the same items with the same tile counts, so the turns go on across items too:
+  // consumer 0 starts the next item's first S as soon as the last consumer has issued this
+  // item's last P V, while the others still wait for theirs and write their outputs. A
+  // turn's barrier counts the waiting warpgroup and the one before it. The last consumer
+  // hands the first turn over once before the first item (first_turn); consumer 0 takes
+  // the last hand-over after the last item (last_turn), so no arrival is left pending.
+  static constexpr int kTurnThreads = 2 * 128;
   __device__ __forceinline__ void turn_begin() {
-    sm90::named_barrier_sync(sm90::FwdBarrier::kConsumerTurn0, kConsumerThreads, cw);
+    sm90::named_barrier_sync(sm90::FwdBarrier::kConsumerTurn0, kTurnThreads, cw);
   }
   __device__ __forceinline__ void turn_end() {
-    sm90::named_barrier_arrive(sm90::FwdBarrier::kConsumerTurn0, kConsumerThreads, cw ^ 1);
+    sm90::named_barrier_arrive(sm90::FwdBarrier::kConsumerTurn0, kTurnThreads, cw + 1 < Cfg::kConsumers ? cw + 1 : 0);
   }
   __device__ __forceinline__ void first_turn() {
-    if (cw == 1) turn_end();
+    if (cw == Cfg::kConsumers - 1) turn_end();
   }
   __device__ __forceinline__ void last_turn() {
     if (cw == 0) turn_begin();

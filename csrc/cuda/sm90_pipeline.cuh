@@ -66,9 +66,10 @@ struct TileListQueue {
   __device__ __forceinline__ void release(State k) const { mbar_arrive(sm.list_empty + k.stage()); }
 };
 
-// Named barrier ids (0 is __syncthreads). The forward: the consumers' ping-pong turns
-// (consumer c waits on kConsumerTurn0 + c) and the scheduler warps' list building.
-enum class FwdBarrier : int { kConsumerTurn0 = 1, kConsumerTurn1 = 2, kScheduler = 3 };
+// Named barrier ids (0 is __syncthreads). The forward: the consumers' turns (consumer c
+// waits on kConsumerTurn0 + c, c < kMaxFwdConsumers) and the scheduler warps' list building.
+constexpr int kMaxFwdConsumers = 3;
+enum class FwdBarrier : int { kConsumerTurn0 = 1, kScheduler = 1 + kMaxFwdConsumers };
 // The backward: both consumers at an item's end, each consumer's own warpgroup
 // (kConsumer0 + c: dQ staging, dK/dV stores), the producer's list builders, both
 // consumers' halves of a tile's P^T and dS^T stored (D = 256).

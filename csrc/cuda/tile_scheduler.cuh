@@ -3,7 +3,7 @@
 // roles through a queue of two list buffers (FwdItemQueue), in segments of at most
 // kListCapacity key tiles.
 //
-// A work item is one 128-row query block of one (batch, head). Masked rows have
+// A work item is one kBlockM-row query block of one (batch, head). Masked rows have
 // very unequal work (a causal document mask gives a block of the first document
 // one key tile, a block of the last one dozens), so the items are not handed out
 // in grid order:
