@@ -53,7 +53,9 @@ namespace cuda {
 
 template <int D_>
 struct BwdSm90Config {
-  static constexpr int D = D_, kBlockM = 64, kStages = 2;
+  // Ring slots of Q, dO, lse and rowsum. D=64 has the shared memory for a third (16 KB), so a
+  // slot's next tile is loaded two tiles ahead of its use, not one (its tiles are the shortest).
+  static constexpr int D = D_, kBlockM = 64, kStages = D == 64 ? 3 : 2;
   static constexpr int kConsumers = 2;  // warpgroups of 64 keys
   // Consumers own different keys (D <= 128) or different head-dim halves (D = 256).
   static constexpr bool kSplitKeys = D <= 128;
