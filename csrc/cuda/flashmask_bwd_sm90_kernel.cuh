@@ -11,7 +11,7 @@
 //    list is ready while this one runs). Warp 0 loads, per item, K and V of the key
 //    block by TMA (once both consumers are past the previous item's last GEMM), and
 //    for each listed query tile of 64 rows Q and dO by TMA plus the tile's
-//    lse*log2(e) and rowsum(dO*O) by 1-D bulk copies, into a 2-stage ring with
+//    lse*log2(e) and rowsum(dO*O) by 1-D bulk copies, into a ring of kStages slots (3 at D=64) with
 //    full/empty mbarriers that runs on across items.
 //  - two consumers (warpgroups 1-2) of 64 keys each, per query tile:
 //      S^T = K Q^T, dP^T = V dO^T            (wgmma m64n64, both operands in smem)
