@@ -160,15 +160,17 @@ def test_mma_sync_kernels_on_hopper(monkeypatch, causal, nb, head_dim):
 
 
 # ---------------------------------------------------------------- persistent schedule
+@pytest.mark.parametrize("with_block_mask", [True, False])
 @pytest.mark.parametrize("head_dim", COMPILED_HEAD_DIMS)
-def test_persistent_schedule(head_dim):
+def test_persistent_schedule(head_dim, with_block_mask):
     """More query blocks than SMs, so each persistent forward CTA runs several items
-    (list and Q buffers reused, ring phases carried across items); per-head causal
-    documents of random lengths, so blocks have very unequal work and the longest-first
-    order differs per head; block-mask rows of zeros, so some items have no key tile."""
+    (list and Q buffers reused, ring phases and consumer turns carried across items);
+    per-head causal documents of random lengths, so blocks have very unequal work and the
+    longest-first order differs per head; block-mask rows of zeros, so some items have no
+    key tile. Without the block mask, D=64 runs its three-consumer forward (192-row blocks)."""
     seed = fresh_seed()
     rng = rng_for(seed)
-    batch, heads, seqlen = 3, 8, 1500  # 12 query blocks x 24 (batch, head) = 288 items
+    batch, heads, seqlen = 3, 8, 1500  # 12 query blocks (8 of 192 rows) x 24 (batch, head) = 288 (192) items
     idx = np.empty((batch, heads, seqlen, 1), dtype=np.int32)
     for bi in range(batch):
         for hi in range(heads):
@@ -180,7 +182,8 @@ def test_persistent_schedule(head_dim):
     for bi in range(batch):
         for hi in range(heads):
             bm[bi, hi, rng.choice(blocks, size=2, replace=False)] = 0
-    _run_case(idx, True, batch=batch, heads=heads, heads_k=heads // 2, head_dim=head_dim, block_mask=bm, seed=seed)
+    _run_case(idx, True, batch=batch, heads=heads, heads_k=heads // 2, head_dim=head_dim,
+              block_mask=bm if with_block_mask else None, seed=seed)
 
 
 # ---------------------------------------------------------------- odd lengths
