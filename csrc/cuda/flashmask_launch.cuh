@@ -18,7 +18,8 @@ namespace flashmask {
 namespace cuda {
 
 // Kernel configurations per head dim (tile sizes, warps, smem stages).
-// FM_* macros override them for tuning builds (tools/build_cuda.sh NVCC_EXTRA=-D...).
+// FM_* macros override them for tuning builds, commas escaped (nvcc splits -D values at
+// bare commas): NVCC_EXTRA='-DFM_FWD_SM90_64=64\,128\,3\,3' tools/build_cuda.sh.
 #ifndef FM_FWD_64
 #define FM_FWD_64 64, 128, 64, 4
 #endif
@@ -36,12 +37,13 @@ namespace cuda {
 #define FM_FWD_SM90_64 64, 128, 2, 3
 #endif
 // One head dim's kernels: the mma.sync forward, backward and dQ configs, the Hopper
-// forward (FwdSm90; FwdSm90Cells where a block_mask is given, whose query blocks must lie
-// in one block_mask row) and backward, and kSplitDKDV: the mma.sync backward computes dV
+// forward (FwdSm90; where a block_mask is given FwdSm90Cells, FwdSm90 unless named, whose
+// query blocks must lie in one block_mask row) and backward, and kSplitDKDV: the mma.sync backward computes dV
 // and dK in two launches (registers) and dQ always comes from the dq kernel (then that
 // head dim off Hopper is always deterministic); otherwise dQ is reduced by red.add unless
 // deterministic.
-template <int D, typename FwdC, typename FwdSm90C, typename FwdSm90CellsC, typename BwdC, typename DqC, bool kSplit>
+template <int D, typename FwdC, typename FwdSm90C, typename BwdC, typename DqC, bool kSplit,
+          typename FwdSm90CellsC = FwdSm90C>
 struct KernelSet {
   using Fwd = FwdC;
   using FwdSm90 = FwdSm90C;  // Hopper forward (TMA + wgmma)
@@ -57,21 +59,22 @@ template <int D>
 struct KernelChoice;
 // D=64: three forward consumers (192 query rows), two with a block_mask (128 rows).
 template <>
-struct KernelChoice<64> : KernelSet<64, FwdConfig<FM_FWD_64>, FwdSm90Config<FM_FWD_SM90_64>,
-                                    FwdSm90Config<64, 128, 2, 2>, BwdConfig<FM_BWD_64>, DqConfig<64, 64, 64, 4>,
-                                    false> {};
+struct KernelChoice<64> : KernelSet<64, FwdConfig<FM_FWD_64>, FwdSm90Config<FM_FWD_SM90_64>, BwdConfig<FM_BWD_64>,
+                                    DqConfig<64, 64, 64, 4>, false, FwdSm90Config<64, 128, 2, 2>> {};
 template <>
-struct KernelChoice<128>
-    : KernelSet<128, FwdConfig<FM_FWD_128>, FwdSm90Config<128, 128, 2, 2>, FwdSm90Config<128, 128, 2, 2>,
-                BwdConfig<FM_BWD_128>, DqConfig<128, 64, 64, 4>, false> {};
+struct KernelChoice<128> : KernelSet<128, FwdConfig<FM_FWD_128>, FwdSm90Config<128, 128, 2, 2>, BwdConfig<FM_BWD_128>,
+                                     DqConfig<128, 64, 64, 4>, false> {};
 // D=256: 64-key tiles in the Hopper forward (Q (64 KB) and two stages of K and V (128 KB)
 // fill the shared memory) and backward (its consumers split the head dim).
 template <>
-struct KernelChoice<256>
-    : KernelSet<256, FwdConfig<256, 128, 32, 8>, FwdSm90Config<256, 64, 2, 2>, FwdSm90Config<256, 64, 2, 2>,
-                BwdConfig<256, 64, 64, 4, 1>, DqConfig<256, 64, 32, 4>, true> {};
+struct KernelChoice<256> : KernelSet<256, FwdConfig<256, 128, 32, 8>, FwdSm90Config<256, 64, 2, 2>,
+                                     BwdConfig<256, 64, 64, 4, 1>, DqConfig<256, 64, 32, 4>, true> {};
 
 inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// Whether a forward call runs the Hopper kernel of FwdSm90Cells (a block_mask is given)
+// rather than FwdSm90: the workspace layout and the launch ask the same question.
+inline bool fwd_sm90_cells(const FwdParams& p) { return p.mask.block_mask != nullptr; }
 
 // The forward's workspace: the tile bounds at the narrowest key tile of the kernels that
 // may run (the sm90 kernel uses a prefix of them), then, when the Hopper forward may run,
@@ -95,7 +98,7 @@ FwdLayout fwd_layout(const FwdParams& p) {
   L.m_blocks = 0;
   size_t off = align256(rows * L.n_tiles * sizeof(TileBounds));
   if (sm90_kernels_available())
-    L.m_blocks = ceil_div(p.shape.seqlen_q, p.mask.block_mask != nullptr ? KC::FwdSm90Cells::kBlockM : KC::FwdSm90::kBlockM);
+    L.m_blocks = ceil_div(p.shape.seqlen_q, fwd_sm90_cells(p) ? KC::FwdSm90Cells::kBlockM : KC::FwdSm90::kBlockM);
   L.off_rank_keys = off;
   off += align256(rows * (L.m_blocks > 0 ? fwd_rank_stride(L.m_blocks) : 0) * sizeof(long long));
   L.off_spans = off;
@@ -226,8 +229,8 @@ int run_fwd(const FwdParams& p, void* workspace, cudaStream_t stream) {
   const FwdLayout L = fwd_layout<D>(p);
   if (sm90_kernels_enabled()) {
     char* ws = static_cast<char*>(workspace);
-    return p.mask.block_mask != nullptr ? run_fwd_sm90<T, typename KC::FwdSm90Cells>(p, L, ws, stream)
-                                        : run_fwd_sm90<T, typename KC::FwdSm90>(p, L, ws, stream);
+    return fwd_sm90_cells(p) ? run_fwd_sm90<T, typename KC::FwdSm90Cells>(p, L, ws, stream)
+                             : run_fwd_sm90<T, typename KC::FwdSm90>(p, L, ws, stream);
   }
   TileBounds* tb = reinterpret_cast<TileBounds*>(workspace);
   launch_tile_bounds(p.mask, p.shape, Cfg::kBlockN, tb, stream);
