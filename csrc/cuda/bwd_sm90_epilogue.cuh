@@ -29,9 +29,9 @@ struct BwdSm90Epilogue {
     sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, 128, cw);
   }
 
-  // This consumer's dQ tile of query tile m, head h, batch b -> 32-column staging blocks of
-  // kBlockM rows x 128 B (SW128) -> one TMA reduce-add per block. Block bb lies at
-  // base + (bb & 1) * kNextBlock + (bb >> 1) * kNextPair.
+  // This consumer's dQ tile of query tile m, head h, batch b (kDqHalves GEMMs of 64 rows) ->
+  // 32-column staging blocks of kBlockM rows x 128 B (SW128) -> one TMA reduce-add per
+  // block. Block bb lies at base + (bb & 1) * kNextBlock + (bb >> 1) * kNextPair.
   static constexpr int kDqBlocks = Cfg::kDqCols / 32;
   template <uint32_t kNextBlock, uint32_t kNextPair>
   __device__ __forceinline__ static uint32_t dq_block_offset(int bb) {
@@ -41,14 +41,17 @@ struct BwdSm90Epilogue {
   __device__ __forceinline__ void stage_and_reduce_dq(const BwdTensorMaps& maps, const float* acc_dq, char* base,
                                                       int m, int h, int b) const {
 #pragma unroll
-    for (int r = 0; r < 2; ++r)
+    for (int hh = 0; hh < Cfg::kDqHalves; ++hh)
 #pragma unroll
-      for (int j = 0; j < 4 * kDqBlocks; ++j) {                       // n8 chunk of acc_dq
-        const int row = wrow + 8 * r, chunk = (j & 3) * 2 + (t >> 1);  // 16-byte chunk
-        const uint32_t off = dq_block_offset<kNextBlock, kNextPair>(j >> 2) + sm90::sw128_offset(row, chunk) +
-                             (t & 1) * 8;
-        *reinterpret_cast<float2*>(base + off) = make_float2(acc_dq[4 * j + 2 * r], acc_dq[4 * j + 2 * r + 1]);
-      }
+      for (int r = 0; r < 2; ++r)
+#pragma unroll
+        for (int j = 0; j < 4 * kDqBlocks; ++j) {                                // n8 chunk of acc_dq
+          const int row = 64 * hh + wrow + 8 * r, chunk = (j & 3) * 2 + (t >> 1);  // 16-byte chunk
+          const uint32_t off = dq_block_offset<kNextBlock, kNextPair>(j >> 2) + sm90::sw128_offset(row, chunk) +
+                               (t & 1) * 8;
+          const float* acc = acc_dq + hh * 16 * kDqBlocks;
+          *reinterpret_cast<float2*>(base + off) = make_float2(acc[4 * j + 2 * r], acc[4 * j + 2 * r + 1]);
+        }
     sm90::fence_proxy_async_smem();
     sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, 128, cw);
     if (dq_issuer) {
@@ -93,12 +96,14 @@ struct BwdSm90Epilogue {
   // dK = scale * dS^T Q, dV = P^T dO of the item at key block n0, through shared memory and
   // TMA stores: the 4-byte global stores of the accumulators cost 5-7% of the backward
   // where a key block has few query tiles (perf-notes v14). D <= 128 writes them into the
-  // dS buffers and the dQ staging tiles (each consumer's rows on its own halves), D = 256
-  // into sK / sV. The caller has synchronised both consumers.
+  // first dS buffer (each consumer's rows on its own key rows) and the dQ staging tiles
+  // (shifted by (kBlockM - 64) rows per consumer, so that each consumer's rows lie in its
+  // own staging blocks), D = 256 into sK / sV. The caller has synchronised both consumers.
   __device__ __forceinline__ void store_dkdv(const BwdTensorMaps& maps, const float* acc_dk, const float* acc_dv,
                                              float scale, int n0, int hk, int b) const {
     char* sdK = reinterpret_cast<char*>(Cfg::kStageInKV ? sm.k : sm.ds[0]);
-    char* sdV = Cfg::kStageInKV ? reinterpret_cast<char*>(sm.v) : reinterpret_cast<char*>(sm.dq_stage);
+    char* sdV = Cfg::kStageInKV ? reinterpret_cast<char*>(sm.v)
+                                : reinterpret_cast<char*>(sm.dq_stage) + cw * (kBlockM - 64) * 128;
 #pragma unroll
     for (int r = 0; r < 2; ++r)
 #pragma unroll

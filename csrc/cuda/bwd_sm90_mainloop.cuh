@@ -1,14 +1,15 @@
 // The Hopper backward's consumer mainloop (warpgroups 1-2), per query tile of a list:
-//   S^T = K Q^T, dP^T = V dO^T            (wgmma m64n64, or m64n32 over this consumer's
-//                                          half of the queries at D=256; operands in smem)
+//   S^T = K Q^T, dP^T = V dO^T            (wgmma m64n64; m64n128 over 128-query tiles at D=64,
+//                                          m64n32 over this consumer's half of the queries at
+//                                          D=256; operands in smem)
 //   P^T = exp2(S^T*scale*log2e - lse), dS^T = P^T (dP^T - rowsum)   (registers; the mask
 //   on partial tiles from the two keys' bounds each thread keeps in registers)
 //   dV += P^T dO, dK += dS^T Q             (wgmma RS, P^T / dS^T from registers; at D=256
 //                                          the other consumer's half from smem)
 //   dS^T -> smem, then dQ = dS K (dS read MN-major from smem), handed to the epilogue.
 // It owns the dK/dV/dQ accumulators, the order of the GEMMs (dQ one tile late at D=128,
-// issued and staged under the next tile's S^T and dP^T at D=64, after dV/dK at D=256), the
-// dS^T buffers' barriers and the release of the ring slots.
+// with dV/dK at D=64, after dV/dK at D=256), the dS^T buffers' barriers and the release of
+// the ring slots.
 #pragma once
 
 #include "bwd_sm90_epilogue.cuh"
@@ -35,16 +36,15 @@ struct BwdSm90Mainloop {
   Smem& sm;
   // Warpgroup cw owns keys key_off .. +63 of the block and columns dkv_col0 .. of dK/dV,
   // dq_col0 .. of dQ; this thread's accumulator rows are keys key0 and key0 + 8 (S^T, dK,
-  // dV) and query rows wrow, wrow + 8 of the dQ tile.
+  // dV) and query rows wrow, wrow + 8 of each 64-row half of the dQ tile.
   const BwdSm90Epilogue<T, Cfg> epi;
   const int form, offset;
   const float scale_log2;
   const uint32_t k_addr, v_addr;
   const int dq_key0;
   const uint64_t dq_k_desc;
-  float acc_dq[QT * 4], acc_dk[DT * 4], acc_dv[DT * 4];
-  // kDqOneTileLate, kDqWithNextScores: the tile whose dQ is still to be issued (global
-  // index, query tile, head).
+  float acc_dq[Cfg::kDqHalves * QT * 4], acc_dk[DT * 4], acc_dv[DT * 4];
+  // kDqOneTileLate: the tile whose dQ is still to be issued (global index, query tile, head).
   int late_gi = -1, late_m = 0, late_h = 0;
   // kDqInQSlot: the ring slot holding this consumer's staged dQ, released once it has been read.
   int staged_slot = -1;
@@ -75,20 +75,25 @@ struct BwdSm90Mainloop {
         dq_key0(Cfg::kDqAllKeys ? 0 : epi.key_off),
         dq_k_desc(sm90::sw128_desc(k_addr + epi.dq_col0 / 64 * kBlockN * 128 + dq_key0 * 128, kBlockN * 128)) {}
 
+  // dQ = dS K of each 64-query half hh (A: column block hh of the dS^T buffer, MN-major).
   __device__ __forceinline__ void issue_dq(uint32_t ds_addr) {
-    const uint64_t ds_desc = sm90::sw128_desc(ds_addr + dq_key0 * 128, 0);
     sm90::wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kDqKeys / 16; ++kk)
-      sm90::Wgmma<T, Cfg::kDqCols>::template ss<1, 1>(acc_dq, sm90::desc_advance(ds_desc, kk * 16 * 128),
-                                                      sm90::desc_advance(dq_k_desc, kk * 16 * 128), kk > 0);
+    for (int hh = 0; hh < Cfg::kDqHalves; ++hh) {
+      const uint64_t ds_desc = sm90::sw128_desc(ds_addr + hh * kBlockN * 128 + dq_key0 * 128, 0);
+      float(&acc)[QT * 4] = *reinterpret_cast<float(*)[QT * 4]>(acc_dq + hh * QT * 4);
+#pragma unroll
+      for (int kk = 0; kk < kDqKeys / 16; ++kk)
+        sm90::Wgmma<T, Cfg::kDqCols>::template ss<1, 1>(acc, sm90::desc_advance(ds_desc, kk * 16 * 128),
+                                                        sm90::desc_advance(dq_k_desc, kk * 16 * 128), kk > 0);
+    }
     sm90::wgmma_commit();
   }
-  // dS^T buffer of tile gi: one per tile parity when the consumers share it (D <= 128), else
-  // sm.ds[1] beside P^T in sm.ds[0] (D = 256, rewritten once both consumers' GEMMs of the
-  // previous tile are done: query_tile waits for scores_done).
+  // dS^T buffer of tile gi: one per tile parity when the consumers share it (D=128), the one
+  // buffer at D=64, sm.ds[1] beside P^T in sm.ds[0] at D=256 (rewritten once both consumers'
+  // GEMMs of the previous tile are done: query_tile waits for scores_done).
   __device__ __forceinline__ char* ds_buf(int gi) const {
-    return reinterpret_cast<char*>(sm.ds[Cfg::kSplitKeys ? (gi & 1) : 1]);
+    return reinterpret_cast<char*>(sm.ds[Cfg::kDsBuffers == 1 ? 0 : (Cfg::kSplitKeys ? (gi & 1) : 1)]);
   }
   __device__ __forceinline__ char* pt_buf() const { return reinterpret_cast<char*>(sm.ds[0]); }
   // Issues the late tile's dQ (kDqOneTileLate: once both halves of its dS^T are in smem).
@@ -117,22 +122,6 @@ struct BwdSm90Mainloop {
     key_by_query(acc_s, k_addr, q_addr);
     key_by_query(acc_dp, v_addr, do_addr);
     sm90::wgmma_commit();
-  }
-  // kDqWithNextScores: the previous tile's dQ, then this tile's S^T and dP^T; the dQ is staged
-  // and reduced while S^T and dP^T run. Issue and wait stay in one branch (as below).
-  __device__ __forceinline__ void scores_and_late_dq(const BwdTensorMaps& maps, float (&acc_s)[4 * ST],
-                                                     float (&acc_dp)[4 * ST], uint32_t q_addr, uint32_t do_addr,
-                                                     int b) {
-    if (late_gi >= 0) {
-      issue_late_dq();
-      issue_scores(acc_s, acc_dp, q_addr, do_addr);
-      sm90::wgmma_wait<1>();  // the dQ, committed first, is done
-      sm90::fence_operands(acc_dq);
-      epi.dq_reduce_tma(maps, acc_dq, late_m, late_h, b);
-      late_gi = -1;
-    } else {
-      issue_scores(acc_s, acc_dp, q_addr, do_addr);
-    }
   }
   // kDqInQSlot: the issuer's arrival on the slot of the previous tile's staged dQ, once the
   // reduce-adds have read it (called while the next S^T and dP^T compute, and at an item's end).
@@ -172,8 +161,9 @@ struct BwdSm90Mainloop {
         dsa[kk][e] = Pack<T>::two(acc_dp[8 * kk + 2 * e], acc_dp[8 * kk + 2 * e + 1]);
       }
   }
-  // This consumer's queries of dS^T (or P^T) -> smem as [key][64 queries] SW128 (the MN-major
-  // A of dQ = dS K; the K-major A of the other consumer's dV/dK at D=256). The caller fences.
+  // This consumer's queries of dS^T (or P^T) -> smem as [queries / 64][key][64 queries] SW128
+  // (the MN-major A of dQ = dS K; the K-major A of the other consumer's dV/dK at D=256). The
+  // caller fences.
   __device__ __forceinline__ void store_scores(char* buf, const uint32_t (&frag)[KS][4]) const {
 #pragma unroll
     for (int kk = 0; kk < KS; ++kk)
@@ -181,7 +171,8 @@ struct BwdSm90Mainloop {
       for (int e = 0; e < 4; ++e) {
         const int row = epi.key_off + epi.wrow + 8 * (e & 1);  // key within the block
         const int chunk = query_off() / 8 + 2 * kk + (e >> 1);  // 8 queries
-        const uint32_t off = sm90::sw128_offset(row, chunk) + epi.t * 4;
+        uint32_t off = sm90::sw128_offset(row, chunk) + epi.t * 4;
+        if constexpr (kBlockM > 64) off = (chunk >> 3) * kBlockN * 128 + sm90::sw128_offset(row, chunk & 7) + epi.t * 4;
         *reinterpret_cast<uint32_t*>(buf + off) = frag[kk][e];
       }
   }
@@ -221,29 +212,34 @@ struct BwdSm90Mainloop {
     }
     sm90::wgmma_commit();
   }
-  // dV/dK of this tile and the dQ GEMM (the late tile's at D=128, this tile's at D=256; D=64
-  // issues it with the next tile's S^T and dP^T), then the release of ring slot st and the dQ
-  // epilogue.
+  // dV/dK of this tile and the dQ GEMM (the late tile's at D=128, this tile's with them at
+  // D=64 and after them at D=256), then the release of ring slot st and the dQ epilogue.
   __device__ __forceinline__ void dkv_and_dq(const BwdTensorMaps& maps, const uint32_t (&pa)[KS][4],
                                              const uint32_t (&dsa)[KS][4], uint32_t q_addr, uint32_t do_addr, char* ds,
                                              int gi, int st, int m, int h, int b) {
     using namespace sm90;
-    if constexpr (Cfg::kDqOneTileLate || Cfg::kDqWithNextScores) {  // this tile's dQ comes later
-      if constexpr (Cfg::kDqOneTileLate) {
-        mbar_arrive(sm.ds_full + (gi & 1));
-        // Issue and wait stay in one branch: ptxas serialises every wgmma when a wait<1>
-        // may follow a path that issued only dV/dK.
-        if (late_gi >= 0) {
-          issue_late_dq();
-          issue_dkv(pa, dsa, q_addr, do_addr, ds);
-          wgmma_wait<1>();  // the late dQ, committed first, is done: stage it under dV/dK
-          fence_operands(acc_dq);
-          mbar_arrive(sm.ds_empty + (late_gi & 1));
-          epi.dq_reduce_tma(maps, acc_dq, late_m, late_h, b);
-        } else {
-          issue_dkv(pa, dsa, q_addr, do_addr, ds);
-        }
-      } else {  // D=64: dQ issued with the next tile's S^T, dP^T
+    if constexpr (Cfg::kDqWithDKV) {  // D=64: dQ issued right behind dV/dK, then staged
+      issue_dkv(pa, dsa, q_addr, do_addr, ds);
+      epi.sync_warpgroup();  // every warp's key rows of dS^T are stored: dQ reads all of them
+      issue_dq(smem_u32(ds));
+      wgmma_wait<0>();
+      fence_operands(acc_dv);
+      fence_operands(acc_dk);
+      fence_operands(acc_dq);
+      mbar_arrive(sm.q_empty + st);  // Q, dO, lse and rowsum of this stage are free
+      epi.dq_reduce_tma(maps, acc_dq, m, h, b);
+    } else if constexpr (Cfg::kDqOneTileLate) {  // D=128: this tile's dQ comes later
+      mbar_arrive(sm.ds_full + (gi & 1));
+      // Issue and wait stay in one branch: ptxas serialises every wgmma when a wait<1>
+      // may follow a path that issued only dV/dK.
+      if (late_gi >= 0) {
+        issue_late_dq();
+        issue_dkv(pa, dsa, q_addr, do_addr, ds);
+        wgmma_wait<1>();  // the late dQ, committed first, is done: stage it under dV/dK
+        fence_operands(acc_dq);
+        mbar_arrive(sm.ds_empty + (late_gi & 1));
+        epi.dq_reduce_tma(maps, acc_dq, late_m, late_h, b);
+      } else {
         issue_dkv(pa, dsa, q_addr, do_addr, ds);
       }
       wgmma_wait<0>();
@@ -273,13 +269,12 @@ struct BwdSm90Mainloop {
   __device__ __forceinline__ void item_end(const BwdTensorMaps& maps, float softmax_scale, int n0, int hk, int b) {
     using namespace sm90;
     if constexpr (Cfg::kDqInQSlot) release_staged_slot();
-    if constexpr (Cfg::kDqOneTileLate || Cfg::kDqWithNextScores)
+    if constexpr (Cfg::kDqOneTileLate)
       if (late_gi >= 0) {
         issue_late_dq();
         wgmma_wait<0>();
         fence_operands(acc_dq);
-        if constexpr (Cfg::kDqOneTileLate)
-          mbar_arrive(sm.ds_empty + (late_gi & 1));  // the next item's tiles reuse the buffer
+        mbar_arrive(sm.ds_empty + (late_gi & 1));  // the next item's tiles reuse the buffer
         epi.dq_reduce_tma(maps, acc_dq, late_m, late_h, b);
         late_gi = -1;
       }
@@ -304,10 +299,7 @@ struct BwdSm90Mainloop {
     ring.wait_full(sm.q_full);
 
     float acc_s[4 * ST], acc_dp[4 * ST];
-    if constexpr (Cfg::kDqWithNextScores)
-      scores_and_late_dq(maps, acc_s, acc_dp, q_addr, do_addr, b);
-    else
-      issue_scores(acc_s, acc_dp, q_addr, do_addr);
+    issue_scores(acc_s, acc_dp, q_addr, do_addr);
     if constexpr (Cfg::kDqInQSlot) release_staged_slot();
     wgmma_wait<0>();
     fence_operands(acc_s);
@@ -322,10 +314,10 @@ struct BwdSm90Mainloop {
                             [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
     uint32_t pa[KS][4], dsa[KS][4];
     p_and_ds(acc_s, acc_dp, st, pa, dsa);
-    // A shared dS^T buffer is reused two tiles later: kDqOneTileLate, once both consumers'
-    // dQ read it (ds_empty); D=64 (own rows), once this consumer's dQ did (waited for in the
-    // previous tile); D=256, once both consumers' GEMMs of the previous tile did, which they
-    // waited for before their S^T and dP^T of this tile (scores_done).
+    // A dS^T buffer is rewritten: kDqOneTileLate (a buffer per tile parity), once both
+    // consumers' dQ read it (ds_empty); D=64 (own rows, one buffer), once this consumer's dQ
+    // did (waited for in the previous tile); D=256, once both consumers' GEMMs of the previous
+    // tile did, which they waited for before their S^T and dP^T of this tile (scores_done).
     if constexpr (Cfg::kDqOneTileLate)
       if (gi >= 2) PipelineState<2>{gi}.wait_empty(sm.ds_empty);
     if constexpr (Cfg::kSplitQueries) {

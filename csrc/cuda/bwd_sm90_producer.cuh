@@ -4,8 +4,8 @@
 //    GQA group, the query-tile list (skip / unmasked / partial, mask.cuh) into one of two
 //    list buffers (BwdListQueue), in segments of at most kListCapacity tiles;
 //  - the loader (one lane of warp 0): per item, K and V of the key block by TMA (once both
-//    consumers are past the previous item's last GEMM), and per listed query tile of 64
-//    rows Q and dO by TMA plus the tile's lse*log2(e) and rowsum(dO*O) by 1-D bulk copies,
+//    consumers are past the previous item's last GEMM), and per listed query tile of
+//    kBlockM rows Q and dO by TMA plus the tile's lse*log2(e) and rowsum(dO*O) by 1-D bulk copies,
 //    into a kStages ring that runs on across items.
 #pragma once
 

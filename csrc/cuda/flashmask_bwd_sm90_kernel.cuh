@@ -10,11 +10,11 @@
 //    of its GQA group, the query-tile list into one of two list buffers (so the next
 //    list is ready while this one runs). Warp 0 loads, per item, K and V of the key
 //    block by TMA (once both consumers are past the previous item's last GEMM), and
-//    for each listed query tile of 64 rows Q and dO by TMA plus the tile's
+//    for each listed query tile of kBlockM rows (128 at D=64, else 64) Q and dO by TMA plus the tile's
 //    lse*log2(e) and rowsum(dO*O) by 1-D bulk copies, into a ring of kStages slots (3 at D=64) with
 //    full/empty mbarriers that runs on across items.
 //  - two consumers (warpgroups 1-2) of 64 keys each, per query tile:
-//      S^T = K Q^T, dP^T = V dO^T            (wgmma m64n64, both operands in smem)
+//      S^T = K Q^T, dP^T = V dO^T            (wgmma m64n64, m64n128 at D=64; operands in smem)
 //      P^T = exp2(S^T*scale*log2e - lse), dS^T = P^T (dP^T - rowsum)   (registers)
 //      dV += P^T dO, dK += dS^T Q             (wgmma RS, P^T / dS^T from registers)
 //      dS^T -> smem, then dQ = dS K (dS read MN-major from smem), added to the fp32
@@ -24,9 +24,9 @@
 //    columns. D=128: consumer c computes dQ[:, 64c..] over all 128 keys, one tile
 //    late (with the next tile's dV/dK, staged while those run); the two halves of
 //    dS^T are exchanged through full/empty mbarriers per buffer, so the consumers
-//    need not reach the same point of a tile together. D=64: dQ over the
-//    consumer's own keys, issued with the next tile's S^T and dP^T and staged
-//    while they run.
+//    need not reach the same point of a tile together. D=64: 128-query tiles
+//    (S^T and dP^T m64n128), dQ over the consumer's own keys in two 64-row halves,
+//    issued right behind dV/dK and staged once they are done.
 //    D=256: 64-key blocks (64 keys x 256 of dK and dV would not fit one consumer's
 //    registers): consumer c computes S^T and dP^T of all 64 keys and queries
 //    32c..32c+31 and owns columns 128c..128c+127 of dK, dV and dQ; the halves of P^T
@@ -53,9 +53,10 @@ namespace cuda {
 
 template <int D_>
 struct BwdSm90Config {
-  // Ring slots of Q, dO, lse and rowsum. D=64 has the shared memory for a third (16 KB), so a
-  // slot's next tile is loaded two tiles ahead of its use, not one (its tiles are the shortest).
-  static constexpr int D = D_, kBlockM = 64, kStages = D == 64 ? 3 : 2;
+  // Query rows per tile: D=64 takes 128 (FA3's choice there), so that the per-tile waits,
+  // barriers and dQ reduce-adds, which bound its 64-row tiles (perf-notes v28, v35), are
+  // shared by twice the GEMM work; D=128 and D=256 have no registers for it.
+  static constexpr int D = D_, kBlockM = D == 64 ? 128 : 64, kStages = 2;
   static constexpr int kConsumers = 2;  // warpgroups of 64 keys
   // Consumers own different keys (D <= 128) or different head-dim halves (D = 256).
   static constexpr bool kSplitKeys = D <= 128;
@@ -96,11 +97,13 @@ struct BwdSm90Config {
   // time of its own (+6-9% backward, perf-notes v13). The two dS^T buffers (one per tile
   // parity) get full/empty mbarriers for it. D=64 (no exchange) lost 3% with it.
   static constexpr bool kDqOneTileLate = kDqAllKeys;
-  // D=64: dQ of tile i is issued at the start of tile i+1, before its S^T and dP^T, and
-  // staged and reduced while those run instead of between two tiles (ncu: the staging's
-  // stores, fence and barrier held ~14% of the consumers' warp samples, the wait for dQ ~8%).
-  // Each consumer reads only its own rows of dS^T, so nothing is exchanged.
-  static constexpr bool kDqWithNextScores = D == 64;
+  // D=64: dQ of a tile (its two 64-row halves, each over the consumer's own 64 keys) is issued
+  // with the tile's dV/dK, in one wgmma group, and staged once they are done. Its 64
+  // accumulators have no room beside the next tile's 128-query S^T and dP^T (v28 issued the
+  // 64-row tile's dQ with them). Each consumer reads only its own rows of dS^T, so nothing is
+  // exchanged and one dS^T buffer serves every tile.
+  static constexpr bool kDqWithDKV = D == 64;
+  static constexpr int kDqHalves = kDqWithDKV ? kBlockM / 64 : 1;  // 64-row dQ GEMMs per tile
   // D=256: dQ's 64 accumulators fit only in the registers of dV/dK's A fragments, so dQ is
   // issued after those wgmmas finished (else ptxas serialises every wgmma).
   static constexpr bool kDqAfterDKV = D == 256;
@@ -114,9 +117,12 @@ struct BwdSm90Config {
   // them as soon as its own stores have read them. D = 256 has no spare smem: dK/dV go
   // into sK/sV, and the next K/V wait for the stores.
   static constexpr bool kStageInKV = kDqInQSlot;
-  static_assert(kStageInKV || (kKVBytes <= 2 * kBlockN * kBlockM * 2 && kKVBytes <= kConsumers * kDqStageBytes &&
-                               kBlockN == 2 * 64 && kBlockM * 128 * 2 == kBlockN * 128),
-                "dK/dV staging: dS buffers and dQ staging blocks must hold one consumer's 64 rows");
+  // dS^T buffers: one per tile parity when dQ is issued a tile late, P^T and dS^T at D=256,
+  // one when each tile's dQ is done within the tile.
+  static constexpr int kDsBuffers = kDqWithDKV ? 1 : 2;
+  static_assert(kStageInKV || (kKVBytes <= kDsBuffers * kBlockN * kBlockM * 2 &&
+                               kKVBytes <= kConsumers * kDqStageBytes && kBlockN == 2 * 64 && kBlockM % 64 == 0),
+                "dK/dV staging: the dS buffers and the dQ staging blocks must hold one consumer's 64 rows");
   static constexpr int kRowBytes = kBlockM * 4;  // lse or rowsum of one query tile
   static constexpr int kDsBars = kDqOneTileLate ? 2 : 0;
   static constexpr int kScoresBars = kDqInQSlot ? kStages : 0;
@@ -128,8 +134,8 @@ struct BwdSm90Config {
     uint16_t v[kBlockN * D];
     uint16_t q[kStages][kBlockM * D];
     uint16_t dout[kStages][kBlockM * D];
-    // [kBlockN][kBlockM] SW128: dS^T per tile parity (D <= 128), or P^T and dS^T (D = 256).
-    uint16_t ds[2][kBlockN * kBlockM];
+    // [kBlockM / 64][kBlockN][64] SW128: dS^T (per tile parity at D=128), or P^T and dS^T (D = 256).
+    uint16_t ds[kDsBuffers][kBlockN * kBlockM];
     // [cols/32][consumer][kBlockM rows][128 B]: consumer c's block of columns 32j..32j+31
     // sits where rows 64c.. of column block j of a dV tile staged here go.
     float dq_stage[kConsumers * kDqStageBytes / 4];
@@ -149,7 +155,7 @@ struct BwdSm90Config {
   static_assert(offsetof(Smem, v) % 1024 == 0 && offsetof(Smem, q) % 1024 == 0 && offsetof(Smem, dout) % 1024 == 0 &&
                     offsetof(Smem, ds) % 1024 == 0 && offsetof(Smem, dq_stage) % 1024 == 0,
                 "SW128 tiles start 1024-byte aligned");
-  static_assert(sizeof(Smem) == 2 * kKVBytes + 2 * kStages * kQBytes + 2 * kBlockN * kBlockM * 2 +
+  static_assert(sizeof(Smem) == 2 * kKVBytes + 2 * kStages * kQBytes + kDsBuffers * kBlockN * kBlockM * 2 +
                                     kConsumers * kDqStageBytes + 2 * kStages * kRowBytes +
                                     (8 + 2 * kStages + 2 * kDsBars + kScoresBars) * 8 + 2 * sizeof(BwdListRecord) + 32 * 4 +
                                     kBwdListBuffers * sm90::kListCapacity * sizeof(TileEntry),

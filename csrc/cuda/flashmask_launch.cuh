@@ -249,8 +249,8 @@ int run_fwd(const FwdParams& p, void* workspace, cudaStream_t stream) {
 template <typename T, typename KC>
 int run_bwd_sm90(const BwdParams& p, const BwdWork& w, cudaStream_t stream) {
   using Cfg = typename KC::BwdSm90;
-  static_assert(Cfg::kBlockN == KC::Bwd::kBlockN && Cfg::kBlockM == KC::Bwd::kBlockM,
-                "tile bounds and padding are shared with the sm80 kernel");
+  static_assert(Cfg::kBlockN == KC::Bwd::kBlockN && 128 % Cfg::kBlockM == 0,
+                "tile bounds are shared with the sm80 kernel; query tiles divide the 128-row padding");
   const AttentionShape& s = p.shape;
   BwdTensorMaps maps{};
   if (make_tile_tensor_map(&maps.q, p.q, p.dtype, s, s.seqlen_q, s.num_heads, p.q_strides,
