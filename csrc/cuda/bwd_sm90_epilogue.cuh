@@ -19,7 +19,7 @@ struct BwdSm90Epilogue {
 
   typename Cfg::Smem& sm;
   const int cw, wrow, t;
-  const int key_off, dkv_col0, dq_col0;
+  const int key_off, dkv_col0, dq_col0, dq_row0;
   const bool dq_issuer;  // issues this consumer's bulk copies
 
   // This consumer's named barrier over its own 128 threads. bar.sync is warp-aligned: the
@@ -29,9 +29,9 @@ struct BwdSm90Epilogue {
     sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, 128, cw);
   }
 
-  // This consumer's dQ tile of query tile m, head h, batch b (kDqHalves GEMMs of 64 rows) ->
-  // 32-column staging blocks of kBlockM rows x 128 B (SW128) -> one TMA reduce-add per
-  // block. Block bb lies at base + (bb & 1) * kNextBlock + (bb >> 1) * kNextPair.
+  // This consumer's 64-row dQ part of query tile m, head h, batch b -> 32-column staging
+  // blocks of 64 rows x 128 B (SW128) -> one TMA reduce-add per block. Block bb lies at
+  // base + (bb & 1) * kNextBlock + (bb >> 1) * kNextPair.
   static constexpr int kDqBlocks = Cfg::kDqCols / 32;
   template <uint32_t kNextBlock, uint32_t kNextPair>
   __device__ __forceinline__ static uint32_t dq_block_offset(int bb) {
@@ -41,24 +41,21 @@ struct BwdSm90Epilogue {
   __device__ __forceinline__ void stage_and_reduce_dq(const BwdTensorMaps& maps, const float* acc_dq, char* base,
                                                       int m, int h, int b) const {
 #pragma unroll
-    for (int hh = 0; hh < Cfg::kDqHalves; ++hh)
+    for (int r = 0; r < 2; ++r)
 #pragma unroll
-      for (int r = 0; r < 2; ++r)
-#pragma unroll
-        for (int j = 0; j < 4 * kDqBlocks; ++j) {                                // n8 chunk of acc_dq
-          const int row = 64 * hh + wrow + 8 * r, chunk = (j & 3) * 2 + (t >> 1);  // 16-byte chunk
-          const uint32_t off = dq_block_offset<kNextBlock, kNextPair>(j >> 2) + sm90::sw128_offset(row, chunk) +
-                               (t & 1) * 8;
-          const float* acc = acc_dq + hh * 16 * kDqBlocks;
-          *reinterpret_cast<float2*>(base + off) = make_float2(acc[4 * j + 2 * r], acc[4 * j + 2 * r + 1]);
-        }
+      for (int j = 0; j < 4 * kDqBlocks; ++j) {                      // n8 chunk of acc_dq
+        const int row = wrow + 8 * r, chunk = (j & 3) * 2 + (t >> 1);  // 16-byte chunk
+        const uint32_t off = dq_block_offset<kNextBlock, kNextPair>(j >> 2) + sm90::sw128_offset(row, chunk) +
+                             (t & 1) * 8;
+        *reinterpret_cast<float2*>(base + off) = make_float2(acc_dq[4 * j + 2 * r], acc_dq[4 * j + 2 * r + 1]);
+      }
     sm90::fence_proxy_async_smem();
     sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, 128, cw);
     if (dq_issuer) {
 #pragma unroll
       for (int bb = 0; bb < kDqBlocks; ++bb)
         sm90::tma_reduce_add_4d(&maps.dq, base + dq_block_offset<kNextBlock, kNextPair>(bb), dq_col0 + 32 * bb,
-                                m * kBlockM, h, b);
+                                m * kBlockM + dq_row0, h, b);
       sm90::bulk_commit();
     }
     __syncwarp();  // converged again before the next warp-aligned wgmma
@@ -68,10 +65,10 @@ struct BwdSm90Epilogue {
   // issuer's previous bulk copies have read it.
   __device__ __forceinline__ void dq_reduce_tma(const BwdTensorMaps& maps, const float* acc_dq, int m, int h,
                                                 int b) const {
-    constexpr uint32_t kBlockStride = 2 * kBlockM * 128;
+    constexpr uint32_t kBlockStride = 2 * Cfg::kDqRows * 128;
     wait_staging_read();
     stage_and_reduce_dq<kBlockStride, 2 * kBlockStride>(
-        maps, acc_dq, reinterpret_cast<char*>(sm.dq_stage) + cw * kBlockM * 128, m, h, b);
+        maps, acc_dq, reinterpret_cast<char*>(sm.dq_stage) + cw * Cfg::kDqRows * 128, m, h, b);
   }
   // D = 256 (kDqInQSlot): the four blocks in this consumer's two column blocks of ring slot
   // st's Q and its two of dO. Its own dV/dK GEMMs, their other readers, are done, and the
@@ -97,13 +94,12 @@ struct BwdSm90Epilogue {
   // TMA stores: the 4-byte global stores of the accumulators cost 5-7% of the backward
   // where a key block has few query tiles (perf-notes v14). D <= 128 writes them into the
   // first dS buffer (each consumer's rows on its own key rows) and the dQ staging tiles
-  // (shifted by (kBlockM - 64) rows per consumer, so that each consumer's rows lie in its
-  // own staging blocks), D = 256 into sK / sV. The caller has synchronised both consumers.
+  // (each consumer's rows on its own staging rows), D = 256 into sK / sV. The caller has
+  // synchronised both consumers.
   __device__ __forceinline__ void store_dkdv(const BwdTensorMaps& maps, const float* acc_dk, const float* acc_dv,
                                              float scale, int n0, int hk, int b) const {
     char* sdK = reinterpret_cast<char*>(Cfg::kStageInKV ? sm.k : sm.ds[0]);
-    char* sdV = Cfg::kStageInKV ? reinterpret_cast<char*>(sm.v)
-                                : reinterpret_cast<char*>(sm.dq_stage) + cw * (kBlockM - 64) * 128;
+    char* sdV = Cfg::kStageInKV ? reinterpret_cast<char*>(sm.v) : reinterpret_cast<char*>(sm.dq_stage);
 #pragma unroll
     for (int r = 0; r < 2; ++r)
 #pragma unroll

@@ -7,9 +7,8 @@
 //   dV += P^T dO, dK += dS^T Q             (wgmma RS, P^T / dS^T from registers; at D=256
 //                                          the other consumer's half from smem)
 //   dS^T -> smem, then dQ = dS K (dS read MN-major from smem), handed to the epilogue.
-// It owns the dK/dV/dQ accumulators, the order of the GEMMs (dQ one tile late at D=128,
-// with dV/dK at D=64, after dV/dK at D=256), the dS^T buffers' barriers and the release of
-// the ring slots.
+// It owns the dK/dV/dQ accumulators, the order of the GEMMs (dQ one tile late at D <= 128,
+// after dV/dK at D=256), the dS^T buffers' barriers and the release of the ring slots.
 #pragma once
 
 #include "bwd_sm90_epilogue.cuh"
@@ -29,21 +28,21 @@ struct BwdSm90Mainloop {
   static constexpr int QT = Cfg::kDqCols / 8;    // n8 chunks of this consumer's dQ
   static constexpr int ST = Cfg::kScoreCols / 8;  // n8 chunks of this consumer's S^T / dP^T
   static constexpr int KS = Cfg::kScoreCols / 16;  // k steps (16 queries) of its P^T / dS^T
-  // dQ[:, dq_col0..] = dS K over the key rows dq_key0.. of a dS^T buffer.
+  // dQ[dq_row0.., dq_col0..] = dS K over the key rows dq_key0.. of a dS^T buffer.
   static constexpr int kDqKeys = Cfg::kDqAllKeys ? kBlockN : 64;
   using Smem = typename Cfg::Smem;
 
   Smem& sm;
   // Warpgroup cw owns keys key_off .. +63 of the block and columns dkv_col0 .. of dK/dV,
-  // dq_col0 .. of dQ; this thread's accumulator rows are keys key0 and key0 + 8 (S^T, dK,
-  // dV) and query rows wrow, wrow + 8 of each 64-row half of the dQ tile.
+  // rows dq_row0 .. +63 and columns dq_col0 .. of dQ; this thread's accumulator rows are keys
+  // key0 and key0 + 8 (S^T, dK, dV) and query rows dq_row0 + wrow, + 8 (dQ).
   const BwdSm90Epilogue<T, Cfg> epi;
   const int form, offset;
   const float scale_log2;
   const uint32_t k_addr, v_addr;
   const int dq_key0;
   const uint64_t dq_k_desc;
-  float acc_dq[Cfg::kDqHalves * QT * 4], acc_dk[DT * 4], acc_dv[DT * 4];
+  float acc_dq[QT * 4], acc_dk[DT * 4], acc_dv[DT * 4];
   // kDqOneTileLate: the tile whose dQ is still to be issued (global index, query tile, head).
   int late_gi = -1, late_m = 0, late_h = 0;
   // kDqInQSlot: the ring slot holding this consumer's staged dQ, released once it has been read.
@@ -65,7 +64,8 @@ struct BwdSm90Mainloop {
             lane & 3,
             Cfg::kSplitKeys ? (warp / 4 - 1) * 64 : 0,
             Cfg::kSplitKeys ? 0 : (warp / 4 - 1) * Cfg::kDKVCols,
-            D == 64 ? 0 : (warp / 4 - 1) * Cfg::kDqCols,
+            Cfg::kDqSplitRows ? 0 : (warp / 4 - 1) * Cfg::kDqCols,
+            Cfg::kDqSplitRows ? (warp / 4 - 1) * Cfg::kDqRows : 0,
             (warp & 3) == 0 && lane == 0},
         form(mask_form(p.mask.causal, p.mask.num_bounds)),
         offset(p.shape.seqlen_k - p.shape.seqlen_q),
@@ -75,25 +75,22 @@ struct BwdSm90Mainloop {
         dq_key0(Cfg::kDqAllKeys ? 0 : epi.key_off),
         dq_k_desc(sm90::sw128_desc(k_addr + epi.dq_col0 / 64 * kBlockN * 128 + dq_key0 * 128, kBlockN * 128)) {}
 
-  // dQ = dS K of each 64-query half hh (A: column block hh of the dS^T buffer, MN-major).
+  // dQ = dS K over this consumer's 64 queries (A: column block dq_row0 / 64 of the dS^T
+  // buffer, MN-major).
   __device__ __forceinline__ void issue_dq(uint32_t ds_addr) {
+    const uint64_t ds_desc = sm90::sw128_desc(ds_addr + epi.dq_row0 / 64 * kBlockN * 128 + dq_key0 * 128, 0);
     sm90::wgmma_fence();
 #pragma unroll
-    for (int hh = 0; hh < Cfg::kDqHalves; ++hh) {
-      const uint64_t ds_desc = sm90::sw128_desc(ds_addr + hh * kBlockN * 128 + dq_key0 * 128, 0);
-      float(&acc)[QT * 4] = *reinterpret_cast<float(*)[QT * 4]>(acc_dq + hh * QT * 4);
-#pragma unroll
-      for (int kk = 0; kk < kDqKeys / 16; ++kk)
-        sm90::Wgmma<T, Cfg::kDqCols>::template ss<1, 1>(acc, sm90::desc_advance(ds_desc, kk * 16 * 128),
-                                                        sm90::desc_advance(dq_k_desc, kk * 16 * 128), kk > 0);
-    }
+    for (int kk = 0; kk < kDqKeys / 16; ++kk)
+      sm90::Wgmma<T, Cfg::kDqCols>::template ss<1, 1>(acc_dq, sm90::desc_advance(ds_desc, kk * 16 * 128),
+                                                      sm90::desc_advance(dq_k_desc, kk * 16 * 128), kk > 0);
     sm90::wgmma_commit();
   }
-  // dS^T buffer of tile gi: one per tile parity when the consumers share it (D=128), the one
-  // buffer at D=64, sm.ds[1] beside P^T in sm.ds[0] at D=256 (rewritten once both consumers'
-  // GEMMs of the previous tile are done: query_tile waits for scores_done).
+  // dS^T buffer of tile gi: one per tile parity when the consumers share it (D <= 128),
+  // sm.ds[1] beside P^T in sm.ds[0] at D=256 (rewritten once both consumers' GEMMs of the
+  // previous tile are done: query_tile waits for scores_done).
   __device__ __forceinline__ char* ds_buf(int gi) const {
-    return reinterpret_cast<char*>(sm.ds[Cfg::kDsBuffers == 1 ? 0 : (Cfg::kSplitKeys ? (gi & 1) : 1)]);
+    return reinterpret_cast<char*>(sm.ds[Cfg::kSplitKeys ? (gi & 1) : 1]);
   }
   __device__ __forceinline__ char* pt_buf() const { return reinterpret_cast<char*>(sm.ds[0]); }
   // Issues the late tile's dQ (kDqOneTileLate: once both halves of its dS^T are in smem).
@@ -212,23 +209,13 @@ struct BwdSm90Mainloop {
     }
     sm90::wgmma_commit();
   }
-  // dV/dK of this tile and the dQ GEMM (the late tile's at D=128, this tile's with them at
-  // D=64 and after them at D=256), then the release of ring slot st and the dQ epilogue.
+  // dV/dK of this tile and the dQ GEMM (the late tile's at D <= 128, this tile's after them
+  // at D=256), then the release of ring slot st and the dQ epilogue.
   __device__ __forceinline__ void dkv_and_dq(const BwdTensorMaps& maps, const uint32_t (&pa)[KS][4],
                                              const uint32_t (&dsa)[KS][4], uint32_t q_addr, uint32_t do_addr, char* ds,
                                              int gi, int st, int m, int h, int b) {
     using namespace sm90;
-    if constexpr (Cfg::kDqWithDKV) {  // D=64: dQ issued right behind dV/dK, then staged
-      issue_dkv(pa, dsa, q_addr, do_addr, ds);
-      epi.sync_warpgroup();  // every warp's key rows of dS^T are stored: dQ reads all of them
-      issue_dq(smem_u32(ds));
-      wgmma_wait<0>();
-      fence_operands(acc_dv);
-      fence_operands(acc_dk);
-      fence_operands(acc_dq);
-      mbar_arrive(sm.q_empty + st);  // Q, dO, lse and rowsum of this stage are free
-      epi.dq_reduce_tma(maps, acc_dq, m, h, b);
-    } else if constexpr (Cfg::kDqOneTileLate) {  // D=128: this tile's dQ comes later
+    if constexpr (Cfg::kDqOneTileLate) {  // D <= 128: this tile's dQ comes later
       mbar_arrive(sm.ds_full + (gi & 1));
       // Issue and wait stay in one branch: ptxas serialises every wgmma when a wait<1>
       // may follow a path that issued only dV/dK.
@@ -315,8 +302,7 @@ struct BwdSm90Mainloop {
     uint32_t pa[KS][4], dsa[KS][4];
     p_and_ds(acc_s, acc_dp, st, pa, dsa);
     // A dS^T buffer is rewritten: kDqOneTileLate (a buffer per tile parity), once both
-    // consumers' dQ read it (ds_empty); D=64 (own rows, one buffer), once this consumer's dQ
-    // did (waited for in the previous tile); D=256, once both consumers' GEMMs of the previous
+    // consumers' dQ read it (ds_empty); D=256, once both consumers' GEMMs of the previous
     // tile did, which they waited for before their S^T and dP^T of this tile (scores_done).
     if constexpr (Cfg::kDqOneTileLate)
       if (gi >= 2) PipelineState<2>{gi}.wait_empty(sm.ds_empty);

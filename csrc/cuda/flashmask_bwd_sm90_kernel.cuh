@@ -11,7 +11,7 @@
 //    list is ready while this one runs). Warp 0 loads, per item, K and V of the key
 //    block by TMA (once both consumers are past the previous item's last GEMM), and
 //    for each listed query tile of kBlockM rows (128 at D=64, else 64) Q and dO by TMA plus the tile's
-//    lse*log2(e) and rowsum(dO*O) by 1-D bulk copies, into a ring of kStages slots (3 at D=64) with
+//    lse*log2(e) and rowsum(dO*O) by 1-D bulk copies, into a ring of kStages slots with
 //    full/empty mbarriers that runs on across items.
 //  - two consumers (warpgroups 1-2) of 64 keys each, per query tile:
 //      S^T = K Q^T, dP^T = V dO^T            (wgmma m64n64, m64n128 at D=64; operands in smem)
@@ -21,12 +21,11 @@
 //      dq accumulator by TMA reduce-adds from an smem staging tile (D <= 128) or from
 //      the consumer's own column blocks of the tile's Q and dO (D = 256).
 //    D=64/128: 128-key blocks, consumer c owns keys 64c..64c+63 and all of dK/dV's
-//    columns. D=128: consumer c computes dQ[:, 64c..] over all 128 keys, one tile
-//    late (with the next tile's dV/dK, staged while those run); the two halves of
-//    dS^T are exchanged through full/empty mbarriers per buffer, so the consumers
-//    need not reach the same point of a tile together. D=64: 128-query tiles
-//    (S^T and dP^T m64n128), dQ over the consumer's own keys in two 64-row halves,
-//    issued right behind dV/dK and staged once they are done.
+//    columns, and computes a 64 x 64 part of dQ over all 128 keys (D=128: dQ[:, 64c..];
+//    D=64, on 128-query tiles: dQ[64c.., :]), one tile late (with the next tile's
+//    dV/dK, staged while those run); the two halves of dS^T are exchanged through
+//    full/empty mbarriers per buffer, so the consumers need not reach the same point
+//    of a tile together.
 //    D=256: 64-key blocks (64 keys x 256 of dK and dV would not fit one consumer's
 //    registers): consumer c computes S^T and dP^T of all 64 keys and queries
 //    32c..32c+31 and owns columns 128c..128c+127 of dK, dV and dQ; the halves of P^T
@@ -69,11 +68,15 @@ struct BwdSm90Config {
   static_assert(kProducerRegs + kConsumerRegs * kConsumers <= (kConsumers + 1) * (65536 / kThreads / 8 * 8),
                 "register reallocation exceeds the launch allocation");
   static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
-  // D=128: consumer c computes dQ[:, 64c..64c+63] over all 128 keys (its SW128 column block
-  // of K), so it reads the other consumer's half of dS^T. D=64: each consumer adds dQ over
-  // its own 64 keys (twice the reductions). D=256: each consumer computes dQ[:, 128c..] over
-  // the 64 keys from the whole dS^T in shared memory (both consumers' halves).
-  static constexpr bool kDqAllKeys = D == 128;
+  // D <= 128: each consumer computes a part of the tile's dQ over all 128 keys, so it reads
+  // the other consumer's half of dS^T and each dQ element is reduced once per key block:
+  // D=128 columns 64c..64c+63 (its SW128 column block of K), D=64 query rows 64c..64c+63
+  // (its column block of dS^T; with each consumer's dQ over its own 64 keys instead, the
+  // reduce-adds were 70% of the L2's load and twice the staging: perf-notes v36). D=256:
+  // each consumer computes dQ[:, 128c..] over the 64 keys from the whole dS^T in shared
+  // memory (both consumers' halves).
+  static constexpr bool kDqAllKeys = D <= 128;
+  static constexpr bool kDqSplitRows = D == 64;
   // D=256: the consumers split S^T and dP^T by queries (32 each) instead of both computing all
   // 64 (2 of every 7 multiply-adds were computed twice), and exchange their halves of P^T and
   // dS^T through sm.ds: dV/dK take a consumer's own half from registers and the other's from
@@ -81,6 +84,7 @@ struct BwdSm90Config {
   static constexpr bool kSplitQueries = D == 256;
   static constexpr int kScoreCols = kSplitQueries ? kBlockM / 2 : kBlockM;  // queries of S^T per consumer
   static constexpr int kDqCols = D == 256 ? 128 : 64;  // dQ columns per consumer
+  static constexpr int kDqRows = 64;                   // dQ rows per consumer
   // dQ reaches the fp32 accumulator through shared memory and TMA reduce-adds: red.global per
   // element pair cost ~40% of the D=128 backward (perf-notes v9) and held a quarter of the
   // D=256 backward's warp samples (perf-notes v27). D <= 128 stage a consumer's whole dQ tile in
@@ -91,23 +95,16 @@ struct BwdSm90Config {
   // read it (perf-notes v31).
   static constexpr bool kDqInQSlot = D == 256;
   static_assert(!kDqInQSlot || kStages >= 2, "a slot with staged dQ is released during the next tile's S^T");
-  // D=128: dQ of tile i is issued one tile late, after tile i+1's dS^T is stored and next
+  // D <= 128: dQ of tile i is issued one tile late, after tile i+1's dS^T is stored and next
   // to tile i+1's dV/dK, and staged while they run: a consumer needs the other's half of
   // dS^T(i) a tile after it was written instead of waiting for it, and the staging costs no
-  // time of its own (+6-9% backward, perf-notes v13). The two dS^T buffers (one per tile
-  // parity) get full/empty mbarriers for it. D=64 (no exchange) lost 3% with it.
+  // time of its own (+6-9% backward at D=128, perf-notes v13). The two dS^T buffers (one per
+  // tile parity) get full/empty mbarriers for it.
   static constexpr bool kDqOneTileLate = kDqAllKeys;
-  // D=64: dQ of a tile (its two 64-row halves, each over the consumer's own 64 keys) is issued
-  // with the tile's dV/dK, in one wgmma group, and staged once they are done. Its 64
-  // accumulators have no room beside the next tile's 128-query S^T and dP^T (v28 issued the
-  // 64-row tile's dQ with them). Each consumer reads only its own rows of dS^T, so nothing is
-  // exchanged and one dS^T buffer serves every tile.
-  static constexpr bool kDqWithDKV = D == 64;
-  static constexpr int kDqHalves = kDqWithDKV ? kBlockM / 64 : 1;  // 64-row dQ GEMMs per tile
   // D=256: dQ's 64 accumulators fit only in the registers of dV/dK's A fragments, so dQ is
   // issued after those wgmmas finished (else ptxas serialises every wgmma).
   static constexpr bool kDqAfterDKV = D == 256;
-  static constexpr int kDqStageBytes = kDqInQSlot ? 0 : kBlockM * kDqCols * 4;  // per consumer
+  static constexpr int kDqStageBytes = kDqInQSlot ? 0 : kDqRows * kDqCols * 4;  // per consumer
   static constexpr int kColBlocks = D / 64;
   static constexpr int kKVBytes = kBlockN * D * 2, kQBytes = kBlockM * D * 2;
   // dK and dV of an item leave as tiles laid out like sK ([column block][kBlockN keys][128 B],
@@ -117,11 +114,12 @@ struct BwdSm90Config {
   // them as soon as its own stores have read them. D = 256 has no spare smem: dK/dV go
   // into sK/sV, and the next K/V wait for the stores.
   static constexpr bool kStageInKV = kDqInQSlot;
-  // dS^T buffers: one per tile parity when dQ is issued a tile late, P^T and dS^T at D=256,
-  // one when each tile's dQ is done within the tile.
-  static constexpr int kDsBuffers = kDqWithDKV ? 1 : 2;
+  // dS^T buffers: one per tile parity (dQ a tile late, D <= 128), or P^T and dS^T (D = 256).
+  static constexpr int kDsBuffers = 2;
+  // A dV tile's column block j (128 keys x 128 B) covers dq_stage's block j ([consumer][64
+  // rows][128 B]): consumer c's keys 64c.. land in its own staging rows.
   static_assert(kStageInKV || (kKVBytes <= kDsBuffers * kBlockN * kBlockM * 2 &&
-                               kKVBytes <= kConsumers * kDqStageBytes && kBlockN == 2 * 64 && kBlockM % 64 == 0),
+                               kKVBytes <= kConsumers * kDqStageBytes && kBlockN == 2 * 64 && kDqRows == 64),
                 "dK/dV staging: the dS buffers and the dQ staging blocks must hold one consumer's 64 rows");
   static constexpr int kRowBytes = kBlockM * 4;  // lse or rowsum of one query tile
   static constexpr int kDsBars = kDqOneTileLate ? 2 : 0;

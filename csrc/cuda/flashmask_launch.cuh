@@ -264,7 +264,7 @@ int run_bwd_sm90(const BwdParams& p, const BwdWork& w, cudaStream_t stream) {
       make_tile_tensor_map(&maps.dk, p.dk, p.dtype, s, s.seqlen_k, s.num_heads_k, p.dk_strides, 64) ||
       make_tile_tensor_map(&maps.dv, p.dv, p.dtype, s, s.seqlen_k, s.num_heads_k, p.dv_strides, 64))
     return 1;
-  if (int rc = make_dq_accum_tensor_map(&maps.dq, w.dq_accum, s, w.sq_pad, Cfg::kBlockM)) return rc;
+  if (int rc = make_dq_accum_tensor_map(&maps.dq, w.dq_accum, s, w.sq_pad, Cfg::kDqRows)) return rc;
   const size_t smem = Cfg::kSmemFixed;  // the query-tile lists are segments of fixed capacity
   auto kernel = flashmask_bwd_sm90_kernel<T, Cfg>;
   if (int rc = prepare_smem(kernel, smem, "flashmask_bwd_sm90_kernel")) return rc;
