@@ -28,8 +28,6 @@ struct BwdSm90Mainloop {
   static constexpr int QT = Cfg::kDqCols / 8;    // n8 chunks of this consumer's dQ
   static constexpr int ST = Cfg::kScoreCols / 8;  // n8 chunks of this consumer's S^T / dP^T
   static constexpr int KS = Cfg::kScoreCols / 16;  // k steps (16 queries) of its P^T / dS^T
-  // dQ[dq_row0.., dq_col0..] = dS K over the key rows dq_key0.. of a dS^T buffer.
-  static constexpr int kDqKeys = Cfg::kDqAllKeys ? kBlockN : 64;
   using Smem = typename Cfg::Smem;
 
   Smem& sm;
@@ -40,7 +38,6 @@ struct BwdSm90Mainloop {
   const int form, offset;
   const float scale_log2;
   const uint32_t k_addr, v_addr;
-  const int dq_key0;
   const uint64_t dq_k_desc;
   float acc_dq[QT * 4], acc_dk[DT * 4], acc_dv[DT * 4];
   // kDqOneTileLate: the tile whose dQ is still to be issued (global index, query tile, head).
@@ -72,16 +69,15 @@ struct BwdSm90Mainloop {
         scale_log2(p.softmax_scale * kLog2e),
         k_addr(smem_u32(sm_.k)),
         v_addr(smem_u32(sm_.v)),
-        dq_key0(Cfg::kDqAllKeys ? 0 : epi.key_off),
-        dq_k_desc(sm90::sw128_desc(k_addr + epi.dq_col0 / 64 * kBlockN * 128 + dq_key0 * 128, kBlockN * 128)) {}
+        dq_k_desc(sm90::sw128_desc(k_addr + epi.dq_col0 / 64 * kBlockN * 128, kBlockN * 128)) {}
 
-  // dQ = dS K over this consumer's 64 queries (A: column block dq_row0 / 64 of the dS^T
-  // buffer, MN-major).
+  // dQ[dq_row0.., dq_col0..] = dS K over all keys of the block (A: column block dq_row0 / 64
+  // of the dS^T buffer, MN-major).
   __device__ __forceinline__ void issue_dq(uint32_t ds_addr) {
-    const uint64_t ds_desc = sm90::sw128_desc(ds_addr + epi.dq_row0 / 64 * kBlockN * 128 + dq_key0 * 128, 0);
+    const uint64_t ds_desc = sm90::sw128_desc(ds_addr + epi.dq_row0 / 64 * kBlockN * 128, 0);
     sm90::wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kDqKeys / 16; ++kk)
+    for (int kk = 0; kk < kBlockN / 16; ++kk)
       sm90::Wgmma<T, Cfg::kDqCols>::template ss<1, 1>(acc_dq, sm90::desc_advance(ds_desc, kk * 16 * 128),
                                                       sm90::desc_advance(dq_k_desc, kk * 16 * 128), kk > 0);
     sm90::wgmma_commit();

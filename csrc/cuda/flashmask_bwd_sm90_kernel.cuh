@@ -68,14 +68,12 @@ struct BwdSm90Config {
   static_assert(kProducerRegs + kConsumerRegs * kConsumers <= (kConsumers + 1) * (65536 / kThreads / 8 * 8),
                 "register reallocation exceeds the launch allocation");
   static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
-  // D <= 128: each consumer computes a part of the tile's dQ over all 128 keys, so it reads
-  // the other consumer's half of dS^T and each dQ element is reduced once per key block:
-  // D=128 columns 64c..64c+63 (its SW128 column block of K), D=64 query rows 64c..64c+63
-  // (its column block of dS^T; with each consumer's dQ over its own 64 keys instead, the
-  // reduce-adds were 70% of the L2's load and twice the staging: perf-notes v36). D=256:
-  // each consumer computes dQ[:, 128c..] over the 64 keys from the whole dS^T in shared
-  // memory (both consumers' halves).
-  static constexpr bool kDqAllKeys = D <= 128;
+  // Each consumer computes a part of the tile's dQ over all keys of the block, so each dQ
+  // element is reduced once per key block: D=128 columns 64c..64c+63 (its SW128 column block
+  // of K), D=64 query rows 64c..64c+63 (its column block of dS^T; with each consumer's dQ over
+  // its own 64 keys instead, the reduce-adds were 70% of the L2's load and twice the staging:
+  // perf-notes v36), both reading the other consumer's half of dS^T; D=256 columns 128c..
+  // over the 64 keys from the whole dS^T in shared memory (both consumers' halves).
   static constexpr bool kDqSplitRows = D == 64;
   // D=256: the consumers split S^T and dP^T by queries (32 each) instead of both computing all
   // 64 (2 of every 7 multiply-adds were computed twice), and exchange their halves of P^T and
@@ -100,7 +98,7 @@ struct BwdSm90Config {
   // dS^T(i) a tile after it was written instead of waiting for it, and the staging costs no
   // time of its own (+6-9% backward at D=128, perf-notes v13). The two dS^T buffers (one per
   // tile parity) get full/empty mbarriers for it.
-  static constexpr bool kDqOneTileLate = kDqAllKeys;
+  static constexpr bool kDqOneTileLate = D <= 128;
   // D=256: dQ's 64 accumulators fit only in the registers of dV/dK's A fragments, so dQ is
   // issued after those wgmmas finished (else ptxas serialises every wgmma).
   static constexpr bool kDqAfterDKV = D == 256;
