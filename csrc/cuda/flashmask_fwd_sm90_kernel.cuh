@@ -38,6 +38,7 @@
 #include <cstddef>
 
 #include "fwd_epilogue.cuh"
+#include "fwd_sm90_epilogue.cuh"
 #include "fwd_sm90_mainloop.cuh"
 #include "fwd_sm90_producer.cuh"
 #include "kernel_common.cuh"
@@ -64,6 +65,10 @@ struct FwdSm90Config {
   static_assert(128 % kBlockN == 0, "tiles must divide block_mask cells");
   // Two Q buffers let the next item's Q load during this one; D=256 has no room for them.
   static constexpr int kQStages = D <= 128 ? 2 : 1;
+  // The output goes through the item's Q buffer and TMA stores (fwd_sm90_epilogue.cuh)
+  // where there are two: with one (D=256) that would hold the next item's Q back by the
+  // epilogue, so there it is stored from registers.
+  static constexpr bool kStageO = kQStages >= 2;
   static constexpr int kQBytes = kBlockM * D * 2, kKVBytes = kBlockN * D * 2;
   static constexpr int kSchedulerThreads = 64;
 
@@ -111,7 +116,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   if (tid == 0) {
     for (int qs = 0; qs < kQStages; ++qs) {
       mbar_init(sm.q_full + qs, 1);
-      mbar_init(sm.q_empty + qs, kConsumerThreads);
+      mbar_init(sm.q_empty + qs, Cfg::kStageO ? Cfg::kConsumers : kConsumerThreads);
     }
     for (int st = 0; st < kStages; ++st) {
       mbar_init(sm.k_full + st, 1 + 32);  // TMA issuer + the 32 lanes of the bounds warp
@@ -154,12 +159,20 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     queue.release(k);  // the list and the record are no longer read
     kv.advance(it.count);
     if (!last) continue;  // the item goes on in the next segment: O and the softmax stay
-    q.advance(it.count > 0);
-    store_o_lse<T, FwdSm90Mainloop<T, Cfg>::DT>(
-        p, FwdOutput<T>(p, it.b, it.h), mainloop.row0(it), mainloop.t, mainloop.softmax.row_max, mainloop.softmax.row_sum,
-        [&](int j, int r, int c) { return mainloop.acc_o[4 * j + 2 * r + c]; });
+    const auto acc = [&](int j, int r, int c) { return mainloop.acc_o[4 * j + 2 * r + c]; };
+    if constexpr (Cfg::kStageO) {
+      q.wait_full(sm.q_full);  // an item without key tiles: the loader has handed its buffer over
+      stage_and_store_o<T, Cfg>(maps, p, sm, it, q.stage(), mainloop.cw, mainloop.wrow, mainloop.t,
+                                mainloop.softmax.row_max, mainloop.softmax.row_sum, acc);
+      q.advance();
+    } else {
+      q.advance(it.count > 0);
+      store_o_lse<T, FwdSm90Mainloop<T, Cfg>::DT>(p, FwdOutput<T>(p, it.b, it.h), mainloop.row0(it), mainloop.t,
+                                                  mainloop.softmax.row_max, mainloop.softmax.row_sum, acc);
+    }
   }
   mainloop.last_turn();
+  if (Cfg::kStageO && tid % 128 == 0) sm90::bulk_wait<0>();  // the output's stores are complete
 #endif
 }
 

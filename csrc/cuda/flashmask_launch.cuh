@@ -196,6 +196,8 @@ int run_fwd_sm90(const FwdParams& p, const FwdLayout& L, char* workspace, cudaSt
   if (int rc = make_tile_tensor_map(&maps.v, p.v, p.dtype, s, s.seqlen_k, s.num_heads_k,
                                     p.v_strides, Cfg::kBlockN))
     return rc;
+  if (int rc = make_tile_tensor_map(&maps.o, p.out, p.dtype, s, s.seqlen_q, s.num_heads, p.out_strides, 64))
+    return rc;
   FwdWorkOrder wo;
   wo.rank_keys = reinterpret_cast<long long*>(workspace + L.off_rank_keys);
   wo.spans = reinterpret_cast<int2*>(workspace + L.off_spans);

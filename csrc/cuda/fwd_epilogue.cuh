@@ -1,6 +1,7 @@
-// The forwards' epilogue (sm80 and Hopper): a thread's two rows of the output tile are
-// normalised by their softmax sums and written to O with 4-byte stores, and their LSE
-// (natural log) to p.lse. Rows at or past seqlen_q are not written.
+// The forwards' epilogue: a thread's two rows of the output tile normalised by their
+// softmax sums, their LSE (natural log) written to p.lse, and the output either written
+// to O with 4-byte stores (sm80, and the Hopper forward at D = 256) or handed to a
+// staging function (fwd_sm90_epilogue.cuh). Rows at or past seqlen_q are not written.
 #pragma once
 
 #include "kernel_common.cuh"
@@ -19,23 +20,31 @@ struct FwdOutput {
         lse(p.lse + (static_cast<int64_t>(b) * p.shape.num_heads + h) * p.shape.seqlen_q) {}
 };
 
-// Rows row0 and row0 + 8 of `out`; acc(j, r, c) is the unnormalised output of row r at
-// column 8j + 2t + c (DT n8 chunks of the head dim).
-template <typename T, int DT, typename Acc>
-__device__ __forceinline__ void store_o_lse(const FwdParams& p, const FwdOutput<T>& out, int row0, int t,
-                                            const float (&row_max)[2], const float (&row_sum)[2], Acc&& acc) {
+// Rows row0 and row0 + 8: writes their LSE and passes put(j, r, pair) the normalised
+// output of row r at columns 8j + 2t, 8j + 2t + 1 packed in T; acc(j, r, c) is the
+// unnormalised output of row r at column 8j + 2t + c (DT n8 chunks of the head dim).
+template <typename T, int DT, typename Acc, typename Put>
+__device__ __forceinline__ void finish_rows(const FwdParams& p, float* lse, int row0, int t, const float (&row_max)[2],
+                                            const float (&row_sum)[2], Acc&& acc, Put&& put) {
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const RowNormaliser norm(row_sum[r]);
     const int row = row0 + 8 * r;
-    if (row < p.shape.seqlen_q) {
-      T* o = out.o + static_cast<int64_t>(row) * p.out_strides.row;
+    if (t == 0 && row < p.shape.seqlen_q) lse[row] = norm.lse(row_max[r]);
 #pragma unroll
-      for (int j = 0; j < DT; ++j)
-        *reinterpret_cast<uint32_t*>(o + j * 8 + 2 * t) = Pack<T>::two(acc(j, r, 0) * norm.inv, acc(j, r, 1) * norm.inv);
-      if (t == 0) out.lse[row] = norm.lse(row_max[r]);
-    }
+    for (int j = 0; j < DT; ++j) put(j, r, Pack<T>::two(acc(j, r, 0) * norm.inv, acc(j, r, 1) * norm.inv));
   }
+}
+
+// finish_rows with the output stored straight to O.
+template <typename T, int DT, typename Acc>
+__device__ __forceinline__ void store_o_lse(const FwdParams& p, const FwdOutput<T>& out, int row0, int t,
+                                            const float (&row_max)[2], const float (&row_sum)[2], Acc&& acc) {
+  finish_rows<T, DT>(p, out.lse, row0, t, row_max, row_sum, acc, [&](int j, int r, uint32_t pair) {
+    const int row = row0 + 8 * r;
+    if (row < p.shape.seqlen_q)
+      *reinterpret_cast<uint32_t*>(out.o + static_cast<int64_t>(row) * p.out_strides.row + j * 8 + 2 * t) = pair;
+  });
 }
 
 }  // namespace cuda

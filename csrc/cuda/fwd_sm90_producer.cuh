@@ -20,6 +20,7 @@ namespace cuda {
 // box {64, rows of one tile, 1, 1}, 128-byte swizzle, zero fill out of bounds.
 struct FwdTensorMaps {
   CUtensorMap q, k, v;
+  CUtensorMap o;  // box rows 64: one consumer's output rows (fwd_sm90_epilogue.cuh)
 };
 
 template <typename T, typename Cfg>
@@ -39,11 +40,17 @@ __device__ __forceinline__ void fwd_load_role(const FwdTensorMaps& maps, typenam
     const FwdItem it = queue.template wait<FwdItem>(k);
     if (it.count < 0) break;
     const int hk = it.h / group;
-    if (it.first() && it.count > 0) {  // Q stays for the item's later segments
+    // Q stays for the item's later segments. Where the output is staged in the Q buffer,
+    // an item without key tiles takes a buffer too (for its zero output), with no load.
+    if (it.first() && (Cfg::kStageO || it.count > 0)) {
       q.wait_empty(sm.q_empty);
-      mbar_arrive_expect_tx(sm.q_full + q.stage(), Cfg::kQBytes);
-      tma_load_tile<kColBlocks, kBlockM>(sQ + q.stage() * kColBlocks * kBlockM * 64, &maps.q, sm.q_full + q.stage(),
-                                         it.m_block * kBlockM, it.h, it.b);
+      if (it.count > 0) {
+        mbar_arrive_expect_tx(sm.q_full + q.stage(), Cfg::kQBytes);
+        tma_load_tile<kColBlocks, kBlockM>(sQ + q.stage() * kColBlocks * kBlockM * 64, &maps.q,
+                                           sm.q_full + q.stage(), it.m_block * kBlockM, it.h, it.b);
+      } else {
+        mbar_arrive(sm.q_full + q.stage());
+      }
       q.advance();
     }
     for (int i = 0; i < it.count; ++i, kv.advance()) {

@@ -67,9 +67,14 @@ struct TileListQueue {
 };
 
 // Named barrier ids (0 is __syncthreads). The forward: the consumers' turns (consumer c
-// waits on kConsumerTurn0 + c, c < kMaxFwdConsumers) and the scheduler warps' list building.
+// waits on kConsumerTurn0 + c, c < kMaxFwdConsumers), the scheduler warps' list building and
+// each consumer's own warpgroup before its output's TMA store (kConsumerOutput0 + c).
 constexpr int kMaxFwdConsumers = 3;
-enum class FwdBarrier : int { kConsumerTurn0 = 1, kScheduler = 1 + kMaxFwdConsumers };
+enum class FwdBarrier : int {
+  kConsumerTurn0 = 1,
+  kScheduler = 1 + kMaxFwdConsumers,
+  kConsumerOutput0 = 2 + kMaxFwdConsumers
+};
 // The backward: both consumers at an item's end, each consumer's own warpgroup
 // (kConsumer0 + c: dQ staging, dK/dV stores), the producer's list builders, both
 // consumers' halves of a tile's P^T and dS^T stored (D = 256).

@@ -1,0 +1,47 @@
+// The Hopper forward's epilogue where the config stages its output (Cfg::kStageO): each
+// consumer writes its 64 normalised output rows, as T, into the rows its Q tile took in
+// the item's Q buffer (the SW128 layout the TMA loaded them in; Q's last use, the item's
+// last S, is over), and one thread of the consumer writes them to O with a TMA store per
+// 64-column block, then hands the buffer back to the loader once the stores have read it.
+// Rows past seqlen_q are clipped by the tensor map. The LSE is written from registers.
+// Replaces 4-byte stores whose issue took ~1.2 key tiles' time per item (perf-notes v39).
+#pragma once
+
+#include "fwd_epilogue.cuh"
+#include "fwd_sm90_producer.cuh"
+#include "sm90_pipeline.cuh"
+#include "sm90_primitives.cuh"
+#include "tile_scheduler.cuh"
+
+namespace flashmask {
+namespace cuda {
+
+template <typename T, typename Cfg, typename Acc>
+__device__ __forceinline__ void stage_and_store_o(const FwdTensorMaps& maps, const FwdParams& p,
+                                                  typename Cfg::Smem& sm, const FwdItem& it, int qs, int cw,
+                                                  int wrow, int t, const float (&row_max)[2],
+                                                  const float (&row_sum)[2], Acc&& acc) {
+  constexpr int kBlockM = Cfg::kBlockM, kColBlockBytes = kBlockM * 128;
+  char* tile = reinterpret_cast<char*>(sm.q[qs]);  // [D / 64 column blocks][kBlockM rows][128 B]
+  const int m0 = it.m_block * kBlockM + cw * 64;   // this consumer's first row
+  finish_rows<T, Cfg::D / 8>(p, FwdOutput<T>(p, it.b, it.h).lse, m0 + wrow, t, row_max, row_sum, acc,
+                             [&](int j, int r, uint32_t pair) {
+                               const int row = cw * 64 + wrow + 8 * r;
+                               *reinterpret_cast<uint32_t*>(tile + (j / 8) * kColBlockBytes +
+                                                            sm90::sw128_offset(row, j & 7) + 4 * t) = pair;
+                             });
+  sm90::fence_proxy_async_smem();  // the rows are visible to the TMA store
+  __syncwarp();                    // bar.sync is warp-aligned: the issuer's warp converged
+  sm90::named_barrier_sync(sm90::FwdBarrier::kConsumerOutput0, 128, cw);
+  if (threadIdx.x % 128 == 0) {
+#pragma unroll
+    for (int cb = 0; cb < Cfg::D / 64; ++cb)  // 64 rows at cw * 64: 1024-aligned, the same swizzle phase
+      sm90::tma_store_4d(&maps.o, tile + cb * kColBlockBytes + cw * 64 * 128, cb * 64, m0, it.h, it.b);
+    sm90::bulk_commit();
+    sm90::bulk_wait_read<0>();
+    sm90::mbar_arrive(sm.q_empty + qs);  // one arrival per consumer
+  }
+}
+
+}  // namespace cuda
+}  // namespace flashmask
