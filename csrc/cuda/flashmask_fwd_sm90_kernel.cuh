@@ -66,9 +66,11 @@ struct FwdSm90Config {
   // Two Q buffers let the next item's Q load during this one; D=256 has no room for them.
   static constexpr int kQStages = D <= 128 ? 2 : 1;
   // The output goes through the item's Q buffer and TMA stores (fwd_sm90_epilogue.cuh)
-  // where there are two: with one (D=256) that would hold the next item's Q back by the
-  // epilogue, so there it is stored from registers.
-  static constexpr bool kStageO = kQStages >= 2;
+  // where there are two Q buffers and two consumers. With one Q buffer (D=256) that would
+  // hold the next item's Q back by the epilogue; at three consumers' 160 registers (D=64)
+  // the staging made ptxas spill in the main loop (forward -2-5%, perf-notes v39). Those
+  // store the output from registers.
+  static constexpr bool kStageO = kQStages >= 2 && kConsumers == 2;
   static constexpr int kQBytes = kBlockM * D * 2, kKVBytes = kBlockN * D * 2;
   static constexpr int kSchedulerThreads = 64;
 
