@@ -153,10 +153,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   mainloop.first_turn();
   PipelineState<kStages> kv;  // ring positions across items, as in the loader
   PipelineState<kQStages> q;
+  FwdOutputStore<Cfg> output(sm);
   for (FwdItemState k;; k.advance()) {
     const FwdItem it = queue.template wait<FwdItem>(k);
     if (it.count < 0) break;
-    mainloop.run(it, kv, q);
+    mainloop.run(it, kv, q, [&] {
+      if constexpr (Cfg::kStageO) output.release();
+    });
     const bool last = it.last();
     queue.release(k);  // the list and the record are no longer read
     kv.advance(it.count);
@@ -164,8 +167,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     const auto acc = [&](int j, int r, int c) { return mainloop.acc_o[4 * j + 2 * r + c]; };
     if constexpr (Cfg::kStageO) {
       q.wait_full(sm.q_full);  // an item without key tiles: the loader has handed its buffer over
-      stage_and_store_o<T, Cfg>(maps, p, sm, it, q.stage(), mainloop.cw, mainloop.wrow, mainloop.t,
-                                mainloop.softmax.row_max, mainloop.softmax.row_sum, acc);
+      output.template store<T>(maps, p, it, q.stage(), mainloop.cw, mainloop.wrow, mainloop.t,
+                               mainloop.softmax.row_max, mainloop.softmax.row_sum, acc);
       q.advance();
     } else {
       q.advance(it.count > 0);
@@ -174,7 +177,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
   }
   mainloop.last_turn();
-  if (Cfg::kStageO && tid % 128 == 0) sm90::bulk_wait<0>();  // the output's stores are complete
+  if constexpr (Cfg::kStageO) {
+    output.release();
+    if (output.issuer) sm90::bulk_wait<0>();  // the output's stores are complete
+  }
 #endif
 }
 

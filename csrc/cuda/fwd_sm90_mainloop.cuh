@@ -124,8 +124,11 @@ struct FwdSm90Mainloop {
   // tiles, from zero at the item's first segment, else from the previous segment's. kv and
   // q are the ring positions of its first K/V tile and of the item's Q tile; Q is released
   // after the last S of the item's last segment.
+  // after_first_issue runs once the segment's first S is issued (the previous item's
+  // output store is then handed back, fwd_sm90_epilogue.cuh).
+  template <typename AfterFirstIssue>
   __device__ __forceinline__ void run(const FwdItem& it, sm90::PipelineState<Cfg::kStages> kv,
-                                      sm90::PipelineState<Cfg::kQStages> q) {
+                                      sm90::PipelineState<Cfg::kQStages> q, AfterFirstIssue&& after_first_issue) {
     using namespace sm90;
     const int count = it.count;
     const int row0 = this->row0(it);
@@ -156,6 +159,7 @@ struct FwdSm90Mainloop {
     wgmma_fence();
     issue_qk(acc_s, q_addr, kv.stage());
     turn_end();
+    after_first_issue();
     wgmma_wait<0>();
     fence_operands(acc_s);
     if (last_qk == 0) mbar_arrive(sm.q_empty + qs);
