@@ -120,10 +120,15 @@ struct BwdSm90Epilogue {
         sm90::tma_store_4d(&maps.dv, sdV + src, blk * 64, n0 + key_off, hk, b);
       }
       sm90::bulk_commit();
-      sm90::bulk_wait_read<0>();  // the staging may be reused once the stores have read it
-      if constexpr (Cfg::kStageInKV) sm90::mbar_arrive(&sm.kv_empty);  // the loader may bring the next K/V
+      if constexpr (Cfg::kStageInKV) {  // the loader may bring the next K/V once the stores have read them
+        sm90::bulk_wait_read<0>();
+        sm90::mbar_arrive(&sm.kv_empty);
+      }
     }
-    sync_warpgroup();  // this consumer may rewrite its staged rows
+    // D = 256: this consumer may rewrite its staged rows. D <= 128: the mainloop waits for
+    // the stores' read before its next rewrite (BwdSm90Mainloop::dkdv_staged).
+    if constexpr (Cfg::kStageInKV) sync_warpgroup();
+    __syncwarp();
   }
 };
 

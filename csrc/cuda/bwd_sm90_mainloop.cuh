@@ -44,6 +44,10 @@ struct BwdSm90Mainloop {
   int late_gi = -1, late_m = 0, late_h = 0;
   // kDqInQSlot: the ring slot holding this consumer's staged dQ, released once it has been read.
   int staged_slot = -1;
+  // !kStageInKV: the last item's dK/dV stores may still read their staging (the first dS^T
+  // buffer and dq_stage); the next item's first tile waits for that after issuing its S^T
+  // and dP^T, and dq_reduce_tma waits before restaging dQ.
+  bool dkdv_staged = false;
 
   // This consumer's first query of a tile's S^T and dP^T.
   __device__ __forceinline__ int query_off() const {
@@ -268,6 +272,7 @@ struct BwdSm90Mainloop {
     if constexpr (!Cfg::kStageInKV)
       if (epi.dq_issuer) mbar_arrive(&sm.kv_empty);  // the loader may bring the next item's K/V
     epi.store_dkdv(maps, acc_dk, acc_dv, softmax_scale, n0, hk, b);
+    dkdv_staged = !Cfg::kStageInKV;
   }
 
   // One query tile: entry `tile` of the list, the gi-th tile of the CTA (ring position).
@@ -284,6 +289,11 @@ struct BwdSm90Mainloop {
     float acc_s[4 * ST], acc_dp[4 * ST];
     issue_scores(acc_s, acc_dp, q_addr, do_addr);
     if constexpr (Cfg::kDqInQSlot) release_staged_slot();
+    if constexpr (!Cfg::kStageInKV)
+      if (dkdv_staged) {  // the last item's dK/dV stores have read the staging (this tile rewrites it)
+        epi.wait_staging_read();
+        dkdv_staged = false;
+      }
     wgmma_wait<0>();
     fence_operands(acc_s);
     fence_operands(acc_dp);
