@@ -16,7 +16,8 @@
 //    Each ring stage has a "full" and an "empty" mbarrier for K (with the bounds)
 //    and for V, so S = QK^T starts as soon as its K has landed and K's slot is
 //    refilled while P*V still runs;
-//  - kConsumers consumers (fwd_sm90_mainloop.cuh, then fwd_epilogue.cuh; warpgroups 1..,
+//  - kConsumers consumers (fwd_sm90_mainloop.cuh, then fwd_sm90_epilogue.cuh or
+//    fwd_epilogue.cuh; warpgroups 1..,
 //    232 registers per thread with two, 160 with three), 64 query rows each:
 //    S = Q K^T by wgmma from shared memory, the column-wise mask on partial tiles
 //    only, online softmax in registers, then O += P V by wgmma with P taken from
@@ -26,12 +27,13 @@
 //    before its softmax; see the main loop). D=64 runs three (FA3's 192-row tiles: its
 //    softmax takes as long as its GEMMs, so two consumers leave the tensor cores idle
 //    half the time), D=128 and 256 two (their registers). The output of one item is
-//    written while the loader already streams the next item's tiles.
+//    written while the loader already streams the next item's tiles; with two consumers
+//    and two Q buffers (kStageO) it goes out by TMA stores from the item's Q buffer.
 // Skipped tiles cost no loads and unmasked tiles no compares. The ring, the Q
 // buffers and the list buffers keep their mbarrier phases across items.
 // An item whose key-tile list is longer than a list buffer (kListCapacity entries) comes
 // in consecutive segments: Q is loaded at the first and released after the last S of the
-// last, the consumers reset O and the softmax state at the first and write the output at
+// last (kStageO: after the output's stores have read it), the consumers reset O and the softmax state at the first and write the output at
 // the last, so shared memory does not depend on the sequence length.
 #pragma once
 
@@ -68,8 +70,8 @@ struct FwdSm90Config {
   // The output goes through the item's Q buffer and TMA stores (fwd_sm90_epilogue.cuh)
   // where there are two Q buffers and two consumers. With one Q buffer (D=256) that would
   // hold the next item's Q back by the epilogue; at three consumers' 160 registers (D=64)
-  // the staging made ptxas spill in the main loop (forward -2-5%, perf-notes v39). Those
-  // store the output from registers.
+  // it made ptxas spill in the main loop and measured level (perf-notes v39). Those store
+  // the output from registers (fwd_epilogue.cuh).
   static constexpr bool kStageO = kQStages >= 2 && kConsumers == 2;
   static constexpr int kQBytes = kBlockM * D * 2, kKVBytes = kBlockN * D * 2;
   static constexpr int kSchedulerThreads = 64;
