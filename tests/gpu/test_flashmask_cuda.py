@@ -267,6 +267,24 @@ def test_fully_masked_rows():
         assert torch.isfinite(t.grad).all() and t.grad.abs().max().item() == 0
 
 
+@pytest.mark.parametrize("head_dim", COMPILED_HEAD_DIMS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_fully_masked_query_blocks(head_dim, causal):
+    """Whole query blocks (128 or 192 rows) whose rows see no key, between blocks that do: the
+    Hopper forward's items without key tiles, which still take a Q buffer where the output is
+    staged in it and end the consumers' stream of tiles (flash). Rows [128, 448) see no key."""
+    s = 900
+    if causal:  # one bound: column j hides rows >= LTS[j] (and the rows above the diagonal)
+        idx = np.full((1, 1, s, 1), s, dtype=np.int32)
+        idx[0, 0, :128, 0] = 128
+        idx[0, 0, 128:448, 0] = np.arange(128, 448)
+    else:  # rows [LTS, LTE) and [UTS, UTE) hidden in every column
+        idx = np.zeros((1, 1, s, 4), dtype=np.int32)
+        idx[..., 0], idx[..., 1] = 128, 448
+    out = _run_case(idx, causal, batch=1, head_dim=head_dim)
+    assert out[:, 128:448].abs().max().item() == 0.0
+
+
 # ---------------------------------------------------------------- deterministic
 @pytest.mark.parametrize("head_dim", COMPILED_HEAD_DIMS)
 def test_deterministic(monkeypatch, head_dim):
