@@ -5,7 +5,7 @@
 
 Covers every kernel (fwd, dkdv with/without atomics, dq, the head_dim-256
 split, the padded-head-dim copies), partial/odd tiles, GQA, per-head masks, block masks, fully masked rows and
-more persistent forward work items than SMs.
+query blocks, and more persistent forward work items than SMs.
 """
 
 import os
@@ -20,10 +20,11 @@ from paddle_flashmask.torch import flashmask_attention  # noqa: E402
 from tests.random_bounds import random_bounds  # noqa: E402
 
 
-def case(b, sq, sk, h, hk, d, causal, nb, hm, dtype, deterministic, block_mask=False, seed=0):
+def case(b, sq, sk, h, hk, d, causal, nb, hm, dtype, deterministic, block_mask=False, seed=0, idx=None):
     os.environ["FLASHMASK_DETERMINISTIC"] = "1" if deterministic else "0"
     rng = np.random.default_rng(seed)
-    idx = random_bounds(rng, b, hm, sq, sk, nb, causal)
+    if idx is None:
+        idx = random_bounds(rng, b, hm, sq, sk, nb, causal)
     bm = None
     if block_mask:
         bm = (rng.random((b, hm, -(-sq // 128), -(-sk // 128))) < 0.7).astype(np.int32)
@@ -51,6 +52,12 @@ def main():
     case(1, 257, 257, 2, 2, 64, False, 4, 1, fp, True, block_mask=True)
     # More forward items (query blocks x heads) than SMs: several per persistent CTA.
     case(2, 1700, 1700, 5, 1, 64, True, 2, 5, bf, False, block_mask=True)
+    # Whole query blocks that see no key (rows [128, 448)) between blocks that do: the forward's
+    # items without key tiles, which take a Q buffer without a load where the output is staged in it.
+    hidden = np.zeros((1, 1, 700, 4), np.int32)
+    hidden[..., 0], hidden[..., 1] = 128, 448
+    case(1, 700, 700, 2, 2, 128, False, 4, 1, bf, False, idx=hidden)
+    case(1, 700, 700, 3, 3, 64, False, 4, 1, fp, False, idx=hidden)
     # Head dims without compiled kernels: padded copies in the workspace (padded_head_dim.cu).
     case(1, 150, 190, 4, 2, 96, True, 1, 2, bf, False)
     case(1, 190, 150, 2, 1, 40, False, 4, 1, fp, True)
