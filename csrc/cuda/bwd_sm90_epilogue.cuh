@@ -126,9 +126,12 @@ struct BwdSm90Epilogue {
       }
     }
     // D = 256: this consumer may rewrite its staged rows. D <= 128: the mainloop waits for
-    // the stores' read before its next rewrite (BwdSm90Mainloop::dkdv_staged).
-    if constexpr (Cfg::kStageInKV) sync_warpgroup();
-    __syncwarp();
+    // the stores' read before its next rewrite (BwdSm90Mainloop::dkdv_staged); the warps
+    // converge again after the issuer's branch.
+    if constexpr (Cfg::kStageInKV)
+      sync_warpgroup();
+    else
+      __syncwarp();
   }
 };
 
