@@ -1,4 +1,8 @@
-"""One fwd+bwd for ncu: python tools/profile_kernels.py [N] [B] [H] [D] [mask]."""
+"""One fwd+bwd for ncu: python tools/profile_kernels.py [N] [B] [H] [D] [mask] [impl].
+
+impl: ours (default) or fa4 (FlashAttention-4 called directly, flash_attn.cute.flash_attn_func;
+full and causal only), so that ncu can compare the two kernels on the same shapes.
+"""
 import sys
 
 import torch
@@ -10,10 +14,24 @@ from paddle_flashmask.torch import flashmask_attention  # noqa: E402
 
 n, b, h, d = (int(x) for x in (sys.argv[1:5] if len(sys.argv) > 4 else (8192, 4, 32, 128)))
 mask = sys.argv[5] if len(sys.argv) > 5 else "full"
+impl = sys.argv[6] if len(sys.argv) > 6 else "ours"
 spec = build_mask(mask, n, b, h)
 q, k, v, do = (torch.randn(b, n, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
 for x in (q, k, v):
     x.requires_grad_()
-flashmask_attention(q, k, v, spec.startend_row_indices, causal=spec.causal).backward(do)
+torch.cuda.nvtx.range_push("attention")  # ncu --nvtx --nvtx-include attention/ skips torch's own kernels
+if impl == "fa4":
+    if mask not in ("full", "causal"):
+        sys.exit(f"fa4 runs the dense masks only (full, causal), not {mask}")
+    from flash_attn.cute import flash_attn_func
+
+    out = flash_attn_func(q, k, v, causal=mask == "causal")
+    out = out[0] if isinstance(out, tuple) else out
+elif impl == "ours":
+    out = flashmask_attention(q, k, v, spec.startend_row_indices, causal=spec.causal)
+else:
+    sys.exit(f"impl must be ours or fa4, not {impl}")
+out.backward(do)
+torch.cuda.nvtx.range_pop()
 torch.cuda.synchronize()
 print("done")

@@ -1,11 +1,12 @@
 // The Hopper backward's epilogues, run by each consumer warpgroup for its own rows:
-//  - dQ of a query tile into the fp32 dq accumulator: staged in shared memory (SW128, 32
-//    columns per block; D = 256 in the consumer's own column blocks of the tile's Q and
-//    dO) and added by TMA reduce-adds;
+//  - dQ of a query tile into the fp32 dq accumulator: staged in shared memory in the
+//    accumulator fragments' order (dq_accum_order.cuh; D = 256 in the consumer's own column
+//    blocks of the tile's Q and dO) and added by 1-D bulk reduce-adds;
 //  - dK (scaled) and dV of an item through shared memory and TMA stores.
 #pragma once
 
 #include "bwd_sm90_producer.cuh"
+#include "dq_accum_order.cuh"
 #include "kernel_common.cuh"
 #include "sm90_pipeline.cuh"
 
@@ -29,10 +30,13 @@ struct BwdSm90Epilogue {
     sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, 128, cw);
   }
 
-  // This consumer's 64-row dQ part of query tile m, head h, batch b -> 32-column staging
-  // blocks of 64 rows x 128 B (SW128) -> one TMA reduce-add per block. Block bb lies at
-  // base + (bb & 1) * kNextBlock + (bb >> 1) * kNextPair.
-  static constexpr int kDqBlocks = Cfg::kDqCols / 32;
+  // This consumer's dQ part of query tile m, head h, batch b -> runs of four n8 chunks x two
+  // row halves x 128 threads x float2 (DqFragmentOrder; each warp's store is 256 contiguous
+  // bytes) -> one 1-D bulk reduce-add per run. Run bb lies at base + (bb & 1) * kNextBlock +
+  // (bb >> 1) * kNextPair.
+  using Order = DqFragmentOrder<kBlockM>;
+  static constexpr int kDqBlocks = Cfg::kDqCols / 32;  // runs of this consumer
+  static_assert(Cfg::kDqRows * Cfg::kDqCols == kDqBlocks * Order::kRunFloats, "a consumer's dQ part is whole runs");
   template <uint32_t kNextBlock, uint32_t kNextPair>
   __device__ __forceinline__ static uint32_t dq_block_offset(int bb) {
     return (bb & 1) * kNextBlock + (bb >> 1) * kNextPair;
@@ -40,31 +44,31 @@ struct BwdSm90Epilogue {
   template <uint32_t kNextBlock, uint32_t kNextPair>
   __device__ __forceinline__ void stage_and_reduce_dq(const BwdTensorMaps& maps, const float* acc_dq, char* base,
                                                       int m, int h, int b) const {
+    const int u = 32 * (wrow / 16) + 4 * (wrow % 16) + t;  // this thread in the warpgroup
 #pragma unroll
     for (int r = 0; r < 2; ++r)
 #pragma unroll
-      for (int j = 0; j < 4 * kDqBlocks; ++j) {                      // n8 chunk of acc_dq
-        const int row = wrow + 8 * r, chunk = (j & 3) * 2 + (t >> 1);  // 16-byte chunk
-        const uint32_t off = dq_block_offset<kNextBlock, kNextPair>(j >> 2) + sm90::sw128_offset(row, chunk) +
-                             (t & 1) * 8;
-        *reinterpret_cast<float2*>(base + off) = make_float2(acc_dq[4 * j + 2 * r], acc_dq[4 * j + 2 * r + 1]);
-      }
+      for (int j = 0; j < 4 * kDqBlocks; ++j)  // n8 chunk of acc_dq
+        *reinterpret_cast<float2*>(base + dq_block_offset<kNextBlock, kNextPair>(j >> 2) +
+                                   Order::pair_offset(j & 3, r, u) * 4) =
+            make_float2(acc_dq[4 * j + 2 * r], acc_dq[4 * j + 2 * r + 1]);
     sm90::fence_proxy_async_smem();
     sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, 128, cw);
     if (dq_issuer) {
+      float* tile = maps.dq.tile(b, h, m * kBlockM, Cfg::D);
 #pragma unroll
       for (int bb = 0; bb < kDqBlocks; ++bb)
-        sm90::tma_reduce_add_4d(&maps.dq, base + dq_block_offset<kNextBlock, kNextPair>(bb), dq_col0 + 32 * bb,
-                                m * kBlockM + dq_row0, h, b);
+        sm90::bulk_reduce_add_f32(tile + (cw * kDqBlocks + bb) * Order::kRunFloats,
+                                  base + dq_block_offset<kNextBlock, kNextPair>(bb), Order::kRunFloats * 4);
       sm90::bulk_commit();
     }
     __syncwarp();  // converged again before the next warp-aligned wgmma
   }
 
-  // D <= 128: every block at once in dq_stage ([block][consumer][rows][128 B]), once the
-  // issuer's previous bulk copies have read it.
-  __device__ __forceinline__ void dq_reduce_tma(const BwdTensorMaps& maps, const float* acc_dq, int m, int h,
-                                                int b) const {
+  // D <= 128: every run at once in dq_stage ([run][consumer][8 KB]), once the issuer's
+  // previous bulk copies have read it.
+  __device__ __forceinline__ void dq_reduce_staged(const BwdTensorMaps& maps, const float* acc_dq, int m, int h,
+                                                   int b) const {
     constexpr uint32_t kBlockStride = 2 * Cfg::kDqRows * 128;
     wait_staging_read();
     stage_and_reduce_dq<kBlockStride, 2 * kBlockStride>(

@@ -46,7 +46,7 @@ struct BwdSm90Mainloop {
   int staged_slot = -1;
   // !kStageInKV: the last item's dK/dV stores may still read their staging (the first dS^T
   // buffer and dq_stage); the next item's first tile waits for that after issuing its S^T
-  // and dP^T, and dq_reduce_tma waits before restaging dQ.
+  // and dP^T, and dq_reduce_staged waits before restaging dQ.
   bool dkdv_staged = false;
 
   // This consumer's first query of a tile's S^T and dP^T.
@@ -225,7 +225,7 @@ struct BwdSm90Mainloop {
         wgmma_wait<1>();  // the late dQ, committed first, is done: stage it under dV/dK
         fence_operands(acc_dq);
         mbar_arrive(sm.ds_empty + (late_gi & 1));
-        epi.dq_reduce_tma(maps, acc_dq, late_m, late_h, b);
+        epi.dq_reduce_staged(maps, acc_dq, late_m, late_h, b);
       } else {
         issue_dkv(pa, dsa, q_addr, do_addr, ds);
       }
@@ -262,7 +262,7 @@ struct BwdSm90Mainloop {
         wgmma_wait<0>();
         fence_operands(acc_dq);
         mbar_arrive(sm.ds_empty + (late_gi & 1));  // the next item's tiles reuse the buffer
-        epi.dq_reduce_tma(maps, acc_dq, late_m, late_h, b);
+        epi.dq_reduce_staged(maps, acc_dq, late_m, late_h, b);
         late_gi = -1;
       }
     if constexpr (!Cfg::kStageInKV)

@@ -21,8 +21,21 @@ namespace cuda {
 // TMA descriptors (see FwdTensorMaps): q and dout with boxes of kBlockM rows, k and v of
 // kBlockN, dk and dv of 64 (one consumer's rows); dq: the fp32 dq accumulator, boxes of
 // 32 columns x kBlockM rows.
+// The fp32 dq accumulator [batch, heads, sq_pad, D] as the reduce-adds address it (query
+// tiles in DqFragmentOrder: dq_accum_order.cuh).
+struct DqAccumTarget {
+  float* base;
+  int num_heads, sq_pad;
+  // The first float of the query tile whose first row is row0.
+  __device__ __forceinline__ float* tile(int b, int h, int row0, int d) const {
+    return base + ((static_cast<int64_t>(b) * num_heads + h) * sq_pad + row0) * d;
+  }
+};
+// The kernel's TMA descriptors (a __grid_constant__ parameter) and, beside them, the dq
+// accumulator's address, read from the parameter space where it is used.
 struct BwdTensorMaps {
-  CUtensorMap q, dout, k, v, dk, dv, dq;
+  CUtensorMap q, dout, k, v, dk, dv;
+  DqAccumTarget dq;
 };
 
 // A query-tile list (or one segment of it: a list longer than a list buffer, kListCapacity,

@@ -16,6 +16,7 @@
 // sum happens in a fixed order, so grads are bitwise reproducible.
 #pragma once
 
+#include "dq_accum_order.cuh"
 #include "kernel_common.cuh"
 
 namespace flashmask {
@@ -25,7 +26,7 @@ struct BwdWork {
   const TileBounds* tile_bounds;  // per key tile of kBlockN (dkdv) columns
   const float* lse_log2;          // [B, H, sq_pad]: lse*log2(e); +inf for empty/padded rows
   const float* dsum;              // [B, H, sq_pad]: rowsum(dO * O), 0 for padded rows
-  float* dq_accum;                // [B, H, sq_pad, D] fp32 (kDQ only)
+  float* dq_accum;                // [B, H, sq_pad, D] fp32 (kDQ only; the Hopper kernel's tiles in DqFragmentOrder)
   int* next_item;                 // the Hopper backward's work counter, zeroed per launch
   int sq_pad;
 };
@@ -573,6 +574,49 @@ __global__ void flashmask_bwd_dq_convert_kernel(const BwdParams p, const float* 
   T* dst = static_cast<T*>(p.dq) + b * p.dq_strides.batch +
            static_cast<int64_t>(row) * p.dq_strides.row + h * p.dq_strides.head + c;
   *reinterpret_cast<uint4*>(dst) = out;
+}
+
+// The same from the Hopper backward's accumulator (each query tile of kTileRows rows in
+// DqFragmentOrder): a block per 64 x 64 part, read in order into a row-major shared tile,
+// then written as rows (each warp two rows of 64 values): one float4 per thread and step.
+constexpr int kDqConvertThreads = 256;
+template <typename T, int D, int kTileRows>
+__global__ void __launch_bounds__(kDqConvertThreads)
+    flashmask_bwd_dq_convert_fragments_kernel(const BwdParams p, const float* dq_accum, int sq_pad) {
+  using Order = DqFragmentOrder<kTileRows>;
+  constexpr int kSide = Order::kPartSide, kParts = kTileRows * D / Order::kPartFloats;
+  constexpr int kPitch = kSide + 8;  // floats per shared row: a quarter-warp's float4s on distinct banks
+  constexpr int kSteps = Order::kPartFloats / 4 / kDqConvertThreads;
+  __shared__ __align__(16) float part[kSide * kPitch];
+  const AttentionShape& s = p.shape;
+  const int m_tiles = (s.seqlen_q + kTileRows - 1) / kTileRows;
+  const int pi = static_cast<int>(blockIdx.x % kParts);
+  const int m = static_cast<int>(blockIdx.x / kParts % m_tiles);
+  const int64_t bh = blockIdx.x / kParts / m_tiles;
+  const float4* src = reinterpret_cast<const float4*>(
+      dq_accum + (bh * sq_pad + static_cast<int64_t>(m) * kTileRows) * D + pi * Order::kPartFloats);
+#pragma unroll
+  for (int k = 0; k < kSteps; ++k) {  // float4 q holds pairs 2q, 2q + 1: four columns of a row
+    const int q = k * kDqConvertThreads + threadIdx.x;
+    int row, col;
+    Order::part_position(2 * q, row, col);
+    *reinterpret_cast<float4*>(part + row * kPitch + col) = src[q];
+  }
+  __syncthreads();
+  int row0, col0;
+  Order::part_origin(pi, row0, col0);
+  row0 += m * kTileRows;
+  const int h = static_cast<int>(bh % s.num_heads), b = static_cast<int>(bh / s.num_heads);
+  T* dst = static_cast<T*>(p.dq) + b * p.dq_strides.batch + h * p.dq_strides.head + col0;
+  const float sc = p.softmax_scale;
+#pragma unroll
+  for (int k = 0; k < kSteps; ++k) {
+    const int q = k * kDqConvertThreads + threadIdx.x, row = q / (kSide / 4), col = q % (kSide / 4) * 4;
+    if (row0 + row >= s.seqlen_q) continue;
+    const float4 x = *reinterpret_cast<const float4*>(part + row * kPitch + col);
+    *reinterpret_cast<uint2*>(dst + static_cast<int64_t>(row0 + row) * p.dq_strides.row + col) =
+        make_uint2(Pack<T>::two(x.x * sc, x.y * sc), Pack<T>::two(x.z * sc, x.w * sc));
+  }
 }
 
 }  // namespace cuda

@@ -18,8 +18,9 @@
 //      P^T = exp2(S^T*scale*log2e - lse), dS^T = P^T (dP^T - rowsum)   (registers)
 //      dV += P^T dO, dK += dS^T Q             (wgmma RS, P^T / dS^T from registers)
 //      dS^T -> smem, then dQ = dS K (dS read MN-major from smem), added to the fp32
-//      dq accumulator by TMA reduce-adds from an smem staging tile (D <= 128) or from
-//      the consumer's own column blocks of the tile's Q and dO (D = 256).
+//      dq accumulator by 1-D bulk reduce-adds of runs staged in the accumulator
+//      fragments' order (dq_accum_order.cuh) in dq_stage (D <= 128) or in the consumer's
+//      own column blocks of the tile's Q and dO (D = 256).
 //    D=64/128: 128-key blocks, consumer c owns keys 64c..64c+63 and all of dK/dV's
 //    columns, and computes a 64 x 64 part of dQ over all 128 keys (D=128: dQ[:, 64c..];
 //    D=64, on 128-query tiles: dQ[64c.., :]), one tile late (with the next tile's
@@ -83,9 +84,10 @@ struct BwdSm90Config {
   static constexpr int kScoreCols = kSplitQueries ? kBlockM / 2 : kBlockM;  // queries of S^T per consumer
   static constexpr int kDqCols = D == 256 ? 128 : 64;  // dQ columns per consumer
   static constexpr int kDqRows = 64;                   // dQ rows per consumer
-  // dQ reaches the fp32 accumulator through shared memory and TMA reduce-adds: red.global per
+  // dQ reaches the fp32 accumulator through shared memory and bulk reduce-adds: red.global per
   // element pair cost ~40% of the D=128 backward (perf-notes v9) and held a quarter of the
-  // D=256 backward's warp samples (perf-notes v27). D <= 128 stage a consumer's whole dQ tile in
+  // D=256 backward's warp samples (perf-notes v27); staged in the accumulator fragments' order,
+  // not as SW128 rows, its stores have no bank conflicts (v43). D <= 128 stage a consumer's whole dQ tile in
   // dq_stage. D=256 has no shared memory left for that and stages it in the consumer's own
   // column blocks of the tile's Q and dO, free once its dV/dK GEMMs are done and the other
   // consumer's S^T and dP^T (the only other readers) have completed (`scores_done`); the dQ

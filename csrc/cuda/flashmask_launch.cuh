@@ -266,7 +266,7 @@ int run_bwd_sm90(const BwdParams& p, const BwdWork& w, cudaStream_t stream) {
       make_tile_tensor_map(&maps.dk, p.dk, p.dtype, s, s.seqlen_k, s.num_heads_k, p.dk_strides, 64) ||
       make_tile_tensor_map(&maps.dv, p.dv, p.dtype, s, s.seqlen_k, s.num_heads_k, p.dv_strides, 64))
     return 1;
-  if (int rc = make_dq_accum_tensor_map(&maps.dq, w.dq_accum, s, w.sq_pad, Cfg::kDqRows)) return rc;
+  maps.dq = DqAccumTarget{w.dq_accum, s.num_heads, w.sq_pad};
   const size_t smem = Cfg::kSmemFixed;  // the query-tile lists are segments of fixed capacity
   auto kernel = flashmask_bwd_sm90_kernel<T, Cfg>;
   if (int rc = prepare_smem(kernel, smem, "flashmask_bwd_sm90_kernel")) return rc;
@@ -362,6 +362,13 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
       const dim3 grid_dq(ceil_div(s.seqlen_q, DqCfg::kBlockM), s.num_heads, s.batch);
       k<<<grid_dq, DqCfg::kThreads, smem_dq, stream>>>(p, w, tb_dq);
       if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_dq_kernel launch")) return rc;
+    } else if (sm90) {
+      constexpr int kTileRows = KC::BwdSm90::kBlockM;
+      const int64_t parts = static_cast<int64_t>(s.batch) * s.num_heads * ceil_div(s.seqlen_q, kTileRows) *
+                            (kTileRows * D / DqFragmentOrder<kTileRows>::kPartFloats);
+      flashmask_bwd_dq_convert_fragments_kernel<T, D, kTileRows>
+          <<<static_cast<unsigned>(parts), kDqConvertThreads, 0, stream>>>(p, w.dq_accum, L.sq_pad);
+      if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_dq_convert_fragments_kernel launch")) return rc;
     } else {
       const int64_t n = static_cast<int64_t>(s.batch) * s.num_heads * s.seqlen_q * (D / 8);
       flashmask_bwd_dq_convert_kernel<T, D>

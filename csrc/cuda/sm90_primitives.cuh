@@ -94,15 +94,13 @@ __device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t b
       "l"(src), "r"(bytes), "r"(smem_u32(bar))
       : "memory");
 }
-// 4-D tiled reduce-add (fp32 +=) of an smem tile into global memory, in the
-// current bulk group: the smem tile may be overwritten after bulk_wait_read.
-__device__ __forceinline__ void tma_reduce_add_4d(const void* tensor_map, const void* src, int c0,
-                                                  int c1, int c2, int c3) {
-  FM_SM90_ASM(
-      "cp.reduce.async.bulk.tensor.4d.global.shared::cta.add.tile.bulk_group "
-      "[%0, {%2, %3, %4, %5}], [%1];\n" ::"l"(tensor_map),
-      "r"(smem_u32(src)), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
-      : "memory");
+// 1-D bulk reduce-add (fp32 +=) of `bytes` of shared memory into global memory (multiple
+// of 16, both addresses 16-byte aligned), in the current bulk group: the source may be
+// overwritten after bulk_wait_read.
+__device__ __forceinline__ void bulk_reduce_add_f32(float* dst, const void* src, uint32_t bytes) {
+  FM_SM90_ASM("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst),
+              "r"(smem_u32(src)), "r"(bytes)
+              : "memory");
 }
 // 4-D tiled store of an smem tile into global memory, in the current bulk group (rows
 // beyond the tensor's end are not written).

@@ -14,7 +14,6 @@ namespace {
 // is one swizzle atom (the layout the wgmma descriptors in sm90_primitives.cuh assume).
 constexpr int kSwizzleBytes = 128;
 constexpr int kHalfBytes = 2;   // float16 / bfloat16
-constexpr int kFloatBytes = 4;  // the fp32 dq accumulator
 // The driver ABI version of cuTensorMapEncodeTiled this file is written against.
 constexpr int kEncoderDriverVersion = 12000;
 
@@ -73,16 +72,6 @@ int make_tile_tensor_map(CUtensorMap* map, const void* base, DType dtype, const 
                                                              : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   return encode_tensor_map(map, type, kHalfBytes, base, s, rows, heads, strides,
                            kSwizzleBytes / kHalfBytes, box_rows);
-}
-
-int make_dq_accum_tensor_map(CUtensorMap* map, float* dq_accum, const AttentionShape& s, int sq_pad,
-                             int box_rows) {
-  TensorStrides st;
-  st.row = s.head_dim;
-  st.head = static_cast<int64_t>(sq_pad) * s.head_dim;
-  st.batch = st.head * s.num_heads;
-  return encode_tensor_map(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, kFloatBytes, dq_accum, s, sq_pad,
-                           s.num_heads, st, kSwizzleBytes / kFloatBytes, box_rows);
 }
 
 }  // namespace cuda

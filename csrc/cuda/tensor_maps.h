@@ -16,10 +16,6 @@ bool tensor_map_encoding_available();
 // element strides, box {64, box_rows, 1, 1}, 128-byte swizzle.
 int make_tile_tensor_map(CUtensorMap* map, const void* base, DType dtype, const AttentionShape& s,
                          int rows, int heads, const TensorStrides& strides, int box_rows);
-// TMA descriptor of the backward's fp32 dq accumulator [batch, heads, sq_pad, head_dim],
-// box {32, box_rows, 1, 1} (128 bytes wide), 128-byte swizzle: the target of reduce-adds.
-int make_dq_accum_tensor_map(CUtensorMap* map, float* dq_accum, const AttentionShape& s, int sq_pad,
-                             int box_rows);
 
 }  // namespace cuda
 }  // namespace flashmask
