@@ -73,6 +73,10 @@ struct FwdSm90Config {
   // it made ptxas spill in the main loop and measured level (perf-notes v39). Those store
   // the output from registers (fwd_epilogue.cuh).
   static constexpr bool kStageO = kQStages >= 2 && kConsumers == 2;
+  // The warp index broadcast from lane 0 (uniform registers for what derives from it) at
+  // D=256 only: there the forward gained 1-6%, at D <= 128 it measured -3% to +3% (perf-notes
+  // v44).
+  static constexpr bool kUniformWarpIndex = D == 256;
   static constexpr int kQBytes = kBlockM * D * 2, kKVBytes = kBlockN * D * 2;
   static constexpr int kSchedulerThreads = 64;
 
@@ -114,7 +118,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 
   Smem& sm = aligned_smem<Smem>();
   const FwdItemQueue<Smem> queue{sm};
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tid = threadIdx.x, lane = tid & 31, warp = Cfg::kUniformWarpIndex ? warp_index_uniform() : tid >> 5;
   const int group = p.shape.num_heads / p.shape.num_heads_k;  // query heads per key head
 
   if (tid == 0) {
