@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call: library check, GPU tests, compute-sanitizer, optional benchmark.
-#   tools/gpu_check.sh [tests] [sanitize] [fa4:<staged dir>] [bench:<configs>:<tag>[:masks]] [cp] [ab:<old source tree>] [scale] ...
+#   tools/gpu_check.sh [tests] [sanitize] [fa4:<staged dir>] [bench:<configs>:<tag>[:masks]] [cp] [ab:<old source tree>] [scale] [ncu:<masks>] ...
 # scale: the long-sequence step (issue 16): builds the library, the quick GPU tests (-x -q), the
 # opt-in scale tests (tests/gpu/test_scale.py: 1M packed documents, causal 512K, > 2^31
 # elements) and benchmarks/bench_length.py (8K-1M causal_document: TFLOPs/s, peak memory).
@@ -11,6 +11,9 @@
 # this build in turns
 # (tools/ab_compare.py: 8K, D=64/128/256, full/causal/causal_document/sliding_window, fwd and bwd,
 # 5 rounds of AB_REPS timed calls each, default 5).
+# ncu:MASKS (e.g. ncu:causal,full; after fa4:DIR for the FA4 side) profiles one forward and one
+# backward of ours and of FA4 called directly (8K, B=4, H=32, D=128) with source counters and
+# writes each kernel's details and SASS source page to $OUT/ncu/ (tools/ncu_compare.py reads them).
 # Logs go to $OUT (or ./output). Assumes build/libflashmask_cuda.so was built (tools/build_cuda.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +74,19 @@ for step in "$@"; do
         || { tail -20 "$OUT/fa4_install.log"; rc=1; continue; }
       export PYTHONPATH="$site:$site/nvidia_cutlass_dsl/dsl_packages:$PYTHONPATH"
       python3 -c "from flash_attn.cute import flash_attn_func; print('fa4 installed')" ;;
+    ncu:*)
+      mkdir -p "$OUT/ncu" /tmp/ncu_reports
+      for mask in $(tr , ' ' <<< "${step#ncu:}"); do for impl in fa4 ours; do for dir in fwd bwd; do
+        name="${impl}_${mask}_${dir}"
+        timeout 150 ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section SourceCounters \
+          --section LaunchStats --metrics sm__inst_executed.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,sm__cycles_elapsed.avg,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum \
+          -k regex:"flash_${dir}_sm90|flashmask_${dir}_sm90" --launch-count 1 -o "/tmp/ncu_reports/$name" \
+          python3 tools/profile_kernels.py 8192 4 32 128 "$mask" "$impl" > "$OUT/ncu/$name.log" 2>&1; r=$?
+        echo "ncu $name rc=$r"; rc=$((rc|r))
+        ncu -i "/tmp/ncu_reports/$name.ncu-rep" --csv --page details > "$OUT/ncu/${name}_details.csv" 2>/dev/null
+        ncu -i "/tmp/ncu_reports/$name.ncu-rep" --csv --page source --print-source sass > "$OUT/ncu/${name}_src.csv" 2>/dev/null
+      done; done; done
+      tar -czf "$OUT/ncu.tgz" -C "$OUT" ncu && rm -rf "$OUT/ncu" ;;
     bench:*)
       IFS=: read -r _ cfgs tag masks <<< "$step"
       python3 benchmarks/bench_gpu.py --configs "$cfgs" --tag "$tag" --out "$OUT" ${masks:+--masks "$masks"} 2>&1 | grep -v Warning | tail -40 ;;
