@@ -13,7 +13,8 @@
 # 5 rounds of AB_REPS timed calls each, default 5).
 # ncu:MASKS (e.g. ncu:causal,full; after fa4:DIR for the FA4 side) profiles one forward and one
 # backward of ours and of FA4 called directly (8K, B=4, H=32, D=128) with source counters and
-# writes each kernel's details and SASS source page to $OUT/ncu/ (tools/ncu_compare.py reads them).
+# writes each kernel's details and SASS source page, packed as $OUT/ncu.tgz (tools/ncu_compare.py
+# reads the *_src.csv files).
 # Logs go to $OUT (or ./output). Assumes build/libflashmask_cuda.so was built (tools/build_cuda.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -80,7 +81,7 @@ for step in "$@"; do
         name="${impl}_${mask}_${dir}"
         timeout 150 ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section SourceCounters \
           --section LaunchStats --metrics sm__inst_executed.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,sm__cycles_elapsed.avg,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum \
-          -k regex:"flash_${dir}_sm90|flashmask_${dir}_sm90" --launch-count 1 -o "/tmp/ncu_reports/$name" \
+          -k regex:"flash_${dir}_sm90|flashmask_${dir}_sm90" --launch-count 1 -f -o "/tmp/ncu_reports/$name" \
           python3 tools/profile_kernels.py 8192 4 32 128 "$mask" "$impl" > "$OUT/ncu/$name.log" 2>&1; r=$?
         echo "ncu $name rc=$r"; rc=$((rc|r))
         ncu -i "/tmp/ncu_reports/$name.ncu-rep" --csv --page details > "$OUT/ncu/${name}_details.csv" 2>/dev/null

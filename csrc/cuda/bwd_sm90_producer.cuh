@@ -18,9 +18,6 @@
 namespace flashmask {
 namespace cuda {
 
-// TMA descriptors (see FwdTensorMaps): q and dout with boxes of kBlockM rows, k and v of
-// kBlockN, dk and dv of 64 (one consumer's rows); dq: the fp32 dq accumulator, boxes of
-// 32 columns x kBlockM rows.
 // The fp32 dq accumulator [batch, heads, sq_pad, D] as the reduce-adds address it (query
 // tiles in DqFragmentOrder: dq_accum_order.cuh).
 struct DqAccumTarget {
@@ -31,8 +28,9 @@ struct DqAccumTarget {
     return base + ((static_cast<int64_t>(b) * num_heads + h) * sq_pad + row0) * d;
   }
 };
-// The kernel's TMA descriptors (a __grid_constant__ parameter) and, beside them, the dq
-// accumulator's address, read from the parameter space where it is used.
+// The kernel's TMA descriptors (a __grid_constant__ parameter; see FwdTensorMaps): q and dout
+// with boxes of kBlockM rows, k and v of kBlockN, dk and dv of 64 (one consumer's rows); and,
+// beside them, the dq accumulator's address, read from the parameter space where it is used.
 struct BwdTensorMaps {
   CUtensorMap q, dout, k, v, dk, dv;
   DqAccumTarget dq;

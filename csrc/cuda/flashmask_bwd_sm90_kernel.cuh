@@ -134,8 +134,8 @@ struct BwdSm90Config {
     uint16_t dout[kStages][kBlockM * D];
     // [kBlockM / 64][kBlockN][64] SW128: dS^T (per tile parity at D=128), or P^T and dS^T (D = 256).
     uint16_t ds[kDsBuffers][kBlockN * kBlockM];
-    // [cols/32][consumer][kBlockM rows][128 B]: consumer c's block of columns 32j..32j+31
-    // sits where rows 64c.. of column block j of a dV tile staged here go.
+    // [run][consumer][8 KB]: consumer c's dQ run j (DqFragmentOrder) sits where rows 64c..
+    // of column block j of a dV tile staged here go.
     float dq_stage[kConsumers * kDqStageBytes / 4];
     float lse[kStages][kBlockM];   // lse * log2(e) of the ring's query tiles
     float dsum[kStages][kBlockM];  // rowsum(dO * O)

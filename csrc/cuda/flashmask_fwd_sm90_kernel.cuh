@@ -33,8 +33,9 @@
 // buffers and the list buffers keep their mbarrier phases across items.
 // An item whose key-tile list is longer than a list buffer (kListCapacity entries) comes
 // in consecutive segments: Q is loaded at the first and released after the last S of the
-// last (kStageO: after the output's stores have read it), the consumers reset O and the softmax state at the first and write the output at
-// the last, so shared memory does not depend on the sequence length.
+// last (kStageO: after the output's stores have read it), the consumers reset O and the
+// softmax state at the first and write the output at the last, so shared memory does not
+// depend on the sequence length.
 #pragma once
 
 #include <cstddef>
