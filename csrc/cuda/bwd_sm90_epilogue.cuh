@@ -53,7 +53,13 @@ struct BwdSm90Epilogue {
                                    Order::pair_offset(j & 3, r, u) * 4) =
             make_float2(acc_dq[4 * j + 2 * r], acc_dq[4 * j + 2 * r + 1]);
     sm90::fence_proxy_async_smem();
-    sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, 128, cw);
+    // Only the issuer's warp waits for the other warps' stores; they go on (perf-notes v45).
+    if (!issuer_warp()) {
+      sm90::named_barrier_arrive(sm90::BwdBarrier::kDqFull0, 128, cw);
+      return;
+    }
+    __syncwarp();
+    sm90::named_barrier_sync(sm90::BwdBarrier::kDqFull0, 128, cw);
     if (dq_issuer) {
       float* tile = maps.dq.tile(b, h, m * kBlockM, Cfg::D);
 #pragma unroll
@@ -70,7 +76,7 @@ struct BwdSm90Epilogue {
   __device__ __forceinline__ void dq_reduce_staged(const BwdTensorMaps& maps, const float* acc_dq, int m, int h,
                                                    int b) const {
     constexpr uint32_t kBlockStride = 2 * Cfg::kDqRows * 128;
-    wait_staging_read();
+    wait_dq_staging_free();
     stage_and_reduce_dq<kBlockStride, 2 * kBlockStride>(
         maps, acc_dq, reinterpret_cast<char*>(sm.dq_stage) + cw * Cfg::kDqRows * 128, m, h, b);
   }
@@ -88,6 +94,19 @@ struct BwdSm90Epilogue {
         maps, acc_dq, reinterpret_cast<char*>(sm.q[st]) + 2 * cw * kColumnBlock, m, h, b);
   }
 
+  // The warp of dq_issuer, which issues this consumer's bulk copies.
+  __device__ __forceinline__ bool issuer_warp() const { return wrow < 16; }
+  // The dQ staging may be rewritten once the issuer's bulk copies have read it: the issuer's
+  // warp waits for that and arrives, the other warps wait for its arrival (not for each other).
+  __device__ __forceinline__ void wait_dq_staging_free() const {
+    if (!issuer_warp()) {
+      sm90::named_barrier_sync(sm90::BwdBarrier::kDqFree0, 128, cw);
+      return;
+    }
+    if (dq_issuer) sm90::bulk_wait_read<0>();
+    __syncwarp();
+    sm90::named_barrier_arrive(sm90::BwdBarrier::kDqFree0, 128, cw);
+  }
   // The staging may be rewritten once the issuer's bulk copies have read it.
   __device__ __forceinline__ void wait_staging_read() const {
     if (dq_issuer) sm90::bulk_wait_read<0>();

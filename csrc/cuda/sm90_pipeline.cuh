@@ -78,7 +78,19 @@ enum class FwdBarrier : int {
 // The backward: both consumers at an item's end, each consumer's own warpgroup
 // (kConsumer0 + c: dQ staging, dK/dV stores), the producer's list builders, both
 // consumers' halves of a tile's P^T and dS^T stored (D = 256).
-enum class BwdBarrier : int { kConsumers = 1, kConsumer0 = 2, kConsumer1 = 3, kListBuilders = 4, kScoresStored = 5 };
+// kDqFree0/1 and kDqFull0/1: a consumer's dQ staging is free again / fully stored; the issuer's
+// warp arrives on the first and waits on the second, the other three warps the other way round.
+enum class BwdBarrier : int {
+  kConsumers = 1,
+  kConsumer0 = 2,
+  kConsumer1 = 3,
+  kListBuilders = 4,
+  kScoresStored = 5,
+  kDqFree0 = 6,
+  kDqFree1 = 7,
+  kDqFull0 = 8,
+  kDqFull1 = 9
+};
 
 template <typename Id>
 __device__ __forceinline__ int barrier_id(Id id, int offset = 0) {
