@@ -53,13 +53,7 @@ struct BwdSm90Epilogue {
                                    Order::pair_offset(j & 3, r, u) * 4) =
             make_float2(acc_dq[4 * j + 2 * r], acc_dq[4 * j + 2 * r + 1]);
     sm90::fence_proxy_async_smem();
-    // Only the issuer's warp waits for the other warps' stores; they go on (perf-notes v45).
-    if (!issuer_warp()) {
-      sm90::named_barrier_arrive(sm90::BwdBarrier::kDqFull0, 128, cw);
-      return;
-    }
-    __syncwarp();
-    sm90::named_barrier_sync(sm90::BwdBarrier::kDqFull0, 128, cw);
+    if (!dq_stores_done()) return;
     if (dq_issuer) {
       float* tile = maps.dq.tile(b, h, m * kBlockM, Cfg::D);
 #pragma unroll
@@ -96,9 +90,30 @@ struct BwdSm90Epilogue {
 
   // The warp of dq_issuer, which issues this consumer's bulk copies.
   __device__ __forceinline__ bool issuer_warp() const { return wrow < 16; }
-  // The dQ staging may be rewritten once the issuer's bulk copies have read it: the issuer's
-  // warp waits for that and arrives, the other warps wait for its arrival (not for each other).
+  // After the dQ stores' fence: false in the warps that go on without waiting for the others
+  // (Cfg::kSplitDqWaits: they arrive on kDqFull, the issuer's warp waits on it), true where the
+  // staging is complete.
+  __device__ __forceinline__ bool dq_stores_done() const {
+    if constexpr (Cfg::kSplitDqWaits) {
+      if (!issuer_warp()) {
+        sm90::named_barrier_arrive(sm90::BwdBarrier::kDqFull0, 128, cw);
+        return false;
+      }
+      __syncwarp();
+      sm90::named_barrier_sync(sm90::BwdBarrier::kDqFull0, 128, cw);
+    } else {
+      sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, 128, cw);
+    }
+    return true;
+  }
+  // The dQ staging may be rewritten once the issuer's bulk copies have read it. Split
+  // (Cfg::kSplitDqWaits): the issuer's warp waits for that and arrives on kDqFree, the other
+  // warps wait for its arrival (not for each other).
   __device__ __forceinline__ void wait_dq_staging_free() const {
+    if constexpr (!Cfg::kSplitDqWaits) {
+      wait_staging_read();
+      return;
+    }
     if (!issuer_warp()) {
       sm90::named_barrier_sync(sm90::BwdBarrier::kDqFree0, 128, cw);
       return;
