@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call: library check, GPU tests, compute-sanitizer, optional benchmark.
-#   tools/gpu_check.sh [tests] [sanitize] [fa4:<staged dir>] [bench:<configs>:<tag>[:masks]] [cp] [ab:<old source tree>] [scale] [ncu:<masks>] ...
+#   tools/gpu_check.sh [tests] [sanitize] [fa4:<staged dir>] [bench:<configs>:<tag>[:masks]] [cp] [ab:<old source tree>] [scale] [ncu:<masks>[:D[:dirs]]] ...
 # scale: the long-sequence step (issue 16): builds the library, the quick GPU tests (-x -q), the
 # opt-in scale tests (tests/gpu/test_scale.py: 1M packed documents, causal 512K, > 2^31
 # elements) and benchmarks/bench_length.py (8K-1M causal_document: TFLOPs/s, peak memory).
@@ -11,10 +11,10 @@
 # this build in turns
 # (tools/ab_compare.py: 8K, D=64/128/256, full/causal/causal_document/sliding_window, fwd and bwd,
 # 5 rounds of AB_REPS timed calls each, default 5).
-# ncu:MASKS (e.g. ncu:causal,full; after fa4:DIR for the FA4 side) profiles one forward and one
-# backward of ours and of FA4 called directly (8K, B=4, H=32, D=128) with source counters and
-# writes each kernel's details and SASS source page, packed as $OUT/ncu.tgz (tools/ncu_compare.py
-# reads the *_src.csv files).
+# ncu:MASKS[:D[:DIRS]] (e.g. ncu:causal,full or ncu:causal,full:256:fwd; D defaults to 128,
+# DIRS to fwd,bwd) profiles our kernels, and FA4's called directly where fa4:DIR installed it,
+# at 8K, B=4, H*D=4096, with source counters, and writes each kernel's details and SASS source
+# page, packed as $OUT/ncu.tgz (tools/ncu_compare.py reads the *_src.csv files).
 # Logs go to $OUT (or ./output). Assumes build/libflashmask_cuda.so was built (tools/build_cuda.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -76,13 +76,15 @@ for step in "$@"; do
       export PYTHONPATH="$site:$site/nvidia_cutlass_dsl/dsl_packages:$PYTHONPATH"
       python3 -c "from flash_attn.cute import flash_attn_func; print('fa4 installed')" ;;
     ncu:*)
+      IFS=: read -r _ masks d dirs <<< "$step"; d="${d:-128}"; dirs="${dirs:-fwd,bwd}"
+      impls=ours; python3 -c "import flash_attn.cute" 2>/dev/null && impls="fa4 ours"
       mkdir -p "$OUT/ncu" /tmp/ncu_reports
-      for mask in $(tr , ' ' <<< "${step#ncu:}"); do for impl in fa4 ours; do for dir in fwd bwd; do
-        name="${impl}_${mask}_${dir}"
+      for mask in $(tr , ' ' <<< "$masks"); do for impl in $impls; do for dir in $(tr , ' ' <<< "$dirs"); do
+        name="${impl}_${mask}_${dir}_d$d"
         timeout 150 ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section SourceCounters \
           --section LaunchStats --metrics sm__inst_executed.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,sm__cycles_elapsed.avg,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum \
           -k regex:"flash_${dir}_sm90|flashmask_${dir}_sm90" --launch-count 1 -f -o "/tmp/ncu_reports/$name" \
-          python3 tools/profile_kernels.py 8192 4 32 128 "$mask" "$impl" > "$OUT/ncu/$name.log" 2>&1; r=$?
+          python3 tools/profile_kernels.py 8192 4 $((4096 / d)) "$d" "$mask" "$impl" > "$OUT/ncu/$name.log" 2>&1; r=$?
         echo "ncu $name rc=$r"; rc=$((rc|r))
         ncu -i "/tmp/ncu_reports/$name.ncu-rep" --csv --page details > "$OUT/ncu/${name}_details.csv" 2>/dev/null
         ncu -i "/tmp/ncu_reports/$name.ncu-rep" --csv --page source --print-source sass > "$OUT/ncu/${name}_src.csv" 2>/dev/null
