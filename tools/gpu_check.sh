@@ -14,7 +14,7 @@
 # ncu:MASKS[:D[:DIRS]] (e.g. ncu:causal,full or ncu:causal,full:256:fwd; D defaults to 128,
 # DIRS to fwd,bwd) profiles our kernels, and FA4's called directly where fa4:DIR installed it,
 # at 8K, B=4, H*D=4096, with source counters, and writes each kernel's details and SASS source
-# page, packed as $OUT/ncu.tgz (tools/ncu_compare.py reads the *_src.csv files).
+# page, packed as $OUT/ncu_dD.tgz (tools/ncu_compare.py reads the *_src.csv files).
 # Logs go to $OUT (or ./output). Assumes build/libflashmask_cuda.so was built (tools/build_cuda.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -89,7 +89,7 @@ for step in "$@"; do
         ncu -i "/tmp/ncu_reports/$name.ncu-rep" --csv --page details > "$OUT/ncu/${name}_details.csv" 2>/dev/null
         ncu -i "/tmp/ncu_reports/$name.ncu-rep" --csv --page source --print-source sass > "$OUT/ncu/${name}_src.csv" 2>/dev/null
       done; done; done
-      tar -czf "$OUT/ncu.tgz" -C "$OUT" ncu && rm -rf "$OUT/ncu" ;;
+      tar -czf "$OUT/ncu_d$d.tgz" -C "$OUT" ncu && rm -rf "$OUT/ncu" ;;
     bench:*)
       IFS=: read -r _ cfgs tag masks <<< "$step"
       python3 benchmarks/bench_gpu.py --configs "$cfgs" --tag "$tag" --out "$OUT" ${masks:+--masks "$masks"} 2>&1 | grep -v Warning | tail -40 ;;
