@@ -1,6 +1,6 @@
 """Compares two kernels from ncu source pages (tools/gpu_check.sh's ncu step writes them).
 
-    python tools/ncu_compare.py A_src.csv B_src.csv [--top 12]
+    python tools/ncu_compare.py A_src.csv B_src.csv [--top N]
 
 Each file is `ncu -i REPORT --csv --page source --print-source sass` of one kernel (a profile
 with the SourceCounters section). Prints the executed warp instructions per opcode for both

@@ -105,7 +105,7 @@ struct BwdSm90Config {
   // issued after those wgmmas finished (else ptxas serialises every wgmma).
   static constexpr bool kDqAfterDKV = D == 256;
   // D = 128: a consumer's dQ staging waits are split into arrive/wait pairs (kDqFree, kDqFull),
-  // so only the issuer's warp waits for the other warps' stores (+0.8-1.6% backward on full and
+  // so only the issuer's warp waits for the other warps' stores (+0.8-2.7% backward on full and
   // causal at 8K and 32K, level on masks); at D=64 it made ptxas spill and lost 4-7%, at D=256
   // it lost 1-2% (perf-notes v45).
   static constexpr bool kSplitDqWaits = D == 128;
