@@ -9,7 +9,8 @@ N=8K/32K/128K), D=128 with H=32 and D=64 with H=64, bf16, every mask type.
 TFLOPs/s count only unmasked (row, key) pairs: fwd = 4*D*H*pairs, bwd = 2.5x
 fwd, fwd+bwd = 3.5x fwd over the fwd+bwd time. Times are medians of at least
 --min-reps timed calls (CUDA events around each call, L2 flushed before each,
-after a warm-up), more when a call is shorter than --rep ms / --min-reps.
+after a warm-up), more when a call is shorter than --rep ms / --min-reps; the
+forward, the backward and the fwd+bwd call of one kernel are timed in turns.
 
     python benchmarks/bench_gpu.py --configs 8k-128,32k-128 --tag d128   # -> results/gpu_d128.json
     python benchmarks/bench_gpu.py --report                               # merge -> gpu.json/.md/.png
@@ -131,36 +132,48 @@ def unmasked_pairs(idx, causal, n):
     return (n - total).sum(axis=-1)
 
 
-def median_event_ms(torch, fn, reps, flush):
-    """Median ms of `reps` calls of fn, each timed by CUDA events with L2 flushed
-    (flush.zero_(), a buffer larger than L2) before it."""
+def interleaved_event_ms(torch, fns, reps, flush):
+    """Median ms of `reps` calls of each of fns, taken in turns (fns[0], fns[1], .., fns[0],
+    ..), each call timed by CUDA events with L2 flushed (flush.zero_(), a buffer larger than
+    L2) before it. Taken in turns, a drift of the clocks between blocks of calls cannot show up
+    as a difference between the functions."""
     import statistics
 
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
-    for start, end in events:
-        flush.zero_()
-        start.record()
-        fn()
-        end.record()
+    events = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in fns]
+              for _ in range(reps)]
+    for turn in events:
+        for fn, (start, end) in zip(fns, turn):
+            flush.zero_()
+            start.record()
+            fn()
+            end.record()
     torch.cuda.synchronize()
-    return statistics.median(start.elapsed_time(end) for start, end in events)
+    return [statistics.median(turn[i][0].elapsed_time(turn[i][1]) for turn in events) for i in range(len(fns))]
+
+
+def median_event_ms(torch, fn, reps, flush):
+    """Median ms of `reps` calls of fn (interleaved_event_ms of one function)."""
+    return interleaved_event_ms(torch, [fn], reps, flush)[0]
 
 
 def make_timer(args, torch, dev):
-    """bench(fn) -> median ms of fn over >= args.min_reps calls (median_event_ms),
-    after >= 2 warm-up calls."""
+    """bench(*fns) -> the median ms of each fn over >= args.min_reps calls, taken in turns
+    (interleaved_event_ms), after >= 2 warm-up calls of each."""
     flush = torch.empty(256 << 20, dtype=torch.int8, device=dev)
 
-    def bench(fn):
-        fn()
+    def bench(*fns):
+        for fn in fns:
+            fn()
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        est_ms = max((time.perf_counter() - t0) * 1e3, 1e-3)
-        for _ in range(max(1, int(args.warmup / est_ms))):
+        for fn in fns:
             fn()
-        return median_event_ms(torch, fn, max(args.min_reps, int(args.rep / est_ms)), flush)
+        torch.cuda.synchronize()
+        est_ms = max((time.perf_counter() - t0) * 1e3, 1e-3)  # one turn of every fn
+        for _ in range(max(1, int(args.warmup / est_ms))):
+            for fn in fns:
+                fn()
+        return interleaved_event_ms(torch, fns, max(args.min_reps, int(args.rep / est_ms)), flush)
 
     return bench
 
@@ -193,8 +206,8 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
     bench = make_timer(args, torch, dev)
 
     def time_three(fwd_only, fwd_grad):
-        """(fwd ms, bwd ms, fwd+bwd ms)."""
-        t_f = bench(fwd_only)
+        """(fwd ms, bwd ms, fwd+bwd ms), timed in turns. The backward alone reruns one graph
+        (retain_graph=True); the fwd+bwd call builds and frees its own."""
         out = fwd_grad()
         leaves = (q, k, v, qt, kt, vt)
 
@@ -203,17 +216,13 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
                 x.grad = None
             out.backward(do if out.shape == do.shape else dot, retain_graph=True)
 
-        t_b = bench(bwd)
-        del out
-
         def fb():
             for x in leaves:
                 x.grad = None
             o = fwd_grad()
             o.backward(do if o.shape == do.shape else dot)
 
-        t_fb = bench(fb)
-        return t_f, t_b, t_fb
+        return tuple(bench(fwd_only, bwd, fb))
 
     # FlexAttention: one mask_mod per shape; bounds live in these tensors (copied in place).
     LTS = torch.zeros(b, h, n, dtype=torch.int32, device=dev)
@@ -395,8 +404,10 @@ FA4_DENSE_MASKS = ("full", "causal")
 FA4_FLEX_MARGIN, FA4_DENSE_SHARE, OWN_FULL_SHARE, FUSED_SLACK = 1.3, 0.9, 0.8, 1.02
 
 
-def fa4_target_lines(rows):
-    """Markdown rows of each run's standing against those bars (runs with FA4-direct columns)."""
+def fa4_target_lines(rows, interleaved):
+    """Markdown rows of each run's standing against those bars (runs with FA4-direct columns).
+    interleaved: the runs whose forward, backward and fwd+bwd calls were timed in turns; in the
+    others (timed in blocks of calls) the last ratio also holds the clocks' drift between blocks."""
     out = []
     for run in dict.fromkeys(r["run"] for r in rows):
         rs = {r["mask"]: r for r in rows if r["run"] == run}
@@ -419,11 +430,16 @@ def fa4_target_lines(rows):
             vs_bar = f"{r['ours_fwdbwd'] / target:.2f}" if target else "-"
             own_note = "" if own >= OWN_FULL_SHARE or mask == "random_eviction" else f" (below {OWN_FULL_SHARE})"
             fused_note = "" if fused <= FUSED_SLACK else f" (over {FUSED_SLACK})"
+            if run not in interleaved:
+                fused_note += " (timed in blocks)"
             out.append(f"| {run} | {mask} | {fmt(r['ours_fwdbwd'])} | {fmt(target)} ({rule}) | {vs_bar} | "
                        f"{own:.2f}{own_note} | {fused:.3f}{fused_note} |")
     if not out:
         return []
     return ["", "## Against issue 17's bars (runs with FA4; issue 18 holds D=64 to the same)", "",
+            "Runs marked \"timed in blocks\" timed the forward, the backward and the fwd+bwd call in",
+            "separate blocks of calls (before bench_gpu.py took them in turns), so their last ratio also",
+            "holds the clocks' drift between the blocks (docs/perf-notes.md, \"The fwd+bwd call\").", "",
             "| run | mask | ours fwd+bwd | bar | ours / bar | / our full | fwd+bwd time / (fwd + bwd) |",
             "|---|---|---|---|---|---|---|", *out]
 
@@ -471,7 +487,7 @@ def report(out_dir: pathlib.Path):
             f"{fmt(r.get('dense_fwdbwd'))} | {ratio(r, 'fa4direct_fwdbwd')} | {ratio(r, 'fa4_fwdbwd')} | "
             f"{ratio(r, 'flex_fwdbwd')} | {fmt1(r.get('flex_build_ms'))} |"
         )
-    lines += fa4_target_lines(rows)
+    lines += fa4_target_lines(rows, {m.get("tag") for m in meta.values() if m.get("timing") == "interleaved"})
     (out_dir / "gpu.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib
@@ -532,7 +548,7 @@ def main():
         pass
     rows = []
     meta = dict(tag=args.tag, device=torch.cuda.get_device_name(), torch=torch.__version__,
-                date=time.strftime("%Y-%m-%d %H:%M"), min_reps=args.min_reps)
+                date=time.strftime("%Y-%m-%d %H:%M"), min_reps=args.min_reps, timing="interleaved")
     for cfg in args.configs.split(","):
         names = args.masks.split(",")
         if cfg.startswith("128k"):

@@ -58,8 +58,8 @@ def run_length(name, n, args, torch, bench):
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - base
     del grads
-    fwd_ms = bench(lambda: _forward(q, k, v, idx, None, True, scale))
-    bwd_ms = bench(lambda: _backward(q, k, v, out, lse, do, idx, None, True, scale, False))
+    fwd_ms, bwd_ms = bench(lambda: _forward(q, k, v, idx, None, True, scale),
+                           lambda: _backward(q, k, v, out, lse, do, idx, None, True, scale, False))
     pairs = total_unmasked_pairs(idx_np, True, n, h)
     fwd_flops = 4.0 * d * pairs
     row = {

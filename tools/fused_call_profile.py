@@ -1,0 +1,88 @@
+"""Per-kernel CUDA times of our forward, backward and fwd+bwd call, in bench_gpu.py's three
+timing modes, to tell whether a fwd+bwd call costs more than its parts and where.
+
+    python tools/fused_call_profile.py CONFIGS MASKS OUT.json   # e.g. 8k-128,32k-128 document,full
+
+For each config and mask: the event-timed median of each mode (blocks of 15 calls, L2 flushed
+before each, as bench_gpu.py timed them before it took the modes in turns) and, from
+torch.profiler over 5 more calls of each mode, every kernel's mean time per call.
+"""
+import collections
+import json
+import sys
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, ".")
+sys.path.insert(0, "benchmarks")
+from bench_gpu import CONFIGS, build_mask, median_event_ms  # noqa: E402
+from paddle_flashmask.torch import flashmask_attention  # noqa: E402
+
+PROFILED_CALLS, TIMED_CALLS, MIN_KERNEL_MS = 5, 15, 0.005
+
+
+def kernel_ms(fn, flush):
+    """Mean CUDA time per call of each kernel (names cut to 70 characters) over PROFILED_CALLS."""
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(PROFILED_CALLS):
+            flush.zero_()
+            fn()
+        torch.cuda.synchronize()
+    per = collections.defaultdict(float)
+    for e in prof.events():
+        if e.device_type.name == "CUDA":
+            per[e.name[:70]] += e.device_time / 1e3 / PROFILED_CALLS
+    return {k: round(v, 3) for k, v in sorted(per.items(), key=lambda x: -x[1]) if v > MIN_KERNEL_MS}
+
+
+def profile_mask(cfg, mname, flush):
+    n, b, d, h = CONFIGS[cfg]
+    g = torch.Generator(device="cuda").manual_seed(1)
+    q, k, v, do = (torch.randn(b, n, h, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4))
+    for x in (q, k, v):
+        x.requires_grad_(True)
+    spec = build_mask(mname, n, b, h)
+    idx, causal = torch.from_numpy(spec.startend_row_indices).cuda(), spec.causal
+    out = flashmask_attention(q, k, v, idx, causal=causal)
+
+    def fwd():
+        with torch.no_grad():
+            return flashmask_attention(q, k, v, idx, causal=causal)
+
+    def bwd():
+        for x in (q, k, v):
+            x.grad = None
+        out.backward(do, retain_graph=True)
+
+    def fwdbwd():
+        for x in (q, k, v):
+            x.grad = None
+        flashmask_attention(q, k, v, idx, causal=causal).backward(do)
+
+    row = {}
+    for name, fn in (("fwd", fwd), ("bwd", bwd), ("fwdbwd", fwdbwd)):
+        for _ in range(3):
+            fn()
+        row[name + "_event_ms"] = median_event_ms(torch, fn, TIMED_CALLS, flush)
+        row[name + "_kernels_ms"] = kernel_ms(fn, flush)
+    return row
+
+
+def main():
+    configs, mask_names, out_path = sys.argv[1].split(","), sys.argv[2].split(","), sys.argv[3]
+    flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
+    res = {}
+    for cfg in configs:
+        for mname in mask_names:
+            row = res[f"{cfg}/{mname}"] = profile_mask(cfg, mname, flush)
+            f, b, fb = (row[m + "_event_ms"] for m in ("fwd", "bwd", "fwdbwd"))
+            print(f"{cfg} {mname}: fwd {f:.2f} bwd {b:.2f} fwd+bwd {fb:.2f} ms ({fb / (f + b):.3f} of the parts)")
+            for m in ("fwd", "bwd", "fwdbwd"):
+                print(f"  {m}: {json.dumps(row[m + '_kernels_ms'])}")
+    with open(out_path, "w") as f:
+        json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
