@@ -164,8 +164,11 @@ struct FwdSm90Mainloop {
     fence_operands(acc_s);
     if (last_qk == 0) mbar_arrive(sm.q_empty + qs);
     mask_and_softmax(acc_s, it.tile(0), kv.stage(), row0, alpha);
-    if (!first) rescale_o(alpha);  // at the first segment O is still 0: alpha is not needed
     pack_p(pa, acc_s);
+    // alpha of tile i-1 rescales O between the issue of S of tile i and that of P V of tile
+    // i-1 (FA3's order; ptxas interleaves the multiplies with the S issue), not on the path
+    // from the wait for P V to the next turn, where the softmax already runs (ptxas places
+    // that wait ahead of it). At an item's first tile O is 0 and alpha 0.
     for (int i = 1; i < count; ++i) {
       const PipelineState<Cfg::kStages> cur = kv.ahead(i), prev = kv.ahead(i - 1);
       cur.wait_full(sm.k_full);
@@ -173,6 +176,9 @@ struct FwdSm90Mainloop {
       turn_begin();
       wgmma_fence();
       issue_qk(acc_s, q_addr, cur.stage());
+      fence_operands(acc_o);  // the rescale after the S issue (in the PTX)
+      rescale_o(alpha);
+      wgmma_fence();          // O's registers were written since the last fence
       issue_pv(pa, prev.stage());
       turn_end();
       wgmma_wait<1>();  // S of tile i is done, P V of tile i-1 may still run
@@ -182,10 +188,10 @@ struct FwdSm90Mainloop {
       wgmma_wait<0>();
       fence_operands(acc_o);
       mbar_arrive(sm.v_empty + prev.stage());
-      rescale_o(alpha);
       pack_p(pa, acc_s);
     }
     const PipelineState<Cfg::kStages> last = kv.ahead(count - 1);
+    rescale_o(alpha);
     last.wait_full(sm.v_full);
     turn_begin();
     wgmma_fence();
