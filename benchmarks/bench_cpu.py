@@ -175,14 +175,22 @@ def torch_version():
     return torch.__version__
 
 
+# The CPU features that decide which kernel variant runs (csrc/cpu/isa.h).
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
+    flags = []
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            lines = f.read().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        present = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
+        flags = [flag for flag in KERNEL_FLAGS if flag in present]
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return f"{cpu} ({' '.join(flags) or 'no x86 kernel flags'}), {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def cases(args, have_torch):

@@ -345,19 +345,41 @@ del _isa, _base, _name
 
 
 class TestIsaVariantsAgree(CpuKernelTestCase):
+    def _run_capped(self, isa, *args, **kwargs):
+        """_run_op under FLASHMASK_CPU_ISA=isa (None: unset, the default choice)."""
+        previous = os.environ.get("FLASHMASK_CPU_ISA")
+        if isa is None:
+            os.environ.pop("FLASHMASK_CPU_ISA", None)
+        else:
+            os.environ["FLASHMASK_CPU_ISA"] = isa
+        try:
+            return _run_op(*args, **kwargs)
+        finally:
+            _restore_env("FLASHMASK_CPU_ISA", previous)
+
+    def test_default_runs_one_of_the_variants(self):
+        """Without a cap the kernel picks a variant, for bf16 inputs by a measurement of
+        vdpbf16ps against the fp32 FMAs (csrc/cpu/isa.cc): its results are bitwise those
+        of one of the capped variants."""
+        q, k, v, dout = self.random_inputs(1, 150, 150, 2, 2, 64)
+        idx = random_bounds(self.rng, 1, 2, 150, 150, 1, True)
+        for dtype in ("float32", "bfloat16"):
+            default = self._run_capped(None, q, k, v, idx, True, dout, dtype)
+            matches = []
+            for isa in ISA_VARIANTS:
+                capped = self._run_capped(isa, q, k, v, idx, True, dout, dtype)
+                if all(np.array_equal(a, b, equal_nan=True) for a, b in zip(default, capped)):
+                    matches.append(isa)
+            with self.subTest(dtype=dtype):
+                self.assertTrue(matches, "the default's results match no capped variant's")
+
     def test_bf16_products_match_fp32_products(self):
         """bf16 inputs: the AVX512-BF16 and AMX paths (products in bf16) agree with the fp32
         path within the bf16 tolerance (where the CPU lacks one, the next weaker runs)."""
         q, k, v, dout = self.random_inputs(2, 200, 180, 4, 2, 64)
         idx = random_bounds(self.rng, 2, 2, 200, 180, 2, True)
-        results = {}
-        for isa in ("avx512", "avx512_bf16", "amx_bf16"):
-            previous = os.environ.get("FLASHMASK_CPU_ISA")
-            os.environ["FLASHMASK_CPU_ISA"] = isa
-            try:
-                results[isa] = _run_op(q, k, v, idx, True, dout, "bfloat16")
-            finally:
-                _restore_env("FLASHMASK_CPU_ISA", previous)
+        results = {isa: self._run_capped(isa, q, k, v, idx, True, dout, "bfloat16")
+                   for isa in ("avx512", "avx512_bf16", "amx_bf16")}
         for isa in ("avx512_bf16", "amx_bf16"):
             for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), results[isa], results["avx512"]):
                 finite = np.isfinite(b)

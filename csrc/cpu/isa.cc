@@ -61,12 +61,31 @@ Isa granted(Isa isa) {
   return amx_granted ? isa : Isa::kAvx512Bf16;
 }
 
+// vdpbf16ps does two multiply-adds per lane, but not every core runs it at
+// the FMA's rate: on Zen 5 the bf16 micro-kernel does 1.8x the fp32 one's
+// multiply-adds, on an Emerald Rapids Xeon the instruction does 0.49x the
+// FMA's (bf16_dot_speedup; causal 4K bf16 fwd+bwd there 128 GFLOP/s in bf16
+// against 182 in fp32, docs/cpu-kernel.md). Its operands also cost packing, so
+// by default it runs only where it is clearly faster; otherwise bf16 inputs
+// are multiplied in fp32.
+constexpr double kMinBf16DotSpeedup = 1.25;
+
+Isa measured(Isa isa) {
+#if FLASHMASK_HAVE_X86_KERNELS
+  if (isa != Isa::kAvx512Bf16) return isa;
+  static const bool dot_pays = bf16_dot_speedup() >= kMinBf16DotSpeedup;
+  return dot_pays ? isa : Isa::kAvx512;
+#else
+  return isa;
+#endif
+}
+
 }  // namespace
 
 Isa selected_isa() {
   static const Isa best = best_supported_isa();
   const char* cap = std::getenv("FLASHMASK_CPU_ISA");
-  if (cap == nullptr) return granted(min_isa(best, kDefaultCap));
+  if (cap == nullptr) return measured(granted(min_isa(best, kDefaultCap)));
   const struct {
     const char* name;
     Isa isa;
@@ -78,7 +97,7 @@ Isa selected_isa() {
   for (const auto& n : names) {
     if (std::strcmp(cap, n.name) == 0) return granted(min_isa(n.isa, best));
   }
-  return granted(min_isa(best, kDefaultCap));  // unknown names change nothing
+  return measured(granted(min_isa(best, kDefaultCap)));  // unknown names change nothing
 }
 
 }  // namespace cpu

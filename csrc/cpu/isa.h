@@ -4,7 +4,9 @@
 // `#pragma GCC target`), so one library runs on any x86-64 and uses the best
 // units the CPU and OS enable, whatever -march the build used. The
 // environment variable FLASHMASK_CPU_ISA caps the choice (tests use it to run
-// every variant the machine has; users to rule a fast path out).
+// every variant the machine has; users to rule a fast path out). Without it,
+// bf16 products by vdpbf16ps run only on cores where they are measured to be
+// faster than fp32 FMAs (isa.cc); a cap of avx512_bf16 runs them regardless.
 #pragma once
 
 namespace flashmask {

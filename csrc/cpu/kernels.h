@@ -27,6 +27,9 @@ void run_avx2(const BwdParams& params);
 enum class Bf16Products { kFp32, kAvx512, kAmx };
 void run_avx512(const FwdParams& params, Bf16Products bf16);
 void run_avx512(const BwdParams& params, Bf16Products bf16);
+// Multiply-adds per second of vdpbf16ps over those of vfmadd231ps on this
+// core, measured (~50 us). Call only where the CPU has AVX512-BF16.
+double bf16_dot_speedup();
 #endif
 
 }  // namespace cpu
