@@ -21,7 +21,13 @@ struct BwdSm90Epilogue {
   typename Cfg::Smem& sm;
   const int cw, wrow, t;
   const int key_off, dkv_col0, dq_col0, dq_row0;
-  const bool dq_issuer;  // issues this consumer's bulk copies
+  const bool dq_issuer;  // issues this consumer's bulk copies: is_dq_issuer
+
+  // Lane 0 of the consumer's warp kIssuerWarp issues its bulk copies.
+  static constexpr int kIssuerWarp = 0;
+  static __device__ __forceinline__ bool is_dq_issuer(int warp, int lane) {
+    return (warp & 3) == kIssuerWarp && lane == 0;
+  }
 
   // This consumer's named barrier over its own 128 threads. bar.sync is warp-aligned: the
   // issuer's warp must be converged.
@@ -88,7 +94,10 @@ struct BwdSm90Epilogue {
         maps, acc_dq, reinterpret_cast<char*>(sm.q[st]) + 2 * cw * kColumnBlock, m, h, b);
   }
 
-  // The warp of dq_issuer, which issues this consumer's bulk copies.
+  // The warp of dq_issuer (wrow is 16 per warp of the consumer, then lane / 4). Written as
+  // wrow < 16, not wrow / 16 == kIssuerWarp: that form took ptxas to another D=128 schedule
+  // (2840 SASS lines differ), this one leaves every backward's SASS as it was.
+  static_assert(kIssuerWarp == 0, "issuer_warp() tests the first warp");
   __device__ __forceinline__ bool issuer_warp() const { return wrow < 16; }
   // After the dQ stores' fence: false in the warps that go on without waiting for the others
   // (Cfg::kSplitDqWaits: they arrive on kDqFull, the issuer's warp waits on it), true where the

@@ -67,7 +67,7 @@ struct BwdSm90Mainloop {
             Cfg::kSplitKeys ? 0 : (warp / 4 - 1) * Cfg::kDKVCols,
             Cfg::kDqSplitRows ? 0 : (warp / 4 - 1) * Cfg::kDqCols,
             Cfg::kDqSplitRows ? (warp / 4 - 1) * Cfg::kDqRows : 0,
-            (warp & 3) == 0 && lane == 0},
+            BwdSm90Epilogue<T, Cfg>::is_dq_issuer(warp, lane)},
         form(mask_form(p.mask.causal, p.mask.num_bounds)),
         offset(p.shape.seqlen_k - p.shape.seqlen_q),
         scale_log2(p.softmax_scale * kLog2e),
