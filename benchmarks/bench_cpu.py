@@ -292,8 +292,10 @@ def markdown(rows, meta) -> str:
             cells = []
             for dt in DTYPES:
                 row = row_of(rows, "ours", mask, n, dt, t)
-                ours = None if row is None else row["gflops"]
-                ratio = 1.0 if mask == "causal" and row is not None else (row or {}).get("paired_ratio")
+                ours = ratio = None
+                if row is not None:
+                    ours = row["gflops"]
+                    ratio = 1.0 if mask == "causal" else row.get("paired_ratio")
                 cells += [fmt(ours), "" if ratio is None else f"{ratio:.2f}",
                           fmt(rate(rows, "torch_dense", mask, n, dt, t))]  # fmt: skip
             lines.append(f"| {mask} | " + " | ".join(cells) + " |")

@@ -85,19 +85,21 @@ Isa measured(Isa isa) {
 Isa selected_isa() {
   static const Isa best = best_supported_isa();
   const char* cap = std::getenv("FLASHMASK_CPU_ISA");
-  if (cap == nullptr) return measured(granted(min_isa(best, kDefaultCap)));
-  const struct {
-    const char* name;
-    Isa isa;
-  } names[] = {{"generic", Isa::kGeneric},
-               {"avx2", Isa::kAvx2},
-               {"avx512", Isa::kAvx512},
-               {"avx512_bf16", Isa::kAvx512Bf16},
-               {"amx_bf16", Isa::kAmxBf16}};
-  for (const auto& n : names) {
-    if (std::strcmp(cap, n.name) == 0) return granted(min_isa(n.isa, best));
+  if (cap != nullptr) {
+    const struct {
+      const char* name;
+      Isa isa;
+    } names[] = {{"generic", Isa::kGeneric},
+                 {"avx2", Isa::kAvx2},
+                 {"avx512", Isa::kAvx512},
+                 {"avx512_bf16", Isa::kAvx512Bf16},
+                 {"amx_bf16", Isa::kAmxBf16}};
+    for (const auto& n : names) {
+      if (std::strcmp(cap, n.name) == 0) return granted(min_isa(n.isa, best));
+    }
   }
-  return measured(granted(min_isa(best, kDefaultCap)));  // unknown names change nothing
+  // No cap, or a name it does not know (which changes nothing): the default choice.
+  return measured(granted(min_isa(best, kDefaultCap)));
 }
 
 }  // namespace cpu
