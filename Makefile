@@ -1,7 +1,7 @@
 # Set-up is part of every target: on a fresh machine `make demo` and `make test`
 # install what they need first (once; the stamp is redone when sources change).
 PYTHON ?= python3
-SOURCES := setup.py tools/cuda_flags.py requirements.txt $(shell find csrc paddle_flashmask -name '*.cc' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name '*.py' 2>/dev/null)
+SOURCES := setup.py tools/cpu_flags.py tools/cuda_flags.py requirements.txt $(shell find csrc paddle_flashmask -name '*.cc' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name '*.py' 2>/dev/null)
 STAMP := .build/installed.stamp
 
 # The C++/CUDA sources held to the function-size limits (tools/check_function_size.py:

@@ -41,7 +41,6 @@ import re
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +65,7 @@ except ImportError as e:  # pip's isolated build env has no Paddle
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+import cpu_flags  # noqa: E402  (tools/cpu_flags.py: the host compiler flags of the CPU kernel)
 import cuda_flags  # noqa: E402  (tools/cuda_flags.py: the nvcc flags of every CUDA build)
 LIBRARY = "paddle_flashmask._flashmask_ops"  # keep in sync with paddle_flashmask/_ops.py
 
@@ -78,16 +78,6 @@ def version():
 def rel(*parts):
     # setuptools wants source paths relative to setup.py.
     return os.path.relpath(os.path.join(ROOT, *parts), ROOT)
-
-
-def compiler_accepts(flag):
-    """Whether the compiler setuptools will use builds an empty file with `flag`."""
-    cxx = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "empty.cc")
-        open(src, "w").close()
-        cmd = [cxx, flag, "-c", src, "-o", os.path.join(tmp, "empty.o")]
-        return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
 
 
 def want_cuda():
@@ -168,10 +158,10 @@ def extension():
     # (Paddle 2.6), and CUDA 13's thrust/CUB headers, which Paddle's headers include with
     # PADDLE_WITH_CUDA, need 17.
     feature_macros = paddle_feature_macros()
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", *feature_macros]
-    if os.environ.get("PADDLE_FLASHMASK_NATIVE", "1") != "0" and compiler_accepts("-march=native"):
-        cxx_flags.append("-march=native")
-    common = {"depends": headers, "extra_link_args": ["-fopenmp"]}
+    # The compiler setuptools will use.
+    cxx = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+    cxx_flags = [*cpu_flags.compile_flags(cxx), *feature_macros]
+    common = {"depends": headers, "extra_link_args": list(cpu_flags.LINK)}
 
     if not want_cuda():
         ext = CppExtension(

@@ -205,7 +205,7 @@ class Backward {
 
   // The part of a (key tile, query tile) pair the products cover: its
   // TileExtent widened to the micro-kernels' steps, keys (M of S^T) by
-  // kExtentRowStep, queries (N of S^T) by kExtentColStep.
+  // Ops::kBoxRowStep, queries (N of S^T) by Ops::kBoxColStep.
   struct Box {
     int k0, k1, n0, n1;
     int keys() const { return k1 - k0; }
@@ -214,8 +214,8 @@ class Backward {
   };
 
   static Box backward_box(const TileExtent& e) {
-    return {round_down(e.col_begin, kExtentRowStep), round_up(e.col_end, kExtentRowStep),
-            round_down(e.row_begin, kExtentColStep), round_up(e.row_end, kExtentColStep)};
+    return {round_down(e.col_begin, Ops::kBoxRowStep), round_up(e.col_end, Ops::kBoxRowStep),
+            round_down(e.row_begin, Ops::kBoxColStep), round_up(e.row_end, Ops::kBoxColStep)};
   }
   static constexpr Box kWholeTile{0, kTileCols, 0, kTileRows};
 

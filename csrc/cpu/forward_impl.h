@@ -27,23 +27,23 @@ struct FwdScratch {
 };
 
 // The part of a tile a pass computes: its TileExtent widened to the
-// micro-kernels' steps (rows of S by kExtentRowStep, keys by kExtentColStep).
+// micro-kernels' steps (rows of S by Ops::kBoxRowStep, keys by Ops::kBoxColStep).
 struct FwdBox {
   int r0, r1, c0, c1;
 };
 
-inline FwdBox forward_box(const TileExtent& e) {
-  return {round_down(e.row_begin, kExtentRowStep), round_up(e.row_end, kExtentRowStep),
-          round_down(e.col_begin, kExtentColStep), round_up(e.col_end, kExtentColStep)};
-}
-
 // The boxes a kPartial tile runs as: the unmasked box of each of its
 // kPartialParts parts of query rows (rows apart, so the boxes' softmax and
 // output rows never overlap). Returns how many are not empty.
-inline int forward_boxes(const TileColumns& cols, FwdBox (&boxes)[kPartialParts]) {
+template <class Ops>
+int forward_boxes(const TileColumns& cols, FwdBox (&boxes)[kPartialParts]) {
   TileExtent parts[kPartialParts];
   const int n = TileMask::part_extents(cols, TileMask::Cut::kRows, parts);
-  for (int i = 0; i < n; ++i) boxes[i] = forward_box(parts[i]);
+  for (int i = 0; i < n; ++i) {
+    const TileExtent& e = parts[i];
+    boxes[i] = {round_down(e.row_begin, Ops::kBoxRowStep), round_up(e.row_end, Ops::kBoxRowStep),
+                round_down(e.col_begin, Ops::kBoxColStep), round_up(e.col_end, Ops::kBoxColStep)};
+  }
   return n;
 }
 
@@ -203,7 +203,7 @@ void forward(const FwdParams& p) {
           TileColumns cols;
           tile_mask.columns(b, mh, qt, kt, cols);
           FwdBox boxes[kPartialParts];
-          const int n = forward_boxes(cols, boxes);
+          const int n = forward_boxes<Ops>(cols, boxes);
           for (int i = 0; i < n; ++i) visit_box(kt, &cols, boxes[i]);
         }
 

@@ -61,6 +61,7 @@ struct Bf16Ops {
   using Operand = uint16_t;
   using ThreadState = NoThreadState;
   static constexpr int kRows = 8, kVecs = 2, kLanes = 16;
+  static constexpr int kBoxRowStep = kExtentRowStep, kBoxColStep = kExtentColStep;  // tiling.h
 
   static void pack_a(const float* src, int rows, int cols, int lds, uint16_t* dst) {
     for (int r = 0; r < rows; ++r) {
@@ -146,11 +147,15 @@ struct Bf16Ops {
 // bf16 products on AMX tiles (tdpbf16ps: a 16 x 16 fp32 tile += a 16 x 32
 // bf16 A tile times a 16 x 32 B tile in the VNNI layout, which is Bf16Ops'
 // B layout with its pair rows as tile rows). Operands are Bf16Ops'; a 32 x 32
-// block of C lives in four accumulator tiles over the k loop. Products whose
-// sizes are not multiples of 32 (trimmed partial tiles) run on Bf16Ops.
+// block of C lives in four accumulator tiles over the k loop. Partial tiles'
+// boxes are widened to 32 x 32 steps for it: boxes of 8-row and 16-column steps
+// ran on Bf16Ops' vdpbf16ps, on an Emerald Rapids Xeon a quarter of the AMX rate
+// (docs/cpu-kernel.md); what is not a multiple of 32 still does.
 struct AmxOps : Bf16Ops {
   static constexpr int kTile = 16;  // rows of every tile; 64 bytes per row
   static constexpr int kBlock = 2 * kTile;
+  static_assert(kBlock == kAmxBoxStep, "boxes in whole blocks");
+  static constexpr int kBoxRowStep = kAmxBoxStep, kBoxColStep = kAmxBoxStep;
 
   // Every tile 16 rows x 64 bytes: C 0-3, A 4-5, B 6-7. The configuration is
   // per thread and kept for a parallel region (scratch lifetime), so it is

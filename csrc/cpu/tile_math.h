@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "convert.h"
+#include "tiling.h"
 
 namespace flashmask {
 namespace cpu {
@@ -64,6 +65,7 @@ struct NoThreadState {};
 struct F32Operands {
   using Operand = float;
   using ThreadState = NoThreadState;
+  static constexpr int kBoxRowStep = kExtentRowStep, kBoxColStep = kExtentColStep;  // tiling.h
   static void pack_a(const float* src, int rows, int cols, int lds, float* dst) {
     copy_tile(src, rows, cols, lds, dst);
   }
@@ -131,8 +133,11 @@ struct ReferenceOps : F32Operands {
 
 // 2^x, relative error ~1e-7, exactly 0 for x < -126.5 (so for -inf too: a
 // masked score contributes exactly nothing). Branch-free so loops over it
-// vectorise; libm's exp2f would keep them scalar.
-inline float fast_exp2(float x) {
+// vectorise; libm's exp2f would keep them scalar. Forced inline, as the other
+// helpers the softmax loops call (kernel_deps.h): left to GCC's size heuristics,
+// GCC 13 with -march=native kept it out of line in kernels_avx512.cc, every
+// exponential a scalar call, and the whole kernel ran at 0.43x (docs/cpu-kernel.md).
+[[gnu::always_inline]] inline float fast_exp2(float x) {
   const float clamped = x < -127.f ? -127.f : (x > 127.f ? 127.f : x);
   // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer.
   const float n = (clamped + 12582912.f) - 12582912.f;
@@ -150,14 +155,14 @@ inline float fast_exp2(float x) {
   return p * pow2n;
 }
 
-inline float row_max(const float* x, int n) {
+[[gnu::always_inline]] inline float row_max(const float* x, int n) {
   float m = -__builtin_inff();
 #pragma omp simd reduction(max : m)
   for (int i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
   return m;
 }
 
-inline void scale_row(float* x, int n, float s) {
+[[gnu::always_inline]] inline void scale_row(float* x, int n, float s) {
   for (int i = 0; i < n; ++i) x[i] *= s;
 }
 

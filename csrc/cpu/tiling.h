@@ -37,15 +37,20 @@ inline int tile_end(int begin, int tile, int length) {
 }
 
 // A partial tile's products run on its unmasked box (TileExtent) widened to
-// these steps: the micro-kernels' M must be a multiple of their row block
-// (8 for AVX-512 fp32 and bf16, 4 for AVX2 and the reference) and N of 16
-// (their column blocks are 32, 16 and 32 wide; a last 16 columns run as a
-// half block); bf16 K must be even. 16, not 32: at N=4K the pairs computed
-// per unmasked pair drop by 2% for share_question (forward 1.115 -> 1.092,
-// backward 1.098 -> 1.075) and by 1-1.7% for the other document masks.
+// steps of its operand policy (Ops::kBoxRowStep, Ops::kBoxColStep), by default
+// these: the micro-kernels' M must be a multiple of their row block (8 for
+// AVX-512 fp32 and bf16, 4 for AVX2 and the reference) and N of 16 (their
+// column blocks are 32, 16 and 32 wide; a last 16 columns run as a half
+// block); bf16 K must be even. 16, not 32: at N=4K the pairs computed per
+// unmasked pair drop by 2% for share_question (forward 1.115 -> 1.092,
+// backward 1.098 -> 1.075) and by 1-1.7% for the other document masks. AMX
+// (kernels_avx512.cc) takes 32 x 32 blocks with K by 32: kAmxBoxStep.
 constexpr int kExtentRowStep = 8;
 constexpr int kExtentColStep = 16;
-static_assert(kTileRows % kExtentColStep == 0 && kTileCols % kExtentColStep == 0,
+constexpr int kAmxBoxStep = 32;
+static_assert(kAmxBoxStep % kExtentRowStep == 0 && kAmxBoxStep % kExtentColStep == 0,
+              "the AMX steps are multiples of the others (the asserts below check them only)");
+static_assert(kTileRows % kAmxBoxStep == 0 && kTileCols % kAmxBoxStep == 0,
               "widened extents stay inside the tile");
 
 // A partial tile runs as kPartialParts boxes, one per equal part of the tile
@@ -54,8 +59,8 @@ static_assert(kTileRows % kExtentColStep == 0 && kTileCols % kExtentColStep == 0
 // that one box covers loosely (pairs computed per unmasked pair at N=4K,
 // share_question 1.161 -> 1.115, causal_document 1.100 -> 1.065).
 constexpr int kPartialParts = 2;
-static_assert(kTileRows % (kPartialParts * kExtentRowStep) == 0 && kTileCols % (kPartialParts * kExtentRowStep) == 0,
-              "the parts of a tile align with the box steps");
+static_assert(kTileRows % (kPartialParts * kAmxBoxStep) == 0 && kTileCols % (kPartialParts * kAmxBoxStep) == 0,
+              "the parts of a tile align with the box steps (kAmxBoxStep a multiple of the others)");
 
 inline int round_down(int x, int step) { return x / step * step; }
 inline int round_up(int x, int step) { return (x + step - 1) / step * step; }

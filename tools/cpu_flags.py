@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""The host compiler's flags for the CPU kernel (csrc/cpu), in one place: setup.py (the
+Paddle op) and benchmarks/cpu_kernels.py (the kernel timed without Paddle) import this
+module, as setup.py imports cuda_flags.py for nvcc.
+
+-march=native unless PADDLE_FLASHMASK_NATIVE=0 (a build that must run on other CPUs than
+the one compiling it) or the compiler refuses it: the kernel picks its ISA variant at run
+time either way (docs/cpu-kernel.md, "Why one translation unit per ISA").
+"""
+
+import os
+import subprocess
+import tempfile
+
+COMMON = ("-O3", "-std=c++17", "-fopenmp")
+NATIVE = "-march=native"
+LINK = ("-fopenmp",)
+
+
+def compiler_accepts(compiler, flag):
+    """Whether `compiler` builds an empty file with `flag`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "empty.cc")
+        open(src, "w").close()
+        cmd = [compiler, flag, "-c", src, "-o", os.path.join(tmp, "empty.o")]
+        return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
+
+
+def compile_flags(compiler):
+    """The flags of one CPU source's compile with `compiler`."""
+    native = os.environ.get("PADDLE_FLASHMASK_NATIVE", "1") != "0" and compiler_accepts(compiler, NATIVE)
+    return [*COMMON, *([NATIVE] if native else [])]
