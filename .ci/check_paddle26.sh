@@ -14,7 +14,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     "$(grep -E '^hypothesis' "$ROOT/requirements.txt")"
 fi
 SCRATCH="$(mktemp -d)"; trap 'rm -rf "$SCRATCH"' EXIT
-(cd "$ROOT" && git ls-files -co --exclude-standard -- paddle_flashmask csrc tests docs setup.py tools/cuda_flags.py \
+(cd "$ROOT" && git ls-files -co --exclude-standard -- paddle_flashmask csrc tests docs setup.py tools/cpu_flags.py tools/cuda_flags.py \
   | grep -v '\.so$' | tar -cf - -T -) | tar -xf - -C "$SCRATCH"
 cd "$SCRATCH"
 "$VENV/bin/python" setup.py -q build_ext --inplace > build.log 2>&1 || { tail -30 build.log; exit 1; }
