@@ -89,9 +89,9 @@ def mask_file(name: str, n: int) -> str:
     return path
 
 
-def time_ours(binary, masks, n, dtype, threads, calls) -> dict:
-    """Median fwd+bwd seconds per mask, from one process that calls them in turns."""
-    files = [mask_file(m, n) for m in masks]
+def time_ours(binary, masks, files, n, dtype, threads, calls) -> dict:
+    """Median fwd+bwd seconds per mask (its file in `files`), from one process that calls
+    them in turns."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     cmd = [binary, dtype, str(n), str(HEADS), str(HEAD_DIM), str(calls), *files]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
@@ -103,11 +103,12 @@ def time_ours(binary, masks, n, dtype, threads, calls) -> dict:
 def run(args) -> dict:
     binary = build()
     have_torch = not args.no_torch and torch_version() is not None
+    files = {n: [mask_file(m, n) for m in args.masks] for n in args.sizes}  # written once
     rounds = {}  # (n, dtype) -> per round: {"ours": {mask: s}, "torch": s}
     for round_ in range(args.rounds):
         for n in args.sizes:
             for dtype in args.dtypes:
-                entry = {"ours": time_ours(binary, args.masks, n, dtype, args.threads, args.calls)}
+                entry = {"ours": time_ours(binary, args.masks, files[n], n, dtype, args.threads, args.calls)}
                 if have_torch:
                     entry["torch"] = run_child("torch_causal", "causal", n, dtype, args.threads, args.calls)["median_s"]
                 rounds.setdefault((n, dtype), []).append(entry)

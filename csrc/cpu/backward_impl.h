@@ -214,8 +214,9 @@ class Backward {
   };
 
   static Box backward_box(const TileExtent& e) {
-    return {round_down(e.col_begin, Ops::kBoxRowStep), round_up(e.col_end, Ops::kBoxRowStep),
-            round_down(e.row_begin, Ops::kBoxColStep), round_up(e.row_end, Ops::kBoxColStep)};
+    const Span keys = widened(e.col_begin, e.col_end, Ops::kBoxRowStep);
+    const Span queries = widened(e.row_begin, e.row_end, Ops::kBoxColStep);
+    return {keys.begin, keys.end, queries.begin, queries.end};
   }
   static constexpr Box kWholeTile{0, kTileCols, 0, kTileRows};
 

@@ -40,9 +40,9 @@ int forward_boxes(const TileColumns& cols, FwdBox (&boxes)[kPartialParts]) {
   TileExtent parts[kPartialParts];
   const int n = TileMask::part_extents(cols, TileMask::Cut::kRows, parts);
   for (int i = 0; i < n; ++i) {
-    const TileExtent& e = parts[i];
-    boxes[i] = {round_down(e.row_begin, Ops::kBoxRowStep), round_up(e.row_end, Ops::kBoxRowStep),
-                round_down(e.col_begin, Ops::kBoxColStep), round_up(e.col_end, Ops::kBoxColStep)};
+    const Span rows = widened(parts[i].row_begin, parts[i].row_end, Ops::kBoxRowStep);
+    const Span keys = widened(parts[i].col_begin, parts[i].col_end, Ops::kBoxColStep);
+    boxes[i] = {rows.begin, rows.end, keys.begin, keys.end};
   }
   return n;
 }

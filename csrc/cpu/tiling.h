@@ -65,5 +65,11 @@ static_assert(kTileRows % (kPartialParts * kAmxBoxStep) == 0 && kTileCols % (kPa
 inline int round_down(int x, int step) { return x / step * step; }
 inline int round_up(int x, int step) { return (x + step - 1) / step * step; }
 
+// [begin, end) widened outward to multiples of step.
+struct Span {
+  int begin, end;
+};
+inline Span widened(int begin, int end, int step) { return {round_down(begin, step), round_up(end, step)}; }
+
 }  // namespace cpu
 }  // namespace flashmask
