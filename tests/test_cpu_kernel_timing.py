@@ -1,6 +1,8 @@
 """benchmarks/cpu_kernels.py and its timing program, and the CPU kernel's build: the hot
 helpers that the softmax loops call are compiled inline (an out-of-line exponential made
-every score a scalar call: GCC 13 with -march=native, docs/cpu-kernel.md)."""
+every score a scalar call: GCC 13 with -march=native, docs/cpu-kernel.md), and the AVX2
+variant's exponentials are vector code (with trapping math GCC left them scalar: AVX2 on
+Zen 3, docs/cpu-kernel.md)."""
 
 import json
 import os
@@ -60,6 +62,26 @@ class TestHotHelpersInline(unittest.TestCase):
         symbols = subprocess.run(["nm", "-C", library], capture_output=True, text=True, check=True).stdout
         for helper in HOT_HELPERS:
             self.assertNotIn(helper + "(", symbols, f"{helper} has an out-of-line copy in {library}")
+
+
+@unittest.skipIf(shutil.which("nm") is None or shutil.which("objdump") is None, "needs nm and objdump (binutils)")
+class TestAvx2ExponentialsVectorised(unittest.TestCase):
+    def test_softmax_exponentials_on_ymm(self):
+        """The forward's softmax of the AVX2 variant (operand policy on `Ymm`) holds packed
+        FMAs on ymm registers: fast_exp2's polynomial, 8 scores per instruction. Scalar, the
+        same function holds none (the exponentials as vfmadd...ss, the rest of it vmulps and
+        vmaxps)."""
+        library = _ops._find_library()
+        self.assertIsNotNone(library, "the op's library is not built")
+        symbols = subprocess.run(["nm", library], capture_output=True, text=True, check=True).stdout.split()
+        softmax = [name for name in symbols if "online_softmax" in name and "Ymm" in name]
+        if not softmax:
+            self.skipTest("no AVX2 variant's online_softmax symbol (not an x86 build, or inlined by this compiler)")
+        for name in softmax:
+            code = subprocess.run(["objdump", "-d", "--no-show-raw-insn", f"--disassemble={name}", library],
+                                  capture_output=True, text=True, check=True).stdout
+            packed = [line for line in code.splitlines() if "vfmadd" in line and "ps" in line and "%ymm" in line]
+            self.assertGreaterEqual(len(packed), 3, f"{name}: the exponentials' polynomial is not vector code")
 
 
 if __name__ == "__main__":

@@ -6,13 +6,21 @@ module, as setup.py imports cuda_flags.py for nvcc.
 -march=native unless PADDLE_FLASHMASK_NATIVE=0 (a build that must run on other CPUs than
 the one compiling it) or the compiler refuses it: the kernel picks its ISA variant at run
 time either way (docs/cpu-kernel.md, "Why one translation unit per ISA").
+
+-fno-trapping-math: the kernel never reads the floating-point exception flags. With
+trapping math (GCC's default) GCC threads fast_exp2's clamp into branches, may not then
+execute the arithmetic on both sides, and leaves every exponential loop scalar where the
+vector ISA has no mask registers (AVX2, the generic variant): on an AVX2-only Zen 3 the
+softmax ran one exponential per instruction sequence (docs/cpu-kernel.md, "AVX2 on Zen 3").
+Unlike -ffast-math it allows no transformation that changes a value: only operations
+executed on paths that did not run them before.
 """
 
 import os
 import subprocess
 import tempfile
 
-COMMON = ("-O3", "-std=c++17", "-fopenmp")
+COMMON = ("-O3", "-std=c++17", "-fopenmp", "-fno-trapping-math")
 NATIVE = "-march=native"
 LINK = ("-fopenmp",)
 

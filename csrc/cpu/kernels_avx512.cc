@@ -112,10 +112,11 @@ struct Bf16Ops {
   // B's logical columns.
   static void gemm(int M, int N, int K, const uint16_t* a, int lda, const uint16_t* b, int ldb,
                    float* c, int ldc, bool accumulate) {
-    for_each_block<kRows, kVecs, kLanes>(M, N, [&](int i0, int n0, auto vecs) __attribute__((always_inline)) {
+    auto run_block = [&](int i0, int n0, auto /*rows: kRows*/, auto vecs) __attribute__((always_inline)) {
       block<vecs()>(K, a + static_cast<ptrdiff_t>(i0) * lda, lda, b + 2 * n0, ldb, c + i0 * ldc + n0, ldc,
                     accumulate);
-    });
+    };
+    for_each_block<kRows, kRows, kVecs, kLanes>(M, N, run_block);
   }
 
  private:

@@ -5,9 +5,10 @@
 // units: a kRows x (kVecs vectors) block of C stays in registers for the
 // whole k loop; each k step loads kVecs vectors of a row of B and broadcasts
 // kRows elements of A, then issues kRows * kVecs independent FMAs, enough to
-// cover the FMA latency on both pipes. Measured on the development machine
-// (one core, 64 x 64 x 64 products in L1): 8 x 2 zmm 246 GFLOP/s, 4 x 4 zmm
-// 246, 16 x 1 zmm 182, 8 x 4 zmm 229 (spills).
+// cover the FMA latency on both pipes. Measured (one core, 64 x 64 x 64
+// products in L1): Zen 5, 8 x 2 zmm 246 GFLOP/s, 4 x 4 zmm 246, 16 x 1 zmm 182,
+// 8 x 4 zmm 229 (spills); Zen 3 (AVX2 only), 6 x 2 ymm 95, 4 x 2 ymm 64.5,
+// 2 x 4 ymm 78.6, 8 x 1 ymm 79.3 (docs/cpu-kernel.md, "AVX2 on Zen 3").
 #pragma once
 
 #include <cstddef>
@@ -16,16 +17,28 @@
 namespace flashmask {
 namespace cpu {
 
-// The register blocks of a product C[M x N] (M a multiple of kRows, N of kLanes): per row
-// block, blocks of kVecs vectors, then one-vector blocks for the rest of N; block(i0, n0,
-// std::integral_constant<int, vectors>) runs one. The fp32 (BlockedOps) and the bf16
-// (Bf16Ops, kernels_avx512.cc) micro-kernels share it.
-template <int kRows, int kVecs, int kLanes, class Block>
+// The register blocks of a product C[M x N] (N a multiple of kLanes): per row block, blocks
+// of kVecs vectors, then one-vector blocks for the rest of N; block(i0, n0,
+// std::integral_constant<int, rows>, std::integral_constant<int, vectors>) runs one. Rows
+// go in blocks of kRows, the last ones in blocks of kTailRows where kRows does not divide M
+// (M must be a sum of the two: with 6 and 4, any multiple of 4; with kTailRows == kRows, a
+// multiple of kRows). The fp32 (BlockedOps) and the bf16 (Bf16Ops, kernels_avx512.cc)
+// micro-kernels share it.
+template <int kRows, int kTailRows, int kVecs, int kLanes, class Block>
 [[gnu::always_inline]] inline void for_each_block(int M, int N, Block&& block) {
-  for (int i0 = 0; i0 < M; i0 += kRows) {
+  int tail_blocks = 0;
+  if constexpr (kTailRows != kRows) {
+    while (tail_blocks * kTailRows < M && (M - tail_blocks * kTailRows) % kRows != 0) ++tail_blocks;
+  }
+  const int main_rows = M - tail_blocks * kTailRows;
+  auto row_block = [&](int i0, auto rows) __attribute__((always_inline)) {
     int n0 = 0;
-    for (; n0 + kVecs * kLanes <= N; n0 += kVecs * kLanes) block(i0, n0, std::integral_constant<int, kVecs>{});
-    for (; n0 < N; n0 += kLanes) block(i0, n0, std::integral_constant<int, 1>{});
+    for (; n0 + kVecs * kLanes <= N; n0 += kVecs * kLanes) block(i0, n0, rows, std::integral_constant<int, kVecs>{});
+    for (; n0 < N; n0 += kLanes) block(i0, n0, rows, std::integral_constant<int, 1>{});
+  };
+  for (int i0 = 0; i0 < main_rows; i0 += kRows) row_block(i0, std::integral_constant<int, kRows>{});
+  if constexpr (kTailRows != kRows) {
+    for (int i0 = main_rows; i0 < M; i0 += kTailRows) row_block(i0, std::integral_constant<int, kTailRows>{});
   }
 }
 
@@ -34,19 +47,21 @@ template <int kRows, int kVecs, int kLanes, class Block>
 // interleaved) and pairs_lo / pairs_hi (a's pair 0 / 1, then b's), and exchange_lanes(r)
 // (kLanes registers whose 128-bit lanes hold transposed 4 x 4 blocks -> the rows of the
 // transposed kLanes x kLanes block).
-// M must be a multiple of kRows, N of Vec::kLanes (a last block narrower
-// than kVecs vectors runs one vector wide). A and B are plain
+// M must be a sum of kRows and kTailRows (for_each_block), N a multiple of Vec::kLanes (a
+// last block narrower than kVecs vectors runs one vector wide). A and B are plain
 // row-major (F32Operands). The k loop walks kRows row pointers of A with
 // one index: each broadcast is one load with base + index addressing, no
 // address arithmetic between the FMAs (with int offsets r * K + k, GCC
 // spent two integer instructions per broadcast).
-template <class Vec, int kRows, int kVecs>
+template <class Vec, int kRows, int kVecs, int kTailRows = kRows>
 struct BlockedOps : F32Operands {
   static void gemm(int M, int N, int K, const float* a, int lda, const float* b, int ldb, float* c,
                    int ldc, bool accumulate) {
-    for_each_block<kRows, kVecs, Vec::kLanes>(M, N, [&](int i0, int n0, auto vecs) __attribute__((always_inline)) {
-      block<vecs()>(K, a + static_cast<ptrdiff_t>(i0) * lda, lda, b + n0, ldb, c + i0 * ldc + n0, ldc, accumulate);
-    });
+    auto run_block = [&](int i0, int n0, auto rows, auto vecs) __attribute__((always_inline)) {
+      block<rows(), vecs()>(K, a + static_cast<ptrdiff_t>(i0) * lda, lda, b + n0, ldb, c + i0 * ldc + n0, ldc,
+                            accumulate);
+    };
+    for_each_block<kRows, kTailRows, kVecs, Vec::kLanes>(M, N, run_block);
   }
 
   // rows and cols are multiples of 32 (tile_math.h), so of kLanes. A 64 x 64 tile in L1:
@@ -83,12 +98,12 @@ struct BlockedOps : F32Operands {
   // backward grew (causal forward 3.5% slower); forced, every caller gets its
   // constant strides and flags folded in (N=4K, 2 threads: causal fwd+bwd -6%,
   // share_question -4%, fp32 and bf16 alike).
-  template <int kV>
+  template <int kR, int kV>
   [[gnu::always_inline]] static inline void block(int K, const float* a, ptrdiff_t lda, const float* b, ptrdiff_t ldb,
                            float* c, ptrdiff_t ldc, bool accumulate) {
-    typename Vec::Reg acc[kRows][kV];
-    const float* rows[kRows];
-    for (int r = 0; r < kRows; ++r) {
+    typename Vec::Reg acc[kR][kV];
+    const float* rows[kR];
+    for (int r = 0; r < kR; ++r) {
       rows[r] = a + r * lda;
       for (int v = 0; v < kV; ++v)
         acc[r][v] = accumulate ? Vec::load(c + r * ldc + v * Vec::kLanes) : Vec::zero();
@@ -96,12 +111,12 @@ struct BlockedOps : F32Operands {
     for (ptrdiff_t k = 0; k < K; ++k, b += ldb) {
       typename Vec::Reg y[kV];
       for (int v = 0; v < kV; ++v) y[v] = Vec::load(b + v * Vec::kLanes);
-      for (int r = 0; r < kRows; ++r) {
+      for (int r = 0; r < kR; ++r) {
         const typename Vec::Reg x = Vec::broadcast(rows[r][k]);
         for (int v = 0; v < kV; ++v) acc[r][v] = Vec::fma(x, y[v], acc[r][v]);
       }
     }
-    for (int r = 0; r < kRows; ++r)
+    for (int r = 0; r < kR; ++r)
       for (int v = 0; v < kV; ++v) Vec::store(c + r * ldc + v * Vec::kLanes, acc[r][v]);
   }
 };
