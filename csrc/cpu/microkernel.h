@@ -49,7 +49,7 @@ template <int kRows, int kTailRows, int kVecs, int kLanes, class Block>
 // transposed kLanes x kLanes block).
 // M must be a sum of kRows and kTailRows (for_each_block), N a multiple of Vec::kLanes (a
 // last block narrower than kVecs vectors runs one vector wide). A and B are plain
-// row-major (F32Operands). The k loop walks kRows row pointers of A with
+// row-major (F32Operands). The k loop walks the block's row pointers of A with
 // one index: each broadcast is one load with base + index addressing, no
 // address arithmetic between the FMAs (with int offsets r * K + k, GCC
 // spent two integer instructions per broadcast).
