@@ -24,6 +24,13 @@ import cpu_kernels  # noqa: E402
 HOT_HELPERS = ("flashmask::cpu::fast_exp2", "flashmask::cpu::row_max", "flashmask::cpu::scale_row")
 
 
+def op_library(test: unittest.TestCase) -> str:
+    """The built op's shared library; fails `test` when there is none."""
+    library = _ops._find_library()
+    test.assertIsNotNone(library, "the op's library is not built")
+    return library
+
+
 class TestCpuKernelTiming(unittest.TestCase):
     def test_mask_file_holds_the_bounds(self):
         path = cpu_kernels.mask_file("share_question", 1024)
@@ -57,8 +64,7 @@ class TestCpuKernelTiming(unittest.TestCase):
 @unittest.skipIf(shutil.which("nm") is None, "needs nm (binutils)")
 class TestHotHelpersInline(unittest.TestCase):
     def test_no_out_of_line_copy(self):
-        library = _ops._find_library()
-        self.assertIsNotNone(library, "the op's library is not built")
+        library = op_library(self)
         symbols = subprocess.run(["nm", "-C", library], capture_output=True, text=True, check=True).stdout
         for helper in HOT_HELPERS:
             self.assertNotIn(helper + "(", symbols, f"{helper} has an out-of-line copy in {library}")
@@ -71,8 +77,7 @@ class TestAvx2ExponentialsVectorised(unittest.TestCase):
         FMAs on ymm registers: fast_exp2's polynomial, 8 scores per instruction. Scalar, the
         same function holds none (the exponentials as vfmadd...ss, the rest of it vmulps and
         vmaxps)."""
-        library = _ops._find_library()
-        self.assertIsNotNone(library, "the op's library is not built")
+        library = op_library(self)
         symbols = subprocess.run(["nm", library], capture_output=True, text=True, check=True).stdout.split()
         softmax = [name for name in symbols if "online_softmax" in name and "Ymm" in name]
         if not softmax:
