@@ -269,14 +269,8 @@ class Backward {
               /*accumulate=*/false);
     const float* lse = query_.lse.get() + q_item * kTileRows + x.n0;
     const float* delta = query_.delta.get() + q_item * kTileRows + x.n0;
-    for (int c = 0; c < x.keys(); ++c) {
-      float* p = s + c * kTileRows;
-      float* d = ds + c * kTileRows;
-      for (int r = 0; r < x.queries(); ++r) {
-        p[r] = fast_exp2(p[r] * scale_.in_exp - lse[r]);
-        d[r] = p[r] * (d[r] - delta[r]);
-      }
-    }
+    for (int c = 0; c < x.keys(); ++c)
+      Ops::Rows::probabilities(s + c * kTileRows, ds + c * kTileRows, x.queries(), scale_.in_exp, lse, delta);
   }
 
   // dv += P^T dO, dk += dS^T Q and the chunk's dq^T += K^T dS^T for one pair.

@@ -64,7 +64,7 @@ void online_softmax(FwdScratch<Ops>& w, int dp, const FwdBox& box, float scale) 
   for (int r = box.r0; r < box.r1; ++r) {
     float* s = w.s.data() + r * kTileCols + box.c0;
     const float old_max = w.row_max[r];
-    const float tile_max = row_max(s, cols) * scale;
+    const float tile_max = Ops::Rows::max(s, cols) * scale;
     if (tile_max > old_max + kRescaleSlack) {
       // The output so far (none while old_max is -inf) is rescaled to the new reference.
       const float alpha = fast_exp2(old_max - tile_max);
@@ -75,13 +75,7 @@ void online_softmax(FwdScratch<Ops>& w, int dp, const FwdBox& box, float scale) 
     // A row with no unmasked key so far keeps max -inf; subtracting 0 then
     // keeps its probabilities exactly 0 instead of NaN.
     const float ref = w.row_max[r] == neg_inf ? 0.f : w.row_max[r];
-    float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-    for (int c = 0; c < cols; ++c) {
-      s[c] = fast_exp2(s[c] * scale - ref);
-      sum += s[c];
-    }
-    w.row_sum[r] += sum;
+    w.row_sum[r] += Ops::Rows::exp2_sum(s, cols, scale, ref);
   }
 }
 

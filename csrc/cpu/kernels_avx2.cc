@@ -23,10 +23,33 @@ struct Ymm {
   static void store(float* p, Reg x) { _mm256_storeu_ps(p, x); }
   static Reg broadcast(float x) { return _mm256_set1_ps(x); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static Reg fms(Reg a, Reg b, Reg c) { return _mm256_fmsub_ps(a, b, c); }
+  static Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
+  static Reg sub(Reg a, Reg b) { return _mm256_sub_ps(a, b); }
+  static Reg mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
+  static Reg max(Reg a, Reg b) { return _mm256_max_ps(a, b); }
+  static Reg min(Reg a, Reg b) { return _mm256_min_ps(a, b); }
+  static Reg round(Reg x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static Reg pow2(Reg n) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+  }
+  static float reduce_add(Reg x) {
+    return reduce(x, [](__m128 a, __m128 b) { return _mm_add_ps(a, b); });
+  }
+  static float reduce_max(Reg x) {
+    return reduce(x, [](__m128 a, __m128 b) { return _mm_max_ps(a, b); });
+  }
   static Reg unpack_lo(Reg a, Reg b) { return _mm256_unpacklo_ps(a, b); }
   static Reg unpack_hi(Reg a, Reg b) { return _mm256_unpackhi_ps(a, b); }
   static Reg pairs_lo(Reg a, Reg b) { return _mm256_shuffle_ps(a, b, 0x44); }
   static Reg pairs_hi(Reg a, Reg b) { return _mm256_shuffle_ps(a, b, 0xee); }
+  // The halves, then the 64-bit halves, then the two elements combined by op.
+  template <class Op>
+  static float reduce(Reg x, Op op) {
+    __m128 r = op(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    r = op(r, _mm_movehl_ps(r, r));
+    return _mm_cvtss_f32(op(r, _mm_movehdup_ps(r)));
+  }
   // Two lanes: row j takes lane 0 of registers j and 4 + j, row 4 + j their lane 1.
   static void exchange_lanes(Reg (&r)[8]) {
     Reg t[8];

@@ -13,7 +13,9 @@
 #include <algorithm>
 #include <chrono>
 
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,amx-tile,amx-bf16")
+// prefer-vector-width=512: GCC's tuning for Intel's AVX-512 server cores would run the plain
+// loops that it vectorises here (masking, tile loads) on ymm (docs/cpu-kernel.md).
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,amx-tile,amx-bf16,prefer-vector-width=512")
 #include "backward_impl.h"
 #include "forward_impl.h"
 #include "microkernel.h"
@@ -30,6 +32,18 @@ struct Zmm {
   static void store(float* p, Reg x) { _mm512_storeu_ps(p, x); }
   static Reg broadcast(float x) { return _mm512_set1_ps(x); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static Reg fms(Reg a, Reg b, Reg c) { return _mm512_fmsub_ps(a, b, c); }
+  static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
+  static Reg sub(Reg a, Reg b) { return _mm512_sub_ps(a, b); }
+  static Reg mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
+  static Reg max(Reg a, Reg b) { return _mm512_max_ps(a, b); }
+  static Reg min(Reg a, Reg b) { return _mm512_min_ps(a, b); }
+  static Reg round(Reg x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static Reg pow2(Reg n) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+  }
+  static float reduce_add(Reg x) { return _mm512_reduce_add_ps(x); }
+  static float reduce_max(Reg x) { return _mm512_reduce_max_ps(x); }
   static Reg unpack_lo(Reg a, Reg b) { return _mm512_unpacklo_ps(a, b); }
   static Reg unpack_hi(Reg a, Reg b) { return _mm512_unpackhi_ps(a, b); }
   static Reg pairs_lo(Reg a, Reg b) { return _mm512_shuffle_ps(a, b, 0x44); }
@@ -59,6 +73,7 @@ using Avx512Ops = BlockedOps<Zmm, /*kRows=*/8, /*kVecs=*/2>;
 // head_dim, partial tiles' boxes: tiling.h).
 struct Bf16Ops {
   using Operand = uint16_t;
+  using Rows = VectorRows<Zmm>;
   using ThreadState = NoThreadState;
   static constexpr int kRows = 8, kVecs = 2, kLanes = 16;
   static constexpr int kBoxRowStep = kExtentRowStep, kBoxColStep = kExtentColStep;  // tiling.h

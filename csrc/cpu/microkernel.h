@@ -42,6 +42,47 @@ template <int kRows, int kTailRows, int kVecs, int kLanes, class Block>
   }
 }
 
+// The softmax's row operations (ScalarRows in tile_math.h) on explicit registers of Vec:
+// exp2_of's operations (tile_math.h) and Reg, kLanes, zero, load, store, add, fms(a, b, c) =
+// a * b - c, reduce_add and reduce_max (the lanes' sum, maximum). The plain loops left these
+// to GCC, which under -march=native for Intel's AVX-512 server cores (its 256-bit
+// preference) ran them on ymm, spent ~40 instructions per row on alias checks and
+// constants, reduced every row's sum lane by lane in order, and threaded the exponential's
+// clamp into four compares and a blend (docs/cpu-kernel.md, "The softmax on explicit
+// vectors"). The same exponentials as fast_exp2's; a row's sum is added in another order.
+// n is a multiple of Vec::kLanes.
+template <class Vec>
+struct VectorRows {
+  using Reg = typename Vec::Reg;
+
+  [[gnu::always_inline]] static float max(const float* x, int n) {
+    Reg m = Vec::broadcast(-__builtin_inff());
+    for (int i = 0; i < n; i += Vec::kLanes) m = Vec::max(Vec::load(x + i), m);
+    return Vec::reduce_max(m);
+  }
+
+  [[gnu::always_inline]] static float exp2_sum(float* s, int n, float scale, float ref) {
+    const Reg vscale = Vec::broadcast(scale), vref = Vec::broadcast(ref);
+    Reg sum = Vec::zero();
+    for (int i = 0; i < n; i += Vec::kLanes) {
+      const Reg e = exp2_of<Vec>(Vec::fms(Vec::load(s + i), vscale, vref));
+      Vec::store(s + i, e);
+      sum = Vec::add(sum, e);
+    }
+    return Vec::reduce_add(sum);
+  }
+
+  [[gnu::always_inline]] static void probabilities(float* __restrict p, float* __restrict d, int n, float scale,
+                                                   const float* __restrict lse, const float* __restrict delta) {
+    const Reg vscale = Vec::broadcast(scale);
+    for (int i = 0; i < n; i += Vec::kLanes) {
+      const Reg e = exp2_of<Vec>(Vec::fms(Vec::load(p + i), vscale, Vec::load(lse + i)));
+      Vec::store(p + i, e);
+      Vec::store(d + i, Vec::mul(e, Vec::sub(Vec::load(d + i), Vec::load(delta + i))));
+    }
+  }
+};
+
 // Vec: Reg, kLanes, zero(), load(p), store(p, r), broadcast(x), fma(a, b, c); for the
 // transpose, per 128-bit lane: unpack_lo / unpack_hi (elements 0-1 / 2-3 of a and b
 // interleaved) and pairs_lo / pairs_hi (a's pair 0 / 1, then b's), and exchange_lanes(r)
@@ -55,6 +96,8 @@ template <int kRows, int kTailRows, int kVecs, int kLanes, class Block>
 // spent two integer instructions per broadcast).
 template <class Vec, int kRows, int kVecs, int kTailRows = kRows>
 struct BlockedOps : F32Operands {
+  using Rows = VectorRows<Vec>;
+
   static void gemm(int M, int N, int K, const float* a, int lda, const float* b, int ldb, float* c,
                    int ldc, bool accumulate) {
     auto run_block = [&](int i0, int n0, auto rows, auto vecs) __attribute__((always_inline)) {

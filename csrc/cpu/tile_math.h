@@ -49,6 +49,7 @@ inline void copy_tile(const float* src, int rows, int cols, int lds, float* dst)
 //   gemm             C[M x N] = (accumulate ? C : 0) + A B, all with row strides;
 //   transpose        dst[c][r] = src[r][c] of an fp32 rows x cols block, both multiples of
 //                    32 (tiles and padded head dims are), with row strides lds / ldd;
+//   Rows             the softmax's row operations (ScalarRows below, or VectorRows);
 //   ThreadState      constructed on each thread before its products (see NoThreadState).
 // K must be even for bf16 operands (k runs in pairs).
 template <typename T>
@@ -82,6 +83,82 @@ struct F32Operands {
   static const float* b_at(const float* b, int ldb, int k, int n) { return b + k * ldb + n; }
 };
 
+// 2^x, relative error ~1e-7, exactly 0 for x < -126.5 (so for -inf too: a masked score
+// contributes exactly nothing), over a number type N: float (ScalarF32, fast_exp2) or a
+// vector register (VectorRows, microkernel.h), with N's broadcast, min and max (the second
+// operand where either is a NaN, so a NaN stays one), round (to nearest, ties to even), sub,
+// fma (a * b + c), mul and pow2 (2^n of an integral n in [-127, 127], +0 for -127: the
+// exponent field). Branch-free so plain loops over it vectorise; libm's exp2f would keep
+// them scalar. Forced inline, as the other helpers the softmax loops call (kernel_deps.h):
+// left to GCC's size heuristics, GCC 13 with -march=native kept it out of line in
+// kernels_avx512.cc, every exponential a scalar call, and the whole kernel ran at 0.43x
+// (docs/cpu-kernel.md).
+template <class N>
+[[gnu::always_inline]] inline typename N::Reg exp2_of(typename N::Reg x) {
+  // Taylor series of 2^f = e^(f ln 2) for f in [-0.5, 0.5], highest degree first; the
+  // degree-7 term is below 2^-23 there.
+  constexpr float kPoly[] = {1.5403530393381608e-4f, 1.3333558146428443e-3f, 9.6181291076284772e-3f,
+                             5.5504108664821580e-2f, 2.4022650695910071e-1f, 6.9314718055994531e-1f, 1.f};
+  x = N::min(N::broadcast(127.f), N::max(N::broadcast(-127.f), x));
+  const typename N::Reg n = N::round(x);
+  const typename N::Reg f = N::sub(x, n);  // in [-0.5, 0.5]
+  typename N::Reg p = N::broadcast(kPoly[0]);
+  for (int i = 1; i < static_cast<int>(sizeof(kPoly) / sizeof(kPoly[0])); ++i) p = N::fma(p, f, N::broadcast(kPoly[i]));
+  return N::mul(p, N::pow2(n));
+}
+
+// exp2_of's operations on a float.
+struct ScalarF32 {
+  using Reg = float;
+  static float broadcast(float x) { return x; }
+  static float max(float a, float b) { return a > b ? a : b; }
+  static float min(float a, float b) { return a < b ? a : b; }
+  // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer.
+  static float round(float x) { return (x + 12582912.f) - 12582912.f; }
+  static float sub(float a, float b) { return a - b; }
+  static float fma(float a, float b, float c) { return a * b + c; }
+  static float mul(float a, float b) { return a * b; }
+  static float pow2(float n) { return bits_float(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23); }
+};
+
+[[gnu::always_inline]] inline float fast_exp2(float x) { return exp2_of<ScalarF32>(x); }
+
+[[gnu::always_inline]] inline void scale_row(float* x, int n, float s) {
+  for (int i = 0; i < n; ++i) x[i] *= s;
+}
+
+// The softmax's row operations (Ops::Rows of every policy): plain loops for the reference
+// policy, which the compiler vectorises for the ISA of the function they are inlined into;
+// the vector policies run microkernel.h's VectorRows, the same arithmetic on explicit
+// registers. n is the row's length (a box's width: a multiple of 16, tiling.h).
+struct ScalarRows {
+  // The largest of x[0..n) (-inf for none; a NaN is passed over).
+  [[gnu::always_inline]] static float max(const float* x, int n) {
+    float m = -__builtin_inff();
+#pragma omp simd reduction(max : m)
+    for (int i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
+    return m;
+  }
+  // s = exp2(s * scale - ref) in place; returns the row's sum.
+  [[gnu::always_inline]] static float exp2_sum(float* s, int n, float scale, float ref) {
+    float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+    for (int i = 0; i < n; ++i) {
+      s[i] = fast_exp2(s[i] * scale - ref);
+      sum += s[i];
+    }
+    return sum;
+  }
+  // The backward's P and dS of one row of keys: p = exp2(p * scale - lse), d = p * (d - delta).
+  [[gnu::always_inline]] static void probabilities(float* __restrict p, float* __restrict d, int n, float scale,
+                                                   const float* __restrict lse, const float* __restrict delta) {
+    for (int i = 0; i < n; ++i) {
+      p[i] = fast_exp2(p[i] * scale - lse[i]);
+      d[i] = p[i] * (d[i] - delta[i]);
+    }
+  }
+};
+
 // The simple version of the product, used as it is by the generic variant
 // and what the register-blocked micro-kernels (microkernel.h, Bf16Ops in
 // kernels_avx512.cc) compute faster: a kGemmRows x kGemmCols accumulator
@@ -91,6 +168,8 @@ constexpr int kGemmRows = 4;
 constexpr int kGemmCols = 32;
 
 struct ReferenceOps : F32Operands {
+  using Rows = ScalarRows;
+
   static void gemm(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
                    int ldc, bool accumulate) {
     for (int i0 = 0; i0 < M; i0 += kGemmRows) {
@@ -129,42 +208,6 @@ struct ReferenceOps : F32Operands {
       for (int c = 0; c < kCols; ++c) C[r * ldc + c] = acc[r][c];
   }
 };
-
-
-// 2^x, relative error ~1e-7, exactly 0 for x < -126.5 (so for -inf too: a
-// masked score contributes exactly nothing). Branch-free so loops over it
-// vectorise; libm's exp2f would keep them scalar. Forced inline, as the other
-// helpers the softmax loops call (kernel_deps.h): left to GCC's size heuristics,
-// GCC 13 with -march=native kept it out of line in kernels_avx512.cc, every
-// exponential a scalar call, and the whole kernel ran at 0.43x (docs/cpu-kernel.md).
-[[gnu::always_inline]] inline float fast_exp2(float x) {
-  const float clamped = x < -127.f ? -127.f : (x > 127.f ? 127.f : x);
-  // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer.
-  const float n = (clamped + 12582912.f) - 12582912.f;
-  const float f = clamped - n;  // in [-0.5, 0.5]
-  // Taylor series of 2^f = e^(f ln 2); the degree-7 term is below 2^-23 here.
-  float p = 1.5403530393381608e-4f;
-  p = p * f + 1.3333558146428443e-3f;
-  p = p * f + 9.6181291076284772e-3f;
-  p = p * f + 5.5504108664821580e-2f;
-  p = p * f + 2.4022650695910071e-1f;
-  p = p * f + 6.9314718055994531e-1f;
-  p = p * f + 1.f;
-  // 2^n built in the exponent field; n = -127 gives the bit pattern of +0.
-  const float pow2n = bits_float(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
-  return p * pow2n;
-}
-
-[[gnu::always_inline]] inline float row_max(const float* x, int n) {
-  float m = -__builtin_inff();
-#pragma omp simd reduction(max : m)
-  for (int i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
-  return m;
-}
-
-[[gnu::always_inline]] inline void scale_row(float* x, int n, float s) {
-  for (int i = 0; i < n; ++i) x[i] *= s;
-}
 
 }  // namespace cpu
 }  // namespace flashmask
