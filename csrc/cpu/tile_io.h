@@ -40,18 +40,31 @@ void load_tile(const T* __restrict src, int64_t row_stride, int rows, int cols, 
 }
 
 // Outputs of at least this many bytes are written with non-temporal stores
-// (SSE2 streaming stores, baseline x86-64): straight to memory, without first
-// reading every line for ownership, which an ordinary store of a line not in
-// the cache does. The op's outputs are written once and not read back by the
-// kernel; this large, they leave the caches before the next op reads them
-// anyway. Measured at N=4K, fp32, 2 threads (8 MiB per output): every-tile-
-// skipped call -1.8 ms (-25%), causal -2.9 ms. Smaller outputs keep ordinary
-// stores, so that a next op finds them in the cache.
+// (SSE2 streaming stores, baseline x86-64) where streaming_stores_pay():
+// straight to memory, without first reading every line for ownership, which an
+// ordinary store of a line not in the cache does. The op's outputs are written
+// once and not read back by the kernel. Measured at N=4K, fp32, 2 threads (8 MiB
+// per output), on the AMD EPYC Zen 5 guest: every-tile-skipped call -1.8 ms
+// (-25%), causal -2.9 ms. Smaller outputs keep ordinary stores, so that a next op
+// finds them in the cache.
 constexpr size_t kStreamedOutputBytes = size_t{4} << 20;
+
+// Whether an output of output_bytes leaves by streaming stores:
+// FLASHMASK_CPU_STREAMING_STORES=1 or 0 if set, else where a call's working set does
+// not fit the last-level cache (tile_io.cc), taken as kWorkingSetTensors tensors of the
+// output's size (the backward's five inputs, three outputs, four packed query-side
+// operands and its dq partial sums: 12-16). Where it fits, ordinary stores keep the
+// outputs in the cache for the next call or op, and streaming ones send them to memory:
+// on the AMX Xeon (300 MiB L3) the every-tile-skipped call at 4K took 14.6 ms streamed
+// against 4.9 ms not (bf16, 2 threads); on the guests with 32-48 MiB of L3 streaming
+// won (docs/cpu-kernel.md).
+constexpr int64_t kWorkingSetTensors = 12;
+bool streaming_stores_pay(int64_t output_bytes);
 
 // Whether stores to a [batch, seqlen, heads, head_dim] output of T stream:
 // kStreamedOutputBytes or more, and every row 16-byte aligned and a multiple
-// of 16 bytes long (what the streaming store writes); SSE2 only.
+// of 16 bytes long (what the streaming store writes); SSE2 only; and
+// streaming_stores_pay(its bytes).
 template <typename T>
 bool streams_stores(const void* base, const TensorStrides& s, int batch, int seqlen, int heads,
                     int head_dim) {
@@ -61,7 +74,7 @@ bool streams_stores(const void* base, const TensorStrides& s, int batch, int seq
   return bytes >= static_cast<int64_t>(kStreamedOutputBytes) &&
          aligned(static_cast<int64_t>(reinterpret_cast<uintptr_t>(base))) &&
          aligned(s.batch * sizeof(T)) && aligned(s.row * sizeof(T)) && aligned(s.head * sizeof(T)) &&
-         aligned(head_dim * sizeof(T));
+         aligned(head_dim * sizeof(T)) && streaming_stores_pay(bytes);
 #else
   (void)base, (void)s, (void)batch, (void)seqlen, (void)heads, (void)head_dim;
   return false;
