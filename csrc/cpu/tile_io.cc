@@ -11,8 +11,8 @@ namespace flashmask {
 namespace cpu {
 namespace {
 
-// The last-level cache's bytes (glibc's sysconf; 0 where unknown: then every output of
-// kStreamedOutputBytes or more streams, as before the rule).
+// The last-level cache's bytes: the L3's, else the L2's (glibc's sysconf); 0 where
+// unknown, and then every output of kStreamedOutputBytes or more streams.
 int64_t last_level_cache_bytes() {
 #if defined(__linux__) && defined(_SC_LEVEL3_CACHE_SIZE)
   const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
