@@ -22,8 +22,8 @@ import cpu_kernels  # noqa: E402
 
 # Called per score or per row inside the softmax loops (tile_math.h, microkernel.h): forced
 # inline. A symbol that starts with one of these is an out-of-line copy.
-HOT_HELPERS = ("flashmask::cpu::fast_exp2(", "flashmask::cpu::scale_row(", "flashmask::cpu::ScalarRows::",
-               "flashmask::cpu::VectorRows<")
+HOT_HELPERS = ("flashmask::cpu::fast_exp2(", "flashmask::cpu::exp2_of<", "flashmask::cpu::ScalarF32::",
+               "flashmask::cpu::scale_row(", "flashmask::cpu::ScalarRows::", "flashmask::cpu::VectorRows<")
 
 
 def op_library(test: unittest.TestCase) -> str:
