@@ -11,16 +11,13 @@ namespace flashmask {
 namespace cpu {
 namespace {
 
-// The last-level cache's bytes: the L3's, else the L2's (glibc's sysconf); 0 where
-// unknown, and then every output of kStreamedOutputBytes or more streams.
+// The last-level cache's bytes (glibc's sysconf: the L3's); 0 where unknown, and then
+// every output of kStreamedOutputBytes or more streams. No L2 fallback: kWorkingSetTensors
+// outputs of kStreamedOutputBytes (48 MiB) exceed any L2, so it would stream the same.
 int64_t last_level_cache_bytes() {
 #if defined(__linux__) && defined(_SC_LEVEL3_CACHE_SIZE)
   const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
   if (l3 > 0) return l3;
-#if defined(_SC_LEVEL2_CACHE_SIZE)
-  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-  if (l2 > 0) return l2;
-#endif
 #endif
   return 0;
 }
