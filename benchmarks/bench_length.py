@@ -53,13 +53,13 @@ def run_length(name, n, args, torch, bench):
     q, k, v, do = (torch.randn(1, n, h, d, device=dev, dtype=torch.bfloat16) for _ in range(4))
     idx = torch.from_numpy(idx_np).to(dev)
     scale = d**-0.5
-    out, lse = _forward(q, k, v, idx, None, True, scale)
-    grads = _backward(q, k, v, out, lse, do, idx, None, True, scale, False)
+    out, lse = _forward(q, k, v, idx, None, True, False, scale)
+    grads = _backward(q, k, v, out, lse, do, idx, None, True, False, scale, False)
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - base
     del grads
-    fwd_ms, bwd_ms = bench(lambda: _forward(q, k, v, idx, None, True, scale),
-                           lambda: _backward(q, k, v, out, lse, do, idx, None, True, scale, False))
+    fwd_ms, bwd_ms = bench(lambda: _forward(q, k, v, idx, None, True, False, scale),
+                           lambda: _backward(q, k, v, out, lse, do, idx, None, True, False, scale, False))
     pairs = total_unmasked_pairs(idx_np, True, n, h)
     fwd_flops = 4.0 * d * pairs
     row = {

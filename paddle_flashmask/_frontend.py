@@ -86,6 +86,9 @@ class Call:
     startend_row_indices: Any  # a tensor of the caller's framework, int32, on query's device
     block_mask: Any  # the same, or None
     causal: bool
+    # No mask was given (no startend_row_indices, window_size or block_mask): the bounds
+    # mask nothing beyond `causal`, and the kernels may take their mask-less tiles.
+    masks_nothing: bool
     softmax_scale: float
     dims: AttentionDims
     return_softmax_lse: bool
@@ -245,8 +248,9 @@ def _check_block_mask_values(fw: Framework, block_mask) -> None:
 
 
 def _resolve_mask(fw: Framework, dims: AttentionDims, query, startend_row_indices, window_size, block_mask, causal):
-    """Returns (startend_row_indices tensor, block_mask tensor or None, causal)."""
+    """Returns (startend_row_indices tensor, block_mask tensor or None, causal, masks_nothing)."""
     startend_row_indices, causal = _unwrap_mask_spec(startend_row_indices, causal)
+    masks_nothing = startend_row_indices is None and window_size is None
     if window_size is not None:
         if startend_row_indices is not None:
             raise ValueError(f"{WHERE}: pass either `window_size` or `startend_row_indices`, not both")
@@ -266,7 +270,7 @@ def _resolve_mask(fw: Framework, dims: AttentionDims, query, startend_row_indice
         _check_block_mask_values(fw, block_mask_values)
     else:
         check_mask_shapes(dims, causal, fw.shape(indices))
-    return indices, block_mask, causal
+    return indices, block_mask, causal, masks_nothing
 
 
 def _check_seed_offset(fw: Framework, fixed_seed_offset, query):
@@ -324,7 +328,7 @@ def resolve(
         if softmax_scale <= 0.0:
             # The kernels' online softmax takes the row maximum before scaling.
             raise ValueError(f"{WHERE}: `softmax_scale` must be > 0, got {softmax_scale}")
-    indices, block_mask, causal = _resolve_mask(
+    indices, block_mask, causal, masks_nothing = _resolve_mask(
         fw, dims, query, startend_row_indices, window_size, block_mask, causal
     )
     return Call(
@@ -334,6 +338,7 @@ def resolve(
         indices,
         block_mask,
         causal,
+        masks_nothing,
         softmax_scale,
         dims,
         return_softmax_lse,

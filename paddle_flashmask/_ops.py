@@ -134,16 +134,19 @@ def flashmask_attention_op(
     causal: bool,
     softmax_scale: float,
     deterministic: bool,
+    masks_nothing: bool = False,
 ):
     """Runs the operator on already validated inputs; returns (out, softmax_lse).
 
     Differentiable with respect to q, k and v; works eagerly and under
     paddle.jit.to_static. `deterministic` makes the GPU backward bitwise
-    reproducible (the CPU one always is).
+    reproducible (the CPU one always is). `masks_nothing` says the bounds mask
+    nothing beyond `causal` (the caller gave no mask), which lets the Hopper
+    forward take its mask-less key tiles.
     """
     _load()
     args = (q, k, v, startend_row_indices, block_mask)
-    attrs = (bool(causal), float(softmax_scale), bool(deterministic))
+    attrs = (bool(causal), float(softmax_scale), bool(deterministic), bool(masks_nothing))
     if _run_custom_op is not None:
         out, lse = _run_custom_op(_OP_NAME, *args, *attrs)
     elif paddle.in_dynamic_mode():
@@ -151,6 +154,6 @@ def flashmask_attention_op(
 
         out, lse = core.eager._run_custom_op(_OP_NAME, *args, *attrs)
     else:
-        names = ("causal", "softmax_scale", "deterministic")
+        names = ("causal", "softmax_scale", "deterministic", "masks_nothing")
         out, lse = _append_static_op(*args, dict(zip(names, attrs)))
     return out, lse

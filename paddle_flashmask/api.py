@@ -165,6 +165,7 @@ def flashmask_attention(
         call.causal,
         call.softmax_scale,
         deterministic,
+        masks_nothing=call.masks_nothing,
     )
     return _frontend.outputs(call, out, softmax_lse, _seed_offset)
 

@@ -83,6 +83,27 @@ class TestDeterministicSwitch(unittest.TestCase):
                 self.assertIs(op.call_args.args[-1], expected)
 
 
+class TestMasksNothing(unittest.TestCase):
+    """The op hears that the bounds mask nothing (the Hopper forward's mask-less tiles) only
+    when the caller gave no mask at all."""
+
+    def test_paddle_api_passes_it_to_the_op(self):
+        q, k, v = _paddle_qkv(8, "float32")
+        given = paddle.to_tensor(masks.full_mask(8).startend_row_indices)
+        cases = (
+            ("no mask", {}, True),
+            ("no mask, causal", {"causal": True}, True),
+            ("startend_row_indices", {"startend_row_indices": given}, False),
+            ("window_size", {"window_size": 2}, False),
+        )
+        for label, kwargs, expected in cases:
+            with self.subTest(label), mock.patch.object(
+                _ops, "flashmask_attention_op", wraps=_ops.flashmask_attention_op
+            ) as op:
+                paddle_flashmask.flashmask_attention(q, k, v, **kwargs)
+                self.assertIs(op.call_args.kwargs["masks_nothing"], expected)
+
+
 class TestShapeLimits(unittest.TestCase):
     """Each dimension must fit the kernels' 32-bit shape fields; element counts are not
     limited (64-bit offsets). Checked from the shapes alone: nothing is allocated."""

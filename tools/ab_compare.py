@@ -42,7 +42,7 @@ def main():
 
     import torch
 
-    from bench_gpu import CONFIGS, build_mask, median_event_ms, total_unmasked_pairs
+    from bench_gpu import CONFIGS, build_mask, median_event_ms, ours_indices, total_unmasked_pairs
     from paddle_flashmask.torch import _lib, flashmask_attention
 
     libs = {}
@@ -67,7 +67,7 @@ def main():
     turns = {}
     for mask in args.masks.split(","):
         spec = build_mask(mask, n, b, h)
-        idx = torch.from_numpy(spec.startend_row_indices).cuda()
+        idx = ours_indices(mask, torch.from_numpy(spec.startend_row_indices).cuda())
         fwd_flops = 4.0 * d * total_unmasked_pairs(spec.startend_row_indices, spec.causal, n, h)
         for mode in args.modes.split(","):
             res = {name: [] for name in libs}

@@ -80,8 +80,9 @@ def instantiations():
 
 # N of the m64nNk16 shapes the Hopper kernels issue (tile widths and head dims, but not
 # the table of head dims: N = 64 serves the 64-key tiles at every head dim, N = 32 the
-# D=256 backward's S^T and dP^T halves).
-WGMMA_N = (32, 64, 128, 256)
+# D=256 backward's S^T and dP^T halves, N = 176 the D=128 forward's key tiles on calls
+# without a mask).
+WGMMA_N = (32, 64, 128, 176, 256)
 WGMMA_TYPES = {d.ctype: d.ptx for d in DTYPES.values()}
 
 WGMMA_HEADER = """\

@@ -64,10 +64,12 @@ struct FwdSm90Config {
   static_assert(kProducerRegs + kConsumerRegs * kConsumers <= (kConsumers + 1) * (65536 / kThreads / 8 * 8),
                 "register reallocation exceeds the launch allocation");
   static_assert(D % 64 == 0 && D <= 256, "P*V is one wgmma of N = D <= 256 (SW128 blocks of 64)");
-  static_assert(kBlockN == 64 || kBlockN == 128, "S is one wgmma of N = kBlockN");
-  static_assert(128 % kBlockN == 0, "tiles must divide block_mask cells");
-  // Two Q buffers let the next item's Q load during this one; D=256 has no room for them.
-  static constexpr int kQStages = D <= 128 ? 2 : 1;
+  // S is one wgmma of N = kBlockN; 176 (FA3's tile for non-causal work at D=128) only on
+  // calls without a mask (KernelSet::FwdSm90Wide).
+  static_assert(kBlockN == 64 || kBlockN == 128 || kBlockN == 176, "S is one wgmma of N = kBlockN");
+  // Two Q buffers let the next item's Q load during this one; D=256 and the 176-key tiles
+  // have no room for them.
+  static constexpr int kQStages = D <= 128 && kBlockN <= 128 ? 2 : 1;
   // The output goes through the item's Q buffer and TMA stores (fwd_sm90_epilogue.cuh)
   // where there are two Q buffers and two consumers. With one Q buffer (D=256) that would
   // hold the next item's Q back by the epilogue; at three consumers' 160 registers (D=64)

@@ -36,20 +36,29 @@ namespace cuda {
 #ifndef FM_FWD_SM90_64
 #define FM_FWD_SM90_64 64, 128, 2, 3
 #endif
+// Hopper forward at D=128 on non-causal calls without a mask (KernelSet::FwdSm90Wide).
+#ifndef FM_FWD_SM90_WIDE_128
+#define FM_FWD_SM90_WIDE_128 128, 176, 2, 2
+#endif
 // One head dim's kernels: the mma.sync forward, backward and dQ configs, the Hopper
 // forward (FwdSm90; where a block_mask is given FwdSm90Cells, FwdSm90 unless named, whose
-// query blocks must lie in one block_mask row) and backward, and kSplitDKDV: the mma.sync backward computes dV
-// and dK in two launches (registers) and dQ always comes from the dq kernel (then that
-// head dim off Hopper is always deterministic); otherwise dQ is reduced by red.add unless
-// deterministic.
+// query blocks must lie in one block_mask row and whose key tiles in one column; on
+// non-causal calls without a mask FwdSm90Wide, FwdSm90 unless named) and backward, and
+// kSplitDKDV: the mma.sync backward computes dV and dK in two launches (registers) and dQ
+// always comes from the dq kernel (then that head dim off Hopper is always deterministic);
+// otherwise dQ is reduced by red.add unless deterministic.
 template <int D, typename FwdC, typename FwdSm90C, typename BwdC, typename DqC, bool kSplit,
-          typename FwdSm90CellsC = FwdSm90C>
+          typename FwdSm90CellsC = FwdSm90C, typename FwdSm90WideC = FwdSm90C>
 struct KernelSet {
   using Fwd = FwdC;
   using FwdSm90 = FwdSm90C;  // Hopper forward (TMA + wgmma)
   using FwdSm90Cells = FwdSm90CellsC;
+  using FwdSm90Wide = FwdSm90WideC;
   static_assert(kBlockMaskSize % FwdSm90Cells::kBlockM == 0, "a query block lies in one block_mask row");
+  static_assert(kBlockMaskSize % FwdSm90Cells::kBlockN == 0, "a key tile lies in one block_mask column");
   static_assert(FwdSm90Cells::kBlockN == FwdSm90::kBlockN, "one tile-bounds layout");
+  static_assert(FwdSm90Wide::kBlockM == FwdSm90::kBlockM && FwdSm90Wide::kBlockN >= FwdSm90::kBlockN,
+                "the work order's query blocks, and no more tile bounds than FwdSm90's");
   using Bwd = BwdC;
   using BwdSm90 = BwdSm90Config<D>;  // Hopper, non-deterministic (TMA + wgmma)
   using Dq = DqC;
@@ -61,9 +70,13 @@ struct KernelChoice;
 template <>
 struct KernelChoice<64> : KernelSet<64, FwdConfig<FM_FWD_64>, FwdSm90Config<FM_FWD_SM90_64>, BwdConfig<FM_BWD_64>,
                                     DqConfig<64, 64, 64, 4>, false, FwdSm90Config<64, 128, 2, 2>> {};
+// D=128: 176-key tiles in the Hopper forward on non-causal calls without a mask (FA3's
+// choice for non-causal work: fewer per-tile costs per key; perf-notes v49). With masks
+// they lost up to 8% (v38): wider partial tiles, and one Q buffer (no room for two).
 template <>
 struct KernelChoice<128> : KernelSet<128, FwdConfig<FM_FWD_128>, FwdSm90Config<128, 128, 2, 2>, BwdConfig<FM_BWD_128>,
-                                     DqConfig<128, 64, 64, 4>, false> {};
+                                     DqConfig<128, 64, 64, 4>, false, FwdSm90Config<128, 128, 2, 2>,
+                                     FwdSm90Config<FM_FWD_SM90_WIDE_128>> {};
 // D=256: 64-key tiles in the Hopper forward (Q (64 KB) and two stages of K and V (128 KB)
 // fill the shared memory) and backward (its consumers split the head dim).
 template <>
@@ -72,9 +85,14 @@ struct KernelChoice<256> : KernelSet<256, FwdConfig<256, 128, 32, 8>, FwdSm90Con
 
 inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
-// Whether a forward call runs the Hopper kernel of FwdSm90Cells (a block_mask is given)
-// rather than FwdSm90: the workspace layout and the launch ask the same question.
-inline bool fwd_sm90_cells(const FwdParams& p) { return p.mask.block_mask != nullptr; }
+// Which Hopper forward a call runs: FwdSm90Cells where a block_mask is given, FwdSm90Wide
+// on a non-causal call without a mask, else FwdSm90. The workspace layout and the launch
+// ask the same question.
+enum class FwdSm90Kind { kDefault, kCells, kWide };
+inline FwdSm90Kind fwd_sm90_kind(const FwdParams& p) {
+  if (p.mask.block_mask != nullptr) return FwdSm90Kind::kCells;
+  return p.mask.masks_nothing && !p.mask.causal ? FwdSm90Kind::kWide : FwdSm90Kind::kDefault;
+}
 
 // The forward's workspace: the tile bounds at the narrowest key tile of the kernels that
 // may run (the sm90 kernel uses a prefix of them), then, when the Hopper forward may run,
@@ -98,7 +116,8 @@ FwdLayout fwd_layout(const FwdParams& p) {
   L.m_blocks = 0;
   size_t off = align256(rows * L.n_tiles * sizeof(TileBounds));
   if (sm90_kernels_available())
-    L.m_blocks = ceil_div(p.shape.seqlen_q, fwd_sm90_cells(p) ? KC::FwdSm90Cells::kBlockM : KC::FwdSm90::kBlockM);
+    L.m_blocks = ceil_div(p.shape.seqlen_q, fwd_sm90_kind(p) == FwdSm90Kind::kCells ? KC::FwdSm90Cells::kBlockM
+                                                                                    : KC::FwdSm90::kBlockM);
   L.off_rank_keys = off;
   off += align256(rows * (L.m_blocks > 0 ? fwd_rank_stride(L.m_blocks) : 0) * sizeof(long long));
   L.off_spans = off;
@@ -231,8 +250,14 @@ int run_fwd(const FwdParams& p, void* workspace, cudaStream_t stream) {
   const FwdLayout L = fwd_layout<D>(p);
   if (sm90_kernels_enabled()) {
     char* ws = static_cast<char*>(workspace);
-    return fwd_sm90_cells(p) ? run_fwd_sm90<T, typename KC::FwdSm90Cells>(p, L, ws, stream)
-                             : run_fwd_sm90<T, typename KC::FwdSm90>(p, L, ws, stream);
+    switch (fwd_sm90_kind(p)) {
+      case FwdSm90Kind::kCells:
+        return run_fwd_sm90<T, typename KC::FwdSm90Cells>(p, L, ws, stream);
+      case FwdSm90Kind::kWide:
+        return run_fwd_sm90<T, typename KC::FwdSm90Wide>(p, L, ws, stream);
+      default:
+        return run_fwd_sm90<T, typename KC::FwdSm90>(p, L, ws, stream);
+    }
   }
   TileBounds* tb = reinterpret_cast<TileBounds*>(workspace);
   launch_tile_bounds(p.mask, p.shape, Cfg::kBlockN, tb, stream);

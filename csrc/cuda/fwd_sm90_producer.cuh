@@ -74,18 +74,19 @@ template <int F, int kBlockN>
 __device__ __forceinline__ void copy_tile_intervals(int4* dst, const int32_t* gBnd, int n, int lane, int offset,
                                                     int Sk) {
   using Fm = Form<F>;
-  int raw[kBlockN / 32][4] = {};
+  constexpr int kPerLane = (kBlockN + 31) / 32;  // 176-key tiles: the last pass has 16 columns
+  int raw[kPerLane][4] = {};
 #pragma unroll
-  for (int k = 0; k < kBlockN / 32; ++k) {
+  for (int k = 0; k < kPerLane; ++k) {
     const int col = n * kBlockN + lane + 32 * k;
 #pragma unroll
     for (int i = 0; i < Fm::kBounds; ++i)
-      if (col < Sk) raw[k][i] = __ldg(gBnd + static_cast<int64_t>(col) * Fm::kBounds + i);
+      if (col < Sk && lane + 32 * k < kBlockN) raw[k][i] = __ldg(gBnd + static_cast<int64_t>(col) * Fm::kBounds + i);
   }
 #pragma unroll
-  for (int k = 0; k < kBlockN / 32; ++k) {
+  for (int k = 0; k < kPerLane; ++k) {
     const int col = n * kBlockN + lane + 32 * k;
-    dst[lane + 32 * k] = column_masked_rows<F>(col, raw[k], offset, Sk);
+    if (lane + 32 * k < kBlockN) dst[lane + 32 * k] = column_masked_rows<F>(col, raw[k], offset, Sk);
   }
 }
 

@@ -145,11 +145,14 @@ flashmask::AttentionShape ShapeOf(const paddle::Tensor& q, const paddle::Tensor&
           static_cast<int32_t>(qs[2]), static_cast<int32_t>(ks[2]), static_cast<int32_t>(qs[3])};
 }
 
-flashmask::MaskParams MaskOf(const paddle::Tensor& startend_row_indices,
-                             const paddle::optional<paddle::Tensor>& block_mask, bool causal) {
-  const auto is = startend_row_indices.shape();
-  return {startend_row_indices.data<int32_t>(), static_cast<int32_t>(is[3]),
-          static_cast<int32_t>(is[1]), causal, block_mask ? block_mask->data<int32_t>() : nullptr};
+flashmask::MaskParams MaskOf(const FlashMaskInputs& in) {
+  const auto is = in.startend_row_indices.shape();
+  return {in.startend_row_indices.data<int32_t>(),
+          static_cast<int32_t>(is[3]),
+          static_cast<int32_t>(is[1]),
+          in.causal,
+          in.block_mask ? in.block_mask->data<int32_t>() : nullptr,
+          in.masks_nothing};
 }
 
 // What forward and backward params share: the shape, mask, dtype and scale, and the
@@ -157,7 +160,7 @@ flashmask::MaskParams MaskOf(const paddle::Tensor& startend_row_indices,
 template <typename Params>
 void FillCommon(Params& p, const FlashMaskInputs& in, const paddle::Tensor& out) {
   p.shape = ShapeOf(in.q, in.k);
-  p.mask = MaskOf(in.startend_row_indices, in.block_mask, in.causal);
+  p.mask = MaskOf(in);
   p.dtype = ToDType(in.q.dtype());
   p.softmax_scale = in.softmax_scale;
   p.q = in.q.data();
@@ -244,10 +247,10 @@ paddle::optional<paddle::Tensor> Contiguous(const paddle::optional<paddle::Tenso
 FlashMaskInputs ContiguousInputs(const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
                                  const paddle::Tensor& startend_row_indices,
                                  const paddle::optional<paddle::Tensor>& block_mask, bool causal,
-                                 float softmax_scale) {
+                                 bool masks_nothing, float softmax_scale) {
   CheckInputs(q, k, v, startend_row_indices, block_mask, causal);
   return {Contiguous(q), Contiguous(k), Contiguous(v), Contiguous(startend_row_indices), Contiguous(block_mask),
-          causal, softmax_scale};
+          causal, masks_nothing, softmax_scale};
 }
 
 std::vector<paddle::Tensor> FlashMaskForward(const paddle::Tensor& q, const paddle::Tensor& k,
@@ -255,8 +258,9 @@ std::vector<paddle::Tensor> FlashMaskForward(const paddle::Tensor& q, const padd
                                              const paddle::Tensor& startend_row_indices,
                                              const paddle::optional<paddle::Tensor>& block_mask,
                                              bool causal, float softmax_scale,
-                                             bool /*deterministic: a backward setting*/) {
-  const FlashMaskInputs in = ContiguousInputs(q, k, v, startend_row_indices, block_mask, causal, softmax_scale);
+                                             bool /*deterministic: a backward setting*/, bool masks_nothing) {
+  const FlashMaskInputs in =
+      ContiguousInputs(q, k, v, startend_row_indices, block_mask, causal, masks_nothing, softmax_scale);
   if (q.is_cpu()) return FlashMaskForwardCPU(in);
 #ifdef PADDLE_WITH_CUDA
   if (q.is_gpu()) return FlashMaskForwardGPU(in);
@@ -269,8 +273,9 @@ std::vector<paddle::Tensor> FlashMaskBackward(
     const paddle::Tensor& startend_row_indices, const paddle::Tensor& out,
     const paddle::Tensor& softmax_lse, const paddle::Tensor& dout,
     const paddle::optional<paddle::Tensor>& block_mask, bool causal, float softmax_scale,
-    bool deterministic) {
-  const FlashMaskInputs in = ContiguousInputs(q, k, v, startend_row_indices, block_mask, causal, softmax_scale);
+    bool deterministic, bool masks_nothing) {
+  const FlashMaskInputs in =
+      ContiguousInputs(q, k, v, startend_row_indices, block_mask, causal, masks_nothing, softmax_scale);
   CheckBackwardInputs(q, out, softmax_lse, dout);
   const FlashMaskGradInputs g{Contiguous(out), Contiguous(softmax_lse), Contiguous(dout)};
   if (q.is_cpu()) return FlashMaskBackwardCPU(in, g);
@@ -302,7 +307,7 @@ std::vector<paddle::DataType> FlashMaskInferDtype(
 PD_BUILD_OP(flashmask_attention_op)
     .Inputs({"q", "k", "v", "startend_row_indices", paddle::Optional("block_mask")})
     .Outputs({"out", "softmax_lse"})
-    .Attrs({"causal: bool", "softmax_scale: float", "deterministic: bool"})
+    .Attrs({"causal: bool", "softmax_scale: float", "deterministic: bool", "masks_nothing: bool"})
     .SetKernelFn(PD_KERNEL(FlashMaskForward))
     .SetInferShapeFn(PD_INFER_SHAPE(FlashMaskInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FlashMaskInferDtype));
@@ -311,5 +316,5 @@ PD_BUILD_GRAD_OP(flashmask_attention_op)
     .Inputs({"q", "k", "v", "startend_row_indices", "out", "softmax_lse", paddle::Grad("out"),
              paddle::Optional("block_mask")})
     .Outputs({paddle::Grad("q"), paddle::Grad("k"), paddle::Grad("v")})
-    .Attrs({"causal: bool", "softmax_scale: float", "deterministic: bool"})
+    .Attrs({"causal: bool", "softmax_scale: float", "deterministic: bool", "masks_nothing: bool"})
     .SetKernelFn(PD_KERNEL(FlashMaskBackward));

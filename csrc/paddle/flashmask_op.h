@@ -18,6 +18,7 @@ struct FlashMaskInputs {
   paddle::Tensor q, k, v, startend_row_indices;
   paddle::optional<paddle::Tensor> block_mask;
   bool causal;
+  bool masks_nothing;  // the caller gave no mask (MaskParams::masks_nothing)
   float softmax_scale;
 };
 // What the backward takes besides: the forward's outputs and the output gradient.

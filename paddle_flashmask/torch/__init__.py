@@ -58,13 +58,14 @@ def _shape(q, k) -> _lib.AttentionShape:
     return _lib.AttentionShape(q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3])
 
 
-def _mask(idx: torch.Tensor, block_mask, causal: bool) -> _lib.MaskParams:
+def _mask(idx: torch.Tensor, block_mask, causal: bool, masks_nothing: bool) -> _lib.MaskParams:
     return _lib.MaskParams(
         idx.data_ptr(),
         idx.shape[3],
         idx.shape[1],
         bool(causal),
         None if block_mask is None else block_mask.data_ptr(),
+        bool(masks_nothing),
     )
 
 
@@ -72,23 +73,23 @@ def _stream(t: torch.Tensor):
     return ctypes.c_void_p(torch.cuda.current_stream(t.device).cuda_stream)
 
 
-def _params(p, q, k, idx, block_mask, causal, scale):
+def _params(p, q, k, idx, block_mask, causal, masks_nothing, scale):
     """What the forward's and the backward's params share: shape, mask, dtype, scale."""
     p.shape = _shape(q, k)
-    p.mask = _mask(idx, block_mask, causal)
+    p.mask = _mask(idx, block_mask, causal, masks_nothing)
     p.dtype = _DTYPES[q.dtype]
     p.softmax_scale = scale
     return p
 
 
-def _forward(q, k, v, idx, block_mask, causal, scale):
+def _forward(q, k, v, idx, block_mask, causal, masks_nothing, scale):
     lib = _lib.load()
     out = torch.empty_like(q)
     lse = torch.empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32, device=q.device)
     if _poison():
         out.fill_(float("nan"))
         lse.fill_(float("nan"))
-    p = _params(_lib.FwdParams(), q, k, idx, block_mask, causal, scale)
+    p = _params(_lib.FwdParams(), q, k, idx, block_mask, causal, masks_nothing, scale)
     p.q, p.k, p.v, p.out, p.lse = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr()
     p.q_strides, p.k_strides, p.v_strides, p.out_strides = _strides(q), _strides(k), _strides(v), _strides(out)
     ws_bytes = lib.flashmask_cuda_fwd_workspace_size(ctypes.byref(p))
@@ -97,13 +98,13 @@ def _forward(q, k, v, idx, block_mask, causal, scale):
     return out, lse
 
 
-def _backward(q, k, v, out, lse, dout, idx, block_mask, causal, scale, deterministic):
+def _backward(q, k, v, out, lse, dout, idx, block_mask, causal, masks_nothing, scale, deterministic):
     lib = _lib.load()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if _poison():
         for t in (dq, dk, dv):
             t.fill_(float("nan"))
-    p = _params(_lib.BwdParams(), q, k, idx, block_mask, causal, scale)
+    p = _params(_lib.BwdParams(), q, k, idx, block_mask, causal, masks_nothing, scale)
     p.deterministic = bool(deterministic)
     p.q, p.k, p.v, p.out, p.dout = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), dout.data_ptr()
     p.lse, p.dq, p.dk, p.dv = lse.data_ptr(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr()
@@ -118,11 +119,11 @@ def _backward(q, k, v, out, lse, dout, idx, block_mask, causal, scale, determini
 
 class _FlashMaskFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, idx, block_mask, causal, scale):
+    def forward(ctx, q, k, v, idx, block_mask, causal, masks_nothing, scale):
         with torch.cuda.device(q.device):
-            out, lse = _forward(q, k, v, idx, block_mask, causal, scale)
+            out, lse = _forward(q, k, v, idx, block_mask, causal, masks_nothing, scale)
         ctx.save_for_backward(q, k, v, out, lse, idx, block_mask)
-        ctx.causal, ctx.scale = causal, scale
+        ctx.causal, ctx.masks_nothing, ctx.scale = causal, masks_nothing, scale
         ctx.mark_non_differentiable(lse)
         return out, lse
 
@@ -132,10 +133,10 @@ class _FlashMaskFunction(torch.autograd.Function):
         dout = dout.contiguous()
         with torch.cuda.device(q.device):
             dq, dk, dv = _backward(
-                q, k, v, out, lse, dout, idx, block_mask, ctx.causal, ctx.scale,
+                q, k, v, out, lse, dout, idx, block_mask, ctx.causal, ctx.masks_nothing, ctx.scale,
                 _frontend.deterministic_requested(torch.are_deterministic_algorithms_enabled()),
             )
-        return dq, dk, dv, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None
 
 
 def _dtype_name(t: torch.Tensor) -> str:
@@ -202,5 +203,5 @@ def flashmask_attention(
     q, k, v = (t.contiguous() for t in (call.query, call.key, call.value))
     idx = call.startend_row_indices.contiguous()
     block_mask = None if call.block_mask is None else call.block_mask.contiguous()
-    out, lse = _FlashMaskFunction.apply(q, k, v, idx, block_mask, call.causal, call.softmax_scale)
+    out, lse = _FlashMaskFunction.apply(q, k, v, idx, block_mask, call.causal, call.masks_nothing, call.softmax_scale)
     return _frontend.outputs(call, out, lse, lambda given: _seed_offset(given, q.device))

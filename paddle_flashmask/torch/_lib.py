@@ -13,7 +13,7 @@ import pathlib
 from typing import Optional
 
 _HERE = pathlib.Path(__file__).resolve().parent
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 _LIB_NAME = "libflashmask_cuda.so"
 
 
@@ -24,6 +24,7 @@ class MaskParams(ctypes.Structure):
         ("num_mask_heads", ctypes.c_int32),
         ("causal", ctypes.c_bool),
         ("block_mask", ctypes.c_void_p),
+        ("masks_nothing", ctypes.c_bool),
     ]
 
 

@@ -3,9 +3,10 @@
     compute-sanitizer --tool memcheck  --error-exitcode 1 python tests/gpu/sanitize_cases.py
     compute-sanitizer --tool racecheck --kernel-name kns=flashmask --error-exitcode 1 python tests/gpu/sanitize_cases.py
 
-Covers every kernel (fwd, dkdv with/without atomics, dq, the head_dim-256
-split, the padded-head-dim copies), partial/odd tiles, GQA, per-head masks, block masks, fully masked rows and
-query blocks, and more persistent forward work items than SMs.
+Covers every kernel (fwd, the D=128 forward's mask-less 176-key tiles, dkdv with/without
+atomics, dq, the head_dim-256 split, the padded-head-dim copies), partial/odd tiles, GQA,
+per-head masks, block masks, fully masked rows and query blocks, and more persistent forward
+work items than SMs.
 """
 
 import os
@@ -20,7 +21,8 @@ from paddle_flashmask.torch import flashmask_attention  # noqa: E402
 from tests.random_bounds import random_bounds  # noqa: E402
 
 
-def case(b, sq, sk, h, hk, d, causal, nb, hm, dtype, deterministic, block_mask=False, seed=0, idx=None):
+def case(b, sq, sk, h, hk, d, causal, nb, hm, dtype, deterministic, block_mask=False, seed=0, idx=None,
+         no_mask=False):
     os.environ["FLASHMASK_DETERMINISTIC"] = "1" if deterministic else "0"
     rng = np.random.default_rng(seed)
     if idx is None:
@@ -31,7 +33,8 @@ def case(b, sq, sk, h, hk, d, causal, nb, hm, dtype, deterministic, block_mask=F
     q = torch.randn(b, sq, h, d, device="cuda", dtype=dtype, requires_grad=True)
     k = torch.randn(b, sk, hk, d, device="cuda", dtype=dtype, requires_grad=True)
     v = torch.randn(b, sk, hk, d, device="cuda", dtype=dtype, requires_grad=True)
-    out, lse = flashmask_attention(q, k, v, idx, causal=causal, block_mask=bm, return_softmax_lse=True)
+    out, lse = flashmask_attention(q, k, v, None if no_mask else idx, causal=causal, block_mask=bm,
+                                   return_softmax_lse=True)
     out.backward(torch.randn_like(out))
     torch.cuda.synchronize()
     for name, t in (("out", out), ("dq", q.grad), ("dk", k.grad), ("dv", v.grad)):
@@ -52,6 +55,9 @@ def main():
     case(1, 257, 257, 2, 2, 64, False, 4, 1, fp, True, block_mask=True)
     # More forward items (query blocks x heads) than SMs: several per persistent CTA.
     case(2, 1700, 1700, 5, 1, 64, True, 2, 5, bf, False, block_mask=True)
+    # No mask, non-causal, D=128: the forward's 176-key tiles (a partial last one: 1000 keys),
+    # 140 items on 132 SMs.
+    case(2, 1700, 1000, 5, 1, 128, False, 2, 1, bf, False, no_mask=True)
     # Whole query blocks that see no key (rows [128, 448)) between blocks that do: the forward's
     # items without key tiles, which take a Q buffer without a load where the output is staged in it.
     hidden = np.zeros((1, 1, 700, 4), np.int32)

@@ -45,7 +45,10 @@ def _run_case(
     check_bwd=True,
     seed=None,
     roundoff_floor=False,
+    pass_indices=True,
 ):
+    """pass_indices=False calls without startend_row_indices (idx must then mask nothing
+    beyond `causal`; the reference still reads it)."""
     from paddle_flashmask.torch import flashmask_attention
 
     seed = fresh_seed() if seed is None else seed
@@ -62,7 +65,7 @@ def _run_case(
 
     qs, ks, vs = (t.detach().clone().requires_grad_(check_bwd) for t in (q, k, v))
     out, lse = flashmask_attention(
-        qs, ks, vs, idx, causal=causal, softmax_scale=scale, block_mask=block_mask,
+        qs, ks, vs, idx if pass_indices else None, causal=causal, softmax_scale=scale, block_mask=block_mask,
         return_softmax_lse=True,
     )
     qr, kr, vr = (t.detach().clone().float().requires_grad_(check_bwd) for t in (q, k, v))
@@ -210,6 +213,23 @@ def test_unequal_lengths_plain(sq, sk, causal):
     else:
         idx[..., 0] = sq
     _run_case(idx, causal, seqlen_q=sq, seqlen_k=sk, head_dim=64)
+
+
+# Without a mask: non-causal D=128 calls take the Hopper forward's 176-key tiles
+# (KernelSet::FwdSm90Wide), whose last tile is partial unless seqlen_k is a multiple of 176.
+@pytest.mark.parametrize("sq,sk", [(1000, 1000), (176, 176), (177, 353), (1, 175), (352, 1), (8191, 8191)])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim,dtype", [(128, "bfloat16"), (128, "float16"), (64, "bfloat16")])
+def test_no_mask(sq, sk, causal, head_dim, dtype):
+    from paddle_flashmask.masks.builders import no_mask_indices
+
+    big = sq * sk > 1 << 24
+    idx = no_mask_indices(causal, 1 if big else 2, sq, sk)
+    kw = dict(batch=1, heads=2, heads_k=1) if big else dict(heads=4, heads_k=2)
+    # One key: dS = P (dP - D) cancels to 0 exactly, so the reference's own roundoff (the fp64
+    # floor, cheap at this size) is the allowance there.
+    _run_case(idx, causal, seqlen_q=sq, seqlen_k=sk, head_dim=head_dim, dtype=getattr(torch, dtype),
+              pass_indices=False, roundoff_floor=sk == 1, **kw)
 
 
 # ---------------------------------------------------------------- head dims, dtypes

@@ -64,8 +64,8 @@ def _fwd_bwd(q, k, v, do, idx, causal=True):
     scale = q.shape[-1] ** -0.5
 
     def call():
-        out, lse = _forward(q, k, v, idx_t, None, causal, scale)
-        return (out, lse) + tuple(_backward(q, k, v, out, lse, do, idx_t, None, causal, scale, False))
+        out, lse = _forward(q, k, v, idx_t, None, causal, False, scale)
+        return (out, lse) + tuple(_backward(q, k, v, out, lse, do, idx_t, None, causal, False, scale, False))
 
     return _measured(call)
 

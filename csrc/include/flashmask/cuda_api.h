@@ -21,7 +21,7 @@
 
 #include "flashmask/params.h"
 
-#define FLASHMASK_CUDA_ABI_VERSION 1
+#define FLASHMASK_CUDA_ABI_VERSION 2
 
 extern "C" {
 

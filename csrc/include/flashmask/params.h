@@ -32,6 +32,9 @@ struct MaskParams {
   int32_t num_mask_heads;               // 1, num_heads_k or num_heads
   bool causal;                          // bottom-right aligned when seqlen_q != seqlen_k
   const int32_t* block_mask;            // nullable
+  // The caller passed no mask: the bounds mask nothing beyond `causal`. A hint only (the
+  // bounds stay authoritative): the Hopper forward then takes its mask-less key tiles.
+  bool masks_nothing;
 };
 
 struct AttentionShape {
