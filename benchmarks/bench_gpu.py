@@ -107,16 +107,16 @@ def build_mask(name, n, b, h, seed=0):
     raise ValueError(name)
 
 
-# The masks FA4 is called directly on, without a mask: ours gets none either
-# (startend_row_indices=None, what a user without a mask passes), which lets the kernels take
-# their mask-less paths (the D=128 forward's 176-key tiles: docs/perf-notes.md, v49). The
-# other masks, and FA4-Flex, get the mask.
-UNMASKED_CALLS = ("full", "causal")
+# The dense masks: the dense baselines (FA4 called directly, SDPA's flash and cuDNN backends)
+# run them without a mask, and so do we (startend_row_indices=None, what a user without a mask
+# passes), which lets the kernels take their mask-less paths (the D=128 forward's 176-key
+# tiles: docs/perf-notes.md, v49). The other masks, and FA4-Flex, get the mask.
+DENSE_MASKS = ("full", "causal")
 
 
 def ours_indices(mask_name, idx):
     """startend_row_indices for our call of mask `mask_name` (idx: its bounds)."""
-    return None if mask_name in UNMASKED_CALLS else idx
+    return None if mask_name in DENSE_MASKS else idx
 
 
 def unmasked_pairs(idx, causal, n):
@@ -340,7 +340,7 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
 
         # FlashAttention-4 called directly (flash_attn.cute.flash_attn_func on [B, N, H, D]),
         # SDPA flash / cuDNN: full and causal only
-        if mname in ("full", "causal") and HAVE_FA4:
+        if mname in DENSE_MASKS and HAVE_FA4:
             try:
                 def fa4_g():
                     out = fa4_attention(q, k, v, causal=bool(causal), softmax_scale=scale)
@@ -356,7 +356,7 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
             except Exception as e:  # noqa: BLE001
                 row["fa4direct_error"] = repr(e)[:300]
                 print(f"  fa4direct failed: {e!r}"[:300], flush=True)
-        if mname in ("full", "causal"):
+        if mname in DENSE_MASKS:
             for key, backend in (("fa2", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
                 try:
                     def sf():
@@ -414,7 +414,6 @@ def ratio(row, key):
 # other mask >= the lower of 1.3x FA4-Flex and 0.9x FA4-direct's full rate at the same N; every
 # mask >= 0.8x our full mask's rate (random_eviction, per head, exempt); a fwd+bwd call no longer
 # than its forward and backward timed apart (+2%).
-FA4_DENSE_MASKS = ("full", "causal")
 FA4_FLEX_MARGIN, FA4_DENSE_SHARE, OWN_FULL_SHARE, FUSED_SLACK = 1.3, 0.9, 0.8, 1.02
 
 
@@ -429,7 +428,7 @@ def fa4_target_lines(rows, interleaved):
         if not full or not full.get("fa4direct_fwdbwd"):
             continue
         for mask, r in rs.items():
-            if mask in FA4_DENSE_MASKS:
+            if mask in DENSE_MASKS:
                 target, rule = r.get("fa4direct_fwdbwd"), "FA4 direct"
                 if r.get("fa4direct_fwd"):
                     rule += f"; fwd alone {r['ours_fwd'] / r['fa4direct_fwd']:.2f}x"
