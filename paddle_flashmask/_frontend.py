@@ -15,6 +15,7 @@ module), never Paddle or PyTorch.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Tuple
 
@@ -64,6 +65,9 @@ class Framework:
     runs_on_cpu: bool  # False: every tensor must be on a GPU
     to_tensor: Callable[[np.ndarray, Any], Any]  # array -> tensor on the device of the 2nd argument
     values: Callable[[Any], Optional[np.ndarray]]  # host copy; None where unknowable (static graph)
+    # Whether a tensor made by to_tensor for this argument may be kept and passed to later
+    # calls (False for a static graph's values, whose tensors belong to one program).
+    reusable: Callable[[Any], bool]
 
 
 @dataclass(frozen=True)
@@ -247,6 +251,33 @@ def _check_block_mask_values(fw: Framework, block_mask) -> None:
         )
 
 
+# Bounds that mask nothing beyond `causal` (a call without a mask), kept per framework,
+# device, shape and causal flag: built from the host on every call, their synchronous copy
+# made the GPU wait for the host before each mask-less launch (up to 1.6% of a forward at 8K,
+# docs/perf-notes.md v51). At most this many are kept, the least recently used dropped.
+NO_MASK_CACHE_SIZE = 4
+_no_mask_cache: "OrderedDict[tuple, Any]" = OrderedDict()
+
+
+def _no_mask_tensor(fw: Framework, dims: AttentionDims, causal: bool, query):
+    """The bounds of a call without a mask (one kernel serves every call), as a tensor on
+    query's device; reused across calls where the framework allows it."""
+    def build():
+        return fw.to_tensor(builders.no_mask_indices(causal, dims.batch, dims.seqlen_q, dims.seqlen_k), query)
+
+    if not fw.reusable(query):
+        return build()
+    key = (fw.tensor_name, fw.device(query), dims.batch, dims.seqlen_q, dims.seqlen_k, causal)
+    indices = _no_mask_cache.get(key)
+    if indices is None:
+        indices = _no_mask_cache[key] = build()
+        while len(_no_mask_cache) > NO_MASK_CACHE_SIZE:
+            _no_mask_cache.popitem(last=False)
+    else:
+        _no_mask_cache.move_to_end(key)
+    return indices
+
+
 def _resolve_mask(fw: Framework, dims: AttentionDims, query, startend_row_indices, window_size, block_mask, causal):
     """Returns (startend_row_indices tensor, block_mask tensor or None, causal, masks_nothing)."""
     startend_row_indices, causal = _unwrap_mask_spec(startend_row_indices, causal)
@@ -260,8 +291,7 @@ def _resolve_mask(fw: Framework, dims: AttentionDims, query, startend_row_indice
     elif startend_row_indices is None:
         if block_mask is not None:
             raise ValueError(f"{WHERE}: `block_mask` must be used together with `startend_row_indices`")
-        # Bounds that mask nothing beyond `causal`, so that one kernel serves every call.
-        startend_row_indices = builders.no_mask_indices(causal, dims.batch, dims.seqlen_q, dims.seqlen_k)
+        return _no_mask_tensor(fw, dims, causal, query), None, causal, masks_nothing
     indices = _int32_tensor(fw, startend_row_indices, "startend_row_indices", query)
     if block_mask is not None:
         block_mask_values = block_mask

@@ -21,7 +21,10 @@ def _is_tensor(x) -> bool:
 
 
 def _is_static(t) -> bool:
-    return isinstance(t, _STATIC_VALUES)
+    # By type, not isinstance: in dygraph mode Variable's metaclass claims every eager
+    # tensor as an instance, which once made eager tensors look static here (no block_mask
+    # value check, the current device taken for the tensor's).
+    return issubclass(type(t), _STATIC_VALUES)
 
 
 def _device(t) -> str:
@@ -49,6 +52,7 @@ _PADDLE = _frontend.Framework(
     runs_on_cpu=True,
     to_tensor=_to_tensor,
     values=lambda t: None if _is_static(t) else t.numpy(),
+    reusable=lambda t: not _is_static(t),
 )
 
 

@@ -40,6 +40,7 @@ DESCRIBED_ON_GPU = _frontend.Framework(
     runs_on_cpu=False,
     to_tensor=lambda array, like: _Described(array.shape, str(array.dtype)),
     values=lambda t: None,
+    reusable=lambda t: False,
 )
 
 
@@ -102,6 +103,51 @@ class TestMasksNothing(unittest.TestCase):
             ) as op:
                 paddle_flashmask.flashmask_attention(q, k, v, **kwargs)
                 self.assertIs(op.call_args.kwargs["masks_nothing"], expected)
+
+
+class TestNoMaskBounds(unittest.TestCase):
+    """A call without a mask runs on bounds that mask nothing beyond `causal`, built once per
+    device, shape and causal flag and reused by later calls (no host copy per call), at
+    most NO_MASK_CACHE_SIZE of them, the least recently used dropped."""
+
+    def setUp(self):
+        _frontend._no_mask_cache.clear()
+
+    def _op_bounds(self, seqlen, **kwargs):
+        q, k, v = _paddle_qkv(8, "float32", seqlen=seqlen)
+        with mock.patch.object(_ops, "flashmask_attention_op", wraps=_ops.flashmask_attention_op) as op:
+            paddle_flashmask.flashmask_attention(q, k, v, **kwargs)
+        return op.call_args.args[3]
+
+    def test_reused_across_calls_with_the_values_of_no_mask_indices(self):
+        for causal in (False, True):
+            with self.subTest(causal=causal):
+                first = self._op_bounds(8, causal=causal)
+                self.assertIs(self._op_bounds(8, causal=causal), first)
+                np.testing.assert_array_equal(first.numpy(), masks.no_mask_indices(causal, 1, 8, 8))
+        self.assertIsNot(self._op_bounds(8, causal=True), self._op_bounds(8, causal=False))
+        self.assertIsNot(self._op_bounds(9), self._op_bounds(8))
+
+    def test_least_recently_used_dropped(self):
+        size = _frontend.NO_MASK_CACHE_SIZE
+        oldest = self._op_bounds(8)
+        kept = self._op_bounds(9)
+        for seqlen in range(10, 10 + size - 1):
+            self._op_bounds(seqlen)
+        self.assertIs(self._op_bounds(9), kept)  # used again: now the most recent
+        self._op_bounds(100)  # one past the size: the least recently used (seqlen 8) goes
+        self.assertEqual(len(_frontend._no_mask_cache), size)
+        self.assertIs(self._op_bounds(9), kept)
+        rebuilt = self._op_bounds(8)
+        self.assertIsNot(rebuilt, oldest)
+        np.testing.assert_array_equal(rebuilt.numpy(), oldest.numpy())
+
+    def test_not_kept_where_the_framework_forbids_it(self):
+        fw = dataclasses.replace(api._PADDLE, reusable=lambda t: False)
+        q, k, v = _paddle_qkv(8, "float32")
+        first = _resolve(fw, q, k, v).startend_row_indices
+        self.assertIsNot(_resolve(fw, q, k, v).startend_row_indices, first)
+        self.assertEqual(len(_frontend._no_mask_cache), 0)
 
 
 class TestShapeLimits(unittest.TestCase):
@@ -248,6 +294,17 @@ class TestOnePass(unittest.TestCase):
         block_mask[0, 0, 1, 1] = 3
         with self.assertRaisesRegex(ValueError, "`block_mask` values must be 0 .* or 1 .*got 3 at \\[0, 0, 1, 1\\]"):
             _resolve(fw, q, k, v, masks.causal_mask(130), block_mask=block_mask)
+
+    def test_eager_tensors_are_not_static(self):
+        # Paddle's Variable claims eager tensors in isinstance checks (dygraph mode): an eager
+        # block_mask's values must still be checked, and on the tensor's own place.
+        q, k, v = _paddle_qkv(8, "float32", seqlen=130)
+        self.assertFalse(api._is_static(q))
+        self.assertEqual(api._device(q), str(q.place))
+        block_mask = paddle.to_tensor(np.ones((1, 1, 2, 2), np.int32))
+        block_mask[0, 0, 0, 1] = 2
+        with self.assertRaisesRegex(ValueError, "`block_mask` values must be 0 .* or 1 .*got 2 at \\[0, 0, 0, 1\\]"):
+            paddle_flashmask.flashmask_attention(q, k, v, masks.causal_mask(130), block_mask=block_mask)
 
     def test_no_import_cycle(self):
         # masks never imports the core (the core imports masks): each imports alone.

@@ -1,7 +1,7 @@
 // The forwards' epilogue: a thread's two rows of the output tile normalised by their
 // softmax sums, their LSE (natural log) written to p.lse, and the output either written
-// to O with 4-byte stores (sm80, and the Hopper forward where its config does not stage
-// the output: D = 256 and D = 64's three consumers) or handed to a staging function
+// to O with 16-byte stores (sm80, and the Hopper forward where its config does not stage
+// the output: D = 256, D = 64's three consumers and D = 128's 176-key tiles) or handed to a staging function
 // (fwd_sm90_epilogue.cuh). Rows at or past seqlen_q are not written.
 #pragma once
 
@@ -37,15 +37,49 @@ __device__ __forceinline__ void finish_rows(const FwdParams& p, float* lse, int 
   }
 }
 
-// finish_rows with the output stored straight to O.
+// The 4 x 4 words of a quad (lanes 4i .. 4i + 3) transposed: thread t passes w[k] and gets
+// back, as w[k], the word that thread k passed as its w[t]. Two exchange steps (partners
+// t ^ 1, then t ^ 2), each swapping the two words of a pair whose bit differs from t's.
+__device__ __forceinline__ void quad_transpose(uint32_t (&w)[4], int t) {
+#pragma unroll
+  for (int bit = 1; bit <= 2; bit <<= 1) {
+    const bool upper = t & bit;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      if (k & bit) continue;
+      const uint32_t got = __shfl_xor_sync(0xffffffffu, upper ? w[k] : w[k | bit], bit);
+      if (upper)
+        w[k] = got;
+      else
+        w[k | bit] = got;
+    }
+  }
+}
+
+// finish_rows with the output stored straight to O, 16 bytes per store: a quad holds a
+// row's n8 chunk as four 4-byte pairs, so each four chunks are transposed across the quad
+// (thread t gets chunk 4g + t whole). A warp's store then writes 64 contiguous bytes of
+// each of its 8 rows instead of 16: a quarter of the store instructions, each touching the
+// same 8 rows (perf-notes v50).
 template <typename T, int DT, typename Acc>
 __device__ __forceinline__ void store_o_lse(const FwdParams& p, const FwdOutput<T>& out, int row0, int t,
                                             const float (&row_max)[2], const float (&row_sum)[2], Acc&& acc) {
-  finish_rows<T, DT>(p, out.lse, row0, t, row_max, row_sum, acc, [&](int j, int r, uint32_t pair) {
+  static_assert(DT % 4 == 0, "four n8 chunks per 16-byte store");
+  uint32_t pairs[2][DT];
+  finish_rows<T, DT>(p, out.lse, row0, t, row_max, row_sum, acc,
+                     [&](int j, int r, uint32_t pair) { pairs[r][j] = pair; });
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
     const int row = row0 + 8 * r;
-    if (row < p.shape.seqlen_q)
-      *reinterpret_cast<uint32_t*>(out.o + static_cast<int64_t>(row) * p.out_strides.row + j * 8 + 2 * t) = pair;
-  });
+#pragma unroll
+    for (int g = 0; g < DT / 4; ++g) {
+      uint32_t w[4] = {pairs[r][4 * g], pairs[r][4 * g + 1], pairs[r][4 * g + 2], pairs[r][4 * g + 3]};
+      quad_transpose(w, t);  // every lane takes part, rows past seqlen_q too
+      if (row < p.shape.seqlen_q)
+        *reinterpret_cast<uint4*>(out.o + static_cast<int64_t>(row) * p.out_strides.row + (4 * g + t) * 8) =
+            make_uint4(w[0], w[1], w[2], w[3]);
+    }
+  }
 }
 
 }  // namespace cuda

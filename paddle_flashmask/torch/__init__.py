@@ -143,6 +143,13 @@ def _dtype_name(t: torch.Tensor) -> str:
     return str(t.dtype).replace("torch.", "")
 
 
+def _to_tensor(array, like: torch.Tensor) -> torch.Tensor:
+    # A normal tensor even under torch.inference_mode(): the bounds of a call without a mask
+    # are reused by later calls (_frontend._no_mask_tensor), which may save them for backward.
+    with torch.inference_mode(False):
+        return torch.from_numpy(array).to(device=like.device)
+
+
 _TORCH = _frontend.Framework(
     tensor_name="torch.Tensor",
     is_tensor=lambda x: isinstance(x, torch.Tensor),
@@ -151,8 +158,9 @@ _TORCH = _frontend.Framework(
     device=lambda t: str(t.device),
     is_gpu=lambda t: t.is_cuda,
     runs_on_cpu=False,
-    to_tensor=lambda array, like: torch.from_numpy(array).to(device=like.device),
+    to_tensor=_to_tensor,
     values=lambda t: t.detach().cpu().numpy(),
+    reusable=lambda t: True,
 )
 
 
