@@ -1,8 +1,8 @@
 // The forwards' epilogue: a thread's two rows of the output tile normalised by their
 // softmax sums, their LSE (natural log) written to p.lse, and the output either written
 // to O with 16-byte stores (sm80, and the Hopper forward where its config does not stage
-// the output: D = 256, D = 64's three consumers and D = 128's 176-key tiles) or handed to a staging function
-// (fwd_sm90_epilogue.cuh). Rows at or past seqlen_q are not written.
+// the output: D = 256, D = 64's three consumers and D = 128's 176-key tiles) or handed to
+// a staging function (fwd_sm90_epilogue.cuh). Rows at or past seqlen_q are not written.
 #pragma once
 
 #include "kernel_common.cuh"
