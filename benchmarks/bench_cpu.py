@@ -309,6 +309,17 @@ def markdown(rows, meta) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_results(out: str, table: str, data: dict):
+    """benchmarks/results/<out>.md and .json (an absolute `out` is taken as it is)."""
+    base = os.path.join(RESULTS, out)
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    with open(base + ".md", "w") as f:
+        f.write(table)
+    with open(base + ".json", "w") as f:
+        json.dump(data, f, indent=2)
+    print(f"wrote {os.path.relpath(base, ROOT)}.md and .json")
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -371,12 +382,7 @@ def main():
     table = markdown(rows, meta)
     print()
     print(table)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, f"{args.out}.md"), "w") as f:
-        f.write(table)
-    with open(os.path.join(RESULTS, f"{args.out}.json"), "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=2)
-    print(f"wrote benchmarks/results/{args.out}.md and .json")
+    write_results(args.out, table, {"meta": meta, "rows": rows})
 
 
 if __name__ == "__main__":

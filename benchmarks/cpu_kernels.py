@@ -42,7 +42,7 @@ sys.path.insert(0, HERE)
 
 import cpu_flags  # noqa: E402  (tools/cpu_flags.py)
 from bench_cpu import (  # noqa: E402
-    BATCH, DTYPES, HEAD_DIM, HEADS, RESULTS, gflops, machine, mask_spec, run_child, torch_version,
+    BATCH, DTYPES, HEAD_DIM, HEADS, gflops, machine, mask_spec, run_child, torch_version, write_results,
 )
 from bench_gpu import MASKS  # noqa: E402
 
@@ -185,13 +185,7 @@ def main():
     table = markdown(result["rows"], meta)
     print()
     print(table)
-    base = os.path.join(RESULTS, args.out)
-    os.makedirs(os.path.dirname(base), exist_ok=True)
-    with open(base + ".md", "w") as f:
-        f.write(table)
-    with open(base + ".json", "w") as f:
-        json.dump({"meta": meta, "rows": result["rows"]}, f, indent=2)
-    print(f"wrote {os.path.relpath(base, ROOT)}.md and .json")
+    write_results(args.out, table, {"meta": meta, "rows": result["rows"]})
 
 
 if __name__ == "__main__":

@@ -14,13 +14,21 @@ vector ISA has no mask registers (AVX2, the generic variant): on an AVX2-only Ze
 softmax ran one exponential per instruction sequence (docs/cpu-kernel.md, "AVX2 on Zen 3").
 Unlike -ffast-math it allows no transformation that changes a value: only operations
 executed on paths that did not run them before.
+
+-fno-wrapv: the Python build's own flags, which setuptools and Paddle's cpp_extension put
+ahead of these, carry -fwrapv (signed overflow wraps). GCC must then keep the kernel's 32-bit
+index arithmetic wrapping instead of widening it into its addresses: the AVX-512 variant got
+10% more scalar address instructions (same FMAs), and the op built by setup.py ran ~3%
+slower than the same sources built by benchmarks/cpu_kernels.py (docs/cpu-kernel.md, "The
+Python build's -fwrapv"). Coming later on the command line, -fno-wrapv wins; the kernel
+has no signed overflow (its -fsanitize=signed-integer-overflow build runs clean).
 """
 
 import os
 import subprocess
 import tempfile
 
-COMMON = ("-O3", "-std=c++17", "-fopenmp", "-fno-trapping-math")
+COMMON = ("-O3", "-std=c++17", "-fopenmp", "-fno-trapping-math", "-fno-wrapv")
 NATIVE = "-march=native"
 LINK = ("-fopenmp",)
 
