@@ -21,7 +21,7 @@ index arithmetic wrapping instead of widening it into its addresses: the AVX-512
 10% more scalar address instructions (same FMAs), and the op built by setup.py ran ~3%
 slower than the same sources built by benchmarks/cpu_kernels.py (docs/cpu-kernel.md, "The
 Python build's -fwrapv"). Coming later on the command line, -fno-wrapv wins; the kernel
-has no signed overflow (its -fsanitize=signed-integer-overflow build runs clean).
+relies on no signed overflow (a -fsanitize=signed-integer-overflow build ran clean).
 """
 
 import os
