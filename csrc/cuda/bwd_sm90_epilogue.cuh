@@ -5,7 +5,6 @@
 //  - dK (scaled) and dV of an item through shared memory and TMA stores.
 #pragma once
 
-#include "bwd_sm90_dq_convert.cuh"
 #include "bwd_sm90_producer.cuh"
 #include "dq_accum_order.cuh"
 #include "kernel_common.cuh"
@@ -68,16 +67,8 @@ struct BwdSm90Epilogue {
         sm90::bulk_reduce_add_f32(tile + (cw * kDqBlocks + bb) * Order::kRunFloats,
                                   base + dq_block_offset<kNextBlock, kNextPair>(bb), Order::kRunFloats * 4);
       sm90::bulk_commit();
-      if constexpr (Cfg::kConvertDq) group_committed(sm, cw, dq_part_index(maps.dq, m, h, b));
     }
     __syncwarp();  // converged again before the next warp-aligned wgmma
-  }
-
-  // kConvertDq: the index of this consumer's dQ part of query tile m (bwd_sm90_dq_convert.cuh).
-  __device__ __forceinline__ int dq_part_index(const DqAccumTarget& dq, int m, int h, int b) const {
-    constexpr int kParts = kBlockM * Cfg::D / Order::kPartFloats;
-    static_assert(kDqBlocks * Order::kRunFloats == Order::kPartFloats, "a consumer's dQ is one part");
-    return ((b * dq.num_heads + h) * (dq.sq_pad / kBlockM) + m) * kParts + cw;
   }
 
   // D <= 128: every run at once in dq_stage ([run][consumer][8 KB]), once the issuer's
@@ -140,14 +131,6 @@ struct BwdSm90Epilogue {
     __syncwarp();
     sm90::named_barrier_arrive(sm90::BwdBarrier::kDqFree0, 128, cw);
   }
-  // kConvertDq: the issuer posts the dQ parts whose reduce-adds have completed, while the
-  // warpgroup waits for its S^T and dP^T wgmmas (on the issuer warp's path between two wgmmas
-  // the posts cost the backward ~10%: perf-notes v53).
-  __device__ __forceinline__ void retire_completed_dq() const {
-    if constexpr (Cfg::kConvertDq)
-      if (dq_issuer) retire_dq_parts<false>(sm, cw);
-    __syncwarp();
-  }
   // The staging may be rewritten once the issuer's bulk copies have read it.
   __device__ __forceinline__ void wait_staging_read() const {
     if (dq_issuer) sm90::bulk_wait_read<0>();
@@ -184,7 +167,6 @@ struct BwdSm90Epilogue {
         sm90::tma_store_4d(&maps.dv, sdV + src, blk * 64, n0 + key_off, hk, b);
       }
       sm90::bulk_commit();
-      if constexpr (Cfg::kConvertDq) group_committed(sm, cw, kNotDq);
       if constexpr (Cfg::kStageInKV) {  // the loader may bring the next K/V once the stores have read them
         sm90::bulk_wait_read<0>();
         sm90::mbar_arrive(&sm.kv_empty);

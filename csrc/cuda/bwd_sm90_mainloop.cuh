@@ -289,7 +289,6 @@ struct BwdSm90Mainloop {
     float acc_s[4 * ST], acc_dp[4 * ST];
     issue_scores(acc_s, acc_dp, q_addr, do_addr);
     if constexpr (Cfg::kDqInQSlot) release_staged_slot();
-    epi.retire_completed_dq();
     if constexpr (!Cfg::kStageInKV)
       if (dkdv_staged) {  // the last item's dK/dV stores have read the staging (this tile rewrites it)
         epi.wait_staging_read();

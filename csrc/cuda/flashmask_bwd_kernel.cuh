@@ -18,7 +18,6 @@
 
 #include "dq_accum_order.cuh"
 #include "kernel_common.cuh"
-#include "mask.cuh"
 
 namespace flashmask {
 namespace cuda {
@@ -29,9 +28,6 @@ struct BwdWork {
   const float* dsum;              // [B, H, sq_pad]: rowsum(dO * O), 0 for padded rows
   float* dq_accum;                // [B, H, sq_pad, D] fp32 (kDQ only; the Hopper kernel's tiles in DqFragmentOrder)
   int* next_item;                 // the Hopper backward's work counter, zeroed per launch
-  // Hopper backward converting dQ itself (BwdSm90Config::kConvertDq): per 64 x 64 dQ part
-  // (DqFragmentOrder) the key blocks whose reduce-adds are still to come (dq_pending kernel).
-  int* dq_pending;
   int sq_pad;
 };
 
@@ -580,24 +576,6 @@ __global__ void flashmask_bwd_dq_convert_kernel(const BwdParams p, const float* 
   *reinterpret_cast<uint4*>(dst) = out;
 }
 
-// dQ rows of one (batch, head) as the conversions from the Hopper backward's accumulator
-// write them: four values of a row, scaled, from one float4.
-template <typename T>
-struct DqRows {
-  T* base;
-  int64_t row_stride;
-  int seqlen_q;
-  float scale;
-  __device__ __forceinline__ DqRows(const BwdParams& p, int b, int h)
-      : base(static_cast<T*>(p.dq) + b * p.dq_strides.batch + h * p.dq_strides.head),
-        row_stride(p.dq_strides.row), seqlen_q(p.shape.seqlen_q), scale(p.softmax_scale) {}
-  __device__ __forceinline__ void store4(int row, int col, float4 x) const {
-    if (row >= seqlen_q) return;
-    *reinterpret_cast<uint2*>(base + row * row_stride + col) =
-        make_uint2(Pack<T>::two(x.x * scale, x.y * scale), Pack<T>::two(x.z * scale, x.w * scale));
-  }
-};
-
 // The same from the Hopper backward's accumulator (each query tile of kTileRows rows in
 // DqFragmentOrder): a block per 64 x 64 part, read in order into a row-major shared tile,
 // then written as rows (each warp two rows of 64 values): one float4 per thread and step.
@@ -628,44 +606,17 @@ __global__ void __launch_bounds__(kDqConvertThreads)
   int row0, col0;
   Order::part_origin(pi, row0, col0);
   row0 += m * kTileRows;
-  const DqRows<T> out(p, static_cast<int>(bh / s.num_heads), static_cast<int>(bh % s.num_heads));
+  const int h = static_cast<int>(bh % s.num_heads), b = static_cast<int>(bh / s.num_heads);
+  T* dst = static_cast<T*>(p.dq) + b * p.dq_strides.batch + h * p.dq_strides.head + col0;
+  const float sc = p.softmax_scale;
 #pragma unroll
   for (int k = 0; k < kSteps; ++k) {
     const int q = k * kDqConvertThreads + threadIdx.x, row = q / (kSide / 4), col = q % (kSide / 4) * 4;
-    out.store4(row0 + row, col0 + col, *reinterpret_cast<const float4*>(part + row * kPitch + col));
+    if (row0 + row >= s.seqlen_q) continue;
+    const float4 x = *reinterpret_cast<const float4*>(part + row * kPitch + col);
+    *reinterpret_cast<uint2*>(dst + static_cast<int64_t>(row0 + row) * p.dq_strides.row + col) =
+        make_uint2(Pack<T>::two(x.x * sc, x.y * sc), Pack<T>::two(x.z * sc, x.w * sc));
   }
-}
-
-// The Hopper backward's dQ counts when it converts dQ itself (BwdSm90Config::kConvertDq): a
-// warp per query tile of kTileRows rows counts the key blocks of kBlockN that list it (the
-// list builders' classification, here from the query tile's side) and stores the count as
-// each of the tile's parts' pending contributions; a tile that no key block lists gets dQ = 0.
-constexpr int kDqPendingWarps = 4;
-template <typename T, int D, int kTileRows, int kBlockN>
-__global__ void __launch_bounds__(kDqPendingWarps * 32)
-    flashmask_bwd_dq_pending_kernel(const BwdParams p, const BwdWork w) {
-  constexpr int kParts = kTileRows * D / DqFragmentOrder<kTileRows>::kPartFloats;
-  static_assert(kParts <= 32, "a lane per part");
-  const AttentionShape& s = p.shape;
-  const int m_tiles = (s.seqlen_q + kTileRows - 1) / kTileRows, n_tiles = (s.seqlen_k + kBlockN - 1) / kBlockN;
-  const int64_t tile = static_cast<int64_t>(blockIdx.x) * kDqPendingWarps + threadIdx.x / 32;
-  if (tile >= static_cast<int64_t>(s.batch) * s.num_heads * m_tiles) return;
-  const int lane = threadIdx.x & 31, m = static_cast<int>(tile % m_tiles);
-  const int64_t bh = tile / m_tiles;
-  const int b = static_cast<int>(bh / s.num_heads), h = static_cast<int>(bh % s.num_heads);
-  const int64_t bhm = mask_row_for(p.mask, s, b, h);
-  const int r0 = m * kTileRows;
-  const KeyTileClassifier keys(p.mask, s.seqlen_q, s.seqlen_k, bhm, r0, min(kTileRows, s.seqlen_q - r0), kBlockN,
-                               w.tile_bounds + bhm * n_tiles);
-  int count = 0;
-  for (int n0 = 0; n0 < keys.n_end; n0 += 32) {
-    const int n = n0 + lane;
-    count += __popc(__ballot_sync(0xffffffffu, n < keys.n_end && keys.kind(n) != static_cast<int>(TileKind::kSkip)));
-  }
-  if (lane < kParts) w.dq_pending[(bh * (w.sq_pad / kTileRows) + m) * kParts + lane] = count;
-  if (count > 0) return;
-  const DqRows<T> out(p, b, h);
-  for (int i = lane; i < kTileRows * D / 4; i += 32) out.store4(r0 + i / (D / 4), i % (D / 4) * 4, float4{});
 }
 
 }  // namespace cuda

@@ -6,8 +6,7 @@
 // composes the roles of bwd_sm90_producer.cuh (list builders, loader),
 // bwd_sm90_mainloop.cuh (the consumers' GEMMs and dS) and bwd_sm90_epilogue.cuh (dQ
 // reduce-add, dK/dV stores). Three warpgroups:
-//  - producer (warpgroup 0): warps 1-3 (1-2 at D <= 128, where warp 3 converts dQ:
-//    bwd_sm90_dq_convert.cuh) take the next item and build, per query head
+//  - producer (warpgroup 0): warps 1-3 take the next item and build, per query head
 //    of its GQA group, the query-tile list into one of two list buffers (so the next
 //    list is ready while this one runs). Warp 0 loads, per item, K and V of the key
 //    block by TMA (once both consumers are past the previous item's last GEMM), and
@@ -44,7 +43,6 @@
 
 #include <cstddef>
 
-#include "bwd_sm90_dq_convert.cuh"
 #include "bwd_sm90_mainloop.cuh"
 #include "bwd_sm90_producer.cuh"
 #include "flashmask_bwd_kernel.cuh"
@@ -111,12 +109,6 @@ struct BwdSm90Config {
   // causal at 8K and 32K, level on masks); at D=64 it made ptxas spill and lost 4-7%, at D=256
   // it lost 1-2% (perf-notes v45).
   static constexpr bool kSplitDqWaits = D == 128;
-  // D <= 128: dQ converted in this kernel by producer warp 3 (bwd_sm90_dq_convert.cuh; the
-  // list builders are warps 1-2), in place of the convert kernel after it (perf-notes v53).
-  // D = 256 has no shared memory left for the part buffer.
-  static constexpr bool kConvertDq = !kDqInQSlot;
-  static constexpr int kDqPartBytes = kConvertDq ? DqFragmentOrder<kBlockM>::kPartFloats * 4 : 0;
-  static constexpr int kQueueSlots = kConvertDq ? static_cast<int>(kDqQueueSlots) : 0;
   static constexpr int kDqStageBytes = kDqInQSlot ? 0 : kDqRows * kDqCols * 4;  // per consumer
   static constexpr int kColBlocks = D / 64;
   static constexpr int kKVBytes = kBlockN * D * 2, kQBytes = kBlockM * D * 2;
@@ -150,7 +142,6 @@ struct BwdSm90Config {
     // [run][consumer][8 KB]: consumer c's dQ run j (DqFragmentOrder) sits where rows 64c..
     // of column block j of a dV tile staged here go.
     float dq_stage[kConsumers * kDqStageBytes / 4];
-    float dq_part[kDqPartBytes / 4];  // kConvertDq: the part being converted
     float lse[kStages][kBlockM];   // lse * log2(e) of the ring's query tiles
     float dsum[kStages][kBlockM];  // rowsum(dO * O)
     uint64_t kv_full, kv_empty;    // K/V landed; both consumers are done with them (and the staging)
@@ -160,26 +151,19 @@ struct BwdSm90Config {
     uint64_t ds_empty[kDsBars];  // both consumers' dQ finished reading dS^T[buf]
     // kDqInQSlot: every consumer warp's S^T, dP^T of the slot done (and its GEMMs of the tile before)
     uint64_t scores_done[kScoresBars];
-    uint64_t dq_part_full;  // kConvertDq: dq_part landed
-    uint64_t dq_queue_full[kQueueSlots], dq_queue_empty[kQueueSlots];  // kConvertDq: a queue entry posted / taken
     BwdListRecord records[2];
     int scratch[32];  // the builders' list compaction and work counter
-    int dq_queue[kQueueSlots];  // kConvertDq: completed dQ parts, from the issuers to the converter
-    unsigned dq_queue_tail;     // the next queue position an issuer takes
-    int dq_queue_pad;
-    DqRetire dq_retire[kConsumers];  // kConvertDq: each issuer's parts not yet posted
     TileEntry lists[kBwdListBuffers][sm90::kListCapacity];
   };
   static_assert(offsetof(Smem, v) % 1024 == 0 && offsetof(Smem, q) % 1024 == 0 && offsetof(Smem, dout) % 1024 == 0 &&
                     offsetof(Smem, ds) % 1024 == 0 && offsetof(Smem, dq_stage) % 1024 == 0,
                 "SW128 tiles start 1024-byte aligned");
   static_assert(sizeof(Smem) == 2 * kKVBytes + 2 * kStages * kQBytes + kDsBuffers * kBlockN * kBlockM * 2 +
-                                    kConsumers * kDqStageBytes + kDqPartBytes + 2 * kStages * kRowBytes +
-                                    (9 + 2 * kStages + 2 * kDsBars + kScoresBars + 2 * kQueueSlots) * 8 + 2 * sizeof(BwdListRecord) +
-                                    (32 + kQueueSlots + 2) * 4 + kConsumers * sizeof(DqRetire) +
+                                    kConsumers * kDqStageBytes + 2 * kStages * kRowBytes +
+                                    (8 + 2 * kStages + 2 * kDsBars + kScoresBars) * 8 + 2 * sizeof(BwdListRecord) + 32 * 4 +
                                     kBwdListBuffers * sm90::kListCapacity * sizeof(TileEntry),
                 "no padding");
-  static constexpr int kListBuilders = kConvertDq ? 64 : 96;  // warps 1-2 (or 1-3) build the query-tile lists
+  static constexpr int kListBuilders = 96;  // warps 1-3 build the query-tile lists
   // Bytes of shared memory, with alignment slack.
   static constexpr int kSmemFixed = sizeof(Smem) + 1024;
 };
@@ -218,22 +202,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       mbar_init(sm.ds_full + buf, kConsumerThreads);
       mbar_init(sm.ds_empty + buf, kConsumerThreads);
     }
-    mbar_init(&sm.dq_part_full, 1);
-    for (int i = 0; i < Cfg::kQueueSlots; ++i) {
-      mbar_init(sm.dq_queue_full + i, 1);
-      mbar_init(sm.dq_queue_empty + i, 1);
-    }
-    sm.dq_queue_tail = 0;
-    for (int c = 0; c < Cfg::kConsumers; ++c) sm.dq_retire[c].first = sm.dq_retire[c].count = 0;
     fence_barrier_init();
   }
   __syncthreads();
 
   if (warp < 4) {  // ------------------------------------------------ producer
     regs_dealloc<Cfg::kProducerRegs>();
-    if (Cfg::kConvertDq && warp == 3)
-      bwd_dq_convert_role<T, Cfg>(sm, p, w);
-    else if (warp > 0)
+    if (warp > 0)
       bwd_list_builder_role<Cfg>(maps, queue, p, w, tid - 32);
     else if (lane == 0)
       bwd_load_role<T, Cfg>(maps, queue, w, H, group);
@@ -267,14 +242,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     mainloop.item_end(maps, p.softmax_scale, n0, ls.hk, b);
     kv.advance();
   }
-  if (mainloop.epi.dq_issuer) {  // the last reduce-adds and stores complete
-    if constexpr (Cfg::kConvertDq) {  // and their parts go to the converter, then this issuer is done
-      retire_dq_parts<true>(sm, mainloop.epi.cw);
-      post_dq_part(sm, kDqQueueDone);
-    } else {
-      bulk_wait<0>();
-    }
-  }
+  if (mainloop.epi.dq_issuer) bulk_wait<0>();  // the last reduce-adds and stores are complete
 #endif
 }
 

@@ -137,7 +137,7 @@ inline bool bwd_sm90_possible(const BwdParams& p) { return !p.deterministic && s
 
 struct BwdLayout {
   int sq_pad, n_tiles, n_tiles_dq;
-  size_t off_tb, off_tb_dq, off_lse, off_dsum, off_dq, off_counter, off_pending, total;
+  size_t off_tb, off_tb_dq, off_lse, off_dsum, off_dq, off_counter, total;
 };
 template <int D>
 BwdLayout bwd_layout(const BwdParams& p) {
@@ -167,11 +167,6 @@ BwdLayout bwd_layout(const BwdParams& p) {
   if (dq_accum_possible) off += align256(B * H * L.sq_pad * static_cast<size_t>(D) * sizeof(float));
   L.off_counter = off;  // the Hopper backward's work counter
   if (bwd_sm90_possible(p)) off += align256(sizeof(int));
-  L.off_pending = off;  // the Hopper backward's pending contributions per dQ part (kConvertDq)
-  using Sm90 = typename KC::BwdSm90;
-  if (Sm90::kConvertDq && bwd_sm90_possible(p) && !p.deterministic)
-    off += align256(B * H * (L.sq_pad / Sm90::kBlockM) * (Sm90::kBlockM * D / DqFragmentOrder<Sm90::kBlockM>::kPartFloats) *
-                    sizeof(int));
   L.total = off;
   return L;
 }
@@ -330,9 +325,6 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
   w.dsum = reinterpret_cast<float*>(ws + L.off_dsum);
   w.dq_accum = dq_kernel ? nullptr : reinterpret_cast<float*>(ws + L.off_dq);
   w.next_item = sm90 ? reinterpret_cast<int*>(ws + L.off_counter) : nullptr;
-  // The Hopper backward converts dQ itself (D <= 128): the dq_pending kernel's counts.
-  const bool convert_in_bwd = sm90 && !dq_kernel && KC::BwdSm90::kConvertDq;
-  w.dq_pending = convert_in_bwd ? reinterpret_cast<int*>(ws + L.off_pending) : nullptr;
   w.sq_pad = L.sq_pad;
   const AttentionShape& s = p.shape;
 
@@ -348,14 +340,6 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
         <<<static_cast<unsigned>(prep_rows / Prep::kRowsPerBlock), Prep::kThreads, 0, stream>>>(
             p, const_cast<float*>(w.lse_log2), const_cast<float*>(w.dsum), L.sq_pad);
     if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_prep_kernel launch")) return rc;
-  }
-  if (convert_in_bwd && s.seqlen_q > 0) {
-    using Sm90 = typename KC::BwdSm90;
-    const int64_t tiles = static_cast<int64_t>(s.batch) * s.num_heads * ceil_div(s.seqlen_q, Sm90::kBlockM);
-    flashmask_bwd_dq_pending_kernel<T, D, Sm90::kBlockM, Sm90::kBlockN>
-        <<<static_cast<unsigned>((tiles + kDqPendingWarps - 1) / kDqPendingWarps), kDqPendingWarps * 32, 0, stream>>>(
-            p, w);
-    if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_dq_pending_kernel launch")) return rc;
   }
   if (!dq_kernel) {
     if (int rc = check_cuda(cudaMemsetAsync(w.dq_accum, 0,
@@ -403,15 +387,13 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
       const dim3 grid_dq(ceil_div(s.seqlen_q, DqCfg::kBlockM), s.num_heads, s.batch);
       k<<<grid_dq, DqCfg::kThreads, smem_dq, stream>>>(p, w, tb_dq);
       if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_dq_kernel launch")) return rc;
-    } else if (sm90) {  // D <= 128 (convert_in_bwd): the Hopper backward wrote dQ itself
-      if (!convert_in_bwd) {
-        constexpr int kTileRows = KC::BwdSm90::kBlockM;
-        const int64_t parts = static_cast<int64_t>(s.batch) * s.num_heads * ceil_div(s.seqlen_q, kTileRows) *
-                              (kTileRows * D / DqFragmentOrder<kTileRows>::kPartFloats);
-        flashmask_bwd_dq_convert_fragments_kernel<T, D, kTileRows>
-            <<<static_cast<unsigned>(parts), kDqConvertThreads, 0, stream>>>(p, w.dq_accum, L.sq_pad);
-        if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_dq_convert_fragments_kernel launch")) return rc;
-      }
+    } else if (sm90) {
+      constexpr int kTileRows = KC::BwdSm90::kBlockM;
+      const int64_t parts = static_cast<int64_t>(s.batch) * s.num_heads * ceil_div(s.seqlen_q, kTileRows) *
+                            (kTileRows * D / DqFragmentOrder<kTileRows>::kPartFloats);
+      flashmask_bwd_dq_convert_fragments_kernel<T, D, kTileRows>
+          <<<static_cast<unsigned>(parts), kDqConvertThreads, 0, stream>>>(p, w.dq_accum, L.sq_pad);
+      if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_dq_convert_fragments_kernel launch")) return rc;
     } else {
       const int64_t n = static_cast<int64_t>(s.batch) * s.num_heads * s.seqlen_q * (D / 8);
       flashmask_bwd_dq_convert_kernel<T, D>

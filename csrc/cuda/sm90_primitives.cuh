@@ -56,17 +56,6 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, int parity) {
       : "memory");
 }
 
-// Whether the phase with the given parity has completed, without waiting.
-__device__ __forceinline__ bool mbar_test(uint64_t* bar, int parity) {
-  uint32_t done = 0;
-  FM_SM90_ASM(
-      "{\n.reg .pred p;\nmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-      : "=r"(done)
-      : "r"(smem_u32(bar)), "r"(parity)
-      : "memory");
-  return done != 0;
-}
-
 // ---------------------------------------------------------------- TMA
 // 4-D tiled load (coordinates innermost first) into smem, completing on `bar`.
 __device__ __forceinline__ void tma_load_4d(void* dst, const void* tensor_map, uint64_t* bar,
@@ -137,17 +126,6 @@ __device__ __forceinline__ void bulk_wait_read() {
 template <int N>
 __device__ __forceinline__ void bulk_wait() {
   FM_SM90_ASM("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
-}
-// Orders this thread's completed async-proxy global accesses (bulk reduce-adds after
-// bulk_wait) with its later generic ones, and the reverse (a bulk load after an acquire).
-__device__ __forceinline__ void fence_proxy_async_global() {
-  FM_SM90_ASM("fence.proxy.async.global;\n" ::: "memory");
-}
-// atomicAdd with acquire and release semantics at GPU scope; returns the old value.
-__device__ __forceinline__ int atomic_add_acq_rel_gpu(int* p, int v) {
-  int old = 0;
-  FM_SM90_ASM("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(p), "r"(v) : "memory");
-  return old;
 }
 __device__ __forceinline__ void prefetch_tensor_map(const void* tensor_map) {
   FM_SM90_ASM("prefetch.tensormap [%0];\n" ::"l"(tensor_map) : "memory");
