@@ -480,7 +480,8 @@ def report(out_dir: pathlib.Path):
         if m:
             reps = f", >= {m['min_reps']} timed calls per median" if "min_reps" in m else ", triton do_bench medians"
             reps += ", fwd/bwd/fwd+bwd in turns" if m.get("timing") == "interleaved" else ", fwd/bwd/fwd+bwd in blocks"
-            lines.append(f"- `{m.get('tag')}`: {m.get('device')}, torch {m.get('torch')}, {m.get('date')}{reps}")
+            note = f" ({m['note']})" if m.get("note") else ""
+            lines.append(f"- `{m.get('tag')}`: {m.get('device')}, torch {m.get('torch')}, {m.get('date')}{reps}{note}")
     lines.append("")
     hdr = ("| run | N | D | mask | density | ours fwd | ours bwd | ours fwd+bwd | FA4 fwd | FA4 fwd+bwd | "
            "FA4-Flex fwd+bwd | Flex fwd | Flex fwd+bwd | FA2 fwd+bwd | cuDNN fwd+bwd | dense fwd+bwd | "
