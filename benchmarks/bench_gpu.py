@@ -15,6 +15,10 @@ forward, the backward and the fwd+bwd call of one kernel are timed in turns.
     python benchmarks/bench_gpu.py --configs 8k-128,32k-128 --tag d128   # -> results/gpu_d128.json
     python benchmarks/bench_gpu.py --report                               # merge -> gpu.json/.md/.png
 
+A whole 32K run of every mask does not fit one 10-minute device call: run its masks in parts
+(--masks, a tag each) and join the parts into one run's file with
+    python benchmarks/bench_gpu.py --merge d256_32k part_a.json part_b.json   # -> gpu_d256_32k.json
+
 FlexAttention: torch.compile'd flex_attention with a BlockMask built by
 create_block_mask from a mask_mod reading the same (normalised) column bounds;
 its build time is reported. Two mask_mods per shape (causal or not; bounds copied
@@ -457,6 +461,26 @@ def fa4_target_lines(rows, interleaved):
             "|---|---|---|---|---|---|---|", *out]
 
 
+def merge(out_dir: pathlib.Path, tag: str, parts) -> pathlib.Path:
+    """Joins the parts of one run (its masks measured in several device calls) into
+    gpu_<tag>.json: the rows in the parts' order, the first part's meta, and a note with
+    each part's masks and date (the report prints it)."""
+    datas = [json.load(open(p)) for p in parts]
+    for p, d in zip(parts, datas):
+        if not d.get("rows"):
+            raise ValueError(f"--merge: {p} has no rows")
+        configs = {r["config"] for r in d["rows"]} | {r["config"] for r in datas[0]["rows"]}
+        if len(configs) != 1:
+            raise ValueError(f"--merge: {p} holds other configs than {parts[0]}: {sorted(configs)}")
+    meta = dict(datas[0]["meta"], tag=tag)
+    meta["note"] = f"masks in {len(datas)} device calls: " + ", ".join(
+        f"{d['rows'][0]['mask']} to {d['rows'][-1]['mask']} at {d['meta']['date']}" for d in datas)
+    path = out_dir / f"gpu_{tag}.json"
+    with open(path, "w") as f:
+        json.dump({"meta": meta, "rows": [r for d in datas for r in d["rows"]]}, f, indent=1)
+    return path
+
+
 def report(out_dir: pathlib.Path):
     rows = []
     meta = {}
@@ -545,9 +569,16 @@ def main():
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--no-dense", action="store_true")
     ap.add_argument("--report", action="store_true")
+    ap.add_argument("--merge", nargs="+", metavar=("TAG", "PART"),
+                    help="join PART files (one run's masks in several calls) into gpu_TAG.json in --out")
     args = ap.parse_args()
     out_dir = pathlib.Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        if len(args.merge) < 2:
+            ap.error("--merge needs a TAG and at least one PART file")
+        print("wrote", merge(out_dir, args.merge[0], args.merge[1:]))
+        return
     if args.report:
         report(out_dir)
         return

@@ -1,0 +1,71 @@
+"""benchmarks/bench_gpu.py's bookkeeping that runs without a GPU: --merge joins the parts of one
+run (its masks measured in several device calls) into one run's file, and the report prints
+the note that says so."""
+
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import bench_gpu  # noqa: E402
+
+
+def part(directory, name, date, config, masks):
+    """A bench_gpu.py result file holding one row per mask (rates made up per mask)."""
+    rows = [dict(config=config, mask=m, N=32768, D=256, density=1.0, causal=False, ours_fwd=600.0 + i,
+                 ours_bwd=300.0 + i, ours_fwdbwd=350.0 + i, flex_fwdbwd=150.0) for i, m in enumerate(masks)]
+    meta = dict(tag=name, device="GPU", torch="2", date=date, min_reps=10, timing="interleaved")
+    path = pathlib.Path(directory) / f"gpu_{name}.json"
+    path.write_text(json.dumps({"meta": meta, "rows": rows}))
+    return path
+
+
+class MergeTest(unittest.TestCase):
+    def test_the_parts_join_in_order_with_a_note(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            a = part(tmp, "a", "2026-12-01 16:31", "32k-256", ["full", "causal"])
+            b = part(tmp, "b", "2026-12-01 16:38", "32k-256", ["document"])
+            out = pathlib.Path(tmp) / "out"
+            out.mkdir()
+            merged = json.loads(bench_gpu.merge(out, "d256_32k", [a, b]).read_text())
+            self.assertEqual([r["mask"] for r in merged["rows"]], ["full", "causal", "document"])
+            self.assertEqual(merged["rows"][2]["ours_fwdbwd"], 350.0)
+            self.assertEqual(merged["meta"]["tag"], "d256_32k")
+            self.assertEqual(merged["meta"]["date"], "2026-12-01 16:31")
+            self.assertEqual(merged["meta"]["note"], "masks in 2 device calls: full to causal at 2026-12-01 16:31, "
+                                                     "document to document at 2026-12-01 16:38")
+
+    def test_the_report_prints_the_note(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            a = part(tmp, "a", "2026-12-01 16:31", "32k-256", ["full"])
+            b = part(tmp, "b", "2026-12-01 16:38", "32k-256", ["causal"])
+            out = pathlib.Path(tmp) / "out"
+            out.mkdir()
+            bench_gpu.merge(out, "d256_32k", [a, b])
+            bench_gpu.report(out)
+            md = (out / "gpu.md").read_text()
+            self.assertIn("(masks in 2 device calls: full to full at 2026-12-01 16:31, causal to causal at "
+                          "2026-12-01 16:38)", md)
+            self.assertIn("| d256_32k | 32K | 256 | causal |", md)
+
+    def test_parts_of_other_configs_are_refused(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            a = part(tmp, "a", "d1", "32k-256", ["full"])
+            b = part(tmp, "b", "d2", "8k-256", ["causal"])
+            with self.assertRaisesRegex(ValueError, "other configs"):
+                bench_gpu.merge(pathlib.Path(tmp), "x", [a, b])
+
+    def test_a_part_without_rows_is_refused(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            a = part(tmp, "a", "d1", "32k-256", [])
+            with self.assertRaisesRegex(ValueError, "no rows"):
+                bench_gpu.merge(pathlib.Path(tmp), "x", [a])
+
+
+if __name__ == "__main__":
+    unittest.main()
