@@ -12,9 +12,9 @@ nvcc is installed, the `nvidia-cuda-cuobjdump` wheel carries it (nvidia/cu13/bin
 
 In each `flashmask_fwd_sm90_kernel` (or those whose mangled name contains --kernel), the tile
 loop is the smallest loop that issues HGMMAs and waits for them twice (`WARPGROUP.DEPBAR.LE
-gsb0, 0x1`, then `0x0`). Its unmasked path is the body without the
-partial-tile masking: the first forward branch after the first wait jumps over it. Prints the
-path's length and its opcodes by count.
+gsb0, 0x1`, then `0x0`). Its unmasked path is the body without the partial-tile masking, which
+the first forward branch after the first wait jumps over. Prints the path's length and its
+opcodes by count.
 """
 import argparse
 import collections
