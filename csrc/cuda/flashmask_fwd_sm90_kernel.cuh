@@ -76,10 +76,11 @@ struct FwdSm90Config {
   // it made ptxas spill in the main loop and measured level (perf-notes v39). Those store
   // the output from registers (fwd_epilogue.cuh).
   static constexpr bool kStageO = kQStages >= 2 && kConsumers == 2;
-  // The warp index broadcast from lane 0 (uniform registers for what derives from it) at
-  // D=256 only: there the forward gained 1-6%, at D <= 128 it measured -3% to +3% (perf-notes
-  // v44).
-  static constexpr bool kUniformWarpIndex = D == 256;
+  // The warp index broadcast from lane 0 (uniform registers for what derives from it, such as
+  // the Q descriptor): at D=256 the forward gained 1-6% (perf-notes v44); at D=128 with 128
+  // keys it takes 15 instructions off each tile (v54); the D=64 and 176-key kernels then spill
+  // in their tile loop.
+  static constexpr bool kUniformWarpIndex = D == 256 || (D == 128 && kBlockN == 128);
   static constexpr int kQBytes = kBlockM * D * 2, kKVBytes = kBlockN * D * 2;
   static constexpr int kSchedulerThreads = 64;
 
