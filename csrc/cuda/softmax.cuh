@@ -106,7 +106,9 @@ struct OnlineSoftmax {
         return s;
       };
       // The same sums as from 0, in the same order: (0 + a) + b == a + b.
-      float sum[4] = {prob(0, 0) + prob(0, 1), prob(1, 0) + prob(1, 1), prob(2, 0) + prob(2, 1), prob(3, 0) + prob(3, 1)};
+      float sum[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) sum[j] = prob(j, 0) + prob(j, 1);
 #pragma unroll
       for (int j = 4; j < NT; ++j) {
         sum[j % 4] += prob(j, 0);
