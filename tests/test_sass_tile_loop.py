@@ -47,6 +47,8 @@ class TileLoopTest(unittest.TestCase):
     def test_the_listing_is_read_whole(self):
         self.assertEqual(len(self.code), len(LISTING))
         self.assertEqual(sass_tile_loop.opcode("@!P2 BRA 0x20"), "BRA")
+        self.assertEqual(sass_tile_loop.opcode("HGMMA.64x128x16.F32.BF16 R24, gdesc[UR20], RZ"), "HGMMA")
+        self.assertEqual(sass_tile_loop.opcode(""), "")  # an ncu source page's empty line
 
     def test_the_tile_loop_is_the_innermost_with_both_waits(self):
         self.assertEqual(sass_tile_loop.tile_loop(self.code), (0x20, 0xb0))

@@ -11,7 +11,8 @@ docs/perf-notes.md's "Our D=128 kernels against FA4's in ncu".
 import argparse
 import collections
 import csv
-import re
+
+from sass_tile_loop import opcode  # noqa: E402  (tools/, the script's own folder)
 
 SAMPLES = "Warp Stall Sampling (All Samples)"
 COLUMNS = {"inst": "Instructions Executed", "samples": SAMPLES, "excess": "L1 Wavefronts Shared Excessive"}
@@ -27,10 +28,9 @@ def load(path):
         if len(r) < len(header):
             continue
         text = r[header["Source"]].strip()
-        opcode = re.sub(r"^@!?U?P\w+\s+", "", text).split(" ")[0].split(".")[0]
         counters = {key: float(r[header[col]].replace(",", "") or 0) if col in header else 0.0
                     for key, col in COLUMNS.items()}
-        lines.append(dict(text=text, opcode=opcode, **counters))
+        lines.append(dict(text=text, opcode=opcode(text), **counters))
     return lines
 
 

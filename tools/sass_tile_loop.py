@@ -40,9 +40,12 @@ def kernels(text):
 
 
 def opcode(instruction):
+    """The opcode without its predicate and modifiers ("@!P0 BRA 0x70" -> "BRA"; "" for none).
+    tools/ncu_compare.py reads ncu's SASS source pages with it too."""
     words = instruction.split()
-    op = words[1] if words[0].startswith("@") else words[0]
-    return op.split(".")[0]
+    if words and words[0].startswith("@"):
+        words = words[1:]
+    return words[0].split(".")[0] if words else ""
 
 
 def branch_target(instruction):
