@@ -4,34 +4,78 @@
 
 Each file is `ncu -i REPORT --csv --page source --print-source sass` of one kernel (a profile
 with the SourceCounters section). Prints the executed warp instructions per opcode for both
-(and B - A), each opcode's share of the warp-state samples, and the instructions of each file
-with the most excess shared-memory wavefronts (bank conflicts): the comparison behind
-docs/perf-notes.md's "Our D=128 kernels against FA4's in ncu".
+(and B - A), each opcode's share of the warp-state samples, the instructions of each file
+with the most excess shared-memory wavefronts (bank conflicts), and where each kernel's warps
+wait: the share of the samples in its tile loop (sass_tile_loop.py's rule, applied to the
+page's own SASS) with the loop's leading stall reasons, and the instructions holding the most
+samples (offsets from the kernel's first instruction, as in cuobjdump) with theirs. The
+comparisons behind docs/perf-notes.md's "Our D=128 kernels against FA4's in ncu" and "The D=128
+backward against FA4's in ncu".
 """
 import argparse
 import collections
 import csv
 
-from sass_tile_loop import opcode  # noqa: E402  (tools/, the script's own folder)
+from sass_tile_loop import opcode, tile_loop  # noqa: E402  (tools/, the script's own folder)
 
 SAMPLES = "Warp Stall Sampling (All Samples)"
 COLUMNS = {"inst": "Instructions Executed", "samples": SAMPLES, "excess": "L1 Wavefronts Shared Excessive"}
 
 
+def number(text):
+    return float(text.replace(",", "") or 0)
+
+
 def load(path):
-    """The SASS lines of one source page: opcode, source text and the counters above."""
+    """The SASS lines of one source page: opcode, source text, offset from the kernel's first
+    instruction, the counters above and the samples per stall reason ("stalls")."""
     rows = list(csv.reader(open(path, newline="")))
     start = next(i for i, r in enumerate(rows) if "Source" in r)
     header = {name: j for j, name in enumerate(rows[start])}
+    reasons = [n for n in header if n.startswith("stall_") and "Not Issued" not in n]
     lines = []
     for r in rows[start + 1:]:
         if len(r) < len(header):
             continue
         text = r[header["Source"]].strip()
-        counters = {key: float(r[header[col]].replace(",", "") or 0) if col in header else 0.0
-                    for key, col in COLUMNS.items()}
-        lines.append(dict(text=text, opcode=opcode(text), **counters))
+        counters = {key: number(r[header[col]]) if col in header else 0.0 for key, col in COLUMNS.items()}
+        stalls = {n[len("stall_"):]: number(r[header[n]]) for n in reasons}
+        # The page's reasons leave some samples out (a wgmma's own wait, most of an HGMMA's).
+        stalls["unlisted"] = max(counters["samples"] - sum(stalls.values()), 0.0)
+        lines.append(dict(text=text, opcode=opcode(text), address=int(r[header["Address"]], 16), stalls=stalls,
+                          **counters))
+    base = min((line["address"] for line in lines), default=0)
+    for line in lines:
+        line["offset"] = line["address"] - base
     return lines
+
+
+def leading(stalls, total, n):
+    """The n stall reasons with the most samples, as 'reason share%' of total."""
+    top = sorted(stalls.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in top if v > 0)
+
+
+def waits(name, lines, top):
+    """Where the kernel's warps wait: its tile loop's share of the samples and stall reasons,
+    and the `top` instructions with the most samples."""
+    total = max(sum(line["samples"] for line in lines), 1.0)
+    try:  # the page's branches name absolute addresses
+        head, tail = tile_loop([(line["address"], line["text"]) for line in lines])
+    except SystemExit:
+        print(f"{name}: no tile loop found")
+    else:
+        loop = [line for line in lines if head <= line["address"] <= tail]
+        head, tail = loop[0]["offset"], loop[-1]["offset"]
+        in_loop = sum(line["samples"] for line in loop)
+        reasons = collections.Counter()
+        for line in loop:
+            reasons.update(line["stalls"])
+        print(f"{name}: tile loop {head:#x}-{tail:#x} holds {100 * in_loop / total:.1f}% of the samples; "
+              f"there: {leading(reasons, max(in_loop, 1.0), 6)}")
+    for line in sorted(lines, key=lambda x: -x["samples"])[:top]:
+        print(f"  {line['offset']:#7x} {100 * line['samples'] / total:5.2f}%  {line['text'][:64]:64s} "
+              f"{leading(line['stalls'], max(line['samples'], 1.0), 2)}")
 
 
 def by_opcode(lines, key):
@@ -46,6 +90,7 @@ def main():
     ap.add_argument("a")
     ap.add_argument("b")
     ap.add_argument("--top", type=int, default=32, help="opcodes to list (by A + B instructions)")
+    ap.add_argument("--top-lines", type=int, default=12, help="instructions to list per kernel (by samples)")
     args = ap.parse_args()
     a, b = load(args.a), load(args.b)
     inst_a, inst_b = by_opcode(a, "inst"), by_opcode(b, "inst")
@@ -62,6 +107,8 @@ def main():
         for line in sorted(lines, key=lambda x: -x["excess"])[:8]:
             if line["excess"] > 0:
                 print(f"  {line['excess']:12.0f} {line['inst']:12.0f}  {line['text'][:90]}")
+    for name, lines in (("A", a), ("B", b)):
+        waits(name, lines, args.top_lines)
 
 
 if __name__ == "__main__":

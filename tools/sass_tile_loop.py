@@ -1,20 +1,26 @@
-"""Counts the instructions a Hopper forward consumer runs per unmasked key tile, from SASS.
+"""Counts the instructions a Hopper consumer runs per unmasked tile, from SASS: the forward's
+per key tile, the backward's per query tile.
 
     nvcc $(python3 tools/cuda_flags.py compile --archs 90a) -Icsrc/include -Icsrc/cuda -cubin \\
         csrc/cuda/instantiations/flashmask_fwd_bf16_hdim128.cu -o /tmp/fwd128.cubin
     cuobjdump -sass /tmp/fwd128.cubin > /tmp/fwd128.sass
     python3 tools/sass_tile_loop.py /tmp/fwd128.sass [--kernel FwdSm90ConfigILi128ELi128]
 
-The forward consumer's path between its turns is bound by its instruction count (docs/design.md,
-the lesson of v19-v22), so the count is what a change to that path can be judged by before any
-device time is spent. cuobjdump comes with the CUDA toolkit (the GPU machine has it); where only
-nvcc is installed, the `nvidia-cuda-cuobjdump` wheel carries it (nvidia/cu13/bin/cuobjdump).
+(the backward likewise from flashmask_bwd_bf16_hdim128.cu, with --kernel bwd). The forward
+consumer's path between its turns is bound by its instruction count (docs/design.md, the lesson
+of v19-v22), so the count is what a change to that path can be judged by before any device time
+is spent; the backward's is not (perf-notes v55: 66 fewer per tile measured slower), and there
+the count only says what a change did to the code. cuobjdump comes with the CUDA toolkit (the GPU
+machine has it); where only nvcc is installed, the `nvidia-cuda-cuobjdump` wheel carries it
+(nvidia/cu13/bin/cuobjdump).
 
-In each `flashmask_fwd_sm90_kernel` (or those whose mangled name contains --kernel), the tile
-loop is the smallest loop that issues HGMMAs and waits for them twice (`WARPGROUP.DEPBAR.LE
-gsb0, 0x1`, then `0x0`). Its unmasked path is the body without the partial-tile masking, which
-the first forward branch after the first wait jumps over. Prints the path's length and its
-opcodes by count.
+In each Hopper kernel (`flashmask_fwd_sm90_kernel` or `flashmask_bwd_sm90_kernel`, or those whose
+mangled name contains --kernel), the tile loop is the smallest loop that issues HGMMAs, computes
+exponentials (MUFU.EX2) and holds no EXIT (the item loop around it is larger; the mbarrier waits'
+retry stubs after the kernel's end branch back into it over an EXIT). Its unmasked path is the
+body without the partial-tile masking, which the first forward branch after the loop's first
+wgmma wait (`WARPGROUP.DEPBAR.LE`) jumps over; every other branch is counted whole. Prints the
+path's length and its opcodes by count.
 """
 import argparse
 import collections
@@ -54,28 +60,28 @@ def branch_target(instruction):
 
 
 def tile_loop(code):
-    """(head, tail) addresses of the smallest loop that issues HGMMAs and waits for them once
-    each way (the outer item loop waits more often; the mbarrier waits' retry stubs at the
-    kernel's end branch back into the loop from far below it, over more than one tile)."""
+    """(head, tail) addresses of the smallest loop that issues HGMMAs, computes exponentials and
+    holds no EXIT (see the module's docstring)."""
     best = None
     for address, ins in code:
         target = branch_target(ins)
         if target is None or target >= address:
             continue
         body = [i for a, i in code if target <= a <= address]
-        waits = [sum(f"DEPBAR.LE gsb0, 0x{n}" in i for i in body) for n in (1, 0)]
-        if waits == [1, 1] and any(opcode(i) == "HGMMA" for i in body) and (best is None or len(body) < best[0]):
+        ops = {opcode(i) for i in body}
+        exponentials = any(opcode(i) == "MUFU" and ".EX2" in i for i in body)
+        if "HGMMA" in ops and exponentials and "EXIT" not in ops and (best is None or len(body) < best[0]):
             best = (len(body), target, address)
     if best is None:
-        raise SystemExit("no tile loop (a backward branch around HGMMAs and two wgmma waits) found")
+        raise SystemExit("no tile loop (a backward branch around HGMMAs and exponentials, without EXIT) found")
     return best[1], best[2]
 
 
 def unmasked_path(code, head, tail):
     """The loop body's instructions without the masking that the first branch after the first
-    wait (`DEPBAR.LE gsb0, 0x1`) skips."""
+    wgmma wait skips."""
     body = [(a, i) for a, i in code if head <= a <= tail]
-    first_wait = next(k for k, (_, i) in enumerate(body) if "DEPBAR.LE gsb0, 0x1" in i)
+    first_wait = next(k for k, (_, i) in enumerate(body) if "WARPGROUP.DEPBAR.LE" in i)
     for k in range(first_wait + 1, len(body)):
         target = branch_target(body[k][1])
         if target is not None and body[k][0] < target <= tail:
@@ -86,8 +92,9 @@ def unmasked_path(code, head, tail):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sass", help="cuobjdump -sass output")
-    parser.add_argument("--kernel", default="flashmask_fwd_sm90_kernel",
-                        help="substring of the mangled kernel names to count (default: every Hopper forward)")
+    parser.add_argument("--kernel", default="_sm90_kernel",
+                        help="substring of the mangled kernel names to count (default: every Hopper forward "
+                             "and backward; e.g. fwd, bwd, FwdSm90ConfigILi128ELi128)")
     args = parser.parse_args(argv)
     chosen = {n: c for n, c in kernels(open(args.sass).read()).items() if args.kernel in n}
     if not chosen:
