@@ -33,16 +33,18 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ["NCCL_NVLS_ENABLE"] = "0"  # NVLink SHARP stays off (not available on every machine)
 
 from paddle_flashmask import distributed as cp  # noqa: E402
 from paddle_flashmask import masks  # noqa: E402
+from bench_gpu import total_unmasked_pairs  # noqa: E402  (the one pair count of every benchmark)
 
 HEAD_DIM, HEADS, HEADS_K = 128, 32, 8
 DOC_MIN, DOC_MAX = 4096, 32768
 SLIDING_WINDOW = 4096
 MASKS = ("causal", "causal_document", "document", "share_question", "sliding_window")
-FWD_BWD_FLOPS_PER_PAIR = 3.5 * 4 * HEAD_DIM * HEADS
+FWD_BWD_FLOPS_PER_PAIR = 3.5 * 4 * HEAD_DIM  # per unmasked (row, key) pair of one head
 WARMUP, REPS = 3, 10
 # --cpu-kernel: a sequence the CPU kernel runs in about a second per rank.
 CPU_TOKENS, CPU_DOCS, CPU_WINDOW = 8192, (256, 2048), 128
@@ -116,10 +118,12 @@ def cpu_rank_ms(paddle, mask) -> float:
                           stop_gradient=False)
     call = core.check_call(q.shape, local.shape, local.shape, mask, None, plan, layout.rank, plan.world_size, None)
     fx = paddle_frontend.PaddleCollective(None)
+    grad = paddle.to_tensor(rng.standard_normal(q.shape).astype("float32"))  # the upstream gradient
     times = []
     for _ in range(CPU_REPS):
         start = time.perf_counter()
-        core.rank_attention(fx, lambda _joined, _layout: kv, q, local, local, call)[0].sum().backward()
+        out = core.rank_attention(fx, lambda _joined, _layout: kv, q, local, local, call)[0]
+        paddle.autograd.backward([out], [grad])
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
@@ -165,11 +169,16 @@ def random_inputs(torch, batch_tokens, device, seed):
 
 
 def fwd_bwd(torch, fn, tensors):
+    grads = []  # one random upstream gradient, made at the first call (never all ones)
+
     def step():
         for t in tensors:
             t.grad = None
         out = fn(*tensors)
-        out.backward(torch.ones_like(out))
+        if not grads:
+            g = torch.Generator(device=out.device).manual_seed(2)
+            grads.append(torch.randn(out.shape, device=out.device, dtype=out.dtype, generator=g))
+        out.backward(grads[0])
     return step
 
 
@@ -179,7 +188,7 @@ def single_gpu(torch, name, tokens, device) -> dict:
     spec = build_mask(name, tokens)
     q, k, v = random_inputs(torch, tokens, device, 0)
     ms = median_step_ms(torch, fwd_bwd(torch, lambda q, k, v: flashmask_attention(q, k, v, spec), (q, k, v)))
-    pairs = float(cp.row_work(spec).sum())
+    pairs = total_unmasked_pairs(spec.startend_row_indices, spec.causal, tokens, HEADS)
     return {"mask": name, "tokens": tokens, "ms": ms, "tflops_per_gpu": pairs * FWD_BWD_FLOPS_PER_PAIR / ms / 1e9}
 
 
@@ -204,7 +213,7 @@ def context_parallel(torch, dist, name, tokens, device, splits=SPLITS) -> list:
     rank, world_size = dist.get_rank(), dist.get_world_size()
     spec = build_mask(name, tokens)
     work = cp.row_work(spec)
-    pairs = float(work.sum())
+    pairs = total_unmasked_pairs(spec.startend_row_indices, spec.causal, tokens, HEADS)
     rows = []
     for label, plan in plans_for(spec, world_size, splits).items():
         q, k, v = (plan.shard(t.detach(), rank).contiguous().requires_grad_() for t in random_inputs(torch, tokens, device, 0))

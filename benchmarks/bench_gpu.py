@@ -409,6 +409,14 @@ def fmt1(x):
     return "-" if x is None else f"{x:.1f}"
 
 
+def cell(row, key):
+    """A rate of the table: `err` where that implementation ran and raised (the JSON row keeps
+    the error), `-` where it did not run."""
+    if row.get(key) is None and f"{key.rsplit('_', 1)[0]}_error" in row:
+        return "err"
+    return fmt(row.get(key))
+
+
 def ratio(row, key):
     """ours fwd+bwd over the baseline's, formatted; `-` where the baseline did not run."""
     return f"{row['ours_fwdbwd'] / row[key]:.2f}" if row.get(key) else "-"
@@ -512,18 +520,19 @@ def report(out_dir: pathlib.Path):
            "ours/FA4 | ours/FA4-Flex | ours/Flex | Flex build ms |")
     lines += [
         "FA4 = FlashAttention-4 called directly (full and causal); FA4-Flex = flex_attention on FA4's",
-        "kernels (BACKEND=FLASH) with the same BlockMask as Flex (Triton). `-`: not run or not installed.",
+        "kernels (BACKEND=FLASH) with the same BlockMask as Flex (Triton). `-`: not run or not installed;",
+        "`err`: ran and raised (the error is in the run's JSON row, e.g. FA4's block sparsity at D=256).",
         "",
         hdr,
         "|" + "---|" * 20,
     ]
     for r in rows:
         lines.append(
-            f"| {r['run']} | {r['N'] // 1024}K | {r['D']} | {r['mask']} | {r['density']:.2f} | {fmt(r.get('ours_fwd'))} | "
-            f"{fmt(r.get('ours_bwd'))} | {fmt(r.get('ours_fwdbwd'))} | {fmt(r.get('fa4direct_fwd'))} | "
-            f"{fmt(r.get('fa4direct_fwdbwd'))} | {fmt(r.get('fa4_fwdbwd'))} | {fmt(r.get('flex_fwd'))} | "
-            f"{fmt(r.get('flex_fwdbwd'))} | {fmt(r.get('fa2_fwdbwd'))} | {fmt(r.get('cudnn_fwdbwd'))} | "
-            f"{fmt(r.get('dense_fwdbwd'))} | {ratio(r, 'fa4direct_fwdbwd')} | {ratio(r, 'fa4_fwdbwd')} | "
+            f"| {r['run']} | {r['N'] // 1024}K | {r['D']} | {r['mask']} | {r['density']:.2f} | {cell(r, 'ours_fwd')} | "
+            f"{cell(r, 'ours_bwd')} | {cell(r, 'ours_fwdbwd')} | {cell(r, 'fa4direct_fwd')} | "
+            f"{cell(r, 'fa4direct_fwdbwd')} | {cell(r, 'fa4_fwdbwd')} | {cell(r, 'flex_fwd')} | "
+            f"{cell(r, 'flex_fwdbwd')} | {cell(r, 'fa2_fwdbwd')} | {cell(r, 'cudnn_fwdbwd')} | "
+            f"{cell(r, 'dense_fwdbwd')} | {ratio(r, 'fa4direct_fwdbwd')} | {ratio(r, 'fa4_fwdbwd')} | "
             f"{ratio(r, 'flex_fwdbwd')} | {fmt1(r.get('flex_build_ms'))} |"
         )
     lines += fa4_target_lines(rows, {m.get("tag") for m in meta.values() if m.get("timing") == "interleaved"})

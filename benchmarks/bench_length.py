@@ -78,9 +78,11 @@ def run_length(name, n, args, torch, bench):
 
 
 def markdown(rows, ref_name="128k"):
+    """The rows as a table, rates relative to length ref_name's (the first row's where it did not run)."""
     ref = next((r for r in rows if r["length"] == ref_name), rows[0])
+    vs = f"vs {ref['length'].upper()}"
     lines = [
-        "| N | fwd ms | fwd TFLOPs/s | vs 128K | bwd ms | bwd TFLOPs/s | vs 128K | peak GiB | bytes/token |",
+        f"| N | fwd ms | fwd TFLOPs/s | {vs} | bwd ms | bwd TFLOPs/s | {vs} | peak GiB | bytes/token |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

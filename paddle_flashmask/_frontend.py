@@ -36,8 +36,11 @@ MIN_HEAD_DIM, MAX_HEAD_DIM = 1, _kernels.MAX_HEAD_DIM
 # Every kernel takes each dimension as a 32-bit int (AttentionShape in
 # csrc/include/flashmask/params.h; the torch binding's ctypes fields would wrap a larger
 # one) and forms every element offset in 64 bits: the element count of a tensor is not
-# limited. The CUDA library refuses sequences past 2^29 tokens itself (validate_shape).
+# limited. The GPU's own limits (batch and heads, sequence length) are check_device_limits'.
 MAX_DIM = 2**31 - 1
+# A static graph's dimension that is not known until the program runs (None in a
+# paddle.jit.to_static InputSpec): the checks that need it are left to the op.
+UNKNOWN = -1
 DETERMINISTIC_ENV = "FLASHMASK_DETERMINISTIC"
 _TRUTHY = ("1", "true", "yes", "on")
 _Q_DIMS = ("batch", "seqlen_q", "num_heads", "head_dim")
@@ -104,24 +107,32 @@ def _shape_str(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(int(s)) for s in shape) + "]"
 
 
+def _agree(a: int, b: int) -> bool:
+    """Two sizes that must be equal: equal, or one of them unknown."""
+    return a == b or UNKNOWN in (a, b)
+
+
 def check_shapes(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequence[int]) -> AttentionDims:
-    """Checks the shapes of query, key and value alone (no tensor needed)."""
+    """Checks the shapes of query, key and value alone (no tensor needed); a size may be
+    UNKNOWN (a static graph's), and is then left to the op."""
     for name, shape, dims in (("query", q_shape, _Q_DIMS), ("key", k_shape, _KV_DIMS), ("value", v_shape, _KV_DIMS)):
         if len(shape) != 4:
             raise ValueError(
                 f"{WHERE}: `{name}` must be a 4-D tensor [{', '.join(dims)}], got shape {_shape_str(shape)}"
             )
     q_shape, k_shape, v_shape = (tuple(int(s) for s in shape) for shape in (q_shape, k_shape, v_shape))
-    if k_shape != v_shape:
+    if not all(map(_agree, k_shape, v_shape)):
         raise ValueError(f"{WHERE}: `value` must have key's shape {_shape_str(k_shape)}, got {_shape_str(v_shape)}")
     batch, seqlen_q, num_heads, head_dim = q_shape
-    if not MIN_HEAD_DIM <= head_dim <= MAX_HEAD_DIM:
+    if head_dim != UNKNOWN and not MIN_HEAD_DIM <= head_dim <= MAX_HEAD_DIM:
         raise ValueError(
             f"{WHERE}: `query` head_dim must be in [{MIN_HEAD_DIM}, {MAX_HEAD_DIM}], got {head_dim} "
             f"(shape {_shape_str(q_shape)})"
         )
     for name, shape, dims in (("query", q_shape, _Q_DIMS), ("key", k_shape, _KV_DIMS)):
         for dim, size in zip(dims, shape):
+            if size == UNKNOWN:
+                continue
             if size <= 0:
                 raise ValueError(
                     f"{WHERE}: `{name}` {dim} must be positive, got {size} (shape {_shape_str(shape)})"
@@ -132,16 +143,31 @@ def check_shapes(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequen
                     f"as a 32-bit int), got {size} (shape {_shape_str(shape)})"
                 )
     k_batch, seqlen_k, num_heads_k, k_head_dim = k_shape
-    if k_batch != batch:
+    if not _agree(k_batch, batch):
         raise ValueError(f"{WHERE}: `key` batch ({k_batch}) must equal query's batch ({batch})")
-    if k_head_dim != head_dim:
+    if not _agree(k_head_dim, head_dim):
         raise ValueError(f"{WHERE}: `key` head_dim ({k_head_dim}) must equal query's head_dim ({head_dim})")
-    if num_heads % num_heads_k != 0:
+    if UNKNOWN not in (num_heads, num_heads_k) and num_heads % num_heads_k != 0:
         raise ValueError(
             f"{WHERE}: `query` num_heads ({num_heads}) must be a multiple of `key` num_heads_k "
             f"({num_heads_k}) (GQA/MQA)"
         )
     return AttentionDims(batch, seqlen_q, seqlen_k, num_heads, num_heads_k, head_dim)
+
+
+def check_device_limits(dims: AttentionDims, on_gpu: bool) -> None:
+    """The CUDA library's limits on a call's shape (_kernels: GPU_MAX_SEQLEN, GPU_MAX_GRID_YZ),
+    checked here so that the error names the argument."""
+    if not on_gpu:
+        return
+    for name, dim, size, limit, why in (
+        ("query", "batch", dims.batch, _kernels.GPU_MAX_GRID_YZ, "a CUDA grid dimension"),
+        ("query", "num_heads", dims.num_heads, _kernels.GPU_MAX_GRID_YZ, "a CUDA grid dimension"),
+        ("query", "seqlen_q", dims.seqlen_q, _kernels.GPU_MAX_SEQLEN, "the longest sequence the kernels index"),
+        ("key", "seqlen_k", dims.seqlen_k, _kernels.GPU_MAX_SEQLEN, "the longest sequence the kernels index"),
+    ):
+        if size > limit:
+            raise ValueError(f"{WHERE}: `{name}` {dim} must be at most {limit} on GPU ({why}), got {size}")
 
 
 def check_mask_shapes(
@@ -158,15 +184,24 @@ def check_mask_shapes(
             f"num_bounds] = {layout}, got shape {_shape_str(indices_shape)}"
         )
     batch, num_mask_heads, seqlen_k, num_bounds = (int(s) for s in indices_shape)
-    if batch != dims.batch or seqlen_k != dims.seqlen_k or num_mask_heads not in (1, dims.num_heads_k, dims.num_heads):
+    heads_ok = UNKNOWN in (num_mask_heads, dims.num_heads_k, dims.num_heads) or num_mask_heads in (
+        1, dims.num_heads_k, dims.num_heads)
+    if not (_agree(batch, dims.batch) and _agree(seqlen_k, dims.seqlen_k) and heads_ok):
         raise ValueError(
             f"{WHERE}: `startend_row_indices` must have shape {layout}, got {_shape_str(indices_shape)}"
+        )
+    if num_bounds == UNKNOWN:
+        raise ValueError(
+            f"{WHERE}: `startend_row_indices` num_bounds (its last dimension, 1, 2 or 4) must be known "
+            f"in a static graph, got shape {_shape_str(indices_shape)}"
         )
     check_bound_count(num_bounds, causal, WHERE)
     if block_mask_shape is None:
         return
-    expected = (batch, num_mask_heads, -(-dims.seqlen_q // BLOCK_MASK_SIZE), -(-dims.seqlen_k // BLOCK_MASK_SIZE))
-    if tuple(int(s) for s in block_mask_shape) != expected:
+    blocks = lambda n: UNKNOWN if n == UNKNOWN else -(-n // BLOCK_MASK_SIZE)  # noqa: E731
+    expected = (batch, num_mask_heads, blocks(dims.seqlen_q), blocks(dims.seqlen_k))
+    shape = tuple(int(s) for s in block_mask_shape)
+    if len(shape) != 4 or not all(map(_agree, shape, expected)):
         raise ValueError(
             f"{WHERE}: `block_mask` must have shape [batch, num_mask_heads, ceil(seqlen_q/{BLOCK_MASK_SIZE}), "
             f"ceil(seqlen_k/{BLOCK_MASK_SIZE})] = {_shape_str(expected)}, got {_shape_str(block_mask_shape)}"
@@ -278,19 +313,32 @@ def _no_mask_tensor(fw: Framework, dims: AttentionDims, causal: bool, query):
     return indices
 
 
+def _check_known_for_host_bounds(dims: AttentionDims, what: str) -> None:
+    """Bounds built on the host (no mask given, or window_size) need the call's sizes."""
+    sizes = {"`query` batch": dims.batch, "`query` seqlen_q": dims.seqlen_q, "`key` seqlen_k": dims.seqlen_k}
+    unknown = [name for name, size in sizes.items() if size == UNKNOWN]
+    if unknown:
+        raise ValueError(
+            f"{WHERE}: {', '.join(unknown)} must be known in a static graph when {what}: the bounds are "
+            "built on the host; pass `startend_row_indices` instead"
+        )
+
+
 def _resolve_mask(fw: Framework, dims: AttentionDims, query, startend_row_indices, window_size, block_mask, causal):
     """Returns (startend_row_indices tensor, block_mask tensor or None, causal, masks_nothing)."""
     startend_row_indices, causal = _unwrap_mask_spec(startend_row_indices, causal)
     masks_nothing = startend_row_indices is None and window_size is None
+    if block_mask is not None and startend_row_indices is None:
+        raise ValueError(f"{WHERE}: `block_mask` must be used together with `startend_row_indices`")
     if window_size is not None:
         if startend_row_indices is not None:
             raise ValueError(f"{WHERE}: pass either `window_size` or `startend_row_indices`, not both")
+        _check_known_for_host_bounds(dims, "`window_size` is given")
         startend_row_indices = builders.window_size_to_indices(
             builders.window_extent(window_size, WHERE), causal, dims.seqlen_q, dims.seqlen_k, dims.batch
         )
     elif startend_row_indices is None:
-        if block_mask is not None:
-            raise ValueError(f"{WHERE}: `block_mask` must be used together with `startend_row_indices`")
+        _check_known_for_host_bounds(dims, "no `startend_row_indices` is given")
         return _no_mask_tensor(fw, dims, causal, query), None, causal, masks_nothing
     indices = _int32_tensor(fw, startend_row_indices, "startend_row_indices", query)
     if block_mask is not None:
@@ -351,7 +399,10 @@ def resolve(
         _args.string(name, "name", WHERE)
     _check_qkv(fw, query, key, value)
     dims = check_shapes(fw.shape(query), fw.shape(key), fw.shape(value))
+    check_device_limits(dims, fw.is_gpu(query))
     if softmax_scale is None:
+        if dims.head_dim == UNKNOWN:
+            raise ValueError(f"{WHERE}: `query` head_dim must be known in a static graph, or `softmax_scale` given")
         softmax_scale = dims.head_dim**-0.5
     else:
         softmax_scale = _args.real(softmax_scale, "softmax_scale", WHERE)

@@ -2,10 +2,13 @@
 
 What the CUDA library is compiled for: the head dims with kernels (ascending), the
 largest head_dim any backend takes (the library pads the others up to the next compiled
-one), and the GPU dtypes with their codes in the C ABI (flashmask::DType, params.h).
+one), the GPU dtypes with their codes in the C ABI (flashmask::DType, params.h), and the
+largest batch / num_heads and sequence the GPU kernels take.
 """
 
 COMPILED_HEAD_DIMS = (64, 128, 256)
 MAX_HEAD_DIM = 256
 GPU_DTYPES = ("float16", "bfloat16")
 GPU_DTYPE_CODES = {"float16": 1, "bfloat16": 2}
+GPU_MAX_GRID_YZ = 65535
+GPU_MAX_SEQLEN = 536870912

@@ -131,8 +131,8 @@ def flashmask_attention(
         return_seed_offset: also return an int64 [2] (seed, offset); since no
             dropout is applied it is ``fixed_seed_offset`` or (0, 0).
         fixed_seed_offset, rng_name, name: accepted for compatibility.
-        training: with training=False any dropout value is accepted (no dropout
-            applies at inference).
+        training: with training=False any dropout in [0, 1) is accepted (no dropout
+            applies at inference); with training=True only 0.
         softmax_scale: a finite number > 0; defaults to head_dim ** -0.5.
         block_mask: optional int32 [batch, num_mask_heads, ceil(seqlen_q/128),
             ceil(seqlen_k/128)] of 0s and 1s; 0 masks the whole 128x128 block. Needs

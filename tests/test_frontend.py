@@ -132,7 +132,7 @@ class TestNoMaskBounds(unittest.TestCase):
         size = _frontend.NO_MASK_CACHE_SIZE
         oldest = self._op_bounds(8)
         kept = self._op_bounds(9)
-        for seqlen in range(10, 10 + size - 1):
+        for seqlen in range(10, 10 + size - 2):  # the cache is full, nothing dropped yet
             self._op_bounds(seqlen)
         self.assertIs(self._op_bounds(9), kept)  # used again: now the most recent
         self._op_bounds(100)  # one past the size: the least recently used (seqlen 8) goes
@@ -317,10 +317,6 @@ class TestOnePass(unittest.TestCase):
         self.assertEqual(result.stdout.strip(), "ok", result.stderr)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class TestLibraryLookup(unittest.TestCase):
     def test_newest_build_wins(self):
         """An old in-place build next to the sources must not shadow a newer install."""
@@ -342,3 +338,7 @@ class TestLibraryLookup(unittest.TestCase):
                 self.assertEqual(_ops._find_library(), in_place)
                 os.remove(installed)
                 self.assertEqual(_ops._find_library(), in_place)
+
+
+if __name__ == "__main__":
+    unittest.main()

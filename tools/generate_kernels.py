@@ -52,6 +52,12 @@ HEAD_DIMS = tuple(sorted({hdim for _, hdim in KERNELS}))
 # Every other head_dim up to the largest compiled one runs padded to the next compiled one
 # (csrc/cuda/padded_head_dim.h), so that is the largest head_dim any backend takes.
 MAX_HEAD_DIM = HEAD_DIMS[-1]
+# The CUDA library's limits on a call's shape (validate_shape in csrc/cuda/flashmask_api.cu; the
+# front ends check them first, naming the argument): batch and num_heads are dimensions of the
+# grids (y and z), and tile-list entries hold a tile index below 2^24 (tiles of 32 rows or
+# columns at the narrowest), so a sequence has at most 2^29 tokens.
+GPU_MAX_GRID_YZ = 65535
+GPU_MAX_SEQLEN = 1 << 29
 DIRECTIONS = {"fwd": "FwdParams", "bwd": "BwdParams"}
 # The padding picks the next compiled head dim without looking at the dtype.
 assert set(KERNELS) == set(itertools.product(DTYPES, HEAD_DIMS)), "every dtype needs every head dim"
@@ -206,6 +212,11 @@ namespace cuda {{
 // The compiled dtypes, for messages.
 constexpr const char* kCompiledDTypeNames = "{dtype_names}";
 
+// The largest batch and num_heads (grid dimensions y and z) and sequence (tile indices below
+// 2^24) the kernels take; paddle_flashmask/_kernels.py has them for the front ends' checks.
+constexpr int kMaxGridYZ = {max_grid_yz};
+constexpr int kMaxSeqlen = {max_seqlen};
+
 constexpr bool compiled_dtype(DType dtype) {{
   return {dtype_test};
 }}
@@ -264,6 +275,8 @@ def dispatch_header():
         dtype_test=" || ".join(f"dtype == DType::{d.enumerator}" for d in DTYPES.values()),
         dtype_cases="\n".join(dtype_cases),
         hdim_cases=hdim_cases,
+        max_grid_yz=GPU_MAX_GRID_YZ,
+        max_seqlen=GPU_MAX_SEQLEN,
     )
 
 
@@ -272,13 +285,16 @@ PYTHON_MODULE = '''\
 
 What the CUDA library is compiled for: the head dims with kernels (ascending), the
 largest head_dim any backend takes (the library pads the others up to the next compiled
-one), and the GPU dtypes with their codes in the C ABI (flashmask::DType, params.h).
+one), the GPU dtypes with their codes in the C ABI (flashmask::DType, params.h), and the
+largest batch / num_heads and sequence the GPU kernels take.
 """
 
 COMPILED_HEAD_DIMS = {head_dims}
 MAX_HEAD_DIM = {max_head_dim}
 GPU_DTYPES = {dtypes}
 GPU_DTYPE_CODES = {{{codes}}}
+GPU_MAX_GRID_YZ = {max_grid_yz}
+GPU_MAX_SEQLEN = {max_seqlen}
 '''
 
 
@@ -289,6 +305,8 @@ def python_module():
         max_head_dim=MAX_HEAD_DIM,
         dtypes=repr(tuple(d.name for d in DTYPES.values())).replace("'", '"'),
         codes=", ".join(f'"{d.name}": {d.code}' for d in DTYPES.values()),
+        max_grid_yz=GPU_MAX_GRID_YZ,
+        max_seqlen=GPU_MAX_SEQLEN,
     )
 
 

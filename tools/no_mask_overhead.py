@@ -4,7 +4,7 @@
 A call with no startend_row_indices runs on bounds that mask nothing beyond `causal`
 (_frontend._no_mask_tensor). Times the forward of such a call three ways in turns, in one
 process, on the same inputs: the bounds rebuilt from the host on every call (the cache
-turned off, as before v51), taken from the cache, and given by the caller as a device
+emptied before each, as before v51), taken from the cache, and given by the caller as a device
 tensor (what bench_gpu.py passes on the masked rows). Medians of CUDA-event-timed calls
 with L2 flushed before each (bench_gpu.interleaved_event_ms), TFLOPs/s of unmasked pairs.
 
@@ -38,7 +38,6 @@ def main():
     from paddle_flashmask.torch import flashmask_attention
 
     flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
-    cache_size = _frontend.NO_MASK_CACHE_SIZE
     results = {}
     for cfg in args.configs.split(","):
         n, b, d, h = CONFIGS[cfg]
@@ -51,14 +50,15 @@ def main():
             given = torch.from_numpy(spec.startend_row_indices).cuda()
             flops = 4.0 * d * total_unmasked_pairs(spec.startend_row_indices, spec.causal, n, h)
 
-            def call(idx, size):
+            def call(idx, rebuild):
                 def fn():
-                    _frontend.NO_MASK_CACHE_SIZE = size  # 0: dropped as soon as built
+                    if rebuild:  # as before v51: no bounds kept from an earlier call
+                        _frontend._no_mask_cache.clear()
                     with torch.no_grad():
                         flashmask_attention(q, k, v, idx, causal=spec.causal)
                 return fn
 
-            ways = {"rebuilt": call(None, 0), "cached": call(None, cache_size), "given": call(given, cache_size)}
+            ways = {"rebuilt": call(None, True), "cached": call(None, False), "given": call(given, False)}
             for fn in ways.values():
                 fn()
                 fn()
@@ -67,7 +67,6 @@ def main():
             rates = {name: flops / (t * 1e-3) / 1e12 for name, t in zip(ways, ms)}
             results[f"{cfg}/{mask}"] = rates
             print(f"{cfg} {mask:8s} fwd " + "  ".join(f"{name} {r:6.1f}" for name, r in rates.items()), flush=True)
-    _frontend.NO_MASK_CACHE_SIZE = cache_size
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

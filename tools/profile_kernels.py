@@ -1,7 +1,8 @@
 """One fwd+bwd for ncu: python tools/profile_kernels.py [N] [B] [H] [D] [mask] [impl].
 
 impl: ours (default) or fa4 (FlashAttention-4 called directly, flash_attn.cute.flash_attn_func;
-full and causal only), so that ncu can compare the two kernels on the same shapes.
+full and causal only), so that ncu can compare the two kernels on the same shapes. Ours is
+called as bench_gpu.py calls it (full and causal without bounds: the mask-less kernels).
 """
 import sys
 
@@ -9,7 +10,7 @@ import torch
 
 sys.path.insert(0, ".")
 sys.path.insert(0, "benchmarks")
-from bench_gpu import build_mask  # noqa: E402
+from bench_gpu import build_mask, ours_indices  # noqa: E402
 from paddle_flashmask.torch import flashmask_attention  # noqa: E402
 
 n, b, h, d = (int(x) for x in (sys.argv[1:5] if len(sys.argv) > 4 else (8192, 4, 32, 128)))
@@ -28,7 +29,7 @@ if impl == "fa4":
     out = flash_attn_func(q, k, v, causal=mask == "causal")
     out = out[0] if isinstance(out, tuple) else out
 elif impl == "ours":
-    out = flashmask_attention(q, k, v, spec.startend_row_indices, causal=spec.causal)
+    out = flashmask_attention(q, k, v, ours_indices(mask, spec.startend_row_indices), causal=spec.causal)
 else:
     sys.exit(f"impl must be ours or fa4, not {impl}")
 out.backward(do)

@@ -21,9 +21,6 @@ namespace {
 // buffers of their own, so any layout is accepted there.
 constexpr uintptr_t kAccessBytes = 16;
 constexpr int64_t kAccessElements = 8;
-// Batch and heads index grid dimensions y and z (at most 65535).
-constexpr int kMaxGridYZ = 65535;
-constexpr int kMaxSeqlen = 1 << 29;
 
 bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kAccessBytes == 0; }
 bool strides_aligned(const TensorStrides& s) {

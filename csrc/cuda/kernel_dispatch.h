@@ -21,6 +21,11 @@ static_assert(static_cast<int>(DType::kBFloat16) == 2, "DType::kBFloat16 is 2");
 // The compiled dtypes, for messages.
 constexpr const char* kCompiledDTypeNames = "float16 or bfloat16";
 
+// The largest batch and num_heads (grid dimensions y and z) and sequence (tile indices below
+// 2^24) the kernels take; paddle_flashmask/_kernels.py has them for the front ends' checks.
+constexpr int kMaxGridYZ = 65535;
+constexpr int kMaxSeqlen = 536870912;
+
 constexpr bool compiled_dtype(DType dtype) {
   return dtype == DType::kFloat16 || dtype == DType::kBFloat16;
 }

@@ -41,7 +41,8 @@ def _check(label, results, ref, lowp, floors, pick, failures, errors):
     for i, key in ((0, "out"), (2, "dq"), (3, "dk"), (4, "dv")):
         arrays = (x.detach().float().cpu().numpy() for x in (results[i], pick(ref[i], key), pick(lowp[i], key)))
         try:
-            errors[f"{label} {key}"] = tolerance.assert_close_fa(f"{label} {key}", *arrays, floor=floors[key])
+            errors[f"{label} {key}"] = tolerance.assert_close_fa(
+                f"{label} {key}", *arrays, str(DTYPE).replace("torch.", ""), floor=floors[key])
         except AssertionError as e:
             failures.append(str(e))
 

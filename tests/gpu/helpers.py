@@ -69,9 +69,11 @@ def attention_grads_lowp(torch, q, k, v, out, dout, allowed, scale):
 
 
 def assert_close_fa(name, ours, ref, pt, factor=tolerance.FACTOR, floor=0.0):
-    """FlashAttention's rule on torch tensors (tests/tolerance.py)."""
+    """FlashAttention's rule on torch tensors (tests/tolerance.py); pt is the low-precision
+    computation, in its own dtype."""
     return tolerance.assert_close_fa(
-        name, *(t.detach().float().cpu().numpy() for t in (ours, ref, pt)), factor=factor, floor=floor
+        name, *(t.detach().float().cpu().numpy() for t in (ours, ref, pt)), str(pt.dtype).replace("torch.", ""),
+        factor=factor, floor=floor,
     )
 
 

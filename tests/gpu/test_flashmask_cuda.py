@@ -46,9 +46,10 @@ def _run_case(
     seed=None,
     roundoff_floor=False,
     pass_indices=True,
+    window_size=None,
 ):
-    """pass_indices=False calls without startend_row_indices (idx must then mask nothing
-    beyond `causal`; the reference still reads it)."""
+    """pass_indices=False calls without startend_row_indices: with `window_size` if given,
+    else without a mask (idx must then mask what the call means; the reference reads it)."""
     from paddle_flashmask.torch import flashmask_attention
 
     seed = fresh_seed() if seed is None else seed
@@ -65,8 +66,8 @@ def _run_case(
 
     qs, ks, vs = (t.detach().clone().requires_grad_(check_bwd) for t in (q, k, v))
     out, lse = flashmask_attention(
-        qs, ks, vs, idx if pass_indices else None, causal=causal, softmax_scale=scale, block_mask=block_mask,
-        return_softmax_lse=True,
+        qs, ks, vs, idx if pass_indices else None, causal=causal, window_size=window_size, softmax_scale=scale,
+        block_mask=block_mask, return_softmax_lse=True,
     )
     qr, kr, vr = (t.detach().clone().float().requires_grad_(check_bwd) for t in (q, k, v))
     out_ref, lse_ref = attention_ref(torch, qr, kr, vr, allowed, sc, upcast=True)
@@ -275,7 +276,8 @@ def test_fully_masked_rows():
     idx[0, 0, :, 2], idx[0, 0, :, 3] = 250, 260  # and rows [250, 260)
     out = _run_case(idx, False, batch=1)
     assert out[:, 50:120].abs().max().item() == 0.0
-    # Every key masked for every row (block mask zero): output 0, lse -inf, grads 0.
+    # Every key masked for every row (a causal bound of 0: every row masked from the start):
+    # output 0, lse -inf, grads 0.
     q = torch.randn(1, 200, 2, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     k = torch.randn(1, 200, 2, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     v = torch.randn(1, 200, 2, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)

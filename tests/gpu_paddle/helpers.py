@@ -118,10 +118,10 @@ def run_case(
     out_ref, lse_ref = reference.attention_forward(q, k, v, idx, causal, sc, block_mask)
     grads_ref = reference.attention_backward(q, k, v, idx, causal, dout, sc, block_mask)
     out_lp, grads_lp = lowp_attention(q, k, v, dout, idx, causal, sc, block_mask, dtype)
-    tolerance.assert_close_fa("out", out, out_ref, out_lp)
+    tolerance.assert_close_fa("out", out, out_ref, out_lp, dtype)
     assert_lse_close(lse, lse_ref)
     for name, g, g_ref, g_lp in zip(("dq", "dk", "dv"), grads, grads_ref, grads_lp):
-        tolerance.assert_close_fa(name, g, g_ref, g_lp)
+        tolerance.assert_close_fa(name, g, g_ref, g_lp, dtype)
     return out, lse, grads
 
 
