@@ -87,6 +87,10 @@ class TileLoopTest(unittest.TestCase):
         self.assertEqual([sass_tile_loop.opcode(i) for i in path],
                          ["HGMMA", "WARPGROUP", "BRA", "MUFU", "BRA", "HGMMA", "HGMMA", "WARPGROUP", "BRA"])
 
+    def test_no_loop_without_exponentials(self):
+        code = [(a, i) for a, i in self.code if not i.startswith("MUFU")]
+        self.assertIsNone(sass_tile_loop.tile_loop(code))
+
     def test_a_missing_kernel_is_named(self):
         with tempfile.NamedTemporaryFile("w", suffix=".sass", delete=False) as f:
             f.write(listing("_Z25flashmask_fwd_sm90_kernelv"))

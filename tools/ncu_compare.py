@@ -60,12 +60,11 @@ def waits(name, lines, top):
     """Where the kernel's warps wait: its tile loop's share of the samples and stall reasons,
     and the `top` instructions with the most samples."""
     total = max(sum(line["samples"] for line in lines), 1.0)
-    try:  # the page's branches name absolute addresses
-        head, tail = tile_loop([(line["address"], line["text"]) for line in lines])
-    except SystemExit:
+    found = tile_loop([(line["address"], line["text"]) for line in lines])  # branches name absolute addresses
+    if found is None:
         print(f"{name}: no tile loop found")
     else:
-        loop = [line for line in lines if head <= line["address"] <= tail]
+        loop = [line for line in lines if found[0] <= line["address"] <= found[1]]
         head, tail = loop[0]["offset"], loop[-1]["offset"]
         in_loop = sum(line["samples"] for line in loop)
         reasons = collections.Counter()

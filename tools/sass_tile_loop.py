@@ -61,7 +61,7 @@ def branch_target(instruction):
 
 def tile_loop(code):
     """(head, tail) addresses of the smallest loop that issues HGMMAs, computes exponentials and
-    holds no EXIT (see the module's docstring)."""
+    holds no EXIT (see the module's docstring); None where there is none."""
     best = None
     for address, ins in code:
         target = branch_target(ins)
@@ -72,9 +72,7 @@ def tile_loop(code):
         exponentials = any(opcode(i) == "MUFU" and ".EX2" in i for i in body)
         if "HGMMA" in ops and exponentials and "EXIT" not in ops and (best is None or len(body) < best[0]):
             best = (len(body), target, address)
-    if best is None:
-        raise SystemExit("no tile loop (a backward branch around HGMMAs and exponentials, without EXIT) found")
-    return best[1], best[2]
+    return None if best is None else (best[1], best[2])
 
 
 def unmasked_path(code, head, tail):
@@ -100,7 +98,10 @@ def main(argv=None):
     if not chosen:
         raise SystemExit(f"--kernel: no function in {args.sass} contains {args.kernel!r}")
     for name, code in chosen.items():
-        path = unmasked_path(code, *tile_loop(code))
+        loop = tile_loop(code)
+        if loop is None:
+            raise SystemExit(f"{name}: no tile loop (a backward branch around HGMMAs and exponentials, without EXIT)")
+        path = unmasked_path(code, *loop)
         counts = collections.Counter(opcode(i) for i in path)
         print(f"{name}\n  {len(path)} instructions per unmasked tile: "
               + " ".join(f"{op} {n}" for op, n in counts.most_common()))
