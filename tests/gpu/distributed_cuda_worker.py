@@ -22,7 +22,7 @@ from paddle_flashmask import masks
 from paddle_flashmask.torch import flashmask_attention
 from tests import tolerance
 from tests.distributed_cases import CASE_NAMES, build
-from tests.gpu.helpers import attention_ref, dense_allowed
+from tests.gpu.helpers import assert_close_fa, attention_ref, dense_allowed
 
 DTYPE = torch.bfloat16
 HEAD_DIM = 128
@@ -39,10 +39,9 @@ def _run(fn, full, dout, dtype, pick):
 def _check(label, results, ref, lowp, floors, pick, failures, errors):
     """FlashAttention's rule on out, dq, dk, dv of `results` (rows `pick` of the references)."""
     for i, key in ((0, "out"), (2, "dq"), (3, "dk"), (4, "dv")):
-        arrays = (x.detach().float().cpu().numpy() for x in (results[i], pick(ref[i], key), pick(lowp[i], key)))
         try:
-            errors[f"{label} {key}"] = tolerance.assert_close_fa(
-                f"{label} {key}", *arrays, str(DTYPE).replace("torch.", ""), floor=floors[key])
+            errors[f"{label} {key}"] = assert_close_fa(
+                f"{label} {key}", results[i], pick(ref[i], key), pick(lowp[i], key), floor=floors[key])
         except AssertionError as e:
             failures.append(str(e))
 
