@@ -6,10 +6,12 @@ the same inputs.
 Each side runs in its own process (paddlepaddle-gpu 2.6.2 is a CUDA 11.8 build and
 torch a CUDA 13 one; separate processes keep their runtimes apart), rounds alternate
 between the sides so that both see the same card state, and each round times every
-call with CUDA events recorded on that framework's current stream after a warm-up.
-The events come from the CUDA runtime itself through ctypes (Paddle 2.6's Event has
-no elapsed time), the same code on both sides. Inputs are larger
-than L2 (B=4, N=8K, H=16, D=128 bf16: 128 MiB per tensor), drawn from one seed.
+call with CUDA events recorded on that framework's current stream after a warm-up, the
+L2 flushed before each call (a cudaMemsetAsync of a buffer larger than L2, as
+bench_gpu.py's flush). The events and the flush come from the CUDA runtime itself
+through ctypes (Paddle 2.6's Event has no elapsed time, and its own kernels do not run
+on Hopper), the same code on both sides. Inputs are larger than L2 (B=4, N=8K, H=16,
+D=128 bf16: 128 MiB per tensor), drawn from one seed.
 
     python benchmarks/bench_paddle_gpu.py --out DIR        # both sides -> DIR/paddle_gpu.json
 """
@@ -38,14 +40,20 @@ from bench_gpu import build_mask, total_unmasked_pairs  # noqa: E402
 SHAPE = dict(n=8192, b=4, h=16, d=128)
 MASKS = ("causal", "causal_document")
 SIDES = ("paddle", "torch")
+L2_FLUSH_BYTES = 256 << 20  # larger than the L2 of any GPU this runs on (H100/H200: 50-60 MB)
 
 
 class CudaEvents:
-    """cudaEventRecord / cudaEventElapsedTime on a given stream handle."""
+    """cudaEventRecord / cudaEventElapsedTime on a given stream handle, and an L2 flush
+    (cudaMemsetAsync of an L2_FLUSH_BYTES buffer) on that stream."""
 
     def __init__(self, stream: int):
         self._rt = ctypes.CDLL(self._find_cudart())
         self._stream = ctypes.c_void_p(stream)
+        self._rt.cudaMalloc.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t]
+        self._rt.cudaMemsetAsync.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t, ctypes.c_void_p]
+        self._flush_buffer = ctypes.c_void_p()
+        self._check(self._rt.cudaMalloc(ctypes.byref(self._flush_buffer), L2_FLUSH_BYTES), "cudaMalloc")
 
     @staticmethod
     def _find_cudart():
@@ -60,6 +68,9 @@ class CudaEvents:
     def _check(self, rc, what):
         if rc != 0:
             sys.exit(f"bench_paddle_gpu: {what} failed with CUDA error {rc}")
+
+    def flush_l2(self):
+        self._check(self._rt.cudaMemsetAsync(self._flush_buffer, 0, L2_FLUSH_BYTES, self._stream), "cudaMemsetAsync")
 
     def record(self):
         event = ctypes.c_void_p()
@@ -132,6 +143,7 @@ def median_ms(fn, events, warmup, reps):
         fn()
     pairs = []
     for _ in range(reps):
+        events.flush_l2()
         start = events.record()
         fn()
         pairs.append((start, events.record()))

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from paddle_flashmask import masks
 from paddle_flashmask._frontend import AttentionDims
 from paddle_flashmask._kernels import COMPILED_HEAD_DIMS, MAX_HEAD_DIM
-from paddle_flashmask.masks.spec import BLOCK_MASK_SIZE
+from paddle_flashmask.masks.spec import block_count
 from tests.random_bounds import BOUND_FORMS, random_bounds
 
 FUZZ_EXAMPLES_ENV = "FLASHMASK_FUZZ_EXAMPLES"
@@ -71,7 +71,7 @@ class Case(AttentionDims):
     def block_mask(self, rng: np.random.Generator, num_mask_heads: int) -> Optional[np.ndarray]:
         if not self.with_block_mask:
             return None
-        blocks = (-(-self.seqlen_q // BLOCK_MASK_SIZE), -(-self.seqlen_k // BLOCK_MASK_SIZE))
+        blocks = (block_count(self.seqlen_q), block_count(self.seqlen_k))
         return rng.integers(0, 2, size=(self.batch, num_mask_heads) + blocks).astype(np.int32)
 
     def qkv_shapes(self):

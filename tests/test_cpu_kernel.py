@@ -275,21 +275,26 @@ class TestOpBehaviour(CpuKernelTestCase):
                 np.testing.assert_array_equal(a, b)
 
     def test_streaming_stores_change_nothing(self):
-        """Outputs of 4 MiB or more leave by streaming stores where a call's working set
-        exceeds the last-level cache (csrc/cpu/tile_io.h); FLASHMASK_CPU_STREAMING_STORES=0
-        or 1 forces the choice. Both write the same values."""
-        q, k, v, dout = self.random_inputs(1, 2048, 2048, 8, 8, 64)  # out, dq, dk, dv: 4 MiB each
-        idx = random_bounds(self.rng, 1, 1, 2048, 2048, 1, True)
-        runs = []
-        previous = os.environ.get("FLASHMASK_CPU_STREAMING_STORES")
-        try:
-            for flag in ("0", "1"):
-                os.environ["FLASHMASK_CPU_STREAMING_STORES"] = flag
-                runs.append(_run_op(q, k, v, idx, True, dout))
-        finally:
-            _restore_env("FLASHMASK_CPU_STREAMING_STORES", previous)
-        for a, b in zip(*runs):
-            np.testing.assert_array_equal(a, b)
+        """Outputs of 4 MiB or more, and the forward's packed keys, leave by streaming stores
+        where a call's working set exceeds the last-level cache (csrc/cpu/tile_io.h);
+        FLASHMASK_CPU_STREAMING_STORES=0 or 1 forces the choice. Both write the same values:
+        out, dq, dk, dv of 4 MiB each, and key heads packed in groups with a smaller last one
+        (head_dim 256: two key heads per group of the key packing, three groups) over a
+        ragged last key tile."""
+        for batch, seqlen, heads, heads_k, head_dim in ((1, 2048, 8, 8, 64), (2, 300, 10, 5, 256)):
+            with self.subTest(seqlen=seqlen, heads_k=heads_k, head_dim=head_dim):
+                q, k, v, dout = self.random_inputs(batch, seqlen, seqlen, heads, heads_k, head_dim)
+                idx = random_bounds(self.rng, batch, 1, seqlen, seqlen, 1, True)
+                runs = []
+                previous = os.environ.get("FLASHMASK_CPU_STREAMING_STORES")
+                try:
+                    for flag in ("0", "1"):
+                        os.environ["FLASHMASK_CPU_STREAMING_STORES"] = flag
+                        runs.append(_run_op(q, k, v, idx, True, dout))
+                finally:
+                    _restore_env("FLASHMASK_CPU_STREAMING_STORES", previous)
+                for a, b in zip(*runs):
+                    np.testing.assert_array_equal(a, b)
 
     def test_non_contiguous_inputs(self):
         q, k, v, _ = self.random_inputs(1, 50, 50, 2, 2, 16)

@@ -54,6 +54,32 @@ def roundoff_floor(term_size: float) -> float:
     return ROUNDOFF_FACTOR * FLOAT32_ROUNDOFF * term_size
 
 
+def _probabilities(q, k_full, allowed, lse, scale):
+    """P [B, H, Sq, Sk] from the float64 reference's lse; 0 where masked or the row is empty."""
+    live = np.isfinite(lse)[..., None] & allowed
+    logits = np.einsum("bqhd,bkhd->bhqk", q, k_full) * scale - np.where(np.isfinite(lse), lse, 0.0)[..., None]
+    return np.where(live, np.exp(np.where(live, logits, 0.0)), 0.0)
+
+
+def output_rounding_shift(q, k, dout, out_error, allowed, lse, scale):
+    """The largest change of one element of dq and of dk (dv has none) that a kernel's
+    rounding of its output causes: a FlashAttention-style backward takes D = rowsum(dO * O)
+    from the output it is given, so an error out_error in O moves D by rowsum(dO * out_error)
+    and dS = P (dP - D) by -P times that (float64 NumPy, layouts as gradient_term_sizes). On
+    a call of a few tokens this one rounding can outweigh the low-precision computation's
+    whole error."""
+    heads_k = k.shape[2]
+    group = q.shape[2] // heads_k
+    k_full = np.repeat(k, group, axis=2)
+    p = _probabilities(q, k_full, allowed, lse, scale)
+    d_shift = np.einsum("bqhd,bqhd->bhq", dout, out_error)[..., None]
+    ds = -p * d_shift
+    dq = np.einsum("bhqk,bkhd->bqhd", ds, k_full) * scale
+    dk = np.einsum("bhqk,bqhd->bkhd", ds, q) * scale
+    dk = dk.reshape(k.shape[:3] + (group, k.shape[3])).sum(axis=3)
+    return float(np.abs(dq).max(initial=0.0)), float(np.abs(dk).max(initial=0.0))
+
+
 def gradient_term_sizes(q, k, v, dout, out, allowed, lse, scale):
     """The largest sum of |terms| behind one element of dq, dk and dv (float64 NumPy,
     layouts [B, S, H, D], allowed [B, H, Sq, Sk] expanded to query heads, lse
@@ -64,9 +90,7 @@ def gradient_term_sizes(q, k, v, dout, out, allowed, lse, scale):
     heads_k = k.shape[2]
     group = heads // heads_k
     k_full, v_full = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
-    live = np.isfinite(lse)[..., None] & allowed
-    logits = np.einsum("bqhd,bkhd->bhqk", q, k_full) * scale - np.where(np.isfinite(lse), lse, 0.0)[..., None]
-    p = np.where(live, np.exp(np.where(live, logits, 0.0)), 0.0)
+    p = _probabilities(q, k_full, allowed, lse, scale)
     dp = np.einsum("bqhd,bkhd->bhqk", dout, v_full)
     rowsum = np.einsum("bqhd,bqhd->bhq", dout, out)[..., None]
     rowsum_terms = np.einsum("bqhd,bqhd->bhq", np.abs(dout), np.abs(out))[..., None]

@@ -79,8 +79,19 @@ void online_softmax(FwdScratch<Ops>& w, int dp, const FwdBox& box, float scale) 
   }
 }
 
+// The forward's key packing reads a key tile's rows across this many bytes of fp32 tiles'
+// worth of key heads at a time (at least one head), so that its staging tiles stay in L2.
+constexpr int64_t kKeySweepBytes = int64_t{128} << 10;
+
 // K^T and V of every key tile, packed once as the B operands of S = Q K^T
-// and O += P V (every query tile of the key head reads them).
+// and O += P V (every query tile of the key head reads them). One item per
+// (batch, key tile, group of key heads): the rows of K and V are read across
+// the group's heads (load_rows_of_heads), and where the operands are fp32 and
+// streaming pays (tile_io.h's rule for outputs, on the packed tiles' bytes) the
+// packed tiles leave by streaming stores: the items read them back from memory
+// in any case, and the stores then cost no read for ownership (4K, fp32, 2
+// threads, Ice Lake guest: every-tile-skipped forward 3.8-4.2 -> 3.2-3.4 ms,
+// docs/cpu-kernel.md "The forward's key packing across heads").
 template <class T, class Ops>
 struct PackedKeys {
   using Operand = typename Ops::Operand;
@@ -90,28 +101,18 @@ struct PackedKeys {
         tile_size(static_cast<int64_t>(kTileCols) * dp),
         kt(num_all_tiles(p.shape) * tile_size),
         v(num_all_tiles(p.shape) * tile_size) {
-    const AttentionShape& shape = p.shape;
-    struct Scratch {
-      explicit Scratch(int dp) : k(kTileCols * dp), kt(dp * kTileCols), v(kTileCols * dp) {}
-      std::vector<float> k, kt, v;
-    };
+    const int64_t per_head = tile_size * static_cast<int64_t>(sizeof(float));
+    const int sweep = static_cast<int>(std::clamp<int64_t>(kKeySweepBytes / per_head, 1, num_heads_k));
+    const int groups = (num_heads_k + sweep - 1) / sweep;
+    const bool stream =
+        std::is_same_v<Operand, float> && streaming_stores_pay(num_all_tiles(p.shape) * tile_size * sizeof(Operand));
     parallel_for(
-        num_all_tiles(shape), [&] { return Scratch(dp); },
-        [&](Scratch& w, int64_t item) {
-          const int t = static_cast<int>(item % num_k_tiles);
-          const int kh = static_cast<int>(item / num_k_tiles % num_heads_k);
-          const int b = static_cast<int>(item / num_k_tiles / num_heads_k);
-          const int col0 = t * kTileCols;
-          const int cols = std::min(kTileCols, shape.seqlen_k - col0);
-          Operand* kt_dst = kt.get() + item * tile_size;
-          Operand* v_dst = v.get() + item * tile_size;
-          load_head_rows<T>(p.k, p.k_strides, b, col0, kh, cols, shape.head_dim, kTileCols, dp, w.k.data());
-          float* k_t = Ops::staging(kt_dst, w.kt.data());
-          Ops::transpose(w.k.data(), kTileCols, dp, dp, k_t, kTileCols);
-          Ops::pack_b(k_t, dp, kTileCols, kTileCols, kt_dst);
-          float* v_tile = Ops::staging(v_dst, w.v.data());
-          load_head_rows<T>(p.v, p.v_strides, b, col0, kh, cols, shape.head_dim, kTileCols, dp, v_tile);
-          Ops::pack_b(v_tile, kTileCols, dp, dp, v_dst);
+        static_cast<int64_t>(p.shape.batch) * num_k_tiles * groups, [&] { return Sweep(dp, sweep); },
+        [&](Sweep& w, int64_t item) {
+          const int h0 = static_cast<int>(item % groups) * sweep;
+          const int t = static_cast<int>(item / groups % num_k_tiles);
+          const int b = static_cast<int>(item / groups / num_k_tiles);
+          pack_heads(p, w, b, t, h0, std::min(sweep, num_heads_k - h0), stream);
         });
   }
 
@@ -119,6 +120,48 @@ struct PackedKeys {
   const Operand* v_tile(int b, int kh, int t) const { return v.get() + offset(b, kh, t); }
 
  private:
+  // A thread's staging: the K and V tiles of a group of key heads, K^T of one.
+  struct Sweep {
+    Sweep(int dp, int heads)
+        : k(static_cast<size_t>(heads) * kTileCols * dp), v(k.size()), k_t(k.size() / heads), rows(heads) {}
+    std::vector<float> k, v, k_t;
+    std::vector<float*> rows;  // load_rows_of_heads' destinations
+  };
+
+  // Key tile t of batch b for key heads [h0, h0 + n).
+  void pack_heads(const FwdParams& p, Sweep& w, int b, int t, int h0, int n, bool stream) const {
+    const AttentionShape& shape = p.shape;
+    const int dp = static_cast<int>(tile_size / kTileCols);
+    const int col0 = t * kTileCols;
+    const int cols = std::min(kTileCols, shape.seqlen_k - col0);
+    for (int i = 0; i < n; ++i) w.rows[i] = w.k.data() + i * tile_size;
+    load_rows_of_heads<T>(p.k, p.k_strides, b, col0, cols, h0, n, shape.head_dim, kTileCols, dp, w.rows.data());
+    // V straight into its packed tiles where those are fp32 and written plainly.
+    for (int i = 0; i < n; ++i) {
+      float* staged = w.v.data() + i * tile_size;
+      w.rows[i] = stream ? staged : Ops::staging(v.get() + offset(b, h0 + i, t), staged);
+    }
+    load_rows_of_heads<T>(p.v, p.v_strides, b, col0, cols, h0, n, shape.head_dim, kTileCols, dp, w.rows.data());
+    for (int i = 0; i < n; ++i) {
+      Operand* kt_dst = kt.get() + offset(b, h0 + i, t);
+      Operand* v_dst = v.get() + offset(b, h0 + i, t);
+      float* k_t = stream ? w.k_t.data() : Ops::staging(kt_dst, w.k_t.data());
+      Ops::transpose(w.k.data() + i * tile_size, kTileCols, dp, dp, k_t, kTileCols);
+      if constexpr (std::is_same_v<Operand, float>) {
+        if (stream) {
+          copy_streamed(k_t, kt_dst, tile_size);
+          copy_streamed(w.rows[i], v_dst, tile_size);
+          continue;
+        }
+      }
+      Ops::pack_b(k_t, dp, kTileCols, kTileCols, kt_dst);
+      Ops::pack_b(w.rows[i], kTileCols, dp, dp, v_dst);
+    }
+#if defined(__SSE2__)
+    if (stream) _mm_sfence();  // streaming stores are weakly ordered
+#endif
+  }
+
   int64_t num_all_tiles(const AttentionShape& shape) const {
     return static_cast<int64_t>(shape.batch) * num_heads_k * num_k_tiles;
   }

@@ -49,7 +49,8 @@ void load_tile(const T* __restrict src, int64_t row_stride, int rows, int cols, 
 // finds them in the cache.
 constexpr size_t kStreamedOutputBytes = size_t{4} << 20;
 
-// Whether an output of output_bytes leaves by streaming stores:
+// Whether an output of output_bytes (or the forward's packed keys, of as many bytes)
+// leaves by streaming stores:
 // FLASHMASK_CPU_STREAMING_STORES=1 or 0 if set, else where a call's working set does
 // not fit the last-level cache (tile_io.cc), taken as kWorkingSetTensors tensors of the
 // output's size (the backward's five inputs, three outputs, four packed query-side
@@ -113,6 +114,39 @@ template <typename T>
 void load_head_rows(const void* base, const TensorStrides& s, int b, int row0, int head, int rows,
                     int head_dim, int tile_rows, int ld, float* __restrict dst) {
   load_tile(element(static_cast<const T*>(base), s, b, row0, head), s.row, rows, head_dim, 1.f, tile_rows, ld, dst);
+}
+
+// Rows [row0, row0 + rows) of heads [head0, head0 + nheads) of a [batch, seqlen, heads,
+// head_dim] tensor of T, read row by row across the heads into one fp32 tile per head,
+// dst[i] (tile_rows x ld, zero-padded as load_tile's). Where the heads are adjacent (a
+// contiguous tensor) that reads the memory in order; a head's tile loaded alone reads
+// rows H x head_dim apart, 256 bytes at a time at head_dim 64 (fp32), which the hardware
+// prefetchers do not follow.
+template <typename T>
+void load_rows_of_heads(const void* base, const TensorStrides& s, int b, int row0, int rows, int head0,
+                        int nheads, int head_dim, int tile_rows, int ld, float* const* dst) {
+  for (int r = 0; r < tile_rows; ++r)
+    for (int i = 0; i < nheads; ++i) {
+      float* d = dst[i] + r * ld;
+      if (r >= rows) {
+        for (int c = 0; c < ld; ++c) d[c] = 0.f;
+        continue;
+      }
+      const T* src = element(static_cast<const T*>(base), s, b, row0 + r, head0 + i);
+      for (int c = 0; c < head_dim; ++c) d[c] = to_float(src[c]);
+      for (int c = head_dim; c < ld; ++c) d[c] = 0.f;
+    }
+}
+
+// dst[0, n) = src[0, n) by SSE2 streaming stores (dst 16-byte aligned, n a multiple of
+// 4), for a packed copy that the pass reading it finds in memory anyway; the caller
+// fences (_mm_sfence) before another thread reads it. Elsewhere a plain copy.
+inline void copy_streamed(const float* __restrict src, float* __restrict dst, int64_t n) {
+#if defined(__SSE2__)
+  for (int64_t i = 0; i < n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
+#else
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+#endif
 }
 
 // The same rows asked into the cache (L2) ahead of their load or, for_write,

@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 
 from paddle_flashmask import _args
-from paddle_flashmask.masks.spec import BLOCK_MASK_SIZE, MaskSpec, check_bound_count
+from paddle_flashmask.masks.spec import BLOCK_MASK_SIZE, MaskSpec, block_count, check_bound_count
 
 _DENSE_RANKS = (2, 4)  # [Sq, Sk] or [B, Hm, Sq, Sk]
 
@@ -108,7 +108,7 @@ def to_dense(
     allowed = ~masked
     if block_mask is not None:
         keep = _zeros_and_ones(_array(block_mask, "block_mask", where), "block_mask", where)
-        blocks = (idx.shape[0], idx.shape[1], -(-seqlen_q // BLOCK_MASK_SIZE), -(-seqlen_k // BLOCK_MASK_SIZE))
+        blocks = (idx.shape[0], idx.shape[1], block_count(seqlen_q), block_count(seqlen_k))
         if keep.shape != blocks:
             raise ValueError(
                 f"{where}: `block_mask` must have shape [batch, num_mask_heads, ceil(seqlen_q/{BLOCK_MASK_SIZE}), "

@@ -5,6 +5,13 @@ from typing import NamedTuple
 import numpy as np
 
 BLOCK_MASK_SIZE = 128  # granularity of block_mask, fixed by Paddle's API
+
+
+def block_count(length: int) -> int:
+    """block_mask blocks along a sequence of `length` tokens (the last one may be partial)."""
+    return -(-length // BLOCK_MASK_SIZE)
+
+
 # Bounds per key column the format allows: causal (LTS) or (LTS, LTE); non-causal
 # (LTS, UTE) or (LTS, LTE, UTS, UTE).
 BOUND_COUNTS = {True: (1, 2), False: (2, 4)}

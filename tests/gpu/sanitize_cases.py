@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from paddle_flashmask.torch import flashmask_attention  # noqa: E402
+from paddle_flashmask.masks.spec import block_count  # noqa: E402
 from tests.random_bounds import random_bounds  # noqa: E402
 
 
@@ -29,7 +30,7 @@ def case(b, sq, sk, h, hk, d, causal, nb, hm, dtype, deterministic, block_mask=F
         idx = random_bounds(rng, b, hm, sq, sk, nb, causal)
     bm = None
     if block_mask:
-        bm = (rng.random((b, hm, -(-sq // 128), -(-sk // 128))) < 0.7).astype(np.int32)
+        bm = (rng.random((b, hm, block_count(sq), block_count(sk))) < 0.7).astype(np.int32)
     q = torch.randn(b, sq, h, d, device="cuda", dtype=dtype, requires_grad=True)
     k = torch.randn(b, sk, hk, d, device="cuda", dtype=dtype, requires_grad=True)
     v = torch.randn(b, sk, hk, d, device="cuda", dtype=dtype, requires_grad=True)

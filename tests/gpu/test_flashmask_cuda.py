@@ -8,13 +8,12 @@ reference is at most 2x that of a plain low-precision PyTorch computation.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
 from paddle_flashmask import masks
 from paddle_flashmask._kernels import COMPILED_HEAD_DIMS
+from paddle_flashmask.masks.spec import block_count
 from tests import tolerance
 from tests.gpu.helpers import (
     assert_close_fa,
@@ -181,7 +180,7 @@ def test_persistent_schedule(head_dim, with_block_mask):
             cuts = np.sort(rng.choice(np.arange(1, seqlen), size=int(rng.integers(1, 6)), replace=False))
             lens = np.diff(np.concatenate([[0], cuts, [seqlen]])).tolist()
             idx[bi, hi] = masks.causal_document_mask([lens]).startend_row_indices[0, 0]
-    blocks = math.ceil(seqlen / 128)
+    blocks = block_count(seqlen)
     bm = np.ones((batch, heads, blocks, blocks), dtype=np.int32)
     for bi in range(batch):
         for hi in range(heads):
@@ -261,7 +260,7 @@ def test_block_mask(causal, nb):
     rng = rng_for(seed)
     sq = sk = 600
     idx = random_bounds(rng, 2, 2, sq, sk, nb, causal)
-    bm = (rng.random((2, 2, math.ceil(sq / 128), math.ceil(sk / 128))) < 0.6).astype(np.int32)
+    bm = (rng.random((2, 2, block_count(sq), block_count(sk))) < 0.6).astype(np.int32)
     _run_case(idx, causal, block_mask=bm, seed=seed)
 
 

@@ -2,9 +2,8 @@
 
 Inputs are drawn in NumPy, rounded to the test dtype there (so the float64 reference
 sees exactly what the kernel sees), cast on the CPU and copied to the GPU; results
-are copied back and cast on the CPU. The low-precision reference repeats the plain
-computation with every intermediate rounded to the dtype, as a framework's float16 /
-bfloat16 ops would, and sets the error budget (tests/tolerance.py).
+are copied back and cast on the CPU. The low-precision computation (tests/lowp.py) sets
+the error budget (tests/tolerance.py).
 """
 
 from __future__ import annotations
@@ -15,20 +14,10 @@ import numpy as np
 import paddle
 
 from paddle_flashmask import reference
-from paddle_flashmask.masks.dense import expand_mask_heads, to_dense
 from tests import tolerance
+from tests.lowp import lowp_attention, round_to
 
 DTYPES = ("float16", "bfloat16")
-
-
-def round_to(x, dtype: str) -> np.ndarray:
-    """float32 values of `x` rounded to `dtype` (round to nearest even)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if dtype == "float16":
-        return x.astype(np.float16).astype(np.float32)
-    bits = x.view(np.uint32).astype(np.uint64)
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-    return bits.astype(np.uint32).view(np.float32)
 
 
 def to_gpu(x: np.ndarray, dtype: str, requires_grad: bool = False):
@@ -56,32 +45,6 @@ def random_inputs(rng, batch, seqlen_q, seqlen_k, heads, heads_k, head_dim, dtyp
     shapes = [(batch, seqlen_q, heads, head_dim), (batch, seqlen_k, heads_k, head_dim)] * 2
     q, k, dout, v = (round_to(rng.standard_normal(s, dtype=np.float32), dtype) for s in shapes)
     return q, k, v, dout
-
-
-def lowp_attention(q, k, v, dout, idx, causal, scale, block_mask, dtype):
-    """out and (dq, dk, dv) computed plainly with every intermediate rounded to dtype."""
-    r = lambda x: round_to(x, dtype)  # noqa: E731
-    heads, heads_k = q.shape[2], k.shape[2]
-    group = heads // heads_k
-    allowed = expand_mask_heads(to_dense(idx, causal, seqlen_q=q.shape[1], block_mask=block_mask), heads, heads_k)
-    kf, vf = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
-    s = np.where(allowed, r(r(np.einsum("bqhd,bkhd->bhqk", q, kf)) * scale), -np.inf)
-    m = s.max(axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    p = r(np.exp(s - m))
-    denom = r(p.sum(axis=-1, keepdims=True))
-    p = r(p / np.where(denom == 0, 1.0, denom))
-    out = r(np.einsum("bhqk,bkhd->bqhd", p, vf))
-    dp = r(np.einsum("bqhd,bkhd->bhqk", dout, vf))
-    # D = rowsum(dO * O) from the rounded output, as the kernels compute it (tests/gpu/helpers.py
-    # attention_grads_lowp says why).
-    d = r(np.einsum("bqhd,bqhd->bhq", dout, out))[..., None]
-    ds = r(p * r(dp - d))
-    dq = r(r(np.einsum("bhqk,bkhd->bqhd", ds, kf)) * scale)
-    fold = k.shape[:3] + (group, k.shape[3])
-    dk = r(r(np.einsum("bhqk,bqhd->bkhd", ds, q)).reshape(fold).sum(axis=3) * scale)
-    dv = r(np.einsum("bhqk,bqhd->bkhd", p, dout).reshape(fold).sum(axis=3))
-    return out, (dq, dk, dv)
 
 
 def run_case(

@@ -6,7 +6,6 @@ torch binding on the same inputs. See conftest.py for when these run."""
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 
 import paddle_flashmask
 from paddle_flashmask import masks
+from paddle_flashmask.masks.spec import block_count
 from tests.gpu_paddle.helpers import (
     DTYPES,
     assert_lse_close,
@@ -79,7 +79,7 @@ def test_block_mask(causal, nb):
     rng = np.random.default_rng(fresh_seed())
     sq = sk = 600
     idx = random_bounds(rng, 2, 2, sq, sk, nb, causal)
-    bm = (rng.random((2, 2, math.ceil(sq / 128), math.ceil(sk / 128))) < 0.6).astype(np.int32)
+    bm = (rng.random((2, 2, block_count(sq), block_count(sk))) < 0.6).astype(np.int32)
     run_case(rng, idx, causal, block_mask=bm)
 
 
