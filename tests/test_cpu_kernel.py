@@ -195,6 +195,19 @@ class TestSizes(CpuKernelTestCase):
             seqlen_q=1000, seqlen_k=1000, heads=1, heads_k=1, head_dim=8, causal=True, num_bounds=1
         )
 
+    def test_key_tiles_swept_together(self):
+        """The backward takes several key tiles of a work item through the query tiles at a
+        time (backward_impl.h, keys_per_sweep: 4 at head_dim 32, 2 at 128). With 16 key
+        heads each key head is two items: at head_dim 32, 7 key tiles as items of 3 and 4
+        (one sweep each, the first short); at 128, 3 key tiles as items of 1 and 2; the last
+        key tile ragged, with partial and skipped tiles of random per-head bounds."""
+        for head_dim, seqlen, causal, num_bounds in ((32, 400, True, 2), (128, 190, False, 4)):
+            with self.subTest(head_dim=head_dim, causal=causal):
+                self.check(
+                    batch=2, seqlen_q=seqlen, seqlen_k=seqlen, heads=8, heads_k=8, head_dim=head_dim,
+                    mask_heads=8, causal=causal, num_bounds=num_bounds,
+                )
+
 
 class TestLowPrecision(CpuKernelTestCase):
     def test_fp16_bf16(self):

@@ -54,26 +54,48 @@ struct QuerySide {
   Workspace<uint8_t> packed;     // per tile: run_once's flag
 };
 
+// A key item sweeps the query tiles once for several of its key tiles at a time: each
+// visited query tile's packed operands and dq partial tile (80 KiB at head_dim 64, fp32)
+// are read from memory once for all of them, where one key tile at a time read them again
+// for every key tile once a key tile's query tiles outgrew L2 (causal at 4K: 32 query
+// tiles of 80 KiB per key tile; docs/cpu-kernel.md "Key tiles four at a time"). As many
+// key tiles as their operands fit kSweepKeysBytes, at most kMaxKeysPerSweep: with the
+// query tile beside them they stay in L2 (head_dim 64: 4, 128: 2, 256: 1 in fp32).
+constexpr int kMaxKeysPerSweep = 4;
+constexpr int64_t kSweepKeysBytes = int64_t{384} << 10;
+
+// One key tile's operands and gradient accumulators.
+template <class Ops>
+struct KeyTileOperands {
+  using Operand = typename Ops::Operand;
+  explicit KeyTileOperands(int dp)
+      : dk(kTileCols * dp), dv(kTileCols * dp), k(kTileCols * dp), v(kTileCols * dp), k_t(dp * kTileCols) {}
+  std::vector<float> dk, dv;       // dK and dV of the key tile
+  std::vector<Operand> k, v, k_t;  // A operands: k, v [keys x dp], k^T [dp x keys]
+};
+
+// Key tiles per sweep at padded head dim dp (above).
+template <class Ops>
+int keys_per_sweep(int dp) {
+  const int64_t per_key = int64_t{kTileCols} * dp * (2 * sizeof(float) + 3 * sizeof(typename Ops::Operand));
+  return static_cast<int>(std::clamp<int64_t>(kSweepKeysBytes / per_key, 1, kMaxKeysPerSweep));
+}
+
 template <class Ops>
 struct BwdScratch {
   using Operand = typename Ops::Operand;
-  explicit BwdScratch(int dp)
+  BwdScratch(int dp, int num_keys)
       : a(std::max(kTileRows, kTileCols) * dp),
         b(std::max(kTileRows, kTileCols) * dp),
         s(kTileCols * kTileRows),
         ds(kTileCols * kTileRows),
-        dk(kTileCols * dp),
-        dv(kTileCols * dp),
-        k(kTileCols * dp),
-        v(kTileCols * dp),
-        k_t(dp * kTileCols),
+        keys(num_keys, KeyTileOperands<Ops>(dp)),
         p_op(kTileCols * kTileRows),
         ds_op(kTileCols * kTileRows),
         ds_t_op(kTileCols * kTileRows) {}
   std::vector<float> a, b;        // fp32 staging for loads and transposes
   std::vector<float> s, ds;       // S^T then P^T, dP^T then dS^T: [key][query]
-  std::vector<float> dk, dv;      // accumulators of the current key tile
-  std::vector<Operand> k, v, k_t;  // A operands: k, v [keys x dp], k^T [dp x keys]
+  std::vector<KeyTileOperands<Ops>> keys;     // the key tiles of the current sweep (key pass)
   std::vector<Operand> p_op, ds_op, ds_t_op;  // P^T, dS^T as A, dS^T as B
   typename Ops::ThreadState thread_state;
 };
@@ -108,10 +130,10 @@ class Backward {
     std::fill_n(dq_written_.get(), num_chunks_ * num_q_items(), uint8_t{0});
     parallel_for(
         static_cast<int64_t>(shape_.batch) * shape_.num_heads_k * num_chunks_,
-        [&] { return BwdScratch<Ops>(dp_); },
+        [&] { return BwdScratch<Ops>(dp_, keys_per_sweep<Ops>(dp_)); },
         [&](BwdScratch<Ops>& w, int64_t item) { key_chunk(w, item); });
     parallel_for(
-        num_q_items(), [&] { return BwdScratch<Ops>(dp_); },
+        num_q_items(), [&] { return BwdScratch<Ops>(dp_, 0); },
         [&](BwdScratch<Ops>& w, int64_t item) { store_dq(w, item); });
   }
 
@@ -188,19 +210,21 @@ class Backward {
     Ops::pack_b(dout_t, dp_, kTileRows, kTileRows, dout_t_dst);
   }
 
-  // k, v and k^T of one key tile as A operands.
-  void load_key_tile(BwdScratch<Ops>& w, int b, int kh, int kt) const {
+  // k, v and k^T of one key tile as A operands, its dK and dV zeroed.
+  void load_key_tile(BwdScratch<Ops>& w, KeyTileOperands<Ops>& key, int b, int kh, int kt) const {
+    std::fill(key.dk.begin(), key.dk.end(), 0.f);
+    std::fill(key.dv.begin(), key.dv.end(), 0.f);
     const int col0 = kt * kTileCols;
     const int cols = std::min(kTileCols, shape_.seqlen_k - col0);
-    float* k = Ops::staging(w.k.data(), w.a.data());
+    float* k = Ops::staging(key.k.data(), w.a.data());
     load_head_rows<T>(p_.k, p_.k_strides, b, col0, kh, cols, shape_.head_dim, kTileCols, dp_, k);
-    Ops::pack_a(k, kTileCols, dp_, dp_, w.k.data());
-    float* k_t = Ops::staging(w.k_t.data(), w.b.data());
+    Ops::pack_a(k, kTileCols, dp_, dp_, key.k.data());
+    float* k_t = Ops::staging(key.k_t.data(), w.b.data());
     Ops::transpose(k, kTileCols, dp_, dp_, k_t, kTileCols);
-    Ops::pack_a(k_t, dp_, kTileCols, kTileCols, w.k_t.data());
-    float* v = Ops::staging(w.v.data(), w.a.data());  // k is packed
+    Ops::pack_a(k_t, dp_, kTileCols, kTileCols, key.k_t.data());
+    float* v = Ops::staging(key.v.data(), w.a.data());  // k is packed
     load_head_rows<T>(p_.v, p_.v_strides, b, col0, kh, cols, shape_.head_dim, kTileCols, dp_, v);
-    Ops::pack_a(v, kTileCols, dp_, dp_, w.v.data());
+    Ops::pack_a(v, kTileCols, dp_, dp_, key.v.data());
   }
 
   // The part of a (key tile, query tile) pair the products cover: its
@@ -245,26 +269,26 @@ class Backward {
   // 5-7% slower on causal masks.
   // cols: a kPartial pair's columns, null for a kUnmasked one.
   template <bool kWhole>
-  void visit_pair(BwdScratch<Ops>& w, int chunk, int64_t q_item, const TileColumns* cols,
-                  const Box& box) const {
+  void visit_pair(BwdScratch<Ops>& w, KeyTileOperands<Ops>& key, int chunk, int64_t q_item,
+                  const TileColumns* cols, const Box& box) const {
     const Box x = kWhole ? kWholeTile : box;
-    probabilities(w, q_item, cols, x);
-    accumulate_pair(w, chunk, q_item, x);
+    probabilities(w, key, q_item, cols, x);
+    accumulate_pair(w, key, chunk, q_item, x);
   }
 
   // P^T and dS^T = P^T * (dP^T - D) of the box of one (key tile, query tile) pair.
-  inline void probabilities(BwdScratch<Ops>& w, int64_t q_item, const TileColumns* cols,
-                            const Box& x) const {
+  inline void probabilities(BwdScratch<Ops>& w, const KeyTileOperands<Ops>& key, int64_t q_item,
+                            const TileColumns* cols, const Box& x) const {
     const int64_t at = q_item * query_.tile_size;
     float* s = w.s.data() + x.offset();
     float* ds = w.ds.data() + x.offset();
-    Ops::gemm(x.keys(), x.queries(), dp_, w.k.data() + x.k0 * dp_, dp_,
+    Ops::gemm(x.keys(), x.queries(), dp_, key.k.data() + x.k0 * dp_, dp_,
               Ops::b_at(query_.q_t.get() + at, kTileRows, 0, x.n0), kTileRows, s, kTileRows,
               /*accumulate=*/false);
     if (scale_.separate_pass)
       for (int c = 0; c < x.keys(); ++c) scale_row(s + c * kTileRows, x.queries(), scale_.in_pass);
     if (cols != nullptr) TileMask::mask_scores(*cols, w.s.data(), 1, kTileRows, {x.n0, x.n1, x.k0, x.k1});
-    Ops::gemm(x.keys(), x.queries(), dp_, w.v.data() + x.k0 * dp_, dp_,
+    Ops::gemm(x.keys(), x.queries(), dp_, key.v.data() + x.k0 * dp_, dp_,
               Ops::b_at(query_.dout_t.get() + at, kTileRows, 0, x.n0), kTileRows, ds, kTileRows,
               /*accumulate=*/false);
     const float* lse = query_.lse.get() + q_item * kTileRows + x.n0;
@@ -274,17 +298,18 @@ class Backward {
   }
 
   // dv += P^T dO, dk += dS^T Q and the chunk's dq^T += K^T dS^T for one pair.
-  inline void accumulate_pair(BwdScratch<Ops>& w, int chunk, int64_t q_item, const Box& x) const {
+  inline void accumulate_pair(BwdScratch<Ops>& w, KeyTileOperands<Ops>& key, int chunk, int64_t q_item,
+                              const Box& x) const {
     const int64_t at = q_item * query_.tile_size;
     const auto p_t = Ops::a_view(w.s.data() + x.offset(), x.keys(), x.queries(), kTileRows,
                                  w.p_op.data());
     Ops::gemm(x.keys(), dp_, x.queries(), p_t.data, p_t.ld,
-              Ops::b_at(query_.dout.get() + at, dp_, x.n0, 0), dp_, w.dv.data() + x.k0 * dp_, dp_,
+              Ops::b_at(query_.dout.get() + at, dp_, x.n0, 0), dp_, key.dv.data() + x.k0 * dp_, dp_,
               /*accumulate=*/true);
     const auto ds_t = Ops::a_view(w.ds.data() + x.offset(), x.keys(), x.queries(), kTileRows,
                                   w.ds_op.data());
     Ops::gemm(x.keys(), dp_, x.queries(), ds_t.data, ds_t.ld,
-              Ops::b_at(query_.q.get() + at, dp_, x.n0, 0), dp_, w.dk.data() + x.k0 * dp_, dp_,
+              Ops::b_at(query_.q.get() + at, dp_, x.n0, 0), dp_, key.dk.data() + x.k0 * dp_, dp_,
               /*accumulate=*/true);
     const auto ds_t_b = Ops::b_view(w.ds.data() + x.offset(), x.keys(), x.queries(), kTileRows,
                                     w.ds_t_op.data());
@@ -295,63 +320,76 @@ class Backward {
     uint8_t& written = dq_written_.get()[chunk * num_q_items() + q_item];
     const bool whole = x.queries() == kTileRows;
     if (!written && !whole) std::fill_n(dq, dp_ * kTileRows, 0.f);
-    Ops::gemm(dp_, x.queries(), x.keys(), w.k_t.data() + x.k0, kTileCols, ds_t_b.data, ds_t_b.ld,
+    Ops::gemm(dp_, x.queries(), x.keys(), key.k_t.data() + x.k0, kTileCols, ds_t_b.data, ds_t_b.ld,
               dq + x.n0, kTileRows, /*accumulate=*/written || !whole);
     written = 1;
   }
 
-  // While key tile kt's pairs run: its dk and dv rows fetched for the stores
-  // at its end, and the k and v rows of the chunk's next key tile.
-  void prefetch_key_rows(int b, int kh, int kt, int kt_end) const {
+  // While the key tiles [kt, kt + n) run: their dk and dv rows fetched for the stores at
+  // the sweep's end, and the k and v rows of the chunk's next key tile.
+  void prefetch_key_rows(int b, int kh, int kt, int n, int kt_end) const {
     const auto rows = [&](int t) { return std::min(kTileCols, shape_.seqlen_k - t * kTileCols); };
     const int d = shape_.head_dim;
-    prefetch_head_rows<T>(p_.dk, p_.dk_strides, b, kt * kTileCols, kh, rows(kt), d, /*for_write=*/true);
-    prefetch_head_rows<T>(p_.dv, p_.dv_strides, b, kt * kTileCols, kh, rows(kt), d, /*for_write=*/true);
-    if (kt + 1 == kt_end) return;
-    prefetch_head_rows<T>(p_.k, p_.k_strides, b, (kt + 1) * kTileCols, kh, rows(kt + 1), d, /*for_write=*/false);
-    prefetch_head_rows<T>(p_.v, p_.v_strides, b, (kt + 1) * kTileCols, kh, rows(kt + 1), d, /*for_write=*/false);
+    for (int t = kt; t < kt + n; ++t) {
+      prefetch_head_rows<T>(p_.dk, p_.dk_strides, b, t * kTileCols, kh, rows(t), d, /*for_write=*/true);
+      prefetch_head_rows<T>(p_.dv, p_.dv_strides, b, t * kTileCols, kh, rows(t), d, /*for_write=*/true);
+    }
+    const int next = kt + n;
+    if (next == kt_end) return;
+    prefetch_head_rows<T>(p_.k, p_.k_strides, b, next * kTileCols, kh, rows(next), d, /*for_write=*/false);
+    prefetch_head_rows<T>(p_.v, p_.v_strides, b, next * kTileCols, kh, rows(next), d, /*for_write=*/false);
   }
 
-  // dk and dv of the chunk's key tiles; their dq contributions to its partials.
+  // One (key tile kt, query tile) pair of batch b, query head h (mask head mh), unless skipped.
+  void visit(BwdScratch<Ops>& w, KeyTileOperands<Ops>& key, int chunk, int b, int h, int mh, int qt,
+             int kt) const {
+    const TileKind kind = tile_mask_.kind(b, mh, qt, kt);
+    if (kind == TileKind::kSkip) return;
+    const int64_t q_item = (static_cast<int64_t>(b) * shape_.num_heads + h) * num_q_tiles_ + qt;
+    run_once(query_.packed.get() + q_item, [&] { pack_query_tile(w, q_item); });
+    if (kind == TileKind::kUnmasked) {
+      visit_pair<true>(w, key, chunk, q_item, nullptr, kWholeTile);
+      return;
+    }
+    TileColumns cols;
+    tile_mask_.columns(b, mh, qt, kt, cols);
+    Box boxes[kPartialParts];
+    const int n = boxes_of(cols, boxes);
+    if (n == 1 && boxes[0].keys() == kTileCols && boxes[0].queries() == kTileRows) {
+      visit_pair<true>(w, key, chunk, q_item, &cols, kWholeTile);
+      return;
+    }
+    for (int i = 0; i < n; ++i) visit_pair<false>(w, key, chunk, q_item, &cols, boxes[i]);
+  }
+
+  // dk and dv of the chunk's key tiles; their dq contributions to its partials. The key
+  // tiles go keys_per_sweep at a time through every query tile; a query tile's dq partial
+  // still takes their contributions in key order, so the gradients are those of one key
+  // tile at a time, bit for bit.
   void key_chunk(BwdScratch<Ops>& w, int64_t item) const {
     const int64_t key_heads = static_cast<int64_t>(shape_.batch) * shape_.num_heads_k;
     const int chunk = static_cast<int>(item / key_heads);
     const int kh = static_cast<int>(item % key_heads % shape_.num_heads_k);
     const int b = static_cast<int>(item % key_heads / shape_.num_heads_k);
     const int kt_end = static_cast<int>(int64_t{num_k_tiles_} * (chunk + 1) / num_chunks_);
-    for (int kt = static_cast<int>(int64_t{num_k_tiles_} * chunk / num_chunks_); kt < kt_end; ++kt) {
-      std::fill(w.dk.begin(), w.dk.end(), 0.f);
-      std::fill(w.dv.begin(), w.dv.end(), 0.f);
-      load_key_tile(w, b, kh, kt);
-      prefetch_key_rows(b, kh, kt, kt_end);
+    const int per_sweep = static_cast<int>(w.keys.size());
+    for (int kt = static_cast<int>(int64_t{num_k_tiles_} * chunk / num_chunks_); kt < kt_end; kt += per_sweep) {
+      const int n = std::min(per_sweep, kt_end - kt);
+      for (int i = 0; i < n; ++i) load_key_tile(w, w.keys[i], b, kh, kt + i);
+      prefetch_key_rows(b, kh, kt, n, kt_end);
       for (int h = kh * group_; h < (kh + 1) * group_; ++h) {
         const int mh = mask_head_for(p_.mask, shape_, h);
-        for (int qt = 0; qt < num_q_tiles_; ++qt) {
-          const TileKind kind = tile_mask_.kind(b, mh, qt, kt);
-          if (kind == TileKind::kSkip) continue;
-          const int64_t q_item = (static_cast<int64_t>(b) * shape_.num_heads + h) * num_q_tiles_ + qt;
-          run_once(query_.packed.get() + q_item, [&] { pack_query_tile(w, q_item); });
-          if (kind == TileKind::kUnmasked) {
-            visit_pair<true>(w, chunk, q_item, nullptr, kWholeTile);
-            continue;
-          }
-          TileColumns cols;
-          tile_mask_.columns(b, mh, qt, kt, cols);
-          Box boxes[kPartialParts];
-          const int n = boxes_of(cols, boxes);
-          if (n == 1 && boxes[0].keys() == kTileCols && boxes[0].queries() == kTileRows) {
-            visit_pair<true>(w, chunk, q_item, &cols, kWholeTile);
-            continue;
-          }
-          for (int i = 0; i < n; ++i) visit_pair<false>(w, chunk, q_item, &cols, boxes[i]);
-        }
+        for (int qt = 0; qt < num_q_tiles_; ++qt)
+          for (int i = 0; i < n; ++i) visit(w, w.keys[i], chunk, b, h, mh, qt, kt + i);
       }
-      const int col0 = kt * kTileCols;
-      const int cols = std::min(kTileCols, shape_.seqlen_k - col0);
-      store_head_rows<T>(w.dk.data(), dp_, p_.softmax_scale, p_.dk, p_.dk_strides, b, col0, kh, cols,
-                         shape_.head_dim, stream_dk_);
-      store_head_rows<T>(w.dv.data(), dp_, 1.f, p_.dv, p_.dv_strides, b, col0, kh, cols, shape_.head_dim,
-                         stream_dv_);
+      for (int i = 0; i < n; ++i) {
+        const int col0 = (kt + i) * kTileCols;
+        const int cols = std::min(kTileCols, shape_.seqlen_k - col0);
+        store_head_rows<T>(w.keys[i].dk.data(), dp_, p_.softmax_scale, p_.dk, p_.dk_strides, b, col0, kh, cols,
+                           shape_.head_dim, stream_dk_);
+        store_head_rows<T>(w.keys[i].dv.data(), dp_, 1.f, p_.dv, p_.dv_strides, b, col0, kh, cols,
+                           shape_.head_dim, stream_dv_);
+      }
     }
   }
 

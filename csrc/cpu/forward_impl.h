@@ -81,7 +81,7 @@ void online_softmax(FwdScratch<Ops>& w, int dp, const FwdBox& box, float scale) 
 
 // The forward's key packing reads a key tile's rows across this many bytes of fp32 tiles'
 // worth of key heads at a time (at least one head), so that its staging tiles stay in L2.
-constexpr int64_t kKeySweepBytes = int64_t{128} << 10;
+constexpr int64_t kKeyPackingGroupBytes = int64_t{128} << 10;
 
 // K^T and V of every key tile, packed once as the B operands of S = Q K^T
 // and O += P V (every query tile of the key head reads them). One item per
@@ -90,7 +90,7 @@ constexpr int64_t kKeySweepBytes = int64_t{128} << 10;
 // streaming pays (tile_io.h's rule for outputs, on the packed tiles' bytes) the
 // packed tiles leave by streaming stores: the items read them back from memory
 // in any case, and the stores then cost no read for ownership (4K, fp32, 2
-// threads, Ice Lake guest: every-tile-skipped forward 3.8-4.2 -> 3.2-3.4 ms,
+// threads, Ice Lake guest: every-tile-skipped forward 3.8-4.2 -> 3.2-3.5 ms,
 // docs/cpu-kernel.md "The forward's key packing across heads").
 template <class T, class Ops>
 struct PackedKeys {
@@ -102,7 +102,7 @@ struct PackedKeys {
         kt(num_all_tiles(p.shape) * tile_size),
         v(num_all_tiles(p.shape) * tile_size) {
     const int64_t per_head = tile_size * static_cast<int64_t>(sizeof(float));
-    const int sweep = static_cast<int>(std::clamp<int64_t>(kKeySweepBytes / per_head, 1, num_heads_k));
+    const int sweep = static_cast<int>(std::clamp<int64_t>(kKeyPackingGroupBytes / per_head, 1, num_heads_k));
     const int groups = (num_heads_k + sweep - 1) / sweep;
     const bool stream =
         std::is_same_v<Operand, float> && streaming_stores_pay(num_all_tiles(p.shape) * tile_size * sizeof(Operand));
