@@ -1,5 +1,6 @@
 """FlashAttention-3's tolerance rule for low-precision kernels, shared by the GPU tests
-of the torch binding (tests/gpu) and of the Paddle op (tests/gpu_paddle).
+of the torch binding (tests/gpu) and of the Paddle op (tests/gpu_paddle) and by the CPU
+fuzz test's float16/bfloat16 cases (tests/test_fuzz.py).
 
 A kernel's error against a float32/float64 reference may be at most `factor` times
 that of a plain low-precision computation of the same function, plus FA3's absolute
