@@ -87,12 +87,16 @@ def _run_case(
     out_ref.backward(dout.float())
     grads_pt = attention_grads_lowp(torch, q, k, v, out_pt, dout, allowed, sc)
     floors = (0.0, 0.0, 0.0)
-    if roundoff_floor:  # random shapes reach results that are sums of cancelling terms
+    if roundoff_floor:
+        # Random shapes reach results that are sums of cancelling terms, and calls of a few
+        # tokens whose dq/dk error is mostly D's from the kernel's own rounded output
+        # (tolerance.output_rounding_shift; the fuzz found fp16 calls of 1 x 10 and 2 x 2).
         as64 = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
-        sizes = tolerance.gradient_term_sizes(
-            *(as64(t) for t in (qr, kr, vr, dout, out_ref)), as64(allowed).astype(bool), as64(lse_ref), sc
-        )
-        floors = tuple(tolerance.roundoff_floor(s) for s in sizes)
+        args = [as64(t) for t in (qr, kr, vr, dout, out_ref)]
+        mask64, lse64 = as64(allowed).astype(bool), as64(lse_ref)
+        sizes = tolerance.gradient_term_sizes(*args, mask64, lse64, sc)
+        shifts = tolerance.output_rounding_shift(args[0], args[1], args[3], as64(out) - args[4], mask64, lse64, sc)
+        floors = tuple(tolerance.roundoff_floor(s) + d for s, d in zip(sizes, shifts + (0.0,)))
     for name, a, r, p, floor in zip(
         ("dq", "dk", "dv"), (qs.grad, ks.grad, vs.grad), (qr.grad, kr.grad, vr.grad), grads_pt, floors
     ):
