@@ -126,15 +126,9 @@ template <typename T>
 void load_rows_of_heads(const void* base, const TensorStrides& s, int b, int row0, int rows, int head0,
                         int nheads, int head_dim, int tile_rows, int ld, float* const* dst) {
   for (int r = 0; r < tile_rows; ++r)
-    for (int i = 0; i < nheads; ++i) {
-      float* d = dst[i] + r * ld;
-      if (r >= rows) {
-        for (int c = 0; c < ld; ++c) d[c] = 0.f;
-        continue;
-      }
-      const T* src = element(static_cast<const T*>(base), s, b, row0 + r, head0 + i);
-      for (int c = 0; c < head_dim; ++c) d[c] = to_float(src[c]);
-      for (int c = head_dim; c < ld; ++c) d[c] = 0.f;
+    for (int i = 0; i < nheads; ++i) {  // row r of head i's tile: load_tile of one row (zeros past rows)
+      const T* src = r < rows ? element(static_cast<const T*>(base), s, b, row0 + r, head0 + i) : nullptr;
+      load_tile(src, 0, r < rows ? 1 : 0, head_dim, 1.f, 1, ld, dst[i] + r * ld);
     }
 }
 
