@@ -25,6 +25,28 @@ ROUNDOFF_FACTOR = 16
 SIGNIFICANT_BITS = {"float16": 11, "bfloat16": 8, "float32": 24}
 
 
+# The float64 products of the gradient allowances, [B, S, H, D] operands and [B, H, Sq, Sk]
+# scores, by batched matmul (np.einsum's own loops took seconds per fuzz case).
+def _scores(x, y):
+    """x [B, Sq, H, D], y [B, Sk, H, D] -> x y^T [B, H, Sq, Sk]."""
+    return np.matmul(x.transpose(0, 2, 1, 3), y.transpose(0, 2, 3, 1))
+
+
+def _over_keys(a, y):
+    """a [B, H, Sq, Sk], y [B, Sk, H, D] -> a y [B, Sq, H, D]."""
+    return np.matmul(a, y.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+
+
+def _over_queries(a, x):
+    """a [B, H, Sq, Sk], x [B, Sq, H, D] -> a^T x [B, Sk, H, D]."""
+    return np.matmul(a.transpose(0, 1, 3, 2), x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+
+
+def _row_dot(x, y):
+    """x, y [B, S, H, D] -> sum over D, [B, H, S]."""
+    return (x * y).sum(axis=3).transpose(0, 2, 1)
+
+
 def rounding_allowance(ref, dtype: str) -> float:
     """One unit in the last place of `dtype` at max|ref| + 0.3 (FA3's absolute allowance)."""
     scale = float(np.abs(np.asarray(ref, dtype=np.float64)).max(initial=0.0)) + 0.3
@@ -58,7 +80,7 @@ def roundoff_floor(term_size: float) -> float:
 def _probabilities(q, k_full, allowed, lse, scale):
     """P [B, H, Sq, Sk] from the float64 reference's lse; 0 where masked or the row is empty."""
     live = np.isfinite(lse)[..., None] & allowed
-    logits = np.einsum("bqhd,bkhd->bhqk", q, k_full) * scale - np.where(np.isfinite(lse), lse, 0.0)[..., None]
+    logits = _scores(q, k_full) * scale - np.where(np.isfinite(lse), lse, 0.0)[..., None]
     return np.where(live, np.exp(np.where(live, logits, 0.0)), 0.0)
 
 
@@ -73,12 +95,48 @@ def output_rounding_shift(q, k, dout, out_error, allowed, lse, scale):
     group = q.shape[2] // heads_k
     k_full = np.repeat(k, group, axis=2)
     p = _probabilities(q, k_full, allowed, lse, scale)
-    d_shift = np.einsum("bqhd,bqhd->bhq", dout, out_error)[..., None]
+    d_shift = _row_dot(dout, out_error)[..., None]
     ds = -p * d_shift
-    dq = np.einsum("bhqk,bkhd->bqhd", ds, k_full) * scale
-    dk = np.einsum("bhqk,bqhd->bkhd", ds, q) * scale
+    dq = _over_keys(ds, k_full) * scale
+    dk = _over_queries(ds, q) * scale
     dk = dk.reshape(k.shape[:3] + (group, k.shape[3])).sum(axis=3)
     return float(np.abs(dq).max(initial=0.0)), float(np.abs(dk).max(initial=0.0))
+
+
+def round_to(x, dtype: str):
+    """x (float64) rounded to the nearest `dtype` value (ties to even), as float64: float16 by
+    NumPy's conversion, bfloat16 by rounding float32's bits to their upper half."""
+    x = np.asarray(x, dtype=np.float64)
+    if dtype == "float16":
+        return x.astype(np.float16).astype(np.float64)
+    assert dtype == "bfloat16", dtype
+    bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def operand_rounding_shift(q, k, v, dout, out, allowed, lse, scale, dtype: str):
+    """The largest change of one element of dq, dk and dv that a FlashAttention-style
+    backward's rounding of P and dS = P (dP - D) to `dtype` causes, before its products dV =
+    P^T dO, dK = dS^T Q and dQ = dS K with fp32 accumulators (float64 NumPy, layouts as
+    gradient_term_sizes). The plain low-precision computation rounds them too, but its own
+    error on a call of a few tokens is a lottery (one fp16 2 x 2 call: 1.3e-4 against the
+    kernel's 8.5e-4), so this rounding is allowed as such."""
+    heads_k = k.shape[2]
+    group = q.shape[2] // heads_k
+    k_full, v_full = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
+    p = _probabilities(q, k_full, allowed, lse, scale)
+    dp = _scores(dout, v_full)
+    ds = p * (dp - _row_dot(dout, out)[..., None])
+    p_err, ds_err = round_to(p, dtype) - p, round_to(ds, dtype) - ds
+
+    def per_key_head(x):
+        return x.reshape(x.shape[:2] + (heads_k, group, x.shape[3])).sum(axis=3)
+
+    dq = _over_keys(ds_err, k_full) * scale
+    dk = per_key_head(_over_queries(ds_err, q)) * scale
+    dv = per_key_head(_over_queries(p_err, dout))
+    return tuple(float(np.abs(x).max(initial=0.0)) for x in (dq, dk, dv))
 
 
 def gradient_term_sizes(q, k, v, dout, out, allowed, lse, scale):
@@ -92,9 +150,9 @@ def gradient_term_sizes(q, k, v, dout, out, allowed, lse, scale):
     group = heads // heads_k
     k_full, v_full = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
     p = _probabilities(q, k_full, allowed, lse, scale)
-    dp = np.einsum("bqhd,bkhd->bhqk", dout, v_full)
-    rowsum = np.einsum("bqhd,bqhd->bhq", dout, out)[..., None]
-    rowsum_terms = np.einsum("bqhd,bqhd->bhq", np.abs(dout), np.abs(out))[..., None]
+    dp = _scores(dout, v_full)
+    rowsum = _row_dot(dout, out)[..., None]
+    rowsum_terms = _row_dot(np.abs(dout), np.abs(out))[..., None]
     ds_terms = p * (np.abs(dp - rowsum) + rowsum_terms)
 
     def per_key(x):
