@@ -47,11 +47,6 @@ int forward_boxes(const TileColumns& cols, FwdBox (&boxes)[kPartialParts]) {
   return n;
 }
 
-// A row's reference maximum (row_max) moves only when a tile's maximum passes
-// it by more than this (log2 units): probabilities stay below 2^8, and the
-// output row is rescaled once per jump instead of at every new maximum.
-constexpr float kRescaleSlack = 8.f;
-
 // Turns the scores of the box into unnormalised probabilities in place,
 // exp2(s * scale - reference) with `scale` >= 0 (ScoreScale::in_exp), relative
 // to the row's reference maximum, and rescales the output rows accumulated so

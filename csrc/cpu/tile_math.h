@@ -10,13 +10,11 @@
 #include <cstring>
 
 #include "convert.h"
+#include "flashmask/softmax.h"  // kLog2e, kLn2
 #include "tiling.h"
 
 namespace flashmask {
 namespace cpu {
-
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 
 // How a pass turns raw scores into log2 units (times softmax_scale * log2(e)):
 // inside the softmax's exponentials, saving a pass over the scores; for a

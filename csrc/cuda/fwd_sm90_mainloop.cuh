@@ -78,7 +78,9 @@ struct FwdSm90Mainloop {
     sm90::mbar_arrive(sm.k_empty + st);  // this thread is done with K and the bounds of this stage
     softmax.update<NT>(acc_s, scale_log2, alpha);
   }
+  // O *= alpha, skipped where the whole warp's alphas are 1 (lazy_row_step: most tiles).
   __device__ __forceinline__ void rescale_o(const float (&alpha)[2]) {
+    if (!__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) return;
 #pragma unroll
     for (int j = 0; j < DT; ++j)
 #pragma unroll

@@ -16,14 +16,12 @@
 
 #include "flashmask/mask.h"
 #include "flashmask/params.h"
+#include "flashmask/softmax.h"  // kLog2e, kLn2 (the softmaxes work in base 2; LSE is natural)
 #include "mask.cuh"
 #include "tile_list.cuh"
 
 namespace flashmask {
 namespace cuda {
-
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;  // the softmaxes work in base 2; LSE is natural
 
 // ---------------------------------------------------------------- types
 // The 16-bit element types: two floats packed into a pair (round to nearest), one element

@@ -31,6 +31,20 @@ __device__ __forceinline__ float softmax_row_step(float& row_max, float mx, floa
   return base;
 }
 
+// The Hopper rows' step, lazily: the row's reference max moves only when the tile's scaled
+// max `mx` passes it by more than kRescaleSlack (log2 units; also at the row's first unmasked
+// tile, from -inf), so the probabilities stay below 2^kRescaleSlack and alpha is exactly 1 on
+// most tiles, where the consumer skips the O rescale (perf-notes v56). Returns the exp2 base
+// as softmax_row_step does.
+__device__ __forceinline__ float lazy_row_step(float& row_max, float mx, float& alpha) {
+  alpha = 1.f;
+  if (mx > row_max + kRescaleSlack) {
+    alpha = exp2f(row_max - mx);
+    row_max = mx;
+  }
+  return row_max == -INFINITY ? 0.f : row_max;
+}
+
 // The row's final sum over its quad, its 1 / sum (0 for a row with no unmasked key, whose
 // output is 0) and its natural-log LSE (-inf for such a row).
 struct RowNormaliser {
@@ -84,7 +98,8 @@ struct OnlineSoftmax {
 #pragma unroll
     for (int r = 0; r < 2; ++r) row_max[r] = -INFINITY, row_sum[r] = 0.f;
   }
-  // S becomes P = exp2(S * scale_log2 - base); alpha rescales the old O and sum. Max and sum
+  // S becomes P = exp2(S * scale_log2 - base); alpha (lazy_row_step: mostly 1) rescales the
+  // old O and sum. Max and sum
   // over four partial accumulators each: a single chain of 16 (max) or 32 (sum) dependent
   // operations per row sat on the path between the Hopper consumers' turns. Each partial
   // starts from its first chunk's two scores, not from -inf or 0 (8 FMNMX and 8 FADD fewer
@@ -99,7 +114,7 @@ struct OnlineSoftmax {
 #pragma unroll
       for (int j = 4; j < NT; ++j) part[j % 4] = fmaxf(part[j % 4], pair_max(j));
       const float mx = quad_max(fmaxf(fmaxf(part[0], part[1]), fmaxf(part[2], part[3]))) * scale_log2;
-      const float base = softmax_row_step(row_max[r], mx, alpha[r]);
+      const float base = lazy_row_step(row_max[r], mx, alpha[r]);
       const auto prob = [&](int j, int c) -> float& {
         float& s = acc_s[4 * j + 2 * r + c];
         s = exp2f(fmaf(s, scale_log2, -base));
