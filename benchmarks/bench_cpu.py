@@ -58,7 +58,9 @@ ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
 
+import cpu_flags  # noqa: E402  (tools/cpu_flags.py)
 from bench_gpu import MASKS, build_mask, total_unmasked_pairs  # noqa: E402
 
 BATCH, HEADS, HEAD_DIM = 1, 8, 64
@@ -208,16 +210,9 @@ KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    flags = []
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-        present = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
-        flags = [flag for flag in KERNEL_FLAGS if flag in present]
-    except (OSError, StopIteration):
-        pass
+    model, present = cpu_flags.cpuinfo()
+    cpu = model or platform.processor() or platform.machine()
+    flags = [flag for flag in KERNEL_FLAGS if flag in present]
     return f"{cpu} ({' '.join(flags) or 'no x86 kernel flags'}), {os.cpu_count()} cores, Python {platform.python_version()}"
 
 

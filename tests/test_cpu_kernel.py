@@ -14,6 +14,7 @@ import paddle
 
 from paddle_flashmask import _ops, reference
 from tests.random_bounds import BOUND_FORMS, random_bounds
+from tools.cpu_flags import cpuinfo
 
 paddle.set_device("cpu")
 
@@ -363,16 +364,6 @@ class IsaVariantMixin:
         self.addCleanup(_restore_env, "FLASHMASK_CPU_ISA", previous)
 
 
-def _cpu_flags():
-    """The CPU's feature flags as Linux names them (/proc/cpuinfo: avx512_bf16, amx_bf16, ...);
-    empty elsewhere."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
-
-
 def _restore_env(name, value):
     if value is None:
         os.environ.pop(name, None)
@@ -422,7 +413,7 @@ class TestIsaVariantsAgree(CpuKernelTestCase):
         """bf16 inputs: the AVX512-BF16 and AMX paths (products in bf16) agree with the fp32
         path within the bf16 tolerance, each where the CPU has it (elsewhere its cap runs the
         fp32 path, which would be compared with itself)."""
-        present = [isa for isa in ("avx512_bf16", "amx_bf16") if isa in _cpu_flags()]
+        present = [isa for isa in ("avx512_bf16", "amx_bf16") if isa in cpuinfo()[1]]
         if not present:
             self.skipTest("the CPU has neither AVX512-BF16 nor AMX-BF16")
         q, k, v, dout = self.random_inputs(2, 200, 180, 4, 2, 64)

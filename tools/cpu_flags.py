@@ -33,6 +33,21 @@ NATIVE = "-march=native"
 LINK = ("-fopenmp",)
 
 
+def cpuinfo():
+    """(model name, feature flags) of the machine's first CPU in /proc/cpuinfo, the flags as
+    Linux names them (avx512_bf16, amx_bf16, ...); (None, []) where there is no such file."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None, []
+
+    def field(name):
+        return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(name)), None)
+
+    return field("model name"), (field("flags") or "").split()
+
+
 def compiler_accepts(compiler, flag):
     """Whether `compiler` builds an empty file with `flag`."""
     with tempfile.TemporaryDirectory() as tmp:
