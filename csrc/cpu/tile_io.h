@@ -82,6 +82,17 @@ bool streams_stores(const void* base, const TensorStrides& s, int batch, int seq
 #endif
 }
 
+#if defined(__SSE2__)
+// dst[0, bytes) = src[0, bytes) by SSE2 streaming stores (dst 16-byte aligned, bytes a
+// multiple of 16): the streamed outputs' rows and the forward's packed keys. Weakly
+// ordered: the caller fences (_mm_sfence) before another thread reads dst.
+inline void stream_bytes(const void* __restrict src, void* __restrict dst, size_t bytes) {
+  for (size_t i = 0; i < bytes; i += 16)
+    _mm_stream_si128(reinterpret_cast<__m128i*>(static_cast<char*>(dst) + i),
+                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const char*>(src) + i)));
+}
+#endif
+
 // dst[rows x cols] = scale * src, converted to T; with stream (see
 // streams_stores), each row converted in a buffer and streamed out.
 template <typename T>
@@ -97,10 +108,7 @@ void store_tile(const float* __restrict src, int ld, int rows, int cols, float s
 #if defined(__SSE2__)
     alignas(16) T row[kMaxHeadDim];
     for (int c = 0; c < cols; ++c) row[c] = from_float<T>(scale * s[c]);
-    for (size_t i = 0; i < cols * sizeof(T); i += 16) {
-      _mm_stream_si128(reinterpret_cast<__m128i*>(reinterpret_cast<char*>(d) + i),
-                       _mm_load_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const char*>(row) + i)));
-    }
+    stream_bytes(row, d, cols * sizeof(T));
 #endif
   }
 #if defined(__SSE2__)
@@ -132,12 +140,12 @@ void load_rows_of_heads(const void* base, const TensorStrides& s, int b, int row
     }
 }
 
-// dst[0, n) = src[0, n) by SSE2 streaming stores (dst 16-byte aligned, n a multiple of
-// 4), for a packed copy that the pass reading it finds in memory anyway; the caller
-// fences (_mm_sfence) before another thread reads it. Elsewhere a plain copy.
+// dst[0, n) = src[0, n) by streaming stores (stream_bytes: dst 16-byte aligned, n a
+// multiple of 4), for a packed copy that the pass reading it finds in memory anyway.
+// Elsewhere a plain copy.
 inline void copy_streamed(const float* __restrict src, float* __restrict dst, int64_t n) {
 #if defined(__SSE2__)
-  for (int64_t i = 0; i < n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
+  stream_bytes(src, dst, static_cast<size_t>(n) * sizeof(float));
 #else
   for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
 #endif
