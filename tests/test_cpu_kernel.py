@@ -14,6 +14,7 @@ import paddle
 
 from paddle_flashmask import _ops, reference
 from tests.random_bounds import BOUND_FORMS, random_bounds
+from tests.score_ramps import ramp_factors
 from tools.cpu_flags import cpuinfo
 
 paddle.set_device("cpu")
@@ -87,10 +88,14 @@ class CpuKernelTestCase(unittest.TestCase):
         scale=None,
         idx=None,
         block_mask=None,
+        key_ramp=None,
     ):
         """Runs one configuration, compares out, lse, dq, dk, dv with the reference and
-        returns the op's (NumPy) results."""
+        returns the op's (NumPy) results. key_ramp=(step, rising): positive queries and keys
+        scaled by score_ramps.ramp_factors."""
         q, k, v, dout = self.random_inputs(batch, seqlen_q, seqlen_k, heads, heads_k, head_dim)
+        if key_ramp is not None:
+            q, k = np.abs(q), np.abs(k) * ramp_factors(seqlen_k, *key_ramp)[None, :, None, None]
         if idx is None:
             idx = random_bounds(self.rng, batch, mask_heads, seqlen_q, seqlen_k, num_bounds, causal)
         got = _run_op(q, k, v, idx, causal, dout, dtype, scale, block_mask)
@@ -138,6 +143,20 @@ class TestBoundForms(CpuKernelTestCase):
                 extreme = self.rng.random(idx.shape) < 0.2
                 idx[extreme] = self.rng.choice([limits.min, limits.max], size=int(extreme.sum()))
                 self.check(batch=2, seqlen_q=150, seqlen_k=150, mask_heads=2, causal=causal, idx=idx)
+
+    def test_scores_jumping_by_key_blocks(self):
+        """Every key tile's scores above (rising) or below (falling) the last's: steps of ~14
+        log2 units per 64 keys (median), past the lazy rescaling's slack of 8, and of ~5, within
+        it. Five key blocks: at nine (scores up to ~150 log2 units) fp32's roundoff of dq's
+        cancelling terms alone reached the fixed tolerance, on every ISA alike."""
+        for step in (1.5, 0.5):
+            for rising in (True, False):
+                for causal, num_bounds in ((True, 1), (False, 2)):
+                    with self.subTest(step=step, rising=rising, causal=causal):
+                        self.check(seqlen_q=200, seqlen_k=320, causal=causal, num_bounds=num_bounds,
+                                   head_dim=64, key_ramp=(step, rising))
+                with self.subTest(step=step, rising=rising, dtype="bfloat16"):
+                    self.check(seqlen_q=200, seqlen_k=320, head_dim=64, dtype="bfloat16", key_ramp=(step, rising))
 
     def test_softmax_scale(self):
         for scale in (0.05, 1.0, 0.0):

@@ -24,6 +24,7 @@ from tests.gpu.helpers import (
     rng_for,
 )
 from tests.random_bounds import BOUND_FORMS, random_bounds
+from tests.score_ramps import ramp_factors
 
 torch = pytest.importorskip("torch")
 
@@ -46,9 +47,11 @@ def _run_case(
     roundoff_floor=False,
     pass_indices=True,
     window_size=None,
+    key_ramp=None,
 ):
     """pass_indices=False calls without startend_row_indices: with `window_size` if given,
-    else without a mask (idx must then mask what the call means; the reference reads it)."""
+    else without a mask (idx must then mask what the call means; the reference reads it).
+    key_ramp=(step, rising): positive queries and keys scaled by score_ramps.ramp_factors."""
     from paddle_flashmask.torch import flashmask_attention
 
     seed = fresh_seed() if seed is None else seed
@@ -58,6 +61,9 @@ def _run_case(
     dev = "cuda"
     q = torch.randn(batch, seqlen_q, heads, head_dim, device=dev, generator=g).to(dtype)
     k = torch.randn(batch, seqlen_k, heads_k, head_dim, device=dev, generator=g).to(dtype)
+    if key_ramp is not None:
+        factors = torch.from_numpy(ramp_factors(seqlen_k, *key_ramp)).to(dev)
+        q, k = q.abs(), (k.float().abs() * factors[None, :, None, None]).to(dtype)
     v = torch.randn(batch, seqlen_k, heads_k, head_dim, device=dev, generator=g).to(dtype)
     dout = torch.randn(batch, seqlen_q, heads, head_dim, device=dev, generator=g).to(dtype)
     sc = head_dim**-0.5 if scale is None else scale
@@ -260,6 +266,25 @@ def test_gqa_mqa(heads, heads_k):
 def test_softmax_scale():
     spec = masks.causal_document_mask([[100, 200, 211]] * 2)
     _run_case(spec.startend_row_indices, True, scale=0.3)
+
+
+@pytest.mark.parametrize("head_dim", COMPILED_HEAD_DIMS)
+@pytest.mark.parametrize("step", [1.5, 0.5])
+@pytest.mark.parametrize("rising", [True, False])
+@pytest.mark.parametrize("causal,masked", [(True, True), (False, True), (False, False)])
+def test_scores_jumping_by_key_blocks(head_dim, step, rising, causal, masked):
+    """Key tiles whose scores jump past the lazy rescaling's slack (step 1.5: ~14 log2 units
+    per 64 keys) or stay within it (0.5: ~5), in either tile order (score_ramps.py); masked=False
+    calls without a mask (D=128's 176-key forward)."""
+    from paddle_flashmask.masks.builders import no_mask_indices
+
+    seed = fresh_seed()
+    sq, sk = 200, 320
+    idx = random_bounds(rng_for(seed), 2, 2, sq, sk, 1 if causal else 2, causal) if masked else no_mask_indices(
+        causal, 2, sq, sk
+    )
+    _run_case(idx, causal, seqlen_q=sq, seqlen_k=sk, head_dim=head_dim, seed=seed, roundoff_floor=True,
+              pass_indices=masked, key_ramp=(step, rising))
 
 
 # ---------------------------------------------------------------- block mask
