@@ -47,6 +47,11 @@ def _row_dot(x, y):
     return (x * y).sum(axis=3).transpose(0, 2, 1)
 
 
+def _group_sum(x, heads_k):
+    """x [B, Sk, H, D] per query head -> [B, Sk, heads_k, D], summed over each key head's group."""
+    return x.reshape(x.shape[:2] + (heads_k, x.shape[2] // heads_k, x.shape[3])).sum(axis=3)
+
+
 def rounding_allowance(ref, dtype: str) -> float:
     """One unit in the last place of `dtype` at max|ref| + 0.3 (FA3's absolute allowance)."""
     scale = float(np.abs(np.asarray(ref, dtype=np.float64)).max(initial=0.0)) + 0.3
@@ -98,8 +103,7 @@ def output_rounding_shift(q, k, dout, out_error, allowed, lse, scale):
     d_shift = _row_dot(dout, out_error)[..., None]
     ds = -p * d_shift
     dq = _over_keys(ds, k_full) * scale
-    dk = _over_queries(ds, q) * scale
-    dk = dk.reshape(k.shape[:3] + (group, k.shape[3])).sum(axis=3)
+    dk = _group_sum(_over_queries(ds, q), heads_k) * scale
     return float(np.abs(dq).max(initial=0.0)), float(np.abs(dk).max(initial=0.0))
 
 
@@ -129,13 +133,9 @@ def operand_rounding_shift(q, k, v, dout, out, allowed, lse, scale, dtype: str):
     dp = _scores(dout, v_full)
     ds = p * (dp - _row_dot(dout, out)[..., None])
     p_err, ds_err = round_to(p, dtype) - p, round_to(ds, dtype) - ds
-
-    def per_key_head(x):
-        return x.reshape(x.shape[:2] + (heads_k, group, x.shape[3])).sum(axis=3)
-
     dq = _over_keys(ds_err, k_full) * scale
-    dk = per_key_head(_over_queries(ds_err, q)) * scale
-    dv = per_key_head(_over_queries(p_err, dout))
+    dk = _group_sum(_over_queries(ds_err, q), heads_k) * scale
+    dv = _group_sum(_over_queries(p_err, dout), heads_k)
     return tuple(float(np.abs(x).max(initial=0.0)) for x in (dq, dk, dv))
 
 
