@@ -166,7 +166,7 @@ class Backward {
     const int row0 = static_cast<int>(item % num_q_tiles_) * kTileRows;
     return {static_cast<int>(item / num_q_tiles_ / shape_.num_heads),
             static_cast<int>(item / num_q_tiles_ % shape_.num_heads), row0,
-            std::min(kTileRows, shape_.seqlen_q - row0)};
+            tile_length(static_cast<int>(item % num_q_tiles_), kTileRows, shape_.seqlen_q)};
   }
 
   // Packs q, dout, lse and D = rowsum(dout * out) of one query tile (in the
@@ -215,7 +215,7 @@ class Backward {
     std::fill(key.dk.begin(), key.dk.end(), 0.f);
     std::fill(key.dv.begin(), key.dv.end(), 0.f);
     const int col0 = kt * kTileCols;
-    const int cols = std::min(kTileCols, shape_.seqlen_k - col0);
+    const int cols = tile_length(kt, kTileCols, shape_.seqlen_k);
     float* k = Ops::staging(key.k.data(), w.a.data());
     load_head_rows<T>(p_.k, p_.k_strides, b, col0, kh, cols, shape_.head_dim, kTileCols, dp_, k);
     Ops::pack_a(k, kTileCols, dp_, dp_, key.k.data());
@@ -328,7 +328,7 @@ class Backward {
   // While the key tiles [kt, kt + n) run: their dk and dv rows fetched for the stores at
   // the sweep's end, and the k and v rows of the chunk's next key tile.
   void prefetch_key_rows(int b, int kh, int kt, int n, int kt_end) const {
-    const auto rows = [&](int t) { return std::min(kTileCols, shape_.seqlen_k - t * kTileCols); };
+    const auto rows = [&](int t) { return tile_length(t, kTileCols, shape_.seqlen_k); };
     const int d = shape_.head_dim;
     for (int t = kt; t < kt + n; ++t) {
       prefetch_head_rows<T>(p_.dk, p_.dk_strides, b, t * kTileCols, kh, rows(t), d, /*for_write=*/true);
@@ -384,7 +384,7 @@ class Backward {
       }
       for (int i = 0; i < n; ++i) {
         const int col0 = (kt + i) * kTileCols;
-        const int cols = std::min(kTileCols, shape_.seqlen_k - col0);
+        const int cols = tile_length(kt + i, kTileCols, shape_.seqlen_k);
         store_head_rows<T>(w.keys[i].dk.data(), dp_, p_.softmax_scale, p_.dk, p_.dk_strides, b, col0, kh, cols,
                            shape_.head_dim, stream_dk_);
         store_head_rows<T>(w.keys[i].dv.data(), dp_, 1.f, p_.dv, p_.dv_strides, b, col0, kh, cols,

@@ -128,7 +128,7 @@ struct PackedKeys {
     const AttentionShape& shape = p.shape;
     const int dp = static_cast<int>(tile_size / kTileCols);
     const int col0 = t * kTileCols;
-    const int cols = std::min(kTileCols, shape.seqlen_k - col0);
+    const int cols = tile_length(t, kTileCols, shape.seqlen_k);
     for (int i = 0; i < n; ++i) w.rows[i] = w.k.data() + i * tile_size;
     load_rows_of_heads<T>(p.k, p.k_strides, b, col0, cols, h0, n, shape.head_dim, kTileCols, dp, w.rows.data());
     // V straight into its packed tiles where those are fp32 and written plainly.
@@ -197,7 +197,7 @@ void forward(const FwdParams& p) {
         const int kh = h / group;
         const int mh = mask_head_for(p.mask, shape, h);
         const int row0 = qt * kTileRows;
-        const int rows = std::min(kTileRows, shape.seqlen_q - row0);
+        const int rows = tile_length(qt, kTileRows, shape.seqlen_q);
 
         // The output rows, stored at the end, fetched while the item runs.
         prefetch_head_rows<T>(p.out, p.out_strides, b, row0, h, rows, shape.head_dim, /*for_write=*/true);

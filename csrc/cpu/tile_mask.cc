@@ -54,7 +54,7 @@ TileKind TileMask::kind(int batch, int mask_head, int q_tile, int k_tile) const 
 void TileMask::columns(int batch, int mask_head, int q_tile, int k_tile, TileColumns& out) const {
   const int64_t row_begin = static_cast<int64_t>(q_tile) * kTileRows;
   const int col_begin = k_tile * kTileCols;
-  const int valid_cols = std::min(kTileCols, shape_.seqlen_k - col_begin);
+  const int valid_cols = tile_length(k_tile, kTileCols, shape_.seqlen_k);
   out.valid_rows = static_cast<int>(std::min<int64_t>(kTileRows, shape_.seqlen_q - row_begin));
   const int64_t head = static_cast<int64_t>(batch) * mask_.num_mask_heads + mask_head;
   const int num_bounds = mask_.num_bounds;

@@ -35,6 +35,12 @@ inline int num_tiles(int length, int tile) {
 inline int tile_end(int begin, int tile, int length) {
   return static_cast<int>(std::min<int64_t>(static_cast<int64_t>(begin) + tile, length));
 }
+// The positions of tile `index` (of `tile` positions) inside `length`: tile, or fewer for
+// the last tile.
+inline int tile_length(int index, int tile, int length) {
+  const int64_t begin = static_cast<int64_t>(index) * tile;
+  return static_cast<int>(std::min<int64_t>(tile, length - begin));
+}
 
 // A partial tile's products run on its unmasked box (TileExtent) widened to
 // steps of its operand policy (Ops::kBoxRowStep, Ops::kBoxColStep), by default
