@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tests.lowp import round_to
+
 FACTOR = 2.0
 # Where terms cancel to a (near) zero result, float32 accumulation leaves a residue of
 # about its unit roundoff times the size of the terms, which a low-precision computation
@@ -107,18 +109,6 @@ def output_rounding_shift(q, k, dout, out_error, allowed, lse, scale):
     return float(np.abs(dq).max(initial=0.0)), float(np.abs(dk).max(initial=0.0))
 
 
-def round_to(x, dtype: str):
-    """x (float64) rounded to the nearest `dtype` value (ties to even), as float64: float16 by
-    NumPy's conversion, bfloat16 by rounding float32's bits to their upper half."""
-    x = np.asarray(x, dtype=np.float64)
-    if dtype == "float16":
-        return x.astype(np.float16).astype(np.float64)
-    assert dtype == "bfloat16", dtype
-    bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
-
-
 def operand_rounding_shift(q, k, v, dout, out, allowed, lse, scale, dtype: str):
     """The largest change of one element of dq, dk and dv that a FlashAttention-style
     backward's rounding of P and dS = P (dP - D) to `dtype` causes, before its products dV =
@@ -132,7 +122,8 @@ def operand_rounding_shift(q, k, v, dout, out, allowed, lse, scale, dtype: str):
     p = _probabilities(q, k_full, allowed, lse, scale)
     dp = _scores(dout, v_full)
     ds = p * (dp - _row_dot(dout, out)[..., None])
-    p_err, ds_err = round_to(p, dtype) - p, round_to(ds, dtype) - ds
+    # The kernel rounds its float32 P and dS; round_to takes them through float32 as well.
+    p_err, ds_err = (round_to(x, dtype).astype(np.float64) - x for x in (p, ds))
     dq = _over_keys(ds_err, k_full) * scale
     dk = _group_sum(_over_queries(ds_err, q), heads_k) * scale
     dv = _group_sum(_over_queries(p_err, dout), heads_k)
