@@ -33,7 +33,7 @@ struct FwdSm90Mainloop {
   const int form;
   const float scale_log2;
   float acc_o[DT * 4];
-  OnlineSoftmax softmax;
+  OnlineSoftmax<T, NT> softmax;
 
   __device__ __forceinline__ FwdSm90Mainloop(Smem& sm_, const FwdParams& p, int warp, int lane)
       : sm(sm_), sQ(reinterpret_cast<T*>(sm_.q[0])), sK(reinterpret_cast<T*>(sm_.k[0])),
@@ -67,20 +67,21 @@ struct FwdSm90Mainloop {
     sm90::wgmma_commit();
   }
   // Mask (partial tiles only), release K and the intervals of slot st, then the online
-  // softmax: S becomes P, alpha rescales the old O and sum. Rows row0 and row0 + 8.
-  __device__ __forceinline__ void mask_and_softmax(float (&acc_s)[NT * 4], TileEntry tile, int st, int row0,
-                                                   float (&alpha)[2]) {
+  // softmax: S becomes P (pa), alpha rescales the old O and sum where it returns true
+  // (warp-uniform). Rows row0 and row0 + 8.
+  __device__ __forceinline__ bool mask_and_softmax(float (&acc_s)[NT * 4], uint32_t (&pa)[kBlockN / 16][4],
+                                                   TileEntry tile, int st, int row0, float (&alpha)[2]) {
     if (tile.partial()) {
       const int rows[2] = {row0, row0 + 8};
       mask_partial_rows<NT>(sm.bounds[st], form, t, rows,
                             [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
     }
     sm90::mbar_arrive(sm.k_empty + st);  // this thread is done with K and the bounds of this stage
-    softmax.update<NT>(acc_s, scale_log2, alpha);
+    return softmax.update(acc_s, pa, scale_log2, alpha);
   }
-  // O *= alpha, skipped where the whole warp's alphas are 1 (lazy_row_step: most tiles).
-  __device__ __forceinline__ void rescale_o(const float (&alpha)[2]) {
-    if (!__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) return;
+  // O *= alpha where the softmax asked for it (warp-uniform; most tiles do not).
+  __device__ __forceinline__ void rescale_o(bool rescale, const float (&alpha)[2]) {
+    if (!rescale) return;
 #pragma unroll
     for (int j = 0; j < DT; ++j)
 #pragma unroll
@@ -88,13 +89,6 @@ struct FwdSm90Mainloop {
         acc_o[4 * j + 2 * r] *= alpha[r];
         acc_o[4 * j + 2 * r + 1] *= alpha[r];
       }
-  }
-  // P as wgmma A fragments (16 keys per k step).
-  static __device__ __forceinline__ void pack_p(uint32_t (&pa)[kBlockN / 16][4], const float (&acc_s)[NT * 4]) {
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) pa[kk][e] = Pack<T>::two(acc_s[8 * kk + 2 * e], acc_s[8 * kk + 2 * e + 1]);
   }
 
   // Turns: the consumers take turns to issue their GEMMs (0, 1, .., kConsumers - 1, 0, ..),
@@ -146,11 +140,12 @@ struct FwdSm90Mainloop {
     q.wait_full(sm.q_full);
     float acc_s[NT * 4], alpha[2];
     uint32_t pa[kBlockN / 16][4];
+    bool rescale;
     // Software pipeline: S of tile i is on the tensor cores together with P V of tile
-    // i-1. ptxas places the wait for that P V ahead of the softmax of tile i, so the
-    // softmax runs beside the other consumer's GEMMs; held behind the softmax, so that
-    // it ran beside this consumer's own P V, the forward measured 2-6% slower (perf-notes
-    // v19). Q is released once the last S is done: last_qk is the tile whose S is Q's last
+    // i-1. The wait for that P V comes before the softmax of tile i (which writes pa, the
+    // registers P V reads), so the softmax runs beside the other consumer's GEMMs; held
+    // behind the softmax, so that it ran beside this consumer's own P V, the forward
+    // measured 2-6% slower (perf-notes v19). Q is released once the last S is done: last_qk is the tile whose S is Q's last
     // use (none in a segment before the item's last), read from the record once, so that the
     // release is a predicated arrive and not a branch on a shared-memory load right after
     // the S wait (~1% of the full-mask forward at D=128, docs/design.md). Where the output
@@ -165,12 +160,11 @@ struct FwdSm90Mainloop {
     wgmma_wait<0>();
     fence_operands(acc_s);
     if (last_qk == 0) mbar_arrive(sm.q_empty + qs);
-    mask_and_softmax(acc_s, it.tile(0), kv.stage(), row0, alpha);
-    pack_p(pa, acc_s);
+    rescale = mask_and_softmax(acc_s, pa, it.tile(0), kv.stage(), row0, alpha);
     // alpha of tile i-1 rescales O between the issue of S of tile i and that of P V of tile
     // i-1 (FA3's order; ptxas interleaves the multiplies with the S issue), not on the path
-    // from the wait for P V to the next turn, where the softmax already runs (ptxas places
-    // that wait ahead of it). At an item's first tile O is 0 and alpha 0.
+    // from the wait for P V to the next turn, where the softmax runs. At an item's first
+    // tile O is 0 and alpha 0.
     for (int i = 1; i < count; ++i) {
       const PipelineState<Cfg::kStages> cur = kv.ahead(i), prev = kv.ahead(i - 1);
       cur.wait_full(sm.k_full);
@@ -179,21 +173,21 @@ struct FwdSm90Mainloop {
       wgmma_fence();
       issue_qk(acc_s, q_addr, cur.stage());
       fence_operands(acc_o);  // the rescale after the S issue (in the PTX)
-      rescale_o(alpha);
+      rescale_o(rescale, alpha);
       wgmma_fence();          // O's registers were written since the last fence
       issue_pv(pa, prev.stage());
       turn_end();
       wgmma_wait<1>();  // S of tile i is done, P V of tile i-1 may still run
       fence_operands(acc_s);
       if (i == last_qk) mbar_arrive(sm.q_empty + qs);
-      mask_and_softmax(acc_s, it.tile(i), cur.stage(), row0, alpha);
-      wgmma_wait<0>();
+      wgmma_wait<0>();  // P V of tile i-1 has read pa, which the softmax writes
       fence_operands(acc_o);
+      fence_operands(pa);
       mbar_arrive(sm.v_empty + prev.stage());
-      pack_p(pa, acc_s);
+      rescale = mask_and_softmax(acc_s, pa, it.tile(i), cur.stage(), row0, alpha);
     }
     const PipelineState<Cfg::kStages> last = kv.ahead(count - 1);
-    rescale_o(alpha);
+    rescale_o(rescale, alpha);
     last.wait_full(sm.v_full);
     turn_begin();
     wgmma_fence();

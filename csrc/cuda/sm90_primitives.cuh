@@ -154,6 +154,14 @@ __device__ __forceinline__ void fence_operands(float (&r)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
+// The same for A fragments held in registers (P of the forward's P V).
+template <int K>
+__device__ __forceinline__ void fence_operands(uint32_t (&r)[K][4]) {
+#pragma unroll
+  for (int k = 0; k < K; ++k)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(r[k][e])::"memory");
+}
 
 // Matrix descriptor of an SW128 tile (see the top of this file). Fields: start
 // address >> 4 (bits 0-13), leading byte offset >> 4 (16-29), stride byte offset

@@ -31,20 +31,6 @@ __device__ __forceinline__ float softmax_row_step(float& row_max, float mx, floa
   return base;
 }
 
-// The Hopper rows' step, lazily: the row's reference max moves only when the tile's scaled
-// max `mx` passes it by more than kRescaleSlack (log2 units; also at the row's first unmasked
-// tile, from -inf), so the probabilities stay below 2^kRescaleSlack and alpha is exactly 1 on
-// most tiles, where the consumer skips the O rescale (perf-notes v56). Returns the exp2 base
-// as softmax_row_step does.
-__device__ __forceinline__ float lazy_row_step(float& row_max, float mx, float& alpha) {
-  alpha = 1.f;
-  if (mx > row_max + kRescaleSlack) {
-    alpha = exp2f(row_max - mx);
-    row_max = mx;
-  }
-  return row_max == -INFINITY ? 0.f : row_max;
-}
-
 // The row's final sum over its quad, its 1 / sum (0 for a row with no unmasked key, whose
 // output is 0) and its natural-log LSE (-inf for such a row).
 struct RowNormaliser {
@@ -91,46 +77,69 @@ __device__ __forceinline__ void online_softmax_rows(float (&acc_s)[MI][NT][4], f
 }
 
 // The Hopper consumer's two rows (row0 and row0 + 8 of its m64 fragment): S of one key
-// tile as NT n8 chunks, element 4j + 2r + c.
+// tile as NT n8 chunks, element 4j + 2r + c; P leaves as the wgmma A fragments of P V
+// (16 keys per k step: chunk j is k step j / 2, registers 2 (j % 2) + r).
+//
+// Lazy rescaling by speculation (perf-notes v58): once every row of the warp has a
+// reference max, a tile's probabilities are taken against it without the tile's own max,
+// and kept where each thread's partial sum of each row stays below 2^kRescaleSlack (so
+// every P does, as under v56's slack rule, and alpha is 1: O is not rescaled). Otherwise
+// (a jump of the scores, an overflow to inf, NaN) the warp redoes the tile from the raw
+// scores, which stay in acc_s, with the tile's max: the eager step, which every tile takes
+// until the warp's rows all have a reference. The max's reduction (an FMNMX tree and two
+// shuffles per row) is then off the path from the S wait to the exponentials.
+template <typename T, int NT>
 struct OnlineSoftmax {
+  static_assert(NT >= 4 && NT % 2 == 0, "four partial accumulators, whole k steps of 16 keys");
+  static constexpr float kPartialBound = 1 << int(kRescaleSlack);
   float row_max[2], row_sum[2];
+  bool speculate;  // warp-uniform: every row of the warp has a finite reference max
   __device__ __forceinline__ void reset() {
 #pragma unroll
     for (int r = 0; r < 2; ++r) row_max[r] = -INFINITY, row_sum[r] = 0.f;
+    speculate = false;
   }
-  // S becomes P = exp2(S * scale_log2 - base); alpha (lazy_row_step: mostly 1) rescales the
-  // old O and sum. Max and sum
-  // over four partial accumulators each: a single chain of 16 (max) or 32 (sum) dependent
-  // operations per row sat on the path between the Hopper consumers' turns. Each partial
-  // starts from its first chunk's two scores, not from -inf or 0 (8 FMNMX and 8 FADD fewer
-  // per tile; perf-notes v54).
-  template <int NT>
-  __device__ __forceinline__ void update(float (&acc_s)[NT * 4], float scale_log2, float (&alpha)[2]) {
-    static_assert(NT >= 4, "four partial accumulators (176-key tiles: 6, 6, 5 and 5 chunks)");
+  // Row r's tile max, scaled. Over four partial maxima, each from its first chunk's two
+  // scores: one chain of 16 dependent operations per row sat on the consumers' path (v54).
+  static __device__ __forceinline__ float tile_max(const float (&s)[NT * 4], int r, float scale_log2) {
+    const auto pair_max = [&](int j) { return fmaxf(s[4 * j + 2 * r], s[4 * j + 2 * r + 1]); };
+    float part[4] = {pair_max(0), pair_max(1), pair_max(2), pair_max(3)};
+#pragma unroll
+    for (int j = 4; j < NT; ++j) part[j % 4] = fmaxf(part[j % 4], pair_max(j));
+    return quad_max(fmaxf(fmaxf(part[0], part[1]), fmaxf(part[2], part[3]))) * scale_log2;
+  }
+  // Row r's P = exp2(S * scale_log2 - base) into pa, and the thread's sum of it (four
+  // partial sums, each from its first chunk's two probabilities).
+  static __device__ __forceinline__ float probs(const float (&s)[NT * 4], uint32_t (&pa)[NT / 2][4], int r,
+                                                float scale_log2, float base) {
+    float sum[4];
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      const float p0 = exp2f(fmaf(s[4 * j + 2 * r], scale_log2, -base));
+      const float p1 = exp2f(fmaf(s[4 * j + 2 * r + 1], scale_log2, -base));
+      pa[j / 2][2 * (j % 2) + r] = Pack<T>::two(p0, p1);
+      sum[j % 4] = j < 4 ? p0 + p1 : (sum[j % 4] + p0) + p1;
+    }
+    return (sum[0] + sum[1]) + (sum[2] + sum[3]);
+  }
+  // S (acc_s) becomes P (pa); returns whether O needs its rescale by alpha (warp-uniform).
+  __device__ __forceinline__ bool update(const float (&acc_s)[NT * 4], uint32_t (&pa)[NT / 2][4],
+                                         float scale_log2, float (&alpha)[2]) {
+    if (speculate) {
+      const float sum[2] = {probs(acc_s, pa, 0, scale_log2, row_max[0]), probs(acc_s, pa, 1, scale_log2, row_max[1])};
+      if (__all_sync(0xffffffffu, sum[0] < kPartialBound && sum[1] < kPartialBound)) {
+        row_sum[0] += sum[0];
+        row_sum[1] += sum[1];
+        return false;
+      }
+    }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const auto pair_max = [&](int j) { return fmaxf(acc_s[4 * j + 2 * r], acc_s[4 * j + 2 * r + 1]); };
-      float part[4] = {pair_max(0), pair_max(1), pair_max(2), pair_max(3)};
-#pragma unroll
-      for (int j = 4; j < NT; ++j) part[j % 4] = fmaxf(part[j % 4], pair_max(j));
-      const float mx = quad_max(fmaxf(fmaxf(part[0], part[1]), fmaxf(part[2], part[3]))) * scale_log2;
-      const float base = lazy_row_step(row_max[r], mx, alpha[r]);
-      const auto prob = [&](int j, int c) -> float& {
-        float& s = acc_s[4 * j + 2 * r + c];
-        s = exp2f(fmaf(s, scale_log2, -base));
-        return s;
-      };
-      // The same sums as from 0, in the same order: (0 + a) + b == a + b.
-      float sum[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) sum[j] = prob(j, 0) + prob(j, 1);
-#pragma unroll
-      for (int j = 4; j < NT; ++j) {
-        sum[j % 4] += prob(j, 0);
-        sum[j % 4] += prob(j, 1);
-      }
-      row_sum[r] = fmaf(row_sum[r], alpha[r], (sum[0] + sum[1]) + (sum[2] + sum[3]));
+      const float base = softmax_row_step(row_max[r], tile_max(acc_s, r, scale_log2), alpha[r]);
+      row_sum[r] = fmaf(row_sum[r], alpha[r], probs(acc_s, pa, r, scale_log2, base));
     }
+    speculate = __all_sync(0xffffffffu, row_max[0] != -INFINITY && row_max[1] != -INFINITY);
+    return __any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f);
   }
 };
 

@@ -8,9 +8,12 @@ namespace flashmask {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-// A row's reference maximum moves only when a tile's maximum passes it by more than this
-// (log2 units): probabilities stay below 2^8, and the output row is rescaled once per jump
-// instead of at every new maximum (docs/cpu-kernel.md "Kept: lazy rescaling", perf-notes v56).
+// Probabilities stay below 2^kRescaleSlack against a row's reference maximum, which moves
+// only when they would not (log2 units), so the output row is rescaled once per jump instead
+// of at every new maximum. The CPU kernel moves it when a tile's maximum passes it by more
+// than this (docs/cpu-kernel.md "Kept: lazy rescaling"); the Hopper forwards when a thread's
+// partial sum of a row's probabilities, taken against it without the tile's maximum, reaches
+// 2^kRescaleSlack (perf-notes v58).
 constexpr float kRescaleSlack = 8.f;
 
 }  // namespace flashmask
