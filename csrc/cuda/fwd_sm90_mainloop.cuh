@@ -145,11 +145,12 @@ struct FwdSm90Mainloop {
     // i-1. The wait for that P V comes before the softmax of tile i (which writes pa, the
     // registers P V reads), so the softmax runs beside the other consumer's GEMMs; held
     // behind the softmax, so that it ran beside this consumer's own P V, the forward
-    // measured 2-6% slower (perf-notes v19). Q is released once the last S is done: last_qk is the tile whose S is Q's last
-    // use (none in a segment before the item's last), read from the record once, so that the
-    // release is a predicated arrive and not a branch on a shared-memory load right after
-    // the S wait (~1% of the full-mask forward at D=128, docs/design.md). Where the output
-    // is staged in the Q buffer (Cfg::kStageO), the epilogue releases Q instead.
+    // measured 2-6% slower (perf-notes v19). Q is released once the last S is done:
+    // last_qk is the tile whose S is Q's last use (none in a segment before the item's
+    // last), read from the record once, so that the release is a predicated arrive and not
+    // a branch on a shared-memory load right after the S wait (~1% of the full-mask forward
+    // at D=128, docs/design.md). Where the output is staged in the Q buffer
+    // (Cfg::kStageO), the epilogue releases Q instead.
     const int last_qk = !Cfg::kStageO && it.last() ? count - 1 : count;
     kv.wait_full(sm.k_full);
     turn_begin();
