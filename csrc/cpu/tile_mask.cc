@@ -55,7 +55,7 @@ void TileMask::columns(int batch, int mask_head, int q_tile, int k_tile, TileCol
   const int64_t row_begin = static_cast<int64_t>(q_tile) * kTileRows;
   const int col_begin = k_tile * kTileCols;
   const int valid_cols = tile_length(k_tile, kTileCols, shape_.seqlen_k);
-  out.valid_rows = static_cast<int>(std::min<int64_t>(kTileRows, shape_.seqlen_q - row_begin));
+  out.valid_rows = tile_length(q_tile, kTileRows, shape_.seqlen_q);
   const int64_t head = static_cast<int64_t>(batch) * mask_.num_mask_heads + mask_head;
   const int num_bounds = mask_.num_bounds;
   const int32_t* bounds = mask_.startend_row_indices + (head * shape_.seqlen_k + col_begin) * num_bounds;
