@@ -4,11 +4,12 @@ The kernels move a row's reference maximum only when a key tile's probabilities 
 would pass 2^8 (kRescaleSlack, csrc/include/flashmask/softmax.h: the CPU kernel compares the
 tile's maximum, the Hopper forwards a thread's partial row sums, taken without the maximum and
 redone with it when they pass) and rescale the output only then. Random inputs at the default
-scale rarely make a later tile's scores jump that far; these keys do, block after block: with queries of positive entries, key block b is
-scaled by 1 + step * b (rising) or the same factors reversed (falling), so both tile orders
-(the CPU's and CUDA's forwards visit key tiles ascending or, causal, from the diagonal down)
-meet jumps on every tile, and with a smaller step jumps that stay within the slack. Shared by
-the CPU tests (tests/test_cpu_kernel.py) and the GPU tests (tests/gpu)."""
+scale rarely make a later tile's scores jump that far; these keys do, block after block: with
+queries of positive entries, key block b is scaled by 1 + step * b (rising) or the same factors
+reversed (falling), so both tile orders (the CPU's and CUDA's forwards visit key tiles
+ascending or, causal, from the diagonal down) meet jumps on every tile, and with a smaller step
+jumps that stay within the slack. Shared by the CPU tests (tests/test_cpu_kernel.py) and the GPU
+tests (tests/gpu)."""
 
 from __future__ import annotations
 
