@@ -288,7 +288,7 @@ def _check_block_mask_values(fw: Framework, block_mask) -> None:
 
 # Bounds that mask nothing beyond `causal` (a call without a mask), kept per framework,
 # device, shape and causal flag: built from the host on every call, their synchronous copy
-# made the GPU wait for the host before each mask-less launch (up to 1.6% of a forward at 8K,
+# made the GPU wait for the host before each mask-less launch (2.0-5.1% of a forward at 8K,
 # docs/perf-notes.md v51). At most this many are kept, the least recently used dropped.
 NO_MASK_CACHE_SIZE = 4
 _no_mask_cache: "OrderedDict[tuple, Any]" = OrderedDict()

@@ -23,8 +23,8 @@ NAMESPACE_DOC = """\
 - `tfa` is `paddle_flashmask.torch.flashmask_attention`; `tq` = `torch.zeros(2, 16, 4, 8,
   dtype=torch.float16)`, `tk` = `tv` = `torch.zeros(2, 16, 2, 8, dtype=torch.float16)`, on CPU
   (the torch binding runs on CUDA only; its checks run anywhere);
-- `masks` is `paddle_flashmask.masks`; `PackedSFTCollator` and `pack_greedily` come from
-  `paddle_flashmask.paddlenlp`; `routed_indices(x)` is what the PaddleNLP attention routed by
+- `masks` is `paddle_flashmask.masks`; `PackedSFTCollator` comes from
+  `paddle_flashmask.paddlenlp.collators` and `pack_greedily` from `paddle_flashmask.paddlenlp.packing`; `routed_indices(x)` is what the PaddleNLP attention routed by
   `paddle_flashmask.paddlenlp.apply()` does first with `attn_mask_startend_row_indices=x`.
 """
 

@@ -18,8 +18,8 @@ enum class Isa {
   kAvx2 = 1,        // AVX2 + FMA register-blocked fp32 micro-kernel
   kAvx512 = 2,      // AVX-512 fp32 micro-kernel
   kAvx512Bf16 = 3,  // + bf16 inputs multiplied as bf16 (vdpbf16ps), fp32 accumulation
-  kAmxBf16 = 4,     // + those products on AMX tiles (the OS must grant the tile state);
-                    // only on request for now, see isa.cc
+  kAmxBf16 = 4,     // + those products on AMX tiles (the OS must grant the tile state;
+                    // see isa.cc)
 };
 
 // min(best variant this CPU/OS/build supports, FLASHMASK_CPU_ISA or, unset,

@@ -66,7 +66,7 @@ void TileMask::columns(int batch, int mask_head, int q_tile, int k_tile, TileCol
   const auto relative = [row_begin](int64_t row) {
     return static_cast<int32_t>(std::clamp<int64_t>(row - row_begin, 0, kTileRows));
   };
-  // The three intervals of each column (see is_masked in mask.h): the causal
+  // The three intervals of each column (the rule at the top of mask.h): the causal
   // triangle (rows r with col > r + offset, i.e. r < col - offset) and the
   // two bound intervals. Branch-free per column (the bounds' form is the same
   // for all), so the columns run as vector lanes.

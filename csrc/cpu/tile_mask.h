@@ -24,7 +24,7 @@ struct TileExtent {
 
 // The masked rows of every column of one tile, tile-relative and clamped to
 // [0, kTileRows]: the (at most three) intervals of each column (the causal
-// triangle and two bound intervals, see is_masked in mask.h), read from the
+// triangle and two bound intervals, the rule at the top of mask.h), read from the
 // bounds once per visited partial tile and shared by the extents and the
 // masking of its boxes. Columns past seqlen_k are masked whole.
 struct TileColumns {

@@ -48,13 +48,6 @@ FM_HOST_DEVICE ColumnBounds load_column_bounds(const int32_t* bounds, int32_t nu
   return c;
 }
 
-// causal_offset = seqlen_k - seqlen_q.
-FM_HOST_DEVICE bool is_masked(int32_t row, int32_t col, const ColumnBounds& c, bool causal,
-                              int32_t causal_offset) {
-  return (causal && col > row + causal_offset) || (row >= c.lts && row < c.lte) ||
-         (row >= c.uts && row < c.ute);
-}
-
 // Min and max of each normalised bound over the columns of one key tile.
 struct TileBounds {
   int32_t lts_min, lts_max, lte_min, lte_max;
@@ -80,7 +73,7 @@ FM_HOST_DEVICE void extend_tile_bounds(TileBounds& t, const ColumnBounds& c) {
 enum class TileKind : int32_t {
   kSkip = 0,      // every (row, col) masked: no loads, no math
   kUnmasked = 1,  // no (row, col) masked: no per-element mask work
-  kPartial = 2,   // needs is_masked per element
+  kPartial = 2,   // needs the rule (top of this file) per element
 };
 
 // Classifies rows [row_begin, row_end) x columns [col_begin, col_end), where the
