@@ -124,7 +124,8 @@ def flashmask_attention(
         causal: mask keys after the query, bottom-right aligned when
             seqlen_q != seqlen_k (query i sees keys <= i + seqlen_k - seqlen_q).
         window_size: int or (left, right): query i attends to keys
-            [i - left, i + right] (right ignored when causal). Exclusive with
+            [i' - left, i' + right] with i' = i + seqlen_k - seqlen_q (aligned as
+            causal is; right ignored when causal). Exclusive with
             startend_row_indices.
         return_softmax_lse: also return the float32 log-sum-exp [batch, num_heads,
             seqlen_q]; -inf for a row whose every key is masked (its output is 0).

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from paddle_flashmask import distributed as cp
+from paddle_flashmask.distributed.plan import IMBALANCE_SLACK
 from paddle_flashmask import masks
 from paddle_flashmask.masks import to_dense
 from tests.distributed_cases import CASE_NAMES
@@ -238,7 +239,13 @@ def test_balanced_plan_tiles_the_sequence_and_beats_naive(name, world_size):
     assert np.array_equal(np.sort(plan.permutation), np.arange(64))
     assert np.array_equal(plan.permutation[plan.inverse_permutation], np.arange(64))
     assert max(plan.shard_lengths()) - min(plan.shard_lengths()) <= 4 * max(len(r) for r in plan.ranges)
-    assert plan.imbalance(work) <= cp.naive_plan(64, world_size).imbalance(work) + 1e-12
+    # Within the slack of the best candidate, and better than naive wherever naive is not
+    # (naive is a candidate, so "no worse than naive" alone holds by construction).
+    best = min(p.imbalance(work) for p in cp.candidate_plans(work, world_size, align=4))
+    naive = cp.naive_plan(64, world_size).imbalance(work)
+    assert plan.imbalance(work) <= best * (1 + IMBALANCE_SLACK) + 1e-12
+    if naive > best * (1 + IMBALANCE_SLACK):
+        assert plan.imbalance(work) < naive
 
 
 @pytest.mark.parametrize("world_size", WORLD_SIZES)
@@ -312,7 +319,10 @@ def test_bench_cp_cpu_pieces(monkeypatch):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     for row in bench.predicted_imbalance(64 * 1024, world_sizes=(2, 3)):
-        assert row["planner_imbalance"] <= row["naive_imbalance"] + 1e-12, row
+        best = min(row["candidates"].values())
+        assert row["planner_imbalance"] <= best * (1 + IMBALANCE_SLACK) + 1e-4, row  # table values at 4 digits
+        if row["naive_imbalance"] > best * (1 + IMBALANCE_SLACK) + 1e-4:
+            assert row["planner_imbalance"] < row["naive_imbalance"], row
     for name, value in (("CPU_TOKENS", 1024), ("CPU_DOCS", (64, 256)), ("CPU_WINDOW", 32), ("CPU_REPS", 1)):
         monkeypatch.setattr(bench, name, value)
     rows = bench.cpu_kernel_imbalance(2)

@@ -210,6 +210,21 @@ class TestDenseConversions(unittest.TestCase):
         causal = masks.window_size_to_indices(3, True, n, n)
         np.testing.assert_array_equal(causal[0, 0, :, 0], np.clip(j + 4, 0, n))
 
+    def test_window_size_from_its_definition(self):
+        # Query i, aligned to i' = i + seqlen_k - seqlen_q (bottom-right, as causal), attends to
+        # keys [i' - left, i' + right] (right = 0 when causal); seqlen_q != seqlen_k included.
+        for sq, sk, window, causal in (
+            (20, 20, (3, 5), False), (13, 29, (4, 2), False), (29, 13, (2, 7), False),
+            (13, 29, 5, True), (29, 13, 3, True), (7, 40, (0, 0), False), (40, 7, 0, True),
+        ):
+            with self.subTest(sq=sq, sk=sk, window=window, causal=causal):
+                left, right = (window, window) if isinstance(window, int) else window
+                i = np.arange(sq)[:, None] + sk - sq
+                j = np.arange(sk)[None, :]
+                want = (j >= i - left) & (j <= i + (0 if causal else right))
+                idx = masks.window_size_to_indices(window, causal, sq, sk)
+                np.testing.assert_array_equal(masks.to_dense(idx, causal, seqlen_q=sq)[0, 0], want)
+
     def test_picture_png(self):
         import os
         import tempfile

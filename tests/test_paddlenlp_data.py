@@ -117,10 +117,11 @@ class TestPackedSFTCollator(unittest.TestCase):
         self.assertNotIn("attn_mask_startend_row_indices", self.dense)
 
     def test_examples_only_see_themselves(self):
-        mask = self.dense["attention_mask"][0, 0]
-        docs = _document_ids([4, 3, 2])  # the padding is a document of its own
-        expected = (docs[:, None] == docs[None, :]) & np.tri(9, dtype=bool)
-        np.testing.assert_array_equal(mask, expected)
+        # the padding is a document of its own
+        for row, lengths in enumerate(([4, 3, 2], [5, 4])):
+            docs = _document_ids(lengths)
+            expected = (docs[:, None] == docs[None, :]) & np.tri(9, dtype=bool)
+            np.testing.assert_array_equal(self.dense["attention_mask"][row, 0], expected)
 
 
 class TestPackedPreferenceCollator(unittest.TestCase):
@@ -146,16 +147,31 @@ class TestPackedPreferenceCollator(unittest.TestCase):
         self.assertEqual(batch["chosen_labels"][0].astype(bool).sum(), 3 + 2)
         np.testing.assert_array_equal(batch["response_indexs"], [[0, 3, 6, 8], [0, 9, 11, 14], [1, 1, 3, 6]])
 
+    @staticmethod
+    def _share_question(pairs, padding, n=16):
+        """The mask from its definition: each pair's question is causal over itself, each answer
+        sees its question and itself causally (never the other answer nor another pair); the
+        padding [padding, n) is a causal document of its own. pairs: (question, answers) ranges."""
+        allowed = np.zeros((n, n), bool)
+        tri = lambda r: np.tri(len(r), dtype=bool)  # noqa: E731
+        for question, answers in pairs:
+            allowed[question.start:question.stop, question.start:question.stop] = tri(question)
+            for a in answers:
+                allowed[a.start:a.stop, question.start:question.stop] = True
+                allowed[a.start:a.stop, a.start:a.stop] = tri(a)
+        allowed[padding:, padding:] = tri(range(padding, n))
+        return allowed
+
     def test_share_question_mask(self):
-        mask = self.batch["attention_mask"][0, 0]
-        question, chosen, rejected = range(0, 3), range(3, 6), range(6, 8)
-        for i in rejected:
-            self.assertTrue(all(mask[i, j] for j in question))
-            self.assertFalse(any(mask[i, j] for j in chosen))
-        for i in chosen:
-            self.assertTrue(all(mask[i, j] for j in question))
-        self.assertFalse(mask[8:, :8].any())  # the second pair never sees the first
-        self.assertFalse(mask[14:, :14].any())  # nor does the padding
+        # row 0: question 11 12 13, chosen 14 21 22, rejected 14 31; question 41, chosen 42 51,
+        # rejected 42 61 62; padding. Row 1: the second pair alone, then padding.
+        expected = [
+            self._share_question([(range(0, 3), (range(3, 6), range(6, 8))),
+                                  (range(8, 9), (range(9, 11), range(11, 14)))], padding=14),
+            self._share_question([(range(0, 1), (range(1, 3), range(3, 6)))], padding=6),
+        ]
+        for row, want in enumerate(expected):
+            np.testing.assert_array_equal(self.batch["attention_mask"][row, 0], want)
 
     def test_flashmask_indices_are_the_dense_mask(self):
         flash = PackedPreferenceCollator(16, pad_token_id=0, flashmask=True)(self.packs)

@@ -129,7 +129,7 @@ BUILDERS = {
     "prefix_lm_causal": lambda b: masks.prefix_lm_causal_mask(N, 250, batch=b),
     "prefix_lm_document": lambda b: masks.prefix_lm_document_mask([[(100, 400), (200, 600)]] * b),
     "qk_sparse": lambda b: masks.qk_sparse_mask(N, [(100, 300), (600, 900)], batch=b),
-    "random_eviction": lambda b: masks.random_eviction_mask(N, 4, batch=b, seed=int(np.random.randint(1 << 30))),
+    "random_eviction": lambda b: masks.random_eviction_mask(N, 4, batch=b, seed=fresh_seed()),  # printed
 }
 
 
