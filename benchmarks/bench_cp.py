@@ -48,7 +48,7 @@ FWD_BWD_FLOPS_PER_PAIR = 3.5 * 4 * HEAD_DIM  # per unmasked (row, key) pair of o
 WARMUP, REPS = 3, 10
 # --cpu-kernel: a sequence the CPU kernel runs in about a second per rank.
 CPU_TOKENS, CPU_DOCS, CPU_WINDOW = 8192, (256, 2048), 128
-CPU_HEADS, CPU_HEADS_K, CPU_HEAD_DIM, CPU_REPS = 2, 1, 64, 5
+CPU_HEADS, CPU_HEADS_K, CPU_HEAD_DIM, CPU_WARMUP, CPU_REPS = 2, 1, 64, 3, 9
 BACKEND = "nccl"
 
 
@@ -106,7 +106,8 @@ def predicted_imbalance(tokens: int, world_sizes=(2, 4, 8)) -> list:
 
 def cpu_rank_ms(paddle, mask) -> float:
     """One rank's fwd+bwd time on the CPU kernel (Paddle op, the real step: core.rank_attention,
-    gathered keys given: no communication); median of CPU_REPS."""
+    gathered keys given: no communication); median of CPU_REPS after CPU_WARMUP untimed calls
+    (a fresh process's first backward calls run up to 2x slower)."""
     from paddle_flashmask.distributed import core, paddle_frontend
 
     plan, layout = mask.plan, mask.layout
@@ -119,11 +120,16 @@ def cpu_rank_ms(paddle, mask) -> float:
     call = core.check_call(q.shape, local.shape, local.shape, mask, None, plan, layout.rank, plan.world_size, None)
     fx = paddle_frontend.PaddleCollective(None)
     grad = paddle.to_tensor(rng.standard_normal(q.shape).astype("float32"))  # the upstream gradient
+    def step():
+        out = core.rank_attention(fx, lambda _joined, _layout: kv, q, local, local, call)[0]
+        paddle.autograd.backward([out], [grad])
+
+    for _ in range(CPU_WARMUP):
+        step()
     times = []
     for _ in range(CPU_REPS):
         start = time.perf_counter()
-        out = core.rank_attention(fx, lambda _joined, _layout: kv, q, local, local, call)[0]
-        paddle.autograd.backward([out], [grad])
+        step()
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
@@ -299,7 +305,7 @@ def main() -> None:
         (out / "cpu_kernel.json").write_text(json.dumps(rows, indent=1))
         header = (f"Per-rank fwd+bwd time on the CPU kernel, {CPU_TOKENS} tokens, documents of {CPU_DOCS[0]}-"
                   f"{CPU_DOCS[1]}, window {CPU_WINDOW}, H={CPU_HEADS}, Hk={CPU_HEADS_K}, D={CPU_HEAD_DIM}, 2 ranks "
-                  f"timed in turn in one process (median of {CPU_REPS}; a 2-core machine shared with other jobs)")
+                  f"timed in turn in one process (median of {CPU_REPS} after {CPU_WARMUP} untimed; a 2-core machine shared with other jobs)")
         (out / "cpu_kernel.md").write_text(f"{header}\n\n" + "\n".join(lines) + "\n")
         print("\n".join(lines))
         return

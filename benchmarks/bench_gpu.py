@@ -10,7 +10,8 @@ TFLOPs/s count only unmasked (row, key) pairs: fwd = 4*D*H*pairs, bwd = 2.5x
 fwd, fwd+bwd = 3.5x fwd over the fwd+bwd time. Times are medians of at least
 --min-reps timed calls (CUDA events around each call, L2 flushed before each,
 after a warm-up), more when a call is shorter than --rep ms / --min-reps; the
-forward, the backward and the fwd+bwd call of one kernel are timed in turns.
+forward, the backward and the fwd+bwd call of one kernel are timed in turns. Every row's
+output is first checked against a float32 reference on part of its rows (reference_errors).
 
     python benchmarks/bench_gpu.py --configs 8k-128,32k-128 --tag d128   # -> results/gpu_d128.json
     python benchmarks/bench_gpu.py --report                               # merge -> gpu.json/.md/.png
@@ -199,6 +200,37 @@ def total_unmasked_pairs(idx, causal, n, h):
     return float(unmasked_pairs(idx, causal, n).sum() * (h // idx.shape[1]))
 
 
+# The output check of every row: the last REFERENCE_ROWS queries of batch 0 on its first and last
+# heads against a float32 attention over masks.to_dense's rows; ours must stay within
+# REFERENCE_FACTOR times the error of the same attention computed in the inputs' dtype with plain
+# torch ops (FlashAttention-3's rule), plus REFERENCE_FLOOR.
+REFERENCE_ROWS, REFERENCE_FACTOR, REFERENCE_FLOOR = 256, 3.0, 1e-3
+
+
+def reference_errors(torch, q, k, v, spec, scale, out, rows=REFERENCE_ROWS):
+    """(largest |out - reference|, largest |plain low-precision - reference|) on those rows;
+    q, out [B, N, H, D], k, v [B, N, Hk, D]; a row without keys has output 0."""
+    n, h, hk = q.shape[1], q.shape[2], k.shape[2]
+    picked = np.arange(max(0, n - rows), n)
+    allowed = torch.from_numpy(masks.to_dense(spec.startend_row_indices[:1], spec.causal, rows=picked))
+    allowed = allowed.to(q.device)[0]  # [Hm, rows, N]
+    hm, sel = allowed.shape[0], torch.from_numpy(picked).to(q.device)
+    ours = lowp = 0.0
+    for head in sorted({0, h - 1}):
+        mask = allowed[head if hm == h else (head // (h // hk) if hm == hk else 0)]
+        qs, ks, vs = q[0, sel, head], k[0, :, head // (h // hk)], v[0, :, head // (h // hk)]
+
+        def attend(dtype):
+            s = (qs.to(dtype) @ ks.to(dtype).T).float() * scale
+            p = torch.softmax(s.masked_fill(~mask, float("-inf")), -1).nan_to_num(0.0)
+            return (p.to(dtype) @ vs.to(dtype)).float()
+
+        ref = attend(torch.float32)
+        ours = max(ours, (out[0, sel, head].float() - ref).abs().max().item())
+        lowp = max(lowp, (attend(q.dtype) - ref).abs().max().item())
+    return ours, lowp
+
+
 def bench_config(cfg, mask_names, args, torch, on_row=None):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -321,6 +353,11 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
         row.update(ours_fwd=tf(t[0], 1), ours_bwd=tf(t[1], 2.5), ours_fwdbwd=tf(t[2], 3.5), ours_ms=t)
         o_ours = ours_f()
         assert torch.isfinite(o_ours).all(), f"{mname}: non-finite output"
+        row["ref_err"], row["ref_err_lowp"] = reference_errors(torch, q.detach(), k.detach(), v.detach(), spec,
+                                                               scale, o_ours)
+        assert row["ref_err"] <= REFERENCE_FACTOR * row["ref_err_lowp"] + REFERENCE_FLOOR, (
+            f"{mname}: output off the float32 reference by {row['ref_err']:.3g} "
+            f"(plain {dt} attention: {row['ref_err_lowp']:.3g})")
 
         # FlexAttention on its Triton backend ("flex") and on FlashAttention-4's CuTe-DSL
         # kernels ("fa4": kernel_options BACKEND=FLASH, where flash-attn-4 is installed),

@@ -67,5 +67,32 @@ class MergeTest(unittest.TestCase):
                 bench_gpu.merge(pathlib.Path(tmp), "x", [a])
 
 
+class ReferenceCheckTest(unittest.TestCase):
+    """reference_errors, the output check of every benchmark row, on CPU tensors: an output
+    from the float64 reference passes the rule, one of another mask does not."""
+
+    def test_the_rule_passes_a_right_output_and_fails_a_wrong_one(self):
+        import numpy as np
+        import torch
+
+        from paddle_flashmask import masks, reference
+
+        rng = np.random.default_rng(0)
+        n, h, hk, d = 300, 4, 2, 16
+        q, k, v = (rng.standard_normal((1, n, heads, d)) for heads in (h, hk, hk))
+        spec = masks.share_question_mask([[(60, [90, 100]), (20, [30])]])
+        other = masks.causal_document_mask([[150, 150]])
+        as_bf16 = lambda x: torch.from_numpy(x).to(torch.bfloat16)  # noqa: E731
+        tq, tk, tv = (as_bf16(x) for x in (q, k, v))
+        exact = [as_bf16(reference.attention_forward(*(t.double().numpy() for t in (tq, tk, tv)),
+                                                     m.startend_row_indices, m.causal, softmax_scale=0.25)[0])
+                 for m in (spec, other)]
+        ours, lowp = bench_gpu.reference_errors(torch, tq, tk, tv, spec, 0.25, exact[0], rows=120)
+        self.assertLessEqual(ours, bench_gpu.REFERENCE_FACTOR * lowp + bench_gpu.REFERENCE_FLOOR)
+        self.assertGreater(lowp, 0.0)
+        wrong, lowp = bench_gpu.reference_errors(torch, tq, tk, tv, spec, 0.25, exact[1], rows=120)
+        self.assertGreater(wrong, bench_gpu.REFERENCE_FACTOR * lowp + bench_gpu.REFERENCE_FLOOR)
+
+
 if __name__ == "__main__":
     unittest.main()

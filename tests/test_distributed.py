@@ -323,7 +323,8 @@ def test_bench_cp_cpu_pieces(monkeypatch):
         assert row["planner_imbalance"] <= best * (1 + IMBALANCE_SLACK) + 1e-4, row  # table values at 4 digits
         if row["naive_imbalance"] > best * (1 + IMBALANCE_SLACK) + 1e-4:
             assert row["planner_imbalance"] < row["naive_imbalance"], row
-    for name, value in (("CPU_TOKENS", 1024), ("CPU_DOCS", (64, 256)), ("CPU_WINDOW", 32), ("CPU_REPS", 1)):
+    for name, value in (("CPU_TOKENS", 1024), ("CPU_DOCS", (64, 256)), ("CPU_WINDOW", 32), ("CPU_WARMUP", 1),
+                        ("CPU_REPS", 1)):
         monkeypatch.setattr(bench, name, value)
     rows = bench.cpu_kernel_imbalance(2)
     assert {(r["mask"], r["split"]) for r in rows} == {(m, s) for m in bench.MASKS for s in ("planner", "naive")}

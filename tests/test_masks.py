@@ -210,6 +210,15 @@ class TestDenseConversions(unittest.TestCase):
         causal = masks.window_size_to_indices(3, True, n, n)
         np.testing.assert_array_equal(causal[0, 0, :, 0], np.clip(j + 4, 0, n))
 
+    def test_to_dense_rows_are_those_rows_of_the_whole_mask(self):
+        spec = masks.causal_document_mask([[130, 150, 20]] * 2)
+        keep = np.random.default_rng(0).integers(0, 2, size=(2, 1, 3, 3)).astype(np.int32)
+        rows = np.array([299, 0, 150, 129])
+        np.testing.assert_array_equal(masks.to_dense(spec, block_mask=keep, rows=rows),
+                                      masks.to_dense(spec, block_mask=keep)[:, :, rows])
+        with self.assertRaisesRegex(ValueError, "rows"):
+            masks.to_dense(spec, rows=[300])
+
     def test_window_size_from_its_definition(self):
         # Query i, aligned to i' = i + seqlen_k - seqlen_q (bottom-right, as causal), attends to
         # keys [i' - left, i' + right] (right = 0 when causal); seqlen_q != seqlen_k included.

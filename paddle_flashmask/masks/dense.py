@@ -87,20 +87,28 @@ def to_dense(
     causal: Optional[bool] = None,
     seqlen_q: Optional[int] = None,
     block_mask=None,
+    rows=None,
 ) -> np.ndarray:
     """Dense mask of a column-wise one: bool [B, Hm, Sq, Sk], True where the query attends.
 
     `startend_row_indices` is a MaskSpec (whose `causal` is used) or int bounds
     with their `causal` flag. `seqlen_q` defaults to seqlen_k. `block_mask`
     (0/1 [B, Hm, ceil(Sq/128), ceil(Sk/128)], 1 = keep) removes whole 128x128
-    blocks on top of the bounds.
+    blocks on top of the bounds. `rows` (query indices in [0, Sq)) keeps only those rows
+    ([B, Hm, len(rows), Sk]), for lengths whose whole dense mask would not fit.
     """
     where = "to_dense"
     idx, causal = mask_arguments(startend_row_indices, causal, where)
     seqlen_k = idx.shape[2]
     seqlen_q = seqlen_k if seqlen_q is None else _args.integer(seqlen_q, "seqlen_q", where, minimum=1)
     lts, lte, uts, ute = (b[:, :, None, :] for b in normalized_bounds(idx, causal, seqlen_q))
-    rows = np.arange(seqlen_q)[:, None]
+    if rows is None:
+        rows = np.arange(seqlen_q)
+    rows = np.asarray(rows)
+    in_range = rows.size == 0 or (rows.min() >= 0 and rows.max() < seqlen_q)
+    if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer) or not in_range:
+        raise ValueError(f"{where}: `rows` must be a 1-D array of query indices in [0, {seqlen_q}), got {rows!r}"[:300])
+    rows = rows[:, None]
     cols = np.arange(seqlen_k)[None, :]
     masked = ((rows >= lts) & (rows < lte)) | ((rows >= uts) & (rows < ute))
     if causal:
@@ -115,7 +123,7 @@ def to_dense(
                 f"ceil(seqlen_k/{BLOCK_MASK_SIZE})] = {list(blocks)}, got {list(keep.shape)}"
             )
         keep = np.repeat(np.repeat(keep, BLOCK_MASK_SIZE, axis=2), BLOCK_MASK_SIZE, axis=3)
-        allowed = allowed & keep[:, :, :seqlen_q, :seqlen_k]
+        allowed = allowed & keep[:, :, rows[:, 0], :seqlen_k]
     return allowed
 
 
