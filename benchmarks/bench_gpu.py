@@ -9,8 +9,8 @@ N=8K/32K/128K), D=128 with H=32 and D=64 with H=64, bf16, every mask type.
 TFLOPs/s count only unmasked (row, key) pairs: fwd = 4*D*H*pairs, bwd = 2.5x
 fwd, fwd+bwd = 3.5x fwd over the fwd+bwd time. Times are medians of at least
 --min-reps timed calls (CUDA events around each call, L2 flushed before each,
-after a warm-up), more when a call is shorter than --rep ms / --min-reps; the
-forward, the backward and the fwd+bwd call of one kernel are timed in turns. Every row's
+after a warm-up), more where one turn of the three timed calls (forward, backward, fwd+bwd
+of one kernel, timed in turns) is shorter than --rep ms / --min-reps. Every row's
 output is first checked against a float32 reference on part of its rows (reference_errors).
 
     python benchmarks/bench_gpu.py --configs 8k-128,32k-128 --tag d128   # -> results/gpu_d128.json
