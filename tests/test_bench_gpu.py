@@ -67,6 +67,15 @@ class MergeTest(unittest.TestCase):
                 bench_gpu.merge(pathlib.Path(tmp), "x", [a])
 
 
+def _have_torch() -> bool:
+    try:
+        import torch  # noqa: F401  (a benchmark-only extra: benchmarks/requirements.txt)
+    except ImportError:
+        return False
+    return True
+
+
+@unittest.skipUnless(_have_torch(), "needs torch (benchmarks/requirements.txt)")
 class ReferenceCheckTest(unittest.TestCase):
     """reference_errors, the output check of every benchmark row, on CPU tensors: an output
     from the float64 reference passes the rule, one of another mask does not."""
