@@ -448,9 +448,9 @@ class TestIsaVariantsAgree(CpuKernelTestCase):
 class TestOpChecks(CpuKernelTestCase):
     """The op validates its inputs itself: bad calls raise, never crash."""
 
-    def assert_rejects(self, message, q, k, v, idx, block_mask=None, causal=True):
+    def assert_rejects(self, message, q, k, v, idx, block_mask=None, causal=True, scale=0.5):
         with self.assertRaisesRegex(Exception, message):
-            _ops.flashmask_attention_op(q, k, v, idx, block_mask, causal, 0.5, False)
+            _ops.flashmask_attention_op(q, k, v, idx, block_mask, causal, scale, False)
 
     def test_rejects_bad_inputs(self):
         def f32(*shape):
@@ -466,6 +466,8 @@ class TestOpChecks(CpuKernelTestCase):
             r"`k` and `v` must have the dtype of `q`", q, k.astype("float16"), k, idx
         )
         self.assert_rejects(r"`q` dtype must be", q.astype("float64"), k, k, idx)
+        for scale in (float("nan"), float("inf"), -0.5):
+            self.assert_rejects(r"`softmax_scale` must be finite and >= 0", q, k, k, idx, scale=scale)
         self.assert_rejects(r"multiple of num_heads of `k`", f32(1, 8, 3, 16), k, k, idx)
         self.assert_rejects(r"`k` must be \[batch", q, f32(1, 8, 2, 8), f32(1, 8, 2, 8), idx)
         self.assert_rejects(

@@ -234,8 +234,10 @@ struct BwdSm90Mainloop {
       fence_operands(acc_dk);
       mbar_arrive(sm.q_empty + st);  // Q, dO, lse and rowsum of this stage are free
       late_gi = gi, late_m = m, late_h = h;
-    } else {  // D=256: dQ over the tile's dS^T after dV/dK, staged in the slot
-      static_assert(Cfg::kDqAfterDKV && Cfg::kDqInQSlot, "the D=256 path");
+    } else {  // D=256: dQ over the tile's dS^T after dV/dK, staged in the slot. dQ's 64
+      // accumulators fit only in the registers of dV/dK's A fragments, so dQ is issued after
+      // those wgmmas finished (else ptxas serialises every wgmma).
+      static_assert(Cfg::kDqInQSlot, "the D=256 path stages dQ in the slot");
       issue_dkv(pa, dsa, q_addr, do_addr, ds);
       wgmma_wait<0>();
       issue_dq(smem_u32(ds));

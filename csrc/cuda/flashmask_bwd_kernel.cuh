@@ -11,9 +11,10 @@
 // (non-deterministic order). kDK / kDV select which of dK / dV this launch
 // computes (head_dim 256 runs two launches to fit the registers).
 //
-// dq kernel (deterministic mode): one CTA per (query block, query head, batch),
-// loops over the non-skipped key tiles and accumulates dQ in registers: every
-// sum happens in a fixed order, so grads are bitwise reproducible.
+// dq kernel (the deterministic mode, and D=256 where the Hopper backward does not run): one
+// CTA per (query block, query head, batch), loops over the non-skipped key tiles and
+// accumulates dQ in registers: every sum happens in a fixed order, so grads are bitwise
+// reproducible.
 #pragma once
 
 #include "dq_accum_order.cuh"
@@ -40,7 +41,7 @@ struct BwdConfig {
   static constexpr int DT = D / 8;
   static_assert(kBlockN == 16 * kNWarps, "one m16 tile of keys per warp");
   static_assert(kBlockM % 64 == 0, "dS^T smem rows need >= 64 elements");
-  static_assert(128 % kBlockM == 0 && 128 % kBlockN == 0, "tiles must divide block_mask cells");
+  static_assert(kBlockMaskSize % kBlockM == 0 && kBlockMaskSize % kBlockN == 0, "tiles must divide block_mask cells");
   // dQ = dS K split: WM warps over query rows, WD over head-dim chunks.
   static constexpr int WM = kBlockM / 16;
   static constexpr int WD = kNWarps / WM;
@@ -339,7 +340,7 @@ struct DqConfig {
   static constexpr int kThreads = kNWarps * 32;
   static constexpr int NT = kBlockN / 8, DT = D / 8;
   static_assert(kBlockM == 16 * kNWarps, "one m16 tile of rows per warp");
-  static_assert(128 % kBlockM == 0 && 128 % kBlockN == 0, "tiles must divide block_mask cells");
+  static_assert(kBlockMaskSize % kBlockM == 0 && kBlockMaskSize % kBlockN == 0, "tiles must divide block_mask cells");
   using Smem = Sm80QueryBlockSmem<D, kBlockM, kBlockN, 2>;  // Q and dO
   static constexpr int kSmemFixed = Smem::kFixedBytes;
 };

@@ -100,10 +100,8 @@ struct BwdSm90Config {
   // dS^T(i) a tile after it was written instead of waiting for it, and the staging costs no
   // time of its own (+6-9% backward at D=128, perf-notes v13). The two dS^T buffers (one per
   // tile parity) get full/empty mbarriers for it.
+  // D=256 instead issues dQ after the tile's dV/dK (BwdSm90Mainloop::dkv_and_dq).
   static constexpr bool kDqOneTileLate = D <= 128;
-  // D=256: dQ's 64 accumulators fit only in the registers of dV/dK's A fragments, so dQ is
-  // issued after those wgmmas finished (else ptxas serialises every wgmma).
-  static constexpr bool kDqAfterDKV = D == 256;
   // D = 128: a consumer's dQ staging waits are split into arrive/wait pairs (kDqFree, kDqFull),
   // so only the issuer's warp waits for the other warps' stores (+0.8-2.7% backward on full and
   // causal at 8K and 32K, level on masks); at D=64 it made ptxas spill and lost 4-7%, at D=256

@@ -25,7 +25,7 @@ struct FwdConfig {
   static constexpr int DT = D / 8;                     // n8 tiles of O per warp
   static_assert(MI >= 1 && kBlockM == MI * 16 * kNWarps, "bad kBlockM");
   static_assert(kBlockN % 16 == 0 && D % 64 == 0, "bad tile");
-  static_assert(128 % kBlockM == 0 && 128 % kBlockN == 0, "tiles must divide block_mask cells");
+  static_assert(kBlockMaskSize % kBlockM == 0 && kBlockMaskSize % kBlockN == 0, "tiles must divide block_mask cells");
   using Smem = Sm80QueryBlockSmem<D, kBlockM, kBlockN, 1>;
   // Bytes of static-size shared memory; the tile list (n_tiles ints) follows.
   static constexpr int kSmemFixed = Smem::kFixedBytes;

@@ -12,7 +12,7 @@
 //    item's Q arrives during this one's last tiles) and the K and V tiles of its
 //    listed key tiles with TMA into a kStages-deep ring of SW128 tiles;
 //  - bounds copier (fwd_sm90_producer.cuh; warp 1): writes the column bounds of partial tiles next to
-//    their K tile, as masked-row intervals (kernel_common.cuh: column_masked_rows).
+//    their K tile, as masked-row intervals (mask.cuh: column_masked_rows).
 //    Each ring stage has a "full" and an "empty" mbarrier for K (with the bounds)
 //    and for V, so S = QK^T starts as soon as its K has landed and K's slot is
 //    refilled while P*V still runs;

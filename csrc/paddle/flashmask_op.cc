@@ -2,6 +2,7 @@
 // operator registration. The kernels themselves never see a Paddle type.
 #include "flashmask_op.h"
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <sstream>
@@ -38,7 +39,7 @@ bool IsSupportedDtype(paddle::DataType dtype) {
 // also exists, but this keeps bad calls from reaching a kernel.
 void CheckInputs(const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
                  const paddle::Tensor& startend_row_indices,
-                 const paddle::optional<paddle::Tensor>& block_mask, bool causal) {
+                 const paddle::optional<paddle::Tensor>& block_mask, bool causal, float softmax_scale) {
   const auto qs = q.shape(), ks = k.shape(), vs = v.shape();
   PD_CHECK(qs.size() == 4, "flashmask_attention_op: `q` must be 4-D [batch, seqlen_q, num_heads, ",
            "head_dim], got shape ", ShapeStr(qs));
@@ -50,6 +51,11 @@ void CheckInputs(const paddle::Tensor& q, const paddle::Tensor& k, const paddle:
   PD_CHECK(IsSupportedDtype(q.dtype()),
            "flashmask_attention_op: `q` dtype must be float32, float16 or bfloat16, got ",
            q.dtype());
+  PD_CHECK(q.is_cpu() || q.dtype() != paddle::DataType::FLOAT32,
+           "flashmask_attention_op: `q` dtype must be float16 or bfloat16 on GPU, got float32");
+  // 0 is accepted (uniform attention: the CPU kernel's tests run it); the public API asks > 0.
+  PD_CHECK(std::isfinite(softmax_scale) && softmax_scale >= 0.f,
+           "flashmask_attention_op: `softmax_scale` must be finite and >= 0, got ", softmax_scale);
   PD_CHECK(k.dtype() == q.dtype() && v.dtype() == q.dtype(),
            "flashmask_attention_op: `k` and `v` must have the dtype of `q` (", q.dtype(), "), got ",
            k.dtype(), " and ", v.dtype());
@@ -248,7 +254,7 @@ FlashMaskInputs ContiguousInputs(const paddle::Tensor& q, const paddle::Tensor& 
                                  const paddle::Tensor& startend_row_indices,
                                  const paddle::optional<paddle::Tensor>& block_mask, bool causal,
                                  bool masks_nothing, float softmax_scale) {
-  CheckInputs(q, k, v, startend_row_indices, block_mask, causal);
+  CheckInputs(q, k, v, startend_row_indices, block_mask, causal, softmax_scale);
   return {Contiguous(q), Contiguous(k), Contiguous(v), Contiguous(startend_row_indices), Contiguous(block_mask),
           causal, masks_nothing, softmax_scale};
 }
