@@ -131,6 +131,23 @@ class TestRouting(unittest.TestCase):
         self.assertFalse(is_applied())
 
 
+class TestRoutedLayerCount(unittest.TestCase):
+    """What the examples' --flashmask check counts: the routed classes' layers, exactly."""
+
+    def test_counts_routed_attention_layers_only(self):
+        self.assertEqual(patching.routed_layer_count(_model(LlamaForCausalLM, LlamaConfig)), 2)
+        self.assertEqual(patching.routed_layer_count(_model(Qwen2ForCausalLM, Qwen2Config)), 2)
+        self.assertEqual(patching.routed_layer_count(paddle.nn.Linear(4, 4)), 0)
+
+        class OwnAttention(llama_modeling.LlamaAttention):  # a subclass may call its own attention
+            pass
+
+        model = _model(LlamaForCausalLM, LlamaConfig)
+        layer = model.llama.layers[0]
+        layer.self_attn.__class__ = OwnAttention
+        self.assertEqual(patching.routed_layer_count(model), 1)
+
+
 class TestWarningWithoutApply(unittest.TestCase):
     """On CPU PaddleNLP drops attn_mask_startend_row_indices unless apply() routes them."""
 

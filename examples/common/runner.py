@@ -16,6 +16,8 @@ from typing import Iterable, Optional, Sequence, Tuple, Type
 from paddlenlp.trainer import PdArgumentParser, TrainingArguments, set_seed
 from paddlenlp.transformers import AutoTokenizer
 
+from paddle_flashmask.paddlenlp.patching import routed_layer_count
+
 from common.tiny_llama import build_tokenizer, tiny_llama_config
 
 
@@ -75,12 +77,18 @@ def load_model(args: FineTuneArguments, auto_class, vocab_size: int, seed: int, 
     does not put it there, and the model must know its tokens are a shard).
     """
     if args.model_name_or_path:
-        return auto_class.from_pretrained(
+        model = auto_class.from_pretrained(
             args.model_name_or_path,
             use_flash_attention=args.flashmask,
             dtype=args.model_dtype,
             context_parallel_degree=context_parallel_degree,
         )
+        if args.flashmask and routed_layer_count(model) == 0:
+            raise ValueError(
+                f"--flashmask: the model at --model_name_or_path ({getattr(model.config, 'model_type', '?')}) has no "
+                "Llama or Qwen2 attention layer, the ones paddle_flashmask.paddlenlp routes to its op"
+            )
+        return model
     config = tiny_llama_config(
         vocab_size,
         args.max_seq_len,

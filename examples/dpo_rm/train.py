@@ -55,7 +55,9 @@ class DPOConfig:
     sft_loss_ratio: float = 0.0
     reference_free: bool = False
     ref_model_update_steps: int = -1
-    lora: bool = False
+    # Not a flag: this script trains the whole policy (LoRA is examples/sft_lora's); DPOTrainer
+    # with lora=True would take the policy itself as its reference.
+    lora: bool = field(default=False, init=False)
 
 
 class OneDeviceDPOTrainer(DPOTrainer):
@@ -76,6 +78,9 @@ def parse(argv=None):
     )
     if args.mode not in ("dpo", "rm"):
         raise ValueError(f"--mode must be dpo or rm, got {args.mode!r}")
+    if max(training_args.context_parallel_degree, training_args.sep_parallel_degree) > 1:
+        raise ValueError("--context_parallel_degree / --sep_parallel_degree: examples/dpo_rm does not split "
+                         "sequences (its preference batches are not split); examples/sft_lora does")
     return args, dpo_config, training_args
 
 

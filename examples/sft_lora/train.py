@@ -75,7 +75,12 @@ class _DistributedSamplerTrainer(Trainer):
 
 
 def parse(argv=None):
-    return parse_arguments((SFTArguments,), "sft_lora", DEFAULT_DATA, argv)
+    args, training_args = parse_arguments((SFTArguments,), "sft_lora", DEFAULT_DATA, argv)
+    if _splits_sequence(training_args) and not args.flashmask:
+        # The Trainer splits only [B, S] inputs: the dense [B, 1, S, S] mask cannot be split.
+        raise ValueError("--context_parallel_degree / --sep_parallel_degree > 1 need --flashmask (the dense mask "
+                         "of a run without it cannot be split along the sequence)")
+    return args, training_args
 
 
 def _splits_sequence(training_args) -> bool:

@@ -228,6 +228,13 @@ def _attention_classes():
         yield getattr(importlib.import_module(module_name), class_name)
 
 
+def routed_layer_count(model) -> int:
+    """How many of `model`'s sublayers are of an attention class apply() routes, exactly (a
+    subclass may call its own attention, as Qwen2-MoE's does)."""
+    classes = tuple(_attention_classes())
+    return sum(type(layer) in classes for layer in model.sublayers(include_self=True))
+
+
 def is_applied() -> bool:
     return all(isinstance(cls.__dict__.get("attn_func"), _RoutedAttnFunc) for cls in _attention_classes())
 
@@ -236,9 +243,10 @@ def is_applied() -> bool:
 def _warn_not_routed() -> None:
     warnings.warn(
         "paddle_flashmask: batches carry attn_mask_startend_row_indices but "
-        "paddle_flashmask.paddlenlp.apply() was not called: on CPU (and on GPU without "
-        "use_flash_attention=True) PaddleNLP silently drops the indices and attends with a "
-        "plain causal mask, so packed sequences see each other. Call apply() before training.",
+        "paddle_flashmask.paddlenlp.apply() was not called: without use_flash_attention=True "
+        "PaddleNLP silently drops the indices and attends with a plain causal mask, so packed "
+        "sequences see each other (with it, a CPU build of Paddle fails). Call apply() before "
+        "training.",
         UserWarning,
         stacklevel=3,
     )
