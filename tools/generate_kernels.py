@@ -246,6 +246,10 @@ size_t dispatch_head_dim(int head_dim, F&& f) {{
 
 }}  // namespace cuda
 }}  // namespace flashmask
+
+// X(T, D) for every compiled pair (flashmask_launch.cuh declares their instances extern).
+#define FLASHMASK_FOR_EACH_INSTANCE(X) \\
+{instance_list}
 """
 
 
@@ -277,6 +281,7 @@ def dispatch_header():
         hdim_cases=hdim_cases,
         max_grid_yz=GPU_MAX_GRID_YZ,
         max_seqlen=GPU_MAX_SEQLEN,
+        instance_list=" \\\n".join(f"  X({DTYPES[dname].ctype}, {hdim})" for dname, hdim in KERNELS),
     )
 
 

@@ -9,6 +9,7 @@
 #include "flashmask_bwd_sm90_kernel.cuh"
 #include "flashmask_fwd_kernel.cuh"
 #include "flashmask_fwd_sm90_kernel.cuh"
+#include "kernel_dispatch.h"
 #include "preprocess.h"
 #include "runtime.h"
 #include "tensor_maps.h"
@@ -405,15 +406,7 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
   return 0;
 }
 
-#define FLASHMASK_FOR_EACH_INSTANCE(X) \
-  X(__half, 64)                        \
-  X(__half, 128)                       \
-  X(__half, 256)                       \
-  X(__nv_bfloat16, 64)                 \
-  X(__nv_bfloat16, 128)                \
-  X(__nv_bfloat16, 256)
-
-// Explicitly instantiated in csrc/cuda/instantiations/*.cu only.
+// Explicitly instantiated in csrc/cuda/instantiations/*.cu only (the pairs: kernel_dispatch.h).
 #define FLASHMASK_EXTERN_INSTANCE(T, D)                                   \
   extern template int run_fwd<T, D>(const FwdParams&, void*, cudaStream_t); \
   extern template int run_bwd<T, D>(const BwdParams&, void*, cudaStream_t);

@@ -83,3 +83,12 @@ size_t dispatch_head_dim(int head_dim, F&& f) {
 
 }  // namespace cuda
 }  // namespace flashmask
+
+// X(T, D) for every compiled pair (flashmask_launch.cuh declares their instances extern).
+#define FLASHMASK_FOR_EACH_INSTANCE(X) \
+  X(__half, 64) \
+  X(__half, 128) \
+  X(__half, 256) \
+  X(__nv_bfloat16, 64) \
+  X(__nv_bfloat16, 128) \
+  X(__nv_bfloat16, 256)
