@@ -22,11 +22,11 @@ T* element(T* base, const TensorStrides& s, int b, int row, int head) {
   return base + b * s.batch + row * s.row + head * s.head;
 }
 
-// dst[tile_rows x ld] = scale * src[rows x cols], converted to fp32; rows and
-// columns past the valid ones are zero so they drop out of every product.
+// dst[tile_rows x ld] = src[rows x cols], converted to fp32; rows and columns past
+// the valid ones are zero so they drop out of every product.
 template <typename T>
-void load_tile(const T* __restrict src, int64_t row_stride, int rows, int cols, float scale,
-               int tile_rows, int ld, float* __restrict dst) {
+void load_tile(const T* __restrict src, int64_t row_stride, int rows, int cols, int tile_rows, int ld,
+               float* __restrict dst) {
   for (int r = 0; r < tile_rows; ++r) {
     float* d = dst + r * ld;
     if (r >= rows) {
@@ -34,7 +34,7 @@ void load_tile(const T* __restrict src, int64_t row_stride, int rows, int cols, 
       continue;
     }
     const T* s = src + r * row_stride;
-    for (int c = 0; c < cols; ++c) d[c] = scale * to_float(s[c]);
+    for (int c = 0; c < cols; ++c) d[c] = to_float(s[c]);
     for (int c = cols; c < ld; ++c) d[c] = 0.f;
   }
 }
@@ -117,11 +117,11 @@ void store_tile(const float* __restrict src, int ld, int rows, int cols, float s
 }
 
 // Rows [row0, row0 + rows) of one head of a [batch, seqlen, heads, head_dim] tensor of T
-// (the kernel's untyped pointer), loaded as load_tile does (head_dim columns, scale 1).
+// (the kernel's untyped pointer), loaded as load_tile does (head_dim columns).
 template <typename T>
 void load_head_rows(const void* base, const TensorStrides& s, int b, int row0, int head, int rows,
                     int head_dim, int tile_rows, int ld, float* __restrict dst) {
-  load_tile(element(static_cast<const T*>(base), s, b, row0, head), s.row, rows, head_dim, 1.f, tile_rows, ld, dst);
+  load_tile(element(static_cast<const T*>(base), s, b, row0, head), s.row, rows, head_dim, tile_rows, ld, dst);
 }
 
 // Rows [row0, row0 + rows) of heads [head0, head0 + nheads) of a [batch, seqlen, heads,
@@ -136,7 +136,7 @@ void load_rows_of_heads(const void* base, const TensorStrides& s, int b, int row
   for (int r = 0; r < tile_rows; ++r)
     for (int i = 0; i < nheads; ++i) {  // row r of head i's tile: load_tile of one row (zeros past rows)
       const T* src = r < rows ? element(static_cast<const T*>(base), s, b, row0 + r, head0 + i) : nullptr;
-      load_tile(src, 0, r < rows ? 1 : 0, head_dim, 1.f, 1, ld, dst[i] + r * ld);
+      load_tile(src, 0, r < rows ? 1 : 0, head_dim, 1, ld, dst[i] + r * ld);
     }
 }
 

@@ -22,10 +22,6 @@ static_assert(kBlockMaskSize % kTileRows == 0 && kBlockMaskSize % kTileCols == 0
 // column block (microkernel.h, tile_math.h), which leaves dot products unchanged.
 constexpr int kHeadDimAlign = 32;
 
-inline int padded_head_dim(int head_dim) {
-  return (head_dim + kHeadDimAlign - 1) / kHeadDimAlign * kHeadDimAlign;
-}
-
 // In 64 bits: length + tile - 1 would overflow an int for a length near INT32_MAX.
 inline int num_tiles(int length, int tile) {
   return static_cast<int>((static_cast<int64_t>(length) + tile - 1) / tile);
@@ -71,6 +67,9 @@ static_assert(kTileRows % (kPartialParts * kAmxBoxStep) == 0 && kTileCols % (kPa
 
 inline int round_down(int x, int step) { return x / step * step; }
 inline int round_up(int x, int step) { return (x + step - 1) / step * step; }
+
+// head_dim padded to kHeadDimAlign (see there).
+inline int padded_head_dim(int head_dim) { return round_up(head_dim, kHeadDimAlign); }
 
 // [begin, end) widened outward to multiples of step.
 struct Span {
