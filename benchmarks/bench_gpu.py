@@ -11,7 +11,7 @@ fwd, fwd+bwd = 3.5x fwd over the fwd+bwd time. Times are medians of at least
 --min-reps timed calls (CUDA events around each call, L2 flushed before each,
 after a warm-up), more where one turn of the three timed calls (forward, backward, fwd+bwd
 of one kernel, timed in turns) is shorter than --rep ms / --min-reps. Every row's
-output is first checked against a float32 reference on part of its rows (reference_errors).
+output is first checked against a float32 reference on part of its rows (check_output).
 
     python benchmarks/bench_gpu.py --configs 8k-128,32k-128 --tag d128   # -> results/gpu_d128.json
     python benchmarks/bench_gpu.py --report                               # merge -> gpu.json/.md/.png
@@ -212,13 +212,14 @@ def reference_errors(torch, q, k, v, spec, scale, out, rows=REFERENCE_ROWS):
     q, out [B, N, H, D], k, v [B, N, Hk, D]; a row without keys has output 0."""
     n, h, hk = q.shape[1], q.shape[2], k.shape[2]
     picked = np.arange(max(0, n - rows), n)
-    allowed = torch.from_numpy(masks.to_dense(spec.startend_row_indices[:1], spec.causal, rows=picked))
-    allowed = allowed.to(q.device)[0]  # [Hm, rows, N]
-    hm, sel = allowed.shape[0], torch.from_numpy(picked).to(q.device)
+    allowed = masks.to_dense(spec.startend_row_indices[:1], spec.causal, rows=picked)
+    allowed = masks.expand_mask_heads(allowed, h, hk)[0]  # [H, rows, N]
+    sel = torch.from_numpy(picked).to(q.device)
     ours = lowp = 0.0
     for head in sorted({0, h - 1}):
-        mask = allowed[head if hm == h else (head // (h // hk) if hm == hk else 0)]
-        qs, ks, vs = q[0, sel, head], k[0, :, head // (h // hk)], v[0, :, head // (h // hk)]
+        mask = torch.from_numpy(np.array(allowed[head])).to(q.device)  # a copy: expand_mask_heads may broadcast
+        kh = head // (h // hk)
+        qs, ks, vs = q[0, sel, head], k[0, :, kh], v[0, :, kh]
 
         def attend(dtype):
             s = (qs.to(dtype) @ ks.to(dtype).T).float() * scale
@@ -228,6 +229,16 @@ def reference_errors(torch, q, k, v, spec, scale, out, rows=REFERENCE_ROWS):
         ref = attend(torch.float32)
         ours = max(ours, (out[0, sel, head].float() - ref).abs().max().item())
         lowp = max(lowp, (attend(q.dtype) - ref).abs().max().item())
+    return ours, lowp
+
+
+def check_output(torch, q, k, v, spec, scale, out, what):
+    """reference_errors of a finite `out`, or an AssertionError naming `what` where the output
+    is not finite or breaks the rule (REFERENCE_FACTOR, REFERENCE_FLOOR)."""
+    assert torch.isfinite(out).all(), f"{what}: non-finite output"
+    ours, lowp = reference_errors(torch, q, k, v, spec, scale, out)
+    assert ours <= REFERENCE_FACTOR * lowp + REFERENCE_FLOOR, (
+        f"{what}: output off the float32 reference by {ours:.3g} (plain {q.dtype} attention: {lowp:.3g})")
     return ours, lowp
 
 
@@ -352,12 +363,8 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
         t = time_three(ours_f, ours_g)
         row.update(ours_fwd=tf(t[0], 1), ours_bwd=tf(t[1], 2.5), ours_fwdbwd=tf(t[2], 3.5), ours_ms=t)
         o_ours = ours_f()
-        assert torch.isfinite(o_ours).all(), f"{mname}: non-finite output"
-        row["ref_err"], row["ref_err_lowp"] = reference_errors(torch, q.detach(), k.detach(), v.detach(), spec,
-                                                               scale, o_ours)
-        assert row["ref_err"] <= REFERENCE_FACTOR * row["ref_err_lowp"] + REFERENCE_FLOOR, (
-            f"{mname}: output off the float32 reference by {row['ref_err']:.3g} "
-            f"(plain {dt} attention: {row['ref_err_lowp']:.3g})")
+        row["ref_err"], row["ref_err_lowp"] = check_output(torch, q.detach(), k.detach(), v.detach(), spec, scale,
+                                                           o_ours, mname)
 
         # FlexAttention on its Triton backend ("flex") and on FlashAttention-4's CuTe-DSL
         # kernels ("fa4": kernel_options BACKEND=FLASH, where flash-attn-4 is installed),

@@ -2,6 +2,7 @@
 run (its masks measured in several device calls) into one run's file, and the report prints
 the note that says so."""
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -67,15 +68,7 @@ class MergeTest(unittest.TestCase):
                 bench_gpu.merge(pathlib.Path(tmp), "x", [a])
 
 
-def _have_torch() -> bool:
-    try:
-        import torch  # noqa: F401  (a benchmark-only extra: benchmarks/requirements.txt)
-    except ImportError:
-        return False
-    return True
-
-
-@unittest.skipUnless(_have_torch(), "needs torch (benchmarks/requirements.txt)")
+@unittest.skipUnless(importlib.util.find_spec("torch"), "needs torch (a benchmark-only extra: benchmarks/requirements.txt)")
 class ReferenceCheckTest(unittest.TestCase):
     """reference_errors, the output check of every benchmark row, on CPU tensors: an output
     from the float64 reference passes the rule, one of another mask does not."""
@@ -101,6 +94,9 @@ class ReferenceCheckTest(unittest.TestCase):
         self.assertGreater(lowp, 0.0)
         wrong, lowp = bench_gpu.reference_errors(torch, tq, tk, tv, spec, 0.25, exact[1], rows=120)
         self.assertGreater(wrong, bench_gpu.REFERENCE_FACTOR * lowp + bench_gpu.REFERENCE_FLOOR)
+        bench_gpu.check_output(torch, tq, tk, tv, spec, 0.25, exact[0], "right")
+        with self.assertRaisesRegex(AssertionError, "wrong: output off the float32 reference"):
+            bench_gpu.check_output(torch, tq, tk, tv, spec, 0.25, exact[1], "wrong")
 
 
 if __name__ == "__main__":
