@@ -67,6 +67,12 @@ def load_tokenizer(args: FineTuneArguments, texts: Iterable[str], output_dir: st
     return build_tokenizer(texts, str(Path(output_dir) / "tokenizer"))
 
 
+def splits_sequence(training_args) -> bool:
+    """Whether PaddleNLP's Trainer splits the batches along the sequence (context or
+    segment parallelism)."""
+    return max(training_args.context_parallel_degree, training_args.sep_parallel_degree) > 1
+
+
 def load_model(args: FineTuneArguments, auto_class, vocab_size: int, seed: int, context_parallel_degree: int = 1):
     """`auto_class` (AutoModelForCausalLM, AutoModel) from the checkpoint, or a
     tiny Llama seeded with `seed` (the same seed gives the same weights).

@@ -32,7 +32,7 @@ from paddle_flashmask.paddlenlp.reward_model import RewardModel
 # The examples' shared harness, examples/common (not part of the library).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common.run_report import RunReport  # noqa: E402
-from common.runner import FineTuneArguments, load_model, load_tokenizer, parse_arguments  # noqa: E402
+from common.runner import FineTuneArguments, load_model, load_tokenizer, parse_arguments, splits_sequence  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "ultrafeedback_binarized_sample.jsonl"
 
@@ -78,7 +78,7 @@ def parse(argv=None):
     )
     if args.mode not in ("dpo", "rm"):
         raise ValueError(f"--mode must be dpo or rm, got {args.mode!r}")
-    if max(training_args.context_parallel_degree, training_args.sep_parallel_degree) > 1:
+    if splits_sequence(training_args):
         raise ValueError("--context_parallel_degree / --sep_parallel_degree: examples/dpo_rm does not split "
                          "sequences (its preference batches are not split); examples/sft_lora does")
     return args, dpo_config, training_args

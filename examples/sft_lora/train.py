@@ -37,7 +37,7 @@ from paddle_flashmask.paddlenlp.packing import pack_greedily
 # The examples' shared harness, examples/common (not part of the library).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common.run_report import RunReport  # noqa: E402
-from common.runner import FineTuneArguments, load_model, load_tokenizer, parse_arguments  # noqa: E402
+from common.runner import FineTuneArguments, load_model, load_tokenizer, parse_arguments, splits_sequence  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "tulu_v2_sft_sample.jsonl"
 # The projections of Llama and Qwen2 decoder layers.
@@ -76,17 +76,11 @@ class _DistributedSamplerTrainer(Trainer):
 
 def parse(argv=None):
     args, training_args = parse_arguments((SFTArguments,), "sft_lora", DEFAULT_DATA, argv)
-    if _splits_sequence(training_args) and not args.flashmask:
+    if splits_sequence(training_args) and not args.flashmask:
         # The Trainer splits only [B, S] inputs: the dense [B, 1, S, S] mask cannot be split.
         raise ValueError("--context_parallel_degree / --sep_parallel_degree > 1 need --flashmask (the dense mask "
                          "of a run without it cannot be split along the sequence)")
     return args, training_args
-
-
-def _splits_sequence(training_args) -> bool:
-    """Whether PaddleNLP's Trainer splits the batches along the sequence (context or
-    segment parallelism)."""
-    return max(training_args.context_parallel_degree, training_args.sep_parallel_degree) > 1
 
 
 def build_trainer(args: SFTArguments, training_args):
@@ -120,7 +114,7 @@ def build_trainer(args: SFTArguments, training_args):
         args=training_args,
         train_dataset=MapDataset(packs),
         data_collator=PackedSFTCollator(
-            args.max_seq_len, tokenizer.pad_token_id, args.flashmask, sequence_split=_splits_sequence(training_args)
+            args.max_seq_len, tokenizer.pad_token_id, args.flashmask, sequence_split=splits_sequence(training_args)
         ),
         tokenizer=tokenizer,
         callbacks=[report],
