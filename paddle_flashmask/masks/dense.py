@@ -102,13 +102,11 @@ def to_dense(
     seqlen_k = idx.shape[2]
     seqlen_q = seqlen_k if seqlen_q is None else _args.integer(seqlen_q, "seqlen_q", where, minimum=1)
     lts, lte, uts, ute = (b[:, :, None, :] for b in normalized_bounds(idx, causal, seqlen_q))
-    if rows is None:
-        rows = np.arange(seqlen_q)
-    rows = np.asarray(rows)
-    in_range = rows.size == 0 or (rows.min() >= 0 and rows.max() < seqlen_q)
-    if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer) or not in_range:
+    query_rows = np.arange(seqlen_q) if rows is None else np.asarray(rows)
+    in_range = query_rows.size == 0 or (query_rows.min() >= 0 and query_rows.max() < seqlen_q)
+    if query_rows.ndim != 1 or not np.issubdtype(query_rows.dtype, np.integer) or not in_range:
         raise ValueError(f"{where}: `rows` must be a 1-D array of query indices in [0, {seqlen_q}), got {rows!r}"[:300])
-    rows = rows[:, None]
+    rows = query_rows[:, None]
     cols = np.arange(seqlen_k)[None, :]
     masked = ((rows >= lts) & (rows < lte)) | ((rows >= uts) & (rows < ute))
     if causal:
@@ -123,7 +121,7 @@ def to_dense(
                 f"ceil(seqlen_k/{BLOCK_MASK_SIZE})] = {list(blocks)}, got {list(keep.shape)}"
             )
         keep = np.repeat(np.repeat(keep, BLOCK_MASK_SIZE, axis=2), BLOCK_MASK_SIZE, axis=3)
-        allowed = allowed & keep[:, :, rows[:, 0], :seqlen_k]
+        allowed = allowed & keep[:, :, query_rows, :seqlen_k]
     return allowed
 
 
