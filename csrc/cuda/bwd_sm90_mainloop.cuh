@@ -16,6 +16,7 @@
 #include "mask.cuh"
 #include "sm90_pipeline.cuh"
 #include "sm90_wgmma.cuh"
+#include "softmax.cuh"
 
 namespace flashmask {
 namespace cuda {
@@ -145,9 +146,9 @@ struct BwdSm90Mainloop {
         const float L = l_s[lq], Dq = ds_s[lq];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          const float pv = exp2f(fmaf(acc_s[4 * j + 2 * r + c], scale_log2, -L));
+          const float pv = score_prob(acc_s[4 * j + 2 * r + c], scale_log2, L);
           acc_s[4 * j + 2 * r + c] = pv;
-          acc_dp[4 * j + 2 * r + c] = pv * (acc_dp[4 * j + 2 * r + c] - Dq);
+          acc_dp[4 * j + 2 * r + c] = score_grad(pv, acc_dp[4 * j + 2 * r + c], Dq);
         }
       }
 #pragma unroll

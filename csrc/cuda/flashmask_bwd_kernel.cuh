@@ -19,6 +19,7 @@
 
 #include "dq_accum_order.cuh"
 #include "kernel_common.cuh"
+#include "softmax.cuh"
 
 namespace flashmask {
 namespace cuda {
@@ -151,8 +152,8 @@ __device__ __forceinline__ void add_dq_partial(float* dq_accum, int64_t acc_row0
   }
 }
 
-// P^T = exp2(S^T * scale_log2 - lse) and (kNeedDS) dS^T = P^T (dP^T - rowsum) in place, for
-// the query columns nt * 8 + 2t + c of l_s (lse * log2 e) and ds_s (rowsum(dO * O)).
+// P^T (score_prob) and (kNeedDS) dS^T (score_grad) in place, for the query columns
+// nt * 8 + 2t + c of l_s (lse * log2 e) and ds_s (rowsum(dO * O)).
 template <int MT, bool kNeedDS>
 __device__ __forceinline__ void p_and_ds(float (&acc_s)[MT][4], float (&acc_dp)[MT][4], const float* l_s,
                                          const float* ds_s, float scale_log2, int t) {
@@ -165,9 +166,9 @@ __device__ __forceinline__ void p_and_ds(float (&acc_s)[MT][4], float (&acc_dp)[
       const float Dq = kNeedDS ? ds_s[lq] : 0.f;
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        const float pv = exp2f(fmaf(acc_s[nt][2 * r + c], scale_log2, -L));
+        const float pv = score_prob(acc_s[nt][2 * r + c], scale_log2, L);
         acc_s[nt][2 * r + c] = pv;
-        if (kNeedDS) acc_dp[nt][2 * r + c] = pv * (acc_dp[nt][2 * r + c] - Dq);
+        if (kNeedDS) acc_dp[nt][2 * r + c] = score_grad(pv, acc_dp[nt][2 * r + c], Dq);
       }
     }
 }
@@ -460,8 +461,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = e >> 1;
-        const float pv = exp2f(fmaf(acc_s[nt][e], blk.scale_log2, -Lr[r]));
-        acc_dp[nt][e] = pv * (acc_dp[nt][e] - Dr[r]);
+        acc_dp[nt][e] = score_grad(score_prob(acc_s[nt][e], blk.scale_log2, Lr[r]), acc_dp[nt][e], Dr[r]);
       }
     // dQ += dS K
     dq_add_ds_k<T, Cfg>(acc_dq, acc_dp, sm.k, lane);

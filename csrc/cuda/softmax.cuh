@@ -1,6 +1,7 @@
 // Online softmax of the forward kernels (sm80 and Hopper), in base 2 with the softmax
 // scale folded into one FMA per score: the running row max and sum of a thread's rows,
-// the rescale factor of the old output when the max grows, and the row's LSE.
+// the rescale factor of the old output when the max grows, and the row's LSE. Also the
+// probability and score gradient the backward kernels recompute from the forward's LSE.
 #pragma once
 
 #include <cmath>
@@ -9,6 +10,15 @@
 
 namespace flashmask {
 namespace cuda {
+
+// Here, not in kernel_common.cuh: the backward recomputes this file's softmax by its formulas.
+// A score's probability, P = exp2(S * scale_log2 - base): base is the row's max of
+// S * scale_log2 (forward) or its lse * log2 e (backward).
+__device__ __forceinline__ float score_prob(float s, float scale_log2, float base) {
+  return exp2f(fmaf(s, scale_log2, -base));
+}
+// The score's gradient through the softmax, dS = P (dP - rowsum(dO * O)).
+__device__ __forceinline__ float score_grad(float p, float dp, float rowsum) { return p * (dp - rowsum); }
 
 // Max and sum over the four threads (t = lane & 3) that share a row of an mma fragment.
 __device__ __forceinline__ float quad_max(float x) {
