@@ -307,6 +307,19 @@ int run_bwd_sm90(const BwdParams& p, const BwdWork& w, cudaStream_t stream) {
   return check_cuda(cudaGetLastError(), "flashmask_bwd_sm90_kernel launch");
 }
 
+// One mma.sync dK/dV launch (flashmask_bwd_dkdv_kernel<T, Cfg, kDQ, kDK, kDV>), a CTA per key
+// block, its query-tile list in shared memory: nonzero when that memory was refused (error
+// recorded); the caller checks the launch.
+template <typename T, typename Cfg, bool kDQ, bool kDK, bool kDV>
+int launch_bwd_dkdv(const BwdParams& p, const BwdWork& w, const char* name, cudaStream_t stream) {
+  const AttentionShape& s = p.shape;
+  auto kernel = flashmask_bwd_dkdv_kernel<T, Cfg, kDQ, kDK, kDV>;
+  if (int rc = prepare_list_smem(kernel, Cfg::kSmemFixed, s.seqlen_q, Cfg::kBlockM, "seqlen_q", name)) return rc;
+  const dim3 grid(ceil_div(s.seqlen_k, Cfg::kBlockN), s.num_heads_k, s.batch);
+  kernel<<<grid, Cfg::kThreads, list_smem_bytes(Cfg::kSmemFixed, s.seqlen_q, Cfg::kBlockM), stream>>>(p, w);
+  return 0;
+}
+
 template <typename T, int D>
 int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
   using KC = KernelChoice<D>;
@@ -351,29 +364,19 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
       return rc;
   }
 
-  const dim3 grid(L.n_tiles, s.num_heads_k, s.batch);
-  const size_t smem = list_smem_bytes(Cfg::kSmemFixed, s.seqlen_q, Cfg::kBlockM);
   if (L.n_tiles > 0) {
     if (sm90) {
       if (int rc = run_bwd_sm90<T, KC>(p, w, stream)) return rc;
     } else if constexpr (!KC::kSplitDKDV) {
-      if (p.deterministic) {
-        auto k = flashmask_bwd_dkdv_kernel<T, Cfg, false, true, true>;
-        if (int rc = prepare_list_smem(k, Cfg::kSmemFixed, s.seqlen_q, Cfg::kBlockM, "seqlen_q", "flashmask_bwd_dkdv_kernel")) return rc;
-        k<<<grid, Cfg::kThreads, smem, stream>>>(p, w);
-      } else {
-        auto k = flashmask_bwd_dkdv_kernel<T, Cfg, true, true, true>;
-        if (int rc = prepare_list_smem(k, Cfg::kSmemFixed, s.seqlen_q, Cfg::kBlockM, "seqlen_q", "flashmask_bwd_dkdv_kernel")) return rc;
-        k<<<grid, Cfg::kThreads, smem, stream>>>(p, w);
-      }
+      auto launch =
+          p.deterministic ? launch_bwd_dkdv<T, Cfg, false, true, true> : launch_bwd_dkdv<T, Cfg, true, true, true>;
+      if (int rc = launch(p, w, "flashmask_bwd_dkdv_kernel", stream)) return rc;
     } else {
-      auto kv = flashmask_bwd_dkdv_kernel<T, Cfg, false, false, true>;
-      if (int rc = prepare_list_smem(kv, Cfg::kSmemFixed, s.seqlen_q, Cfg::kBlockM, "seqlen_q", "flashmask_bwd_dkdv_kernel(dv)")) return rc;
-      kv<<<grid, Cfg::kThreads, smem, stream>>>(p, w);
+      if (int rc = launch_bwd_dkdv<T, Cfg, false, false, true>(p, w, "flashmask_bwd_dkdv_kernel(dv)", stream))
+        return rc;
       if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_dkdv_kernel(dv) launch")) return rc;
-      auto k = flashmask_bwd_dkdv_kernel<T, Cfg, false, true, false>;
-      if (int rc = prepare_list_smem(k, Cfg::kSmemFixed, s.seqlen_q, Cfg::kBlockM, "seqlen_q", "flashmask_bwd_dkdv_kernel(dk)")) return rc;
-      k<<<grid, Cfg::kThreads, smem, stream>>>(p, w);
+      if (int rc = launch_bwd_dkdv<T, Cfg, false, true, false>(p, w, "flashmask_bwd_dkdv_kernel(dk)", stream))
+        return rc;
     }
     if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_dkdv_kernel launch")) return rc;
   }
