@@ -24,6 +24,11 @@
 namespace flashmask {
 namespace cuda {
 
+// The per-row arrays of the backward's workspace have sq_pad rows per (batch, head): seqlen_q
+// rounded up to kBwdRowPad, the largest query tile of the backward kernels (the Hopper
+// backward's at D=64), so that every kernel's query tiles lie inside them (KernelSet checks).
+constexpr int kBwdRowPad = 128;
+
 struct BwdWork {
   const TileBounds* tile_bounds;  // per key tile of kBlockN (dkdv) columns
   const float* lse_log2;          // [B, H, sq_pad]: lse*log2(e); +inf for empty/padded rows
@@ -51,7 +56,7 @@ struct BwdConfig {
   static constexpr int DQC = DPW < 64 ? DPW : 64;      // columns per accumulation chunk
   static constexpr int kSmemFixed = (2 * kBlockN * D + 2 * kStages * kBlockM * D +
                                      kBlockN * kBlockM) * 2 +
-                                    2 * kStages * kBlockM * 4 + 32 * 4;
+                                    2 * kStages * kBlockM * 4 + kListScratchInts * 4;
 };
 
 // S^T = K Q^T (or dP^T = V dO^T) for the warp's m16 tile of keys, all MT n8 tiles of
@@ -214,7 +219,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   float* sL = reinterpret_cast<float*>(sdS + kBlockN * kBlockM);
   float* sDs = sL + kStages * kBlockM;
   int* sScratch = reinterpret_cast<int*>(sDs + kStages * kBlockM);
-  TileEntry* sList = reinterpret_cast<TileEntry*>(sScratch + 32);
+  TileEntry* sList = reinterpret_cast<TileEntry*>(sScratch + kListScratchInts);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
@@ -500,8 +505,8 @@ struct BwdPrepShape {
   static constexpr int kThreads = 256, kThreadsPerRow = D / 8, kRowsPerThread = 4;
   static constexpr int kRowsPerPass = kThreads / kThreadsPerRow;
   static constexpr int kRowsPerBlock = kRowsPerPass * kRowsPerThread;
-  // A block stays inside one (b, h): the padded row count is a multiple of 128.
-  static_assert(128 % kRowsPerBlock == 0, "prep blocks must tile the 128-row padding");
+  // A block stays inside one (b, h): the padded row count is a multiple of kBwdRowPad.
+  static_assert(kBwdRowPad % kRowsPerBlock == 0, "prep blocks must tile the row padding");
 };
 
 template <typename T, int D>

@@ -150,7 +150,7 @@ struct BwdSm90Config {
     // kDqInQSlot: every consumer warp's S^T, dP^T of the slot done (and its GEMMs of the tile before)
     uint64_t scores_done[kScoresBars];
     BwdListRecord records[2];
-    int scratch[32];  // the builders' list compaction and work counter
+    int scratch[kListScratchInts];  // the builders' list compaction and work counter
     TileEntry lists[kBwdListBuffers][sm90::kListCapacity];
   };
   static_assert(offsetof(Smem, v) % 1024 == 0 && offsetof(Smem, q) % 1024 == 0 && offsetof(Smem, dout) % 1024 == 0 &&
@@ -158,7 +158,8 @@ struct BwdSm90Config {
                 "SW128 tiles start 1024-byte aligned");
   static_assert(sizeof(Smem) == 2 * kKVBytes + 2 * kStages * kQBytes + kDsBuffers * kBlockN * kBlockM * 2 +
                                     kConsumers * kDqStageBytes + 2 * kStages * kRowBytes +
-                                    (8 + 2 * kStages + 2 * kDsBars + kScoresBars) * 8 + 2 * sizeof(BwdListRecord) + 32 * 4 +
+                                    (8 + 2 * kStages + 2 * kDsBars + kScoresBars) * 8 + 2 * sizeof(BwdListRecord) +
+                                    kListScratchInts * sizeof(int) +
                                     kBwdListBuffers * sm90::kListCapacity * sizeof(TileEntry),
                 "no padding");
   static constexpr int kListBuilders = 96;  // warps 1-3 build the query-tile lists

@@ -96,14 +96,15 @@ struct FwdSm90Config {
     uint64_t v_full[kStages], v_empty[kStages];
     uint64_t list_full[kFwdItemBuffers], list_empty[kFwdItemBuffers];
     FwdItemRecord records[kFwdItemBuffers];
-    int scratch[32];  // the scheduler's list compaction and work counter
+    int scratch[kListScratchInts];  // the scheduler's list compaction and work counter
     TileEntry lists[kFwdItemBuffers][sm90::kListCapacity];
   };
   static_assert(offsetof(Smem, k) % 1024 == 0 && offsetof(Smem, v) % 1024 == 0 && sizeof(Smem::q[0]) % 1024 == 0 &&
                     sizeof(Smem::k[0]) % 1024 == 0,
                 "SW128 tiles start 1024-byte aligned");
   static_assert(sizeof(Smem) == kQStages * kQBytes + 2 * kStages * kKVBytes + kStages * kBlockN * 16 +
-                                    (2 * kQStages + 4 * kStages + 4) * 8 + 2 * sizeof(FwdItemRecord) + 32 * 4 +
+                                    (2 * kQStages + 4 * kStages + 4) * 8 + 2 * sizeof(FwdItemRecord) +
+                                    kListScratchInts * sizeof(int) +
                                     kFwdItemBuffers * sm90::kListCapacity * sizeof(TileEntry),
                 "no padding");
   // Bytes of shared memory, with alignment slack.

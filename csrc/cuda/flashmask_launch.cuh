@@ -63,6 +63,8 @@ struct KernelSet {
   using Bwd = BwdC;
   using BwdSm90 = BwdSm90Config<D>;  // Hopper, non-deterministic (TMA + wgmma)
   using Dq = DqC;
+  static_assert(kBwdRowPad % Bwd::kBlockM == 0 && kBwdRowPad % BwdSm90::kBlockM == 0 && kBwdRowPad % Dq::kBlockM == 0,
+                "the backward's query tiles divide the padding of its per-row arrays");
   static constexpr bool kSplitDKDV = kSplit;
 };
 template <int D>
@@ -145,7 +147,7 @@ BwdLayout bwd_layout(const BwdParams& p) {
   using KC = KernelChoice<D>;
   BwdLayout L;
   const size_t B = p.shape.batch, H = p.shape.num_heads, Hm = p.mask.num_mask_heads;
-  L.sq_pad = ceil_div(p.shape.seqlen_q, 128) * 128;
+  L.sq_pad = ceil_div(p.shape.seqlen_q, kBwdRowPad) * kBwdRowPad;
   L.n_tiles = ceil_div(p.shape.seqlen_k, KC::Bwd::kBlockN);
   L.n_tiles_dq = ceil_div(p.shape.seqlen_k, KC::Dq::kBlockN);
   size_t off = 0;
@@ -277,8 +279,7 @@ int run_fwd(const FwdParams& p, void* workspace, cudaStream_t stream) {
 template <typename T, typename KC>
 int run_bwd_sm90(const BwdParams& p, const BwdWork& w, cudaStream_t stream) {
   using Cfg = typename KC::BwdSm90;
-  static_assert(Cfg::kBlockN == KC::Bwd::kBlockN && 128 % Cfg::kBlockM == 0,
-                "tile bounds are shared with the sm80 kernel; query tiles divide the 128-row padding");
+  static_assert(Cfg::kBlockN == KC::Bwd::kBlockN, "tile bounds are shared with the sm80 kernel");
   const AttentionShape& s = p.shape;
   BwdTensorMaps maps{};
   if (make_tile_tensor_map(&maps.q, p.q, p.dtype, s, s.seqlen_q, s.num_heads, p.q_strides,

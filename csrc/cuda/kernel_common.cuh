@@ -179,9 +179,8 @@ struct Sm80Problem {
 template <int D, int kBlockM, int kBlockN, int kQTiles>
 struct Sm80QueryBlockSmem {
   static constexpr int kElemBytes = 2;
-  static constexpr int kScratchInts = 32;
   static constexpr int kFixedBytes = (kQTiles * kBlockM + 2 * kBlockN) * D * kElemBytes +
-                                     (kBlockN * 4 + kScratchInts) * static_cast<int>(sizeof(int));
+                                     (kBlockN * 4 + kListScratchInts) * static_cast<int>(sizeof(int));
   template <typename T>
   struct Tiles {
     static_assert(sizeof(T) == kElemBytes, "the mma.sync kernels take 16-bit elements");
@@ -194,7 +193,7 @@ struct Sm80QueryBlockSmem {
           v(k + kBlockN * D),
           bounds(reinterpret_cast<int*>(v + kBlockN * D)),
           scratch(bounds + kBlockN * 4),
-          list(reinterpret_cast<TileEntry*>(scratch + kScratchInts)) {}
+          list(reinterpret_cast<TileEntry*>(scratch + kListScratchInts)) {}
   };
 };
 

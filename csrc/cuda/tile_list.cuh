@@ -34,6 +34,12 @@ struct TileSegment {
 // consumers reset their accumulators at the first segment and write out at the last.
 enum SegmentFlags : int { kFirstSegment = 1, kLastSegment = 2 };
 
+// The scratch ints a list builder's group shares (in shared memory, next to its lists): the
+// warps' counts from slot 0, build_tile_segment's rest slot, take_work_item's slot.
+constexpr int kListScratchInts = 32, kRestSlot = 30, kWorkItemSlot = 31;
+static_assert(kRestSlot < kWorkItemSlot && kWorkItemSlot < kListScratchInts,
+              "the work item's slot lies past the list builder's, inside the scratch");
+
 // Compaction by a group of kThreads threads (local ids tid = 0..kThreads-1, whole
 // warps): list[0..count) = TileEntry::make(index, kind) for the indices of [begin, end)
 // whose kind (classify(index)) is not kSkip, in ascending order (kDescending: descending),
@@ -44,7 +50,7 @@ enum SegmentFlags : int { kFirstSegment = 1, kLastSegment = 2 };
 template <int kThreads, bool kDescending, typename F, typename Sync>
 __device__ __forceinline__ TileSegment build_tile_segment(TileEntry* list, int* scratch, int begin, int end,
                                                           int capacity, F classify, int tid, Sync sync) {
-  constexpr int kWarps = kThreads / 32, kRestSlot = 30;
+  constexpr int kWarps = kThreads / 32;
   static_assert(kWarps <= kRestSlot, "scratch holds the warps' counts below the rest slot");
   const int lane = tid & 31, warp = tid >> 5, span = end - begin;
   int count = 0;
@@ -90,13 +96,13 @@ __device__ __forceinline__ int build_tile_list(TileEntry* list, int* scratch, in
 }
 
 // A persistent CTA's next work item: one thread of a group of threads takes it from the
-// global counter and the group reads it through scratch[31] (build_tile_list uses only the
-// first kWarps slots and slot 30). Every thread returns the item; call uniformly.
+// global counter and the group reads it through scratch[kWorkItemSlot] (not a slot
+// build_tile_segment uses). Every thread returns the item; call uniformly.
 template <typename Sync>
 __device__ __forceinline__ int take_work_item(int* counter, int* scratch, int tid, Sync sync) {
-  if (tid == 0) scratch[31] = atomicAdd(counter, 1);
+  if (tid == 0) scratch[kWorkItemSlot] = atomicAdd(counter, 1);
   sync();
-  const int item = scratch[31];
+  const int item = scratch[kWorkItemSlot];
   sync();  // every thread has read it before scratch is reused
   return item;
 }
