@@ -78,7 +78,7 @@ __device__ __forceinline__ void online_softmax_rows(float (&acc_s)[MI][NT][4], f
       for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
-          const float pv = exp2f(fmaf(acc_s[mi][nt][2 * r + c], scale_log2, -base));
+          const float pv = score_prob(acc_s[mi][nt][2 * r + c], scale_log2, base);
           acc_s[mi][nt][2 * r + c] = pv;
           sum += pv;
         }
@@ -118,15 +118,15 @@ struct OnlineSoftmax {
     for (int j = 4; j < NT; ++j) part[j % 4] = fmaxf(part[j % 4], pair_max(j));
     return quad_max(fmaxf(fmaxf(part[0], part[1]), fmaxf(part[2], part[3]))) * scale_log2;
   }
-  // Row r's P = exp2(S * scale_log2 - base) into pa, and the thread's sum of it (four
+  // Row r's P (score_prob against base) into pa, and the thread's sum of it (four
   // partial sums, each from its first chunk's two probabilities).
   static __device__ __forceinline__ float probs(const float (&s)[NT * 4], uint32_t (&pa)[NT / 2][4], int r,
                                                 float scale_log2, float base) {
     float sum[4];
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
-      const float p0 = exp2f(fmaf(s[4 * j + 2 * r], scale_log2, -base));
-      const float p1 = exp2f(fmaf(s[4 * j + 2 * r + 1], scale_log2, -base));
+      const float p0 = score_prob(s[4 * j + 2 * r], scale_log2, base);
+      const float p1 = score_prob(s[4 * j + 2 * r + 1], scale_log2, base);
       pa[j / 2][2 * (j % 2) + r] = Pack<T>::two(p0, p1);
       sum[j % 4] = j < 4 ? p0 + p1 : (sum[j % 4] + p0) + p1;
     }
