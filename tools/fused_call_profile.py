@@ -1,7 +1,10 @@
 """Per-kernel CUDA times of our forward, backward and fwd+bwd call, in bench_gpu.py's three
 timing modes, to tell whether a fwd+bwd call costs more than its parts and where.
 
-    python tools/fused_call_profile.py CONFIGS MASKS OUT.json   # e.g. 8k-128,32k-128 document,full
+    python tools/fused_call_profile.py CONFIGS MASKS OUT.json [IMPL]  # e.g. 8k-128,32k-128 document,full
+
+IMPL: ours (default) or cudnn (torch's scaled_dot_product_attention on its cuDNN backend, full
+and causal only), to compare the kernels each launches and their times on the same shapes.
 
 For each config and mask: the event-timed median of each mode (blocks of 15 calls, L2 flushed
 before each, as bench_gpu.py timed them before it took the modes in turns) and, from
@@ -12,6 +15,8 @@ import json
 import sys
 
 import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, ".")
@@ -49,20 +54,35 @@ def kernel_ms(fn, flush):
     return {k: round(v, 3) for k, v in sorted(per.items(), key=lambda x: -x[1]) if v > MIN_KERNEL_MS}
 
 
-def profile_mask(cfg, mname, flush):
+def attention_call(impl, spec, mname):
+    """The call to profile: ours as bench_gpu.py calls it (full and causal without bounds), or
+    cuDNN's SDPA ([B, N, H, D] tensors, transposed as bench_gpu.py does)."""
+    if impl == "ours":
+        idx = ours_indices(mname, torch.from_numpy(spec.startend_row_indices).cuda())
+        return lambda q, k, v: flashmask_attention(q, k, v, idx, causal=spec.causal)
+    if impl != "cudnn" or mname not in ("full", "causal"):
+        sys.exit(f"IMPL ours, or cudnn on full and causal only; not {impl} on {mname}")
+
+    def sdpa(q, k, v):
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=spec.causal).transpose(1, 2)
+
+    return sdpa
+
+
+def profile_mask(cfg, mname, flush, impl):
     n, b, d, h = CONFIGS[cfg]
     g = torch.Generator(device="cuda").manual_seed(1)
     q, k, v, do = (torch.randn(b, n, h, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4))
     for x in (q, k, v):
         x.requires_grad_(True)
-    spec = build_mask(mname, n, b, h)
-    # Called as bench_gpu.py calls it: full and causal without bounds.
-    idx, causal = ours_indices(mname, torch.from_numpy(spec.startend_row_indices).cuda()), spec.causal
-    out = flashmask_attention(q, k, v, idx, causal=causal)
+    attend = attention_call(impl, build_mask(mname, n, b, h), mname)
+    out = attend(q, k, v)
 
     def fwd():
         with torch.no_grad():
-            return flashmask_attention(q, k, v, idx, causal=causal)
+            return attend(q, k, v)
 
     def bwd():
         for x in (q, k, v):
@@ -72,7 +92,7 @@ def profile_mask(cfg, mname, flush):
     def fwdbwd():
         for x in (q, k, v):
             x.grad = None
-        flashmask_attention(q, k, v, idx, causal=causal).backward(do)
+        attend(q, k, v).backward(do)
 
     row = {}
     for name, fn in (("fwd", fwd), ("bwd", bwd), ("fwdbwd", fwdbwd)):
@@ -85,13 +105,14 @@ def profile_mask(cfg, mname, flush):
 
 def main():
     configs, mask_names, out_path = sys.argv[1].split(","), sys.argv[2].split(","), sys.argv[3]
+    impl = sys.argv[4] if len(sys.argv) > 4 else "ours"
     flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
     res = {}
     for cfg in configs:
         for mname in mask_names:
-            row = res[f"{cfg}/{mname}"] = profile_mask(cfg, mname, flush)
+            row = res[f"{cfg}/{mname}/{impl}"] = profile_mask(cfg, mname, flush, impl)
             f, b, fb = (row[m + "_event_ms"] for m in ("fwd", "bwd", "fwdbwd"))
-            print(f"{cfg} {mname}: fwd {f:.2f} bwd {b:.2f} fwd+bwd {fb:.2f} ms ({fb / (f + b):.3f} of the parts)")
+            print(f"{cfg} {mname} {impl}: fwd {f:.2f} bwd {b:.2f} fwd+bwd {fb:.2f} ms ({fb / (f + b):.3f} of the parts)")
             for m in ("fwd", "bwd", "fwdbwd"):
                 print(f"  {m}: {json.dumps(row[m + '_kernels_ms'])}")
     with open(out_path, "w") as f:

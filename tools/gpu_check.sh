@@ -11,10 +11,12 @@
 # this build in turns
 # (tools/ab_compare.py: 8K, D=64/128/256, full/causal/causal_document/sliding_window, fwd and bwd,
 # 5 rounds of AB_REPS timed calls each, default 5).
-# ncu:MASKS[:D[:DIRS]] (e.g. ncu:causal,full or ncu:causal,full:256:fwd; D defaults to 128,
-# DIRS to fwd,bwd) profiles our kernels, and FA4's called directly where fa4:DIR installed it,
-# at 8K, B=4, H*D=4096, with source counters, and writes each kernel's details and SASS source
-# page, packed as $OUT/ncu_dD.tgz (tools/ncu_compare.py reads the *_src.csv files).
+# ncu:MASKS[:D[:DIRS[:IMPLS]]] (e.g. ncu:causal,full or ncu:causal,full:256:fwd; D defaults to
+# 128, DIRS to fwd,bwd) profiles our kernels, and FA4's called directly where fa4:DIR installed
+# it, at 8K, B=4, H*D=4096, with source counters, and writes each kernel's details and SASS
+# source page, packed as $OUT/ncu_dD.tgz (tools/ncu_compare.py reads the *_src.csv files).
+# IMPLS (e.g. ours,cudnn) replaces that choice; cudnn (SDPA's cuDNN backend, full and causal)
+# has its kernels' names unknown here, so it profiles every kernel of the fwd+bwd (DIRS unused).
 # Logs go to $OUT (or ./output). Assumes build/libflashmask_cuda.so was built (tools/build_cuda.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -76,14 +78,19 @@ for step in "$@"; do
       export PYTHONPATH="$site:$site/nvidia_cutlass_dsl/dsl_packages:$PYTHONPATH"
       python3 -c "from flash_attn.cute import flash_attn_func; print('fa4 installed')" ;;
     ncu:*)
-      IFS=: read -r _ masks d dirs <<< "$step"; d="${d:-128}"; dirs="${dirs:-fwd,bwd}"
-      impls=ours; python3 -c "import flash_attn.cute" 2>/dev/null && impls="fa4 ours"
+      IFS=: read -r _ masks d dirs impls <<< "$step"; d="${d:-128}"; dirs="${dirs:-fwd,bwd}"
+      if [[ -n "$impls" ]]; then impls="$(tr , ' ' <<< "$impls")"
+      else impls=ours; python3 -c "import flash_attn.cute" 2>/dev/null && impls="fa4 ours"; fi
       mkdir -p "$OUT/ncu" /tmp/ncu_reports
-      for mask in $(tr , ' ' <<< "$masks"); do for impl in $impls; do for dir in $(tr , ' ' <<< "$dirs"); do
+      for mask in $(tr , ' ' <<< "$masks"); do for impl in $impls; do
+        if [[ "$impl" == cudnn ]]; then dlist=all; else dlist="$(tr , ' ' <<< "$dirs")"; fi
+        for dir in $dlist; do
         name="${impl}_${mask}_${dir}_d$d"
+        if [[ "$dir" == all ]]; then pick=(--nvtx --nvtx-include "attention/" --launch-count 16)
+        else pick=(-k regex:"flash_${dir}_sm90|flashmask_${dir}_sm90" --launch-count 1); fi
         timeout 150 ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section SourceCounters \
-          --section LaunchStats --metrics sm__inst_executed.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,sm__cycles_elapsed.avg,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum \
-          -k regex:"flash_${dir}_sm90|flashmask_${dir}_sm90" --launch-count 1 -f -o "/tmp/ncu_reports/$name" \
+          --section LaunchStats --section Occupancy --metrics sm__inst_executed.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,sm__cycles_elapsed.avg,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum \
+          "${pick[@]}" -f -o "/tmp/ncu_reports/$name" \
           python3 tools/profile_kernels.py 8192 4 $((4096 / d)) "$d" "$mask" "$impl" > "$OUT/ncu/$name.log" 2>&1; r=$?
         echo "ncu $name rc=$r"; rc=$((rc|r))
         ncu -i "/tmp/ncu_reports/$name.ncu-rep" --csv --page details > "$OUT/ncu/${name}_details.csv" 2>/dev/null

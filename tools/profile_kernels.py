@@ -1,8 +1,10 @@
 """One fwd+bwd for ncu: python tools/profile_kernels.py [N] [B] [H] [D] [mask] [impl].
 
-impl: ours (default) or fa4 (FlashAttention-4 called directly, flash_attn.cute.flash_attn_func;
-full and causal only), so that ncu can compare the two kernels on the same shapes. Ours is
-called as bench_gpu.py calls it (full and causal without bounds: the mask-less kernels).
+impl: ours (default), fa4 (FlashAttention-4 called directly, flash_attn.cute.flash_attn_func)
+or cudnn (torch's scaled_dot_product_attention on its cuDNN backend, as bench_gpu.py's cuDNN
+column); fa4 and cudnn run full and causal only, so that ncu can compare the kernels on the same
+shapes. Ours is called as bench_gpu.py calls it (full and causal without bounds: the mask-less
+kernels).
 """
 import sys
 
@@ -28,10 +30,18 @@ if impl == "fa4":
 
     out = flash_attn_func(q, k, v, causal=mask == "causal")
     out = out[0] if isinstance(out, tuple) else out
+elif impl == "cudnn":
+    if mask not in ("full", "causal"):
+        sys.exit(f"cudnn runs the dense masks only (full, causal), not {mask}")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        out = torch.nn.functional.scaled_dot_product_attention(
+            *(x.transpose(1, 2) for x in (q, k, v)), is_causal=mask == "causal").transpose(1, 2)
 elif impl == "ours":
     out = flashmask_attention(q, k, v, ours_indices(mask, spec.startend_row_indices), causal=spec.causal)
 else:
-    sys.exit(f"impl must be ours or fa4, not {impl}")
+    sys.exit(f"impl must be ours, fa4 or cudnn, not {impl}")
 out.backward(do)
 torch.cuda.nvtx.range_pop()
 torch.cuda.synchronize()
