@@ -15,8 +15,8 @@
 # 128, DIRS to fwd,bwd) profiles our kernels, and FA4's called directly where fa4:DIR installed
 # it, at 8K, B=4, H*D=4096, with source counters, and writes each kernel's details and SASS
 # source page, packed as $OUT/ncu_dD.tgz (tools/ncu_compare.py reads the *_src.csv files).
-# IMPLS (e.g. ours,cudnn) replaces that choice; cudnn (SDPA's cuDNN backend, full and causal)
-# has its kernels' names unknown here, so it profiles every kernel of the fwd+bwd (DIRS unused).
+# IMPLS (e.g. ours,cudnn) replaces that choice; cudnn is SDPA's cuDNN backend (full and causal),
+# its sm90 fprop/bprop kernels.
 # Logs go to $OUT (or ./output). Assumes build/libflashmask_cuda.so was built (tools/build_cuda.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -82,15 +82,13 @@ for step in "$@"; do
       if [[ -n "$impls" ]]; then impls="$(tr , ' ' <<< "$impls")"
       else impls=ours; python3 -c "import flash_attn.cute" 2>/dev/null && impls="fa4 ours"; fi
       mkdir -p "$OUT/ncu" /tmp/ncu_reports
-      for mask in $(tr , ' ' <<< "$masks"); do for impl in $impls; do
-        if [[ "$impl" == cudnn ]]; then dlist=all; else dlist="$(tr , ' ' <<< "$dirs")"; fi
-        for dir in $dlist; do
+      for mask in $(tr , ' ' <<< "$masks"); do for impl in $impls; do for dir in $(tr , ' ' <<< "$dirs"); do
         name="${impl}_${mask}_${dir}_d$d"
-        if [[ "$dir" == all ]]; then pick=(--nvtx --nvtx-include "attention/" --launch-count 16)
-        else pick=(-k regex:"flash_${dir}_sm90|flashmask_${dir}_sm90" --launch-count 1); fi
+        kernels="flash_${dir}_sm90|flashmask_${dir}_sm90"
+        [[ "$impl" == cudnn ]] && kernels="sdpa_sm90_flash_${dir:0:1}prop"
         timeout 150 ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section SourceCounters \
           --section LaunchStats --section Occupancy --metrics sm__inst_executed.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,sm__cycles_elapsed.avg,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum \
-          "${pick[@]}" -f -o "/tmp/ncu_reports/$name" \
+          -k regex:"$kernels" --launch-count 1 -f -o "/tmp/ncu_reports/$name" \
           python3 tools/profile_kernels.py 8192 4 $((4096 / d)) "$d" "$mask" "$impl" > "$OUT/ncu/$name.log" 2>&1; r=$?
         echo "ncu $name rc=$r"; rc=$((rc|r))
         ncu -i "/tmp/ncu_reports/$name.ncu-rep" --csv --page details > "$OUT/ncu/${name}_details.csv" 2>/dev/null

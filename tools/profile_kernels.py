@@ -22,7 +22,7 @@ spec = build_mask(mask, n, b, h)
 q, k, v, do = (torch.randn(b, n, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
 for x in (q, k, v):
     x.requires_grad_()
-torch.cuda.nvtx.range_push("attention")  # ncu --nvtx --nvtx-include attention/ skips torch's own kernels
+torch.cuda.nvtx.range_push("attention")  # the forward's kernels for ncu --nvtx (the backward runs on autograd's thread)
 if impl == "fa4":
     if mask not in ("full", "causal"):
         sys.exit(f"fa4 runs the dense masks only (full, causal), not {mask}")
