@@ -31,7 +31,7 @@ LOW_PRECISION = ("float16", "bfloat16")
 # error. For out the terms are bounded by max |v|;
 # for the gradients the terms of dS = P (dP - D) carry the rounding of P and of
 # D = rowsum(dO * O), so a sharp softmax has large terms that cancel to a small
-# gradient (tolerance.gradient_term_sizes; the low-precision dtypes' gradients get
+# gradient (tolerance.BackwardTerms.term_sizes; the low-precision dtypes' gradients get
 # float32's roundoff of those terms as a floor as well, tolerance.roundoff_floor).
 FLOAT32_ROUNDOFF = tolerance.FLOAT32_ROUNDOFF
 ERROR_FACTOR = tolerance.ROUNDOFF_FACTOR
@@ -121,14 +121,11 @@ def test_cpu_against_float64_reference(case):
     allowed = masks.expand_mask_heads(
         masks.to_dense(idx, case.causal, case.seqlen_q, block_mask), case.num_heads, case.num_heads_k
     )
-    term_sizes = tolerance.gradient_term_sizes(
-        q64, k64, v64, dout64, ref_out, allowed, ref_lse, _softmax_scale(case)
-    )
+    terms = tolerance.BackwardTerms(q64, k64, v64, dout64, ref_out, allowed, ref_lse, _softmax_scale(case))
+    term_sizes = terms.term_sizes()
     if low:
         out_error = out.astype("float32").numpy().astype(np.float64) - ref_out
-        shifts = tolerance.output_rounding_shift(
-            q64, k64, dout64, out_error, allowed, ref_lse, _softmax_scale(case)
-        ) + (0.0,)
+        shifts = terms.output_rounding_shift(out_error) + (0.0,)
     for i, (name, t, want, term_size) in enumerate(zip(("dq", "dk", "dv"), (q, k, v), ref_grads, term_sizes)):
         got = t.grad.astype("float32").numpy()
         if low:

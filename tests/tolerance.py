@@ -84,73 +84,63 @@ def roundoff_floor(term_size: float) -> float:
     return ROUNDOFF_FACTOR * FLOAT32_ROUNDOFF * term_size
 
 
-def _probabilities(q, k_full, allowed, lse, scale):
-    """P [B, H, Sq, Sk] from the float64 reference's lse; 0 where masked or the row is empty."""
-    live = np.isfinite(lse)[..., None] & allowed
-    logits = _scores(q, k_full) * scale - np.where(np.isfinite(lse), lse, 0.0)[..., None]
-    return np.where(live, np.exp(np.where(live, logits, 0.0)), 0.0)
+class BackwardTerms:
+    """The float64 terms of a FlashAttention-style backward, computed once for the three
+    allowances below (NumPy, layouts [B, S, H, D], allowed [B, H, Sq, Sk] expanded to query
+    heads, lse [B, H, Sq] of the float64 reference): P from the reference's lse (0 where
+    masked or the row is empty), dP = dO V^T and D = rowsum(dO * O)."""
 
+    def __init__(self, q, k, v, dout, out, allowed, lse, scale):
+        self.q, self.k, self.dout, self.out, self.scale = q, k, dout, out, scale
+        self.heads_k = k.shape[2]
+        group = q.shape[2] // self.heads_k
+        self.k_full, v_full = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
+        live = np.isfinite(lse)[..., None] & allowed
+        logits = _scores(q, self.k_full) * scale - np.where(np.isfinite(lse), lse, 0.0)[..., None]
+        self.p = np.where(live, np.exp(np.where(live, logits, 0.0)), 0.0)
+        self.dp = _scores(dout, v_full)
+        self.rowsum = _row_dot(dout, out)[..., None]
 
-def output_rounding_shift(q, k, dout, out_error, allowed, lse, scale):
-    """The largest change of one element of dq and of dk (dv has none) that a kernel's
-    rounding of its output causes: a FlashAttention-style backward takes D = rowsum(dO * O)
-    from the output it is given, so an error out_error in O moves D by rowsum(dO * out_error)
-    and dS = P (dP - D) by -P times that (float64 NumPy, layouts as gradient_term_sizes). On
-    a call of a few tokens this one rounding can outweigh the low-precision computation's
-    whole error."""
-    heads_k = k.shape[2]
-    group = q.shape[2] // heads_k
-    k_full = np.repeat(k, group, axis=2)
-    p = _probabilities(q, k_full, allowed, lse, scale)
-    d_shift = _row_dot(dout, out_error)[..., None]
-    ds = -p * d_shift
-    dq = _over_keys(ds, k_full) * scale
-    dk = _group_sum(_over_queries(ds, q), heads_k) * scale
-    return float(np.abs(dq).max(initial=0.0)), float(np.abs(dk).max(initial=0.0))
+    def _per_key(self, x):
+        """[B, H, Sq, Sk] summed over queries and each key head's group -> [B, heads_k, Sk]."""
+        batch = x.shape[0]
+        return x.sum(axis=2).reshape(batch, self.heads_k, -1, x.shape[3]).sum(axis=2)
 
+    def _dq_dk(self, ds):
+        """dQ = dS K and dK = dS^T Q (scaled) of a score gradient ds [B, H, Sq, Sk]."""
+        dq = _over_keys(ds, self.k_full) * self.scale
+        dk = _group_sum(_over_queries(ds, self.q), self.heads_k) * self.scale
+        return dq, dk
 
-def operand_rounding_shift(q, k, v, dout, out, allowed, lse, scale, dtype: str):
-    """The largest change of one element of dq, dk and dv that a FlashAttention-style
-    backward's rounding of P and dS = P (dP - D) to `dtype` causes, before its products dV =
-    P^T dO, dK = dS^T Q and dQ = dS K with fp32 accumulators (float64 NumPy, layouts as
-    gradient_term_sizes). The plain low-precision computation rounds them too, but its own
-    error on a call of a few tokens is a lottery (one fp16 2 x 2 call: 1.3e-4 against the
-    kernel's 8.5e-4), so this rounding is allowed as such."""
-    heads_k = k.shape[2]
-    group = q.shape[2] // heads_k
-    k_full, v_full = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
-    p = _probabilities(q, k_full, allowed, lse, scale)
-    dp = _scores(dout, v_full)
-    ds = p * (dp - _row_dot(dout, out)[..., None])
-    # The kernel rounds its float32 P and dS; round_to takes them through float32 as well.
-    p_err, ds_err = (round_to(x, dtype).astype(np.float64) - x for x in (p, ds))
-    dq = _over_keys(ds_err, k_full) * scale
-    dk = _group_sum(_over_queries(ds_err, q), heads_k) * scale
-    dv = _group_sum(_over_queries(p_err, dout), heads_k)
-    return tuple(float(np.abs(x).max(initial=0.0)) for x in (dq, dk, dv))
+    def term_sizes(self):
+        """The largest sum of |terms| behind one element of dq, dk and dv. The terms of dS =
+        P (dP - D) carry the rounding of dP and of D, so a sharp softmax has large terms that
+        cancel to a small gradient."""
+        rowsum_terms = _row_dot(np.abs(self.dout), np.abs(self.out))[..., None]
+        ds_terms = self.p * (np.abs(self.dp - self.rowsum) + rowsum_terms)
+        return (
+            self.scale * ds_terms.sum(axis=3).max(initial=0.0) * np.abs(self.k).max(initial=0.0),
+            self.scale * self._per_key(ds_terms).max(initial=0.0) * np.abs(self.q).max(initial=0.0),
+            self._per_key(self.p).max(initial=0.0) * np.abs(self.dout).max(initial=0.0),
+        )
 
+    def output_rounding_shift(self, out_error):
+        """The largest change of one element of dq and of dk (dv has none) that a kernel's
+        rounding of its output causes: a FlashAttention-style backward takes D from the
+        output it is given, so an error out_error in O moves D by rowsum(dO * out_error) and
+        dS by -P times that. On a call of a few tokens this one rounding can outweigh the
+        low-precision computation's whole error."""
+        ds = -self.p * _row_dot(self.dout, out_error)[..., None]
+        return tuple(float(np.abs(x).max(initial=0.0)) for x in self._dq_dk(ds))
 
-def gradient_term_sizes(q, k, v, dout, out, allowed, lse, scale):
-    """The largest sum of |terms| behind one element of dq, dk and dv (float64 NumPy,
-    layouts [B, S, H, D], allowed [B, H, Sq, Sk] expanded to query heads, lse
-    [B, H, Sq]). The terms of dS = P (dP - D) carry the rounding of dP and of
-    D = rowsum(dO * O), so a sharp softmax has large terms that cancel to a small
-    gradient."""
-    batch, _, heads, _ = q.shape
-    heads_k = k.shape[2]
-    group = heads // heads_k
-    k_full, v_full = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
-    p = _probabilities(q, k_full, allowed, lse, scale)
-    dp = _scores(dout, v_full)
-    rowsum = _row_dot(dout, out)[..., None]
-    rowsum_terms = _row_dot(np.abs(dout), np.abs(out))[..., None]
-    ds_terms = p * (np.abs(dp - rowsum) + rowsum_terms)
-
-    def per_key(x):
-        return x.sum(axis=2).reshape(batch, heads_k, group, -1).sum(axis=2)
-
-    return (
-        scale * ds_terms.sum(axis=3).max(initial=0.0) * np.abs(k).max(initial=0.0),
-        scale * per_key(ds_terms).max(initial=0.0) * np.abs(q).max(initial=0.0),
-        per_key(p).max(initial=0.0) * np.abs(dout).max(initial=0.0),
-    )
+    def operand_rounding_shift(self, dtype: str):
+        """The largest change of one element of dq, dk and dv that the backward's rounding of
+        P and dS to `dtype` causes, before its products dV = P^T dO, dK = dS^T Q and dQ = dS K
+        with fp32 accumulators. The plain low-precision computation rounds them too, but its
+        own error on a call of a few tokens is a lottery (one fp16 2 x 2 call: 1.3e-4 against
+        the kernel's 8.5e-4), so this rounding is allowed as such."""
+        ds = self.p * (self.dp - self.rowsum)
+        # The kernel rounds its float32 P and dS; round_to takes them through float32 as well.
+        p_err, ds_err = (round_to(x, dtype).astype(np.float64) - x for x in (self.p, ds))
+        dv = _group_sum(_over_queries(p_err, self.dout), self.heads_k)
+        return tuple(float(np.abs(x).max(initial=0.0)) for x in (*self._dq_dk(ds_err), dv))

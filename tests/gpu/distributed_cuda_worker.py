@@ -63,9 +63,9 @@ def _run_case(name, rank, world_size, device):
     ref = _run(lambda q, k, v: attention_ref(torch, q, k, v, allowed, scale, upcast=True), full, dout, torch.float32, whole)
     lowp = _run(lambda q, k, v: attention_ref(torch, q, k, v, allowed, scale, upcast=False), full, dout, DTYPE, whole)
     as64 = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
-    sizes = tolerance.gradient_term_sizes(
+    sizes = tolerance.BackwardTerms(
         *(as64(t) for t in (*full, dout, ref[0])), as64(allowed).astype(bool), as64(ref[1]), scale
-    )
+    ).term_sizes()
     floors = {"out": 0.0, **{k: tolerance.roundoff_floor(s) for k, s in zip(("dq", "dk", "dv"), sizes)}}
     failures, errors = [], {}
     _check("single-GPU", single, ref, lowp, floors, lambda t, key: t, failures, errors)

@@ -96,15 +96,16 @@ def _run_case(
     if roundoff_floor:
         # Random shapes reach results that are sums of cancelling terms, and calls of a few
         # tokens whose dq/dk error is mostly the kernel's own roundings: D's from its rounded
-        # output (tolerance.output_rounding_shift; the fuzz found fp16 calls of 1 x 10 and
+        # output (tolerance.BackwardTerms.output_rounding_shift; the fuzz found fp16 calls of 1 x 10 and
         # 2 x 2) and P's and dS's to the dtype before their products (operand_rounding_shift;
         # fp16 2 x 2, dk 1.02x the tolerance without it).
         as64 = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
         args = [as64(t) for t in (qr, kr, vr, dout, out_ref)]
         mask64, lse64 = as64(allowed).astype(bool), as64(lse_ref)
-        sizes = tolerance.gradient_term_sizes(*args, mask64, lse64, sc)
-        shifts = tolerance.output_rounding_shift(args[0], args[1], args[3], as64(out) - args[4], mask64, lse64, sc)
-        operands = tolerance.operand_rounding_shift(*args, mask64, lse64, sc, str(dtype).removeprefix("torch."))
+        terms = tolerance.BackwardTerms(*args, mask64, lse64, sc)
+        sizes = terms.term_sizes()
+        shifts = terms.output_rounding_shift(as64(out) - args[4])
+        operands = terms.operand_rounding_shift(str(dtype).removeprefix("torch."))
         floors = tuple(
             tolerance.roundoff_floor(s) + d + r for s, d, r in zip(sizes, shifts + (0.0,), operands)
         )
