@@ -87,7 +87,7 @@ for step in "$@"; do
         kernels="flash_${dir}_sm90|flashmask_${dir}_sm90"
         [[ "$impl" == cudnn ]] && kernels="sdpa_sm90_flash_${dir:0:1}prop"
         timeout 150 ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section SourceCounters \
-          --section LaunchStats --section Occupancy --metrics sm__inst_executed.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,sm__cycles_elapsed.avg,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum \
+          --section LaunchStats --section Occupancy --section MemoryWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables --metrics sm__inst_executed.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,sm__cycles_elapsed.avg,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum \
           -k regex:"$kernels" --launch-count 1 -f -o "/tmp/ncu_reports/$name" \
           python3 tools/profile_kernels.py 8192 4 $((4096 / d)) "$d" "$mask" "$impl" > "$OUT/ncu/$name.log" 2>&1; r=$?
         echo "ncu $name rc=$r"; rc=$((rc|r))
