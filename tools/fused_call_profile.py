@@ -61,7 +61,7 @@ def attention_call(impl, spec, mname):
         idx = ours_indices(mname, torch.from_numpy(spec.startend_row_indices).cuda())
         return lambda q, k, v: flashmask_attention(q, k, v, idx, causal=spec.causal)
     if impl != "cudnn" or mname not in ("full", "causal"):
-        sys.exit(f"IMPL ours, or cudnn on full and causal only; not {impl} on {mname}")
+        sys.exit(f"not {impl} on {mname}: ours runs every mask, cudnn full and causal only")
 
     def sdpa(q, k, v):
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):

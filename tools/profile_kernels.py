@@ -12,8 +12,9 @@ import torch
 
 sys.path.insert(0, ".")
 sys.path.insert(0, "benchmarks")
-from bench_gpu import build_mask, ours_indices  # noqa: E402
-from paddle_flashmask.torch import flashmask_attention  # noqa: E402
+sys.path.insert(0, "tools")
+from bench_gpu import build_mask  # noqa: E402
+from fused_call_profile import attention_call  # noqa: E402
 
 n, b, h, d = (int(x) for x in (sys.argv[1:5] if len(sys.argv) > 4 else (8192, 4, 32, 128)))
 mask = sys.argv[5] if len(sys.argv) > 5 else "full"
@@ -30,18 +31,8 @@ if impl == "fa4":
 
     out = flash_attn_func(q, k, v, causal=mask == "causal")
     out = out[0] if isinstance(out, tuple) else out
-elif impl == "cudnn":
-    if mask not in ("full", "causal"):
-        sys.exit(f"cudnn runs the dense masks only (full, causal), not {mask}")
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-        out = torch.nn.functional.scaled_dot_product_attention(
-            *(x.transpose(1, 2) for x in (q, k, v)), is_causal=mask == "causal").transpose(1, 2)
-elif impl == "ours":
-    out = flashmask_attention(q, k, v, ours_indices(mask, spec.startend_row_indices), causal=spec.causal)
-else:
-    sys.exit(f"impl must be ours, fa4 or cudnn, not {impl}")
+else:  # ours or cudnn, called as fused_call_profile.py calls them
+    out = attention_call(impl, spec, mask)(q, k, v)
 out.backward(do)
 torch.cuda.nvtx.range_pop()
 torch.cuda.synchronize()
