@@ -91,10 +91,10 @@ struct BwdSm90Config {
   // dq_stage. D=256 has no shared memory left for that and stages it in the consumer's own
   // column blocks of the tile's Q and dO, free once its dV/dK GEMMs are done and the other
   // consumer's S^T and dP^T (the only other readers) have completed (`scores_done`); the dQ
-  // issuer's release of the ring slot waits until the next tile, when the reduce-adds have
-  // read it (perf-notes v31).
+  // issuer releases the ring slot under the next tile's dQ GEMM, when the reduce-adds have
+  // read it (perf-notes v31, v62).
   static constexpr bool kDqInQSlot = D == 256;
-  static_assert(!kDqInQSlot || kStages >= 2, "a slot with staged dQ is released during the next tile's S^T");
+  static_assert(!kDqInQSlot || kStages >= 2, "a slot with staged dQ is released during the next tile");
   // D <= 128: dQ of tile i is issued one tile late, after tile i+1's dS^T is stored and next
   // to tile i+1's dV/dK, and staged while they run: a consumer needs the other's half of
   // dS^T(i) a tile after it was written instead of waiting for it, and the staging costs no
