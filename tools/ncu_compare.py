@@ -8,13 +8,17 @@ with the SourceCounters section). Prints the executed warp instructions per opco
 with the most excess shared-memory wavefronts (bank conflicts), and where each kernel's warps
 wait: the share of the samples in its tile loop (sass_tile_loop.py's rule, applied to the
 page's own SASS) with the loop's leading stall reasons, and the instructions holding the most
-samples (offsets from the kernel's first instruction, as in cuobjdump) with theirs. The
+samples (offsets from the kernel's first instruction, as in cuobjdump) with theirs, their
+executions (which tell the roles apart: once per tile per consumer warp, once per tile for the
+loader, ...) and, for a branch of an mbarrier wait, the barrier it polls (its shared-memory
+offset, to match against the kernel's Smem layout). The
 comparisons behind docs/perf-notes.md's "Our D=128 kernels against FA4's in ncu" and "The D=128
 backward against FA4's in ncu".
 """
 import argparse
 import collections
 import csv
+import re
 
 from sass_tile_loop import opcode, tile_loop  # noqa: E402  (tools/, the script's own folder)
 
@@ -56,6 +60,26 @@ def leading(stalls, total, n):
     return ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in top if v > 0)
 
 
+def mbarrier_of(lines, i):
+    """The mbarrier operand a predicated branch at lines[i] waits on, or "": the
+    `SYNCS.PHASECHK` that sets its predicate (up to 64 instructions before it, where ptxas
+    hoists the first try), else the one at its target (the retry loop)."""
+    m = re.match(r"@!?(P\d+)\s+BRA\S*\s+(0x[0-9a-f]+)", lines[i]["text"])
+    if not m:
+        return ""
+    pred, target = m.group(1), int(m.group(2), 16)
+    trywait = re.compile(r"SYNCS\.PHASECHK\S*\s+" + pred + r",\s*(\[[^\]]*\])")
+    for line in reversed(lines[max(0, i - 64):i]):
+        found = trywait.search(line["text"])
+        if found:
+            return found.group(1)
+    for line in lines:
+        if line["address"] == target:
+            found = trywait.search(line["text"])
+            return found.group(1) if found else ""
+    return ""
+
+
 def waits(name, lines, top):
     """Where the kernel's warps wait: its tile loop's share of the samples and stall reasons,
     and the `top` instructions with the most samples."""
@@ -72,9 +96,12 @@ def waits(name, lines, top):
             reasons.update(line["stalls"])
         print(f"{name}: tile loop {head:#x}-{tail:#x} holds {100 * in_loop / total:.1f}% of the samples; "
               f"there: {leading(reasons, max(in_loop, 1.0), 6)}")
-    for line in sorted(lines, key=lambda x: -x["samples"])[:top]:
+    order = sorted(range(len(lines)), key=lambda i: -lines[i]["samples"])
+    for i in order[:top]:
+        line, barrier = lines[i], mbarrier_of(lines, i)
         print(f"  {line['offset']:#7x} {100 * line['samples'] / total:5.2f}%  {line['text'][:64]:64s} "
-              f"{leading(line['stalls'], max(line['samples'], 1.0), 2)}")
+              f"x{line['inst']:<11.4g} {leading(line['stalls'], max(line['samples'], 1.0), 2)}"
+              + (f"; waits on mbarrier {barrier}" if barrier else ""))
 
 
 def by_opcode(lines, key):
