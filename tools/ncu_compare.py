@@ -62,17 +62,21 @@ def leading(stalls, total, n):
 
 def mbarrier_of(lines, i):
     """The mbarrier operand a predicated branch at lines[i] waits on, or "": the
-    `SYNCS.PHASECHK` that sets its predicate (up to 64 instructions before it, where ptxas
-    hoists the first try), else the one at its target (the retry loop)."""
+    `SYNCS.PHASECHK` that last sets its predicate (up to 64 instructions before it, where
+    ptxas hoists the first try; none if another instruction sets it later), else the one at
+    its target (the retry loop)."""
     m = re.match(r"@!?(P\d+)\s+BRA\S*\s+(0x[0-9a-f]+)", lines[i]["text"])
     if not m:
         return ""
     pred, target = m.group(1), int(m.group(2), 16)
     trywait = re.compile(r"SYNCS\.PHASECHK\S*\s+" + pred + r",\s*(\[[^\]]*\])")
+    sets_pred = re.compile(r"^(@!?P\d+\s+)?\S+\s+" + pred + r",")
     for line in reversed(lines[max(0, i - 64):i]):
         found = trywait.search(line["text"])
         if found:
             return found.group(1)
+        if sets_pred.match(line["text"]):
+            return ""
     for line in lines:
         if line["address"] == target:
             found = trywait.search(line["text"])
