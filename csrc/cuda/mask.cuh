@@ -170,12 +170,14 @@ __device__ __forceinline__ bool in_masked_rows(int row, const int4& iv) {
 template <int F>
 struct Form {
   static constexpr int kBounds = F == 0 ? 1 : (F == 3 ? 4 : 2);
-  // b: the column's raw bounds; causal_offset = seqlen_k - seqlen_q.
+  static constexpr bool kCausal = F <= 1;
+  // b: the column's raw bounds; off = seqlen_k - seqlen_q. mask.h's intervals (ColumnBounds),
+  // left open where the form has no bound: the lower one to INT_MAX instead of seqlen_q, the
+  // upper one of forms 0-2 from INT_MIN instead of 0; the causal forms' upper interval is the
+  // causal limit.
   static __device__ __forceinline__ int4 masked_rows(int col, const int (&b)[4], int off) {
-    if (F == 0) return make_int4(b[0], INT_MAX, INT_MIN, col - off);
-    if (F == 1) return make_int4(b[0], b[1], INT_MIN, col - off);
-    if (F == 2) return make_int4(b[0], INT_MAX, INT_MIN, b[1]);
-    return make_int4(b[0], b[1], b[2], b[3]);
+    const ColumnBounds c = load_column_bounds(b, kBounds, kCausal, INT_MAX);
+    return make_int4(c.lts, c.lte, F == 3 ? c.uts : INT_MIN, kCausal ? col - off : c.ute);
   }
   static __device__ __forceinline__ bool masked(int row, int col, const int (&b)[4], int off) {
     return in_masked_rows<F>(row, masked_rows(col, b, off));
