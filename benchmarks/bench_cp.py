@@ -90,9 +90,9 @@ def plans_for(spec, world_size: int, splits=SPLITS) -> dict:
     return {label: make[label]() for label in splits}
 
 
-def predicted_imbalance(tokens: int, world_sizes=(2, 4, 8)) -> list:
+def predicted_imbalance(tokens: int, names=MASKS, world_sizes=(2, 4, 8)) -> list:
     rows = []
-    for name in MASKS:
+    for name in names:
         spec = build_mask(name, tokens)
         work = cp.row_work(spec)
         for world_size in world_sizes:
@@ -134,19 +134,19 @@ def cpu_rank_ms(paddle, mask) -> float:
     return statistics.median(times)
 
 
-def cpu_kernel_imbalance(world_size: int = 2) -> list:
-    """Measured per-rank imbalance on the CPU kernel, naive split vs planner (one process
-    times every rank's share in turn)."""
+def cpu_kernel_imbalance(tokens: int = CPU_TOKENS, names=MASKS, splits=SPLITS, world_size: int = 2) -> list:
+    """Measured per-rank imbalance on the CPU kernel, the `splits` (naive split, planner) of
+    each mask (one process times every rank's share in turn)."""
     import paddle
 
     paddle.set_device("cpu")
     rows = []
-    for name in MASKS:
-        spec = build_mask(name, CPU_TOKENS, doc_range=CPU_DOCS, window=CPU_WINDOW)
+    for name in names:
+        spec = build_mask(name, tokens, doc_range=CPU_DOCS, window=CPU_WINDOW)
         work = cp.row_work(spec)
-        for label, plan in plans_for(spec, world_size).items():
+        for label, plan in plans_for(spec, world_size, splits).items():
             rank_ms = [cpu_rank_ms(paddle, cp.prepare_mask(spec, plan, rank)) for rank in range(world_size)]
-            rows.append({"mask": name, "tokens": CPU_TOKENS, "ranks": world_size, "split": label, "plan": plan.name,
+            rows.append({"mask": name, "tokens": tokens, "ranks": world_size, "split": label, "plan": plan.name,
                          "predicted_imbalance": plan.imbalance(work),
                          "measured_imbalance": max(rank_ms) / (sum(rank_ms) / world_size), "rank_ms": rank_ms})
     return rows
@@ -287,32 +287,38 @@ def run_gpu(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for cp.json / cp.md (plans.json with --plans-only)")
-    parser.add_argument("--tokens", type=int, default=256 * 1024)
+    parser.add_argument("--tokens", type=int,
+                        help=f"sequence length (default: 256K, or {CPU_TOKENS} with --cpu-kernel)")
     parser.add_argument("--single-tokens", type=int, help="the 1-GPU baseline's length (default: --tokens)")
-    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS, help="which splits to time")
+    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS,
+                        help="which splits to time (--plans-only reports every candidate plan)")
     parser.add_argument("--masks", nargs="+", default=list(MASKS), choices=MASKS)
     parser.add_argument("--plans-only", action="store_true", help="CPU: the planner's predicted imbalance only")
     parser.add_argument("--cpu-kernel", action="store_true",
                         help="CPU: per-rank time of the CPU kernel, naive split vs planner (Paddle, one process)")
     args = parser.parse_args()
+    if args.plans_only and args.cpu_kernel:
+        parser.error("--plans-only and --cpu-kernel are two different runs: give one")
     if args.cpu_kernel:
-        rows = cpu_kernel_imbalance()
+        tokens = args.tokens or CPU_TOKENS
+        rows = cpu_kernel_imbalance(tokens, args.masks, args.splits)
         lines = ["| mask | split | plan | predicted | measured | rank ms |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['mask']} | {r['split']} | {r['plan']} | {r['predicted_imbalance']:.3f} | "
                   f"{r['measured_imbalance']:.3f} | {' / '.join(f'{t:.0f}' for t in r['rank_ms'])} |" for r in rows]
         out = pathlib.Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "cpu_kernel.json").write_text(json.dumps(rows, indent=1))
-        header = (f"Per-rank fwd+bwd time on the CPU kernel, {CPU_TOKENS} tokens, documents of {CPU_DOCS[0]}-"
+        header = (f"Per-rank fwd+bwd time on the CPU kernel, {tokens} tokens, documents of {CPU_DOCS[0]}-"
                   f"{CPU_DOCS[1]}, window {CPU_WINDOW}, H={CPU_HEADS}, Hk={CPU_HEADS_K}, D={CPU_HEAD_DIM}, 2 ranks "
                   f"timed in turn in one process (median of {CPU_REPS} after {CPU_WARMUP} untimed; a 2-core machine shared with other jobs)")
         (out / "cpu_kernel.md").write_text(f"{header}\n\n" + "\n".join(lines) + "\n")
         print("\n".join(lines))
         return
+    args.tokens = args.tokens or 256 * 1024
     if not args.plans_only:
         run_gpu(args)
         return
-    rows = predicted_imbalance(args.tokens)
+    rows = predicted_imbalance(args.tokens, args.masks)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "plans.json").write_text(json.dumps(rows, indent=1))

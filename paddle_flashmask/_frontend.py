@@ -369,6 +369,19 @@ def _check_seed_offset(fw: Framework, fixed_seed_offset, query):
     return fixed_seed_offset
 
 
+def check_softmax_scale(softmax_scale, head_dim: int, where: str) -> float:
+    """The scale of the scores: a finite real > 0, or head_dim ** -0.5 where None."""
+    if softmax_scale is None:
+        if head_dim == UNKNOWN:
+            raise ValueError(f"{where}: `query` head_dim must be known in a static graph, or `softmax_scale` given")
+        return head_dim**-0.5
+    softmax_scale = _args.real(softmax_scale, "softmax_scale", where)
+    if softmax_scale <= 0.0:
+        # The kernels' online softmax takes the row maximum before scaling.
+        raise ValueError(f"{where}: `softmax_scale` must be > 0, got {softmax_scale}")
+    return softmax_scale
+
+
 def resolve(
     fw: Framework,
     query,
@@ -400,15 +413,7 @@ def resolve(
     _check_qkv(fw, query, key, value)
     dims = check_shapes(fw.shape(query), fw.shape(key), fw.shape(value))
     check_device_limits(dims, fw.is_gpu(query))
-    if softmax_scale is None:
-        if dims.head_dim == UNKNOWN:
-            raise ValueError(f"{WHERE}: `query` head_dim must be known in a static graph, or `softmax_scale` given")
-        softmax_scale = dims.head_dim**-0.5
-    else:
-        softmax_scale = _args.real(softmax_scale, "softmax_scale", WHERE)
-        if softmax_scale <= 0.0:
-            # The kernels' online softmax takes the row maximum before scaling.
-            raise ValueError(f"{WHERE}: `softmax_scale` must be > 0, got {softmax_scale}")
+    softmax_scale = check_softmax_scale(softmax_scale, dims.head_dim, WHERE)
     indices, block_mask, causal, masks_nothing = _resolve_mask(
         fw, dims, query, startend_row_indices, window_size, block_mask, causal
     )

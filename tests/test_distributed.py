@@ -296,6 +296,24 @@ def test_check_call_names_the_bad_argument(q_shape, plan_world, bounds, message)
         core.check_call(q_shape, (1, 8, 2, 16), (1, 8, 2, 16), bounds, True, plan, 0, 2, None)
 
 
+@pytest.mark.parametrize(
+    "causal, softmax_scale, error, message",
+    [
+        ("False", None, TypeError, "`causal` must be a bool"),  # not taken as true
+        (True, float("inf"), ValueError, "`softmax_scale` must be finite"),
+        (True, 0.0, ValueError, "`softmax_scale` must be > 0"),
+        (True, "0.1", TypeError, "`softmax_scale` must be a real number"),
+    ],
+)
+def test_check_call_checks_causal_and_scale_as_the_single_device_call(causal, softmax_scale, error, message):
+    """The same argument checks as flashmask_attention's (_frontend), under the distributed name."""
+    from paddle_flashmask.distributed import core
+
+    plan = cp.naive_plan(16, 2)
+    with pytest.raises(error, match=f"paddle_flashmask.distributed: {message}"):
+        core.check_call((1, 8, 4, 16), (1, 8, 2, 16), (1, 8, 2, 16), None, causal, plan, 0, 2, softmax_scale)
+
+
 def test_prepared_mask_must_match_plan_and_rank():
     from paddle_flashmask.distributed import core
 
@@ -323,9 +341,13 @@ def test_bench_cp_cpu_pieces(monkeypatch):
         assert row["planner_imbalance"] <= best * (1 + IMBALANCE_SLACK) + 1e-4, row  # table values at 4 digits
         if row["naive_imbalance"] > best * (1 + IMBALANCE_SLACK) + 1e-4:
             assert row["planner_imbalance"] < row["naive_imbalance"], row
-    for name, value in (("CPU_TOKENS", 1024), ("CPU_DOCS", (64, 256)), ("CPU_WINDOW", 32), ("CPU_WARMUP", 1),
-                        ("CPU_REPS", 1)):
+    for name, value in (("CPU_DOCS", (64, 256)), ("CPU_WINDOW", 32), ("CPU_WARMUP", 1), ("CPU_REPS", 1)):
         monkeypatch.setattr(bench, name, value)
-    rows = bench.cpu_kernel_imbalance(2)
+    rows = bench.cpu_kernel_imbalance(1024)
     assert {(r["mask"], r["split"]) for r in rows} == {(m, s) for m in bench.MASKS for s in ("planner", "naive")}
+    assert all(r["tokens"] == 1024 for r in rows)
+    # --masks and --splits reach both CPU runs.
+    assert {r["mask"] for r in bench.predicted_imbalance(4096, ("causal",), world_sizes=(2,))} == {"causal"}
+    rows = bench.cpu_kernel_imbalance(1024, ("share_question",), ("naive",))
+    assert [(r["mask"], r["split"]) for r in rows] == [("share_question", "naive")]
     assert all(len(r["rank_ms"]) == 2 and min(r["rank_ms"]) > 0 for r in rows)

@@ -23,7 +23,13 @@ FLAGS="$(python3 "$ROOT/tools/cuda_flags.py" compile --archs "$ARCHS") -I$ROOT/c
 export NVCC FLAGS BUILD
 
 SRCS=("$ROOT"/csrc/cuda/*.cu "$ROOT"/csrc/cuda/instantiations/*.cu)
-# newest-first ordering does not matter; rebuild an object only when a source or header changed
+# Objects compiled with other flags (ARCHS, NVCC_EXTRA, another nvcc) are not reused.
+FLAGS_STAMP="$BUILD/cuda_obj/FLAGS"
+if [[ ! -f "$FLAGS_STAMP" || "$(cat "$FLAGS_STAMP")" != "$NVCC $FLAGS" ]]; then
+  rm -f "$BUILD"/cuda_obj/*.o
+  printf '%s\n' "$NVCC $FLAGS" > "$FLAGS_STAMP"
+fi
+# Otherwise rebuild an object only when its source or a header changed.
 HDR_STAMP=$(stat -c %Y "$ROOT"/csrc/cuda/*.cuh "$ROOT"/csrc/cuda/*.h "$ROOT"/csrc/include/flashmask/*.h | sort -n | tail -1)
 compile_one() {
   src="$1"; obj="$BUILD/cuda_obj/$(basename "${src%.cu}").o"

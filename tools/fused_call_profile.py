@@ -54,9 +54,21 @@ def kernel_ms(fn, flush):
     return {k: round(v, 3) for k, v in sorted(per.items(), key=lambda x: -x[1]) if v > MIN_KERNEL_MS}
 
 
+def attention_inputs(impl, b, n, h, d):
+    """q, k, v (leaves that take gradients) and dout, random bf16, in the layout `impl` takes as
+    bench_gpu.py gives it: [B, N, H, D] for ours, contiguous [B, H, N, D] copies for cuDNN's SDPA."""
+    g = torch.Generator(device="cuda").manual_seed(1)
+    q, k, v, do = (torch.randn(b, n, h, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4))
+    if impl == "cudnn":
+        q, k, v, do = (x.transpose(1, 2).contiguous() for x in (q, k, v, do))
+    for x in (q, k, v):
+        x.requires_grad_(True)
+    return q, k, v, do
+
+
 def attention_call(impl, spec, mname):
-    """The call to profile: ours as bench_gpu.py calls it (full and causal without bounds), or
-    cuDNN's SDPA ([B, N, H, D] tensors, transposed as bench_gpu.py does)."""
+    """The call to profile, on attention_inputs' tensors: ours as bench_gpu.py calls it (full and
+    causal without bounds), or cuDNN's SDPA as bench_gpu.py's cuDNN column calls it."""
     if impl == "ours":
         idx = ours_indices(mname, torch.from_numpy(spec.startend_row_indices).cuda())
         return lambda q, k, v: flashmask_attention(q, k, v, idx, causal=spec.causal)
@@ -65,18 +77,14 @@ def attention_call(impl, spec, mname):
 
     def sdpa(q, k, v):
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
-            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=spec.causal).transpose(1, 2)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=spec.causal)
 
     return sdpa
 
 
 def profile_mask(cfg, mname, flush, impl):
     n, b, d, h = CONFIGS[cfg]
-    g = torch.Generator(device="cuda").manual_seed(1)
-    q, k, v, do = (torch.randn(b, n, h, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4))
-    for x in (q, k, v):
-        x.requires_grad_(True)
+    q, k, v, do = attention_inputs(impl, b, n, h, d)
     attend = attention_call(impl, build_mask(mname, n, b, h), mname)
     out = attend(q, k, v)
 

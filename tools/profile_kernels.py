@@ -14,15 +14,13 @@ sys.path.insert(0, ".")
 sys.path.insert(0, "benchmarks")
 sys.path.insert(0, "tools")
 from bench_gpu import build_mask  # noqa: E402
-from fused_call_profile import attention_call  # noqa: E402
+from fused_call_profile import attention_call, attention_inputs  # noqa: E402
 
 n, b, h, d = (int(x) for x in (sys.argv[1:5] if len(sys.argv) > 4 else (8192, 4, 32, 128)))
 mask = sys.argv[5] if len(sys.argv) > 5 else "full"
 impl = sys.argv[6] if len(sys.argv) > 6 else "ours"
 spec = build_mask(mask, n, b, h)
-q, k, v, do = (torch.randn(b, n, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
-for x in (q, k, v):
-    x.requires_grad_()
+q, k, v, do = attention_inputs(impl, b, n, h, d)  # fa4 takes [B, N, H, D], as ours
 torch.cuda.nvtx.range_push("attention")  # the forward's kernels for ncu --nvtx (the backward runs on autograd's thread)
 if impl == "fa4":
     if mask not in ("full", "causal"):

@@ -160,7 +160,6 @@ extern "C" {
 int flashmask_cuda_abi_version(void) { return FLASHMASK_CUDA_ABI_VERSION; }
 size_t flashmask_cuda_fwd_params_size(void) { return sizeof(FwdParams); }
 size_t flashmask_cuda_bwd_params_size(void) { return sizeof(BwdParams); }
-int flashmask_cuda_supports_head_dim(int d) { return compiled_head_dim(d) != 0; }
 const char* flashmask_cuda_last_error(void) { return last_error_message(); }
 
 size_t flashmask_cuda_fwd_workspace_size(const FwdParams* p) {

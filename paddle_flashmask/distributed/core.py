@@ -24,7 +24,7 @@ from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 
-from paddle_flashmask import _frontend
+from paddle_flashmask import _args, _frontend
 from paddle_flashmask.distributed.plan import WHERE, Plan, explicit_bounds, live_key_range, rank_bounds
 from paddle_flashmask.masks.spec import MaskSpec
 
@@ -194,15 +194,12 @@ def check_call(
             raise ValueError(f"{WHERE}: `startend_row_indices` was prepared for another plan or rank than `plan`, rank {rank}")
     else:
         if mask is None:
-            causal = bool(causal)
+            causal = _args.boolean(causal, "causal", WHERE)
             mask = _frontend.builders.no_mask_indices(causal, dims.batch, plan.seqlen, plan.seqlen)
         mask = prepare_mask(mask, plan, rank, causal)
     _frontend.check_mask_shapes(dims, False, mask.shape)
-    if softmax_scale is None:
-        softmax_scale = dims.head_dim**-0.5
-    elif not float(softmax_scale) > 0.0:
-        raise ValueError(f"{WHERE}: `softmax_scale` must be > 0, got {softmax_scale}")
-    return Dist(mask, float(softmax_scale), dims.num_heads_k)
+    softmax_scale = _frontend.check_softmax_scale(softmax_scale, dims.head_dim, WHERE)
+    return Dist(mask, softmax_scale, dims.num_heads_k)
 
 
 def rank_attention(fx: Collective, gather_kv, q, k, v, call: Dist):

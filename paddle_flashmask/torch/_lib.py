@@ -123,8 +123,6 @@ def load() -> ctypes.CDLL:
     lib.flashmask_cuda_abi_version.restype = ctypes.c_int
     lib.flashmask_cuda_fwd_params_size.restype = ctypes.c_size_t
     lib.flashmask_cuda_bwd_params_size.restype = ctypes.c_size_t
-    lib.flashmask_cuda_supports_head_dim.restype = ctypes.c_int
-    lib.flashmask_cuda_supports_head_dim.argtypes = [ctypes.c_int]
     lib.flashmask_cuda_fwd_workspace_size.restype = ctypes.c_size_t
     lib.flashmask_cuda_fwd_workspace_size.argtypes = [ctypes.POINTER(FwdParams)]
     lib.flashmask_cuda_bwd_workspace_size.restype = ctypes.c_size_t

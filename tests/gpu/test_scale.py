@@ -36,9 +36,11 @@ def _inputs(shape_q, shape_kv, seed):
 
 
 def _measured(call):
-    """call() once, printing its time (CUDA events; one call, the first of its shape) and the
-    peak GPU memory while it ran, total and above what was allocated before (the inputs), for
-    the results of record (`pytest -s`, tools/gpu_check.sh scale)."""
+    """call() once, printing its time (CUDA events; one call, the first of its shape, with the
+    tests' NaN fill of every output before its launch: conftest's FLASHMASK_POISON) and the peak
+    GPU memory while it ran, total and above what was allocated before (the inputs), for the
+    results of record (`pytest -s`, tools/gpu_check.sh scale). The time says the call runs, not
+    its rate: benchmarks/bench_length.py measures that."""
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()

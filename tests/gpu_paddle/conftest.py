@@ -10,6 +10,7 @@ as paddlepaddle-gpu 2.6.2 on Hopper.
 """
 
 import os
+import pathlib
 
 import pytest
 
@@ -31,8 +32,9 @@ def _skip_reason():
 
 
 def pytest_collection_modifyitems(config, items):
-    here = os.path.dirname(__file__)
-    mine = [item for item in items if str(item.fspath).startswith(here)]
+    # This hook sees the whole session's items: mark only this folder's.
+    here = pathlib.Path(__file__).resolve().parent
+    mine = [item for item in items if pathlib.Path(str(item.fspath)).resolve().is_relative_to(here)]
     if not mine:
         return
     reason = _skip_reason()

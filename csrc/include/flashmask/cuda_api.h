@@ -29,8 +29,6 @@ int flashmask_cuda_abi_version(void);
 // sizeof(FwdParams) / sizeof(BwdParams) as compiled, for bindings that mirror the structs.
 size_t flashmask_cuda_fwd_params_size(void);
 size_t flashmask_cuda_bwd_params_size(void);
-// 1 when head_dim runs: in [1, kMaxHeadDim] (kCompiledHeadDims without padding).
-int flashmask_cuda_supports_head_dim(int head_dim);
 
 size_t flashmask_cuda_fwd_workspace_size(const flashmask::FwdParams* params);
 size_t flashmask_cuda_bwd_workspace_size(const flashmask::BwdParams* params);
