@@ -14,7 +14,7 @@ import pytest
 from paddle_flashmask import masks
 from paddle_flashmask._kernels import COMPILED_HEAD_DIMS
 from paddle_flashmask.masks.spec import block_count
-from tests import tolerance
+from tests import mask_cases, tolerance
 from tests.gpu.helpers import (
     assert_close_fa,
     attention_grads_lowp,
@@ -114,32 +114,15 @@ def _run_case(
 
 
 # ---------------------------------------------------------------- mask builders
-N = 1000
-BUILDERS = {
-    "full": lambda b: masks.full_mask(N, batch=b),
-    "causal": lambda b: masks.causal_mask(N, batch=b),
-    "sliding_window": lambda b: masks.sliding_window_mask(N, 200, batch=b),
-    "causal_document": lambda b: masks.causal_document_mask([[300, 200, 500]] * b),
-    "document": lambda b: masks.document_mask([[150, 600, 250]] * b),
-    "share_question": lambda b: masks.share_question_mask([[(200, [150, 150]), (100, [300, 100])]] * b),
-    "global_sliding_window": lambda b: masks.global_sliding_window_mask(N, 64, 150, batch=b),
-    "causal_blockwise": lambda b: masks.causal_blockwise_mask([[300, 200, 500]] * b),
-    "prefix_lm_causal": lambda b: masks.prefix_lm_causal_mask(N, 250, batch=b),
-    "prefix_lm_document": lambda b: masks.prefix_lm_document_mask([[(100, 400), (200, 600)]] * b),
-    "qk_sparse": lambda b: masks.qk_sparse_mask(N, [(100, 300), (600, 900)], batch=b),
-    "random_eviction": lambda b: masks.random_eviction_mask(N, 4, batch=b, seed=fresh_seed()),  # printed
-}
-
-
-@pytest.mark.parametrize("name", sorted(BUILDERS))
+@pytest.mark.parametrize("name", mask_cases.NAMES)
 def test_mask_builders(name):
-    spec = BUILDERS[name](2)
+    spec = mask_cases.builder_case(name, 2, fresh_seed())
     _run_case(spec.startend_row_indices, spec.causal)
 
 
 @pytest.mark.parametrize("name", ["causal_document", "share_question", "random_eviction"])
 def test_mask_builders_hdim64_fp16(name):
-    spec = BUILDERS[name](2)
+    spec = mask_cases.builder_case(name, 2, fresh_seed())
     _run_case(spec.startend_row_indices, spec.causal, head_dim=64, dtype=torch.float16)
 
 

@@ -26,6 +26,7 @@ from tests.gpu_paddle.helpers import (
     to_gpu,
     to_numpy,
 )
+from tests import mask_cases
 from tests.random_bounds import BOUND_FORMS, random_bounds
 
 os.environ.setdefault("FLASHMASK_POISON", "1")  # outputs NaN-filled before every launch
@@ -64,14 +65,9 @@ def test_gqa_mqa(heads, heads_k):
 
 @pytest.mark.parametrize("name", ["causal_document", "share_question", "sliding_window", "document"])
 def test_mask_builders(name):
-    rng = np.random.default_rng(fresh_seed())
-    spec = {
-        "causal_document": lambda: masks.causal_document_mask([[300, 200, 500]] * 2),
-        "share_question": lambda: masks.share_question_mask([[(200, [150, 150]), (100, [300, 100])]] * 2),
-        "sliding_window": lambda: masks.sliding_window_mask(1000, 200, batch=2),
-        "document": lambda: masks.document_mask([[150, 600, 250]] * 2),
-    }[name]()
-    run_case(rng, spec.startend_row_indices, spec.causal)
+    seed = fresh_seed()
+    spec = mask_cases.builder_case(name, 2, seed)
+    run_case(np.random.default_rng(seed), spec.startend_row_indices, spec.causal)
 
 
 @pytest.mark.parametrize("causal,nb", [(True, 1), (False, 4)])
