@@ -38,7 +38,7 @@ os.environ["NCCL_NVLS_ENABLE"] = "0"  # NVLink SHARP stays off (not available on
 
 from paddle_flashmask import distributed as cp  # noqa: E402
 from paddle_flashmask import masks  # noqa: E402
-from bench_gpu import total_unmasked_pairs  # noqa: E402  (the one pair count of every benchmark)
+from bench_gpu import share_question_items, total_unmasked_pairs  # noqa: E402  (as every benchmark counts)
 
 HEAD_DIM, HEADS, HEADS_K = 128, 32, 8
 DOC_MIN, DOC_MAX = 4096, 32768
@@ -70,13 +70,8 @@ def build_mask(name: str, tokens: int, seed: int = 0, doc_range=(DOC_MIN, DOC_MA
         return masks.causal_document_mask([docs])
     if name == "document":
         return masks.document_mask([docs])
-    if name == "share_question":  # a question of a third, two answers
-        items = []
-        for length in docs:
-            question = length // 3
-            first = (length - question) // 2
-            items.append((question, [first, length - question - first]))
-        return masks.share_question_mask([items])
+    if name == "share_question":
+        return masks.share_question_mask([share_question_items(docs)])
     raise ValueError(f"unknown mask {name!r}")
 
 
@@ -194,7 +189,7 @@ def single_gpu(torch, name, tokens, device) -> dict:
     spec = build_mask(name, tokens)
     q, k, v = random_inputs(torch, tokens, device, 0)
     ms = median_step_ms(torch, fwd_bwd(torch, lambda q, k, v: flashmask_attention(q, k, v, spec), (q, k, v)))
-    pairs = total_unmasked_pairs(spec.startend_row_indices, spec.causal, tokens, HEADS)
+    pairs = total_unmasked_pairs(spec.startend_row_indices, spec.causal, HEADS)
     return {"mask": name, "tokens": tokens, "ms": ms, "tflops_per_gpu": pairs * FWD_BWD_FLOPS_PER_PAIR / ms / 1e9}
 
 
@@ -219,7 +214,7 @@ def context_parallel(torch, dist, name, tokens, device, splits=SPLITS) -> list:
     rank, world_size = dist.get_rank(), dist.get_world_size()
     spec = build_mask(name, tokens)
     work = cp.row_work(spec)
-    pairs = total_unmasked_pairs(spec.startend_row_indices, spec.causal, tokens, HEADS)
+    pairs = total_unmasked_pairs(spec.startend_row_indices, spec.causal, HEADS)
     rows = []
     for label, plan in plans_for(spec, world_size, splits).items():
         q, k, v = (plan.shard(t.detach(), rank).contiguous().requires_grad_() for t in random_inputs(torch, tokens, device, 0))

@@ -82,7 +82,7 @@ def unmasked_pairs(name: str, n: int) -> int:
     """Unmasked (query, key) pairs of a mask over all heads: built and counted once per
     process (gflops is called for every timed case and round)."""
     spec = mask_spec(name, n)
-    return total_unmasked_pairs(spec.startend_row_indices, spec.causal, n, HEADS)
+    return total_unmasked_pairs(spec.startend_row_indices, spec.causal, HEADS)
 
 
 def gflops(name: str, n: int, seconds: float) -> float:

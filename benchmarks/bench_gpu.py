@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 
 from paddle_flashmask import masks  # noqa: E402
+from paddle_flashmask.distributed import row_work  # noqa: E402
 from paddle_flashmask.masks.dense import normalized_bounds  # noqa: E402
 
 try:  # FlashAttention-4 (flash-attn-4, CuTe DSL): ../shared/device/fa4_stage.sh stages it
@@ -73,6 +74,17 @@ def _doc_lengths(rng, n, count):
     return np.diff(np.concatenate([[0], cuts, [n]])).tolist()
 
 
+def share_question_items(lengths):
+    """share_question_mask's documents for documents of these lengths: a question of a third,
+    then two answers splitting the rest."""
+    items = []
+    for length in lengths:
+        question = length // 3
+        first = (length - question) // 2
+        items.append((question, [first, length - question - first]))
+    return items
+
+
 def build_mask(name, n, b, h, seed=0):
     rng = np.random.default_rng(seed)
     lo, hi = (3, 7) if n <= 8192 else (10, 14)
@@ -90,15 +102,7 @@ def build_mask(name, n, b, h, seed=0):
     if name == "causal_blockwise":
         return masks.causal_blockwise_mask(docs)
     if name == "share_question":
-        per = []
-        for ds in docs:
-            items = []
-            for L in ds:
-                q = L // 3
-                a1 = (L - q) // 2
-                items.append((q, [a1, L - q - a1]))
-            per.append(items)
-        return masks.share_question_mask(per)
+        return masks.share_question_mask([share_question_items(ds) for ds in docs])
     if name == "prefix_lm_causal":
         return masks.prefix_lm_causal_mask(n, n // 4, batch=b)
     if name == "prefix_lm_document":
@@ -122,31 +126,6 @@ DENSE_MASKS = ("full", "causal")
 def ours_indices(mask_name, idx):
     """startend_row_indices for our call of mask `mask_name` (idx: its bounds)."""
     return None if mask_name in DENSE_MASKS else idx
-
-
-def unmasked_pairs(idx, causal, n):
-    """Unmasked (row, key) pairs per (b, mask head) -> [B, Hm] (inclusion-exclusion over intervals)."""
-    lts, lte, uts, ute = (np.clip(x, 0, n).astype(np.int64) for x in normalized_bounds(idx, causal, n))
-    ivs = [(lts, np.maximum(lts, lte)), (uts, np.maximum(uts, ute))]
-    if causal:
-        j = np.arange(idx.shape[2])[None, None, :]
-        cs = np.zeros_like(lts)
-        ivs.append((cs, np.broadcast_to(np.clip(j, 0, n), lts.shape)))  # rows < j masked
-
-    def inter(a, b):
-        s = np.maximum(a[0], b[0])
-        return s, np.maximum(s, np.minimum(a[1], b[1]))
-
-    def ln(a):
-        return a[1] - a[0]
-
-    total = sum(ln(a) for a in ivs)
-    for i in range(len(ivs)):
-        for k in range(i + 1, len(ivs)):
-            total = total - ln(inter(ivs[i], ivs[k]))
-    if len(ivs) == 3:
-        total = total + ln(inter(inter(ivs[0], ivs[1]), ivs[2]))
-    return (n - total).sum(axis=-1)
 
 
 def interleaved_event_ms(torch, fns, reps, flush):
@@ -195,9 +174,10 @@ def make_timer(args, torch, dev):
     return bench
 
 
-def total_unmasked_pairs(idx, causal, n, h):
-    """Unmasked (row, key) pairs over all batches and the h query heads (mask heads repeat)."""
-    return float(unmasked_pairs(idx, causal, n).sum() * (h // idx.shape[1]))
+def total_unmasked_pairs(idx, causal, h):
+    """Unmasked (row, key) pairs of square bounds idx [B, Hm, S, nb] over all batches and the h
+    query heads (mask heads repeat): distributed.row_work's per-row counts, summed."""
+    return float(row_work(idx, causal).sum() * (h // idx.shape[1]))
 
 
 # The output check of every row: the last REFERENCE_ROWS queries of batch 0 on its first and last
@@ -349,7 +329,7 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
         spec = build_mask(mname, n, b, h)
         idx, causal = spec.startend_row_indices, spec.causal
         hm = idx.shape[1]
-        total_pairs = total_unmasked_pairs(idx, causal, n, h)
+        total_pairs = total_unmasked_pairs(idx, causal, h)
         density = total_pairs / (b * h * float(n) * n)
         fwd_flops = 4.0 * d * total_pairs
         row = dict(config=cfg, mask=mname, N=n, B=b, H=h, D=d, density=density, causal=bool(causal))

@@ -62,7 +62,7 @@ def run_length(name, n, args, torch, bench):
     del grads
     fwd_ms, bwd_ms = bench(lambda: _forward(q, k, v, idx, None, True, False, scale),
                            lambda: _backward(q, k, v, out, lse, do, idx, None, True, False, scale, False))
-    pairs = total_unmasked_pairs(idx_np, True, n, h)
+    pairs = total_unmasked_pairs(idx_np, True, h)
     fwd_flops = 4.0 * d * pairs
     row = {
         "length": name, "n": n, "heads": h, "head_dim": d, "pairs": pairs,

@@ -164,7 +164,7 @@ def run_side(side, reps):
 
 def tflops(name, ms, factor):
     spec = build_mask(name, SHAPE["n"], SHAPE["b"], SHAPE["h"])
-    pairs = total_unmasked_pairs(spec.startend_row_indices, spec.causal, SHAPE["n"], SHAPE["h"])
+    pairs = total_unmasked_pairs(spec.startend_row_indices, spec.causal, SHAPE["h"])
     return 4 * SHAPE["d"] * pairs * factor / (ms * 1e-3) / 1e12
 
 

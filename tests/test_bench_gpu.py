@@ -1,6 +1,6 @@
 """benchmarks/bench_gpu.py's bookkeeping that runs without a GPU: --merge joins the parts of one
 run (its masks measured in several device calls) into one run's file, and the report prints
-the note that says so."""
+the note that says so; the pair count every benchmark's rates divide by; the output check."""
 
 import importlib.util
 import json
@@ -66,6 +66,23 @@ class MergeTest(unittest.TestCase):
             a = part(tmp, "a", "d1", "32k-256", [])
             with self.assertRaisesRegex(ValueError, "no rows"):
                 bench_gpu.merge(pathlib.Path(tmp), "x", [a])
+
+
+class PairCountTest(unittest.TestCase):
+    def test_total_unmasked_pairs_is_the_dense_count(self):
+        """The FLOPs of every benchmark count unmasked (row, key) pairs: the dense mask's count,
+        each mask head repeated over its query heads."""
+        import numpy as np
+
+        from paddle_flashmask import masks
+
+        for name in bench_gpu.MASKS:
+            spec = bench_gpu.build_mask(name, 512, 2, 4)
+            hm = spec.startend_row_indices.shape[1]
+            dense = masks.to_dense(spec.startend_row_indices, spec.causal)  # [B, Hm, S, S], True = attend
+            with self.subTest(name):
+                self.assertEqual(bench_gpu.total_unmasked_pairs(spec.startend_row_indices, spec.causal, 4),
+                                 float(np.sum(dense)) * (4 // hm))
 
 
 @unittest.skipUnless(importlib.util.find_spec("torch"), "needs torch (a benchmark-only extra: benchmarks/requirements.txt)")

@@ -69,7 +69,7 @@ def main():
     for mask in args.masks.split(","):
         spec = build_mask(mask, n, b, h)
         idx = ours_indices(mask, torch.from_numpy(spec.startend_row_indices).cuda())
-        fwd_flops = 4.0 * d * total_unmasked_pairs(spec.startend_row_indices, spec.causal, n, h)
+        fwd_flops = 4.0 * d * total_unmasked_pairs(spec.startend_row_indices, spec.causal, h)
         for name, lib in libs.items():  # every build's output checked before any is timed
             _lib._lib = lib
             with torch.no_grad():

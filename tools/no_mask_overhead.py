@@ -48,7 +48,7 @@ def main():
                 ap.error(f"--masks: `{mask}` has bounds of its own; choose from {DENSE_MASKS}")
             spec = build_mask(mask, n, b, h)
             given = torch.from_numpy(spec.startend_row_indices).cuda()
-            flops = 4.0 * d * total_unmasked_pairs(spec.startend_row_indices, spec.causal, n, h)
+            flops = 4.0 * d * total_unmasked_pairs(spec.startend_row_indices, spec.causal, h)
 
             def call(idx, rebuild):
                 def fn():
