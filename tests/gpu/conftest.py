@@ -6,9 +6,8 @@ a failure (the GPU runs set it, so that a run cannot pass with nothing tested).
 """
 
 import os
-import pathlib
 
-import pytest
+from tests.gpu_suites import skip_unless_ready
 
 os.environ.setdefault("FLASHMASK_POISON", "1")  # outputs are NaN-filled before every launch
 
@@ -28,16 +27,4 @@ def _skip_reason():
 
 
 def pytest_collection_modifyitems(config, items):
-    # This hook sees the whole session's items: mark only this folder's (a prefix test on
-    # the path string would take tests/gpu_paddle's too).
-    here = pathlib.Path(__file__).resolve().parent
-    mine = [item for item in items if pathlib.Path(str(item.fspath)).resolve().is_relative_to(here)]
-    if not mine:
-        return
-    reason = _skip_reason()
-    if reason is None:
-        return
-    if os.environ.get("FLASHMASK_REQUIRE_CUDA") == "1":
-        raise RuntimeError(f"FLASHMASK_REQUIRE_CUDA=1 but {reason}")
-    for item in mine:
-        item.add_marker(pytest.mark.skip(reason=reason))
+    skip_unless_ready(items, __file__, _skip_reason, "FLASHMASK_REQUIRE_CUDA")

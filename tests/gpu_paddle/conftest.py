@@ -9,10 +9,7 @@ the CPU), so they also run where Paddle's own kernels were not built for the GPU
 as paddlepaddle-gpu 2.6.2 on Hopper.
 """
 
-import os
-import pathlib
-
-import pytest
+from tests.gpu_suites import skip_unless_ready
 
 
 def _skip_reason():
@@ -32,15 +29,4 @@ def _skip_reason():
 
 
 def pytest_collection_modifyitems(config, items):
-    # This hook sees the whole session's items: mark only this folder's.
-    here = pathlib.Path(__file__).resolve().parent
-    mine = [item for item in items if pathlib.Path(str(item.fspath)).resolve().is_relative_to(here)]
-    if not mine:
-        return
-    reason = _skip_reason()
-    if reason is None:
-        return
-    if os.environ.get("FLASHMASK_REQUIRE_PADDLE_GPU") == "1":
-        raise RuntimeError(f"FLASHMASK_REQUIRE_PADDLE_GPU=1 but {reason}")
-    for item in mine:
-        item.add_marker(pytest.mark.skip(reason=reason))
+    skip_unless_ready(items, __file__, _skip_reason, "FLASHMASK_REQUIRE_PADDLE_GPU")
