@@ -46,6 +46,7 @@ SLIDING_WINDOW = 4096
 MASKS = ("causal", "causal_document", "document", "share_question", "sliding_window")
 FWD_BWD_FLOPS_PER_PAIR = 3.5 * 4 * HEAD_DIM  # per unmasked (row, key) pair of one head
 WARMUP, REPS = 3, 10
+TOKENS = 256 * 1024  # the GPU runs' and --plans-only's sequence
 # --cpu-kernel: a sequence the CPU kernel runs in about a second per rank.
 CPU_TOKENS, CPU_DOCS, CPU_WINDOW = 8192, (256, 2048), 128
 CPU_HEADS, CPU_HEADS_K, CPU_HEAD_DIM, CPU_WARMUP, CPU_REPS = 2, 1, 64, 3, 9
@@ -283,7 +284,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for cp.json / cp.md (plans.json with --plans-only)")
     parser.add_argument("--tokens", type=int,
-                        help=f"sequence length (default: 256K, or {CPU_TOKENS} with --cpu-kernel)")
+                        help=f"sequence length (default: {TOKENS}, or {CPU_TOKENS} with --cpu-kernel)")
     parser.add_argument("--single-tokens", type=int, help="the 1-GPU baseline's length (default: --tokens)")
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS,
                         help="which splits to time (--plans-only reports every candidate plan)")
@@ -294,22 +295,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.plans_only and args.cpu_kernel:
         parser.error("--plans-only and --cpu-kernel are two different runs: give one")
+    args.tokens = args.tokens or (CPU_TOKENS if args.cpu_kernel else TOKENS)
     if args.cpu_kernel:
-        tokens = args.tokens or CPU_TOKENS
-        rows = cpu_kernel_imbalance(tokens, args.masks, args.splits)
+        rows = cpu_kernel_imbalance(args.tokens, args.masks, args.splits)
         lines = ["| mask | split | plan | predicted | measured | rank ms |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['mask']} | {r['split']} | {r['plan']} | {r['predicted_imbalance']:.3f} | "
                   f"{r['measured_imbalance']:.3f} | {' / '.join(f'{t:.0f}' for t in r['rank_ms'])} |" for r in rows]
         out = pathlib.Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "cpu_kernel.json").write_text(json.dumps(rows, indent=1))
-        header = (f"Per-rank fwd+bwd time on the CPU kernel, {tokens} tokens, documents of {CPU_DOCS[0]}-"
+        header = (f"Per-rank fwd+bwd time on the CPU kernel, {args.tokens} tokens, documents of {CPU_DOCS[0]}-"
                   f"{CPU_DOCS[1]}, window {CPU_WINDOW}, H={CPU_HEADS}, Hk={CPU_HEADS_K}, D={CPU_HEAD_DIM}, 2 ranks "
                   f"timed in turn in one process (median of {CPU_REPS} after {CPU_WARMUP} untimed; a 2-core machine shared with other jobs)")
         (out / "cpu_kernel.md").write_text(f"{header}\n\n" + "\n".join(lines) + "\n")
         print("\n".join(lines))
         return
-    args.tokens = args.tokens or 256 * 1024
     if not args.plans_only:
         run_gpu(args)
         return
