@@ -309,7 +309,7 @@ struct BwdSm90Mainloop {
       if (sm90::lane_id() == 0) mbar_arrive(sm.scores_done + st);
 
     if (tile.partial())
-      mask_partial_keys<ST>(kb, form, m * kBlockM + query_off(), epi.t,
+      mask_partial_keys<ST>(kb, tile.test(), m * kBlockM + query_off(), epi.t,
                             [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
     uint32_t pa[KS][4], dsa[KS][4];
     p_and_ds(acc_s, acc_dp, st, pa, dsa);

@@ -304,7 +304,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       if (kNeedDS) keys_by_queries<T, Cfg>(acc_dp, sV, do_s, warp, lane);
 
       if (kind == static_cast<int>(TileKind::kPartial))
-        mask_partial_keys<MT>(kb, pb.form, m * kBlockM, t, [&](int nt, int r, int c) { acc_s[nt][2 * r + c] = -INFINITY; });
+        mask_partial_keys<MT>(kb, sList[it].test(), m * kBlockM, t, [&](int nt, int r, int c) { acc_s[nt][2 * r + c] = -INFINITY; });
 
       // P^T, dS^T
       p_and_ds<MT, kNeedDS>(acc_s, acc_dp, l_s, ds_s, pb.scale_log2, t);

@@ -30,7 +30,6 @@ struct FwdSm90Mainloop {
   const int cw;    // consumer warpgroup: rows cw*64 ..
   const int wrow;  // this thread's first row in the 64
   const int t;
-  const int form;
   const float scale_log2;
   float acc_o[DT * 4];
   OnlineSoftmax<T, NT> softmax;
@@ -38,7 +37,7 @@ struct FwdSm90Mainloop {
   __device__ __forceinline__ FwdSm90Mainloop(Smem& sm_, const FwdParams& p, int warp, int lane)
       : sm(sm_), sQ(reinterpret_cast<T*>(sm_.q[0])), sK(reinterpret_cast<T*>(sm_.k[0])),
         sV(reinterpret_cast<T*>(sm_.v[0])), cw(warp / 4 - 1), wrow((warp & 3) * 16 + (lane >> 2)), t(lane & 3),
-        form(mask_form(p.mask.causal, p.mask.num_bounds)), scale_log2(p.softmax_scale * kLog2e) {}
+        scale_log2(p.softmax_scale * kLog2e) {}
 
   // S = Q K^T of ring slot st (K-major A and B, k steps of 16 = 32 bytes in a 128-byte row).
   // q_addr: this consumer's rows of the Q tile. At D=256 the Q descriptor is built here,
@@ -73,7 +72,7 @@ struct FwdSm90Mainloop {
                                                    TileEntry tile, int st, int row0, float (&alpha)[2]) {
     if (tile.partial()) {
       const int rows[2] = {row0, row0 + 8};
-      mask_partial_rows<NT>(sm.bounds[st], form, t, rows,
+      mask_partial_rows<NT>(sm.bounds[st], tile.test(), t, rows,
                             [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
     }
     sm90::mbar_arrive(sm.k_empty + st);  // this thread is done with K and the bounds of this stage

@@ -24,6 +24,50 @@ __device__ __forceinline__ TileBounds load_tile_bounds(const TileBounds* tb) {
   return TileBounds{a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
 }
 
+// A partial tile's mask test (perf-notes v64). Every column hides the rows of two half-open
+// intervals, [x, y) (lower) and [z, w) (upper), column_masked_rows below; of a given tile's
+// rows an interval's part may hide none (kNone), only rows on one side of its near end, its far
+// end lying beyond the tile (kOpen: one compare, row >= x or row < w), or need both ends
+// (kClosed). The test is lower | upper << 2, chosen once per tile where the tile is listed
+// (partial_tile_test) and carried by its list entry (TileEntry::test), so that a partial tile
+// pays for the compares it needs, not for every bound of the call.
+enum PartTest : int { kNone = 0, kOpen = 1, kClosed = 2 };
+__host__ __device__ constexpr int partial_test(int lower, int upper) { return lower | upper << 2; }
+
+template <int L, int U>
+__host__ __device__ __forceinline__ bool hides_row(int row, const int4& iv) {
+  // Bitwise, not short-circuit: && and || compile to a branch per element.
+  const bool lower = L == kNone ? false : (L == kOpen ? row >= iv.x : (row >= iv.x) & (row < iv.y));
+  const bool upper = U == kNone ? false : (U == kOpen ? row < iv.w : (row >= iv.z) & (row < iv.w));
+  return lower | upper;
+}
+
+// The test of a partial tile of rows [r0, r1) whose columns end at last_col, from the
+// summary `t` of its valid columns' bounds (mask.h): the lower interval's part is none where
+// every column's lies beyond the rows, open where every column's end (LTE) is past them; the
+// upper one's likewise (UTS at or before r0: open), or for a causal call the causal limit
+// (none where the tile lies on or below the diagonal, else open: z is unbounded). A short
+// last tile's columns past seqlen_k hide every row by their lower interval [INT_MIN, INT_MAX)
+// (column_masked_rows), which an open or closed lower part tests.
+__host__ __device__ __forceinline__ int partial_tile_test(const TileBounds& t, int r0, int r1, int last_col,
+                                                          bool causal, int causal_offset, bool short_tile) {
+  int lower = (t.lts_min >= r1 || t.lte_max <= r0) ? kNone : (t.lte_min >= r1 ? kOpen : kClosed);
+  if (short_tile && lower == kNone) lower = kClosed;
+  int upper;
+  if (causal)
+    upper = last_col <= r0 + causal_offset ? kNone : kOpen;
+  else
+    upper = (t.uts_min >= r1 || t.ute_max <= r0) ? kNone : (t.uts_max <= r0 ? kOpen : kClosed);
+  return partial_test(lower, upper);
+}
+// A classifier's list code (TileEntry::code) of a tile of that kind: partial tiles carry their test.
+__host__ __device__ __forceinline__ int tile_code(TileKind kind, const TileBounds& t, int r0, int r1, int last_col,
+                                                  bool causal, int causal_offset, bool short_tile) {
+  return kind == TileKind::kPartial
+             ? TileEntry::code(kind, partial_tile_test(t, r0, r1, last_col, causal, causal_offset, short_tile))
+             : static_cast<int>(kind);
+}
+
 // Which key tiles [n*block_n, (n+1)*block_n) query rows [m0, m0 + rows_valid) of one
 // (batch, mask head) `bhm` must visit: tiles [0, n_end) are candidates (the causal
 // limit cuts the rest), kind(n) skips by the block mask or the tile bounds `tb` (this
@@ -51,13 +95,16 @@ struct KeyTileClassifier {
       n_end = max_col < 0 ? 0 : min(n_end, max_col / block_n + 1);
     }
   }
+  // The tile's list code (TileEntry::code): its kind, and a partial tile's test.
   __device__ __forceinline__ int kind(int n) const {
     const int c0 = n * block_n, c1 = min(c0 + block_n, seqlen_k);
     if (block_mask_row != nullptr && __ldg(block_mask_row + c0 / kBlockMaskSize) == 0)
       return static_cast<int>(TileKind::kSkip);
-    TileKind k = classify_tile(load_tile_bounds(tb + n), m0, row_end, c0, c1, causal, offset);
-    if (k == TileKind::kUnmasked && c0 + block_n > seqlen_k) k = TileKind::kPartial;
-    return static_cast<int>(k);
+    const TileBounds t = load_tile_bounds(tb + n);
+    const bool short_tile = c0 + block_n > seqlen_k;
+    TileKind k = classify_tile(t, m0, row_end, c0, c1, causal, offset);
+    if (k == TileKind::kUnmasked && short_tile) k = TileKind::kPartial;
+    return tile_code(k, t, m0, row_end, c1 - 1, causal, offset, short_tile);
   }
 };
 
@@ -117,6 +164,7 @@ struct QueryTileClassifier {
     if (tbn.lte_min >= Sq) m_end = min(m_end, (min(max(tbn.lts_max, 0), Sq) + kBlockM - 1) / kBlockM);
     if (tbn.uts_max <= 0) m_begin = max(m_begin, min(tbn.ute_min, Sq) / kBlockM);
   }
+  // The tile's list code (TileEntry::code): its kind, and a partial tile's test.
   __device__ __forceinline__ int kind(int m) const {
     const int r0 = m * kBlockM, r1 = min(r0 + kBlockM, seqlen_q);
     if (block_mask_col != nullptr &&
@@ -124,7 +172,7 @@ struct QueryTileClassifier {
       return static_cast<int>(TileKind::kSkip);
     TileKind k = classify_tile(tbn, r0, r1, n0, keys_end, causal, offset);
     if (k == TileKind::kUnmasked && short_tile) k = TileKind::kPartial;
-    return static_cast<int>(k);
+    return tile_code(k, tbn, r0, r1, keys_end - 1, causal, offset, short_tile);
   }
 };
 
@@ -162,10 +210,8 @@ __host__ __device__ __forceinline__ int mask_form(bool causal, int num_bounds) {
 // z (forms 0-2) open at INT_MAX / INT_MIN, so its test skips those compares; bitwise,
 // not short-circuit, because && and || compile to a branch per element.
 template <int F>
-__device__ __forceinline__ bool in_masked_rows(int row, const int4& iv) {
-  const bool lower = (F == 1 || F == 3) ? ((row >= iv.x) & (row < iv.y)) : row >= iv.x;
-  const bool upper = F == 3 ? ((row >= iv.z) & (row < iv.w)) : row < iv.w;
-  return lower | upper;
+__host__ __device__ __forceinline__ bool in_masked_rows(int row, const int4& iv) {
+  return hides_row<(F == 1 || F == 3) ? kClosed : kOpen, F == 3 ? kClosed : kOpen>(row, iv);
 }
 template <int F>
 struct Form {
@@ -175,17 +221,17 @@ struct Form {
   // left open where the form has no bound: the lower one to INT_MAX instead of seqlen_q, the
   // upper one of forms 0-2 from INT_MIN instead of 0; the causal forms' upper interval is the
   // causal limit.
-  static __device__ __forceinline__ int4 masked_rows(int col, const int (&b)[4], int off) {
+  static __host__ __device__ __forceinline__ int4 masked_rows(int col, const int (&b)[4], int off) {
     const ColumnBounds c = load_column_bounds(b, kBounds, kCausal, INT_MAX);
     return make_int4(c.lts, c.lte, F == 3 ? c.uts : INT_MIN, kCausal ? col - off : c.ute);
   }
-  static __device__ __forceinline__ bool masked(int row, int col, const int (&b)[4], int off) {
+  static __host__ __device__ __forceinline__ bool masked(int row, int col, const int (&b)[4], int off) {
     return in_masked_rows<F>(row, masked_rows(col, b, off));
   }
 };
 // Calls f(std::integral_constant<int, F>) for the runtime form.
 template <typename Fn>
-__device__ __forceinline__ void dispatch_form(int form, Fn&& f) {
+__host__ __device__ __forceinline__ void dispatch_form(int form, Fn&& f) {
   switch (form) {
     case 0: f(std::integral_constant<int, 0>()); break;
     case 1: f(std::integral_constant<int, 1>()); break;
@@ -196,7 +242,7 @@ __device__ __forceinline__ void dispatch_form(int form, Fn&& f) {
 
 // Form F's masked_rows of column col, or every row for a column at or past seqlen_k.
 template <int F>
-__device__ __forceinline__ int4 column_masked_rows(int col, const int (&b)[4], int off, int seqlen_k) {
+__host__ __device__ __forceinline__ int4 column_masked_rows(int col, const int (&b)[4], int off, int seqlen_k) {
   return col < seqlen_k ? Form<F>::masked_rows(col, b, off) : make_int4(INT_MIN, INT_MAX, 0, 0);
 }
 // The same for the runtime form.
@@ -206,19 +252,41 @@ __device__ __forceinline__ int4 column_masked_rows(int form, int col, const int 
   return iv;
 }
 
+// Calls f(PartialTest<L, U>()) for the runtime test (partial_test's code). Seven of the eight
+// tests have their own code; the rare (kOpen, kClosed) of four-bound calls and any unknown code
+// take the exact test, both parts closed (with an eighth copy of the element loop ptxas spilled
+// in the D=64 forward's tile loop, perf-notes v64).
+template <int L, int U>
+struct PartialTest {
+  static __host__ __device__ __forceinline__ bool hides(int row, const int4& iv) { return hides_row<L, U>(row, iv); }
+};
+template <typename Fn>
+__host__ __device__ __forceinline__ void dispatch_test(int test, Fn&& f) {
+  switch (test) {
+    case partial_test(kOpen, kNone): f(PartialTest<kOpen, kNone>()); break;
+    case partial_test(kNone, kOpen): f(PartialTest<kNone, kOpen>()); break;
+    case partial_test(kClosed, kNone): f(PartialTest<kClosed, kNone>()); break;
+    case partial_test(kNone, kClosed): f(PartialTest<kNone, kClosed>()); break;
+    case partial_test(kClosed, kOpen): f(PartialTest<kClosed, kOpen>()); break;
+    case partial_test(kOpen, kOpen): f(PartialTest<kOpen, kOpen>()); break;
+    default: f(PartialTest<kClosed, kClosed>()); break;
+  }
+}
+
 // The element loop of a partial tile, shared by the masks below: a thread's fragment has
-// NT n8 chunks j of column pairs c = 0, 1 and NR rows i. column(ftag, j, c) does the
-// per-column work once (loads, conversions) and returns hides(i); masked_out(j, i, c) runs
-// for each element it hides. The form is dispatched once, outside the loops, so every
-// form's test is inlined without branches.
-template <int NT, int NR, typename Column, typename Out>
-__device__ __forceinline__ void mask_fragment(int form, Column&& column, Out&& masked_out) {
-  dispatch_form(form, [&](auto ftag) {
+// NT n8 chunks j of column pairs c = 0, 1 and NR rows i. dispatch(g) calls g(tag) once with
+// the tile's compile-time test (dispatch_form's form or dispatch_test's PartialTest), outside
+// the loops, so that the test is inlined without branches; column(tag, j, c) does the
+// per-column work once (loads, conversions) and returns hides(i); masked_out(j, i, c) runs for
+// each element it hides.
+template <int NT, int NR, typename Dispatch, typename Column, typename Out>
+__device__ __forceinline__ void mask_fragment(Dispatch&& dispatch, Column&& column, Out&& masked_out) {
+  dispatch([&](auto tag) {
 #pragma unroll
     for (int j = 0; j < NT; ++j)
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
-        const auto hides = column(ftag, j, c);
+        const auto hides = column(tag, j, c);
 #pragma unroll
         for (int i = 0; i < NR; ++i)
           if (hides(i)) masked_out(j, i, c);
@@ -230,13 +298,13 @@ __device__ __forceinline__ void mask_fragment(int form, Column&& column, Out&& m
 // thread's columns 8j + 2t + {0,1}): calls masked_out(j, i, c) for each element
 // of row rows[i] and column col0 + 8j + 2t + c that the mask hides. `bounds` holds
 // the tile's columns' raw bounds in smem, kBounds ints per column; columns at or
-// past seqlen_k count as masked.
+// past seqlen_k count as masked (the mma.sync kernels).
 template <int NT, int NR, typename Out>
 __device__ __forceinline__ void mask_partial_rows(int form, const int* bounds, int col0, int t,
                                                   int seqlen_k, int causal_offset,
                                                   const int (&rows)[NR], Out&& masked_out) {
   mask_fragment<NT, NR>(
-      form,
+      [&](auto&& g) { dispatch_form(form, g); },
       [&](auto ftag, int j, int c) {
         using Fm = Form<decltype(ftag)::value>;
         const int lc = j * 8 + 2 * t + c;
@@ -245,22 +313,23 @@ __device__ __forceinline__ void mask_partial_rows(int form, const int* bounds, i
 #pragma unroll
         for (int q = 0; q < Fm::kBounds; ++q) bd[q] = bounds[lc * Fm::kBounds + q];
         const bool col_ok = col < seqlen_k;
-        // Bitwise, as in in_masked_rows: || compiled to a branch per element.
+        // Bitwise, as in hides_row: || compiled to a branch per element.
         return [=](int i) { return !col_ok | Fm::masked(rows[i], col, bd, causal_offset); };
       },
       masked_out);
 }
 
 // The same from columns already converted by column_masked_rows (one int4 per column
-// in smem): one 16-byte load per column instead of one per bound (perf-notes v17).
+// in smem: one 16-byte load per column instead of one per bound, perf-notes v17), by the
+// tile's own test (TileEntry::test; the Hopper forward).
 template <int NT, int NR, typename Out>
-__device__ __forceinline__ void mask_partial_rows(const int4* intervals, int form, int t, const int (&rows)[NR],
+__device__ __forceinline__ void mask_partial_rows(const int4* intervals, int test, int t, const int (&rows)[NR],
                                                   Out&& masked_out) {
   mask_fragment<NT, NR>(
-      form,
-      [&](auto ftag, int j, int c) {
+      [&](auto&& g) { dispatch_test(test, g); },
+      [&](auto tag, int j, int c) {
         const int4 iv = intervals[j * 8 + 2 * t + c];
-        return [=](int i) { return in_masked_rows<decltype(ftag)::value>(rows[i], iv); };
+        return [=](int i) { return decltype(tag)::hides(rows[i], iv); };
       },
       masked_out);
 }
@@ -287,15 +356,15 @@ __device__ __forceinline__ KeyRowBounds load_key_row_bounds(const int32_t* bound
 }
 // Partial transposed tile (n8 chunks of queries, this thread's queries q0 + 8j + 2t +
 // {0,1}): calls masked_out(j, r, c) for each element of key row key0 + 8r and query
-// q0 + 8j + 2t + c that the mask hides.
+// q0 + 8j + 2t + c that the mask hides, by the tile's own test (TileEntry::test).
 template <int NT, typename Out>
-__device__ __forceinline__ void mask_partial_keys(const KeyRowBounds& kb, int form, int q0, int t,
+__device__ __forceinline__ void mask_partial_keys(const KeyRowBounds& kb, int test, int q0, int t,
                                                   Out&& masked_out) {
   mask_fragment<NT, 2>(
-      form,
-      [&](auto ftag, int j, int c) {
+      [&](auto&& g) { dispatch_test(test, g); },
+      [&](auto tag, int j, int c) {
         const int q = q0 + j * 8 + 2 * t + c;
-        return [=](int r) { return in_masked_rows<decltype(ftag)::value>(q, kb.rows[r]); };
+        return [=](int r) { return decltype(tag)::hides(q, kb.rows[r]); };
       },
       masked_out);
 }

@@ -11,14 +11,20 @@
 namespace flashmask {
 namespace cuda {
 
-// One list entry: a tile index (below 2^24) and its TileKind (kUnmasked or kPartial; skipped
-// tiles are not listed), packed into the 32 bits a list slot in shared memory holds.
+// One list entry: a tile index (below 2^24), its TileKind (kUnmasked or kPartial; skipped
+// tiles are not listed) and a partial tile's mask test (mask.cuh: partial_tile_test), packed
+// into the 32 bits a list slot in shared memory holds. A classifier returns kind and test
+// together as one code (code()), which build_tile_segment stores as it is.
 struct TileEntry {
-  static constexpr int kKindShift = 24, kIndexMask = (1 << kKindShift) - 1;
+  static constexpr int kKindShift = 24, kKindBits = 2, kIndexMask = (1 << kKindShift) - 1;
   int bits;
-  static __device__ __forceinline__ TileEntry make(int index, int kind) { return TileEntry{index | (kind << kKindShift)}; }
+  static __host__ __device__ __forceinline__ int code(TileKind kind, int test) {
+    return static_cast<int>(kind) | (test << kKindBits);
+  }
+  static __device__ __forceinline__ TileEntry make(int index, int code) { return TileEntry{index | (code << kKindShift)}; }
   __device__ __forceinline__ int index() const { return bits & kIndexMask; }
-  __device__ __forceinline__ int kind() const { return bits >> kKindShift; }
+  __device__ __forceinline__ int kind() const { return (bits >> kKindShift) & ((1 << kKindBits) - 1); }
+  __device__ __forceinline__ int test() const { return bits >> (kKindShift + kKindBits); }
   __device__ __forceinline__ bool partial() const { return kind() == static_cast<int>(TileKind::kPartial); }
 };
 static_assert(sizeof(TileEntry) == sizeof(int), "a list slot is one int of shared memory");
@@ -41,8 +47,8 @@ static_assert(kRestSlot < kWorkItemSlot && kWorkItemSlot < kListScratchInts,
               "the work item's slot lies past the list builder's, inside the scratch");
 
 // Compaction by a group of kThreads threads (local ids tid = 0..kThreads-1, whole
-// warps): list[0..count) = TileEntry::make(index, kind) for the indices of [begin, end)
-// whose kind (classify(index)) is not kSkip, in ascending order (kDescending: descending),
+// warps): list[0..count) = TileEntry::make(index, code) for the indices of [begin, end)
+// whose code (classify(index), TileEntry::code) is not kSkip, in ascending order (kDescending: descending),
 // up to `capacity` entries. The candidates after the last listed one, from the first that
 // did not fit, are the segment's rest. Every thread returns the same; call uniformly.
 // `sync()` is the group's barrier (__syncthreads for a whole CTA). scratch[0..kWarps) holds
@@ -57,8 +63,8 @@ __device__ __forceinline__ TileSegment build_tile_segment(TileEntry* list, int* 
   for (int v0 = 0; v0 < span; v0 += kThreads) {
     const int v = v0 + tid;
     const int i = kDescending ? end - 1 - v : begin + v;
-    const int kind = v < span ? classify(i) : static_cast<int>(TileKind::kSkip);
-    const bool keep = kind != static_cast<int>(TileKind::kSkip);
+    const int code = v < span ? classify(i) : static_cast<int>(TileKind::kSkip);
+    const bool keep = code != static_cast<int>(TileKind::kSkip);
     const unsigned ballot = __ballot_sync(0xffffffffu, keep);
     if (lane == 0) scratch[warp] = __popc(ballot);
     sync();
@@ -70,7 +76,7 @@ __device__ __forceinline__ TileSegment build_tile_segment(TileEntry* list, int* 
       total += cw;
     }
     const int pos = off + __popc(ballot & ((1u << lane) - 1u));
-    if (keep && pos < capacity) list[pos] = TileEntry::make(i, kind);
+    if (keep && pos < capacity) list[pos] = TileEntry::make(i, code);
     if (keep && pos == capacity) scratch[kRestSlot] = i;
     count += total;
     sync();  // scratch is read (and the rest slot written) before it is reused
