@@ -92,7 +92,7 @@ __device__ __forceinline__ void bwd_list_item(const BwdListQueue<Smem>& queue, c
       queue.wait_empty(l);
       seg = build_tile_segment<Cfg::kListBuilders, false>(queue.tiles(l), queue.sm.scratch, seg.rest_begin,
                                                           seg.rest_end, kListCapacity,
-                                                          [&](int m) { return query_tiles.kind(m); }, ltid, sync);
+                                                          [&](int m) { return query_tiles.code(m); }, ltid, sync);
       flags |= seg.last() && hi == group - 1 ? kLastSegment : 0;
       if (ltid == 0) queue.record(l) = BwdListRecord{seg.count, n_block, hk, b, hi, flags, {0, 0}};
       queue.publish(l);  // release: this thread's list entries (and the record)

@@ -70,7 +70,7 @@ __host__ __device__ __forceinline__ int tile_code(TileKind kind, const TileBound
 
 // Which key tiles [n*block_n, (n+1)*block_n) query rows [m0, m0 + rows_valid) of one
 // (batch, mask head) `bhm` must visit: tiles [0, n_end) are candidates (the causal
-// limit cuts the rest), kind(n) skips by the block mask or the tile bounds `tb` (this
+// limit cuts the rest), code(n) skips by the block mask or the tile bounds `tb` (this
 // bhm's row of the preprocessing output); the last, short key tile is never
 // "unmasked" (its missing columns are masked per element).
 struct KeyTileClassifier {
@@ -96,7 +96,7 @@ struct KeyTileClassifier {
     }
   }
   // The tile's list code (TileEntry::code): its kind, and a partial tile's test.
-  __device__ __forceinline__ int kind(int n) const {
+  __device__ __forceinline__ int code(int n) const {
     const int c0 = n * block_n, c1 = min(c0 + block_n, seqlen_k);
     if (block_mask_row != nullptr && __ldg(block_mask_row + c0 / kBlockMaskSize) == 0)
       return static_cast<int>(TileKind::kSkip);
@@ -116,7 +116,7 @@ __device__ __forceinline__ int list_key_tiles(TileEntry* list, int* scratch, con
                                               const TileBounds* tb, int tid, Sync sync) {
   const KeyTileClassifier key_tiles(mask, Sq, Sk, bhm, m0, rows_valid, kBlockN, tb);
   return build_tile_list<kThreads>(list, scratch, 0, key_tiles.n_end,
-                                   [&](int n) { return key_tiles.kind(n); }, tid, sync);
+                                   [&](int n) { return key_tiles.code(n); }, tid, sync);
 }
 // The same over a whole CTA of kThreads threads.
 template <int kThreads, int kBlockN>
@@ -129,7 +129,7 @@ __device__ __forceinline__ int list_key_tiles(TileEntry* list, int* scratch, con
 
 // Which query tiles [m*kBlockM, (m+1)*kBlockM) the keys [n0, n0 + keys_valid) of key tile
 // n0 / kBlockN (width kBlockN, bounds summary `tbn`) must visit for one (batch, mask head)
-// `bhm`: tiles [m_begin, m_end) are candidates, kind(m) skips by the block mask or `tbn`;
+// `bhm`: tiles [m_begin, m_end) are candidates, code(m) skips by the block mask or `tbn`;
 // the mirror of KeyTileClassifier for the backward's key blocks. The candidates are cut
 // to what the bounds leave: rows before the causal diagonal, rows at or past every
 // column's lower-triangle start (no LTE bound: a document's keys are not seen past its
@@ -165,7 +165,7 @@ struct QueryTileClassifier {
     if (tbn.uts_max <= 0) m_begin = max(m_begin, min(tbn.ute_min, Sq) / kBlockM);
   }
   // The tile's list code (TileEntry::code): its kind, and a partial tile's test.
-  __device__ __forceinline__ int kind(int m) const {
+  __device__ __forceinline__ int code(int m) const {
     const int r0 = m * kBlockM, r1 = min(r0 + kBlockM, seqlen_q);
     if (block_mask_col != nullptr &&
         __ldg(block_mask_col + static_cast<int64_t>(r0 / kBlockMaskSize) * bm_cols) == 0)
@@ -185,7 +185,7 @@ __device__ __forceinline__ int list_query_tiles(TileEntry* list, int* scratch, c
                                                 int tid, Sync sync) {
   const QueryTileClassifier<kBlockM> query_tiles(mask, Sq, Sk, bhm, n0, keys_valid, kBlockN, tbn);
   return build_tile_list<kThreads>(list, scratch, query_tiles.m_begin, query_tiles.m_end,
-                                   [&](int m) { return query_tiles.kind(m); }, tid, sync);
+                                   [&](int m) { return query_tiles.code(m); }, tid, sync);
 }
 // The same over a whole CTA of kThreads threads.
 template <int kThreads, int kBlockM>

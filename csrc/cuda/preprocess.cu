@@ -62,7 +62,7 @@ __global__ void fwd_visits_kernel(const MaskParams mask, int seqlen_q, int seqle
                                     tb + bhm * n_tiles);
   int count = 0, lo = INT_MAX, hi = -1;
   for (int n = lane; n < key_tiles.n_end; n += kWarpSize)
-    if (key_tiles.kind(n) != static_cast<int>(TileKind::kSkip)) {
+    if (key_tiles.code(n) != static_cast<int>(TileKind::kSkip)) {
       ++count;
       lo = min(lo, n);
       hi = n;

@@ -108,7 +108,7 @@ __device__ __forceinline__ void fwd_scheduler_role(const sm90::TileListQueue<Sme
     for (int flags = kFirstSegment;; flags = 0, k.advance()) {
       if (flags == 0) queue.wait_empty(k);
       seg = build_tile_segment<kThreads, true>(queue.tiles(k), scratch, seg.rest_begin, seg.rest_end,
-                                               sm90::kListCapacity, [&](int n) { return key_tiles.kind(n); }, ltid, sync);
+                                               sm90::kListCapacity, [&](int n) { return key_tiles.code(n); }, ltid, sync);
       flags |= seg.last() ? kLastSegment : 0;
       if (ltid == 0) queue.record(k) = FwdItemRecord{seg.count, it.m_block, it.h, it.b, flags, {0, 0, 0}};
       queue.publish(k);  // release: this thread's list entries and the record
