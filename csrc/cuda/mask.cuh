@@ -207,8 +207,8 @@ __host__ __device__ __forceinline__ int mask_form(bool causal, int num_bounds) {
 // (the causal limit col > row + offset is the interval of rows below col - offset).
 // Kernels that keep bounds per column for many tiles convert them once (the Hopper
 // kernels: one int4 per column, no per-form loads). Form F leaves y (forms 0, 2) and
-// z (forms 0-2) open at INT_MAX / INT_MIN, so its test skips those compares; bitwise,
-// not short-circuit, because && and || compile to a branch per element.
+// z (forms 0-2) open at INT_MAX / INT_MIN, so its test (hides_row with those parts open)
+// skips those compares.
 template <int F>
 __host__ __device__ __forceinline__ bool in_masked_rows(int row, const int4& iv) {
   return hides_row<(F == 1 || F == 3) ? kClosed : kOpen, F == 3 ? kClosed : kOpen>(row, iv);
