@@ -450,16 +450,19 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
   for (int it = count - 1; it >= 0; --it) {
     const int n = sm.list[it].index();
-    const int kind = sm.list[it].kind();
+    const int kind = sm.list[it].kind(), test = sm.list[it].test();
     cp_async_wait<0>();
     __syncthreads();
+    if (kind == static_cast<int>(TileKind::kPartial)) {  // the tile's own test reads intervals
+      convert_tile_columns<kBlockN, kThreads>(sm.intervals, sm.bounds, blk.form, n, tid, blk.offset, blk.Sk);
+      __syncthreads();
+    }
 
     float acc_s[NT][4], acc_dp[NT][4];
     dq_s_dp<T, Cfg>(acc_s, acc_dp, sm.q, sdO, sm.k, sm.v, warp, lane);
     if (kind == static_cast<int>(TileKind::kPartial)) {
       const int rows[2] = {blk.m0 + warp * 16 + g, blk.m0 + warp * 16 + g + 8};
-      mask_partial_rows<NT>(blk.form, sm.bounds, n * kBlockN, t, blk.Sk, blk.offset, rows,
-                            [&](int j, int r, int c) { acc_s[j][2 * r + c] = -INFINITY; });
+      mask_partial_rows<NT>(sm.intervals, test, t, rows, [&](int j, int r, int c) { acc_s[j][2 * r + c] = -INFINITY; });
     }
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)

@@ -174,25 +174,28 @@ struct Sm80Problem {
 
 // Shared memory of an sm80 forward or dQ CTA, in order: kQTiles tiles of kBlockM query rows
 // (Q; then dO in the dQ kernel), the K and V tiles, one key tile's column bounds (up to 4
-// ints a column), the tile-list builder's scratch, then the key-tile list (n_tiles entries,
+// ints a column) and their intervals (an int4 a column), the tile-list builder's scratch, then the key-tile list (n_tiles entries,
 // sized at launch: kFixedBytes is all before it). Tiles<T> carves it for 16-bit T.
 template <int D, int kBlockM, int kBlockN, int kQTiles>
 struct Sm80QueryBlockSmem {
   static constexpr int kElemBytes = 2;
   static constexpr int kFixedBytes = (kQTiles * kBlockM + 2 * kBlockN) * D * kElemBytes +
-                                     (kBlockN * 4 + kListScratchInts) * static_cast<int>(sizeof(int));
+                                     (kBlockN * 8 + kListScratchInts) * static_cast<int>(sizeof(int));
   template <typename T>
   struct Tiles {
     static_assert(sizeof(T) == kElemBytes, "the mma.sync kernels take 16-bit elements");
     T *q, *k, *v;
-    int *bounds, *scratch;
+    int* bounds;      // a partial tile's raw column bounds (cp.async)
+    int4* intervals;  // the same converted (mask.cuh: convert_tile_columns)
+    int* scratch;
     TileEntry* list;
     __device__ __forceinline__ explicit Tiles(char* raw)
         : q(reinterpret_cast<T*>(raw)),
           k(q + kQTiles * kBlockM * D),
           v(k + kBlockN * D),
           bounds(reinterpret_cast<int*>(v + kBlockN * D)),
-          scratch(bounds + kBlockN * 4),
+          intervals(reinterpret_cast<int4*>(bounds + kBlockN * 4)),
+          scratch(reinterpret_cast<int*>(intervals + kBlockN)),
           list(reinterpret_cast<TileEntry*>(scratch + kListScratchInts)) {}
   };
 };

@@ -225,9 +225,6 @@ struct Form {
     const ColumnBounds c = load_column_bounds(b, kBounds, kCausal, INT_MAX);
     return make_int4(c.lts, c.lte, F == 3 ? c.uts : INT_MIN, kCausal ? col - off : c.ute);
   }
-  static __host__ __device__ __forceinline__ bool masked(int row, int col, const int (&b)[4], int off) {
-    return in_masked_rows<F>(row, masked_rows(col, b, off));
-  }
 };
 // Calls f(std::integral_constant<int, F>) for the runtime form.
 template <typename Fn>
@@ -294,34 +291,28 @@ __device__ __forceinline__ void mask_fragment(Dispatch&& dispatch, Column&& colu
   });
 }
 
-// Partial tile of scores laid out as query rows x key columns (n8 chunks, this
-// thread's columns 8j + 2t + {0,1}): calls masked_out(j, i, c) for each element
-// of row rows[i] and column col0 + 8j + 2t + c that the mask hides. `bounds` holds
-// the tile's columns' raw bounds in smem, kBounds ints per column; columns at or
-// past seqlen_k count as masked (the mma.sync kernels).
-template <int NT, int NR, typename Out>
-__device__ __forceinline__ void mask_partial_rows(int form, const int* bounds, int col0, int t,
-                                                  int seqlen_k, int causal_offset,
-                                                  const int (&rows)[NR], Out&& masked_out) {
-  mask_fragment<NT, NR>(
-      [&](auto&& g) { dispatch_form(form, g); },
-      [&](auto ftag, int j, int c) {
-        using Fm = Form<decltype(ftag)::value>;
-        const int lc = j * 8 + 2 * t + c;
-        const int col = col0 + lc;
-        int bd[4] = {0, 0, 0, 0};
+// The mma.sync kernels' partial tile: its columns' raw bounds, as cp.async copied them into
+// shared memory (the form's kBounds ints a column), converted into intervals (one int4 a column,
+// column_masked_rows) by the group's first kBlockN threads; the caller's barrier publishes them.
+template <int kBlockN, int kThreads>
+__device__ __forceinline__ void convert_tile_columns(int4* dst, const int* raw, int form, int n, int tid,
+                                                     int causal_offset, int seqlen_k) {
+  dispatch_form(form, [&](auto ftag) {
+    using Fm = Form<decltype(ftag)::value>;
+    for (int lc = tid; lc < kBlockN; lc += kThreads) {
+      int b[4] = {};
 #pragma unroll
-        for (int q = 0; q < Fm::kBounds; ++q) bd[q] = bounds[lc * Fm::kBounds + q];
-        const bool col_ok = col < seqlen_k;
-        // Bitwise, as in hides_row: || compiled to a branch per element.
-        return [=](int i) { return !col_ok | Fm::masked(rows[i], col, bd, causal_offset); };
-      },
-      masked_out);
+      for (int i = 0; i < Fm::kBounds; ++i) b[i] = raw[lc * Fm::kBounds + i];
+      dst[lc] = column_masked_rows<decltype(ftag)::value>(n * kBlockN + lc, b, causal_offset, seqlen_k);
+    }
+  });
 }
 
-// The same from columns already converted by column_masked_rows (one int4 per column
-// in smem: one 16-byte load per column instead of one per bound, perf-notes v17), by the
-// tile's own test (TileEntry::test; the Hopper forward).
+// Partial tile of scores laid out as query rows x key columns (n8 chunks, this thread's
+// columns 8j + 2t + {0,1}) from its columns' intervals (one int4 a column in smem: one 16-byte
+// load per column instead of one per bound, perf-notes v17): calls masked_out(j, i, c) for each element
+// of row rows[i] and column 8j + 2t + c of the tile that the tile's own test (TileEntry::test)
+// hides; columns at or past seqlen_k hide every row.
 template <int NT, int NR, typename Out>
 __device__ __forceinline__ void mask_partial_rows(const int4* intervals, int test, int t, const int (&rows)[NR],
                                                   Out&& masked_out) {
