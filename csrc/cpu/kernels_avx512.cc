@@ -176,15 +176,23 @@ struct AmxOps : Bf16Ops {
   // Every tile 16 rows x 64 bytes: C 0-3, A 4-5, B 6-7. The configuration is
   // per thread and kept for a parallel region (scratch lifetime), so it is
   // loaded where the region's scratch is built and released with it.
+  // ldtilecfg by inline assembly that names the whole configuration as its
+  // memory operand: GCC 12.2 treats _tile_loadconfig's pointer as not read and
+  // dropped the colsb and rows stores before it where the backward's scratch is
+  // built, so ldtilecfg faulted on a configuration of zero-sized tiles (SIGSEGV
+  // in every bf16 backward on an AMX Xeon, found 2026-12-02).
   struct ThreadState {
+    struct alignas(64) TileConfig {
+      uint8_t bytes[64];
+    };
     ThreadState() {
-      alignas(64) uint8_t config[64] = {};
-      config[0] = 1;  // palette 1
+      TileConfig config = {};
+      config.bytes[0] = 1;  // palette 1
       for (int t = 0; t < 8; ++t) {
-        config[16 + 2 * t] = 64;  // colsb, little-endian uint16
-        config[48 + t] = kTile;   // rows
+        config.bytes[16 + 2 * t] = 64;  // colsb, little-endian uint16
+        config.bytes[48 + t] = kTile;   // rows
       }
-      _tile_loadconfig(config);
+      asm volatile("ldtilecfg %0" : : "m"(config));
     }
     ~ThreadState() { _tile_release(); }
     ThreadState(const ThreadState&) = delete;
