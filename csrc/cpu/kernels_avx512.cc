@@ -177,10 +177,10 @@ struct AmxOps : Bf16Ops {
   // per thread and kept for a parallel region (scratch lifetime), so it is
   // loaded where the region's scratch is built and released with it.
   // ldtilecfg by inline assembly that names the whole configuration as its
-  // memory operand: GCC 12.2 treats _tile_loadconfig's pointer as not read and
-  // dropped the colsb and rows stores before it where the backward's scratch is
-  // built, so ldtilecfg faulted on a configuration of zero-sized tiles (SIGSEGV
-  // in every bf16 backward on an AMX Xeon, found 2026-12-02).
+  // memory operand: GCC 12's _tile_loadconfig names only its first 8 bytes, so
+  // where the backward's scratch is built GCC dropped the colsb and rows stores
+  // and ldtilecfg faulted on a configuration of zero-sized tiles (SIGSEGV in
+  // every bf16 backward on an AMX Xeon, found 2026-12-02).
   struct ThreadState {
     struct alignas(64) TileConfig {
       uint8_t bytes[64];
@@ -204,6 +204,9 @@ struct AmxOps : Bf16Ops {
     if (M % kBlock != 0 || N % kBlock != 0 || K % kBlock != 0) {
       return Bf16Ops::gemm(M, N, K, a, lda, b, ldb, c, ldc, accumulate);
     }
+    // GCC's _tile_loadd names no memory operand: without this barrier the
+    // stores of A, B and C before an inlined call could move past its loads.
+    asm volatile("" ::: "memory");
     const int a_stride = lda * 2, b_stride = ldb * 4, c_stride = ldc * 4;  // bytes
     for (int i0 = 0; i0 < M; i0 += kBlock) {
       for (int n0 = 0; n0 < N; n0 += kBlock) {
