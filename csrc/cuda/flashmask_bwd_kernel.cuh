@@ -462,7 +462,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     dq_s_dp<T, Cfg>(acc_s, acc_dp, sm.q, sdO, sm.k, sm.v, warp, lane);
     if (kind == static_cast<int>(TileKind::kPartial)) {
       const int rows[2] = {blk.m0 + warp * 16 + g, blk.m0 + warp * 16 + g + 8};
-      mask_partial_rows<NT>(sm.intervals, test, t, rows, [&](int j, int r, int c) { acc_s[j][2 * r + c] = -INFINITY; });
+      mask_partial_rows<NT>(sm.intervals, test, t, rows,
+                            [&](int j, int r, int c) { acc_s[j][2 * r + c] = -INFINITY; });
     }
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)

@@ -174,13 +174,14 @@ struct Sm80Problem {
 
 // Shared memory of an sm80 forward or dQ CTA, in order: kQTiles tiles of kBlockM query rows
 // (Q; then dO in the dQ kernel), the K and V tiles, one key tile's column bounds (up to 4
-// ints a column) and their intervals (an int4 a column), the tile-list builder's scratch, then the key-tile list (n_tiles entries,
-// sized at launch: kFixedBytes is all before it). Tiles<T> carves it for 16-bit T.
+// ints a column) and their intervals (an int4 a column), the tile-list builder's scratch,
+// then the key-tile list (n_tiles entries, sized at launch: kFixedBytes is all before it).
+// Tiles<T> carves it for 16-bit T.
 template <int D, int kBlockM, int kBlockN, int kQTiles>
 struct Sm80QueryBlockSmem {
   static constexpr int kElemBytes = 2;
   static constexpr int kFixedBytes = (kQTiles * kBlockM + 2 * kBlockN) * D * kElemBytes +
-                                     (kBlockN * 8 + kListScratchInts) * static_cast<int>(sizeof(int));
+                                     (kBlockN * (4 + 4) + kListScratchInts) * static_cast<int>(sizeof(int));
   template <typename T>
   struct Tiles {
     static_assert(sizeof(T) == kElemBytes, "the mma.sync kernels take 16-bit elements");
