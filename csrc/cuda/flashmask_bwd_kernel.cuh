@@ -419,18 +419,18 @@ __global__ void __launch_bounds__(Cfg::kThreads)
                                                       blk.rows_valid, blk.tile_bounds);
 
   const int64_t k_row = p.k_strides.row, v_row = p.v_strides.row;
-  auto load_n = [&](int n, int kind) {
+  auto load_n = [&](TileEntry tile) {
+    const int n = tile.index();
     load_tile_async<kBlockN, D, kThreads>(sm.k, blk.k + static_cast<int64_t>(n) * kBlockN * k_row,
                                           k_row, blk.Sk - n * kBlockN, tid);
     load_tile_async<kBlockN, D, kThreads>(sm.v, blk.v + static_cast<int64_t>(n) * kBlockN * v_row,
                                           v_row, blk.Sk - n * kBlockN, tid);
-    if (kind == static_cast<int>(TileKind::kPartial))
-      load_bounds_tile_async<kBlockN, kThreads>(sm.bounds, blk.bounds, n, blk.nb, blk.Sk, tid);
+    if (tile.partial()) load_bounds_tile_async<kBlockN, kThreads>(sm.bounds, blk.bounds, n, blk.nb, blk.Sk, tid);
   };
 
   load_tile_async<kBlockM, D, kThreads>(sm.q, blk.q, p.q_strides.row, blk.rows_valid, tid);
   load_tile_async<kBlockM, D, kThreads>(sdO, gdO, p.dout_strides.row, blk.rows_valid, tid);
-  if (count > 0) load_n(sm.list[count - 1].index(), sm.list[count - 1].kind());
+  if (count > 0) load_n(sm.list[count - 1]);
   cp_async_commit();
 
   const int64_t bh = static_cast<int64_t>(blk.b) * p.shape.num_heads + blk.h;
@@ -449,20 +449,20 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     for (int e = 0; e < 4; ++e) acc_dq[dt][e] = 0.f;
 
   for (int it = count - 1; it >= 0; --it) {
-    const int n = sm.list[it].index();
-    const int kind = sm.list[it].kind(), test = sm.list[it].test();
+    const TileEntry tile = sm.list[it];
     cp_async_wait<0>();
     __syncthreads();
-    if (kind == static_cast<int>(TileKind::kPartial)) {  // the tile's own test reads intervals
-      convert_tile_columns<kBlockN, kThreads>(sm.intervals, sm.bounds, blk.form, n, tid, blk.offset, blk.Sk);
+    if (tile.partial()) {  // the tile's own test reads intervals
+      convert_tile_columns<kBlockN, kThreads>(sm.intervals, sm.bounds, blk.form, tile.index(), tid, blk.offset,
+                                              blk.Sk);
       __syncthreads();
     }
 
     float acc_s[NT][4], acc_dp[NT][4];
     dq_s_dp<T, Cfg>(acc_s, acc_dp, sm.q, sdO, sm.k, sm.v, warp, lane);
-    if (kind == static_cast<int>(TileKind::kPartial)) {
+    if (tile.partial()) {
       const int rows[2] = {blk.m0 + warp * 16 + g, blk.m0 + warp * 16 + g + 8};
-      mask_partial_rows<NT>(sm.intervals, test, t, rows,
+      mask_partial_rows<NT>(sm.intervals, tile.test(), t, rows,
                             [&](int j, int r, int c) { acc_s[j][2 * r + c] = -INFINITY; });
     }
 #pragma unroll
@@ -475,7 +475,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     // dQ += dS K
     dq_add_ds_k<T, Cfg>(acc_dq, acc_dp, sm.k, lane);
     __syncthreads();
-    if (it > 0) load_n(sm.list[it - 1].index(), sm.list[it - 1].kind());
+    if (it > 0) load_n(sm.list[it - 1]);
     cp_async_commit();
   }
   cp_async_wait<0>();

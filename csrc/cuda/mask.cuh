@@ -205,14 +205,9 @@ __host__ __device__ __forceinline__ int mask_form(bool causal, int num_bounds) {
 }
 // The rows a column hides, in every form: two half-open intervals [x, y) and [z, w)
 // (the causal limit col > row + offset is the interval of rows below col - offset).
-// Kernels that keep bounds per column for many tiles convert them once (the Hopper
-// kernels: one int4 per column, no per-form loads). Form F leaves y (forms 0, 2) and
-// z (forms 0-2) open at INT_MAX / INT_MIN, so its test (hides_row with those parts open)
-// skips those compares.
-template <int F>
-__host__ __device__ __forceinline__ bool in_masked_rows(int row, const int4& iv) {
-  return hides_row<(F == 1 || F == 3) ? kClosed : kOpen, F == 3 ? kClosed : kOpen>(row, iv);
-}
+// Kernels convert them once per tile or item (one int4 per column, no per-form loads) and
+// test them by the tile's own test (partial_tile_test). Form F leaves y (forms 0, 2) and
+// z (forms 0-2) open at INT_MAX / INT_MIN.
 template <int F>
 struct Form {
   static constexpr int kBounds = F == 0 ? 1 : (F == 3 ? 4 : 2);
