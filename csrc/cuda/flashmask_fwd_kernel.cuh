@@ -106,20 +106,16 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     load_bounds_tile_async<kBlockN, kThreads>(sm.bounds, blk.bounds, n, blk.nb, blk.Sk, tid);
   };
 
-  // K (and a partial tile's bounds) of list entry `tile`.
-  auto load_k = [&](TileEntry tile) {
-    const int n = tile.index();
-    load_tile_async<kBlockN, D, kThreads>(sm.k, blk.k + static_cast<int64_t>(n) * kBlockN * k_row, k_row,
-                                          blk.Sk - n * kBlockN, tid);
-    if (tile.partial()) load_bounds(n);
-  };
-
   load_tile_async<kBlockM, D, kThreads>(sm.q, blk.q, p.q_strides.row, blk.rows_valid, tid);
   int it = count - 1;
-  TileEntry tile{0};
+  int n = -1, kind = 0, test = 0;
   if (it >= 0) {
-    tile = sm.list[it];
-    load_k(tile);
+    n = sm.list[it].index();
+    kind = sm.list[it].kind();
+    test = sm.list[it].test();
+    load_tile_async<kBlockN, D, kThreads>(sm.k, blk.k + static_cast<int64_t>(n) * kBlockN * k_row,
+                                          k_row, blk.Sk - n * kBlockN, tid);
+    if (kind == static_cast<int>(TileKind::kPartial)) load_bounds(n);
   }
   cp_async_commit();
 
@@ -137,13 +133,12 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const int warp_row = warp * MI * 16;
 
   for (; it >= 0; --it) {
-    const int n = tile.index();
     cp_async_wait<0>();
     __syncthreads();
     load_tile_async<kBlockN, D, kThreads>(sm.v, blk.v + static_cast<int64_t>(n) * kBlockN * v_row,
                                           v_row, blk.Sk - n * kBlockN, tid);
     cp_async_commit();
-    if (tile.partial()) {  // the tile's own test reads intervals
+    if (kind == static_cast<int>(TileKind::kPartial)) {  // the tile's own test reads intervals
       convert_tile_columns<kBlockN, kThreads>(sm.intervals, sm.bounds, blk.form, n, tid, blk.offset, blk.Sk);
       __syncthreads();
     }
@@ -152,11 +147,11 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     float acc_s[MI][NT][4];
     fwd_qk<T, Cfg>(acc_s, sm.q, sm.k, warp_row, lane);
 
-    if (tile.partial()) {
+    if (kind == static_cast<int>(TileKind::kPartial)) {
       int rows[MI * 2];
 #pragma unroll
       for (int i = 0; i < MI * 2; ++i) rows[i] = blk.m0 + warp_row + (i >> 1) * 16 + g + 8 * (i & 1);
-      mask_partial_rows<NT>(sm.intervals, tile.test(), t, rows, [&](int j, int i, int c) {
+      mask_partial_rows<NT>(sm.intervals, test, t, rows, [&](int j, int i, int c) {
         acc_s[i >> 1][j][2 * (i & 1) + c] = -INFINITY;
       });
     }
@@ -166,14 +161,23 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
     cp_async_wait<0>();
     __syncthreads();  // V visible; every warp is done reading K and the bounds
+    int n_next = -1, kind_next = 0, test_next = 0;
     if (it > 0) {
-      tile = sm.list[it - 1];
-      load_k(tile);
+      n_next = sm.list[it - 1].index();
+      kind_next = sm.list[it - 1].kind();
+      test_next = sm.list[it - 1].test();
+      load_tile_async<kBlockN, D, kThreads>(
+          sm.k, blk.k + static_cast<int64_t>(n_next) * kBlockN * k_row, k_row,
+          blk.Sk - n_next * kBlockN, tid);
+      if (kind_next == static_cast<int>(TileKind::kPartial)) load_bounds(n_next);
     }
     cp_async_commit();
 
     // O += P V
     fwd_pv<T, Cfg>(acc_o, acc_s, sm.v, lane);
+    n = n_next;
+    kind = kind_next;
+    test = test_next;
   }
   cp_async_wait<0>();
 

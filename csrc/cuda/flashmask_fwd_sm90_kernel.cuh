@@ -76,10 +76,6 @@ struct FwdSm90Config {
   // it made ptxas spill in the main loop and measured level (perf-notes v39). Those store
   // the output from registers (fwd_epilogue.cuh).
   static constexpr bool kStageO = kQStages >= 2 && kConsumers == 2;
-  // A segment's last turn issues the next segment's first S with its last P V, so the
-  // tensor cores run that S during the output epilogue instead of idling until the next
-  // item's first turn (perf-notes v66). Needs the next item's Q in the other Q buffer.
-  static constexpr bool kCarryS = kQStages >= 2;
   // The warp index broadcast from lane 0 (uniform registers for what derives from it, such as
   // the Q descriptor): at D=256 the forward gained 1-6% (perf-notes v44); at D=128 with 128
   // keys it takes 15 instructions off each tile (v54); the D=64 and 176-key kernels then spill
@@ -169,25 +165,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   PipelineState<kStages> kv;  // ring positions across items, as in the loader
   PipelineState<kQStages> q;
   FwdOutputStore<Cfg> output(sm);
-  const auto after_first_s = [&] {
-    if constexpr (Cfg::kStageO) output.release();  // the previous item's output store
-  };
-  bool issued = false;  // the segment's first S went with the previous segment's last P V
   for (FwdItemState k;; k.advance()) {
     const FwdItem it = queue.template wait<FwdItem>(k);
     if (it.count < 0) break;
-    // The segment after this one, with a first key tile: its first S can go with this
-    // segment's last P V. Its Q is the next buffer where it starts an item (free: the store
-    // that held it was handed back at this segment's start).
-    const auto next = [&] {
-      using NextS = typename FwdSm90Mainloop<T, Cfg>::NextS;
-      const FwdItem nx = queue.template wait<FwdItem>(k.ahead(1));
-      if (nx.count <= 0) return NextS{false, kv, 0};
-      const PipelineState<kQStages> qn = q.ahead(it.last() ? 1 : 0);
-      qn.wait_full(sm.q_full);
-      return NextS{true, kv.ahead(it.count), qn.stage()};
-    };
-    issued = mainloop.run(it, kv, q, issued, after_first_s, next);
+    mainloop.run(it, kv, q, [&] {
+      if constexpr (Cfg::kStageO) output.release();
+    });
     const bool last = it.last();
     queue.release(k);  // the list and the record are no longer read
     kv.advance(it.count);

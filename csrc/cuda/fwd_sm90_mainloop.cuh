@@ -32,9 +32,6 @@ struct FwdSm90Mainloop {
   const int t;
   const float scale_log2;
   float acc_o[DT * 4];
-  // S of the current tile; a member, since a segment's first S may be issued and completed
-  // in the segment before (Cfg::kCarryS), ahead of that segment's epilogue.
-  float acc_s[NT * 4];
   OnlineSoftmax<T, NT> softmax;
 
   __device__ __forceinline__ FwdSm90Mainloop(Smem& sm_, const FwdParams& p, int warp, int lane)
@@ -47,7 +44,7 @@ struct FwdSm90Mainloop {
   // once per tile (kept across the tile loop it was spilled); at D <= 128 the compiler may
   // hoist it out of the loop, as the kernel did before its split into roles (built per
   // tile there, the forward ran 2-3% slower: A/B on the H200).
-  __device__ __forceinline__ void issue_qk(uint32_t q_addr, int st) {
+  __device__ __forceinline__ void issue_qk(float (&acc_s)[NT * 4], uint32_t q_addr, int st) {
     if constexpr (D == 256) asm volatile("" : "+r"(q_addr));  // not hoisted out of the tile loop
     const uint64_t q_desc = sm90::sw128_desc(q_addr, 0);
     const uint64_t k_desc = sm90::sw128_desc(smem_u32(sK + st * kColBlocks * kBlockN * 64), 0);
@@ -71,8 +68,8 @@ struct FwdSm90Mainloop {
   // Mask (partial tiles only), release K and the intervals of slot st, then the online
   // softmax: S becomes P (pa), alpha rescales the old O and sum where it returns true
   // (warp-uniform). Rows row0 and row0 + 8.
-  __device__ __forceinline__ bool mask_and_softmax(uint32_t (&pa)[kBlockN / 16][4], TileEntry tile, int st, int row0,
-                                                   float (&alpha)[2]) {
+  __device__ __forceinline__ bool mask_and_softmax(float (&acc_s)[NT * 4], uint32_t (&pa)[kBlockN / 16][4],
+                                                   TileEntry tile, int st, int row0, float (&alpha)[2]) {
     if (tile.partial()) {
       const int rows[2] = {row0, row0 + 8};
       mask_partial_rows<NT>(sm.bounds[st], tile.test(), t, rows,
@@ -118,44 +115,29 @@ struct FwdSm90Mainloop {
   // The thread's first row of the item (and row0 + 8).
   __device__ __forceinline__ int row0(const FwdItem& it) const { return it.m_block * kBlockM + cw * 64 + wrow; }
 
-  // Where a segment's last turn also issues the first S of the segment after it (Cfg::kCarryS):
-  // that segment's first key tile and Q buffer.
-  struct NextS {
-    bool carry;
-    sm90::PipelineState<Cfg::kStages> kv;
-    int q_stage;
-  };
-  __device__ __forceinline__ uint32_t q_rows_addr(int qs) const {
-    return smem_u32(sQ + qs * kColBlocks * kBlockM * 64) + cw * 64 * 128;
-  }
-
   // One segment of an item: O and the softmax state of its rows over the segment's key
   // tiles, from zero at the item's first segment, else from the previous segment's. kv and
   // q are the ring positions of its first K/V tile and of the item's Q tile; Q is released
-  // after the last S of the item's last segment. `issued`: the segment's first S is already
-  // on the tensor cores (issued in the previous segment's last turn, into acc_s).
-  // after_first_s hands the previous item's output store back (fwd_sm90_epilogue.cuh) once
-  // the segment's first S is issued, or, where that S was carried, after its softmax: the
-  // store was issued after the S, and its read of the Q buffer then had the softmax's time.
-  // next() (Cfg::kCarryS) is asked before the last turn whether the following segment's
-  // first S goes with this segment's last P V; run returns whether it did. Every consumer
-  // gets the same answer, so the turns stay in step.
-  template <typename AfterFirstS, typename Next>
-  __device__ __forceinline__ bool run(const FwdItem& it, sm90::PipelineState<Cfg::kStages> kv,
-                                      sm90::PipelineState<Cfg::kQStages> q, bool issued, AfterFirstS&& after_first_s,
-                                      Next&& next) {
+  // after the last S of the item's last segment.
+  // after_first_issue runs once the segment's first S is issued (the previous item's
+  // output store is then handed back, fwd_sm90_epilogue.cuh).
+  template <typename AfterFirstIssue>
+  __device__ __forceinline__ void run(const FwdItem& it, sm90::PipelineState<Cfg::kStages> kv,
+                                      sm90::PipelineState<Cfg::kQStages> q, AfterFirstIssue&& after_first_issue) {
     using namespace sm90;
     const int count = it.count;
     const int row0 = this->row0(it);
-    if (it.first()) {
+    const bool first = it.first();
+    if (first) {
 #pragma unroll
       for (int i = 0; i < DT * 4; ++i) acc_o[i] = 0.f;
       softmax.reset();
     }
-    if (count == 0) return false;
+    if (count == 0) return;
     const int qs = q.stage();
-    const uint32_t q_addr = q_rows_addr(qs);
-    float alpha[2];
+    const uint32_t q_addr = smem_u32(sQ + qs * kColBlocks * kBlockM * 64) + cw * 64 * 128;
+    q.wait_full(sm.q_full);
+    float acc_s[NT * 4], alpha[2];
     uint32_t pa[kBlockN / 16][4];
     bool rescale;
     // Software pipeline: S of tile i is on the tensor cores together with P V of tile
@@ -169,20 +151,16 @@ struct FwdSm90Mainloop {
     // at D=128, docs/design.md). Where the output is staged in the Q buffer
     // (Cfg::kStageO), the epilogue releases Q instead.
     const int last_qk = !Cfg::kStageO && it.last() ? count - 1 : count;
-    if (!issued) {  // else S of tile 0 is in acc_s already
-      q.wait_full(sm.q_full);
-      kv.wait_full(sm.k_full);
-      turn_begin();
-      wgmma_fence();
-      issue_qk(q_addr, kv.stage());
-      turn_end();
-      after_first_s();
-      wgmma_wait<0>();
-      fence_operands(acc_s);
-    }
+    kv.wait_full(sm.k_full);
+    turn_begin();
+    wgmma_fence();
+    issue_qk(acc_s, q_addr, kv.stage());
+    turn_end();
+    after_first_issue();
+    wgmma_wait<0>();
+    fence_operands(acc_s);
     if (last_qk == 0) mbar_arrive(sm.q_empty + qs);
-    rescale = mask_and_softmax(pa, it.tile(0), kv.stage(), row0, alpha);
-    if (issued) after_first_s();
+    rescale = mask_and_softmax(acc_s, pa, it.tile(0), kv.stage(), row0, alpha);
     // alpha of tile i-1 rescales O between the issue of S of tile i and that of P V of tile
     // i-1 (FA3's order; ptxas interleaves the multiplies with the S issue), not on the path
     // from the wait for P V to the next turn, where the softmax runs. At an item's first
@@ -193,7 +171,7 @@ struct FwdSm90Mainloop {
       prev.wait_full(sm.v_full);
       turn_begin();
       wgmma_fence();
-      issue_qk(q_addr, cur.stage());
+      issue_qk(acc_s, q_addr, cur.stage());
       fence_operands(acc_o);  // the rescale after the S issue (in the PTX)
       rescale_o(rescale, alpha);
       wgmma_fence();          // O's registers were written since the last fence
@@ -206,34 +184,18 @@ struct FwdSm90Mainloop {
       fence_operands(acc_o);
       fence_operands(pa);
       mbar_arrive(sm.v_empty + prev.stage());
-      rescale = mask_and_softmax(pa, it.tile(i), cur.stage(), row0, alpha);
+      rescale = mask_and_softmax(acc_s, pa, it.tile(i), cur.stage(), row0, alpha);
     }
     const PipelineState<Cfg::kStages> last = kv.ahead(count - 1);
     rescale_o(rescale, alpha);
     last.wait_full(sm.v_full);
-    NextS n{false, kv, 0};
-    if constexpr (Cfg::kCarryS) n = next();
-    if (n.carry) {
-      n.kv.wait_full(sm.k_full);
-      turn_begin();
-      wgmma_fence();
-      issue_pv(pa, last.stage());
-      issue_qk(q_rows_addr(n.q_stage), n.kv.stage());
-      turn_end();
-      // Both waited for: with the S left in flight across the epilogue, ptxas waited for it
-      // before the epilogue anyway (C7517) and the forward lost 2-5% (perf-notes v66a).
-      wgmma_wait<0>();
-      fence_operands(acc_s);
-    } else {
-      turn_begin();
-      wgmma_fence();
-      issue_pv(pa, last.stage());
-      turn_end();
-      wgmma_wait<0>();
-    }
+    turn_begin();
+    wgmma_fence();
+    issue_pv(pa, last.stage());
+    turn_end();
+    wgmma_wait<0>();
     fence_operands(acc_o);
     mbar_arrive(sm.v_empty + last.stage());
-    return n.carry;
   }
 };
 
