@@ -113,13 +113,11 @@ struct BwdSm90Mainloop {
                                                          sm90::desc_advance(queries, off_m), ks > 0);
     }
   }
-  // S^T and dP^T of a query tile, a wgmma group each: S^T's wait comes first, so P^T's
-  // exponentials run while dP^T computes (perf-notes v67).
+  // S^T and dP^T of a query tile, one wgmma group.
   __device__ __forceinline__ void issue_scores(float (&acc_s)[4 * ST], float (&acc_dp)[4 * ST], uint32_t q_addr,
                                                uint32_t do_addr) const {
     sm90::wgmma_fence();
     key_by_query(acc_s, k_addr, q_addr);
-    sm90::wgmma_commit();
     key_by_query(acc_dp, v_addr, do_addr);
     sm90::wgmma_commit();
   }
@@ -134,31 +132,24 @@ struct BwdSm90Mainloop {
     __syncwarp();
     staged_slot = -1;
   }
-  // P^T of ring slot st from S^T in place (before dP^T is waited for).
-  __device__ __forceinline__ void probabilities(float (&acc_s)[4 * ST], int st) const {
+  // P^T and dS^T of ring slot st from S^T and dP^T, packed as wgmma A fragments (16 queries
+  // per k step).
+  __device__ __forceinline__ void p_and_ds(float (&acc_s)[4 * ST], float (&acc_dp)[4 * ST], int st,
+                                           uint32_t (&pa)[KS][4], uint32_t (&dsa)[KS][4]) const {
     const float* l_s = sm.lse[st] + query_off();
-#pragma unroll
-    for (int j = 0; j < ST; ++j)
-#pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        const float L = l_s[j * 8 + 2 * epi.t + c];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) acc_s[4 * j + 2 * r + c] = score_prob(acc_s[4 * j + 2 * r + c], scale_log2, L);
-      }
-  }
-  // dS^T of ring slot st from P^T and dP^T, then both packed as wgmma A fragments (16
-  // queries per k step).
-  __device__ __forceinline__ void grads_and_pack(const float (&acc_s)[4 * ST], float (&acc_dp)[4 * ST], int st,
-                                                 uint32_t (&pa)[KS][4], uint32_t (&dsa)[KS][4]) const {
     const float* ds_s = sm.dsum[st] + query_off();
 #pragma unroll
     for (int j = 0; j < ST; ++j)
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
-        const float Dq = ds_s[j * 8 + 2 * epi.t + c];
+        const int lq = j * 8 + 2 * epi.t + c;
+        const float L = l_s[lq], Dq = ds_s[lq];
 #pragma unroll
-        for (int r = 0; r < 2; ++r)
-          acc_dp[4 * j + 2 * r + c] = score_grad(acc_s[4 * j + 2 * r + c], acc_dp[4 * j + 2 * r + c], Dq);
+        for (int r = 0; r < 2; ++r) {
+          const float pv = score_prob(acc_s[4 * j + 2 * r + c], scale_log2, L);
+          acc_s[4 * j + 2 * r + c] = pv;
+          acc_dp[4 * j + 2 * r + c] = score_grad(pv, acc_dp[4 * j + 2 * r + c], Dq);
+        }
       }
 #pragma unroll
     for (int kk = 0; kk < KS; ++kk)
@@ -309,20 +300,19 @@ struct BwdSm90Mainloop {
         epi.wait_staging_read();
         dkdv_staged = false;
       }
-    wgmma_wait<1>();  // S^T is done; dP^T may still run
-    fence_operands(acc_s);
-    if (tile.partial())
-      mask_partial_keys<ST>(kb, tile.test(), m * kBlockM + query_off(), epi.t,
-                            [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
-    probabilities(acc_s, st);
     wgmma_wait<0>();
+    fence_operands(acc_s);
     fence_operands(acc_dp);
     // kDqInQSlot: this warp no longer reads Q or dO for S^T and dP^T (the other consumer's
     // dQ staging waits for all eight warps).
     if constexpr (Cfg::kDqInQSlot)
       if (sm90::lane_id() == 0) mbar_arrive(sm.scores_done + st);
+
+    if (tile.partial())
+      mask_partial_keys<ST>(kb, tile.test(), m * kBlockM + query_off(), epi.t,
+                            [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
     uint32_t pa[KS][4], dsa[KS][4];
-    grads_and_pack(acc_s, acc_dp, st, pa, dsa);
+    p_and_ds(acc_s, acc_dp, st, pa, dsa);
     // A dS^T buffer is rewritten: kDqOneTileLate (a buffer per tile parity), once both
     // consumers' dQ read it (ds_empty); D=256, once both consumers' GEMMs of the previous
     // tile did, which they waited for before their S^T and dP^T of this tile (scores_done).
