@@ -41,7 +41,10 @@ int64_t last_level_cache_bytes() {
     int level = 0;
     std::string size;
     if (!(level_file >> level) || !(size_file >> size)) break;
-    if (level > best_level) best_level = level, bytes = cache_size_bytes(size);
+    if (level > best_level) {
+      best_level = level;
+      bytes = cache_size_bytes(size);
+    }
   }
   if (bytes > 0) return bytes;
 #if defined(_SC_LEVEL3_CACHE_SIZE)
