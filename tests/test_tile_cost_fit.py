@@ -1,0 +1,45 @@
+"""tools/tile_cost_fit.py: its tile counts on a small causal mask, counted by hand, and its fit,
+which recovers the costs that made a set of times."""
+
+import os
+import sys
+import unittest
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import tile_cost_fit  # noqa: E402
+from paddle_flashmask import masks  # noqa: E402
+
+
+class TileCountTest(unittest.TestCase):
+    def test_causal_tiles_by_hand(self):
+        # 256 tokens, 64 x 64 tiles: 4 diagonal tiles hold a triangle each (partial), the 6 below
+        # are whole, the 6 above hold nothing; 256 * 257 / 2 pairs; two batches double it.
+        c = tile_cost_fit.tile_counts(masks.causal_mask(256, batch=2), 256, 64, 64)
+        self.assertEqual(c, {"whole": 12, "partial": 8, "pairs": 2 * 256 * 257 // 2})
+
+    def test_ragged_last_block(self):
+        # 200 tokens in 64-row blocks of 128 columns: the last row block has 8 rows and stays
+        # whole; the last column block has 72 columns, and the kernels mask a short key tile's
+        # missing columns, so it is partial in every row block, as they count it.
+        c = tile_cost_fit.tile_counts(masks.full_mask(200, batch=1), 200, 64, 128)
+        self.assertEqual(c, {"whole": 4, "partial": 4, "pairs": 200 * 200})
+
+
+class FitTest(unittest.TestCase):
+    def test_recovers_costs(self):
+        rng = np.random.default_rng(0)
+        design = rng.integers(100, 1000, size=(7, 3)).astype(float)
+        costs = np.array([0.012, 0.017, 0.011])
+        np.testing.assert_allclose(tile_cost_fit.fit_costs(design, design @ costs), costs, rtol=1e-9)
+
+    def test_too_few_masks(self):
+        with self.assertRaisesRegex(ValueError, "at least 5"):
+            tile_cost_fit.fit_costs(np.ones((3, 3)), np.ones(3))
+
+
+if __name__ == "__main__":
+    unittest.main()

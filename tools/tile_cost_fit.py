@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Where a masked call's time goes: a fit of bench_gpu.py's results to the tiles the Hopper
+kernels visit.
+
+For each mask of a results JSON (benchmarks/results/gpu_*.json), this builds the same mask as
+bench_gpu.py (same seed), counts the tiles of the Hopper kernels' shapes that hold an unmasked
+pair (whole: every pair unmasked; partial: some) and the work items, and fits each direction's
+measured time as
+
+    time = c_whole * whole_tiles + c_partial * partial_tiles + c_item * items
+
+by least squares over the masks that run with bounds (full and causal run without a mask, on
+other paths, and random_eviction has a mask per head; the three are left out of the fit and
+shown against its prediction). Every mask of one configuration has the same items (every
+query block in the forward, every key block in the backward), so c_item also carries what a
+call costs per token whatever the mask: the backward's prep, accumulator memset and dQ
+conversion kernels (docs/perf-notes.md, v26 and v53). The tile shapes are the kernels':
+forward query block x key tile, backward key block x query tile (csrc/cuda/flashmask_launch.cuh,
+KernelChoice and BwdSm90Config); TFLOPs/s count unmasked pairs (fwd 4*D*H*pairs, bwd 2.5x).
+
+It then prints each mask's ceiling under these kernels' tiles: its fwd+bwd rate with partial
+tiles at a whole tile's cost and no cost per item, the backward's fixed kernels kept
+(--bwd-fixed-ms, the sum of their times in the v26 timeline at 128K tokens and H*D = 4096),
+as a fraction of the full mask's measured fwd+bwd rate (issue 17's 0.8 rule).
+
+Not a test:  python tools/tile_cost_fit.py benchmarks/results/gpu_d128_8k.json [...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_gpu  # noqa: E402
+from paddle_flashmask.masks.dense import to_dense  # noqa: E402
+
+# (query rows, key columns) of a tile, per head dim: the Hopper forward's query block x key
+# tile (D=64: three consumers, 192 rows) and the backward's query tile x key block.
+FWD_TILE = {64: (192, 128), 128: (128, 128), 256: (128, 64)}
+BWD_TILE = {64: (128, 128), 128: (64, 128), 256: (64, 64)}
+LEFT_OUT = ("full", "causal", "random_eviction")  # other paths, or a mask per head
+MIN_FITTED = 5  # masks, for three costs with residuals that mean something
+
+
+def tile_counts(spec, n: int, rows: int, cols: int) -> dict:
+    """Whole and partial tiles of `rows` x `cols` and unmasked pairs, over every batch of the
+    mask (one mask head), counted on its dense form a block of query rows at a time. A short
+    last key tile is partial, as the kernels mask its missing columns (KeyTileClassifier,
+    QueryTileClassifier); a short last query block is whole where its rows see every key."""
+    whole = partial = pairs = 0
+    idx = spec.startend_row_indices
+    for b in range(idx.shape[0]):
+        one = spec._replace(startend_row_indices=idx[b:b + 1])
+        for r0 in range(0, n, rows):
+            allowed = to_dense(one, rows=np.arange(r0, min(r0 + rows, n)))[0, 0]
+            padded = np.zeros((allowed.shape[0], -(-n // cols) * cols), bool)
+            padded[:, :n] = allowed
+            per_tile = padded.reshape(allowed.shape[0], -1, cols).sum((0, 2))
+            full = per_tile == allowed.shape[0] * cols
+            whole += int(full.sum())
+            partial += int(((per_tile > 0) & ~full).sum())
+            pairs += int(per_tile.sum())
+    return {"whole": whole, "partial": partial, "pairs": pairs}
+
+
+def fit_costs(design: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Least-squares costs (per whole tile, partial tile and item) of times = design @ costs."""
+    if design.shape[0] < MIN_FITTED:
+        raise ValueError(f"{design.shape[0]} masks to fit three costs: need at least {MIN_FITTED}")
+    coef, *_ = np.linalg.lstsq(design, times, rcond=None)
+    return coef
+
+
+def fit_direction(rows: list[dict], counts: dict, direction: str, items: int) -> np.ndarray:
+    """Prints the fit of one direction's times (ms) and each mask's residual; returns the
+    coefficients (ms per whole tile, partial tile and item, one head's tiles times H)."""
+    mult = 1.0 if direction == "fwd" else 2.5
+    times, design, names = [], [], []
+    for r in rows:
+        c = counts[r["mask"]][direction]
+        flops = mult * 4 * r["D"] * r["H"] * c["pairs"]  # the mask's head count folded in below
+        times.append(flops / (r[f"ours_{direction}"] * 1e12) * 1e3)
+        design.append([c["whole"] * r["H"], c["partial"] * r["H"], items * r["H"]])
+        names.append(r["mask"])
+    a, y = np.array(design, float), np.array(times)
+    fitted = [i for i, n in enumerate(names) if n not in LEFT_OUT]
+    coef = fit_costs(a[fitted], y[fitted])
+    whole_ns = coef[0] * 1e6
+    print(f"  {direction}: {whole_ns:.2f} ns per whole tile (all SMs), partial {coef[1] / coef[0]:.2f} whole tiles, "
+          f"item and per-call {coef[2] / coef[0]:.2f} whole tiles ({coef[2] * items * rows[0]['H']:.2f} ms per call)")
+    pred = a @ coef
+    for i, n in enumerate(names):
+        note = "" if i in fitted else "  (not fitted)"
+        print(f"    {n:22s} {y[i]:8.3f} ms, fit {pred[i]:8.3f} ({100 * (pred[i] / y[i] - 1):+5.1f}%){note}")
+    return coef
+
+
+def print_ceilings(rows: list[dict], counts: dict, coef: dict, bwd_fixed_ms: float) -> None:
+    """Each fitted mask's fwd+bwd rate with partial tiles at a whole tile's cost, no cost per
+    item and the backward's fixed kernels, against the full mask's measured rate."""
+    full = next(r for r in rows if r["mask"] == "full")["ours_fwdbwd"]
+    print(f"  ceiling (partial = whole tile, no per-item cost, bwd fixed kernels {bwd_fixed_ms} ms), "
+          f"fwd+bwd TFLOPs/s and / full's measured {full:.0f}:")
+    for r in rows:
+        if r["mask"] in LEFT_OUT:
+            continue
+        c = counts[r["mask"]]
+        ms = sum(coef[d][0] * (c[d]["whole"] + c[d]["partial"]) * r["H"] for d in ("fwd", "bwd")) + bwd_fixed_ms
+        rate = 3.5 * 4 * r["D"] * r["H"] * c["fwd"]["pairs"] / (ms * 1e-3) / 1e12
+        print(f"    {r['mask']:22s} measured {r['ours_fwdbwd']:5.0f} ({r['ours_fwdbwd'] / full:.2f}), "
+              f"ceiling {rate:5.0f} ({rate / full:.2f})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", nargs="+", help="bench_gpu.py result JSONs")
+    ap.add_argument("--bwd-fixed-ms", type=float, default=1.74,
+                    help="the backward's prep, memset and dQ conversion kernels, ms per call (default: "
+                         "the v26 timeline's 0.52 + 0.47 + 0.75 at 128K tokens, H*D = 4096)")
+    args = ap.parse_args()
+    for path in args.results:
+        rows = [r for r in json.load(open(path))["rows"] if "ours_fwd" in r]
+        n, b, d = rows[0]["N"], rows[0]["B"], rows[0]["D"]
+        print(f"{path}: N={n}, B={b}, H={rows[0]['H']}, D={d}")
+        counts = {}
+        for r in rows:
+            if r["mask"] == "random_eviction":
+                continue
+            spec = bench_gpu.build_mask(r["mask"], n, b, r["H"])
+            counts[r["mask"]] = {"fwd": tile_counts(spec, n, *FWD_TILE[d]), "bwd": tile_counts(spec, n, *BWD_TILE[d])}
+        rows = [r for r in rows if r["mask"] in counts]
+        if sum(r["mask"] not in LEFT_OUT for r in rows) < MIN_FITTED:
+            print(f"  fewer than {MIN_FITTED} masks with bounds: not fitted")
+            continue
+        coef = {"fwd": fit_direction(rows, counts, "fwd", b * -(-n // FWD_TILE[d][0])),
+                "bwd": fit_direction(rows, counts, "bwd", b * -(-n // BWD_TILE[d][1]))}
+        print_ceilings(rows, counts, coef, args.bwd_fixed_ms)
+
+
+if __name__ == "__main__":
+    main()
