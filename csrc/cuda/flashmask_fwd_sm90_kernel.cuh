@@ -83,7 +83,6 @@ struct FwdSm90Config {
   static constexpr bool kUniformWarpIndex = D == 256 || (D == 128 && kBlockN == 128);
   static constexpr int kQBytes = kBlockM * D * 2, kKVBytes = kBlockN * D * 2;
   static constexpr int kSchedulerThreads = 64;
-  static constexpr int kRowKindsSlot = kBlockN;  // Smem::bounds' slot after the columns
 
   // Shared memory from a 1024-aligned base (SW128 tiles need it), the two key-tile list
   // buffers included: its size does not depend on the sequence length.
@@ -91,9 +90,7 @@ struct FwdSm90Config {
     uint16_t q[kQStages][kBlockM * D];  // SW128 tiles of 16-bit elements (the kernel's T)
     uint16_t k[kStages][kBlockN * D];
     uint16_t v[kStages][kBlockN * D];
-    // A partial tile's masked-row intervals, one per column, then in slot kRowKindsSlot (.x) the
-    // kinds of its consumers' rows (row_part_kinds).
-    int4 bounds[kStages][kBlockN + 1];
+    int4 bounds[kStages][kBlockN];  // masked-row intervals of a partial tile's columns
     uint64_t q_full[kQStages], q_empty[kQStages];
     uint64_t k_full[kStages], k_empty[kStages];  // K and its bounds
     uint64_t v_full[kStages], v_empty[kStages];
@@ -105,7 +102,7 @@ struct FwdSm90Config {
   static_assert(offsetof(Smem, k) % 1024 == 0 && offsetof(Smem, v) % 1024 == 0 && sizeof(Smem::q[0]) % 1024 == 0 &&
                     sizeof(Smem::k[0]) % 1024 == 0,
                 "SW128 tiles start 1024-byte aligned");
-  static_assert(sizeof(Smem) == kQStages * kQBytes + 2 * kStages * kKVBytes + kStages * (kBlockN + 1) * 16 +
+  static_assert(sizeof(Smem) == kQStages * kQBytes + 2 * kStages * kKVBytes + kStages * kBlockN * 16 +
                                     (2 * kQStages + 4 * kStages + 4) * 8 + 2 * sizeof(FwdItemRecord) +
                                     kListScratchInts * sizeof(int) +
                                     kFwdItemBuffers * sm90::kListCapacity * sizeof(TileEntry),
@@ -156,7 +153,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     else if (warp == 0) {
       if (lane == 0) fwd_load_role<T, Cfg>(maps, sm, queue, group);
     } else {
-      fwd_bounds_role<Cfg>(sm, queue, p, tile_bounds, sched.n_tiles, lane);
+      fwd_bounds_role<Cfg>(sm, queue, p, lane);
     }
     return;
   }

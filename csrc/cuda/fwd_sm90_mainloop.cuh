@@ -67,31 +67,15 @@ struct FwdSm90Mainloop {
   }
   // Mask (partial tiles only), release K and the intervals of slot st, then the online
   // softmax: S becomes P (pa), alpha rescales the old O and sum where it returns true
-  // (warp-uniform). Rows row0 and row0 + 8. Of a partial tile, this consumer's 64 rows may
-  // see every key (no masking) or none (P = 0 and nothing else: the softmax state stays), as
-  // the bounds warp classified them (row_part_kinds; perf-notes v68). Every thread of the
-  // consumer reads the same kind; the votes say so to the compiler, whose tile loop keeps its
-  // uniform registers only behind branches it can prove uniform.
+  // (warp-uniform). Rows row0 and row0 + 8.
   __device__ __forceinline__ bool mask_and_softmax(float (&acc_s)[NT * 4], uint32_t (&pa)[kBlockN / 16][4],
                                                    TileEntry tile, int st, int row0, float (&alpha)[2]) {
-    bool skip = false;
     if (tile.partial()) {
-      const int kind = (sm.bounds[st][Cfg::kRowKindsSlot].x >> (2 * cw)) & 3;
-      if (__all_sync(0xffffffffu, kind == static_cast<int>(TileKind::kPartial))) {
-        const int rows[2] = {row0, row0 + 8};
-        mask_partial_rows<NT>(sm.bounds[st], tile.test(), t, rows,
-                              [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
-      }
-      skip = __all_sync(0xffffffffu, kind == static_cast<int>(TileKind::kSkip));
+      const int rows[2] = {row0, row0 + 8};
+      mask_partial_rows<NT>(sm.bounds[st], tile.test(), t, rows,
+                            [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
     }
     sm90::mbar_arrive(sm.k_empty + st);  // this thread is done with K and the bounds of this stage
-    if (skip) {
-#pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) pa[kk][e] = 0u;
-      return false;
-    }
     return softmax.update(acc_s, pa, scale_log2, alpha);
   }
   // O *= alpha where the softmax asked for it (warp-uniform; most tiles do not).

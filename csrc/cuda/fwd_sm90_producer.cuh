@@ -3,8 +3,7 @@
 //    buffers and the K and V tiles of its listed key tiles, by TMA, into a kStages-deep
 //    ring (the last key tile first);
 //  - the bounds copier (warp 1) writes, for each partial tile, its columns' masked-row
-//    intervals (mask.cuh: column_masked_rows) next to the tile's K in the same ring slot,
-//    and the kind of each consumer's rows in it (row_part_kinds);
+//    intervals (mask.cuh: column_masked_rows) next to the tile's K in the same ring slot;
 //    K's "full" barrier completes when both the TMA and the 32 lanes have arrived.
 // Both keep their ring positions (PipelineState) across items.
 #pragma once
@@ -93,7 +92,7 @@ __device__ __forceinline__ void copy_tile_intervals(int4* dst, const int32_t* gB
 
 template <typename Cfg>
 __device__ __forceinline__ void fwd_bounds_role(typename Cfg::Smem& sm, const FwdItemQueue<typename Cfg::Smem>& queue, const FwdParams& p,
-                                                const TileBounds* tile_bounds, int n_tiles, int lane) {
+                                                int lane) {
   using namespace sm90;
   const AttentionShape& s = p.shape;
   const int nb = p.mask.num_bounds, Sk = s.seqlen_k;
@@ -104,21 +103,14 @@ __device__ __forceinline__ void fwd_bounds_role(typename Cfg::Smem& sm, const Fw
     if (it.count < 0) break;
     const int64_t bhm = mask_row_for(p.mask, s, it.b, it.h);
     const int32_t* gBnd = p.mask.startend_row_indices + bhm * Sk * nb;
-    const TileBounds* tb = tile_bounds + bhm * n_tiles;
     for (int i = 0; i < it.count; ++i, kv.advance()) {
       const TileEntry tile = it.tile(i);
       kv.wait_empty(sm.k_empty);
-      if (tile.partial()) {
-        const int n = tile.index(), c0 = n * Cfg::kBlockN;
-        const TileBounds t = load_tile_bounds(tb + n);  // issued with the intervals' loads
+      if (tile.partial())
         dispatch_form(form, [&](auto ftag) {
-          copy_tile_intervals<decltype(ftag)::value, Cfg::kBlockN>(sm.bounds[kv.stage()], gBnd, n, lane, offset, Sk);
+          copy_tile_intervals<decltype(ftag)::value, Cfg::kBlockN>(sm.bounds[kv.stage()], gBnd, tile.index(), lane,
+                                                                  offset, Sk);
         });
-        if (lane == 0)
-          sm.bounds[kv.stage()][Cfg::kRowKindsSlot].x = row_part_kinds<Cfg::kConsumers>(
-              t, it.m_block * Cfg::kBlockM, s.seqlen_q, c0, min(c0 + Cfg::kBlockN, Sk), c0 + Cfg::kBlockN > Sk,
-              p.mask.causal, offset);
-      }
       mbar_arrive(sm.k_full + kv.stage());  // release: the intervals are visible to the consumers
     }
     __syncwarp();  // every lane has read the list

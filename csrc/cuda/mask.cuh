@@ -68,24 +68,6 @@ __host__ __device__ __forceinline__ int tile_code(TileKind kind, const TileBound
              : static_cast<int>(kind);
 }
 
-// The kind of each 64-row part of a partial tile, part c in bits 2c..2c+1 (perf-notes v68):
-// rows [row0 + 64c, row0 + 64c + 64) cut at Sq, classified like the tile itself from its bounds
-// summary `t` (classify_tile: kSkip and kUnmasked are exact claims; rows at or past Sq hide
-// nothing to compute and count as kSkip; a short last tile's missing columns keep kPartial).
-template <int kParts>
-__device__ __forceinline__ int row_part_kinds(const TileBounds& t, int row0, int Sq, int c0, int c1, bool short_tile,
-                                              bool causal, int causal_offset) {
-  int kinds = 0;
-#pragma unroll
-  for (int c = 0; c < kParts; ++c) {
-    const int a = row0 + 64 * c, b = min(a + 64, Sq);
-    TileKind k = a >= b ? TileKind::kSkip : classify_tile(t, a, b, c0, c1, causal, causal_offset);
-    if (k == TileKind::kUnmasked && short_tile) k = TileKind::kPartial;
-    kinds |= static_cast<int>(k) << (2 * c);
-  }
-  return kinds;
-}
-
 // Which key tiles [n*block_n, (n+1)*block_n) query rows [m0, m0 + rows_valid) of one
 // (batch, mask head) `bhm` must visit: tiles [0, n_end) are candidates (the causal
 // limit cuts the rest), code(n) skips by the block mask or the tile bounds `tb` (this
