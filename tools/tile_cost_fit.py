@@ -15,7 +15,7 @@ shown against its prediction). Every mask of one configuration has the same item
 query block in the forward, every key block in the backward), so c_item also carries what a
 call costs per token whatever the mask: the backward's prep, accumulator memset and dQ
 conversion kernels (docs/perf-notes.md, v26 and v53). The tile shapes are the kernels':
-forward query block x key tile, backward key block x query tile (csrc/cuda/flashmask_launch.cuh,
+forward query block x key tile, backward query tile x key block (csrc/cuda/flashmask_launch.cuh,
 KernelChoice and BwdSm90Config); TFLOPs/s count unmasked pairs (fwd 4*D*H*pairs, bwd 2.5x).
 
 It then prints each mask's ceiling under these kernels' tiles: its fwd+bwd rate with partial
