@@ -18,15 +18,24 @@ class TileCountTest(unittest.TestCase):
     def test_causal_tiles_by_hand(self):
         # 256 tokens, 64 x 64 tiles: 4 diagonal tiles hold a triangle each (partial), the 6 below
         # are whole, the 6 above hold nothing; 256 * 257 / 2 pairs; two batches double it.
-        c = tile_cost_fit.tile_counts(masks.causal_mask(256, batch=2), 256, 64, 64)
+        (c,) = tile_cost_fit.tile_counts(masks.causal_mask(256, batch=2), 256, [(64, 64)])
         self.assertEqual(c, {"whole": 12, "partial": 8, "pairs": 2 * 256 * 257 // 2})
 
     def test_ragged_last_block(self):
         # 200 tokens in 64-row blocks of 128 columns: the last row block has 8 rows and stays
         # whole; the last column block has 72 columns, and the kernels mask a short key tile's
         # missing columns, so it is partial in every row block, as they count it.
-        c = tile_cost_fit.tile_counts(masks.full_mask(200, batch=1), 200, 64, 128)
+        (c,) = tile_cost_fit.tile_counts(masks.full_mask(200, batch=1), 200, [(64, 128)])
         self.assertEqual(c, {"whole": 4, "partial": 4, "pairs": 200 * 200})
+
+
+    def test_shapes_in_one_pass(self):
+        # The forward's and backward's shapes counted together match each counted alone, with
+        # a block (lcm 384) that the last rows do not fill.
+        spec = masks.sliding_window_mask(1000, 100, batch=1)
+        together = tile_cost_fit.tile_counts(spec, 1000, [(192, 128), (128, 128)])
+        alone = [tile_cost_fit.tile_counts(spec, 1000, [shape])[0] for shape in [(192, 128), (128, 128)]]
+        self.assertEqual(together, alone)
 
 
 class FitTest(unittest.TestCase):

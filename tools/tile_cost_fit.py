@@ -46,29 +46,35 @@ from paddle_flashmask.masks.dense import to_dense  # noqa: E402
 # tile (D=64: three consumers, 192 rows) and the backward's query tile x key block.
 FWD_TILE = {64: (192, 128), 128: (128, 128), 256: (128, 64)}
 BWD_TILE = {64: (128, 128), 128: (64, 128), 256: (64, 64)}
-LEFT_OUT = ("full", "causal", "random_eviction")  # other paths, or a mask per head
+NOT_COUNTED = ("random_eviction",)  # a mask per head: its dense form is H times the others'
+LEFT_OUT = ("full", "causal") + NOT_COUNTED  # not fitted: other paths, or not counted
 MIN_FITTED = 5  # masks, for three costs with residuals that mean something
 
 
-def tile_counts(spec, n: int, rows: int, cols: int) -> dict:
-    """Whole and partial tiles of `rows` x `cols` and unmasked pairs, over every batch of the
-    mask (one mask head), counted on its dense form a block of query rows at a time. A short
-    last key tile is partial, as the kernels mask its missing columns (KeyTileClassifier,
-    QueryTileClassifier); a short last query block is whole where its rows see every key."""
-    whole = partial = pairs = 0
+def tile_counts(spec, n: int, shapes: list[tuple[int, int]]) -> list[dict]:
+    """Per (rows, cols) shape, the whole and partial tiles and the unmasked pairs over every
+    batch of the mask (one mask head), counted on its dense form in one pass over blocks of
+    query rows (the shapes' row counts divide the block). A short last key tile is partial, as
+    the kernels mask its missing columns (KeyTileClassifier, QueryTileClassifier); a short last
+    query block is whole where its rows see every key."""
+    block = int(np.lcm.reduce([r for r, _ in shapes]))
+    counts = [{"whole": 0, "partial": 0, "pairs": 0} for _ in shapes]
     idx = spec.startend_row_indices
     for b in range(idx.shape[0]):
         one = spec._replace(startend_row_indices=idx[b:b + 1])
-        for r0 in range(0, n, rows):
-            allowed = to_dense(one, rows=np.arange(r0, min(r0 + rows, n)))[0, 0]
-            padded = np.zeros((allowed.shape[0], -(-n // cols) * cols), bool)
-            padded[:, :n] = allowed
-            per_tile = padded.reshape(allowed.shape[0], -1, cols).sum((0, 2))
-            full = per_tile == allowed.shape[0] * cols
-            whole += int(full.sum())
-            partial += int(((per_tile > 0) & ~full).sum())
-            pairs += int(per_tile.sum())
-    return {"whole": whole, "partial": partial, "pairs": pairs}
+        for b0 in range(0, n, block):
+            allowed = to_dense(one, rows=np.arange(b0, min(b0 + block, n)))[0, 0]
+            for (rows, cols), c in zip(shapes, counts):
+                padded = np.zeros((allowed.shape[0], -(-n // cols) * cols), bool)
+                padded[:, :n] = allowed
+                for r0 in range(0, allowed.shape[0], rows):
+                    part = padded[r0:r0 + rows]
+                    per_tile = part.reshape(part.shape[0], -1, cols).sum((0, 2))
+                    full = per_tile == part.shape[0] * cols
+                    c["whole"] += int(full.sum())
+                    c["partial"] += int(((per_tile > 0) & ~full).sum())
+                    c["pairs"] += int(per_tile.sum())
+    return counts
 
 
 def fit_costs(design: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -132,10 +138,10 @@ def main() -> None:
         print(f"{path}: N={n}, B={b}, H={rows[0]['H']}, D={d}")
         counts = {}
         for r in rows:
-            if r["mask"] == "random_eviction":
+            if r["mask"] in NOT_COUNTED:
                 continue
-            spec = bench_gpu.build_mask(r["mask"], n, b, r["H"])
-            counts[r["mask"]] = {"fwd": tile_counts(spec, n, *FWD_TILE[d]), "bwd": tile_counts(spec, n, *BWD_TILE[d])}
+            fwd, bwd = tile_counts(bench_gpu.build_mask(r["mask"], n, b, r["H"]), n, [FWD_TILE[d], BWD_TILE[d]])
+            counts[r["mask"]] = {"fwd": fwd, "bwd": bwd}
         rows = [r for r in rows if r["mask"] in counts]
         if sum(r["mask"] not in LEFT_OUT for r in rows) < MIN_FITTED:
             print(f"  fewer than {MIN_FITTED} masks with bounds: not fitted")
