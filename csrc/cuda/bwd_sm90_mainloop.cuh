@@ -132,38 +132,18 @@ struct BwdSm90Mainloop {
     __syncwarp();
     staged_slot = -1;
   }
-  // lse and rowsum of this consumer's queries of ring slot st, spread over the warp's lanes
-  // (lane l holds queries l + 32i), loaded before the S^T/dP^T wait; each thread fetches its
-  // columns' values by shuffles (FA4's order at D=64: no shared-memory load between the wait
-  // and the exponentials, and 2 x kScoreCols / 32 registers instead of one per column).
-  static constexpr int kStatRegs = Cfg::kScoreCols / 32;
-  struct RowStats {
-    float lse[kStatRegs], dsum[kStatRegs];
-  };
-  __device__ __forceinline__ RowStats load_row_stats(int st) const {
-    RowStats r;
-    const int lane = sm90::lane_id();
-#pragma unroll
-    for (int i = 0; i < kStatRegs; ++i) {
-      r.lse[i] = sm.lse[st][query_off() + 32 * i + lane];
-      r.dsum[i] = sm.dsum[st][query_off() + 32 * i + lane];
-    }
-    return r;
-  }
-  // lse (or rowsum) of this thread's query column c of score chunk j (lane lq % 32, register lq / 32).
-  __device__ __forceinline__ float column_stat(const float (&regs)[kStatRegs], int j, int c) const {
-    const int lq = j * 8 + 2 * epi.t + c;
-    return __shfl_sync(0xffffffffu, regs[j / 4], lq % 32);
-  }
-  // P^T and dS^T of the tile from S^T and dP^T, packed as wgmma A fragments (16 queries per
-  // k step).
-  __device__ __forceinline__ void p_and_ds(float (&acc_s)[4 * ST], float (&acc_dp)[4 * ST], const RowStats& rs,
+  // P^T and dS^T of ring slot st from S^T and dP^T, packed as wgmma A fragments (16 queries
+  // per k step).
+  __device__ __forceinline__ void p_and_ds(float (&acc_s)[4 * ST], float (&acc_dp)[4 * ST], int st,
                                            uint32_t (&pa)[KS][4], uint32_t (&dsa)[KS][4]) const {
+    const float* l_s = sm.lse[st] + query_off();
+    const float* ds_s = sm.dsum[st] + query_off();
 #pragma unroll
     for (int j = 0; j < ST; ++j)
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
-        const float L = column_stat(rs.lse, j, c), Dq = column_stat(rs.dsum, j, c);
+        const int lq = j * 8 + 2 * epi.t + c;
+        const float L = l_s[lq], Dq = ds_s[lq];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
           const float pv = score_prob(acc_s[4 * j + 2 * r + c], scale_log2, L);
@@ -315,7 +295,6 @@ struct BwdSm90Mainloop {
 
     float acc_s[4 * ST], acc_dp[4 * ST];
     issue_scores(acc_s, acc_dp, q_addr, do_addr);
-    const RowStats rs = load_row_stats(st);
     if constexpr (!Cfg::kStageInKV)
       if (dkdv_staged) {  // the last item's dK/dV stores have read the staging (this tile rewrites it)
         epi.wait_staging_read();
@@ -333,7 +312,7 @@ struct BwdSm90Mainloop {
       mask_partial_keys<ST>(kb, tile.test(), m * kBlockM + query_off(), epi.t,
                             [&](int j, int r, int c) { acc_s[4 * j + 2 * r + c] = -INFINITY; });
     uint32_t pa[KS][4], dsa[KS][4];
-    p_and_ds(acc_s, acc_dp, rs, pa, dsa);
+    p_and_ds(acc_s, acc_dp, st, pa, dsa);
     // A dS^T buffer is rewritten: kDqOneTileLate (a buffer per tile parity), once both
     // consumers' dQ read it (ds_empty); D=256, once both consumers' GEMMs of the previous
     // tile did, which they waited for before their S^T and dP^T of this tile (scores_done).
