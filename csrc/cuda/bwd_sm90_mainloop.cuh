@@ -94,12 +94,11 @@ struct BwdSm90Mainloop {
     return reinterpret_cast<char*>(sm.ds[Cfg::kSplitKeys ? (gi & 1) : 1]);
   }
   __device__ __forceinline__ char* pt_buf() const { return reinterpret_cast<char*>(sm.ds[0]); }
-  // Issues tile gi's dQ once both halves of its dS^T are in smem (kDsPerParity).
-  __device__ __forceinline__ void issue_dq_of(int gi) {
-    if constexpr (Cfg::kDsPerParity) sm90::PipelineState<2>{gi}.wait_full(sm.ds_full);
-    issue_dq(smem_u32(ds_buf(gi)));
+  // Issues the late tile's dQ (kDqOneTileLate: once both halves of its dS^T are in smem).
+  __device__ __forceinline__ void issue_late_dq() {
+    if constexpr (Cfg::kDqOneTileLate) sm90::PipelineState<2>{late_gi}.wait_full(sm.ds_full);
+    issue_dq(smem_u32(ds_buf(late_gi)));
   }
-  __device__ __forceinline__ void issue_late_dq() { issue_dq_of(late_gi); }
   // S^T = K_c Q^T or dP^T = V_c dO^T: all operands K-major, k steps of 16 = 32 bytes inside
   // a 128-byte row of one column block.
   __device__ __forceinline__ void key_by_query(float (&acc)[4 * ST], uint32_t keys_addr,
@@ -211,31 +210,6 @@ struct BwdSm90Mainloop {
     }
     sm90::wgmma_commit();
   }
-  // kDqInTile: dV, this tile's dQ, dK, each issued as the one before it finishes (FA4's
-  // order), dQ staged and reduced while dK runs, then the release of ring slot st.
-  __device__ __forceinline__ void dv_dq_dk(const BwdTensorMaps& maps, const uint32_t (&pa)[KS][4],
-                                           const uint32_t (&dsa)[KS][4], uint32_t q_addr, uint32_t do_addr, int gi,
-                                           int st, int m, int h, int b) {
-    using namespace sm90;
-    const uint32_t dkv_off = epi.dkv_col0 / 64 * kBlockM * 128;
-    mbar_arrive(sm.ds_full + (gi & 1));
-    wgmma_fence();
-    own_queries(acc_dv, pa, sw128_desc(do_addr + dkv_off, kBlockM * 128));
-    wgmma_commit();
-    issue_dq_of(gi);
-    wgmma_wait<1>();  // dV is done
-    fence_operands(acc_dv);
-    wgmma_fence();
-    own_queries(acc_dk, dsa, sw128_desc(q_addr + dkv_off, kBlockM * 128));
-    wgmma_commit();
-    wgmma_wait<1>();  // dQ is done: stage it under dK
-    fence_operands(acc_dq);
-    mbar_arrive(sm.ds_empty + (gi & 1));
-    epi.dq_reduce_staged(maps, acc_dq, m, h, b);
-    wgmma_wait<0>();
-    fence_operands(acc_dk);
-    mbar_arrive(sm.q_empty + st);  // Q, dO, lse and rowsum of this stage are free
-  }
   // dV/dK of this tile and the dQ GEMM (the late tile's at D <= 128, this tile's after them
   // at D=256), then the release of ring slot st and the dQ epilogue.
   __device__ __forceinline__ void dkv_and_dq(const BwdTensorMaps& maps, const uint32_t (&pa)[KS][4],
@@ -342,7 +316,7 @@ struct BwdSm90Mainloop {
     // A dS^T buffer is rewritten: kDqOneTileLate (a buffer per tile parity), once both
     // consumers' dQ read it (ds_empty); D=256, once both consumers' GEMMs of the previous
     // tile did, which they waited for before their S^T and dP^T of this tile (scores_done).
-    if constexpr (Cfg::kDsPerParity)
+    if constexpr (Cfg::kDqOneTileLate)
       if (gi >= 2) PipelineState<2>{gi}.wait_empty(sm.ds_empty);
     if constexpr (Cfg::kSplitQueries) {
       mbar_wait(sm.scores_done + st, ring.phase());
@@ -351,10 +325,7 @@ struct BwdSm90Mainloop {
     char* ds = ds_buf(gi);
     store_scores(ds, dsa);
     fence_proxy_async_smem();
-    if constexpr (Cfg::kDqInTile)
-      dv_dq_dk(maps, pa, dsa, q_addr, do_addr, gi, st, m, h, b);
-    else
-      dkv_and_dq(maps, pa, dsa, q_addr, do_addr, ds, gi, st, m, h, b);
+    dkv_and_dq(maps, pa, dsa, q_addr, do_addr, ds, gi, st, m, h, b);
   }
 };
 

@@ -101,15 +101,7 @@ struct BwdSm90Config {
   // time of its own (+6-9% backward at D=128, perf-notes v13). The two dS^T buffers (one per
   // tile parity) get full/empty mbarriers for it.
   // D=256 instead issues dQ after the tile's dV/dK (BwdSm90Mainloop::dkv_and_dq).
-#ifndef FM_BWD_DQ_IN_TILE_64
-#define FM_BWD_DQ_IN_TILE_64 1
-#endif
-  // D=64 (v70, FA4's order): dQ of tile i in tile i, between its dV and dK: dV, dQ once both
-  // halves of dS^T(i) are stored, dK, and dQ staged while dK runs. The dS^T buffers and
-  // their barriers are those of the late dQ.
-  static constexpr bool kDqInTile = D == 64 && FM_BWD_DQ_IN_TILE_64;
-  static constexpr bool kDqOneTileLate = D <= 128 && !kDqInTile;
-  static constexpr bool kDsPerParity = kDqOneTileLate || kDqInTile;
+  static constexpr bool kDqOneTileLate = D <= 128;
   // D = 128: a consumer's dQ staging waits are split into arrive/wait pairs (kDqFree, kDqFull),
   // so only the issuer's warp waits for the other warps' stores (+0.8-2.7% backward on full and
   // causal at 8K and 32K, level on masks); at D=64 it made ptxas spill and lost 4-7%, at D=256
@@ -133,7 +125,7 @@ struct BwdSm90Config {
                                kKVBytes <= kConsumers * kDqStageBytes && kBlockN == 2 * 64 && kDqRows == 64),
                 "dK/dV staging: the dS buffers and the dQ staging blocks must hold one consumer's 64 rows");
   static constexpr int kRowBytes = kBlockM * 4;  // lse or rowsum of one query tile
-  static constexpr int kDsBars = kDsPerParity ? 2 : 0;
+  static constexpr int kDsBars = kDqOneTileLate ? 2 : 0;
   static constexpr int kScoresBars = kDqInQSlot ? kStages : 0;
   // Shared memory from a 1024-aligned base, the two query-tile list buffers (segments of
   // kListCapacity entries) included: its size does not depend on the sequence length. Arrays of length 0 (dq_stage at D = 256, the dS
