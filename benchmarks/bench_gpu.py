@@ -466,8 +466,10 @@ def fa4_target_lines(rows, interleaved):
     interleaved: the runs whose forward, backward and fwd+bwd calls were timed in turns; in the
     others (timed in blocks of calls) the last ratio also holds the clocks' drift between blocks."""
     out = []
-    for run in dict.fromkeys(r["run"] for r in rows):
-        rs = {r["mask"]: r for r in rows if r["run"] == run}
+    keys = list(dict.fromkeys((r["run"], r["config"]) for r in rows))  # a run may hold several configs
+    for run, config in keys:
+        rs = {r["mask"]: r for r in rows if r["run"] == run and r["config"] == config}
+        label = run if sum(k[0] == run for k in keys) == 1 else f"{run} {config}"
         full = rs.get("full")
         if not full or not full.get("fa4direct_fwdbwd"):
             continue
@@ -489,7 +491,7 @@ def fa4_target_lines(rows, interleaved):
             fused_note = "" if fused <= FUSED_SLACK else f" (over {FUSED_SLACK})"
             if run not in interleaved:
                 fused_note += " (timed in blocks)"
-            out.append(f"| {run} | {mask} | {fmt(r['ours_fwdbwd'])} | {fmt(target)} ({rule}) | {vs_bar} | "
+            out.append(f"| {label} | {mask} | {fmt(r['ours_fwdbwd'])} | {fmt(target)} ({rule}) | {vs_bar} | "
                        f"{own:.2f}{own_note} | {fused:.3f}{fused_note} |")
     if not out:
         return []
@@ -647,6 +649,11 @@ def main():
 
         bench_config(cfg, names, args, torch, on_row=save)
         torch.cuda.empty_cache()
+        # Each configuration compiles flex_attention for its own shapes; without a reset, a
+        # run of two configurations reached dynamo's recompile limit (8) in the second, whose
+        # flex_attention then ran uncompiled and asked for the whole score matrix (32K, B=4,
+        # H=64: 1 TiB), so its Flex and FA4-Flex columns failed (gpu_d64_v71.json).
+        torch._dynamo.reset()
 
 
 if __name__ == "__main__":

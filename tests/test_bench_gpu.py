@@ -54,6 +54,23 @@ class MergeTest(unittest.TestCase):
                           "2026-12-01 16:38)", md)
             self.assertIn("| d256_32k | 32K | 256 | causal |", md)
 
+    def test_the_bars_of_a_run_of_two_configs_are_kept_apart(self):
+        """`--configs 8k-64,32k-64` writes both configurations' rows into one run's file; the
+        bars table holds each configuration's full and causal rows, not the last one's alone."""
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = []
+            for config, n, rate in (("8k-64", 8192, 500.0), ("32k-64", 32768, 540.0)):
+                for mask in ("full", "causal"):
+                    rows.append(dict(config=config, mask=mask, N=n, D=64, density=1.0, causal=mask == "causal",
+                                     ours_fwd=rate + 60, ours_bwd=rate - 10, ours_fwdbwd=rate,
+                                     fa4direct_fwd=rate, fa4direct_fwdbwd=rate - 5, ours_ms=[1.0, 2.5, 3.5]))
+            meta = dict(tag="d64", device="GPU", torch="2", date="d", min_reps=10, timing="interleaved")
+            (pathlib.Path(tmp) / "gpu_d64.json").write_text(json.dumps({"meta": meta, "rows": rows}))
+            bench_gpu.report(pathlib.Path(tmp))
+            md = (pathlib.Path(tmp) / "gpu.md").read_text()
+            self.assertIn("| d64 8k-64 | full | 500 | 495 (FA4 direct", md)
+            self.assertIn("| d64 32k-64 | causal | 540 | 535 (FA4 direct", md)
+
     def test_parts_of_other_configs_are_refused(self):
         with tempfile.TemporaryDirectory() as tmp:
             a = part(tmp, "a", "d1", "32k-256", ["full"])

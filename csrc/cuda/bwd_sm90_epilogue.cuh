@@ -36,9 +36,8 @@ struct BwdSm90Epilogue {
     sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, 128, cw);
   }
 
-  // This consumer's dQ part of query tile m, head h, batch b -> runs of four n8 chunks x two
-  // row halves x 128 threads x float2 (DqFragmentOrder; each warp's store is 256 contiguous
-  // bytes) -> one 1-D bulk reduce-add per run. Run bb lies at base + (bb & 1) * kNextBlock +
+  // This consumer's dQ part of query tile m, head h, batch b -> runs of four n8 chunks x 128
+  // threads x one float4 or two float2 (DqFragmentOrder) -> one 1-D bulk reduce-add per run. Run bb lies at base + (bb & 1) * kNextBlock +
   // (bb >> 1) * kNextPair.
   using Order = DqFragmentOrder<kBlockM>;
   static constexpr int kDqBlocks = Cfg::kDqCols / 32;  // runs of this consumer
@@ -52,12 +51,15 @@ struct BwdSm90Epilogue {
                                                       int m, int h, int b) const {
     const int u = 32 * (wrow / 16) + 4 * (wrow % 16) + t;  // this thread in the warpgroup
 #pragma unroll
-    for (int r = 0; r < 2; ++r)
+    for (int h = 0; h < Order::kHalves; ++h)
 #pragma unroll
-      for (int j = 0; j < 4 * kDqBlocks; ++j)  // n8 chunk of acc_dq
-        *reinterpret_cast<float2*>(base + dq_block_offset<kNextBlock, kNextPair>(j >> 2) +
-                                   Order::pair_offset(j & 3, r, u) * 4) =
-            make_float2(acc_dq[4 * j + 2 * r], acc_dq[4 * j + 2 * r + 1]);
+      for (int j = 0; j < 4 * kDqBlocks; ++j) {  // n8 chunk of acc_dq
+        char* dst = base + dq_block_offset<kNextBlock, kNextPair>(j >> 2) + Order::group_offset(j & 3, h, u) * 4;
+        if constexpr (Order::kGroup == 4)
+          *reinterpret_cast<float4*>(dst) = make_float4(acc_dq[4 * j], acc_dq[4 * j + 1], acc_dq[4 * j + 2], acc_dq[4 * j + 3]);
+        else
+          *reinterpret_cast<float2*>(dst) = make_float2(acc_dq[4 * j + 2 * h], acc_dq[4 * j + 2 * h + 1]);
+      }
     sm90::fence_proxy_async_smem();
     if (!dq_stores_done()) return;
     if (dq_issuer) {

@@ -606,11 +606,18 @@ __global__ void __launch_bounds__(kDqConvertThreads)
   const float4* src = reinterpret_cast<const float4*>(
       dq_accum + (bh * sq_pad + static_cast<int64_t>(m) * kTileRows) * D + pi * Order::kPartFloats);
 #pragma unroll
-  for (int k = 0; k < kSteps; ++k) {  // float4 q holds pairs 2q, 2q + 1: four columns of a row
+  for (int k = 0; k < kSteps; ++k) {
     const int q = k * kDqConvertThreads + threadIdx.x;
     int row, col;
-    Order::part_position(2 * q, row, col);
-    *reinterpret_cast<float4*>(part + row * kPitch + col) = src[q];
+    if constexpr (Order::kGroup == 4) {  // float4 q: one group, two columns of two rows 8 apart
+      Order::part_position(q, row, col);
+      const float4 x = src[q];
+      *reinterpret_cast<float2*>(part + row * kPitch + col) = make_float2(x.x, x.y);
+      *reinterpret_cast<float2*>(part + (row + 8) * kPitch + col) = make_float2(x.z, x.w);
+    } else {  // float4 q: groups 2q and 2q + 1, four columns of a row
+      Order::part_position(2 * q, row, col);
+      *reinterpret_cast<float4*>(part + row * kPitch + col) = src[q];
+    }
   }
   __syncthreads();
   int row0, col0;
