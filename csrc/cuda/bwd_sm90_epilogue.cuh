@@ -37,8 +37,8 @@ struct BwdSm90Epilogue {
   }
 
   // This consumer's dQ part of query tile m, head h, batch b -> runs of four n8 chunks x 128
-  // threads x one float4 or two float2 (DqFragmentOrder) -> one 1-D bulk reduce-add per run. Run bb lies at base + (bb & 1) * kNextBlock +
-  // (bb >> 1) * kNextPair.
+  // threads x one float4 or two float2 (DqFragmentOrder) -> one 1-D bulk reduce-add per run.
+  // Run bb lies at base + (bb & 1) * kNextBlock + (bb >> 1) * kNextPair.
   using Order = DqFragmentOrder<kBlockM>;
   static constexpr int kDqBlocks = Cfg::kDqCols / 32;  // runs of this consumer
   static_assert(Cfg::kDqRows * Cfg::kDqCols == kDqBlocks * Order::kRunFloats, "a consumer's dQ part is whole runs");
@@ -51,14 +51,15 @@ struct BwdSm90Epilogue {
                                                       int m, int h, int b) const {
     const int u = 32 * (wrow / 16) + 4 * (wrow % 16) + t;  // this thread in the warpgroup
 #pragma unroll
-    for (int h = 0; h < Order::kHalves; ++h)
+    for (int half = 0; half < Order::kHalves; ++half)
 #pragma unroll
       for (int j = 0; j < 4 * kDqBlocks; ++j) {  // n8 chunk of acc_dq
-        char* dst = base + dq_block_offset<kNextBlock, kNextPair>(j >> 2) + Order::group_offset(j & 3, h, u) * 4;
+        const float* v = acc_dq + 4 * j + 2 * half;
+        char* dst = base + dq_block_offset<kNextBlock, kNextPair>(j >> 2) + Order::group_offset(j & 3, half, u) * 4;
         if constexpr (Order::kGroup == 4)
-          *reinterpret_cast<float4*>(dst) = make_float4(acc_dq[4 * j], acc_dq[4 * j + 1], acc_dq[4 * j + 2], acc_dq[4 * j + 3]);
+          *reinterpret_cast<float4*>(dst) = make_float4(v[0], v[1], v[2], v[3]);
         else
-          *reinterpret_cast<float2*>(dst) = make_float2(acc_dq[4 * j + 2 * h], acc_dq[4 * j + 2 * h + 1]);
+          *reinterpret_cast<float2*>(dst) = make_float2(v[0], v[1]);
       }
     sm90::fence_proxy_async_smem();
     if (!dq_stores_done()) return;
