@@ -652,7 +652,7 @@ def main():
         # Each configuration compiles flex_attention for its own shapes; without a reset, a
         # run of two configurations reached dynamo's recompile limit (8) in the second, whose
         # flex_attention then ran uncompiled and asked for the whole score matrix (32K, B=4,
-        # H=64: 1 TiB), so its Flex and FA4-Flex columns failed (gpu_d64_v71.json).
+        # H=64: 1 TiB), so its Flex and FA4-Flex columns failed (gpu_d64_32k_v71.json).
         torch._dynamo.reset()
 
 

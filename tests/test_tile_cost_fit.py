@@ -28,7 +28,6 @@ class TileCountTest(unittest.TestCase):
         (c,) = tile_cost_fit.tile_counts(masks.full_mask(200, batch=1), 200, [(64, 128)])
         self.assertEqual(c, {"whole": 4, "partial": 4, "pairs": 200 * 200})
 
-
     def test_shapes_in_one_pass(self):
         # The forward's and backward's shapes counted together match each counted alone, with
         # a block (lcm 384) that the last rows do not fill.
