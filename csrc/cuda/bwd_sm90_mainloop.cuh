@@ -163,30 +163,16 @@ struct BwdSm90Mainloop {
   // (the MN-major A of dQ = dS K; the K-major A of the other consumer's dV/dK at D=256). The
   // caller fences.
   __device__ __forceinline__ void store_scores(char* buf, const uint32_t (&frag)[KS][4]) const {
-    if constexpr (Cfg::kScoresByStmatrix) {
-      // Matrix e of a k step is fragment e (keys + 8 (e & 1), queries + 8 (e >> 1)); lane l
-      // addresses row l % 8 of matrix l / 8.
-      const int lane = sm90::lane_id(), e = lane >> 3;
-      const int row = epi.key_off + (epi.wrow & ~15) + (lane & 7) + 8 * (e & 1);
-      const uint32_t base = smem_u32(buf);
 #pragma unroll
-      for (int kk = 0; kk < KS; ++kk) {
-        const int chunk = query_off() / 8 + 2 * kk + (e >> 1);
-        sm90::stmatrix_x4(base + (chunk >> 3) * kBlockN * 128 + sm90::sw128_offset(row, chunk & 7), frag[kk]);
+    for (int kk = 0; kk < KS; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = epi.key_off + epi.wrow + 8 * (e & 1);  // key within the block
+        const int chunk = query_off() / 8 + 2 * kk + (e >> 1);  // 8 queries
+        uint32_t off = sm90::sw128_offset(row, chunk) + epi.t * 4;
+        if constexpr (kBlockM > 64) off = (chunk >> 3) * kBlockN * 128 + sm90::sw128_offset(row, chunk & 7) + epi.t * 4;
+        *reinterpret_cast<uint32_t*>(buf + off) = frag[kk][e];
       }
-    } else {
-#pragma unroll
-      for (int kk = 0; kk < KS; ++kk)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int row = epi.key_off + epi.wrow + 8 * (e & 1);   // key within the block
-          const int chunk = query_off() / 8 + 2 * kk + (e >> 1);  // 8 queries
-          uint32_t off = sm90::sw128_offset(row, chunk) + epi.t * 4;
-          if constexpr (kBlockM > 64)
-            off = (chunk >> 3) * kBlockN * 128 + sm90::sw128_offset(row, chunk & 7) + epi.t * 4;
-          *reinterpret_cast<uint32_t*>(buf + off) = frag[kk][e];
-        }
-    }
   }
   // acc += A B over this consumer's queries of the tile (A from registers) or, at D=256, the
   // other consumer's (A from its half of `others` in smem: [key][64 queries] SW128, K-major).

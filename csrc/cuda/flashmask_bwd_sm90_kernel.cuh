@@ -107,10 +107,6 @@ struct BwdSm90Config {
   // causal at 8K and 32K, level on masks); at D=64 it made ptxas spill and lost 4-7%, at D=256
   // it lost 1-2% (perf-notes v45).
   static constexpr bool kSplitDqWaits = D == 128;
-  // D = 64: dS^T goes to shared memory by stmatrix, one per 16 queries (8 per tile instead of
-  // 32 four-byte stores, FA4's way); at D=128 it lost 1-1.2% and at D=256 it was level (perf-notes
-  // v55, v72).
-  static constexpr bool kScoresByStmatrix = D == 64;
   static constexpr int kDqStageBytes = kDqInQSlot ? 0 : kDqRows * kDqCols * 4;  // per consumer
   static constexpr int kColBlocks = D / 64;
   static constexpr int kKVBytes = kBlockN * D * 2, kQBytes = kBlockM * D * 2;

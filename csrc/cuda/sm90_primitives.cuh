@@ -196,15 +196,6 @@ __device__ __forceinline__ uint32_t sw128_offset(int row, int chunk) {
   return row * 128 + ((chunk ^ (row & 7)) << 4);
 }
 
-// stmatrix .x4: four 8 x 8 matrices of 16-bit elements from a warp. Register i of lane l holds
-// row l / 4, elements 2 (l % 4) and 2 (l % 4) + 1 of matrix i (a wgmma accumulator's layout);
-// lane l gives the address of row l % 8 of matrix l / 8 (16 contiguous bytes).
-__device__ __forceinline__ void stmatrix_x4(uint32_t addr, const uint32_t (&r)[4]) {
-  FM_SM90_ASM("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(r[0]), "r"(r[1]),
-              "r"(r[2]), "r"(r[3])
-              : "memory");
-}
-
 // ---------------------------------------------------------------- warps
 __device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x & 31); }
 template <int kRegs>
