@@ -46,9 +46,9 @@ struct BwdSm90Epilogue {
   __device__ __forceinline__ static uint32_t dq_block_offset(int bb) {
     return (bb & 1) * kNextBlock + (bb >> 1) * kNextPair;
   }
-  // This thread's part of the staging, fenced for the bulk copies that read it.
   template <uint32_t kNextBlock, uint32_t kNextPair>
-  __device__ __forceinline__ void stage_dq(const float* acc_dq, char* base) const {
+  __device__ __forceinline__ void stage_and_reduce_dq(const BwdTensorMaps& maps, const float* acc_dq, char* base,
+                                                      int m, int h, int b) const {
     const int u = 32 * (wrow / 16) + 4 * (wrow % 16) + t;  // this thread in the warpgroup
 #pragma unroll
     for (int half = 0; half < Order::kHalves; ++half)
@@ -62,11 +62,6 @@ struct BwdSm90Epilogue {
           *reinterpret_cast<float2*>(dst) = make_float2(v[0], v[1]);
       }
     sm90::fence_proxy_async_smem();
-  }
-  template <uint32_t kNextBlock, uint32_t kNextPair>
-  __device__ __forceinline__ void stage_and_reduce_dq(const BwdTensorMaps& maps, const float* acc_dq, char* base,
-                                                      int m, int h, int b) const {
-    stage_dq<kNextBlock, kNextPair>(acc_dq, base);
     if (!dq_stores_done()) return;
     if (dq_issuer) {
       float* tile = maps.dq.tile(b, h, m * kBlockM, Cfg::D);
@@ -81,33 +76,12 @@ struct BwdSm90Epilogue {
 
   // D <= 128: every run at once in dq_stage ([run][consumer][8 KB]), once the issuer's
   // previous bulk copies have read it.
-  static constexpr uint32_t kStageBlockStride = 2 * Cfg::kDqRows * 128;
   __device__ __forceinline__ void dq_reduce_staged(const BwdTensorMaps& maps, const float* acc_dq, int m, int h,
                                                    int b) const {
+    constexpr uint32_t kBlockStride = 2 * Cfg::kDqRows * 128;
     wait_dq_staging_free();
-    stage_and_reduce_dq<kStageBlockStride, 2 * kStageBlockStride>(
+    stage_and_reduce_dq<kBlockStride, 2 * kBlockStride>(
         maps, acc_dq, reinterpret_cast<char*>(sm.dq_stage) + cw * Cfg::kDqRows * 128, m, h, b);
-  }
-  // kDqReducer: the staging and the reducer warp (bwd_dq_reducer_role). The consumer stages
-  // its part, once the reducer has read the last one (unless it holds the staging: `owned`),
-  // names its destination and hands it over without waiting.
-  static constexpr int kReducerBarrierThreads = 128 + 32;
-  __device__ __forceinline__ void wait_dq_handed_back() const {
-    __syncwarp();
-    sm90::named_barrier_sync(sm90::BwdBarrier::kDqFree0, kReducerBarrierThreads, cw);
-  }
-  __device__ __forceinline__ void hand_over_dq(float* dest) const {
-    if (dq_issuer) sm.dq_dest[cw] = dest;
-    __syncwarp();
-    sm90::named_barrier_arrive(sm90::BwdBarrier::kDqFull0, kReducerBarrierThreads, cw);
-  }
-  __device__ __forceinline__ void dq_to_reducer(const BwdTensorMaps& maps, const float* acc_dq, int m, int h, int b,
-                                                bool& owned) const {
-    if (!owned) wait_dq_handed_back();
-    stage_dq<kStageBlockStride, 2 * kStageBlockStride>(
-        acc_dq, reinterpret_cast<char*>(sm.dq_stage) + cw * Cfg::kDqRows * 128);
-    hand_over_dq(maps.dq.tile(b, h, m * kBlockM, Cfg::D));
-    owned = false;
   }
   // D = 256 (kDqInQSlot): the four blocks in this consumer's two column blocks of ring slot
   // st's Q and its two of dO. Its own dV/dK GEMMs, their other readers, are done, and the
@@ -210,34 +184,6 @@ struct BwdSm90Epilogue {
       __syncwarp();
   }
 };
-
-// Producer warps 3 and 2 with Cfg::kDqReducer, one per consumer c: per query tile, the
-// consumer's staged dQ part into the dq accumulator by 1-D bulk reduce-adds from lane 0, the
-// staging handed back once they have read it. A null destination ends the role.
-template <typename T, typename Cfg, typename Smem>
-__device__ __forceinline__ void bwd_dq_reducer_role(Smem& sm, int lane, int c) {
-  using namespace sm90;
-  using Epi = BwdSm90Epilogue<T, Cfg>;
-  constexpr int kThreads = Epi::kReducerBarrierThreads;
-  const char* base = reinterpret_cast<const char*>(sm.dq_stage) + c * Cfg::kDqRows * 128;
-  for (;;) {
-    named_barrier_sync(BwdBarrier::kDqFull0, kThreads, c);
-    float* const dest = sm.dq_dest[c];
-    if (dest == nullptr) break;
-    if (lane == 0) {
-#pragma unroll
-      for (int bb = 0; bb < Epi::kDqBlocks; ++bb)
-        bulk_reduce_add_f32(dest + (c * Epi::kDqBlocks + bb) * Epi::Order::kRunFloats,
-                            base + Epi::template dq_block_offset<Epi::kStageBlockStride, 2 * Epi::kStageBlockStride>(bb),
-                            Epi::Order::kRunFloats * 4);
-      bulk_commit();
-      bulk_wait_read<0>();
-    }
-    __syncwarp();
-    named_barrier_arrive(BwdBarrier::kDqFree0, kThreads, c);
-  }
-  if (lane == 0) bulk_wait<0>();  // the last reduce-adds are complete
-}
 
 }  // namespace cuda
 }  // namespace flashmask

@@ -49,9 +49,6 @@ struct BwdSm90Mainloop {
   // buffer and dq_stage); the next item's first tile waits for that after issuing its S^T
   // and dP^T, and dq_reduce_staged waits before restaging dQ.
   bool dkdv_staged = false;
-  // kDqReducer: this consumer holds the dQ staging (the reducer read the last part it handed
-  // over, or none is out).
-  bool dq_owned = true;
 
   // This consumer's first query of a tile's S^T and dP^T.
   __device__ __forceinline__ int query_off() const {
@@ -229,7 +226,7 @@ struct BwdSm90Mainloop {
         wgmma_wait<1>();  // the late dQ, committed first, is done: stage it under dV/dK
         fence_operands(acc_dq);
         mbar_arrive(sm.ds_empty + (late_gi & 1));
-        reduce_late_dq(maps, b);
+        epi.dq_reduce_staged(maps, acc_dq, late_m, late_h, b);
       } else {
         issue_dkv(pa, dsa, q_addr, do_addr, ds);
       }
@@ -261,19 +258,6 @@ struct BwdSm90Mainloop {
     }
   }
 
-  // The late tile's dQ (D <= 128) into the accumulator: by the reducer warp, or staged and
-  // issued here.
-  __device__ __forceinline__ void reduce_late_dq(const BwdTensorMaps& maps, int b) {
-    if constexpr (Cfg::kDqReducer)
-      epi.dq_to_reducer(maps, acc_dq, late_m, late_h, b, dq_owned);
-    else
-      epi.dq_reduce_staged(maps, acc_dq, late_m, late_h, b);
-  }
-  // After the last item: the reducer warp's end (kDqReducer; this consumer holds the staging).
-  __device__ __forceinline__ void finish() const {
-    if constexpr (Cfg::kDqReducer) epi.hand_over_dq(nullptr);
-  }
-
   // The item's end: the last dQ, then dK and dV out. Past the barrier over both consumers
   // neither reads K, V or the dS buffers of this item any more.
   __device__ __forceinline__ void item_end(const BwdTensorMaps& maps, float softmax_scale, int n0, int hk, int b) {
@@ -285,15 +269,11 @@ struct BwdSm90Mainloop {
         wgmma_wait<0>();
         fence_operands(acc_dq);
         mbar_arrive(sm.ds_empty + (late_gi & 1));  // the next item's tiles reuse the buffer
-        reduce_late_dq(maps, b);
+        epi.dq_reduce_staged(maps, acc_dq, late_m, late_h, b);
         late_gi = -1;
       }
-    if constexpr (Cfg::kDqReducer) {  // this consumer's dQ staging blocks are free
-      if (!dq_owned) epi.wait_dq_handed_back();
-      dq_owned = true;
-    } else if constexpr (!Cfg::kStageInKV) {
-      if (epi.dq_issuer) bulk_wait_read<0>();
-    }
+    if constexpr (!Cfg::kStageInKV)
+      if (epi.dq_issuer) bulk_wait_read<0>();  // this consumer's dQ staging blocks are free
     __syncwarp();
     named_barrier_sync(BwdBarrier::kConsumers, Cfg::kConsumers * 128);
     if constexpr (!Cfg::kStageInKV)

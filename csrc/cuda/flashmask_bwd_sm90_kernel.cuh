@@ -107,11 +107,6 @@ struct BwdSm90Config {
   // causal at 8K and 32K, level on masks); at D=64 it made ptxas spill and lost 4-7%, at D=256
   // it lost 1-2% (perf-notes v45).
   static constexpr bool kSplitDqWaits = D == 128;
-  // D <= 128: producer warp 3 issues the dQ reduce-adds (FA3's and FA4's way): a consumer
-  // stages its part, hands it over on kDqFull and goes on; the reducer issues the bulk
-  // reduce-adds and hands the staging back on kDqFree once they have read it
-  // (bwd_dq_reducer_role; perf-notes v73). The list builders are then warps 1-2.
-  static constexpr bool kDqReducer = !kDqInQSlot;
   static constexpr int kDqStageBytes = kDqInQSlot ? 0 : kDqRows * kDqCols * 4;  // per consumer
   static constexpr int kColBlocks = D / 64;
   static constexpr int kKVBytes = kBlockN * D * 2, kQBytes = kBlockM * D * 2;
@@ -132,7 +127,6 @@ struct BwdSm90Config {
   static constexpr int kRowBytes = kBlockM * 4;  // lse or rowsum of one query tile
   static constexpr int kDsBars = kDqOneTileLate ? 2 : 0;
   static constexpr int kScoresBars = kDqInQSlot ? kStages : 0;
-  static constexpr int kDqDests = kDqReducer ? kConsumers : 0;
   // Shared memory from a 1024-aligned base, the two query-tile list buffers (segments of
   // kListCapacity entries) included: its size does not depend on the sequence length. Arrays of length 0 (dq_stage at D = 256, the dS
   // barriers without kDqOneTileLate) take no space (nvcc and the host compilers accept them).
@@ -155,7 +149,6 @@ struct BwdSm90Config {
     uint64_t ds_empty[kDsBars];  // both consumers' dQ finished reading dS^T[buf]
     // kDqInQSlot: every consumer warp's S^T, dP^T of the slot done (and its GEMMs of the tile before)
     uint64_t scores_done[kScoresBars];
-    float* dq_dest[kDqDests];  // kDqReducer: where each consumer's staged dQ part goes (null: no more)
     BwdListRecord records[2];
     int scratch[kListScratchInts];  // the builders' list compaction and work counter
     TileEntry lists[kBwdListBuffers][sm90::kListCapacity];
@@ -165,11 +158,11 @@ struct BwdSm90Config {
                 "SW128 tiles start 1024-byte aligned");
   static_assert(sizeof(Smem) == 2 * kKVBytes + 2 * kStages * kQBytes + kDsBuffers * kBlockN * kBlockM * 2 +
                                     kConsumers * kDqStageBytes + 2 * kStages * kRowBytes +
-                                    (8 + 2 * kStages + 2 * kDsBars + kScoresBars + kDqDests) * 8 + 2 * sizeof(BwdListRecord) +
+                                    (8 + 2 * kStages + 2 * kDsBars + kScoresBars) * 8 + 2 * sizeof(BwdListRecord) +
                                     kListScratchInts * sizeof(int) +
                                     kBwdListBuffers * sm90::kListCapacity * sizeof(TileEntry),
                 "no padding");
-  static constexpr int kListBuilders = kDqReducer ? 32 : 96;  // warps 1-3 (1) build the query-tile lists
+  static constexpr int kListBuilders = 96;  // warps 1-3 build the query-tile lists
   // Bytes of shared memory, with alignment slack.
   static constexpr int kSmemFixed = sizeof(Smem) + 1024;
 };
@@ -214,9 +207,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 
   if (warp < 4) {  // ------------------------------------------------ producer
     regs_dealloc<Cfg::kProducerRegs>();
-    if (Cfg::kDqReducer && warp >= 2)
-      bwd_dq_reducer_role<T, Cfg>(sm, lane, 3 - warp);
-    else if (warp > 0)
+    if (warp > 0)
       bwd_list_builder_role<Cfg>(maps, queue, p, w, tid - 32);
     else if (lane == 0)
       bwd_load_role<T, Cfg>(maps, queue, w, H, group);
@@ -250,7 +241,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     mainloop.item_end(maps, p.softmax_scale, n0, ls.hk, b);
     kv.advance();
   }
-  mainloop.finish();
   if (mainloop.epi.dq_issuer) bulk_wait<0>();  // the last reduce-adds and stores are complete
 #endif
 }
