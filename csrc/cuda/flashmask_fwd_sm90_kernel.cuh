@@ -81,10 +81,6 @@ struct FwdSm90Config {
   // keys it takes 15 instructions off each tile (v54); the D=64 and 176-key kernels then spill
   // in their tile loop.
   static constexpr bool kUniformWarpIndex = D == 256 || (D == 128 && kBlockN == 128);
-  // The order of an item's key tiles: from the last (on causal masks, the diagonal) down, or,
-  // at D = 64, from the first up, so that the blocks of a head in flight read one band of its
-  // K/V (perf-notes v46, v74).
-  static constexpr bool kKeyTilesDescending = D != 64;
   static constexpr int kQBytes = kBlockM * D * 2, kKVBytes = kBlockN * D * 2;
   static constexpr int kSchedulerThreads = 64;
 
@@ -152,7 +148,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   if (warp < 4) {  // ------------------------------------------------ producer warpgroup
     regs_dealloc<Cfg::kProducerRegs>();
     if (warp >= 2)
-      fwd_scheduler_role<Cfg::kSchedulerThreads, Cfg::kBlockM, Cfg::kBlockN, Cfg::kKeyTilesDescending>(queue, sm.scratch, sched, p, tile_bounds,
+      fwd_scheduler_role<Cfg::kSchedulerThreads, Cfg::kBlockM, Cfg::kBlockN>(queue, sm.scratch, sched, p, tile_bounds,
                                                                               tid - 64);
     else if (warp == 0) {
       if (lane == 0) fwd_load_role<T, Cfg>(maps, sm, queue, group);

@@ -1,7 +1,7 @@
 // The Hopper forward's producer roles (warps 0 and 1 of the producer warpgroup):
 //  - the loader (one lane of warp 0) streams each item's Q tile into one of kQStages
 //    buffers and the K and V tiles of its listed key tiles, by TMA, into a kStages-deep
-//    ring (in the list's order);
+//    ring (the last key tile first);
 //  - the bounds copier (warp 1) writes, for each partial tile, its columns' masked-row
 //    intervals (mask.cuh: column_masked_rows) next to the tile's K in the same ring slot;
 //    K's "full" barrier completes when both the TMA and the 32 lanes have arrived.

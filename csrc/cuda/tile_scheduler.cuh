@@ -66,10 +66,10 @@ struct FwdItemRecord {
 struct FwdItem {
   int count, m_block, h, b;
   const FwdItemRecord* record;  // read again for the flags (fewer registers in the consumers)
-  const TileEntry* list;        // its key tiles, in the order the roles visit them (fwd_scheduler_role)
+  const TileEntry* list;        // its key tiles, in the order the roles visit them: descending
   __device__ __forceinline__ FwdItem(const FwdItemRecord& r, const TileEntry* tiles)
       : count(r.count), m_block(r.m_block), h(r.h), b(r.b), record(&r), list(tiles) {}
-  // The i-th tile the roles visit.
+  // The i-th tile the roles visit (the last key tile first).
   __device__ __forceinline__ TileEntry tile(int i) const { return list[i]; }
   __device__ __forceinline__ bool first() const { return record->flags & kFirstSegment; }
   __device__ __forceinline__ bool last() const { return record->flags & kLastSegment; }
@@ -84,9 +84,9 @@ using FwdItemQueue = sm90::TileListQueue<Smem>;
 
 // The scheduler role (kThreads threads, local ids ltid): takes the next work item from the
 // global counter and lists, segment by segment, the key tiles its query block visits (skip
-// / unmasked / partial, mask.cuh) within the block's span, from the last down (kDescending) or
-// from the first up, until the work is exhausted.
-template <int kThreads, int kBlockM, int kBlockN, bool kDescending, typename Smem>
+// / unmasked / partial, mask.cuh) within the block's span, from the last down, until the
+// work is exhausted.
+template <int kThreads, int kBlockM, int kBlockN, typename Smem>
 __device__ __forceinline__ void fwd_scheduler_role(const sm90::TileListQueue<Smem>& queue, int* scratch, const FwdSchedule& sched,
                                                    const FwdParams& p, const TileBounds* tile_bounds, int ltid) {
   const AttentionShape& s = p.shape;
@@ -107,7 +107,7 @@ __device__ __forceinline__ void fwd_scheduler_role(const sm90::TileListQueue<Sme
     TileSegment seg{0, it.span.x, min(it.span.y, key_tiles.n_end)};
     for (int flags = kFirstSegment;; flags = 0, k.advance()) {
       if (flags == 0) queue.wait_empty(k);
-      seg = build_tile_segment<kThreads, kDescending>(queue.tiles(k), scratch, seg.rest_begin, seg.rest_end,
+      seg = build_tile_segment<kThreads, true>(queue.tiles(k), scratch, seg.rest_begin, seg.rest_end,
                                                sm90::kListCapacity, [&](int n) { return key_tiles.code(n); }, ltid, sync);
       flags |= seg.last() ? kLastSegment : 0;
       if (ltid == 0) queue.record(k) = FwdItemRecord{seg.count, it.m_block, it.h, it.b, flags, {0, 0, 0}};
