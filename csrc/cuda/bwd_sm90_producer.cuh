@@ -48,16 +48,8 @@ struct BwdListRecord {
 struct BwdList {
   int count, n_block, hk, b, hi, flags;
   const TileEntry* tiles;  // ascending query tiles
-  int rot;                 // the visits start at entry rot (n_block % count) and wrap around
   __device__ __forceinline__ BwdList(const BwdListRecord& r, const TileEntry* t)
-      : count(r.count), n_block(r.n_block), hk(r.hk), b(r.b), hi(r.hi), flags(r.flags), tiles(t),
-        rot(r.count > 0 ? r.n_block % r.count : 0) {}
-  // The i-th query tile the loader and the consumers visit: the key blocks of a head in flight
-  // add into different dQ tiles at a time.
-  __device__ __forceinline__ TileEntry tile(int i) const {
-    const int j = i + rot;
-    return tiles[j < count ? j : j - count];
-  }
+      : count(r.count), n_block(r.n_block), hk(r.hk), b(r.b), hi(r.hi), flags(r.flags), tiles(t) {}
   __device__ __forceinline__ bool first() const { return flags & kFirstSegment; }
   __device__ __forceinline__ bool last() const { return flags & kLastSegment; }
 };
@@ -179,7 +171,7 @@ __device__ __forceinline__ void bwd_load_role(const BwdTensorMaps& maps, const B
 #pragma unroll 1
     for (int i = 0; i < ls.count; ++i, ring.advance()) {
       const int st = ring.stage();
-      const int m = ls.tile(i).index();
+      const int m = ls.tiles[i].index();
       ring.wait_empty(sm.q_empty);
       mbar_arrive_expect_tx(sm.q_full + st, 2 * Cfg::kQBytes + 2 * Cfg::kRowBytes);
       tma_load_tile<kColBlocks, kBlockM>(sQ + st * kColBlocks * kBlockM * 64, &maps.q, sm.q_full + st, m * kBlockM, h,

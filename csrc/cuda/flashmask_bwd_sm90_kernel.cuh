@@ -234,7 +234,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     const KeyRowBounds kb = load_key_row_bounds(p.mask.startend_row_indices + bhm * s.seqlen_k * nb, nb,
                                                 mainloop.form, n0 + mainloop.epi.key_off + mainloop.epi.wrow,
                                                 s.seqlen_k, mainloop.offset);
-    for (int i = 0; i < ls.count; ++i) mainloop.query_tile(maps, kb, ls.tile(i), done + i, h, b);
+    for (int i = 0; i < ls.count; ++i) mainloop.query_tile(maps, kb, ls.tiles[i], done + i, h, b);
     queue.release(l);  // this list is no longer read
     done += ls.count;
     if (!ls.last()) continue;  // the item goes on: more segments or query heads
