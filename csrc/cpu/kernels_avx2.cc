@@ -1,6 +1,7 @@
 // The AVX2 + FMA variant: fp32 micro-kernel on ymm registers (16 of them: a
 // 6 x 2-vector accumulator block leaves room for the B row and a broadcast; the
-// last rows of an M that 6 does not divide run in 4 x 2 blocks).
+// last rows of an M that 6 does not divide run in 5 x 2 blocks, an M of 4 or 8 in
+// 4 x 2 blocks).
 #include "kernel_deps.h"
 
 #if FLASHMASK_HAVE_X86_KERNELS
@@ -61,7 +62,7 @@ struct Ymm {
   }
 };
 
-using Avx2Ops = BlockedOps<Ymm, /*kRows=*/6, /*kVecs=*/2, /*kTailRows=*/4>;
+using Avx2Ops = BlockedOps<Ymm, /*kRows=*/6, /*kVecs=*/2, /*kTailRows=*/5, /*kSmallRows=*/4>;
 
 }  // namespace
 

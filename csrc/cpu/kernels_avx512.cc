@@ -131,7 +131,7 @@ struct Bf16Ops {
       block<vecs()>(K, a + static_cast<ptrdiff_t>(i0) * lda, lda, b + 2 * n0, ldb, c + i0 * ldc + n0, ldc,
                     accumulate);
     };
-    for_each_block<kRows, kRows, kVecs, kLanes>(M, N, run_block);
+    for_each_block<kRows, kRows, kRows, kVecs, kLanes>(M, N, run_block);
   }
 
  private:

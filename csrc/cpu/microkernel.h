@@ -20,22 +20,28 @@ namespace cpu {
 // The register blocks of a product C[M x N] (N a multiple of kLanes): per row block, blocks
 // of kVecs vectors, then one-vector blocks for the rest of N; block(i0, n0,
 // std::integral_constant<int, rows>, std::integral_constant<int, vectors>) runs one. Rows
-// go in blocks of kRows, the last ones in blocks of kTailRows where kRows does not divide M
-// (M must be a sum of the two: with 6 and 4, any multiple of 4; with kTailRows == kRows, a
-// multiple of kRows). The fp32 (BlockedOps) and the bf16 (Bf16Ops, kernels_avx512.cc)
-// micro-kernels share it.
-template <int kRows, int kTailRows, int kVecs, int kLanes, class Block>
+// go in blocks of kRows; where kRows does not divide M, the last ones in the fewest blocks
+// of kTailRows that leave a multiple of kRows, and where no such split exists (M too small)
+// all of them in blocks of kSmallRows. With AVX2's 6, 5 and 4 (kernels_avx2.cc) every
+// multiple of 4 splits: 64 = 9 x 6 + 2 x 5, 32 = 2 x 6 + 4 x 5, 16 = 6 + 2 x 5, and 4 and 8
+// in 4-row blocks (docs/cpu-kernel.md, "A 5-row tail block on AVX2"). The fp32 (BlockedOps)
+// and the bf16 (Bf16Ops, kernels_avx512.cc) micro-kernels share it.
+template <int kRows, int kTailRows, int kSmallRows, int kVecs, int kLanes, class Block>
 [[gnu::always_inline]] inline void for_each_block(int M, int N, Block&& block) {
-  int tail_blocks = 0;
-  if constexpr (kTailRows != kRows) {
-    while (tail_blocks * kTailRows < M && (M - tail_blocks * kTailRows) % kRows != 0) ++tail_blocks;
-  }
-  const int main_rows = M - tail_blocks * kTailRows;
   auto row_block = [&](int i0, auto rows) __attribute__((always_inline)) {
     int n0 = 0;
     for (; n0 + kVecs * kLanes <= N; n0 += kVecs * kLanes) block(i0, n0, rows, std::integral_constant<int, kVecs>{});
     for (; n0 < N; n0 += kLanes) block(i0, n0, rows, std::integral_constant<int, 1>{});
   };
+  int tail_blocks = 0;
+  if constexpr (kTailRows != kRows) {
+    while (tail_blocks * kTailRows <= M && (M - tail_blocks * kTailRows) % kRows != 0) ++tail_blocks;
+    if (tail_blocks * kTailRows > M) {
+      for (int i0 = 0; i0 < M; i0 += kSmallRows) row_block(i0, std::integral_constant<int, kSmallRows>{});
+      return;
+    }
+  }
+  const int main_rows = M - tail_blocks * kTailRows;
   for (int i0 = 0; i0 < main_rows; i0 += kRows) row_block(i0, std::integral_constant<int, kRows>{});
   if constexpr (kTailRows != kRows) {
     for (int i0 = main_rows; i0 < M; i0 += kTailRows) row_block(i0, std::integral_constant<int, kTailRows>{});
@@ -88,13 +94,13 @@ struct VectorRows {
 // interleaved) and pairs_lo / pairs_hi (a's pair 0 / 1, then b's), and exchange_lanes(r)
 // (kLanes registers whose 128-bit lanes hold transposed 4 x 4 blocks -> the rows of the
 // transposed kLanes x kLanes block).
-// M must be a sum of kRows and kTailRows (for_each_block), N a multiple of Vec::kLanes (a
-// last block narrower than kVecs vectors runs one vector wide). A and B are plain
+// M must split into kRows, kTailRows and kSmallRows blocks (for_each_block), N a multiple of
+// Vec::kLanes (a last block narrower than kVecs vectors runs one vector wide). A and B are plain
 // row-major (F32Operands). The k loop walks the block's row pointers of A with
 // one index: each broadcast is one load with base + index addressing, no
 // address arithmetic between the FMAs (with int offsets r * K + k, GCC
 // spent two integer instructions per broadcast).
-template <class Vec, int kRows, int kVecs, int kTailRows = kRows>
+template <class Vec, int kRows, int kVecs, int kTailRows = kRows, int kSmallRows = kTailRows>
 struct BlockedOps : F32Operands {
   using Rows = VectorRows<Vec>;
 
@@ -104,7 +110,7 @@ struct BlockedOps : F32Operands {
       block<rows(), vecs()>(K, a + static_cast<ptrdiff_t>(i0) * lda, lda, b + n0, ldb, c + i0 * ldc + n0, ldc,
                             accumulate);
     };
-    for_each_block<kRows, kTailRows, kVecs, Vec::kLanes>(M, N, run_block);
+    for_each_block<kRows, kTailRows, kSmallRows, kVecs, Vec::kLanes>(M, N, run_block);
   }
 
   // rows and cols are multiples of 32 (tile_math.h), so of kLanes. A 64 x 64 tile in L1:

@@ -42,7 +42,7 @@ inline int tile_length(int index, int tile, int length) {
 // steps of its operand policy (Ops::kBoxRowStep, Ops::kBoxColStep), by default
 // these: the micro-kernels' M must be a multiple of their row block (8 for
 // AVX-512 fp32 and bf16, 4 for the reference and for AVX2, whose 6-row blocks
-// take 4-row tails) and N of 16 (their column blocks are 32, 16 and 32 wide; a
+// take 5- and 4-row tails) and N of 16 (their column blocks are 32, 16 and 32 wide; a
 // last 16 columns run as a half block); bf16 K must be even. 16, not 32: at
 // N=4K the pairs computed per unmasked pair drop by 2% for share_question
 // (forward 1.115 -> 1.092, backward 1.098 -> 1.075) and by 1-1.7% for the other
