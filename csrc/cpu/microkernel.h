@@ -7,8 +7,9 @@
 // kRows elements of A, then issues kRows * kVecs independent FMAs, enough to
 // cover the FMA latency on both pipes. Measured (one core, 64 x 64 x 64
 // products in L1): Zen 5, 8 x 2 zmm 246 GFLOP/s, 4 x 4 zmm 246, 16 x 1 zmm 182,
-// 8 x 4 zmm 229 (spills); Zen 3 (AVX2 only), 6 x 2 ymm 95, 4 x 2 ymm 64.5,
-// 2 x 4 ymm 78.6, 8 x 1 ymm 79.3 (docs/cpu-kernel.md, "AVX2 on Zen 3").
+// 8 x 4 zmm 229 (spills); Zen 3 (AVX2 only), 6 x 2 ymm 95, 5 x 2 ymm 94, 4 x 2 ymm
+// 64.5, 2 x 4 ymm 78.6, 8 x 1 ymm 79.3 (docs/cpu-kernel.md, "AVX2 on Zen 3", "A 5-row tail
+// block on AVX2").
 #pragma once
 
 #include <cstddef>
