@@ -231,13 +231,14 @@ int run_fwd_sm90(const FwdParams& p, const FwdLayout& L, char* workspace, cudaSt
   sched.next_item = wo.next_item;
   sched.m_blocks = L.m_blocks;
   sched.n_tiles = ceil_div(s.seqlen_k, Cfg::kBlockN);
+  sched.row_shift = fwd_sm90_kind(p) == FwdSm90Kind::kCells ? 0 : fwd_row_shift(s.seqlen_q, Cfg::kBlockM);
   const int64_t items = static_cast<int64_t>(s.batch) * s.num_heads * L.m_blocks;
   if (items > INT32_MAX)
     return report_error("flashmask_fwd_sm90_kernel: batch * num_heads * query blocks (%lld) exceeds "
                         "2^31 - 1; split the batch", static_cast<long long>(items));
   sched.items = static_cast<int>(items);
   launch_tile_bounds(p.mask, s, Cfg::kBlockN, tb, stream);
-  if (int rc = launch_fwd_work_order(p.mask, s, Cfg::kBlockM, Cfg::kBlockN, tb, wo, stream)) return rc;
+  if (int rc = launch_fwd_work_order(p.mask, s, Cfg::kBlockM, Cfg::kBlockN, sched.row_shift, tb, wo, stream)) return rc;
   auto kernel = flashmask_fwd_sm90_kernel<T, Cfg>;
   const size_t smem = Cfg::kSmemFixed;  // the key-tile lists are segments of fixed capacity
   if (int rc = prepare_smem(kernel, smem, "flashmask_fwd_sm90_kernel")) return rc;

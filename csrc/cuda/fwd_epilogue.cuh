@@ -2,7 +2,8 @@
 // softmax sums, their LSE (natural log) written to p.lse, and the output either written
 // to O with 16-byte stores (sm80, and the Hopper forward where its config does not stage
 // the output: D = 256, D = 64's three consumers and D = 128's 176-key tiles) or handed to
-// a staging function (fwd_sm90_epilogue.cuh). Rows at or past seqlen_q are not written.
+// a staging function (fwd_sm90_epilogue.cuh). Rows outside [0, seqlen_q) are not written (the
+// Hopper forward's shifted first block starts below row 0: preprocess.h, fwd_row_shift).
 #pragma once
 
 #include "kernel_common.cuh"
@@ -21,6 +22,11 @@ struct FwdOutput {
         lse(p.lse + (static_cast<int64_t>(b) * p.shape.num_heads + h) * p.shape.seqlen_q) {}
 };
 
+// Whether output row `row` exists: [0, seqlen_q).
+__device__ __forceinline__ bool row_stored(const FwdParams& p, int row) {
+  return static_cast<unsigned>(row) < static_cast<unsigned>(p.shape.seqlen_q);
+}
+
 // Rows row0 and row0 + 8: writes their LSE and passes put(j, r, pair) the normalised
 // output of row r at columns 8j + 2t, 8j + 2t + 1 packed in T; acc(j, r, c) is the
 // unnormalised output of row r at column 8j + 2t + c (DT n8 chunks of the head dim).
@@ -31,7 +37,7 @@ __device__ __forceinline__ void finish_rows(const FwdParams& p, float* lse, int 
   for (int r = 0; r < 2; ++r) {
     const RowNormaliser norm(row_sum[r]);
     const int row = row0 + 8 * r;
-    if (t == 0 && row < p.shape.seqlen_q) lse[row] = norm.lse(row_max[r]);
+    if (t == 0 && row_stored(p, row)) lse[row] = norm.lse(row_max[r]);
 #pragma unroll
     for (int j = 0; j < DT; ++j) put(j, r, Pack<T>::two(acc(j, r, 0) * norm.inv, acc(j, r, 1) * norm.inv));
   }
@@ -74,8 +80,8 @@ __device__ __forceinline__ void store_o_lse(const FwdParams& p, const FwdOutput<
 #pragma unroll
     for (int g = 0; g < DT / 4; ++g) {
       uint32_t w[4] = {pairs[r][4 * g], pairs[r][4 * g + 1], pairs[r][4 * g + 2], pairs[r][4 * g + 3]};
-      quad_transpose(w, t);  // every lane takes part, rows past seqlen_q too
-      if (row < p.shape.seqlen_q)
+      quad_transpose(w, t);  // every lane takes part, rows out of range too
+      if (row_stored(p, row))
         *reinterpret_cast<uint4*>(out.o + static_cast<int64_t>(row) * p.out_strides.row + (4 * g + t) * 8) =
             make_uint4(w[0], w[1], w[2], w[3]);
     }

@@ -113,7 +113,9 @@ struct FwdSm90Mainloop {
   }
 
   // The thread's first row of the item (and row0 + 8).
-  __device__ __forceinline__ int row0(const FwdItem& it) const { return it.m_block * kBlockM + cw * 64 + wrow; }
+  __device__ __forceinline__ int row0(const FwdItem& it) const {
+    return it.m_block * kBlockM + cw * 64 + wrow - it.row_shift();
+  }
 
   // One segment of an item: O and the softmax state of its rows over the segment's key
   // tiles, from zero at the item's first segment, else from the previous segment's. kv and

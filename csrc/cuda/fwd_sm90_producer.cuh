@@ -47,7 +47,7 @@ __device__ __forceinline__ void fwd_load_role(const FwdTensorMaps& maps, typenam
       if (it.count > 0) {
         mbar_arrive_expect_tx(sm.q_full + q.stage(), Cfg::kQBytes);
         tma_load_tile<kColBlocks, kBlockM>(sQ + q.stage() * kColBlocks * kBlockM * 64, &maps.q,
-                                           sm.q_full + q.stage(), it.m_block * kBlockM, it.h, it.b);
+                                           sm.q_full + q.stage(), it.m_block * kBlockM - it.row_shift(), it.h, it.b);
       } else {
         mbar_arrive(sm.q_full + q.stage());
       }

@@ -50,15 +50,15 @@ __global__ void tile_bounds_kernel(const MaskParams mask, int seqlen_q, int seql
 // so that the Hopper forward's scheduler scans that span only (a block of a packed
 // document: its document's tiles, not every tile up to the diagonal), and its rank key.
 __global__ void fwd_visits_kernel(const MaskParams mask, int seqlen_q, int seqlen_k, int block_m, int block_n,
-                                  int m_blocks, int n_tiles, int64_t total, const TileBounds* tb,
+                                  int row_shift, int m_blocks, int n_tiles, int64_t total, const TileBounds* tb,
                                   long long* rank_keys, int2* spans, int* next_item) {
   const int64_t block = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   if (block == 0 && lane == 0) *next_item = 0;
   if (block >= total) return;
   const int64_t bhm = block / m_blocks;
-  const int m0 = static_cast<int>(block % m_blocks) * block_m;
-  const KeyTileClassifier key_tiles(mask, seqlen_q, seqlen_k, bhm, m0, min(block_m, seqlen_q - m0), block_n,
+  const BlockRows rows = block_rows(static_cast<int>(block % m_blocks) * block_m - row_shift, block_m, seqlen_q);
+  const KeyTileClassifier key_tiles(mask, seqlen_q, seqlen_k, bhm, rows.begin, rows.count, block_n,
                                     tb + bhm * n_tiles);
   int count = 0, lo = INT_MAX, hi = -1;
   for (int n = lane; n < key_tiles.n_end; n += kWarpSize)
@@ -109,14 +109,15 @@ void launch_tile_bounds(const MaskParams& mask, const AttentionShape& shape, int
 }
 
 int launch_fwd_work_order(const MaskParams& mask, const AttentionShape& shape, int block_m, int block_n,
-                          const TileBounds* tb, const FwdWorkOrder& wo, cudaStream_t stream) {
+                          int row_shift, const TileBounds* tb, const FwdWorkOrder& wo, cudaStream_t stream) {
   const int m_blocks = ceil_div(shape.seqlen_q, block_m);
   const int64_t rows = static_cast<int64_t>(shape.batch) * mask.num_mask_heads;
   const int64_t total = rows * m_blocks;
   if (total == 0) return 0;
   const int64_t blocks = (total * kWarpSize + kWorkOrderThreads - 1) / kWorkOrderThreads;
   fwd_visits_kernel<<<static_cast<unsigned>(blocks), kWorkOrderThreads, 0, stream>>>(
-      mask, shape.seqlen_q, shape.seqlen_k, block_m, block_n, m_blocks, ceil_div(shape.seqlen_k, block_n), total, tb,
+      mask, shape.seqlen_q, shape.seqlen_k, block_m, block_n, row_shift, m_blocks, ceil_div(shape.seqlen_k, block_n),
+      total, tb,
       wo.rank_keys, wo.spans, wo.next_item);
   if (int rc = check_cuda(cudaGetLastError(), "fwd_visits_kernel launch")) return rc;
   const dim3 grid(static_cast<unsigned>(rows), ceil_div(m_blocks, kRankThreads));

@@ -37,8 +37,26 @@ constexpr int kRankKeysPerLoad = 2;
 __host__ __device__ inline int fwd_rank_stride(int m_blocks) {
   return (m_blocks + kRankKeysPerLoad - 1) / kRankKeysPerLoad * kRankKeysPerLoad;
 }
+// The Hopper forward's query blocks of block_m rows are shifted back by the padding the
+// sequence leaves, row_shift rows (block m covers [m * block_m - row_shift, (m + 1) * block_m -
+// row_shift)), so that the ragged block is the first and not the last: under a causal mask the
+// last block sees every key tile and the first one or two (at D=64's 192-row blocks, 8K: the
+// last block's padding was 1.5% of a head's tiles, the first block's is 0.02%; perf-notes v76).
+// The block_mask kernel keeps its blocks on block_mask rows (row_shift 0).
+__host__ __device__ inline int fwd_row_shift(int seqlen_q, int block_m) {
+  return (block_m - seqlen_q % block_m) % block_m;
+}
+// The rows of a query block that starts at row0 (negative for a shifted first block) inside
+// [0, seqlen_q): the first and how many.
+struct BlockRows {
+  int begin, count;
+};
+__host__ __device__ inline BlockRows block_rows(int row0, int block_m, int seqlen_q) {
+  const int begin = row0 > 0 ? row0 : 0, end = row0 + block_m < seqlen_q ? row0 + block_m : seqlen_q;
+  return {begin, end - begin};
+}
 int launch_fwd_work_order(const MaskParams& mask, const AttentionShape& shape, int block_m, int block_n,
-                          const TileBounds* tb, const FwdWorkOrder& wo, cudaStream_t stream);
+                          int row_shift, const TileBounds* tb, const FwdWorkOrder& wo, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace flashmask

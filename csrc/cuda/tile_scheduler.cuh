@@ -3,7 +3,9 @@
 // roles through a queue of two list buffers (FwdItemQueue), in segments of at most
 // kListCapacity key tiles.
 //
-// A work item is one kBlockM-row query block of one (batch, head). Masked rows have
+// A work item is one kBlockM-row query block of one (batch, head); where seqlen_q is not a
+// multiple of kBlockM, the ragged block is the first, not the last (preprocess.h:
+// fwd_row_shift; the block_mask kernel's blocks stay on block_mask rows). Masked rows have
 // very unequal work (a causal document mask gives a block of the first document
 // one key tile, a block of the last one dozens), so the items are not handed out
 // in grid order:
@@ -22,6 +24,7 @@
 
 #include "kernel_common.cuh"
 #include "mask.cuh"
+#include "preprocess.h"
 #include "sm90_pipeline.cuh"
 
 namespace flashmask {
@@ -32,6 +35,7 @@ struct FwdSchedule {
   const int2* spans;  // [batch * mask heads][m_blocks]: [lowest, highest + 1) of a block's key tiles
   int* next_item;     // work counter, zeroed by fwd_visits_kernel
   int m_blocks;       // query blocks per (batch, head)
+  int row_shift;      // block m's first row is m * kBlockM - row_shift (preprocess.h: fwd_row_shift)
   int n_tiles;        // key tiles per (batch, head)
   int items;          // batch * heads * m_blocks
 };
@@ -60,7 +64,8 @@ __device__ __forceinline__ FwdWorkItem fwd_work_item(const FwdSchedule& sched, c
 // work. Padded to 8 ints (the layout after it stays 16-byte aligned).
 struct FwdItemRecord {
   int count, m_block, h, b, flags;
-  int pad[3];
+  int row_shift;  // FwdSchedule's, for the roles that do not see the schedule
+  int pad[2];
 };
 // A published segment as the other roles read it.
 struct FwdItem {
@@ -72,6 +77,11 @@ struct FwdItem {
   // The i-th tile the roles visit (the last key tile first).
   __device__ __forceinline__ TileEntry tile(int i) const { return list[i]; }
   __device__ __forceinline__ bool first() const { return record->flags & kFirstSegment; }
+  // Block m_block's first row is m_block * kBlockM - row_shift() (negative for a shifted first
+  // block: preprocess.h, fwd_row_shift). The shift is read from the record where it is needed
+  // and subtracted last: kept in a register, or the first row kept in place of m_block, it
+  // made ptxas spill in the D=64 consumers' tile loop (perf-notes v76).
+  __device__ __forceinline__ int row_shift() const { return record->row_shift; }
   __device__ __forceinline__ bool last() const { return record->flags & kLastSegment; }
 };
 
@@ -101,16 +111,17 @@ __device__ __forceinline__ void fwd_scheduler_role(const sm90::TileListQueue<Sme
       break;
     }
     const FwdWorkItem it = fwd_work_item(sched, p.mask, s, w);
-    const int m0 = it.m_block * kBlockM;
-    const KeyTileClassifier key_tiles(p.mask, s.seqlen_q, s.seqlen_k, it.bhm, m0, min(kBlockM, s.seqlen_q - m0),
-                                      kBlockN, tile_bounds + it.bhm * sched.n_tiles);
+    const int row0 = it.m_block * kBlockM - sched.row_shift;
+    const BlockRows rows = block_rows(row0, kBlockM, s.seqlen_q);
+    const KeyTileClassifier key_tiles(p.mask, s.seqlen_q, s.seqlen_k, it.bhm, rows.begin, rows.count, kBlockN,
+                                      tile_bounds + it.bhm * sched.n_tiles);
     TileSegment seg{0, it.span.x, min(it.span.y, key_tiles.n_end)};
     for (int flags = kFirstSegment;; flags = 0, k.advance()) {
       if (flags == 0) queue.wait_empty(k);
       seg = build_tile_segment<kThreads, true>(queue.tiles(k), scratch, seg.rest_begin, seg.rest_end,
                                                sm90::kListCapacity, [&](int n) { return key_tiles.code(n); }, ltid, sync);
       flags |= seg.last() ? kLastSegment : 0;
-      if (ltid == 0) queue.record(k) = FwdItemRecord{seg.count, it.m_block, it.h, it.b, flags, {0, 0, 0}};
+      if (ltid == 0) queue.record(k) = FwdItemRecord{seg.count, it.m_block, it.h, it.b, flags, sched.row_shift, {0, 0}};
       queue.publish(k);  // release: this thread's list entries and the record
       if (seg.last()) break;
     }
