@@ -76,6 +76,16 @@ struct FwdSm90Config {
   // it made ptxas spill in the main loop and measured level (perf-notes v39). Those store
   // the output from registers (fwd_epilogue.cuh).
   static constexpr bool kStageO = kQStages >= 2 && kConsumers == 2;
+  // Three consumers (D=64's 192-row blocks, never the block_mask kernel's) shift their query
+  // blocks so that the ragged one is the first (preprocess.h: fwd_row_shift). The kernels that
+  // store the output by TMA keep theirs: a TMA store whose rows start below row 0 stopped the
+  // kernel with an illegal instruction (H200, perf-notes v76).
+  static constexpr bool kRaggedBlockFirst = kConsumers == 3;
+  static_assert(!(kRaggedBlockFirst && kStageO), "a shifted block's rows below 0 are stored by threads");
+  // Block m's first row is m * kBlockM - row_shift(seqlen_q).
+  __host__ __device__ static int row_shift(int seqlen_q) {
+    return kRaggedBlockFirst ? fwd_row_shift(seqlen_q, kBlockM) : 0;
+  }
   // The warp index broadcast from lane 0 (uniform registers for what derives from it, such as
   // the Q descriptor): at D=256 the forward gained 1-6% (perf-notes v44); at D=128 with 128
   // keys it takes 15 instructions off each tile (v54); the D=64 and 176-key kernels then spill
@@ -151,7 +161,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       fwd_scheduler_role<Cfg::kSchedulerThreads, Cfg::kBlockM, Cfg::kBlockN>(queue, sm.scratch, sched, p, tile_bounds,
                                                                               tid - 64);
     else if (warp == 0) {
-      if (lane == 0) fwd_load_role<T, Cfg>(maps, sm, queue, group);
+      if (lane == 0) fwd_load_role<T, Cfg>(maps, sm, queue, group, p.shape.seqlen_q);
     } else {
       fwd_bounds_role<Cfg>(sm, queue, p, lane);
     }

@@ -231,7 +231,7 @@ int run_fwd_sm90(const FwdParams& p, const FwdLayout& L, char* workspace, cudaSt
   sched.next_item = wo.next_item;
   sched.m_blocks = L.m_blocks;
   sched.n_tiles = ceil_div(s.seqlen_k, Cfg::kBlockN);
-  sched.row_shift = fwd_sm90_kind(p) == FwdSm90Kind::kCells ? 0 : fwd_row_shift(s.seqlen_q, Cfg::kBlockM);
+  sched.row_shift = Cfg::row_shift(s.seqlen_q);
   const int64_t items = static_cast<int64_t>(s.batch) * s.num_heads * L.m_blocks;
   if (items > INT32_MAX)
     return report_error("flashmask_fwd_sm90_kernel: batch * num_heads * query blocks (%lld) exceeds "

@@ -33,9 +33,7 @@ struct FwdOutputStore {
     constexpr int kBlockM = Cfg::kBlockM, kColBlockBytes = kBlockM * 128;
     release();  // one store in flight: an item without key tiles has issued no S since the last
     char* tile = reinterpret_cast<char*>(sm.q[qs]);  // [D / 64 column blocks][kBlockM rows][128 B]
-    // This consumer's first row; rows outside [0, seqlen_q) are not stored (lse: finish_rows;
-    // O: the TMA store skips rows out of the tensor's bounds, below row 0 as past its end).
-    const int m0 = it.m_block * kBlockM + cw * 64 - it.row_shift();
+    const int m0 = it.m_block * kBlockM + cw * 64;   // this consumer's first row
     finish_rows<T, Cfg::D / 8>(p, FwdOutput<T>(p, it.b, it.h).lse, m0 + wrow, t, row_max, row_sum, acc,
                                [&](int j, int r, uint32_t pair) {
                                  const int row = cw * 64 + wrow + 8 * r;

@@ -31,13 +31,15 @@ struct FwdSm90Mainloop {
   const int wrow;  // this thread's first row in the 64
   const int t;
   const float scale_log2;
+  const int row_shift;  // FwdSm90Config::row_shift
   float acc_o[DT * 4];
   OnlineSoftmax<T, NT> softmax;
 
   __device__ __forceinline__ FwdSm90Mainloop(Smem& sm_, const FwdParams& p, int warp, int lane)
       : sm(sm_), sQ(reinterpret_cast<T*>(sm_.q[0])), sK(reinterpret_cast<T*>(sm_.k[0])),
         sV(reinterpret_cast<T*>(sm_.v[0])), cw(warp / 4 - 1), wrow((warp & 3) * 16 + (lane >> 2)), t(lane & 3),
-        scale_log2(p.softmax_scale * kLog2e) {}
+        scale_log2(p.softmax_scale * kLog2e),
+        row_shift(Cfg::row_shift(p.shape.seqlen_q)) {}
 
   // S = Q K^T of ring slot st (K-major A and B, k steps of 16 = 32 bytes in a 128-byte row).
   // q_addr: this consumer's rows of the Q tile. At D=256 the Q descriptor is built here,
@@ -114,7 +116,7 @@ struct FwdSm90Mainloop {
 
   // The thread's first row of the item (and row0 + 8).
   __device__ __forceinline__ int row0(const FwdItem& it) const {
-    return it.m_block * kBlockM + cw * 64 + wrow - it.row_shift();
+    return it.m_block * kBlockM + cw * 64 + wrow - row_shift;
   }
 
   // One segment of an item: O and the softmax state of its rows over the segment's key

@@ -25,9 +25,10 @@ struct FwdTensorMaps {
 
 template <typename T, typename Cfg>
 __device__ __forceinline__ void fwd_load_role(const FwdTensorMaps& maps, typename Cfg::Smem& sm,
-                                              const FwdItemQueue<typename Cfg::Smem>& queue, int group) {
+                                              const FwdItemQueue<typename Cfg::Smem>& queue, int group, int seqlen_q) {
   using namespace sm90;
   constexpr int kColBlocks = Cfg::D / 64, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
+  const int row_shift = Cfg::row_shift(seqlen_q);
   T* sQ = reinterpret_cast<T*>(sm.q[0]);
   T* sK = reinterpret_cast<T*>(sm.k[0]);
   T* sV = reinterpret_cast<T*>(sm.v[0]);
@@ -47,7 +48,7 @@ __device__ __forceinline__ void fwd_load_role(const FwdTensorMaps& maps, typenam
       if (it.count > 0) {
         mbar_arrive_expect_tx(sm.q_full + q.stage(), Cfg::kQBytes);
         tma_load_tile<kColBlocks, kBlockM>(sQ + q.stage() * kColBlocks * kBlockM * 64, &maps.q,
-                                           sm.q_full + q.stage(), it.m_block * kBlockM - it.row_shift(), it.h, it.b);
+                                           sm.q_full + q.stage(), it.m_block * kBlockM - row_shift, it.h, it.b);
       } else {
         mbar_arrive(sm.q_full + q.stage());
       }

@@ -42,7 +42,7 @@ __host__ __device__ inline int fwd_rank_stride(int m_blocks) {
 // row_shift)), so that the ragged block is the first and not the last: under a causal mask the
 // last block sees every key tile and the first one or two (at D=64's 192-row blocks, 8K: the
 // last block's padding was 1.5% of a head's tiles, the first block's is 0.02%; perf-notes v76).
-// The block_mask kernel keeps its blocks on block_mask rows (row_shift 0).
+// Only D=64's three-consumer kernel shifts (FwdSm90Config::row_shift).
 __host__ __device__ inline int fwd_row_shift(int seqlen_q, int block_m) {
   return (block_m - seqlen_q % block_m) % block_m;
 }

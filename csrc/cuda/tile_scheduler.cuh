@@ -4,8 +4,8 @@
 // kListCapacity key tiles.
 //
 // A work item is one kBlockM-row query block of one (batch, head); where seqlen_q is not a
-// multiple of kBlockM, the ragged block is the first, not the last (preprocess.h:
-// fwd_row_shift; the block_mask kernel's blocks stay on block_mask rows). Masked rows have
+// multiple of kBlockM, the three-consumer kernel (D=64) makes the ragged block the first, not
+// the last (FwdSm90Config::row_shift, preprocess.h: fwd_row_shift). Masked rows have
 // very unequal work (a causal document mask gives a block of the first document
 // one key tile, a block of the last one dozens), so the items are not handed out
 // in grid order:
@@ -35,7 +35,7 @@ struct FwdSchedule {
   const int2* spans;  // [batch * mask heads][m_blocks]: [lowest, highest + 1) of a block's key tiles
   int* next_item;     // work counter, zeroed by fwd_visits_kernel
   int m_blocks;       // query blocks per (batch, head)
-  int row_shift;      // block m's first row is m * kBlockM - row_shift (preprocess.h: fwd_row_shift)
+  int row_shift;      // block m's first row is m * kBlockM - row_shift (FwdSm90Config::row_shift)
   int n_tiles;        // key tiles per (batch, head)
   int items;          // batch * heads * m_blocks
 };
@@ -64,8 +64,7 @@ __device__ __forceinline__ FwdWorkItem fwd_work_item(const FwdSchedule& sched, c
 // work. Padded to 8 ints (the layout after it stays 16-byte aligned).
 struct FwdItemRecord {
   int count, m_block, h, b, flags;
-  int row_shift;  // FwdSchedule's, for the roles that do not see the schedule
-  int pad[2];
+  int pad[3];
 };
 // A published segment as the other roles read it.
 struct FwdItem {
@@ -77,11 +76,6 @@ struct FwdItem {
   // The i-th tile the roles visit (the last key tile first).
   __device__ __forceinline__ TileEntry tile(int i) const { return list[i]; }
   __device__ __forceinline__ bool first() const { return record->flags & kFirstSegment; }
-  // Block m_block's first row is m_block * kBlockM - row_shift() (negative for a shifted first
-  // block: preprocess.h, fwd_row_shift). The shift is read from the record where it is needed
-  // and subtracted last: kept in a register, or the first row kept in place of m_block, it
-  // made ptxas spill in the D=64 consumers' tile loop (perf-notes v76).
-  __device__ __forceinline__ int row_shift() const { return record->row_shift; }
   __device__ __forceinline__ bool last() const { return record->flags & kLastSegment; }
 };
 
@@ -121,7 +115,7 @@ __device__ __forceinline__ void fwd_scheduler_role(const sm90::TileListQueue<Sme
       seg = build_tile_segment<kThreads, true>(queue.tiles(k), scratch, seg.rest_begin, seg.rest_end,
                                                sm90::kListCapacity, [&](int n) { return key_tiles.code(n); }, ltid, sync);
       flags |= seg.last() ? kLastSegment : 0;
-      if (ltid == 0) queue.record(k) = FwdItemRecord{seg.count, it.m_block, it.h, it.b, flags, sched.row_shift, {0, 0}};
+      if (ltid == 0) queue.record(k) = FwdItemRecord{seg.count, it.m_block, it.h, it.b, flags, {0, 0, 0}};
       queue.publish(k);  // release: this thread's list entries and the record
       if (seg.last()) break;
     }
