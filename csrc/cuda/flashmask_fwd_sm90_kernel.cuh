@@ -76,10 +76,11 @@ struct FwdSm90Config {
   // it made ptxas spill in the main loop and measured level (perf-notes v39). Those store
   // the output from registers (fwd_epilogue.cuh).
   static constexpr bool kStageO = kQStages >= 2 && kConsumers == 2;
-  // Three consumers (D=64's 192-row blocks, never the block_mask kernel's) shift their query
-  // blocks so that the ragged one is the first (preprocess.h: fwd_row_shift). The kernels that
-  // store the output by TMA keep theirs: a TMA store whose rows start below row 0 stopped the
-  // kernel with an illegal instruction (H200, perf-notes v76).
+  // Only the three-consumer kernel (D=64's 192 rows) shifts its query blocks so that the ragged
+  // one is the first (preprocess.h: fwd_row_shift). The 128-row kernels have no ragged block at
+  // power-of-two lengths; D=128's store their output by TMA, which stopped on an illegal
+  // instruction where a store's rows started below row 0 (H200, perf-notes v76); D=256's is also
+  // the block_mask kernel, whose blocks stay on block_mask rows.
   static constexpr bool kRaggedBlockFirst = kConsumers == 3;
   static_assert(!(kRaggedBlockFirst && kStageO), "a shifted block's rows below 0 are stored by threads");
   // Block m's first row is m * kBlockM - row_shift(seqlen_q).

@@ -117,8 +117,7 @@ int launch_fwd_work_order(const MaskParams& mask, const AttentionShape& shape, i
   const int64_t blocks = (total * kWarpSize + kWorkOrderThreads - 1) / kWorkOrderThreads;
   fwd_visits_kernel<<<static_cast<unsigned>(blocks), kWorkOrderThreads, 0, stream>>>(
       mask, shape.seqlen_q, shape.seqlen_k, block_m, block_n, row_shift, m_blocks, ceil_div(shape.seqlen_k, block_n),
-      total, tb,
-      wo.rank_keys, wo.spans, wo.next_item);
+      total, tb, wo.rank_keys, wo.spans, wo.next_item);
   if (int rc = check_cuda(cudaGetLastError(), "fwd_visits_kernel launch")) return rc;
   const dim3 grid(static_cast<unsigned>(rows), ceil_div(m_blocks, kRankThreads));
   fwd_rank_kernel<<<grid, kRankThreads, 0, stream>>>(m_blocks, fwd_rank_stride(m_blocks), wo.rank_keys, wo.order);
