@@ -37,7 +37,7 @@ struct BwdSm90Mainloop {
   // key0 and key0 + 8 (S^T, dK, dV) and query rows dq_row0 + wrow, + 8 (dQ).
   const BwdSm90Epilogue<T, Cfg> epi;
   const int form, offset;
-  const float scale_log2, softmax_scale;
+  const float scale_log2;
   const uint32_t k_addr, v_addr;
   const uint64_t dq_k_desc;
   float acc_dq[QT * 4], acc_dk[DT * 4], acc_dv[DT * 4];
@@ -45,13 +45,9 @@ struct BwdSm90Mainloop {
   int late_gi = -1, late_m = 0, late_h = 0;
   // kDqInQSlot: the ring slot holding this consumer's staged dQ, released once it has been read.
   int staged_slot = -1;
-  // !kStageInKV: dK/dV of the item (batch, key head, key block) still in acc_dk and acc_dv,
-  // stored under the next item's first S^T and dP^T (flush_dkdv, perf-notes v77).
-  bool dkdv_pending = false;
-  int pending_n0 = 0, pending_hk = 0, pending_b = 0;
-  // !kStageInKV: the dK/dV stores may still read their staging (the first dS^T buffer and
-  // dq_stage); the tile that stores them waits for that before it stores its dS^T, and
-  // dq_reduce_staged waits before restaging dQ.
+  // !kStageInKV: the last item's dK/dV stores may still read their staging (the first dS^T
+  // buffer and dq_stage); the next item's first tile waits for that after issuing its S^T
+  // and dP^T, and dq_reduce_staged waits before restaging dQ.
   bool dkdv_staged = false;
 
   // This consumer's first query of a tile's S^T and dP^T.
@@ -76,7 +72,6 @@ struct BwdSm90Mainloop {
         form(mask_form(p.mask.causal, p.mask.num_bounds)),
         offset(p.shape.seqlen_k - p.shape.seqlen_q),
         scale_log2(p.softmax_scale * kLog2e),
-        softmax_scale(p.softmax_scale),
         k_addr(smem_u32(sm_.k)),
         v_addr(smem_u32(sm_.v)),
         dq_k_desc(sm90::sw128_desc(k_addr + epi.dq_col0 / 64 * kBlockN * 128, kBlockN * 128)) {}
@@ -263,42 +258,15 @@ struct BwdSm90Mainloop {
     }
   }
 
-  // A new item's dK/dV start from zero: at D = 256 here, at D <= 128 where flush_dkdv has
-  // stored the last item's (the accumulators are zeroed there, and here before the first item).
-  __device__ __forceinline__ void start_item() {
-    if (dkdv_pending) return;
-#pragma unroll
-    for (int i = 0; i < DT * 4; ++i) acc_dk[i] = acc_dv[i] = 0.f;
-  }
-
-  // !kStageInKV: the pending item's dK/dV out, the accumulators zeroed for the item running.
-  __device__ __forceinline__ void flush_dkdv(const BwdTensorMaps& maps) {
-    if (dkdv_staged) epi.wait_staging_read();  // a flush before it (an item without tiles) still reads it
-    epi.store_dkdv(maps, acc_dk, acc_dv, softmax_scale, pending_n0, pending_hk, pending_b);
-    dkdv_pending = false;
-    dkdv_staged = true;
-    start_item();
-  }
-  // At the consumers' end: the last item's dK/dV.
-  __device__ __forceinline__ void finish(const BwdTensorMaps& maps) {
-    if constexpr (!Cfg::kStageInKV)
-      if (dkdv_pending) flush_dkdv(maps);
-  }
-
-  // The item's end: the last dQ, then dK and dV out (D = 256) or pending (D <= 128: stored
-  // under the next item's first S^T and dP^T, flush_dkdv). Past the barrier over both
-  // consumers neither reads the dS buffers of this item any more.
-  __device__ __forceinline__ void item_end(const BwdTensorMaps& maps, int n0, int hk, int b) {
+  // The item's end: the last dQ, then dK and dV out. Past the barrier over both consumers
+  // neither reads the dS buffers of this item any more.
+  __device__ __forceinline__ void item_end(const BwdTensorMaps& maps, float softmax_scale, int n0, int hk, int b) {
     using namespace sm90;
-    if constexpr (Cfg::kStageInKV) {
-      release_staged_slot();
-      __syncwarp();
-      named_barrier_sync(BwdBarrier::kConsumers, Cfg::kConsumers * 128);
-      epi.store_dkdv(maps, acc_dk, acc_dv, softmax_scale, n0, hk, b);
-    } else {
-      // The late dQ is this consumer's last read of K (its S^T and dP^T of the item's tiles,
-      // the only reads of V, were waited for before): the loader may bring the next item's
-      // K/V while the dQ is staged (perf-notes v77).
+    if constexpr (Cfg::kDqInQSlot) release_staged_slot();
+    // The late dQ is this consumer's last read of K (its S^T and dP^T of the item's tiles, the
+    // only reads of V, were waited for before): the loader may bring the next item's K/V while
+    // the dQ is staged and dK/dV go out (perf-notes v77).
+    if constexpr (Cfg::kDqOneTileLate) {
       if (late_gi >= 0) {
         issue_late_dq();
         wgmma_wait<0>();
@@ -310,13 +278,13 @@ struct BwdSm90Mainloop {
       } else if (epi.dq_issuer) {
         mbar_arrive(&sm.kv_empty);
       }
-      if (epi.dq_issuer) bulk_wait_read<0>();  // this consumer's dQ staging blocks are free
-      __syncwarp();
-      named_barrier_sync(BwdBarrier::kConsumers, Cfg::kConsumers * 128);
-      if (dkdv_pending) flush_dkdv(maps);  // an item without query tiles ends: the one before it
-      dkdv_pending = true;
-      pending_n0 = n0, pending_hk = hk, pending_b = b;
     }
+    if constexpr (!Cfg::kStageInKV)
+      if (epi.dq_issuer) bulk_wait_read<0>();  // this consumer's dQ staging blocks are free
+    __syncwarp();
+    named_barrier_sync(BwdBarrier::kConsumers, Cfg::kConsumers * 128);
+    epi.store_dkdv(maps, acc_dk, acc_dv, softmax_scale, n0, hk, b);
+    dkdv_staged = !Cfg::kStageInKV;
   }
 
   // One query tile: entry `tile` of the list, the gi-th tile of the CTA (ring position).
@@ -333,7 +301,10 @@ struct BwdSm90Mainloop {
     float acc_s[4 * ST], acc_dp[4 * ST];
     issue_scores(acc_s, acc_dp, q_addr, do_addr);
     if constexpr (!Cfg::kStageInKV)
-      if (dkdv_pending) flush_dkdv(maps);  // the last item's dK/dV, under this tile's S^T and dP^T
+      if (dkdv_staged) {  // the last item's dK/dV stores have read the staging (this tile rewrites it)
+        epi.wait_staging_read();
+        dkdv_staged = false;
+      }
     wgmma_wait<0>();
     fence_operands(acc_s);
     fence_operands(acc_dp);
@@ -357,11 +328,6 @@ struct BwdSm90Mainloop {
       store_scores(pt_buf(), pa);
     }
     char* ds = ds_buf(gi);
-    if constexpr (!Cfg::kStageInKV)
-      if (dkdv_staged) {  // the dK/dV stores have read the staging (this dS^T may rewrite it)
-        epi.wait_staging_read();
-        dkdv_staged = false;
-      }
     store_scores(ds, dsa);
     fence_proxy_async_smem();
     dkv_and_dq(maps, pa, dsa, q_addr, do_addr, ds, gi, st, m, h, b);

@@ -227,7 +227,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     const int b = ls.b, h = ls.hk * group + ls.hi;
     const int n0 = ls.n_block * Cfg::kBlockN;
     if (ls.first()) {  // a new item: its K/V, zero dK/dV
-      mainloop.start_item();
+#pragma unroll
+      for (int i = 0; i < BwdSm90Mainloop<T, Cfg>::DT * 4; ++i) mainloop.acc_dk[i] = mainloop.acc_dv[i] = 0.f;
       kv.wait_full(&sm.kv_full);
     }
     const int64_t bhm = mask_row_for(p.mask, s, b, h);
@@ -238,10 +239,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     queue.release(l);  // this list is no longer read
     done += ls.count;
     if (!ls.last()) continue;  // the item goes on: more segments or query heads
-    mainloop.item_end(maps, n0, ls.hk, b);
+    mainloop.item_end(maps, p.softmax_scale, n0, ls.hk, b);
     kv.advance();
   }
-  mainloop.finish(maps);
   if (mainloop.epi.dq_issuer) bulk_wait<0>();  // the last reduce-adds and stores are complete
 #endif
 }
