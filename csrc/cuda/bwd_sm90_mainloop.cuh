@@ -259,30 +259,25 @@ struct BwdSm90Mainloop {
   }
 
   // The item's end: the last dQ, then dK and dV out. Past the barrier over both consumers
-  // neither reads the dS buffers of this item any more.
+  // neither reads K, V or the dS buffers of this item any more.
   __device__ __forceinline__ void item_end(const BwdTensorMaps& maps, float softmax_scale, int n0, int hk, int b) {
     using namespace sm90;
     if constexpr (Cfg::kDqInQSlot) release_staged_slot();
-    // The late dQ is this consumer's last read of K (its S^T and dP^T of the item's tiles, the
-    // only reads of V, were waited for before): the loader may bring the next item's K/V while
-    // the dQ is staged and dK/dV go out (perf-notes v77).
-    if constexpr (Cfg::kDqOneTileLate) {
+    if constexpr (Cfg::kDqOneTileLate)
       if (late_gi >= 0) {
         issue_late_dq();
         wgmma_wait<0>();
         fence_operands(acc_dq);
-        if (epi.dq_issuer) mbar_arrive(&sm.kv_empty);
         mbar_arrive(sm.ds_empty + (late_gi & 1));  // the next item's tiles reuse the buffer
         epi.dq_reduce_staged(maps, acc_dq, late_m, late_h, b);
         late_gi = -1;
-      } else if (epi.dq_issuer) {
-        mbar_arrive(&sm.kv_empty);
       }
-    }
     if constexpr (!Cfg::kStageInKV)
       if (epi.dq_issuer) bulk_wait_read<0>();  // this consumer's dQ staging blocks are free
     __syncwarp();
     named_barrier_sync(BwdBarrier::kConsumers, Cfg::kConsumers * 128);
+    if constexpr (!Cfg::kStageInKV)
+      if (epi.dq_issuer) mbar_arrive(&sm.kv_empty);  // the loader may bring the next item's K/V
     epi.store_dkdv(maps, acc_dk, acc_dv, softmax_scale, n0, hk, b);
     dkdv_staged = !Cfg::kStageInKV;
   }

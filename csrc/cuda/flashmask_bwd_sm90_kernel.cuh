@@ -117,7 +117,6 @@ struct BwdSm90Config {
   // them as soon as its own stores have read them. D = 256 has no spare smem: dK/dV go
   // into sK/sV, and the next K/V wait for the stores.
   static constexpr bool kStageInKV = kDqInQSlot;
-  static_assert(kStageInKV != kDqOneTileLate, "the consumers free K/V after the late dQ or after the dK/dV stores");
   // dS^T buffers: one per tile parity (dQ a tile late, D <= 128), or P^T and dS^T (D = 256).
   static constexpr int kDsBuffers = 2;
   // A dV tile's column block j (128 keys x 128 B) covers dq_stage's block j ([consumer][64
