@@ -109,10 +109,11 @@ __device__ __forceinline__ void bwd_list_item(const BwdListQueue<Smem>& queue, c
 // and rowsum(dO * O) of its rows as that kernel does, zeroes their rows of the fp32 dq
 // accumulator, and is counted in slab_ready; an item's lists are published once its slab's
 // n_tiles units are counted. The builders of the CTA that takes item i prepare unit
-// i + lookahead; the first `lookahead` units are taken from next_prep by builders whose item
-// is waiting for its slab. lookahead >= n_tiles puts a slab's units before its first item,
-// and a unit never waits, so every wait ends; the lookahead's other 2 x gridDim items keep
-// the waits off the path once the first items run.
+// i + lookahead once item i's lists are out (under its tiles); the first `lookahead` units are
+// taken from next_prep by every CTA before its first item. lookahead >= n_tiles puts a slab's
+// units before its first item and the first units never wait, so every wait ends (by
+// induction over the items); the lookahead's other 2 x gridDim items keep the waits off the
+// path once the first items run.
 struct BwdPrepUnits {
   int n_tiles, items, lookahead;
   __device__ __forceinline__ BwdPrepUnits(int n_tiles_, int items_)
@@ -130,11 +131,11 @@ __device__ __forceinline__ void bwd_prep_unit(const BwdParams& p, const BwdWork&
   const int per_unit = (group * w.sq_pad + units.n_tiles - 1) / units.n_tiles;
   const int begin = unit % units.n_tiles * per_unit;
   int todo = min(group * w.sq_pad - begin, per_unit);  // rows of the unit not yet passed over
+  const int b = slab / s.num_heads_k, h0 = slab % s.num_heads_k * group;
   const int c = ltid % kTPR * 8;
-  // This thread's row: query head hk * group + hi of batch b, row `row` (stepping by a pass).
+  // This thread's row: query head h0 + hi of batch b, row `row` (stepping by a pass).
   int hi = begin / w.sq_pad, row = begin % w.sq_pad + ltid / kTPR;
   if (row >= w.sq_pad) row -= w.sq_pad, ++hi;
-  const int b = slab / s.num_heads_k, h0 = slab % s.num_heads_k * group;
   // Every lane runs every pass (the row sum's shuffles): a row past the unit loads and stores nothing.
   for (; todo > 0; todo -= kRowsPerPass) {
     const bool mine = ltid / kTPR < todo;
@@ -169,38 +170,13 @@ __device__ __forceinline__ void bwd_prep_unit(const BwdParams& p, const BwdWork&
   if (ltid == 0) atomicAdd(w.slab_ready + slab, 1);
 }
 
-// For item `item`: prepares its own unit (item + lookahead), then returns once every unit of
-// its slab is counted, preparing first units (those no item prepares) meanwhile. One call of
-// bwd_prep_unit (ptxas spills the producer's 24 registers more with each copy).
-// scratch[kWorkItemSlot] passes thread 0's answer on, as in take_work_item.
-template <typename T, typename Cfg, typename Sync>
-__device__ __forceinline__ void bwd_prepare_item(const BwdParams& p, const BwdWork& w, const BwdPrepUnits& units,
-                                                 int item, int* scratch, int ltid, Sync sync) {
-  constexpr int kReady = -2, kNothing = -1;
-  const int slab = item / units.n_tiles, first_units = min(units.lookahead, units.items);
-  int own = item + units.lookahead < units.items ? item + units.lookahead : kNothing;
-  for (;;) {
-    int unit = own;
-    own = kNothing;
-    if (unit == kNothing) {
-      if (ltid == 0) {
-        int answer = kReady;
-        if (sm90::ld_acquire_gpu(w.slab_ready + slab) < units.n_tiles) {
-          answer = *static_cast<volatile int*>(w.next_prep) < first_units ? atomicAdd(w.next_prep, 1) : first_units;
-          if (answer >= first_units) answer = kNothing;
-        }
-        scratch[kWorkItemSlot] = answer;
-      }
-      sync();
-      unit = scratch[kWorkItemSlot];
-      sync();
-      if (unit == kReady) return;
-    }
-    if (unit >= 0)
-      bwd_prep_unit<T, Cfg>(p, w, units, unit, ltid, sync);
-    else if (ltid == 0)
-      __nanosleep(256);
-  }
+// Returns once every unit of item `item`'s slab is counted.
+template <typename Sync>
+__device__ __forceinline__ void bwd_wait_prepared(const BwdWork& w, const BwdPrepUnits& units, int item, int ltid,
+                                                  Sync sync) {
+  if (ltid == 0)
+    while (sm90::ld_acquire_gpu(w.slab_ready + item / units.n_tiles) < units.n_tiles) __nanosleep(256);
+  sync();
 }
 
 template <typename T, typename Cfg, typename Smem>
@@ -213,6 +189,13 @@ __device__ __forceinline__ void bwd_list_builder_role(const BwdTensorMaps& maps,
   auto sync = [] { named_barrier_sync(BwdBarrier::kListBuilders, Cfg::kListBuilders); };
   const int items = n_tiles * s.num_heads_k * s.batch;  // grid order: key blocks fastest
   const BwdPrepUnits units(n_tiles, items);
+  // The first units, which no item prepares, taken from next_prep by every CTA before its
+  // first item (a unit never waits).
+  for (;;) {
+    const int unit = take_work_item(w.next_prep, queue.sm.scratch, ltid, sync);
+    if (unit >= min(units.lookahead, items)) break;
+    bwd_prep_unit<T, Cfg>(p, w, units, unit, ltid, sync);
+  }
   for (BwdListState l;;) {
     // Just in time: the next item once the loader has issued the last tile of the previous
     // list. An item taken earlier would start long after its neighbours (a CTA in a long
@@ -230,8 +213,10 @@ __device__ __forceinline__ void bwd_list_builder_role(const BwdTensorMaps& maps,
       tma_prefetch_tile_l2<Cfg::kColBlocks>(&maps.k, n_block * kBlockN, hk, b);
       tma_prefetch_tile_l2<Cfg::kColBlocks>(&maps.v, n_block * kBlockN, hk, b);
     }
-    bwd_prepare_item<T, Cfg>(p, w, units, item, queue.sm.scratch, ltid, sync);
+    bwd_wait_prepared(w, units, item, ltid, sync);
     bwd_list_item<Cfg>(queue, p, w, l, n_block, hk, b, ltid);
+    // A later slab's unit while this item's tiles run, once its lists are out.
+    if (item + units.lookahead < items) bwd_prep_unit<T, Cfg>(p, w, units, item + units.lookahead, ltid, sync);
   }
 }
 
