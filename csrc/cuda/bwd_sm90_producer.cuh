@@ -102,84 +102,53 @@ __device__ __forceinline__ void bwd_list_item(const BwdListQueue<Smem>& queue, c
   }
 }
 
-// The backward's per-row inputs, prepared inside the Hopper kernel instead of by
-// flashmask_bwd_prep_kernel and a memset before it (perf-notes v78), in units, one per work
-// item: unit u is part u % n_tiles of slab u / n_tiles, the (batch, key head) of item u, whose
-// rows are its group of query heads' sq_pad rows in head order. A unit writes lse * log2(e)
-// and rowsum(dO * O) of its rows as that kernel does, zeroes their rows of the fp32 dq
-// accumulator, and is counted in slab_ready; an item's lists are published once its slab's
-// n_tiles units are counted. The builders of the CTA that takes item i prepare unit
+// The fp32 dq accumulator, zeroed inside the Hopper kernel instead of by a memset before it
+// (perf-notes v78), in units, one per work item: unit u is part u % n_tiles of slab u / n_tiles,
+// the (batch, key head) of item u, whose rows are its group of query heads' sq_pad rows. A unit
+// zeroes its rows and is counted in slab_zeroed; an item's lists are published once its slab's
+// n_tiles units are counted. The builders of the CTA that takes item i zero unit
 // i + lookahead once item i's lists are out (under its tiles); the first `lookahead` units are
-// taken from next_prep by every CTA before its first item. lookahead >= n_tiles puts a slab's
+// taken from next_zero by every CTA before its first item. lookahead >= n_tiles puts a slab's
 // units before its first item and the first units never wait, so every wait ends (by
 // induction over the items); the lookahead's other 2 x gridDim items keep the waits off the
 // path once the first items run.
-struct BwdPrepUnits {
+struct BwdZeroUnits {
   int n_tiles, items, lookahead;
-  __device__ __forceinline__ BwdPrepUnits(int n_tiles_, int items_)
+  __device__ __forceinline__ BwdZeroUnits(int n_tiles_, int items_)
       : n_tiles(n_tiles_), items(items_), lookahead(n_tiles_ + 2 * static_cast<int>(gridDim.x)) {}
 };
 
-template <typename T, typename Cfg, typename Sync>
-__device__ __forceinline__ void bwd_prep_unit(const BwdParams& p, const BwdWork& w, const BwdPrepUnits& units,
+template <typename Cfg, typename Sync>
+__device__ __forceinline__ void bwd_zero_unit(const BwdParams& p, const BwdWork& w, const BwdZeroUnits& units,
                                               int unit, int ltid, Sync sync) {
-  constexpr int kTPR = Cfg::D / 8, kRowsPerPass = Cfg::kListBuilders / kTPR;
-  static_assert(Cfg::kListBuilders % 32 == 0 && 32 % kTPR == 0, "a row's lanes in one warp");
-  static_assert(kRowsPerPass <= kBwdRowPad, "a pass steps over at most one head's padded rows");
+  constexpr int kPerRow = Cfg::D / 4;  // float4 stores
   const AttentionShape& s = p.shape;
   const int group = s.num_heads / s.num_heads_k, slab = unit / units.n_tiles;
   const int per_unit = (group * w.sq_pad + units.n_tiles - 1) / units.n_tiles;
-  const int begin = unit % units.n_tiles * per_unit;
-  int todo = min(group * w.sq_pad - begin, per_unit);  // rows of the unit not yet passed over
-  const int b = slab / s.num_heads_k, h0 = slab % s.num_heads_k * group;
-  const int c = ltid % kTPR * 8;
-  // This thread's row: query head h0 + hi of batch b, row `row` (stepping by a pass).
-  int hi = begin / w.sq_pad, row = begin % w.sq_pad + ltid / kTPR;
-  if (row >= w.sq_pad) row -= w.sq_pad, ++hi;
-  // Every lane runs every pass (the row sum's shuffles): a row past the unit loads and stores nothing.
-  for (; todo > 0; todo -= kRowsPerPass) {
-    const bool mine = ltid / kTPR < todo;
-    const int64_t bh = static_cast<int64_t>(b) * s.num_heads + h0 + hi;
-    uint4 ov = make_uint4(0, 0, 0, 0), dv = ov;  // padded rows: rowsum 0, lse -inf
-    float lse = -INFINITY;
-    if (mine && row < s.seqlen_q) {
-      const int64_t o = b * p.out_strides.batch + (h0 + hi) * p.out_strides.head + row * p.out_strides.row + c;
-      const int64_t d = b * p.dout_strides.batch + (h0 + hi) * p.dout_strides.head + row * p.dout_strides.row + c;
-      ov = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.out) + o);
-      dv = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.dout) + d);
-      lse = p.lse[bh * s.seqlen_q + row];
-    }
-    const float sum = sum_row_lanes<kTPR>(dot8<T>(ov, dv));
-    if (mine) {
-      const int64_t at = bh * w.sq_pad + row;
-      if (c == 0) {
-        const_cast<float*>(w.dsum)[at] = sum;
-        const_cast<float*>(w.lse_log2)[at] = lse_log2_of(lse);
-      }
-      float4* acc = reinterpret_cast<float4*>(w.dq_accum + at * Cfg::D + c);
-      acc[0] = acc[1] = make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-    row += kRowsPerPass;
-    if (row >= w.sq_pad) row -= w.sq_pad, ++hi;
-  }
-  // Counted once every builder's writes are visible at gpu scope (each thread's fence, then the
-  // barrier, then one add); the async proxy, which reads them (the loader's bulk loads of lse
-  // and rowsum, the dQ issuers' reduce-adds), is ordered after them where those are issued.
+  const int begin = unit % units.n_tiles * per_unit, rows = min(group * w.sq_pad - begin, per_unit);
+  // The slab's rows are consecutive in the accumulator ([batch][head][sq_pad][D], its heads
+  // consecutive): one run of rows x D floats.
+  float4* acc =
+      reinterpret_cast<float4*>(w.dq_accum + (static_cast<int64_t>(slab) * group * w.sq_pad + begin) * Cfg::D);
+  for (int i = ltid; i < rows * kPerRow; i += Cfg::kListBuilders) acc[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+  // Counted once every builder's stores are visible at gpu scope (each thread's fence, then
+  // the barrier, then one add); the dQ issuers' reduce-adds (async proxy) into these rows are
+  // ordered after it where they are issued.
   __threadfence();
   sync();
-  if (ltid == 0) atomicAdd(w.slab_ready + slab, 1);
+  if (ltid == 0) atomicAdd(w.slab_zeroed + slab, 1);
 }
 
-// Returns once every unit of item `item`'s slab is counted.
+// Returns once every unit of item `item`'s slab is counted (its dq rows are zero).
 template <typename Sync>
-__device__ __forceinline__ void bwd_wait_prepared(const BwdWork& w, const BwdPrepUnits& units, int item, int ltid,
-                                                  Sync sync) {
+__device__ __forceinline__ void bwd_wait_zeroed(const BwdWork& w, const BwdZeroUnits& units, int item, int ltid,
+                                                Sync sync) {
   if (ltid == 0)
-    while (sm90::ld_acquire_gpu(w.slab_ready + item / units.n_tiles) < units.n_tiles) __nanosleep(256);
+    while (sm90::ld_acquire_gpu(w.slab_zeroed + item / units.n_tiles) < units.n_tiles) __nanosleep(256);
   sync();
 }
 
-template <typename T, typename Cfg, typename Smem>
+template <typename Cfg, typename Smem>
 __device__ __forceinline__ void bwd_list_builder_role(const BwdTensorMaps& maps, const BwdListQueue<Smem>& queue,
                                                       const BwdParams& p, const BwdWork& w, int ltid) {
   using namespace sm90;
@@ -188,13 +157,13 @@ __device__ __forceinline__ void bwd_list_builder_role(const BwdTensorMaps& maps,
   const int n_tiles = (s.seqlen_k + kBlockN - 1) / kBlockN;
   auto sync = [] { named_barrier_sync(BwdBarrier::kListBuilders, Cfg::kListBuilders); };
   const int items = n_tiles * s.num_heads_k * s.batch;  // grid order: key blocks fastest
-  const BwdPrepUnits units(n_tiles, items);
+  const BwdZeroUnits units(n_tiles, items);
   // The first units, which no item prepares, taken from next_prep by every CTA before its
   // first item (a unit never waits).
   for (;;) {
-    const int unit = take_work_item(w.next_prep, queue.sm.scratch, ltid, sync);
+    const int unit = take_work_item(w.next_zero, queue.sm.scratch, ltid, sync);
     if (unit >= min(units.lookahead, items)) break;
-    bwd_prep_unit<T, Cfg>(p, w, units, unit, ltid, sync);
+    bwd_zero_unit<Cfg>(p, w, units, unit, ltid, sync);
   }
   for (BwdListState l;;) {
     // Just in time: the next item once the loader has issued the last tile of the previous
@@ -213,10 +182,11 @@ __device__ __forceinline__ void bwd_list_builder_role(const BwdTensorMaps& maps,
       tma_prefetch_tile_l2<Cfg::kColBlocks>(&maps.k, n_block * kBlockN, hk, b);
       tma_prefetch_tile_l2<Cfg::kColBlocks>(&maps.v, n_block * kBlockN, hk, b);
     }
-    bwd_wait_prepared(w, units, item, ltid, sync);
+    bwd_wait_zeroed(w, units, item, ltid, sync);
     bwd_list_item<Cfg>(queue, p, w, l, n_block, hk, b, ltid);
-    // A later slab's unit while this item's tiles run, once its lists are out.
-    if (item + units.lookahead < items) bwd_prep_unit<T, Cfg>(p, w, units, item + units.lookahead, ltid, sync);
+    // A later slab's unit while this item's tiles run, once its lists are out (before them,
+    // the builders' loads of a unit delayed the lists: perf-notes v78).
+    if (item + units.lookahead < items) bwd_zero_unit<Cfg>(p, w, units, item + units.lookahead, ltid, sync);
   }
 }
 
@@ -241,9 +211,6 @@ __device__ __forceinline__ void bwd_load_role(const BwdTensorMaps& maps, const B
   for (BwdListState l;; l.advance()) {
     const BwdList ls = queue.template wait<BwdList>(l);
     if (ls.count < 0) break;
-    // The item's lse and rowsum rows were written by generic stores (bwd_prep_unit), which the
-    // list's publication made visible: ordered before this thread's bulk loads of them.
-    if (ls.first()) fence_proxy_async_global();
     // K/V of a new item once both consumers are done with the last one's (after this
     // item's first Q/dO tile is on its way, whose ring slot frees earlier).
     auto load_kv = [&]() {

@@ -35,8 +35,8 @@ struct BwdWork {
   const float* dsum;              // [B, H, sq_pad]: rowsum(dO * O), 0 for padded rows
   float* dq_accum;                // [B, H, sq_pad, D] fp32 (kDQ only; the Hopper kernel's tiles in DqFragmentOrder)
   int* next_item;                 // the Hopper backward's work counter, zeroed per launch
-  int* next_prep;                 // the Hopper backward's counter of its first prep units, zeroed per launch
-  int* slab_ready;                // the Hopper backward's prepared units per (batch, key head), zeroed per launch
+  int* next_zero;                 // the Hopper backward's counter of its first zeroing units, zeroed per launch
+  int* slab_zeroed;               // its zeroed units per (batch, key head) of dq_accum, zeroed per launch
   int sq_pad;
 };
 
@@ -515,28 +515,6 @@ struct BwdPrepShape {
   static_assert(kBwdRowPad % kRowsPerBlock == 0, "prep blocks must tile the row padding");
 };
 
-// One row of the backward's per-row inputs, shared by flashmask_bwd_prep_kernel and the Hopper
-// backward's in-kernel prep (bwd_prep_unit): a thread's part of rowsum(dO * O) over 8 elements
-// (16 bytes) of each, and lse as the kernels read it, lse * log2(e), +inf for a row whose every
-// key is masked (lse -inf) or a padded row.
-template <typename T>
-__device__ __forceinline__ float dot8(const uint4& ov, const uint4& dv) {
-  const T* oe = reinterpret_cast<const T*>(&ov);
-  const T* de = reinterpret_cast<const T*>(&dv);
-  float sum = 0.f;
-#pragma unroll
-  for (int e = 0; e < 8; ++e) sum += to_float<T>(oe[e]) * to_float<T>(de[e]);
-  return sum;
-}
-__device__ __forceinline__ float lse_log2_of(float lse) { return lse == -INFINITY ? INFINITY : lse * kLog2e; }
-// The row's sum over its kTPR lanes (aligned groups of a warp; every lane of the warp calls).
-template <int kTPR>
-__device__ __forceinline__ float sum_row_lanes(float x) {
-#pragma unroll
-  for (int off = kTPR / 2; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
-  return x;
-}
-
 template <typename T, int D>
 __global__ void __launch_bounds__(BwdPrepShape<D>::kThreads)
     flashmask_bwd_prep_kernel(const BwdParams p, float* lse_log2, float* dsum, int sq_pad) {
@@ -564,15 +542,20 @@ __global__ void __launch_bounds__(BwdPrepShape<D>::kThreads)
       dv = *reinterpret_cast<const uint4*>(d);
       lse[k] = lse_in[k * Shape::kRowsPerPass];
     }
-    sum[k] = dot8<T>(ov, dv);
+    const T* oe = reinterpret_cast<const T*>(&ov);
+    const T* de = reinterpret_cast<const T*>(&dv);
+    sum[k] = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sum[k] += to_float<T>(oe[e]) * to_float<T>(de[e]);
   }
 #pragma unroll
   for (int k = 0; k < kRows; ++k) {
     const int64_t r = bh * sq_pad + row0 + k * Shape::kRowsPerPass;
-    sum[k] = sum_row_lanes<kTPR>(sum[k]);
+#pragma unroll
+    for (int off = kTPR / 2; off > 0; off >>= 1) sum[k] += __shfl_xor_sync(0xffffffffu, sum[k], off);
     if (c == 0) {
       dsum[r] = sum[k];
-      lse_log2[r] = lse_log2_of(lse[k]);
+      lse_log2[r] = lse[k] == -INFINITY ? INFINITY : lse[k] * kLog2e;
     }
   }
 }

@@ -208,7 +208,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   if (warp < 4) {  // ------------------------------------------------ producer
     regs_dealloc<Cfg::kProducerRegs>();
     if (warp > 0)
-      bwd_list_builder_role<T, Cfg>(maps, queue, p, w, tid - 32);
+      bwd_list_builder_role<Cfg>(maps, queue, p, w, tid - 32);
     else if (lane == 0)
       bwd_load_role<T, Cfg>(maps, queue, w, H, group);
     return;
@@ -228,7 +228,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     if (ls.first()) {  // a new item: its K/V, zero dK/dV
 #pragma unroll
       for (int i = 0; i < BwdSm90Mainloop<T, Cfg>::DT * 4; ++i) mainloop.acc_dk[i] = mainloop.acc_dv[i] = 0.f;
-      // Its slab's dq accumulator rows were zeroed by generic stores (bwd_prep_unit), which the
+      // Its slab's dq accumulator rows were zeroed by generic stores (bwd_zero_unit), which the
       // list's publication made visible: ordered before this issuer's reduce-adds into them.
       if (mainloop.epi.dq_issuer) fence_proxy_async_global();
       kv.wait_full(&sm.kv_full);

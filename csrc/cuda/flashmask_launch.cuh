@@ -142,8 +142,8 @@ struct BwdLayout {
   int sq_pad, n_tiles, n_tiles_dq;
   size_t off_tb, off_tb_dq, off_lse, off_dsum, off_dq, off_counter, total;
 };
-// The Hopper backward's counters (BwdWork): the work counter, the first prep units' counter
-// and, per (batch, key head), its prepared units.
+// The Hopper backward's counters (BwdWork): the work counter, the first zeroing units' counter
+// and, per (batch, key head), its zeroed units.
 inline size_t bwd_sm90_counters(const BwdParams& p) {
   return 2 + static_cast<size_t>(p.shape.batch) * p.shape.num_heads_k;
 }
@@ -347,8 +347,8 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
   w.dsum = reinterpret_cast<float*>(ws + L.off_dsum);
   w.dq_accum = dq_kernel ? nullptr : reinterpret_cast<float*>(ws + L.off_dq);
   w.next_item = sm90 ? reinterpret_cast<int*>(ws + L.off_counter) : nullptr;
-  w.next_prep = sm90 ? w.next_item + 1 : nullptr;
-  w.slab_ready = sm90 ? w.next_item + 2 : nullptr;
+  w.next_zero = sm90 ? w.next_item + 1 : nullptr;
+  w.slab_zeroed = sm90 ? w.next_item + 2 : nullptr;
   w.sq_pad = L.sq_pad;
   const AttentionShape& s = p.shape;
 
@@ -357,18 +357,17 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
     tb_dq = reinterpret_cast<TileBounds*>(ws + L.off_tb_dq);
     launch_tile_bounds(p.mask, s, DqCfg::kBlockN, tb_dq, stream);
   }
-  // The Hopper backward prepares lse, rowsum(dO * O) and the zeroed dq accumulator itself,
-  // under its first items' tiles (perf-notes v78); the other backwards before they start.
-  const bool prep_in_kernel = sm90 && L.n_tiles > 0;
   const int64_t prep_rows = static_cast<int64_t>(s.batch) * s.num_heads * L.sq_pad;
-  if (prep_rows > 0 && !prep_in_kernel) {
+  if (prep_rows > 0) {
     using Prep = BwdPrepShape<D>;
     flashmask_bwd_prep_kernel<T, D>
         <<<static_cast<unsigned>(prep_rows / Prep::kRowsPerBlock), Prep::kThreads, 0, stream>>>(
             p, const_cast<float*>(w.lse_log2), const_cast<float*>(w.dsum), L.sq_pad);
     if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_prep_kernel launch")) return rc;
   }
-  if (!dq_kernel && !prep_in_kernel) {
+  // The Hopper backward zeroes the dq accumulator itself, a (batch, key head) at a time ahead of
+  // its items (perf-notes v78); the other backwards before they start.
+  if (!dq_kernel && !(sm90 && L.n_tiles > 0)) {
     if (int rc = check_cuda(cudaMemsetAsync(w.dq_accum, 0,
                                             static_cast<size_t>(s.batch) * s.num_heads * L.sq_pad *
                                                 D * sizeof(float),
