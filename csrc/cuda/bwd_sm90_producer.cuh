@@ -130,7 +130,9 @@ __device__ __forceinline__ void bwd_zero_unit(const BwdParams& p, const BwdWork&
   // consecutive): one run of rows x D floats.
   float4* acc =
       reinterpret_cast<float4*>(w.dq_accum + (static_cast<int64_t>(slab) * group * w.sq_pad + begin) * Cfg::D);
-  for (int i = ltid; i < rows * kPerRow; i += Cfg::kListBuilders) acc[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+  // Streaming stores (evict-first in L2): the zeros must not displace the main loop's lines (the
+  // dQ tiles being reduced into, Q and dO): plain stores lost 2-5% (perf-notes v78e).
+  for (int i = ltid; i < rows * kPerRow; i += Cfg::kListBuilders) __stcs(acc + i, make_float4(0.f, 0.f, 0.f, 0.f));
   // Counted once every builder's stores are visible at gpu scope (each thread's fence, then
   // the barrier, then one add); the dQ issuers' reduce-adds (async proxy) into these rows are
   // ordered after it where they are issued.
