@@ -133,10 +133,12 @@ __device__ __forceinline__ void bwd_zero_unit(const BwdParams& p, const BwdWork&
   // Streaming stores (evict-first in L2): the zeros must not displace the main loop's lines (the
   // dQ tiles being reduced into, Q and dO): plain stores lost 2-5% (perf-notes v78e).
   for (int i = ltid; i < rows * kPerRow; i += Cfg::kListBuilders) __stcs(acc + i, make_float4(0.f, 0.f, 0.f, 0.f));
-  // Counted once every builder's stores are visible at gpu scope (each thread's fence, then
-  // the barrier, then one add); the dQ issuers' reduce-adds (async proxy) into these rows are
-  // ordered after it where they are issued.
+  // Counted once every builder's stores are visible at gpu scope and ordered before the async
+  // proxy's accesses (the dQ issuers' reduce-adds): each thread's fences, then the barrier,
+  // then one add (the writers' side, as for a TMA store of data written by other threads; a
+  // fence on the issuers' side changed ptxas's schedule of their loop: perf-notes v78).
   __threadfence();
+  sm90::fence_proxy_async_global();
   sync();
   if (ltid == 0) atomicAdd(w.slab_zeroed + slab, 1);
 }

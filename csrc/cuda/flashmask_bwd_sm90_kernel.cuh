@@ -228,9 +228,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     if (ls.first()) {  // a new item: its K/V, zero dK/dV
 #pragma unroll
       for (int i = 0; i < BwdSm90Mainloop<T, Cfg>::DT * 4; ++i) mainloop.acc_dk[i] = mainloop.acc_dv[i] = 0.f;
-      // Its slab's dq accumulator rows were zeroed by generic stores (bwd_zero_unit), which the
-      // list's publication made visible: ordered before this issuer's reduce-adds into them.
-      if (mainloop.epi.dq_issuer) fence_proxy_async_global();
       kv.wait_full(&sm.kv_full);
     }
     const int64_t bhm = mask_row_for(p.mask, s, b, h);
