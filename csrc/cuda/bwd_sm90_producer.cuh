@@ -102,56 +102,6 @@ __device__ __forceinline__ void bwd_list_item(const BwdListQueue<Smem>& queue, c
   }
 }
 
-// The fp32 dq accumulator, zeroed inside the Hopper kernel instead of by a memset before it
-// (perf-notes v78), in units, one per work item: unit u is part u % n_tiles of slab u / n_tiles,
-// the (batch, key head) of item u, whose rows are its group of query heads' sq_pad rows. A unit
-// zeroes its rows and is counted in slab_zeroed; an item's lists are published once its slab's
-// n_tiles units are counted. The builders of the CTA that takes item i zero unit
-// i + lookahead once item i's lists are out (under its tiles); the first `lookahead` units are
-// taken from next_zero by every CTA before its first item. lookahead >= n_tiles puts a slab's
-// units before its first item and the first units never wait, so every wait ends (by
-// induction over the items); the lookahead's other 2 x gridDim items keep the waits off the
-// path once the first items run.
-struct BwdZeroUnits {
-  int n_tiles, items, lookahead;
-  __device__ __forceinline__ BwdZeroUnits(int n_tiles_, int items_)
-      : n_tiles(n_tiles_), items(items_), lookahead(n_tiles_ + 2 * static_cast<int>(gridDim.x)) {}
-};
-
-template <typename Cfg, typename Sync>
-__device__ __forceinline__ void bwd_zero_unit(const BwdParams& p, const BwdWork& w, const BwdZeroUnits& units,
-                                              int unit, int ltid, Sync sync) {
-  constexpr int kPerRow = Cfg::D / 4;  // float4 stores
-  const AttentionShape& s = p.shape;
-  const int group = s.num_heads / s.num_heads_k, slab = unit / units.n_tiles;
-  const int per_unit = (group * w.sq_pad + units.n_tiles - 1) / units.n_tiles;
-  const int begin = unit % units.n_tiles * per_unit, rows = min(group * w.sq_pad - begin, per_unit);
-  // The slab's rows are consecutive in the accumulator ([batch][head][sq_pad][D], its heads
-  // consecutive): one run of rows x D floats.
-  float4* acc =
-      reinterpret_cast<float4*>(w.dq_accum + (static_cast<int64_t>(slab) * group * w.sq_pad + begin) * Cfg::D);
-  // Streaming stores (evict-first in L2): the zeros must not displace the main loop's lines (the
-  // dQ tiles being reduced into, Q and dO): plain stores lost 2-5% (perf-notes v78e).
-  for (int i = ltid; i < rows * kPerRow; i += Cfg::kListBuilders) __stcs(acc + i, make_float4(0.f, 0.f, 0.f, 0.f));
-  // Counted once every builder's stores are visible at gpu scope and ordered before the async
-  // proxy's accesses (the dQ issuers' reduce-adds): each thread's fences, then the barrier,
-  // then one add (the writers' side, as for a TMA store of data written by other threads; a
-  // fence on the issuers' side changed ptxas's schedule of their loop: perf-notes v78).
-  __threadfence();
-  sm90::fence_proxy_async_global();
-  sync();
-  if (ltid == 0) atomicAdd(w.slab_zeroed + slab, 1);
-}
-
-// Returns once every unit of item `item`'s slab is counted (its dq rows are zero).
-template <typename Sync>
-__device__ __forceinline__ void bwd_wait_zeroed(const BwdWork& w, const BwdZeroUnits& units, int item, int ltid,
-                                                Sync sync) {
-  if (ltid == 0)
-    while (sm90::ld_acquire_gpu(w.slab_zeroed + item / units.n_tiles) < units.n_tiles) __nanosleep(256);
-  sync();
-}
-
 template <typename Cfg, typename Smem>
 __device__ __forceinline__ void bwd_list_builder_role(const BwdTensorMaps& maps, const BwdListQueue<Smem>& queue,
                                                       const BwdParams& p, const BwdWork& w, int ltid) {
@@ -161,14 +111,6 @@ __device__ __forceinline__ void bwd_list_builder_role(const BwdTensorMaps& maps,
   const int n_tiles = (s.seqlen_k + kBlockN - 1) / kBlockN;
   auto sync = [] { named_barrier_sync(BwdBarrier::kListBuilders, Cfg::kListBuilders); };
   const int items = n_tiles * s.num_heads_k * s.batch;  // grid order: key blocks fastest
-  const BwdZeroUnits units(n_tiles, items);
-  // The first units, which no item prepares, taken from next_prep by every CTA before its
-  // first item (a unit never waits).
-  for (;;) {
-    const int unit = take_work_item(w.next_zero, queue.sm.scratch, ltid, sync);
-    if (unit >= min(units.lookahead, items)) break;
-    bwd_zero_unit<Cfg>(p, w, units, unit, ltid, sync);
-  }
   for (BwdListState l;;) {
     // Just in time: the next item once the loader has issued the last tile of the previous
     // list. An item taken earlier would start long after its neighbours (a CTA in a long
@@ -186,11 +128,7 @@ __device__ __forceinline__ void bwd_list_builder_role(const BwdTensorMaps& maps,
       tma_prefetch_tile_l2<Cfg::kColBlocks>(&maps.k, n_block * kBlockN, hk, b);
       tma_prefetch_tile_l2<Cfg::kColBlocks>(&maps.v, n_block * kBlockN, hk, b);
     }
-    bwd_wait_zeroed(w, units, item, ltid, sync);
     bwd_list_item<Cfg>(queue, p, w, l, n_block, hk, b, ltid);
-    // A later slab's unit while this item's tiles run, once its lists are out (before them,
-    // the builders' loads of a unit delayed the lists: perf-notes v78).
-    if (item + units.lookahead < items) bwd_zero_unit<Cfg>(p, w, units, item + units.lookahead, ltid, sync);
   }
 }
 

@@ -35,8 +35,6 @@ struct BwdWork {
   const float* dsum;              // [B, H, sq_pad]: rowsum(dO * O), 0 for padded rows
   float* dq_accum;                // [B, H, sq_pad, D] fp32 (kDQ only; the Hopper kernel's tiles in DqFragmentOrder)
   int* next_item;                 // the Hopper backward's work counter, zeroed per launch
-  int* next_zero;                 // the Hopper backward's counter of its first zeroing units, zeroed per launch
-  int* slab_zeroed;               // its zeroed units per (batch, key head) of dq_accum, zeroed per launch
   int sq_pad;
 };
 

@@ -142,11 +142,6 @@ struct BwdLayout {
   int sq_pad, n_tiles, n_tiles_dq;
   size_t off_tb, off_tb_dq, off_lse, off_dsum, off_dq, off_counter, total;
 };
-// The Hopper backward's counters (BwdWork): the work counter, the first zeroing units' counter
-// and, per (batch, key head), its zeroed units.
-inline size_t bwd_sm90_counters(const BwdParams& p) {
-  return 2 + static_cast<size_t>(p.shape.batch) * p.shape.num_heads_k;
-}
 template <int D>
 BwdLayout bwd_layout(const BwdParams& p) {
   using KC = KernelChoice<D>;
@@ -173,8 +168,8 @@ BwdLayout bwd_layout(const BwdParams& p) {
   off += align256(B * H * L.sq_pad * sizeof(float));
   L.off_dq = off;
   if (dq_accum_possible) off += align256(B * H * L.sq_pad * static_cast<size_t>(D) * sizeof(float));
-  L.off_counter = off;  // the Hopper backward's work counter, then its prepared units per (batch, key head)
-  if (bwd_sm90_possible(p)) off += align256(bwd_sm90_counters(p) * sizeof(int));
+  L.off_counter = off;  // the Hopper backward's work counter
+  if (bwd_sm90_possible(p)) off += align256(sizeof(int));
   L.total = off;
   return L;
 }
@@ -307,8 +302,7 @@ int run_bwd_sm90(const BwdParams& p, const BwdWork& w, cudaStream_t stream) {
   if (items > INT32_MAX)
     return report_error("flashmask_bwd_sm90_kernel: batch * key heads * key blocks (%lld) exceeds "
                         "2^31 - 1; split the batch", static_cast<long long>(items));
-  if (int rc = check_cuda(cudaMemsetAsync(w.next_item, 0, bwd_sm90_counters(p) * sizeof(int), stream),
-                          "work counter memset"))
+  if (int rc = check_cuda(cudaMemsetAsync(w.next_item, 0, sizeof(int), stream), "work counter memset"))
     return rc;
   const int grid = items < sm_count() ? static_cast<int>(items) : sm_count();  // persistent: one CTA per SM
   kernel<<<grid, Cfg::kThreads, smem, stream>>>(maps, p, w);
@@ -347,8 +341,6 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
   w.dsum = reinterpret_cast<float*>(ws + L.off_dsum);
   w.dq_accum = dq_kernel ? nullptr : reinterpret_cast<float*>(ws + L.off_dq);
   w.next_item = sm90 ? reinterpret_cast<int*>(ws + L.off_counter) : nullptr;
-  w.next_zero = sm90 ? w.next_item + 1 : nullptr;
-  w.slab_zeroed = sm90 ? w.next_item + 2 : nullptr;
   w.sq_pad = L.sq_pad;
   const AttentionShape& s = p.shape;
 
@@ -365,9 +357,7 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
             p, const_cast<float*>(w.lse_log2), const_cast<float*>(w.dsum), L.sq_pad);
     if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_prep_kernel launch")) return rc;
   }
-  // The Hopper backward zeroes the dq accumulator itself, a (batch, key head) at a time ahead of
-  // its items (perf-notes v78); the other backwards before they start.
-  if (!dq_kernel && !(sm90 && L.n_tiles > 0)) {
+  if (!dq_kernel) {
     if (int rc = check_cuda(cudaMemsetAsync(w.dq_accum, 0,
                                             static_cast<size_t>(s.batch) * s.num_heads * L.sq_pad *
                                                 D * sizeof(float),

@@ -127,18 +127,6 @@ template <int N>
 __device__ __forceinline__ void bulk_wait() {
   FM_SM90_ASM("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
 }
-// Global memory shared across CTAs within one launch (the backward's in-kernel prep,
-// perf-notes v78): an acquire load, and an order between this thread's generic-proxy view of
-// global memory (its writes and what it acquired) and its later async-proxy (TMA, bulk)
-// accesses of it.
-__device__ __forceinline__ int ld_acquire_gpu(const int* p) {
-  int v = 0;
-  FM_SM90_ASM("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-__device__ __forceinline__ void fence_proxy_async_global() {
-  FM_SM90_ASM("fence.proxy.async.global;\n" ::: "memory");
-}
 __device__ __forceinline__ void prefetch_tensor_map(const void* tensor_map) {
   FM_SM90_ASM("prefetch.tensormap [%0];\n" ::"l"(tensor_map) : "memory");
 }
