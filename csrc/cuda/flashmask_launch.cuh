@@ -119,9 +119,8 @@ FwdLayout fwd_layout(const FwdParams& p) {
   L.m_blocks = 0;
   size_t off = align256(rows * L.n_tiles * sizeof(TileBounds));
   if (sm90_kernels_available())
-    L.m_blocks = fwd_sm90_kind(p) == FwdSm90Kind::kCells
-                     ? ceil_div(p.shape.seqlen_q, KC::FwdSm90Cells::kBlockM)
-                     : ceil_div(p.shape.seqlen_q + KC::FwdSm90::row_shift(p.shape.seqlen_q), KC::FwdSm90::kBlockM);
+    L.m_blocks = ceil_div(p.shape.seqlen_q, fwd_sm90_kind(p) == FwdSm90Kind::kCells ? KC::FwdSm90Cells::kBlockM
+                                                                                    : KC::FwdSm90::kBlockM);
   L.off_rank_keys = off;
   off += align256(rows * (L.m_blocks > 0 ? fwd_rank_stride(L.m_blocks) : 0) * sizeof(long long));
   L.off_spans = off;

@@ -110,7 +110,7 @@ void launch_tile_bounds(const MaskParams& mask, const AttentionShape& shape, int
 
 int launch_fwd_work_order(const MaskParams& mask, const AttentionShape& shape, int block_m, int block_n,
                           int row_shift, const TileBounds* tb, const FwdWorkOrder& wo, cudaStream_t stream) {
-  const int m_blocks = ceil_div(shape.seqlen_q + row_shift, block_m);
+  const int m_blocks = ceil_div(shape.seqlen_q, block_m);
   const int64_t rows = static_cast<int64_t>(shape.batch) * mask.num_mask_heads;
   const int64_t total = rows * m_blocks;
   if (total == 0) return 0;

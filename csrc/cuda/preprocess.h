@@ -44,7 +44,7 @@ __host__ __device__ inline int fwd_rank_stride(int m_blocks) {
 // last block's padding was 1.5% of a head's tiles, the first block's is 0.02%; perf-notes v76).
 // Only D=64's three-consumer kernel shifts (FwdSm90Config::row_shift).
 __host__ __device__ inline int fwd_row_shift(int seqlen_q, int block_m) {
-  return ((block_m - seqlen_q % block_m) % block_m + 64) % block_m;  // v79 diag: 64 more
+  return (block_m - seqlen_q % block_m) % block_m;
 }
 // The rows of a query block that starts at row0 (negative for a shifted first block) inside
 // [0, seqlen_q): the first and how many.
