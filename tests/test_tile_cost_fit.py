@@ -28,13 +28,22 @@ class TileCountTest(unittest.TestCase):
         (c,) = tile_cost_fit.tile_counts(masks.full_mask(200, batch=1), 200, [(64, 128)])
         self.assertEqual(c, {"whole": 4, "partial": 4, "pairs": 200 * 200})
 
-    def test_shapes_in_one_pass(self):
-        # The forward's and backward's shapes counted together match each counted alone, with
-        # a block (lcm 384) that the last rows do not fill.
-        spec = masks.sliding_window_mask(1000, 100, batch=1)
-        together = tile_cost_fit.tile_counts(spec, 1000, [(192, 128), (128, 128)])
-        alone = [tile_cost_fit.tile_counts(spec, 1000, [shape])[0] for shape in [(192, 128), (128, 128)]]
-        self.assertEqual(together, alone)
+    def test_shifted_blocks_by_hand(self):
+        # 256 causal tokens in 64-row blocks shifted back by 32 rows: [-32, 32) holds rows 0-31
+        # and cuts the first diagonal tile (partial); each full block after it crosses two
+        # diagonal tiles (partial) and lies below 1, 2 then 3 whole ones; the last, rows 224-255,
+        # crosses one. So 6 whole and 8 partial tiles where the unshifted blocks have 6 and 4.
+        spec = masks.causal_mask(256, batch=1)
+        shifted, unshifted = (tile_cost_fit.tile_counts(spec, 256, [(64, 64)], [s])[0] for s in (32, 0))
+        self.assertEqual(shifted, {"whole": 6, "partial": 8, "pairs": 256 * 257 // 2})
+        self.assertEqual(unshifted, {"whole": 6, "partial": 4, "pairs": 256 * 257 // 2})
+
+    def test_kernel_row_shift(self):
+        # D=64's 192-row blocks put the ragged one first (8192 = 42 x 192 + 128: 64 rows back);
+        # the 128-row kernels do not shift.
+        self.assertEqual(tile_cost_fit.fwd_row_shift(8192, 64, 192), 64)
+        self.assertEqual(tile_cost_fit.fwd_row_shift(192 * 7, 64, 192), 0)
+        self.assertEqual(tile_cost_fit.fwd_row_shift(8000, 128, 128), 0)
 
 
 class FitTest(unittest.TestCase):

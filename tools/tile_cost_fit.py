@@ -16,7 +16,9 @@ query block in the forward, every key block in the backward), so c_item also car
 call costs per token whatever the mask: the backward's prep, accumulator memset and dQ
 conversion kernels (docs/perf-notes.md, v26 and v53). The tile shapes are the kernels':
 forward query block x key tile, backward query tile x key block (csrc/cuda/flashmask_launch.cuh,
-KernelChoice and BwdSm90Config); TFLOPs/s count unmasked pairs (fwd 4*D*H*pairs, bwd 2.5x).
+KernelChoice and BwdSm90Config), the forward's blocks shifted back as the kernel's (D=64's ragged
+block first) or by --fwd-row-shift, which prints the counts alone; TFLOPs/s count unmasked pairs
+(fwd 4*D*H*pairs, bwd 2.5x).
 
 It then prints each mask's ceiling under these kernels' tiles: its fwd+bwd rate with partial
 tiles at a whole tile's cost and no cost per item, the backward's fixed kernels kept
@@ -51,29 +53,35 @@ LEFT_OUT = ("full", "causal") + NOT_COUNTED  # not fitted: other paths, or not c
 MIN_FITTED = 5  # masks, for three costs with residuals that mean something
 
 
-def tile_counts(spec, n: int, shapes: list[tuple[int, int]]) -> list[dict]:
+def fwd_row_shift(n: int, d: int, rows: int) -> int:
+    """The rows the Hopper forward's query blocks are shifted back by (csrc/cuda/preprocess.h,
+    fwd_row_shift): D=64's three-consumer kernel puts its ragged block first (v76b); the
+    128-row kernels do not shift."""
+    return (rows - n % rows) % rows if d == 64 else 0
+
+
+def tile_counts(spec, n: int, shapes: list[tuple[int, int]], row_shifts: list[int] | None = None) -> list[dict]:
     """Per (rows, cols) shape, the whole and partial tiles and the unmasked pairs over every
-    batch of the mask (one mask head), counted on its dense form in one pass over blocks of
-    query rows (the shapes' row counts divide the block). A short last key tile is partial, as
-    the kernels mask its missing columns (KeyTileClassifier, QueryTileClassifier); a short last
-    query block is whole where its rows see every key."""
-    block = int(np.lcm.reduce([r for r, _ in shapes]))
+    batch of the mask (one mask head), counted on its dense form, a block of query rows at a
+    time; a shape's blocks start at -row_shift (rows below 0 are not there). A short last key
+    tile is partial, as the kernels mask its missing columns (KeyTileClassifier,
+    QueryTileClassifier); a short (first or last) query block is whole where its rows see every
+    key."""
+    row_shifts = row_shifts or [0] * len(shapes)
     counts = [{"whole": 0, "partial": 0, "pairs": 0} for _ in shapes]
     idx = spec.startend_row_indices
     for b in range(idx.shape[0]):
         one = spec._replace(startend_row_indices=idx[b:b + 1])
-        for b0 in range(0, n, block):
-            allowed = to_dense(one, rows=np.arange(b0, min(b0 + block, n)))[0, 0]
-            for (rows, cols), c in zip(shapes, counts):
+        for (rows, cols), shift, c in zip(shapes, row_shifts, counts):
+            for r0 in range(-shift, n, rows):
+                allowed = to_dense(one, rows=np.arange(max(r0, 0), min(r0 + rows, n)))[0, 0]
                 padded = np.zeros((allowed.shape[0], -(-n // cols) * cols), bool)
                 padded[:, :n] = allowed
-                for r0 in range(0, allowed.shape[0], rows):
-                    part = padded[r0:r0 + rows]
-                    per_tile = part.reshape(part.shape[0], -1, cols).sum((0, 2))
-                    full = per_tile == part.shape[0] * cols
-                    c["whole"] += int(full.sum())
-                    c["partial"] += int(((per_tile > 0) & ~full).sum())
-                    c["pairs"] += int(per_tile.sum())
+                per_tile = padded.reshape(padded.shape[0], -1, cols).sum((0, 2))
+                full = per_tile == padded.shape[0] * cols
+                c["whole"] += int(full.sum())
+                c["partial"] += int(((per_tile > 0) & ~full).sum())
+                c["pairs"] += int(per_tile.sum())
     return counts
 
 
@@ -131,22 +139,33 @@ def main() -> None:
     ap.add_argument("--bwd-fixed-ms", type=float, default=1.74,
                     help="the backward's prep, memset and dQ conversion kernels, ms per call (default: "
                          "the v26 timeline's 0.52 + 0.47 + 0.75 at 128K tokens, H*D = 4096)")
+    ap.add_argument("--fwd-row-shift", type=int, default=None,
+                    help="count the forward's query blocks shifted back by this many rows instead of the "
+                         "kernel's own shift (fwd_row_shift), and print the counts without fitting")
     args = ap.parse_args()
     for path in args.results:
         rows = [r for r in json.load(open(path))["rows"] if "ours_fwd" in r]
         n, b, d = rows[0]["N"], rows[0]["B"], rows[0]["D"]
-        print(f"{path}: N={n}, B={b}, H={rows[0]['H']}, D={d}")
+        fwd_rows = FWD_TILE[d][0]
+        shift = fwd_row_shift(n, d, fwd_rows) if args.fwd_row_shift is None else args.fwd_row_shift
+        print(f"{path}: N={n}, B={b}, H={rows[0]['H']}, D={d}, forward blocks shifted back by {shift} rows")
         counts = {}
         for r in rows:
             if r["mask"] in NOT_COUNTED:
                 continue
-            fwd, bwd = tile_counts(bench_gpu.build_mask(r["mask"], n, b, r["H"]), n, [FWD_TILE[d], BWD_TILE[d]])
+            fwd, bwd = tile_counts(bench_gpu.build_mask(r["mask"], n, b, r["H"]), n, [FWD_TILE[d], BWD_TILE[d]],
+                                   [shift, 0])
             counts[r["mask"]] = {"fwd": fwd, "bwd": bwd}
+        if args.fwd_row_shift is not None:
+            for mask, c in counts.items():
+                print(f"  {mask:22s} forward whole {c['fwd']['whole']:7d}, partial {c['fwd']['partial']:7d} "
+                      f"(all {b} batch rows, one head)")
+            continue
         rows = [r for r in rows if r["mask"] in counts]
         if sum(r["mask"] not in LEFT_OUT for r in rows) < MIN_FITTED:
             print(f"  fewer than {MIN_FITTED} masks with bounds: not fitted")
             continue
-        coef = {"fwd": fit_direction(rows, counts, "fwd", b * -(-n // FWD_TILE[d][0])),
+        coef = {"fwd": fit_direction(rows, counts, "fwd", b * -(-(n + shift) // fwd_rows)),
                 "bwd": fit_direction(rows, counts, "bwd", b * -(-n // BWD_TILE[d][1]))}
         print_ceilings(rows, counts, coef, args.bwd_fixed_ms)
 
