@@ -143,6 +143,8 @@ def main() -> None:
                     help="count the forward's query blocks shifted back by this many rows instead of the "
                          "kernel's own shift (fwd_row_shift), and print the counts without fitting")
     args = ap.parse_args()
+    if args.fwd_row_shift is not None and args.fwd_row_shift < 0:
+        ap.error(f"--fwd-row-shift must be >= 0, got {args.fwd_row_shift}")
     for path in args.results:
         rows = [r for r in json.load(open(path))["rows"] if "ours_fwd" in r]
         n, b, d = rows[0]["N"], rows[0]["B"], rows[0]["D"]
