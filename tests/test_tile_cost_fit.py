@@ -38,6 +38,15 @@ class TileCountTest(unittest.TestCase):
         self.assertEqual(shifted, {"whole": 6, "partial": 8, "pairs": 256 * 257 // 2})
         self.assertEqual(unshifted, {"whole": 6, "partial": 4, "pairs": 256 * 257 // 2})
 
+    def test_shapes_in_one_pass(self):
+        # The forward's and backward's shapes counted together (one pass over the segments
+        # between both shapes' block edges, the forward's shifted) match each counted alone.
+        spec = masks.sliding_window_mask(1000, 100, batch=1)
+        shapes, shifts = [(192, 128), (128, 128)], [152, 0]
+        together = tile_cost_fit.tile_counts(spec, 1000, shapes, shifts)
+        alone = [tile_cost_fit.tile_counts(spec, 1000, [shape], [shift])[0] for shape, shift in zip(shapes, shifts)]
+        self.assertEqual(together, alone)
+
     def test_kernel_row_shift(self):
         # D=64's 192-row blocks put the ragged one first (8192 = 42 x 192 + 128: 64 rows back);
         # the 128-row kernels do not shift.

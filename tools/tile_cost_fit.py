@@ -62,26 +62,34 @@ def fwd_row_shift(n: int, d: int, rows: int) -> int:
 
 def tile_counts(spec, n: int, shapes: list[tuple[int, int]], row_shifts: list[int] | None = None) -> list[dict]:
     """Per (rows, cols) shape, the whole and partial tiles and the unmasked pairs over every
-    batch of the mask (one mask head), counted on its dense form, a block of query rows at a
-    time; a shape's blocks start at -row_shift (rows below 0 are not there). A short last key
-    tile is partial, as the kernels mask its missing columns (KeyTileClassifier,
-    QueryTileClassifier); a short (first or last) query block is whole where its rows see every
-    key."""
+    batch of the mask (one mask head), counted on its dense form in one pass over the row
+    segments between every shape's block edges; a shape's blocks start at -row_shift (rows
+    below 0 are not there). A short last key tile is partial, as the kernels mask its missing
+    columns (KeyTileClassifier, QueryTileClassifier); a short (first or last) query block is
+    whole where its rows see every key."""
     row_shifts = row_shifts or [0] * len(shapes)
+    ends = [{e for e in range(rows - shift, n, rows) if e > 0} | {n} for (rows, _), shift in zip(shapes, row_shifts)]
+    edges = [0] + sorted(set().union(*ends))
     counts = [{"whole": 0, "partial": 0, "pairs": 0} for _ in shapes]
     idx = spec.startend_row_indices
     for b in range(idx.shape[0]):
         one = spec._replace(startend_row_indices=idx[b:b + 1])
-        for (rows, cols), shift, c in zip(shapes, row_shifts, counts):
-            for r0 in range(-shift, n, rows):
-                allowed = to_dense(one, rows=np.arange(max(r0, 0), min(r0 + rows, n)))[0, 0]
-                padded = np.zeros((allowed.shape[0], -(-n // cols) * cols), bool)
+        block = [(np.zeros(-(-n // cols), np.int64), 0) for _, cols in shapes]  # per-tile pairs, rows
+        for r0, r1 in zip(edges, edges[1:]):
+            allowed = to_dense(one, rows=np.arange(r0, r1))[0, 0]
+            for i, ((_, cols), c) in enumerate(zip(shapes, counts)):
+                padded = np.zeros((r1 - r0, -(-n // cols) * cols), bool)
                 padded[:, :n] = allowed
-                per_tile = padded.reshape(padded.shape[0], -1, cols).sum((0, 2))
-                full = per_tile == padded.shape[0] * cols
-                c["whole"] += int(full.sum())
-                c["partial"] += int(((per_tile > 0) & ~full).sum())
-                c["pairs"] += int(per_tile.sum())
+                per_tile, rows_in = block[i]
+                per_tile = per_tile + padded.reshape(r1 - r0, -1, cols).sum((0, 2))
+                rows_in += r1 - r0
+                if r1 in ends[i]:  # the shape's block ends here
+                    full = per_tile == rows_in * cols
+                    c["whole"] += int(full.sum())
+                    c["partial"] += int(((per_tile > 0) & ~full).sum())
+                    c["pairs"] += int(per_tile.sum())
+                    per_tile, rows_in = np.zeros_like(per_tile), 0
+                block[i] = (per_tile, rows_in)
     return counts
 
 
