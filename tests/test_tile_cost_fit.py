@@ -47,12 +47,30 @@ class TileCountTest(unittest.TestCase):
         alone = [tile_cost_fit.tile_counts(spec, 1000, [shape], [shift])[0] for shape, shift in zip(shapes, shifts)]
         self.assertEqual(together, alone)
 
-    def test_kernel_row_shift(self):
-        # D=64's 192-row blocks put the ragged one first (8192 = 42 x 192 + 128: 64 rows back);
-        # the 128-row kernels do not shift.
-        self.assertEqual(tile_cost_fit.fwd_row_shift(8192, 64, 192), 64)
-        self.assertEqual(tile_cost_fit.fwd_row_shift(192 * 7, 64, 192), 0)
-        self.assertEqual(tile_cost_fit.fwd_row_shift(8000, 128, 128), 0)
+    def test_shift_candidates(self):
+        # D=64's 192-row blocks: first the ragged one first (8192 = 42 x 192 + 128: 64 rows back),
+        # then 64 and 128 rows more (mod 192); the 128-row kernels do not shift.
+        self.assertEqual(tile_cost_fit.shift_candidates(8192, 64, 192), [64, 128, 0])
+        self.assertEqual(tile_cost_fit.shift_candidates(192 * 7, 64, 192), [0, 64, 128])
+        self.assertEqual(tile_cost_fit.shift_candidates(8000, 128, 128), [0])
+
+    def test_chosen_shift_avoids_a_straddled_edge(self):
+        # global_sliding_window's global rows ending on one candidate's block edge (3072 rows:
+        # candidates 0, 64, 128, edges at 192m - shift): under the others one block straddles the
+        # edge and is partial on every key tile past the band, which outweighs their extra block
+        # (the GPU test test_row_shift_choice runs the kernel on the same masks).
+        n, rows = 3072, 192
+        candidates = tile_cost_fit.shift_candidates(n, 64, rows)
+        for global_tokens, want in ((192, 0), (320, 64), (256, 128)):
+            spec = masks.global_sliding_window_mask(n, global_tokens, 64, batch=1)
+            counts = tile_cost_fit.tile_counts(spec, n, [(rows, 128)] * 3, candidates)
+            self.assertEqual(tile_cost_fit.chosen_shift(candidates, counts, n, 1, rows), want, global_tokens)
+
+    def test_kernel_shift_costs_from_the_header(self):
+        w = tile_cost_fit.kernel_shift_costs()
+        self.assertEqual(w["WholeTile"], 100)
+        self.assertGreater(w["PartialTile"], w["WholeTile"])
+        self.assertGreater(w["Item"], 0)
 
 
 class FitTest(unittest.TestCase):

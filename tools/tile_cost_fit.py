@@ -16,8 +16,9 @@ query block in the forward, every key block in the backward), so c_item also car
 call costs per token whatever the mask: the backward's prep, accumulator memset and dQ
 conversion kernels (docs/perf-notes.md, v26 and v53). The tile shapes are the kernels':
 forward query block x key tile, backward query tile x key block (csrc/cuda/flashmask_launch.cuh,
-KernelChoice and BwdSm90Config), the forward's blocks shifted back as the kernel's (D=64's ragged
-block first) or by --fwd-row-shift, which prints the counts alone; TFLOPs/s count unmasked pairs
+KernelChoice and BwdSm90Config), the forward's blocks shifted back as the kernel chooses per call
+(D=64: the cheapest of three shifts by its own cost weights) or as --fwd-row-shift fixes them;
+TFLOPs/s count unmasked pairs
 (fwd 4*D*H*pairs, bwd 2.5x).
 
 It then prints each mask's ceiling under these kernels' tiles: its fwd+bwd rate with partial
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import re
 import sys
 
 import numpy as np
@@ -51,13 +53,33 @@ BWD_TILE = {64: (128, 128), 128: (64, 128), 256: (64, 64)}
 NOT_COUNTED = ("random_eviction",)  # a mask per head: its dense form is H times the others'
 LEFT_OUT = ("full", "causal") + NOT_COUNTED  # not fitted: other paths, or not counted
 MIN_FITTED = 5  # masks, for three costs with residuals that mean something
+SHIFT_STEP = 64  # a consumer's rows (preprocess.h: kFwdShiftStep)
 
 
-def fwd_row_shift(n: int, d: int, rows: int) -> int:
-    """The rows the Hopper forward's query blocks are shifted back by (csrc/cuda/preprocess.h,
-    fwd_row_shift): D=64's three-consumer kernel puts its ragged block first (v76b); the
-    128-row kernels do not shift."""
-    return (rows - n % rows) % rows if d == 64 else 0
+def shift_candidates(n: int, d: int, rows: int) -> list[int]:
+    """The row shifts the Hopper forward chooses from (csrc/cuda/preprocess.h, FwdRowShifts):
+    D=64's three-consumer kernel first puts its ragged block first (v76b), then moves its blocks
+    by one and two consumers' rows (SHIFT_STEP) more; the 128-row kernels do not shift."""
+    if d != 64:
+        return [0]
+    first = (rows - n % rows) % rows
+    return [(first + c * SHIFT_STEP) % rows for c in range(rows // SHIFT_STEP)]
+
+
+def kernel_shift_costs() -> dict:
+    """The per-call choice's costs (preprocess.h: kWholeTileCost, kPartialTileCost, kItemCost),
+    read from the header, the one place they are written."""
+    text = (ROOT / "csrc" / "cuda" / "preprocess.h").read_text()
+    return {name: int(re.search(rf"\bk{name}Cost = (\d+)", text).group(1)) for name in ("WholeTile", "PartialTile", "Item")}
+
+
+def chosen_shift(candidates: list[int], fwd_counts: list[dict], n: int, batch: int, rows: int) -> int:
+    """The candidate the kernel takes: the least cost of its tiles and items (every query block
+    that holds a row is an item here), the first on ties (fwd_shift_cost_kernel, chosen_row_shift)."""
+    w = kernel_shift_costs()
+    cost = [w["WholeTile"] * c["whole"] + w["PartialTile"] * c["partial"] + w["Item"] * batch * -(-(n + s) // rows)
+            for s, c in zip(candidates, fwd_counts)]
+    return candidates[cost.index(min(cost))]
 
 
 def tile_counts(spec, n: int, shapes: list[tuple[int, int]], row_shifts: list[int] | None = None) -> list[dict]:
@@ -148,8 +170,9 @@ def main() -> None:
                     help="the backward's prep, memset and dQ conversion kernels, ms per call (default: "
                          "the v26 timeline's 0.52 + 0.47 + 0.75 at 128K tokens, H*D = 4096)")
     ap.add_argument("--fwd-row-shift", type=int, default=None,
-                    help="count the forward's query blocks shifted back by this many rows instead of the "
-                         "kernel's own shift (fwd_row_shift), and print the counts without fitting")
+                    help="count the forward's query blocks shifted back by this many rows for every mask "
+                         "instead of the kernel's own choice (shift_candidates, chosen_shift): results of "
+                         "record made before the choice (v80) took the first candidate, 64 at 8K and 32K")
     args = ap.parse_args()
     if args.fwd_row_shift is not None and args.fwd_row_shift < 0:
         ap.error(f"--fwd-row-shift must be >= 0, got {args.fwd_row_shift}")
@@ -157,25 +180,28 @@ def main() -> None:
         rows = [r for r in json.load(open(path))["rows"] if "ours_fwd" in r]
         n, b, d = rows[0]["N"], rows[0]["B"], rows[0]["D"]
         fwd_rows = FWD_TILE[d][0]
-        shift = fwd_row_shift(n, d, fwd_rows) if args.fwd_row_shift is None else args.fwd_row_shift
-        print(f"{path}: N={n}, B={b}, H={rows[0]['H']}, D={d}, forward blocks shifted back by {shift} rows")
-        counts = {}
+        fixed = args.fwd_row_shift is not None
+        candidates = [args.fwd_row_shift] if fixed else shift_candidates(n, d, fwd_rows)
+        print(f"{path}: N={n}, B={b}, H={rows[0]['H']}, D={d}, forward blocks shifted back by "
+              + (f"{args.fwd_row_shift} rows" if fixed else f"the cheapest of {candidates} rows per mask"))
+        counts, shifts = {}, {}
         for r in rows:
             if r["mask"] in NOT_COUNTED:
                 continue
-            fwd, bwd = tile_counts(bench_gpu.build_mask(r["mask"], n, b, r["H"]), n, [FWD_TILE[d], BWD_TILE[d]],
-                                   [shift, 0])
-            counts[r["mask"]] = {"fwd": fwd, "bwd": bwd}
-        if args.fwd_row_shift is not None:
-            for mask, c in counts.items():
-                print(f"  {mask:22s} forward whole {c['fwd']['whole']:7d}, partial {c['fwd']['partial']:7d} "
-                      f"(all {b} batch rows, one head)")
-            continue
+            *fwd, bwd = tile_counts(bench_gpu.build_mask(r["mask"], n, b, r["H"]), n,
+                                    [FWD_TILE[d]] * len(candidates) + [BWD_TILE[d]], candidates + [0])
+            shifts[r["mask"]] = chosen_shift(candidates, fwd, n, b, fwd_rows)
+            counts[r["mask"]] = {"fwd": fwd[candidates.index(shifts[r["mask"]])], "bwd": bwd}
+        if len(candidates) > 1:
+            print("  shift per mask: " + ", ".join(f"{m} {s}" for m, s in shifts.items()))
+        for mask, c in counts.items():
+            print(f"  {mask:22s} forward whole {c['fwd']['whole']:7d}, partial {c['fwd']['partial']:7d} "
+                  f"(all {b} batch rows, one head)")
         rows = [r for r in rows if r["mask"] in counts]
         if sum(r["mask"] not in LEFT_OUT for r in rows) < MIN_FITTED:
             print(f"  fewer than {MIN_FITTED} masks with bounds: not fitted")
             continue
-        coef = {"fwd": fit_direction(rows, counts, "fwd", b * -(-(n + shift) // fwd_rows)),
+        coef = {"fwd": fit_direction(rows, counts, "fwd", b * -(-(n + max(candidates)) // fwd_rows)),
                 "bwd": fit_direction(rows, counts, "bwd", b * -(-n // BWD_TILE[d][1]))}
         print_ceilings(rows, counts, coef, args.bwd_fixed_ms)
 

@@ -76,17 +76,20 @@ struct FwdSm90Config {
   // it made ptxas spill in the main loop and measured level (perf-notes v39). Those store
   // the output from registers (fwd_epilogue.cuh).
   static constexpr bool kStageO = kQStages >= 2 && kConsumers == 2;
-  // Only the three-consumer kernel (D=64's 192 rows) shifts its query blocks so that the ragged
-  // one is the first (preprocess.h: fwd_row_shift). The 128-row kernels have no ragged block at
-  // power-of-two lengths; D=128's store their output by TMA, which stopped on an illegal
-  // instruction where a store's rows started below row 0 (H200, perf-notes v76); D=256's is also
-  // the block_mask kernel, whose blocks stay on block_mask rows.
+  // Only the three-consumer kernel (D=64's 192 rows) shifts its query blocks, by a shift chosen
+  // per call, the first candidate making the ragged block the first (preprocess.h:
+  // FwdRowShifts). The 128-row kernels have no ragged block at power-of-two lengths; D=128's
+  // store their output by TMA, which stopped on an illegal instruction where a store's rows
+  // started below row 0 (H200, perf-notes v76); D=256's is also the block_mask kernel, whose
+  // blocks stay on block_mask rows.
   static constexpr bool kRaggedBlockFirst = kConsumers == 3;
   static_assert(!(kRaggedBlockFirst && kStageO), "a shifted block's rows below 0 are stored by threads");
-  // Block m's first row is m * kBlockM - row_shift(seqlen_q).
-  __host__ __device__ static int row_shift(int seqlen_q) {
-    return kRaggedBlockFirst ? fwd_row_shift(seqlen_q, kBlockM) : 0;
+  __host__ __device__ static FwdRowShifts row_shifts(int seqlen_q) {
+    return fwd_row_shifts(seqlen_q, kBlockM, kRaggedBlockFirst);
   }
+  // The call's shift, which fwd_visits_kernel wrote (block m's first row is m * kBlockM -
+  // row_shift), read once by each role.
+  __device__ static int row_shift(const FwdSchedule& sched) { return kRaggedBlockFirst ? __ldg(sched.row_shift) : 0; }
   // The warp index broadcast from lane 0 (uniform registers for what derives from it, such as
   // the Q descriptor): at D=256 the forward gained 1-6% (perf-notes v44); at D=128 with 128
   // keys it takes 15 instructions off each tile (v54); the D=64 and 176-key kernels then spill
@@ -162,7 +165,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       fwd_scheduler_role<Cfg::kSchedulerThreads, Cfg::kBlockM, Cfg::kBlockN>(queue, sm.scratch, sched, p, tile_bounds,
                                                                               tid - 64);
     else if (warp == 0) {
-      if (lane == 0) fwd_load_role<T, Cfg>(maps, sm, queue, group, p.shape.seqlen_q);
+      if (lane == 0) fwd_load_role<T, Cfg>(maps, sm, queue, group, sched);
     } else {
       fwd_bounds_role<Cfg>(sm, queue, p, lane);
     }
@@ -171,7 +174,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 
   // ---------------------------------------------------------------- consumers
   regs_alloc<Cfg::kConsumerRegs>();
-  FwdSm90Mainloop<T, Cfg> mainloop(sm, p, warp, lane);
+  FwdSm90Mainloop<T, Cfg> mainloop(sm, p, sched, warp, lane);
   mainloop.first_turn();
   PipelineState<kStages> kv;  // ring positions across items, as in the loader
   PipelineState<kQStages> q;

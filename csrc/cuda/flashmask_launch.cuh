@@ -58,8 +58,9 @@ struct KernelSet {
   static_assert(kBlockMaskSize % FwdSm90Cells::kBlockM == 0, "a query block lies in one block_mask row");
   static_assert(kBlockMaskSize % FwdSm90Cells::kBlockN == 0, "a key tile lies in one block_mask column");
   static_assert(FwdSm90Cells::kBlockN == FwdSm90::kBlockN, "one tile-bounds layout");
-  static_assert(FwdSm90Wide::kBlockM == FwdSm90::kBlockM && FwdSm90Wide::kBlockN >= FwdSm90::kBlockN,
-                "the work order's query blocks, and no more tile bounds than FwdSm90's");
+  static_assert(FwdSm90Wide::kBlockM == FwdSm90::kBlockM && FwdSm90Wide::kBlockN >= FwdSm90::kBlockN &&
+                    FwdSm90Wide::kRaggedBlockFirst == FwdSm90::kRaggedBlockFirst,
+                "the work order's query blocks and row shifts, and no more tile bounds than FwdSm90's");
   using Bwd = BwdC;
   using BwdSm90 = BwdSm90Config<D>;  // Hopper, non-deterministic (TMA + wgmma)
   using Dq = DqC;
@@ -103,7 +104,7 @@ inline FwdSm90Kind fwd_sm90_kind(const FwdParams& p) {
 // keys and key-tile spans, their order and the work counter.
 struct FwdLayout {
   int n_tiles, m_blocks;
-  size_t off_rank_keys, off_spans, off_order, off_counter, total;
+  size_t off_rank_keys, off_spans, off_order, off_counter, off_shift, total;
 };
 template <int D>
 constexpr int fwd_min_block_n() {
@@ -119,8 +120,9 @@ FwdLayout fwd_layout(const FwdParams& p) {
   L.m_blocks = 0;
   size_t off = align256(rows * L.n_tiles * sizeof(TileBounds));
   if (sm90_kernels_available())
-    L.m_blocks = ceil_div(p.shape.seqlen_q, fwd_sm90_kind(p) == FwdSm90Kind::kCells ? KC::FwdSm90Cells::kBlockM
-                                                                                    : KC::FwdSm90::kBlockM);
+    L.m_blocks = (fwd_sm90_kind(p) == FwdSm90Kind::kCells ? KC::FwdSm90Cells::row_shifts(p.shape.seqlen_q)
+                                                          : KC::FwdSm90::row_shifts(p.shape.seqlen_q))
+                     .query_blocks(p.shape.seqlen_q);
   L.off_rank_keys = off;
   off += align256(rows * (L.m_blocks > 0 ? fwd_rank_stride(L.m_blocks) : 0) * sizeof(long long));
   L.off_spans = off;
@@ -129,6 +131,8 @@ FwdLayout fwd_layout(const FwdParams& p) {
   off += align256(rows * L.m_blocks * sizeof(int));
   L.off_counter = off;
   if (L.m_blocks > 0) off += align256(sizeof(int));
+  L.off_shift = off;  // the chosen row shift, then the candidates' costs
+  if (L.m_blocks > 0) off += align256(sizeof(unsigned long long) * (1 + kFwdMaxShifts));
   L.total = off;
   return L;
 }
@@ -225,20 +229,22 @@ int run_fwd_sm90(const FwdParams& p, const FwdLayout& L, char* workspace, cudaSt
   wo.spans = reinterpret_cast<int2*>(workspace + L.off_spans);
   wo.order = reinterpret_cast<int*>(workspace + L.off_order);
   wo.next_item = reinterpret_cast<int*>(workspace + L.off_counter);
+  wo.row_shift = reinterpret_cast<int*>(workspace + L.off_shift);
+  wo.shift_costs = reinterpret_cast<unsigned long long*>(workspace + L.off_shift) + 1;
   FwdSchedule sched;
   sched.order = wo.order;
   sched.spans = wo.spans;
   sched.next_item = wo.next_item;
   sched.m_blocks = L.m_blocks;
   sched.n_tiles = ceil_div(s.seqlen_k, Cfg::kBlockN);
-  sched.row_shift = Cfg::row_shift(s.seqlen_q);
+  sched.row_shift = wo.row_shift;
   const int64_t items = static_cast<int64_t>(s.batch) * s.num_heads * L.m_blocks;
   if (items > INT32_MAX)
     return report_error("flashmask_fwd_sm90_kernel: batch * num_heads * query blocks (%lld) exceeds "
                         "2^31 - 1; split the batch", static_cast<long long>(items));
   sched.items = static_cast<int>(items);
   launch_tile_bounds(p.mask, s, Cfg::kBlockN, tb, stream);
-  if (int rc = launch_fwd_work_order(p.mask, s, Cfg::kBlockM, Cfg::kBlockN, sched.row_shift, tb, wo, stream)) return rc;
+  if (int rc = launch_fwd_work_order(p.mask, s, Cfg::kBlockN, Cfg::row_shifts(s.seqlen_q), tb, wo, stream)) return rc;
   auto kernel = flashmask_fwd_sm90_kernel<T, Cfg>;
   const size_t smem = Cfg::kSmemFixed;  // the key-tile lists are segments of fixed capacity
   if (int rc = prepare_smem(kernel, smem, "flashmask_fwd_sm90_kernel")) return rc;

@@ -3,7 +3,8 @@
 // to O with 16-byte stores (sm80, and the Hopper forward where its config does not stage
 // the output: D = 256, D = 64's three consumers and D = 128's 176-key tiles) or handed to
 // a staging function (fwd_sm90_epilogue.cuh). Rows outside [0, seqlen_q) are not written (the
-// Hopper forward's shifted first block starts below row 0: preprocess.h, fwd_row_shift).
+// Hopper forward's shifted first block starts below row 0, its last may end past seqlen_q:
+// preprocess.h, FwdRowShifts).
 #pragma once
 
 #include "kernel_common.cuh"

@@ -35,11 +35,12 @@ struct FwdSm90Mainloop {
   float acc_o[DT * 4];
   OnlineSoftmax<T, NT> softmax;
 
-  __device__ __forceinline__ FwdSm90Mainloop(Smem& sm_, const FwdParams& p, int warp, int lane)
+  __device__ __forceinline__ FwdSm90Mainloop(Smem& sm_, const FwdParams& p, const FwdSchedule& sched, int warp,
+                                             int lane)
       : sm(sm_), sQ(reinterpret_cast<T*>(sm_.q[0])), sK(reinterpret_cast<T*>(sm_.k[0])),
         sV(reinterpret_cast<T*>(sm_.v[0])), cw(warp / 4 - 1), wrow((warp & 3) * 16 + (lane >> 2)), t(lane & 3),
         scale_log2(p.softmax_scale * kLog2e),
-        row_shift(Cfg::row_shift(p.shape.seqlen_q)) {}
+        row_shift(Cfg::row_shift(sched)) {}
 
   // S = Q K^T of ring slot st (K-major A and B, k steps of 16 = 32 bytes in a 128-byte row).
   // q_addr: this consumer's rows of the Q tile. At D=256 the Q descriptor is built here,

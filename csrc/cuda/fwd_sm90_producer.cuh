@@ -25,10 +25,11 @@ struct FwdTensorMaps {
 
 template <typename T, typename Cfg>
 __device__ __forceinline__ void fwd_load_role(const FwdTensorMaps& maps, typename Cfg::Smem& sm,
-                                              const FwdItemQueue<typename Cfg::Smem>& queue, int group, int seqlen_q) {
+                                              const FwdItemQueue<typename Cfg::Smem>& queue, int group,
+                                              const FwdSchedule& sched) {
   using namespace sm90;
   constexpr int kColBlocks = Cfg::D / 64, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
-  const int row_shift = Cfg::row_shift(seqlen_q);
+  const int row_shift = Cfg::row_shift(sched);
   T* sQ = reinterpret_cast<T*>(sm.q[0]);
   T* sK = reinterpret_cast<T*>(sm.k[0]);
   T* sV = reinterpret_cast<T*>(sm.v[0]);

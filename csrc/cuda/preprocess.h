@@ -17,12 +17,15 @@ void launch_tile_bounds(const MaskParams& mask, const AttentionShape& shape, int
 // The Hopper forward's schedule (tile_scheduler.cuh), in the workspace: per (batch, mask
 // head) and query block its rank key (rank_keys, rows of fwd_rank_stride keys; fwd_rank_key)
 // and the span of the key tiles it visits (spans); the query blocks in rank-key order,
-// largest first (order); the work counter, zeroed.
+// largest first (order); the work counter, zeroed; the row shift chosen for the call
+// (FwdRowShifts) and the candidates' costs it was chosen by.
 struct FwdWorkOrder {
   long long* rank_keys;
   int2* spans;
   int* order;
   int* next_item;
+  int* row_shift;
+  unsigned long long* shift_costs;  // kFwdMaxShifts
 };
 // A query block's rank key: its lowest visited key tile, then its visit count. Ranked largest
 // first, ties by the later block, so the blocks of one packed document run one after another
@@ -37,14 +40,47 @@ constexpr int kRankKeysPerLoad = 2;
 __host__ __device__ inline int fwd_rank_stride(int m_blocks) {
   return (m_blocks + kRankKeysPerLoad - 1) / kRankKeysPerLoad * kRankKeysPerLoad;
 }
-// The Hopper forward's query blocks of block_m rows are shifted back by the padding the
-// sequence leaves, row_shift rows (block m covers [m * block_m - row_shift, (m + 1) * block_m -
-// row_shift)), so that the ragged block is the first and not the last: under a causal mask the
-// last block sees every key tile and the first one or two (at D=64's 192-row blocks, 8K: the
-// last block's padding was 1.5% of a head's tiles, the first block's is 0.02%; perf-notes v76).
-// Only D=64's three-consumer kernel shifts (FwdSm90Config::row_shift).
-__host__ __device__ inline int fwd_row_shift(int seqlen_q, int block_m) {
-  return (block_m - seqlen_q % block_m) % block_m;
+// The Hopper forward's query blocks of block_m rows are shifted back by row_shift rows (block
+// m covers [m * block_m - row_shift, (m + 1) * block_m - row_shift)), chosen per call on the
+// device among FwdRowShifts' candidates (perf-notes v80). The first candidate is the padding
+// the sequence leaves, so that the ragged block is the first and not the last: under a causal
+// mask the last block sees every key tile and the first one or two (at D=64's 192-row blocks,
+// 8K: the last block's padding was 1.5% of a head's tiles, the first block's is 0.02%; v76).
+// The others move the blocks' edges by one and two consumers' rows (kFwdShiftStep) more, so
+// that a mask with an edge across every row (global_sliding_window's global rows) can have no
+// block straddle it (v79: +2-4% on that mask's forward, while causal and document preferred
+// the first). Only D=64's three-consumer kernel shifts (FwdSm90Config::kRaggedBlockFirst); the
+// others have the one candidate 0.
+constexpr int kFwdShiftStep = 64, kFwdMaxShifts = 3;
+struct FwdRowShifts {
+  int block_m, first, count;
+  __host__ __device__ int candidate(int c) const { return (first + c * kFwdShiftStep) % block_m; }
+  // The query blocks per (batch, mask head) that every candidate's rows fit in: the chosen
+  // shift may leave the last block past seqlen_q (it visits nothing and writes no row).
+  __host__ __device__ int query_blocks(int seqlen_q) const {
+    int blocks = 0;
+    for (int c = 0; c < count; ++c) {
+      const int b = (seqlen_q + candidate(c) + block_m - 1) / block_m;
+      blocks = b > blocks ? b : blocks;
+    }
+    return blocks;
+  }
+};
+__host__ __device__ inline FwdRowShifts fwd_row_shifts(int seqlen_q, int block_m, bool ragged_first) {
+  if (!ragged_first) return {block_m, 0, 1};
+  return {block_m, (block_m - seqlen_q % block_m) % block_m, block_m / kFwdShiftStep};
+}
+// A candidate's cost, in hundredths of a whole key tile: the fit of the D=64 forward's time to
+// its tiles and items on the 8K results of record (benchmarks/results/tile_cost_fit_8k.txt:
+// a partial tile 1.38 whole ones, an item 0.73), summed over up to kFwdShiftSampleRows (batch,
+// mask head) rows spread over the call. Ties go to the first candidate.
+constexpr unsigned kWholeTileCost = 100, kPartialTileCost = 138, kItemCost = 73;
+constexpr int kFwdShiftSampleRows = 16;
+__host__ __device__ inline int chosen_row_shift(const FwdRowShifts& shifts, const unsigned long long* costs) {
+  int best = 0;
+  for (int c = 1; c < shifts.count; ++c)
+    if (costs[c] < costs[best]) best = c;
+  return shifts.candidate(best);
 }
 // The rows of a query block that starts at row0 (negative for a shifted first block) inside
 // [0, seqlen_q): the first and how many.
@@ -55,8 +91,10 @@ __host__ __device__ inline BlockRows block_rows(int row0, int block_m, int seqle
   const int begin = row0 > 0 ? row0 : 0, end = row0 + block_m < seqlen_q ? row0 + block_m : seqlen_q;
   return {begin, end - begin};
 }
-int launch_fwd_work_order(const MaskParams& mask, const AttentionShape& shape, int block_m, int block_n,
-                          int row_shift, const TileBounds* tb, const FwdWorkOrder& wo, cudaStream_t stream);
+// Chooses the row shift (FwdRowShifts; the costs' kernel runs only where there is a choice),
+// then ranks the query blocks under it.
+int launch_fwd_work_order(const MaskParams& mask, const AttentionShape& shape, int block_n, const FwdRowShifts& shifts,
+                          const TileBounds* tb, const FwdWorkOrder& wo, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace flashmask

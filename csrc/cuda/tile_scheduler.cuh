@@ -4,12 +4,13 @@
 // kListCapacity key tiles.
 //
 // A work item is one kBlockM-row query block of one (batch, head); where seqlen_q is not a
-// multiple of kBlockM, the three-consumer kernel (D=64) makes the ragged block the first, not
-// the last (FwdSm90Config::row_shift, preprocess.h: fwd_row_shift). Masked rows have
+// multiple of kBlockM, the three-consumer kernel (D=64) shifts the blocks back by a shift chosen
+// per call, the first candidate making the ragged block the first (preprocess.h: FwdRowShifts;
+// FwdSm90Config::row_shift reads the choice). Masked rows have
 // very unequal work (a causal document mask gives a block of the first document
 // one key tile, a block of the last one dozens), so the items are not handed out
 // in grid order:
-//  - fwd_visits_kernel (preprocess.cu) counts, for every (batch, mask head), the key
+//  - fwd_visits_kernel (preprocess.cu) counts, under the chosen shift, for every (batch, mask head), the key
 //    tiles each query block visits (KeyTileClassifier, the same test the kernels use)
 //    and their span, and fwd_rank_kernel writes that row's block indices sorted by the
 //    rank key (preprocess.h: fwd_rank_key): the span's first tile, then the count,
@@ -35,7 +36,7 @@ struct FwdSchedule {
   const int2* spans;  // [batch * mask heads][m_blocks]: [lowest, highest + 1) of a block's key tiles
   int* next_item;     // work counter, zeroed by fwd_visits_kernel
   int m_blocks;       // query blocks per (batch, head)
-  int row_shift;      // block m's first row is m * kBlockM - row_shift (FwdSm90Config::row_shift)
+  const int* row_shift;  // block m's first row is m * kBlockM - *row_shift (FwdWorkOrder::row_shift)
   int n_tiles;        // key tiles per (batch, head)
   int items;          // batch * heads * m_blocks
 };
@@ -105,7 +106,7 @@ __device__ __forceinline__ void fwd_scheduler_role(const sm90::TileListQueue<Sme
       break;
     }
     const FwdWorkItem it = fwd_work_item(sched, p.mask, s, w);
-    const int row0 = it.m_block * kBlockM - sched.row_shift;
+    const int row0 = it.m_block * kBlockM - __ldg(sched.row_shift);  // per item: one register less held
     const BlockRows rows = block_rows(row0, kBlockM, s.seqlen_q);
     const KeyTileClassifier key_tiles(p.mask, s.seqlen_q, s.seqlen_k, it.bhm, rows.begin, rows.count, kBlockN,
                                       tile_bounds + it.bhm * sched.n_tiles);

@@ -5,8 +5,8 @@
 
 Covers every kernel (fwd, the D=128 forward's mask-less 176-key tiles, dkdv with/without
 atomics, dq, the head_dim-256 split, the padded-head-dim copies), partial/odd tiles, GQA,
-per-head masks, block masks, fully masked rows and query blocks, and more persistent forward
-work items than SMs.
+per-head masks, block masks, fully masked rows and query blocks, more persistent forward
+work items than SMs, and each of the D=64 forward's row shifts.
 """
 
 import os
@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 # kernel never writes is NaN and fails the checks below instead of holding whatever was there.
 os.environ.setdefault("FLASHMASK_POISON", "1")
 
+from paddle_flashmask import masks  # noqa: E402
 from paddle_flashmask.torch import flashmask_attention  # noqa: E402
 from paddle_flashmask.masks.spec import block_count  # noqa: E402
 from tests.random_bounds import random_bounds  # noqa: E402
@@ -68,6 +69,13 @@ def main():
     hidden[..., 0], hidden[..., 1] = 128, 448
     case(1, 700, 700, 2, 2, 128, False, 4, 1, bf, False, idx=hidden)
     case(1, 700, 700, 3, 3, 64, False, 4, 1, fp, False, idx=hidden)
+    # The D=64 forward's row shift chosen per call: global rows ending on each candidate's block
+    # edge (4000 rows: shifts 32, 96 and 160; tests/test_tile_cost_fit.py counts the choice). The
+    # second and third have a ragged block at both ends; the first leaves the last of the 22
+    # blocks that every candidate's rows fit in past row 3999 (an item without rows).
+    for global_tokens in (352, 288, 224):
+        gsw = masks.global_sliding_window_mask(4000, global_tokens, 64).startend_row_indices
+        case(1, 4000, 4000, 2, 1, 64, False, 4, 1, bf, False, idx=gsw)
     # Head dims without compiled kernels: padded copies in the workspace (padded_head_dim.cu).
     case(1, 150, 190, 4, 2, 96, True, 1, 2, bf, False)
     case(1, 190, 150, 2, 1, 40, False, 4, 1, fp, True)
