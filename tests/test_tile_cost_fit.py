@@ -55,22 +55,33 @@ class TileCountTest(unittest.TestCase):
         self.assertEqual(tile_cost_fit.shift_candidates(8000, 128, 128), [0])
 
     def test_chosen_shift_avoids_a_straddled_edge(self):
-        # global_sliding_window's global rows ending on one candidate's block edge (3072 rows:
-        # candidates 0, 64, 128, edges at 192m - shift): under the others one block straddles the
-        # edge and is partial on every key tile past the band, which outweighs their extra block
-        # (the GPU test test_row_shift_choice runs the kernel on the same masks).
-        n, rows = 3072, 192
+        # global_sliding_window's global rows ending on one candidate's block edge (4096 rows:
+        # candidates 128, 0, 64, edges at 192m - shift): under the others one block straddles the
+        # edge and is partial on every key tile past the band, by more than the margin (the GPU
+        # test test_row_shift_choice runs the kernel on the same masks).
+        n, rows = 4096, 192
         candidates = tile_cost_fit.shift_candidates(n, 64, rows)
-        for global_tokens, want in ((192, 0), (320, 64), (256, 128)):
+        self.assertEqual(candidates, [128, 0, 64])
+        for global_tokens, want in ((256, 128), (192, 0), (320, 64)):
             spec = masks.global_sliding_window_mask(n, global_tokens, 64, batch=1)
             counts = tile_cost_fit.tile_counts(spec, n, [(rows, 128)] * 3, candidates)
             self.assertEqual(tile_cost_fit.chosen_shift(candidates, counts, n, 1, rows), want, global_tokens)
+
+    def test_small_savings_keep_the_first_shift(self):
+        # 3072 rows, global rows ending at 320 (the 64-row shift's edge): it saves 0.65% of the
+        # cost, under the header's margin, so the first candidate stays.
+        n, rows = 3072, 192
+        candidates = tile_cost_fit.shift_candidates(n, 64, rows)
+        spec = masks.global_sliding_window_mask(n, 320, 64, batch=1)
+        counts = tile_cost_fit.tile_counts(spec, n, [(rows, 128)] * 3, candidates)
+        self.assertEqual(tile_cost_fit.chosen_shift(candidates, counts, n, 1, rows), 0)
 
     def test_kernel_shift_costs_from_the_header(self):
         w = tile_cost_fit.kernel_shift_costs()
         self.assertEqual(w["WholeTile"], 100)
         self.assertGreater(w["PartialTile"], w["WholeTile"])
         self.assertGreater(w["Item"], 0)
+        self.assertEqual(w["MinSavingPct"], 1)
 
 
 class FitTest(unittest.TestCase):

@@ -67,19 +67,23 @@ def shift_candidates(n: int, d: int, rows: int) -> list[int]:
 
 
 def kernel_shift_costs() -> dict:
-    """The per-call choice's costs (preprocess.h: kWholeTileCost, kPartialTileCost, kItemCost),
-    read from the header, the one place they are written."""
+    """The per-call choice's costs and margin (preprocess.h: kWholeTileCost, kPartialTileCost,
+    kItemCost, kShiftMinSavingPct), read from the header, the one place they are written."""
     text = (ROOT / "csrc" / "cuda" / "preprocess.h").read_text()
-    return {name: int(re.search(rf"\bk{name}Cost = (\d+)", text).group(1)) for name in ("WholeTile", "PartialTile", "Item")}
+    costs = {name: int(re.search(rf"\bk{name}Cost = (\d+)", text).group(1)) for name in ("WholeTile", "PartialTile", "Item")}
+    costs["MinSavingPct"] = int(re.search(r"\bkShiftMinSavingPct = (\d+)", text).group(1))
+    return costs
 
 
 def chosen_shift(candidates: list[int], fwd_counts: list[dict], n: int, batch: int, rows: int) -> int:
     """The candidate the kernel takes: the least cost of its tiles and items (every query block
-    that holds a row is an item here), the first on ties (fwd_shift_cost_kernel, chosen_row_shift)."""
+    that holds a row is an item here), where it saves the header's margin over the first, else the
+    first (fwd_shift_cost_kernel, chosen_row_shift)."""
     w = kernel_shift_costs()
     cost = [w["WholeTile"] * c["whole"] + w["PartialTile"] * c["partial"] + w["Item"] * batch * -(-(n + s) // rows)
             for s, c in zip(candidates, fwd_counts)]
-    return candidates[cost.index(min(cost))]
+    best = cost.index(min(cost))
+    return candidates[best if cost[best] * 100 <= cost[0] * (100 - w["MinSavingPct"]) else 0]
 
 
 def tile_counts(spec, n: int, shapes: list[tuple[int, int]], row_shifts: list[int] | None = None) -> list[dict]:
