@@ -53,25 +53,29 @@ BWD_TILE = {64: (128, 128), 128: (64, 128), 256: (64, 64)}
 NOT_COUNTED = ("random_eviction",)  # a mask per head: its dense form is H times the others'
 LEFT_OUT = ("full", "causal") + NOT_COUNTED  # not fitted: other paths, or not counted
 MIN_FITTED = 5  # masks, for three costs with residuals that mean something
-SHIFT_STEP = 64  # a consumer's rows (preprocess.h: kFwdShiftStep)
 
 
 def shift_candidates(n: int, d: int, rows: int) -> list[int]:
     """The row shifts the Hopper forward chooses from (csrc/cuda/preprocess.h, FwdRowShifts):
     D=64's three-consumer kernel first puts its ragged block first (v76b), then moves its blocks
-    by one and two consumers' rows (SHIFT_STEP) more; the 128-row kernels do not shift."""
+    by one and two consumers' rows (kFwdShiftStep) more; the 128-row kernels do not shift."""
     if d != 64:
         return [0]
-    first = (rows - n % rows) % rows
-    return [(first + c * SHIFT_STEP) % rows for c in range(rows // SHIFT_STEP)]
+    first, step = (rows - n % rows) % rows, header_constant("kFwdShiftStep")
+    return [(first + c * step) % rows for c in range(rows // step)]
+
+
+def header_constant(name: str) -> int:
+    """An integer constant of csrc/cuda/preprocess.h, the one place the choice's numbers are written."""
+    text = (ROOT / "csrc" / "cuda" / "preprocess.h").read_text()
+    return int(re.search(rf"\b{name} = (\d+)", text).group(1))
 
 
 def kernel_shift_costs() -> dict:
     """The per-call choice's costs and margin (preprocess.h: kWholeTileCost, kPartialTileCost,
     kItemCost, kShiftMinSavingPct), read from the header, the one place they are written."""
-    text = (ROOT / "csrc" / "cuda" / "preprocess.h").read_text()
-    costs = {name: int(re.search(rf"\bk{name}Cost = (\d+)", text).group(1)) for name in ("WholeTile", "PartialTile", "Item")}
-    costs["MinSavingPct"] = int(re.search(r"\bkShiftMinSavingPct = (\d+)", text).group(1))
+    costs = {name: header_constant(f"k{name}Cost") for name in ("WholeTile", "PartialTile", "Item")}
+    costs["MinSavingPct"] = header_constant("kShiftMinSavingPct")
     return costs
 
 

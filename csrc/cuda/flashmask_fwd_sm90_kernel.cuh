@@ -84,6 +84,8 @@ struct FwdSm90Config {
   // blocks stay on block_mask rows.
   static constexpr bool kRaggedBlockFirst = kConsumers == 3;
   static_assert(!(kRaggedBlockFirst && kStageO), "a shifted block's rows below 0 are stored by threads");
+  static_assert(!kRaggedBlockFirst || kBlockM / kFwdShiftStep <= kFwdMaxShifts,
+                "the workspace holds kFwdMaxShifts candidates' costs (FwdLayout::off_shift)");
   __host__ __device__ static FwdRowShifts row_shifts(int seqlen_q) {
     return fwd_row_shifts(seqlen_q, kBlockM, kRaggedBlockFirst);
   }
