@@ -54,6 +54,17 @@ class TileCountTest(unittest.TestCase):
         self.assertEqual(tile_cost_fit.shift_candidates(192 * 7, 64, 192), [0, 64, 128])
         self.assertEqual(tile_cost_fit.shift_candidates(8000, 128, 128), [0])
 
+    def test_kernel_shift_cost_as_the_kernel_printed_it(self):
+        # fwd_shift_cost_kernel's costs of the three candidates, printed on the H200 by a build of
+        # v80 with a printf (perf-notes v80): 4000 rows, global rows ending at 288 (shifts 32, 96,
+        # 160), and the bench's global_sliding_window at 8K (shifts 64, 128, 0).
+        spec = masks.global_sliding_window_mask(4000, 288, 64)
+        costs = [tile_cost_fit.kernel_shift_cost(spec, 4000, (192, 128), s) for s in (32, 96, 160)]
+        self.assertEqual(costs, [24541, 24164, 27890])
+        spec = tile_cost_fit.bench_gpu.build_mask("global_sliding_window", 8192, 16, 4)
+        costs = [tile_cost_fit.kernel_shift_cost(spec, 8192, (192, 128), s) for s in (64, 128, 0)]
+        self.assertEqual(costs, [1610064, 1591744, 1610064])
+
     def test_chosen_shift_avoids_a_straddled_edge(self):
         # global_sliding_window's global rows ending on one candidate's block edge (4096 rows:
         # candidates 128, 0, 64, edges at 192m - shift): under the others one block straddles the
@@ -64,8 +75,8 @@ class TileCountTest(unittest.TestCase):
         self.assertEqual(candidates, [128, 0, 64])
         for global_tokens, want in ((256, 128), (192, 0), (320, 64)):
             spec = masks.global_sliding_window_mask(n, global_tokens, 64, batch=1)
-            counts = tile_cost_fit.tile_counts(spec, n, [(rows, 128)] * 3, candidates)
-            self.assertEqual(tile_cost_fit.chosen_shift(candidates, counts, n, 1, rows), want, global_tokens)
+            costs = [tile_cost_fit.kernel_shift_cost(spec, n, (rows, 128), s) for s in candidates]
+            self.assertEqual(tile_cost_fit.chosen_shift(candidates, costs), want, global_tokens)
 
     def test_small_savings_keep_the_first_shift(self):
         # 3072 rows, global rows ending at 320 (the 64-row shift's edge): it saves 0.65% of the
@@ -73,8 +84,8 @@ class TileCountTest(unittest.TestCase):
         n, rows = 3072, 192
         candidates = tile_cost_fit.shift_candidates(n, 64, rows)
         spec = masks.global_sliding_window_mask(n, 320, 64, batch=1)
-        counts = tile_cost_fit.tile_counts(spec, n, [(rows, 128)] * 3, candidates)
-        self.assertEqual(tile_cost_fit.chosen_shift(candidates, counts, n, 1, rows), 0)
+        costs = [tile_cost_fit.kernel_shift_cost(spec, n, (rows, 128), s) for s in candidates]
+        self.assertEqual(tile_cost_fit.chosen_shift(candidates, costs), 0)
 
     def test_kernel_shift_costs_from_the_header(self):
         w = tile_cost_fit.kernel_shift_costs()

@@ -18,8 +18,7 @@ conversion kernels (docs/perf-notes.md, v26 and v53). The tile shapes are the ke
 forward query block x key tile, backward query tile x key block (csrc/cuda/flashmask_launch.cuh,
 KernelChoice and BwdSm90Config), the forward's blocks shifted back as the kernel chooses per call
 (D=64: the cheapest of three shifts by its own cost weights) or as --fwd-row-shift fixes them;
-TFLOPs/s count unmasked pairs
-(fwd 4*D*H*pairs, bwd 2.5x).
+TFLOPs/s count unmasked pairs (fwd 4*D*H*pairs, bwd 2.5x).
 
 It then prints each mask's ceiling under these kernels' tiles: its fwd+bwd rate with partial
 tiles at a whole tile's cost and no cost per item, the backward's fixed kernels kept
@@ -32,6 +31,7 @@ Not a test:  python tools/tile_cost_fit.py benchmarks/results/gpu_d128_8k.json [
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pathlib
 import re
@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_gpu  # noqa: E402
-from paddle_flashmask.masks.dense import to_dense  # noqa: E402
+from paddle_flashmask.masks.dense import normalized_bounds, to_dense  # noqa: E402
 
 # (query rows, key columns) of a tile, per head dim: the Hopper forward's query block x key
 # tile (D=64: three consumers, 192 rows) and the backward's query tile x key block.
@@ -65,6 +65,7 @@ def shift_candidates(n: int, d: int, rows: int) -> list[int]:
     return [(first + c * step) % rows for c in range(rows // step)]
 
 
+@functools.lru_cache(maxsize=None)
 def header_constant(name: str) -> int:
     """An integer constant of csrc/cuda/preprocess.h, the one place the choice's numbers are written."""
     text = (ROOT / "csrc" / "cuda" / "preprocess.h").read_text()
@@ -79,15 +80,48 @@ def kernel_shift_costs() -> dict:
     return costs
 
 
-def chosen_shift(candidates: list[int], fwd_counts: list[dict], n: int, batch: int, rows: int) -> int:
-    """The candidate the kernel takes: the least cost of its tiles and items (every query block
-    that holds a row is an item here), where it saves the header's margin over the first, else the
-    first (fwd_shift_cost_kernel, chosen_row_shift)."""
+def kernel_shift_cost(spec, n: int, shape: tuple[int, int], shift: int) -> int:
+    """One candidate's cost as fwd_shift_cost_kernel prices it: the forward's blocks shifted back
+    by `shift`, every key tile classified by the kernels' own test from its columns' bound
+    min/max (mask.h: classify_tile, conservative where the dense count is exact; a short last
+    tile is never whole, KeyTileClassifier), on the (batch, mask head) rows the kernel samples
+    (kFwdShiftSampleRows, spread evenly), an item per block that visits a tile. Equal sequence
+    lengths (the bench's), no block_mask."""
+    rows_per_block, cols = shape
     w = kernel_shift_costs()
-    cost = [w["WholeTile"] * c["whole"] + w["PartialTile"] * c["partial"] + w["Item"] * batch * -(-(n + s) // rows)
-            for s, c in zip(candidates, fwd_counts)]
-    best = cost.index(min(cost))
-    return candidates[best if cost[best] * 100 <= cost[0] * (100 - w["MinSavingPct"]) else 0]
+    bounds = [b.reshape(-1, n) for b in normalized_bounds(spec.startend_row_indices, spec.causal, n)]
+    n_rows = bounds[0].shape[0]
+    sampled = min(n_rows, header_constant("kFwdShiftSampleRows"))
+    picked = [i * n_rows // sampled for i in range(sampled)]
+    tiles = -(-n // cols)
+
+    def per_tile(b, fill, reduce):  # [sampled row, tile]: over the tile's valid columns only
+        return reduce(np.pad(b[picked], ((0, 0), (0, tiles * cols - n)), constant_values=fill).reshape(sampled, tiles, cols), 2)
+
+    lo = [per_tile(b, np.iinfo(np.int32).max, np.min) for b in bounds]
+    hi = [per_tile(b, np.iinfo(np.int32).min, np.max) for b in bounds]
+    starts = np.arange(-(-(n + shift) // rows_per_block)) * rows_per_block - shift
+    rb = np.maximum(starts, 0)[None, :, None]  # [1, block, 1] against [row, 1, tile]
+    re_ = np.minimum(starts + rows_per_block, n)[None, :, None]
+    c0 = (np.arange(tiles) * cols)[None, None, :]
+    last_col = np.minimum(c0 + cols, n) - 1
+    (lts_lo, lte_lo, uts_lo, ute_lo), (lts_hi, lte_hi, uts_hi, ute_hi) = ([x[:, None, :] for x in v] for v in (lo, hi))
+    skip = ((lts_hi <= rb) & (lte_lo >= re_)) | ((uts_hi <= rb) & (ute_lo >= re_))
+    clear = ((lts_lo >= re_) | (lte_hi <= rb)) & ((uts_lo >= re_) | (ute_hi <= rb))
+    if spec.causal:
+        skip |= c0 > re_ - 1
+        clear &= last_col <= rb
+    clear &= c0 + cols <= n
+    visited = ~(skip | (re_ <= rb))  # a block past the last row visits nothing
+    whole, partial, items = (visited & clear).sum(), (visited & ~clear).sum(), visited.any(2).sum()
+    return int(w["WholeTile"] * whole + w["PartialTile"] * partial + w["Item"] * items)
+
+
+def chosen_shift(candidates: list[int], costs: list[int]) -> int:
+    """The candidate the kernel takes from the candidates' costs (kernel_shift_cost): the least,
+    where it saves the header's margin over the first, else the first (chosen_row_shift)."""
+    best = costs.index(min(costs))
+    return candidates[best if costs[best] * 100 <= costs[0] * (100 - kernel_shift_costs()["MinSavingPct"]) else 0]
 
 
 def tile_counts(spec, n: int, shapes: list[tuple[int, int]], row_shifts: list[int] | None = None) -> list[dict]:
@@ -107,11 +141,14 @@ def tile_counts(spec, n: int, shapes: list[tuple[int, int]], row_shifts: list[in
         block = [(np.zeros(-(-n // cols), np.int64), 0) for _, cols in shapes]  # per-tile pairs, rows
         for r0, r1 in zip(edges, edges[1:]):
             allowed = to_dense(one, rows=np.arange(r0, r1))[0, 0]
-            for i, ((_, cols), c) in enumerate(zip(shapes, counts)):
+            segment = {}  # the segment's pairs per key tile, once per tile width (the shapes share them)
+            for cols in {cols for _, cols in shapes}:
                 padded = np.zeros((r1 - r0, -(-n // cols) * cols), bool)
                 padded[:, :n] = allowed
+                segment[cols] = padded.reshape(r1 - r0, -1, cols).sum((0, 2))
+            for i, ((_, cols), c) in enumerate(zip(shapes, counts)):
                 per_tile, rows_in = block[i]
-                per_tile = per_tile + padded.reshape(r1 - r0, -1, cols).sum((0, 2))
+                per_tile = per_tile + segment[cols]
                 rows_in += r1 - r0
                 if r1 in ends[i]:  # the shape's block ends here
                     full = per_tile == rows_in * cols
@@ -196,10 +233,12 @@ def main() -> None:
         for r in rows:
             if r["mask"] in NOT_COUNTED:
                 continue
-            *fwd, bwd = tile_counts(bench_gpu.build_mask(r["mask"], n, b, r["H"]), n,
-                                    [FWD_TILE[d]] * len(candidates) + [BWD_TILE[d]], candidates + [0])
-            shifts[r["mask"]] = chosen_shift(candidates, fwd, n, b, fwd_rows)
-            counts[r["mask"]] = {"fwd": fwd[candidates.index(shifts[r["mask"]])], "bwd": bwd}
+            spec = bench_gpu.build_mask(r["mask"], n, b, r["H"])
+            shift = candidates[0] if fixed else chosen_shift(
+                candidates, [kernel_shift_cost(spec, n, FWD_TILE[d], c) for c in candidates])
+            fwd, bwd = tile_counts(spec, n, [FWD_TILE[d], BWD_TILE[d]], [shift, 0])
+            shifts[r["mask"]] = shift
+            counts[r["mask"]] = {"fwd": fwd, "bwd": bwd}
         if len(candidates) > 1:
             print("  shift per mask: " + ", ".join(f"{m} {s}" for m, s in shifts.items()))
         for mask, c in counts.items():
