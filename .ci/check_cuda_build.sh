@@ -8,7 +8,9 @@
 #     D=256 (the Hopper backward split by head dim, the split mma.sync dK/dV kernels);
 #     dkdv + dq + helpers;
 #  3. the Hopper backward's dQ staging order reads back what it stores (tests/dq_order_check.cu),
-#     and a partial tile's own mask test hides what the call's form hides (tests/partial_test_check.cu);
+#     a partial tile's own mask test hides what the call's form hides (tests/partial_test_check.cu),
+#     and the persistent kernels' tail order is a permutation that moves what it should
+#     (tests/tail_order_check.cu, its host part);
 #  4. csrc/paddle/flashmask_op_gpu.cu compiles against the installed Paddle's headers with
 #     -DPADDLE_WITH_CUDA (skipped with a notice when Paddle is not importable).
 # Runs in ~1-2 minutes on 2 cores. NVCC=/path/to/nvcc to override.
@@ -40,6 +42,7 @@ for p in "${pids[@]}"; do wait "$p"; done
 echo "check_cuda_build: kernels compile for sm_80 and sm_90a"
 "$NVCC" -std=c++17 -Icsrc/cuda tests/dq_order_check.cu -o "$TMP/dq_order_check" && "$TMP/dq_order_check"
 "$NVCC" -std=c++17 -O2 -Icsrc/include -Icsrc/cuda tests/partial_test_check.cu -o "$TMP/partial_test_check" && "$TMP/partial_test_check"
+"$NVCC" -std=c++17 -O2 -Icsrc/cuda tests/tail_order_check.cu -o "$TMP/tail_order_check" && "$TMP/tail_order_check"
 
 PD_INC="$(python3 -c 'import os, paddle; print(os.path.join(os.path.dirname(paddle.__file__), "include"))' 2>/dev/null || true)"
 if [[ -n "$PD_INC" && -d "$PD_INC" ]]; then

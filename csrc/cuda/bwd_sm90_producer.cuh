@@ -1,6 +1,7 @@
 // The Hopper backward's producer roles (warpgroup 0):
 //  - the list builders (warps 1-3): take the next work item (a key block of one key head
-//    and batch, in grid order) from the global counter and build, per query head of its
+//    and batch, in grid order moved by the tail order: tail_order.cuh) from the global
+//    counter and build, per query head of its
 //    GQA group, the query-tile list (skip / unmasked / partial, mask.cuh) into one of two
 //    list buffers (BwdListQueue), in segments of at most kListCapacity tiles;
 //  - the loader (one lane of warp 0): per item, K and V of the key block by TMA (once both
@@ -68,22 +69,35 @@ struct BwdListQueue : sm90::TileListQueue<Smem> {
   }
 };
 
-// One work item (key block n_block of key head hk, batch b): per query head hi of the
-// group, its query-tile list in segments, each into the next list buffer.
-template <typename Cfg, typename Smem>
-__device__ __forceinline__ void bwd_list_item(const BwdListQueue<Smem>& queue, const BwdParams& p, const BwdWork& w,
-                                              BwdListState& l, int n_block, int hk, int b, int ltid) {
-  using namespace sm90;
+// Work item `item` in grid order: key block n_block of key head hk, batch b (key blocks fastest).
+struct BwdItemCoords {
+  int n_block, hk, b;
+  __device__ __forceinline__ BwdItemCoords(int item, int n_tiles, int heads_k)
+      : n_block(item % n_tiles), hk(item / n_tiles % heads_k), b(item / n_tiles / heads_k) {}
+};
+// The query tiles that query head hi of item c's group visits (mask.cuh).
+template <typename Cfg>
+__device__ __forceinline__ QueryTileClassifier<Cfg::kBlockM> bwd_query_tiles(const BwdParams& p,
+                                                                              const TileBounds* tile_bounds,
+                                                                              const BwdItemCoords& c, int hi) {
   constexpr int kBlockN = Cfg::kBlockN;
   const AttentionShape& s = p.shape;
-  const int group = s.num_heads / s.num_heads_k;
-  const int n_tiles = (s.seqlen_k + kBlockN - 1) / kBlockN, n0 = n_block * kBlockN;
+  const int n_tiles = (s.seqlen_k + kBlockN - 1) / kBlockN, n0 = c.n_block * kBlockN;
+  const int64_t bhm = mask_row_for(p.mask, s, c.b, c.hk * (s.num_heads / s.num_heads_k) + hi);
+  return QueryTileClassifier<Cfg::kBlockM>(p.mask, s.seqlen_q, s.seqlen_k, bhm, n0, min(kBlockN, s.seqlen_k - n0),
+                                           kBlockN, load_tile_bounds(tile_bounds + bhm * n_tiles + c.n_block));
+}
+
+// One work item: per query head hi of the group, its query-tile list in segments, each into
+// the next list buffer.
+template <typename Cfg, typename Smem>
+__device__ __forceinline__ void bwd_list_item(const BwdListQueue<Smem>& queue, const BwdParams& p, const BwdWork& w,
+                                              BwdListState& l, const BwdItemCoords& c, int ltid) {
+  using namespace sm90;
+  const int group = p.shape.num_heads / p.shape.num_heads_k;
   auto sync = [] { named_barrier_sync(BwdBarrier::kListBuilders, Cfg::kListBuilders); };
   for (int hi = 0; hi < group; ++hi) {
-    const int64_t bhm = mask_row_for(p.mask, s, b, hk * group + hi);
-    const QueryTileClassifier<Cfg::kBlockM> query_tiles(p.mask, s.seqlen_q, s.seqlen_k, bhm, n0,
-                                                        min(kBlockN, s.seqlen_k - n0), kBlockN,
-                                                        load_tile_bounds(w.tile_bounds + bhm * n_tiles + n_block));
+    const QueryTileClassifier<Cfg::kBlockM> query_tiles = bwd_query_tiles<Cfg>(p, w.tile_bounds, c, hi);
     TileSegment seg{0, query_tiles.m_begin, query_tiles.m_end};
     for (int flags = hi == 0 ? kFirstSegment : 0, segment = 0;; flags = 0, ++segment) {
       // Just in time: a later head's list once the loader has issued the last tile of the
@@ -94,12 +108,32 @@ __device__ __forceinline__ void bwd_list_item(const BwdListQueue<Smem>& queue, c
                                                           seg.rest_end, kListCapacity,
                                                           [&](int m) { return query_tiles.code(m); }, ltid, sync);
       flags |= seg.last() && hi == group - 1 ? kLastSegment : 0;
-      if (ltid == 0) queue.record(l) = BwdListRecord{seg.count, n_block, hk, b, hi, flags, {0, 0}};
+      if (ltid == 0) queue.record(l) = BwdListRecord{seg.count, c.n_block, c.hk, c.b, hi, flags, {0, 0}};
       queue.publish(l);  // release: this thread's list entries (and the record)
       l.advance();
       if (seg.last()) break;
     }
   }
+}
+
+// A warp per item of the last kTailWindow of `items`: the query tiles bwd_list_item lists for
+// it over its group's heads, the tail order's lengths (tail_order.cuh).
+template <typename Cfg>
+__global__ void bwd_item_lengths_kernel(const BwdParams p, const TileBounds* tile_bounds, int items, int* lengths) {
+  constexpr int kWarpSize = 32;
+  const AttentionShape& s = p.shape;
+  const int window = min(items, kTailWindow), lane = threadIdx.x % kWarpSize;
+  const int i = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) / kWarpSize);
+  if (i >= window) return;
+  const BwdItemCoords c(items - window + i, (s.seqlen_k + Cfg::kBlockN - 1) / Cfg::kBlockN, s.num_heads_k);
+  int count = 0;
+  for (int hi = 0; hi < s.num_heads / s.num_heads_k; ++hi) {
+    const QueryTileClassifier<Cfg::kBlockM> query_tiles = bwd_query_tiles<Cfg>(p, tile_bounds, c, hi);
+    for (int m = query_tiles.m_begin + lane; m < query_tiles.m_end; m += kWarpSize)
+      count += query_tiles.code(m) != static_cast<int>(TileKind::kSkip);
+  }
+  count = __reduce_add_sync(0xffffffffu, count);
+  if (lane == 0) lengths[i] = count;
 }
 
 template <typename Cfg, typename Smem>
@@ -117,18 +151,18 @@ __device__ __forceinline__ void bwd_list_builder_role(const BwdTensorMaps& maps,
     // item would hold it), when their Q, dO and dQ rows have left L2.
     if (l.count > 0) queue.wait_issued(l.ahead(-1));
     queue.wait_empty(l);
-    const int item = take_work_item(w.next_item, queue.sm.scratch, ltid, sync);
-    if (item >= items) {
+    const int taken = take_work_item(w.next_item, queue.sm.scratch, ltid, sync);
+    if (taken >= items) {
       if (ltid == 0) queue.record(l).count = -1;
       queue.publish(l);
       break;
     }
-    const int n_block = item % n_tiles, hk = item / n_tiles % s.num_heads_k, b = item / n_tiles / s.num_heads_k;
+    const BwdItemCoords c(w.tail.item(taken), n_tiles, s.num_heads_k);
     if (ltid == 0) {  // K and V into L2 now: the loader brings them once this item's turn comes
-      tma_prefetch_tile_l2<Cfg::kColBlocks>(&maps.k, n_block * kBlockN, hk, b);
-      tma_prefetch_tile_l2<Cfg::kColBlocks>(&maps.v, n_block * kBlockN, hk, b);
+      tma_prefetch_tile_l2<Cfg::kColBlocks>(&maps.k, c.n_block * kBlockN, c.hk, c.b);
+      tma_prefetch_tile_l2<Cfg::kColBlocks>(&maps.v, c.n_block * kBlockN, c.hk, c.b);
     }
-    bwd_list_item<Cfg>(queue, p, w, l, n_block, hk, b, ltid);
+    bwd_list_item<Cfg>(queue, p, w, l, c, ltid);
   }
 }
 

@@ -20,6 +20,7 @@
 #include "dq_accum_order.cuh"
 #include "kernel_common.cuh"
 #include "softmax.cuh"
+#include "tail_order.cuh"
 
 namespace flashmask {
 namespace cuda {
@@ -35,6 +36,7 @@ struct BwdWork {
   const float* dsum;              // [B, H, sq_pad]: rowsum(dO * O), 0 for padded rows
   float* dq_accum;                // [B, H, sq_pad, D] fp32 (kDQ only; the Hopper kernel's tiles in DqFragmentOrder)
   int* next_item;                 // the Hopper backward's work counter, zeroed per launch
+  TailOrder tail;                 // the Hopper backward's k-th item taken is tail.item(k)
   int sq_pad;
 };
 

@@ -101,10 +101,11 @@ inline FwdSm90Kind fwd_sm90_kind(const FwdParams& p) {
 // The forward's workspace: the tile bounds at the narrowest key tile of the kernels that
 // may run (the sm90 kernel uses a prefix of them), then, when the Hopper forward may run,
 // its schedule (preprocess.h: FwdWorkOrder; tile_scheduler.cuh): the query blocks' rank
-// keys and key-tile spans, their order and the work counter.
+// keys and key-tile spans, their order, the work counter, the row shift and the tail order
+// (tail_order.cuh).
 struct FwdLayout {
   int n_tiles, m_blocks;
-  size_t off_rank_keys, off_spans, off_order, off_counter, off_shift, total;
+  size_t off_rank_keys, off_spans, off_order, off_counter, off_shift, off_tail, total;
 };
 template <int D>
 constexpr int fwd_min_block_n() {
@@ -133,6 +134,8 @@ FwdLayout fwd_layout(const FwdParams& p) {
   if (L.m_blocks > 0) off += align256(sizeof(int));
   L.off_shift = off;  // the chosen row shift, then the candidates' costs
   if (L.m_blocks > 0) off += align256(sizeof(unsigned long long) * (1 + kFwdMaxShifts));
+  L.off_tail = off;
+  if (L.m_blocks > 0) off += align256(kTailOrderInts * sizeof(int));
   L.total = off;
   return L;
 }
@@ -144,7 +147,7 @@ inline bool bwd_sm90_possible(const BwdParams& p) { return !p.deterministic && s
 
 struct BwdLayout {
   int sq_pad, n_tiles, n_tiles_dq;
-  size_t off_tb, off_tb_dq, off_lse, off_dsum, off_dq, off_counter, total;
+  size_t off_tb, off_tb_dq, off_lse, off_dsum, off_dq, off_counter, off_tail, total;
 };
 template <int D>
 BwdLayout bwd_layout(const BwdParams& p) {
@@ -174,6 +177,8 @@ BwdLayout bwd_layout(const BwdParams& p) {
   if (dq_accum_possible) off += align256(B * H * L.sq_pad * static_cast<size_t>(D) * sizeof(float));
   L.off_counter = off;  // the Hopper backward's work counter
   if (bwd_sm90_possible(p)) off += align256(sizeof(int));
+  L.off_tail = off;  // the Hopper backward's tail order (tail_order.cuh), then its window's lengths
+  if (bwd_sm90_possible(p)) off += align256((kTailOrderInts + kTailWindow) * sizeof(int));
   L.total = off;
   return L;
 }
@@ -243,12 +248,17 @@ int run_fwd_sm90(const FwdParams& p, const FwdLayout& L, char* workspace, cudaSt
     return report_error("flashmask_fwd_sm90_kernel: batch * num_heads * query blocks (%lld) exceeds "
                         "2^31 - 1; split the batch", static_cast<long long>(items));
   sched.items = static_cast<int>(items);
+  sched.tail.order = reinterpret_cast<int*>(workspace + L.off_tail);
+  const int grid = sched.items < sm_count() ? sched.items : sm_count();  // persistent: one CTA per SM
   launch_tile_bounds(p.mask, s, Cfg::kBlockN, tb, stream);
   if (int rc = launch_fwd_work_order(p.mask, s, Cfg::kBlockN, Cfg::row_shifts(s.seqlen_q), tb, wo, stream)) return rc;
+  if (sched.items > 0) {
+    launch_tail_order(FwdItemLength{sched, p.mask, s, wo.rank_keys}, sched.items, grid, sched.tail.order, stream);
+    if (int rc = check_cuda(cudaGetLastError(), "tail_order_kernel launch (forward)")) return rc;
+  }
   auto kernel = flashmask_fwd_sm90_kernel<T, Cfg>;
   const size_t smem = Cfg::kSmemFixed;  // the key-tile lists are segments of fixed capacity
   if (int rc = prepare_smem(kernel, smem, "flashmask_fwd_sm90_kernel")) return rc;
-  const int grid = sched.items < sm_count() ? sched.items : sm_count();  // persistent: one CTA per SM
   kernel<<<grid, Cfg::kThreads, smem, stream>>>(maps, p, tb, sched);
   return check_cuda(cudaGetLastError(), "flashmask_fwd_sm90_kernel launch");
 }
@@ -281,6 +291,21 @@ int run_fwd(const FwdParams& p, void* workspace, cudaStream_t stream) {
   return check_cuda(cudaGetLastError(), "flashmask_fwd_kernel launch");
 }
 
+// The backward's tail order over `items` items and a persistent grid of `sms` CTAs: the window's
+// lengths after the order in the workspace (BwdLayout::off_tail). Nonzero when a launch failed
+// (error recorded).
+constexpr int kBwdItemLengthThreads = 256;
+template <typename Cfg>
+int launch_bwd_tail_order(const BwdParams& p, const BwdWork& w, int items, int sms, cudaStream_t stream) {
+  int* lengths = w.tail.order + kTailOrderInts;
+  const int window = items < kTailWindow ? items : kTailWindow;
+  const int blocks = (window * 32 + kBwdItemLengthThreads - 1) / kBwdItemLengthThreads;
+  bwd_item_lengths_kernel<Cfg><<<blocks, kBwdItemLengthThreads, 0, stream>>>(p, w.tile_bounds, items, lengths);
+  if (int rc = check_cuda(cudaGetLastError(), "bwd_item_lengths_kernel launch")) return rc;
+  launch_tail_order(WindowLengths{lengths, items}, items, sms, w.tail.order, stream);
+  return check_cuda(cudaGetLastError(), "tail_order_kernel launch (backward)");
+}
+
 // The Hopper dK/dV/dQ kernel in place of the mma.sync dK/dV kernels: 0 when it
 // launched, nonzero when it failed (error recorded).
 template <typename T, typename KC>
@@ -311,6 +336,7 @@ int run_bwd_sm90(const BwdParams& p, const BwdWork& w, cudaStream_t stream) {
   if (int rc = check_cuda(cudaMemsetAsync(w.next_item, 0, sizeof(int), stream), "work counter memset"))
     return rc;
   const int grid = items < sm_count() ? static_cast<int>(items) : sm_count();  // persistent: one CTA per SM
+  if (int rc = launch_bwd_tail_order<Cfg>(p, w, static_cast<int>(items), grid, stream)) return rc;
   kernel<<<grid, Cfg::kThreads, smem, stream>>>(maps, p, w);
   return check_cuda(cudaGetLastError(), "flashmask_bwd_sm90_kernel launch");
 }
@@ -347,6 +373,7 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
   w.dsum = reinterpret_cast<float*>(ws + L.off_dsum);
   w.dq_accum = dq_kernel ? nullptr : reinterpret_cast<float*>(ws + L.off_dq);
   w.next_item = sm90 ? reinterpret_cast<int*>(ws + L.off_counter) : nullptr;
+  w.tail.order = sm90 ? reinterpret_cast<int*>(ws + L.off_tail) : nullptr;
   w.sq_pad = L.sq_pad;
   const AttentionShape& s = p.shape;
 

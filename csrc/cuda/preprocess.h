@@ -34,6 +34,7 @@ struct FwdWorkOrder {
 __host__ __device__ inline long long fwd_rank_key(int span_begin, int visits) {
   return visits > 0 ? (static_cast<long long>(span_begin) << 32) | visits : 0;
 }
+__host__ __device__ inline int fwd_rank_visits(long long rank_key) { return static_cast<int>(rank_key & 0xffffffff); }
 // The rank keys are read 2 (16 bytes) at a time: rows padded to a multiple of 2 with -1,
 // which ranks after every block.
 constexpr int kRankKeysPerLoad = 2;

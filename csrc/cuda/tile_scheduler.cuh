@@ -15,7 +15,8 @@
 //    and their span, and fwd_rank_kernel writes that row's block indices sorted by the
 //    rank key (preprocess.h: fwd_rank_key): the span's first tile, then the count,
 //    largest first;
-//  - the persistent kernel's CTAs (one per SM) take items from a global counter:
+//  - the persistent kernel's CTAs (one per SM) take items from a global counter, in
+//    the tail order (tail_order.cuh: the last heads' long items moved to the front);
 //    item w is rank w % m_blocks of (batch, head) w / m_blocks. Heads go in order,
 //    so the CTAs in flight share one or two heads' K and V in L2; inside a head the
 //    blocks of one packed document run together (sharing its K/V in L2, which a
@@ -27,6 +28,7 @@
 #include "mask.cuh"
 #include "preprocess.h"
 #include "sm90_pipeline.cuh"
+#include "tail_order.cuh"
 
 namespace flashmask {
 namespace cuda {
@@ -39,6 +41,7 @@ struct FwdSchedule {
   const int* row_shift;  // block m's first row is m * kBlockM - *row_shift (FwdWorkOrder::row_shift)
   int n_tiles;        // key tiles per (batch, head)
   int items;          // batch * heads * m_blocks
+  TailOrder tail;     // the k-th item taken is item tail.item(k)
 };
 
 struct FwdWorkItem {
@@ -58,6 +61,18 @@ __device__ __forceinline__ FwdWorkItem fwd_work_item(const FwdSchedule& sched, c
   it.span = __ldg(sched.spans + it.bhm * sched.m_blocks + it.m_block);
   return it;
 }
+
+// The key tiles item w visits, from its rank key: the tail order's lengths.
+struct FwdItemLength {
+  FwdSchedule sched;
+  MaskParams mask;
+  AttentionShape shape;
+  const long long* rank_keys;
+  __device__ int operator()(int w) const {
+    const FwdWorkItem it = fwd_work_item(sched, mask, shape, w);
+    return fwd_rank_visits(__ldg(rank_keys + it.bhm * fwd_rank_stride(sched.m_blocks) + it.m_block));
+  }
+};
 
 // One segment of an item's key-tile list as the scheduler publishes it in shared memory:
 // an item whose list is longer than a list buffer (kListCapacity) comes as several
@@ -105,7 +120,7 @@ __device__ __forceinline__ void fwd_scheduler_role(const sm90::TileListQueue<Sme
       queue.publish(k);
       break;
     }
-    const FwdWorkItem it = fwd_work_item(sched, p.mask, s, w);
+    const FwdWorkItem it = fwd_work_item(sched, p.mask, s, sched.tail.item(w));
     const int row0 = it.m_block * kBlockM - __ldg(sched.row_shift);  // per item: one register less held
     const BlockRows rows = block_rows(row0, kBlockM, s.seqlen_q);
     const KeyTileClassifier key_tiles(p.mask, s.seqlen_q, s.seqlen_k, it.bhm, rows.begin, rows.count, kBlockN,

@@ -8,6 +8,11 @@ reference is at most 2x that of a plain low-precision PyTorch computation.
 
 from __future__ import annotations
 
+import os
+import pathlib
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -27,6 +32,8 @@ from tests.random_bounds import BOUND_FORMS, random_bounds
 from tests.score_ramps import ramp_factors
 
 torch = pytest.importorskip("torch")
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _run_case(
@@ -183,6 +190,28 @@ def test_persistent_schedule(head_dim, with_block_mask):
             bm[bi, hi, rng.choice(blocks, size=2, replace=False)] = 0
     _run_case(idx, True, batch=batch, heads=heads, heads_k=heads // 2, head_dim=head_dim,
               block_mask=bm if with_block_mask else None, seed=seed)
+
+
+def test_tail_order_kernel(tmp_path):
+    """tail_order_kernel (csrc/cuda/tail_order.cuh) writes the order its definition gives, on
+    the schedules of tests/tail_order_check.cu and 200 random ones (its device part)."""
+    nvcc = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
+    if not os.path.exists(nvcc):
+        pytest.skip("nvcc not found")
+    exe = tmp_path / "tail_order_check"
+    subprocess.run([nvcc, "-std=c++17", "-O2", "-arch=native", f"-I{ROOT / 'csrc' / 'cuda'}",
+                    str(ROOT / "tests" / "tail_order_check.cu"), "-o", str(exe)], check=True)
+    run = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert run.returncode == 0 and "ok (host and device)" in run.stdout, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("head_dim", COMPILED_HEAD_DIMS)
+def test_tail_order_moves_long_items(head_dim):
+    """global_sliding_window over 32 (batch, head) rows: the global rows of the last heads'
+    (forward) and their global columns (backward) are items of every tile that the tail order
+    moves to the front (tail_order.cuh); every item must still run once."""
+    spec = masks.global_sliding_window_mask(2048, 128, 256, batch=2)
+    _run_case(spec.startend_row_indices, spec.causal, batch=2, heads=16, heads_k=8, head_dim=head_dim)
 
 
 D64_FWD_BLOCK_ROWS, D64_SHIFT_STEP = 192, 64  # flashmask_launch.cuh, preprocess.h: FwdRowShifts
