@@ -184,7 +184,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   for (FwdItemState k;; k.advance()) {
     const FwdItem it = queue.template wait<FwdItem>(k);
     if (it.count < 0) break;
-    mainloop.run(it, kv, q, [&] {
+    mainloop.run(it, p.shape.seqlen_q, kv, q, [&] {
       if constexpr (Cfg::kStageO) output.release();
     });
     const bool last = it.last();

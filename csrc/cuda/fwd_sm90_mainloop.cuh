@@ -119,15 +119,45 @@ struct FwdSm90Mainloop {
   __device__ __forceinline__ int row0(const FwdItem& it) const {
     return it.m_block * kBlockM + cw * 64 + wrow - row_shift;
   }
+  // Whether this consumer's 64 rows of the item all lie outside [0, seqlen_q): a shifted
+  // block's ragged end (D=64's first block, and its last under the shifts after the first
+  // candidate), or the rows past a length that kBlockM does not divide.
+  __device__ __forceinline__ bool idle(const FwdItem& it, int seqlen_q) const {
+    const int first = it.m_block * kBlockM + cw * 64 - row_shift;
+    return first + 64 <= 0 || first >= seqlen_q;
+  }
 
-  // One segment of an item: O and the softmax state of its rows over the segment's key
+  // An idle consumer's segment: it takes its turns and releases each ring slot once it is
+  // full, as run() does, without a GEMM (the other consumers' turns come at once; perf-notes v82).
+  template <typename AfterFirstIssue>
+  __device__ __forceinline__ void pass(const FwdItem& it, sm90::PipelineState<Cfg::kStages> kv,
+                                       sm90::PipelineState<Cfg::kQStages> q, AfterFirstIssue&& after_first_issue) {
+    using namespace sm90;
+    const int last_qk = !Cfg::kStageO && it.last() ? it.count - 1 : it.count;
+    q.wait_full(sm.q_full);
+    for (int i = 0; i < it.count; ++i) {
+      const PipelineState<Cfg::kStages> cur = kv.ahead(i);
+      cur.wait_full(sm.k_full);
+      turn_begin();
+      turn_end();
+      if (i == 0) after_first_issue();
+      if (i == last_qk) mbar_arrive(sm.q_empty + q.stage());
+      mbar_arrive(sm.k_empty + cur.stage());
+      cur.wait_full(sm.v_full);
+      mbar_arrive(sm.v_empty + cur.stage());
+    }
+    turn_begin();  // the last P V's turn
+    turn_end();
+  }
+
+  // One segment of an item (seqlen_q: the kernel parameter's, read where it is used): O and the softmax state of its rows over the segment's key
   // tiles, from zero at the item's first segment, else from the previous segment's. kv and
   // q are the ring positions of its first K/V tile and of the item's Q tile; Q is released
   // after the last S of the item's last segment.
   // after_first_issue runs once the segment's first S is issued (the previous item's
   // output store is then handed back, fwd_sm90_epilogue.cuh).
   template <typename AfterFirstIssue>
-  __device__ __forceinline__ void run(const FwdItem& it, sm90::PipelineState<Cfg::kStages> kv,
+  __device__ __forceinline__ void run(const FwdItem& it, int seqlen_q, sm90::PipelineState<Cfg::kStages> kv,
                                       sm90::PipelineState<Cfg::kQStages> q, AfterFirstIssue&& after_first_issue) {
     using namespace sm90;
     const int count = it.count;
@@ -139,6 +169,7 @@ struct FwdSm90Mainloop {
       softmax.reset();
     }
     if (count == 0) return;
+    if (__all_sync(0xffffffffu, idle(it, seqlen_q))) return pass(it, kv, q, after_first_issue);
     const int qs = q.stage();
     const uint32_t q_addr = smem_u32(sQ + qs * kColBlocks * kBlockM * 64) + cw * 64 * 128;
     q.wait_full(sm.q_full);
