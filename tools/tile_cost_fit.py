@@ -66,9 +66,10 @@ def shift_candidates(n: int, d: int, rows: int) -> list[int]:
 
 
 @functools.lru_cache(maxsize=None)
-def header_constant(name: str) -> int:
-    """An integer constant of csrc/cuda/preprocess.h, the one place the choice's numbers are written."""
-    text = (ROOT / "csrc" / "cuda" / "preprocess.h").read_text()
+def header_constant(name: str, header: str = "preprocess.h") -> int:
+    """An integer constant of csrc/cuda/<header> (by default preprocess.h, the one place the row
+    shift choice's numbers are written)."""
+    text = (ROOT / "csrc" / "cuda" / header).read_text()
     return int(re.search(rf"\b{name} = (\d+)", text).group(1))
 
 
@@ -80,23 +81,21 @@ def kernel_shift_costs() -> dict:
     return costs
 
 
-def kernel_shift_cost(spec, n: int, shape: tuple[int, int], shift: int) -> int:
-    """One candidate's cost as fwd_shift_cost_kernel prices it: the forward's blocks shifted back
-    by `shift`, every key tile classified by the kernels' own test from its columns' bound
-    min/max (mask.h: classify_tile, conservative where the dense count is exact; a short last
-    tile is never whole, KeyTileClassifier), on the (batch, mask head) rows the kernel samples
-    (kFwdShiftSampleRows, spread evenly), an item per block that visits a tile. Equal sequence
-    lengths (the bench's), no block_mask."""
+def kernel_tiles(spec, n: int, shape: tuple[int, int], shift: int, picked=None) -> tuple[np.ndarray, np.ndarray]:
+    """The tiles the Hopper kernels visit and the whole ones among them, by the kernels' own test
+    from each tile's columns' bound min/max (mask.h: classify_tile, conservative where the dense
+    count is exact; a short last tile is never whole, KeyTileClassifier): bool arrays [mask row,
+    query block, key tile] over the (batch, mask head) rows `picked` (all by default), the blocks
+    of shape[0] rows shifted back by `shift`, the tiles of shape[1] keys. The forward's items are
+    its query blocks; the backward's (shift 0), its key tiles. Equal sequence lengths (the
+    bench's), no block_mask."""
     rows_per_block, cols = shape
-    w = kernel_shift_costs()
     bounds = [b.reshape(-1, n) for b in normalized_bounds(spec.startend_row_indices, spec.causal, n)]
-    n_rows = bounds[0].shape[0]
-    sampled = min(n_rows, header_constant("kFwdShiftSampleRows"))
-    picked = [i * n_rows // sampled for i in range(sampled)]
+    picked = list(range(bounds[0].shape[0])) if picked is None else picked
     tiles = -(-n // cols)
 
-    def per_tile(b, fill, reduce):  # [sampled row, tile]: over the tile's valid columns only
-        return reduce(np.pad(b[picked], ((0, 0), (0, tiles * cols - n)), constant_values=fill).reshape(sampled, tiles, cols), 2)
+    def per_tile(b, fill, reduce):  # [row, tile]: over the tile's valid columns only
+        return reduce(np.pad(b[picked], ((0, 0), (0, tiles * cols - n)), constant_values=fill).reshape(len(picked), tiles, cols), 2)
 
     lo = [per_tile(b, np.iinfo(np.int32).max, np.min) for b in bounds]
     hi = [per_tile(b, np.iinfo(np.int32).min, np.max) for b in bounds]
@@ -113,8 +112,19 @@ def kernel_shift_cost(spec, n: int, shape: tuple[int, int], shift: int) -> int:
         clear &= last_col <= rb
     clear &= c0 + cols <= n
     visited = ~(skip | (re_ <= rb))  # a block past the last row visits nothing
-    whole, partial, items = (visited & clear).sum(), (visited & ~clear).sum(), visited.any(2).sum()
-    return int(w["WholeTile"] * whole + w["PartialTile"] * partial + w["Item"] * items)
+    return visited, visited & clear
+
+
+def kernel_shift_cost(spec, n: int, shape: tuple[int, int], shift: int) -> int:
+    """One candidate's cost as fwd_shift_cost_kernel prices it: kernel_tiles on the (batch, mask
+    head) rows the kernel samples (kFwdShiftSampleRows, spread evenly), an item per block that
+    visits a tile."""
+    w = kernel_shift_costs()
+    n_rows = spec.startend_row_indices.shape[0] * spec.startend_row_indices.shape[1]
+    sampled = min(n_rows, header_constant("kFwdShiftSampleRows"))
+    visited, whole = kernel_tiles(spec, n, shape, shift, [i * n_rows // sampled for i in range(sampled)])
+    partial, items = (visited & ~whole).sum(), visited.any(2).sum()
+    return int(w["WholeTile"] * whole.sum() + w["PartialTile"] * partial + w["Item"] * items)
 
 
 def chosen_shift(candidates: list[int], costs: list[int]) -> int:

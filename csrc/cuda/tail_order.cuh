@@ -13,8 +13,11 @@
 // tail_order_kernel looks at the last kTailWindow items and moves an item to the front of
 // the order where both hold (moved_to_front):
 //  - its length times the SMs exceeds the work after it: it would outlast that work;
-//  - it is at least kTailLongFactor times the mean length from it to the end: items of one
-//    length (the full mask's, whose last wave no order shortens) keep their order.
+//  - it is at least kTailLongFactor times the mean length from it to the end, itself included:
+//    items of one length (the full mask's, whose last wave no order shortens) keep their order.
+//    So the very last item never moves (it is its own mean), nor the one before it unless the
+//    last is much shorter. The forward's heads end on their shortest blocks; a backward whose
+//    last key block is a head's longest item keeps it last.
 // The moved items run first, in their order; every other item keeps its place relative to
 // the rest. The kernels read the order through TailOrder::item. The lengths are tiles
 // visited (the forward's from its rank keys, the backward's from bwd_item_lengths_kernel).
