@@ -120,7 +120,6 @@ __device__ __forceinline__ void bwd_list_item(const BwdListQueue<Smem>& queue, c
 // it over its group's heads, the tail order's lengths (tail_order.cuh).
 template <typename Cfg>
 __global__ void bwd_item_lengths_kernel(const BwdParams p, const TileBounds* tile_bounds, int items, int* lengths) {
-  constexpr int kWarpSize = 32;
   const AttentionShape& s = p.shape;
   const int window = min(items, kTailWindow), lane = threadIdx.x % kWarpSize;
   const int i = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) / kWarpSize);

@@ -150,10 +150,11 @@ struct FwdSm90Mainloop {
     turn_end();
   }
 
-  // One segment of an item (seqlen_q: the kernel parameter's, read where it is used): O and the softmax state of its rows over the segment's key
+  // One segment of an item: O and the softmax state of its rows over the segment's key
   // tiles, from zero at the item's first segment, else from the previous segment's. kv and
   // q are the ring positions of its first K/V tile and of the item's Q tile; Q is released
-  // after the last S of the item's last segment.
+  // after the last S of the item's last segment. seqlen_q is the kernel parameter's, read
+  // where it is used (as a member it cost the D=64 tile loop registers: perf-notes v82).
   // after_first_issue runs once the segment's first S is issued (the previous item's
   // output store is then handed back, fwd_sm90_epilogue.cuh).
   template <typename AfterFirstIssue>

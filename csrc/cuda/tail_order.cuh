@@ -6,9 +6,9 @@
 // items taken are the last heads'. Where one of them is much longer than the work left after
 // it spread over the SMs (global_sliding_window's global rows and columns: every tile of a
 // head in one item, 2-4x the SMs' share of a head's work at 8K, 8-13x at 32K), it starts
-// when the other SMs are about to run out of items and they idle until it ends
-// (perf-notes v81: 0.4-0.6% of that mask's calls at 8K, 1.7-2.6% at 32K in a simulation of
-// the schedule).
+// when the other SMs are about to run out of items and they idle until it ends (0.4-0.6% of
+// that mask's calls at 8K, 1.7-2.6% at 32K by tools/schedule_sim.py; measured: the forward
+// +2.1% at 32K, the backward level; perf-notes v81).
 //
 // tail_order_kernel looks at the last kTailWindow items and moves an item to the front of
 // the order where both hold (moved_to_front):

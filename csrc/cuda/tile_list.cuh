@@ -11,6 +11,8 @@
 namespace flashmask {
 namespace cuda {
 
+constexpr int kWarpSize = 32;
+
 // One list entry: a tile index (below 2^24), its TileKind (kUnmasked or kPartial; skipped
 // tiles are not listed) and a partial tile's mask test (mask.cuh: partial_tile_test), packed
 // into the 32 bits a list slot in shared memory holds. A classifier returns kind and test
@@ -56,7 +58,7 @@ static_assert(kRestSlot < kWorkItemSlot && kWorkItemSlot < kListScratchInts,
 template <int kThreads, bool kDescending, typename F, typename Sync>
 __device__ __forceinline__ TileSegment build_tile_segment(TileEntry* list, int* scratch, int begin, int end,
                                                           int capacity, F classify, int tid, Sync sync) {
-  constexpr int kWarps = kThreads / 32;
+  constexpr int kWarps = kThreads / kWarpSize;
   static_assert(kWarps <= kRestSlot, "scratch holds the warps' counts below the rest slot");
   const int lane = tid & 31, warp = tid >> 5, span = end - begin;
   int count = 0;
