@@ -5,7 +5,7 @@ item order leaves the SMs idle, with the fixed order and with the tail order
 
 For a bench_gpu.py configuration and masks, this counts every work item's tiles by the kernels'
 own test (tile_cost_fit.kernel_tiles): the forward's items are query blocks of FWD_TILE rows,
-shifted as the kernel chooses (tile_cost_fit.chosen_shift), the backward's are key blocks over
+shifted as the kernel chooses (tile_cost_fit.kernel_row_shift), the backward's are key blocks over
 query tiles of BWD_TILE rows. It orders them as the kernels take them (heads in order; inside a
 head the forward's blocks by rank key, preprocess.h: fwd_rank_key, and the backward's key blocks in
 sequence order), then hands them out to `--sms` SMs, each taking the next item when it finishes
@@ -72,10 +72,9 @@ def item_lengths(spec, n: int, heads: int, d: int, direction: str) -> list[int]:
     by the heads, as the bench's masks but random_eviction)."""
     if direction == "fwd":
         candidates = tile_cost_fit.shift_candidates(n, d, FWD_TILE[d][0])
-        shift = tile_cost_fit.chosen_shift(
-            candidates, [tile_cost_fit.kernel_shift_cost(spec, n, FWD_TILE[d], c) for c in candidates])
+        shift = tile_cost_fit.kernel_row_shift(spec, n, d, candidates)
         visited, _ = tile_cost_fit.kernel_tiles(spec, n, FWD_TILE[d], shift)
-        blocks = max(-(-(n + c) // FWD_TILE[d][0]) for c in candidates)  # FwdRowShifts::query_blocks
+        blocks = tile_cost_fit.query_blocks(n, candidates, FWD_TILE[d][0])
         per_row = []
         for v in visited:  # [block, tile]: by rank key, largest first (span start, then count)
             count = np.pad(v.sum(1), (0, blocks - v.shape[0]))  # the chosen shift's empty last block

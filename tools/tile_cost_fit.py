@@ -218,6 +218,18 @@ def print_ceilings(rows: list[dict], counts: dict, coef: dict, bwd_fixed_ms: flo
               f"ceiling {rate:5.0f} ({rate / full:.2f})")
 
 
+def kernel_row_shift(spec, n: int, d: int, candidates: list[int]) -> int:
+    """The shift the D=d forward takes among `candidates` on this mask: chosen_shift of each
+    candidate's kernel_shift_cost."""
+    return chosen_shift(candidates, [kernel_shift_cost(spec, n, FWD_TILE[d], c) for c in candidates])
+
+
+def query_blocks(n: int, candidates: list[int], rows: int) -> int:
+    """The forward's query blocks per (batch, head): those every candidate's rows fit in
+    (preprocess.h: FwdRowShifts::query_blocks)."""
+    return -(-(n + max(candidates)) // rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", nargs="+", help="bench_gpu.py result JSONs")
@@ -244,8 +256,7 @@ def main() -> None:
             if r["mask"] in NOT_COUNTED:
                 continue
             spec = bench_gpu.build_mask(r["mask"], n, b, r["H"])
-            shift = candidates[0] if fixed else chosen_shift(
-                candidates, [kernel_shift_cost(spec, n, FWD_TILE[d], c) for c in candidates])
+            shift = candidates[0] if fixed else kernel_row_shift(spec, n, d, candidates)
             fwd, bwd = tile_counts(spec, n, [FWD_TILE[d], BWD_TILE[d]], [shift, 0])
             shifts[r["mask"]] = shift
             counts[r["mask"]] = {"fwd": fwd, "bwd": bwd}
@@ -258,7 +269,7 @@ def main() -> None:
         if sum(r["mask"] not in LEFT_OUT for r in rows) < MIN_FITTED:
             print(f"  fewer than {MIN_FITTED} masks with bounds: not fitted")
             continue
-        coef = {"fwd": fit_direction(rows, counts, "fwd", b * -(-(n + max(candidates)) // fwd_rows)),
+        coef = {"fwd": fit_direction(rows, counts, "fwd", b * query_blocks(n, candidates, fwd_rows)),
                 "bwd": fit_direction(rows, counts, "bwd", b * -(-n // BWD_TILE[d][1]))}
         print_ceilings(rows, counts, coef, args.bwd_fixed_ms)
 
