@@ -22,7 +22,7 @@ constexpr int kSms = 132;
 
 // The order by the definition, in the layout tail_order_kernel writes.
 std::vector<int> expected_order(const std::vector<int>& len) {
-  const int items = static_cast<int>(len.size()), window = items < kTailWindow ? items : kTailWindow;
+  const int items = static_cast<int>(len.size()), window = tail_window(items);
   const int begin = items - window;
   std::vector<int> moved, kept;
   std::vector<bool> is_moved(items, false);

@@ -121,7 +121,7 @@ __device__ __forceinline__ void bwd_list_item(const BwdListQueue<Smem>& queue, c
 template <typename Cfg>
 __global__ void bwd_item_lengths_kernel(const BwdParams p, const TileBounds* tile_bounds, int items, int* lengths) {
   const AttentionShape& s = p.shape;
-  const int window = min(items, kTailWindow), lane = threadIdx.x % kWarpSize;
+  const int window = tail_window(items), lane = threadIdx.x % kWarpSize;
   const int i = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) / kWarpSize);
   if (i >= window) return;
   const BwdItemCoords c(items - window + i, (s.seqlen_k + Cfg::kBlockN - 1) / Cfg::kBlockN, s.num_heads_k);

@@ -298,8 +298,7 @@ constexpr int kBwdItemLengthThreads = 256;
 template <typename Cfg>
 int launch_bwd_tail_order(const BwdParams& p, const BwdWork& w, int items, int sms, cudaStream_t stream) {
   int* lengths = w.tail.order + kTailOrderInts;
-  const int window = items < kTailWindow ? items : kTailWindow;
-  const int blocks = (window * kWarpSize + kBwdItemLengthThreads - 1) / kBwdItemLengthThreads;
+  const int blocks = (tail_window(items) * kWarpSize + kBwdItemLengthThreads - 1) / kBwdItemLengthThreads;
   bwd_item_lengths_kernel<Cfg><<<blocks, kBwdItemLengthThreads, 0, stream>>>(p, w.tile_bounds, items, lengths);
   if (int rc = check_cuda(cudaGetLastError(), "bwd_item_lengths_kernel launch")) return rc;
   launch_tail_order(WindowLengths{lengths, items}, items, sms, w.tail.order, stream);

@@ -39,6 +39,9 @@ constexpr int kTailLongFactor = 2;
 constexpr int kTailStateInts = 2;
 constexpr int kTailOrderInts = kTailStateInts + kTailWindow;
 
+// How many of `items` the order looks at: the last ones, from items - tail_window(items).
+__host__ __device__ inline int tail_window(int items) { return items < kTailWindow ? items : kTailWindow; }
+
 __host__ __device__ inline bool moved_to_front(long long length, long long after, int items_after, int sms) {
   return length * sms > after && length * (items_after - 1) >= kTailLongFactor * after;
 }
@@ -67,7 +70,7 @@ __global__ void __launch_bounds__(kTailOrderThreads) tail_order_kernel(Length le
   using Scan = cub::BlockScan<long long, kTailOrderThreads>;
   __shared__ typename Scan::TempStorage scan;
   __shared__ int lengths[kTailWindow];
-  const int window = min(items, kTailWindow), begin = items - window;
+  const int window = tail_window(items), begin = items - window;
   for (int i = threadIdx.x; i < window; i += kTailOrderThreads) lengths[i] = length(begin + i);
   __syncthreads();
   const int chunk = kTailOrderThreads - 1 - static_cast<int>(threadIdx.x);
@@ -94,7 +97,7 @@ __global__ void __launch_bounds__(kTailOrderThreads) tail_order_kernel(Length le
 struct WindowLengths {
   const int* lengths;
   int items;
-  __device__ int operator()(int w) const { return lengths[w - (items - min(items, kTailWindow))]; }
+  __device__ int operator()(int w) const { return lengths[w - (items - tail_window(items))]; }
 };
 
 template <typename Length>
