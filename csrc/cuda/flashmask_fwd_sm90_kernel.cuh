@@ -7,7 +7,9 @@
 //  - scheduler (tile_scheduler.cuh; warps 2-3 of warpgroup 0): takes the next item from the global
 //    counter and builds its key-tile list (skip / unmasked / partial, from the
 //    per-tile min/max of the bounds, as in the sm80 kernel) into one of two list
-//    buffers, so that the next item's list is ready while this one runs;
+//    buffers, so that the next item's list is ready while this one runs, with each
+//    consumer's busy range (the tiles at the list's ends whose keys its rows do not see
+//    lie outside it, and the consumer passes them);
 //  - loader (fwd_sm90_producer.cuh; warp 0): streams the item's Q tile (kQStages buffers, so the next
 //    item's Q arrives during this one's last tiles) and the K and V tiles of its
 //    listed key tiles with TMA into a kStages-deep ring of SW128 tiles;
@@ -184,7 +186,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   for (FwdItemState k;; k.advance()) {
     const FwdItem it = queue.template wait<FwdItem>(k);
     if (it.count < 0) break;
-    mainloop.run(it, p.shape.seqlen_q, kv, q, [&] {
+    mainloop.run(it, kv, q, [&] {
       if constexpr (Cfg::kStageO) output.release();
     });
     const bool last = it.last();

@@ -119,58 +119,80 @@ struct FwdSm90Mainloop {
   __device__ __forceinline__ int row0(const FwdItem& it) const {
     return it.m_block * kBlockM + cw * 64 + wrow - row_shift;
   }
-  // Whether this consumer's 64 rows of the item all lie outside [0, seqlen_q): a shifted
-  // block's ragged end (D=64's first block, and its last under the shifts after the first
-  // candidate), or the rows past a length that kBlockM does not divide.
-  __device__ __forceinline__ bool idle(const FwdItem& it, int seqlen_q) const {
-    const int first = it.m_block * kBlockM + cw * 64 - row_shift;
-    return first + 64 <= 0 || first >= seqlen_q;
-  }
-
-  // An idle consumer's segment: it takes its turns and releases each ring slot once it is
-  // full, as run() does, without a GEMM (the other consumers' turns come at once; perf-notes v82).
+  // A release_q that names no tile (a constant, so that kStageO's tile loops keep no release).
+  static constexpr int kNoTile = -1;
+  // The ring slots of the segment's tiles at positions [begin, end), passed: this consumer takes
+  // their turns and releases each slot once it is full, as compute() does, without a GEMM (its
+  // rows see none of their keys, or lie outside the sequence: FwdItemRecord's busy range; the
+  // other consumers' turns come at once: perf-notes v82, v83). Q is released at position
+  // release_q if it lies among them (once it is full: its earlier use is then released too).
   template <typename AfterFirstIssue>
-  __device__ __forceinline__ void pass(const FwdItem& it, sm90::PipelineState<Cfg::kStages> kv,
+  __device__ __forceinline__ void pass(int begin, int end, int release_q, sm90::PipelineState<Cfg::kStages> kv,
                                        sm90::PipelineState<Cfg::kQStages> q, AfterFirstIssue&& after_first_issue) {
     using namespace sm90;
-    const int last_qk = !Cfg::kStageO && it.last() ? it.count - 1 : it.count;
-    q.wait_full(sm.q_full);
-    for (int i = 0; i < it.count; ++i) {
+    for (int i = begin; i < end; ++i) {
       const PipelineState<Cfg::kStages> cur = kv.ahead(i);
       cur.wait_full(sm.k_full);
       turn_begin();
       turn_end();
       if (i == 0) after_first_issue();
-      if (i == last_qk) mbar_arrive(sm.q_empty + q.stage());
+      if (i == release_q) {
+        q.wait_full(sm.q_full);
+        mbar_arrive(sm.q_empty + q.stage());
+      }
       mbar_arrive(sm.k_empty + cur.stage());
       cur.wait_full(sm.v_full);
       mbar_arrive(sm.v_empty + cur.stage());
     }
-    turn_begin();  // the last P V's turn
-    turn_end();
   }
 
   // One segment of an item: O and the softmax state of its rows over the segment's key
   // tiles, from zero at the item's first segment, else from the previous segment's. kv and
   // q are the ring positions of its first K/V tile and of the item's Q tile; Q is released
-  // after the last S of the item's last segment. seqlen_q is the kernel parameter's, read
-  // where it is used (as a member it cost the D=64 tile loop registers: perf-notes v82).
-  // after_first_issue runs once the segment's first S is issued (the previous item's
+  // after this consumer's last S of the item's last segment. The tiles outside the
+  // consumer's busy range are passed; a consumer with none passes the segment and its last
+  // P V's turn (the vote keeps the branch warp-uniform: as a plain branch it cost the D=64
+  // tile loop its uniform registers, perf-notes v82).
+  // after_first_issue runs once the segment's first turn is taken (the previous item's
   // output store is then handed back, fwd_sm90_epilogue.cuh).
   template <typename AfterFirstIssue>
-  __device__ __forceinline__ void run(const FwdItem& it, int seqlen_q, sm90::PipelineState<Cfg::kStages> kv,
+  __device__ __forceinline__ void run(const FwdItem& it, sm90::PipelineState<Cfg::kStages> kv,
                                       sm90::PipelineState<Cfg::kQStages> q, AfterFirstIssue&& after_first_issue) {
-    using namespace sm90;
     const int count = it.count;
-    const int row0 = this->row0(it);
-    const bool first = it.first();
-    if (first) {
+    if (it.first()) {
 #pragma unroll
       for (int i = 0; i < DT * 4; ++i) acc_o[i] = 0.f;
       softmax.reset();
     }
     if (count == 0) return;
-    if (__all_sync(0xffffffffu, idle(it, seqlen_q))) return pass(it, kv, q, after_first_issue);
+    const bool releases_q = !Cfg::kStageO && it.last();
+    // Broadcast from lane 0, so that the tile loop's counter, and the ring stages and
+    // descriptors derived from it, stay in uniform registers (read per thread they cost the
+    // D=64 tile loop 90 instructions a tile and spills).
+    const int begin = __shfl_sync(kFullWarp, it.record->busy_begin[cw], 0);
+    const int end = __shfl_sync(kFullWarp, it.record->busy_end[cw], 0);
+    if (__all_sync(kFullWarp, begin >= end)) {
+      pass(0, count, releases_q ? count - 1 : kNoTile, kv, q, after_first_issue);
+      turn_begin();  // the last P V's turn
+      turn_end();
+      return;
+    }
+    pass(0, begin, kNoTile, kv, q, after_first_issue);
+    compute(row0(it), it.list + begin, end - begin, releases_q ? end - 1 - begin : kNoTile, kv.ahead(begin), q, [&] {
+      if (begin == 0) after_first_issue();
+    });
+    pass(end, count, kNoTile, kv, q, [] {});
+  }
+
+  // The n >= 1 tiles `tiles` of a segment (its busy range), computed: kv is the ring position
+  // of the first. Q is released after the S of tile release_q, if it is one of them. The
+  // loop counts from the range's start (as a loop over the whole segment, ptxas keeps its
+  // counter and what derives from it in uniform registers).
+  template <typename AfterFirstIssue>
+  __device__ __forceinline__ void compute(int row0, const TileEntry* tiles, int n, int release_q,
+                                          sm90::PipelineState<Cfg::kStages> kv, sm90::PipelineState<Cfg::kQStages> q,
+                                          AfterFirstIssue&& after_first_issue) {
+    using namespace sm90;
     const int qs = q.stage();
     const uint32_t q_addr = smem_u32(sQ + qs * kColBlocks * kBlockM * 64) + cw * 64 * 128;
     q.wait_full(sm.q_full);
@@ -182,12 +204,11 @@ struct FwdSm90Mainloop {
     // registers P V reads), so the softmax runs beside the other consumer's GEMMs; held
     // behind the softmax, so that it ran beside this consumer's own P V, the forward
     // measured 2-6% slower (perf-notes v19). Q is released once the last S is done:
-    // last_qk is the tile whose S is Q's last use (none in a segment before the item's
-    // last), read from the record once, so that the release is a predicated arrive and not
-    // a branch on a shared-memory load right after the S wait (~1% of the full-mask forward
-    // at D=128, docs/design.md). Where the output is staged in the Q buffer
-    // (Cfg::kStageO), the epilogue releases Q instead.
-    const int last_qk = !Cfg::kStageO && it.last() ? count - 1 : count;
+    // release_q is the tile whose S is Q's last use (none in a segment before the item's
+    // last), so that the release is a predicated arrive and not a branch on a
+    // shared-memory load right after the S wait (~1% of the full-mask forward at D=128,
+    // docs/design.md). Where the output is staged in the Q buffer (Cfg::kStageO), the
+    // epilogue releases Q instead.
     kv.wait_full(sm.k_full);
     turn_begin();
     wgmma_fence();
@@ -196,13 +217,13 @@ struct FwdSm90Mainloop {
     after_first_issue();
     wgmma_wait<0>();
     fence_operands(acc_s);
-    if (last_qk == 0) mbar_arrive(sm.q_empty + qs);
-    rescale = mask_and_softmax(acc_s, pa, it.tile(0), kv.stage(), row0, alpha);
+    if (release_q == 0) mbar_arrive(sm.q_empty + qs);
+    rescale = mask_and_softmax(acc_s, pa, tiles[0], kv.stage(), row0, alpha);
     // alpha of tile i-1 rescales O between the issue of S of tile i and that of P V of tile
     // i-1 (FA3's order; ptxas interleaves the multiplies with the S issue), not on the path
     // from the wait for P V to the next turn, where the softmax runs. At an item's first
     // tile O is 0 and alpha 0.
-    for (int i = 1; i < count; ++i) {
+    for (int i = 1; i < n; ++i) {
       const PipelineState<Cfg::kStages> cur = kv.ahead(i), prev = kv.ahead(i - 1);
       cur.wait_full(sm.k_full);
       prev.wait_full(sm.v_full);
@@ -216,14 +237,14 @@ struct FwdSm90Mainloop {
       turn_end();
       wgmma_wait<1>();  // S of tile i is done, P V of tile i-1 may still run
       fence_operands(acc_s);
-      if (i == last_qk) mbar_arrive(sm.q_empty + qs);
+      if (i == release_q) mbar_arrive(sm.q_empty + qs);
       wgmma_wait<0>();  // P V of tile i-1 has read pa, which the softmax writes
       fence_operands(acc_o);
       fence_operands(pa);
       mbar_arrive(sm.v_empty + prev.stage());
-      rescale = mask_and_softmax(acc_s, pa, it.tile(i), cur.stage(), row0, alpha);
+      rescale = mask_and_softmax(acc_s, pa, tiles[i], cur.stage(), row0, alpha);
     }
-    const PipelineState<Cfg::kStages> last = kv.ahead(count - 1);
+    const PipelineState<Cfg::kStages> last = kv.ahead(n - 1);
     rescale_o(rescale, alpha);
     last.wait_full(sm.v_full);
     turn_begin();

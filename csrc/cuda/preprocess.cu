@@ -10,7 +10,6 @@ namespace cuda {
 
 namespace {
 
-constexpr unsigned kFullWarp = 0xffffffffu;
 constexpr int kTileBoundsThreads = 256;  // 8 key tiles per block
 constexpr int kWorkOrderThreads = 256;   // 8 query blocks counted per CTA
 constexpr int kShiftCostThreads = 256;   // 8 (candidate, row, query block) costs per CTA

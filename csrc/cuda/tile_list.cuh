@@ -12,6 +12,7 @@ namespace flashmask {
 namespace cuda {
 
 constexpr int kWarpSize = 32;
+constexpr unsigned kFullWarp = 0xffffffffu;  // every lane of a warp, for its votes and shuffles
 
 // One list entry: a tile index (below 2^24), its TileKind (kUnmasked or kPartial; skipped
 // tiles are not listed) and a partial tile's mask test (mask.cuh: partial_tile_test), packed

@@ -77,11 +77,14 @@ struct FwdItemLength {
 // One segment of an item's key-tile list as the scheduler publishes it in shared memory:
 // an item whose list is longer than a list buffer (kListCapacity) comes as several
 // consecutive segments, flags (SegmentFlags) marking its first and last; count -1 ends the
-// work. Padded to 8 ints (the layout after it stays 16-byte aligned).
+// work. busy_begin[c], busy_end[c]: the list positions [begin, end) outside which consumer
+// c's rows see none of a tile's keys (record_busy_ranges); it passes those tiles without
+// GEMMs (FwdSm90Mainloop::pass). 8 ints (the layout after it stays 16-byte aligned).
 struct FwdItemRecord {
   int count, m_block, h, b, flags;
-  int pad[3];
+  uint16_t busy_begin[sm90::kMaxFwdConsumers], busy_end[sm90::kMaxFwdConsumers];
 };
+static_assert(sizeof(FwdItemRecord) == 8 * sizeof(int), "a record is 8 ints");
 // A published segment as the other roles read it.
 struct FwdItem {
   int count, m_block, h, b;
@@ -102,14 +105,66 @@ using FwdItemState = sm90::PipelineState<kFwdItemBuffers>;
 template <typename Smem>
 using FwdItemQueue = sm90::TileListQueue<Smem>;
 
+// Which of kConsumers consumers (bit c: rows row0 + 64c .. + 63 of the sequence) see none of
+// key tile n's keys, by classify_tile on the tile's bounds summary (as the list's own test).
+template <int kConsumers>
+__device__ __forceinline__ unsigned idle_consumers(const KeyTileClassifier& key_tiles, int n, int row0, int seqlen_q) {
+  const int c0 = n * key_tiles.block_n, c1 = min(c0 + key_tiles.block_n, key_tiles.seqlen_k);
+  const TileBounds t = load_tile_bounds(key_tiles.tb + n);
+  unsigned idle = 0;
+#pragma unroll
+  for (int c = 0; c < kConsumers; ++c) {
+    const BlockRows r = block_rows(row0 + 64 * c, 64, seqlen_q);
+    if (r.count <= 0 ||
+        classify_tile(t, r.begin, r.begin + r.count, c0, c1, key_tiles.causal, key_tiles.offset) == TileKind::kSkip)
+      idle |= 1u << c;
+  }
+  return idle;
+}
+
+// Each consumer's busy range of a segment of `count` listed tiles (FwdItemRecord): the
+// scheduler's first warp examines the list's first kWarpSize positions, its second warp the
+// last kWarpSize; a tile further in counts as busy (computed and masked, as every partial tile
+// is). Only a partial tile can be idle for a consumer: an unmasked one is seen by every row of
+// the block. A consumer whose rows all lie outside the sequence gets an empty range (a shifted
+// block's ragged end: perf-notes v82). Lane 0 of each warp writes its ends.
+template <int kConsumers>
+__device__ __forceinline__ void record_busy_ranges(FwdItemRecord& rec, const TileEntry* list, int count,
+                                                   const KeyTileClassifier& key_tiles, int row0, int seqlen_q,
+                                                   int ltid) {
+  const int lane = ltid % kWarpSize;
+  const bool front = ltid < kWarpSize;
+  const int pos = front ? lane : count - 1 - lane;
+  unsigned outside = 0;
+#pragma unroll
+  for (int c = 0; c < kConsumers; ++c) outside |= (block_rows(row0 + 64 * c, 64, seqlen_q).count <= 0 ? 1u : 0u) << c;
+  unsigned idle = (1u << kConsumers) - 1;  // a position past the list
+  if (pos >= 0 && pos < count) {
+    const TileEntry e = list[pos];
+    idle = outside | (e.partial() ? idle_consumers<kConsumers>(key_tiles, e.index(), row0, seqlen_q) : 0u);
+  }
+#pragma unroll
+  for (int c = 0; c < kConsumers; ++c) {
+    const unsigned busy = __ballot_sync(kFullWarp, !((idle >> c) & 1u));
+    const int first = __ffs(busy) - 1;  // in examination order
+    if (lane != 0) continue;
+    const bool none = (outside >> c) & 1u;
+    if (front)
+      rec.busy_begin[c] = none ? 0 : busy ? first : min(count, kWarpSize);
+    else
+      rec.busy_end[c] = none ? 0 : busy ? count - first : max(count - kWarpSize, 0);
+  }
+}
+
 // The scheduler role (kThreads threads, local ids ltid): takes the next work item from the
 // global counter and lists, segment by segment, the key tiles its query block visits (skip
-// / unmasked / partial, mask.cuh) within the block's span, from the last down, until the
-// work is exhausted.
+// / unmasked / partial, mask.cuh) within the block's span, from the last down, with each
+// consumer's busy range (record_busy_ranges), until the work is exhausted.
 template <int kThreads, int kBlockM, int kBlockN, typename Smem>
 __device__ __forceinline__ void fwd_scheduler_role(const sm90::TileListQueue<Smem>& queue, int* scratch, const FwdSchedule& sched,
                                                    const FwdParams& p, const TileBounds* tile_bounds, int ltid) {
   const AttentionShape& s = p.shape;
+  static_assert(kThreads == 2 * kWarpSize, "record_busy_ranges takes one warp per end of a list");
   auto sync = [] { sm90::named_barrier_sync(sm90::FwdBarrier::kScheduler, kThreads); };
   FwdItemState k;
   for (;;) {
@@ -131,7 +186,9 @@ __device__ __forceinline__ void fwd_scheduler_role(const sm90::TileListQueue<Sme
       seg = build_tile_segment<kThreads, true>(queue.tiles(k), scratch, seg.rest_begin, seg.rest_end,
                                                sm90::kListCapacity, [&](int n) { return key_tiles.code(n); }, ltid, sync);
       flags |= seg.last() ? kLastSegment : 0;
-      if (ltid == 0) queue.record(k) = FwdItemRecord{seg.count, it.m_block, it.h, it.b, flags, {0, 0, 0}};
+      FwdItemRecord& rec = queue.record(k);
+      if (ltid == 0) rec.count = seg.count, rec.m_block = it.m_block, rec.h = it.h, rec.b = it.b, rec.flags = flags;
+      record_busy_ranges<kBlockM / 64>(rec, queue.tiles(k), seg.count, key_tiles, row0, s.seqlen_q, ltid);
       queue.publish(k);  // release: this thread's list entries and the record
       if (seg.last()) break;
     }

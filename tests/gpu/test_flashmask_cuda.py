@@ -234,6 +234,20 @@ def test_row_shift_choice(seqlen, candidate):
     _run_case(spec.startend_row_indices, spec.causal, batch=1, heads=2, heads_k=1, head_dim=64)
 
 
+@pytest.mark.parametrize("head_dim", COMPILED_HEAD_DIMS)
+def test_consumers_pass_unseen_tiles(head_dim):
+    """A Hopper forward consumer (64 query rows) passes the key tiles at the ends of its block's
+    list whose keys its rows do not see (FwdItemRecord's busy ranges, tile_scheduler.cuh), the
+    scheduler looking at most 32 tiles in from each end. Causal documents of 5000 and 333 tokens:
+    the blocks across their boundary have consumers blind to the first document's ~40 key tiles
+    (more than 32, at the list's end) and others blind to the second's diagonal tiles (at its
+    start); a sliding window cuts the blocks' first and last tiles."""
+    spec = masks.causal_document_mask([[5000, 333]])
+    _run_case(spec.startend_row_indices, spec.causal, batch=1, heads=2, heads_k=1, head_dim=head_dim)
+    spec = masks.sliding_window_mask(2000, 300)
+    _run_case(spec.startend_row_indices, spec.causal, batch=1, heads=2, heads_k=1, head_dim=head_dim)
+
+
 # ---------------------------------------------------------------- odd lengths
 @pytest.mark.parametrize("seqlen", [1, 17, 127, 129, 1000, 8191])
 @pytest.mark.parametrize("causal,nb", [(True, 2), (False, 4), (True, 1)])
