@@ -92,7 +92,7 @@ struct FwdSm90Config {
     return fwd_row_shifts(seqlen_q, kBlockM, kRaggedBlockFirst);
   }
   // The call's shift, which fwd_visits_kernel wrote (block m's first row is m * kBlockM -
-  // row_shift), read once by each role.
+  // row_shift), read once by the loader and the consumers, per item by the scheduler.
   __device__ static int row_shift(const FwdSchedule& sched) { return kRaggedBlockFirst ? __ldg(sched.row_shift) : 0; }
   // The warp index broadcast from lane 0 (uniform registers for what derives from it, such as
   // the Q descriptor): at D=256 the forward gained 1-6% (perf-notes v44); at D=128 with 128
@@ -166,8 +166,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   if (warp < 4) {  // ------------------------------------------------ producer warpgroup
     regs_dealloc<Cfg::kProducerRegs>();
     if (warp >= 2)
-      fwd_scheduler_role<Cfg::kSchedulerThreads, Cfg::kBlockM, Cfg::kBlockN>(queue, sm.scratch, sched, p, tile_bounds,
-                                                                              tid - 64);
+      fwd_scheduler_role<Cfg>(queue, sm.scratch, sched, p, tile_bounds, tid - 64);
     else if (warp == 0) {
       if (lane == 0) fwd_load_role<T, Cfg>(maps, sm, queue, group, sched);
     } else {

@@ -47,7 +47,10 @@ struct FwdSchedule {
 struct FwdWorkItem {
   int m_block, h, b;
   int64_t bhm;  // batch * mask heads + mask head
-  int2 span;    // its key tiles lie in [span.x, span.y)
+  // Its key tiles lie in [span.x, span.y) (loaded by the scheduler only).
+  __device__ __forceinline__ int2 span(const FwdSchedule& sched) const {
+    return __ldg(sched.spans + bhm * sched.m_blocks + m_block);
+  }
 };
 
 __device__ __forceinline__ FwdWorkItem fwd_work_item(const FwdSchedule& sched, const MaskParams& mask,
@@ -58,7 +61,6 @@ __device__ __forceinline__ FwdWorkItem fwd_work_item(const FwdSchedule& sched, c
   it.h = bh - it.b * s.num_heads;
   it.bhm = mask_row_for(mask, s, it.b, it.h);
   it.m_block = __ldg(sched.order + it.bhm * sched.m_blocks + rank);
-  it.span = __ldg(sched.spans + it.bhm * sched.m_blocks + it.m_block);
   return it;
 }
 
@@ -160,9 +162,10 @@ __device__ __forceinline__ void record_busy_ranges(FwdItemRecord& rec, const Til
 // global counter and lists, segment by segment, the key tiles its query block visits (skip
 // / unmasked / partial, mask.cuh) within the block's span, from the last down, with each
 // consumer's busy range (record_busy_ranges), until the work is exhausted.
-template <int kThreads, int kBlockM, int kBlockN, typename Smem>
+template <typename Cfg, typename Smem>
 __device__ __forceinline__ void fwd_scheduler_role(const sm90::TileListQueue<Smem>& queue, int* scratch, const FwdSchedule& sched,
                                                    const FwdParams& p, const TileBounds* tile_bounds, int ltid) {
+  constexpr int kThreads = Cfg::kSchedulerThreads, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
   const AttentionShape& s = p.shape;
   static_assert(kThreads == 2 * kWarpSize, "record_busy_ranges takes one warp per end of a list");
   auto sync = [] { sm90::named_barrier_sync(sm90::FwdBarrier::kScheduler, kThreads); };
@@ -176,11 +179,12 @@ __device__ __forceinline__ void fwd_scheduler_role(const sm90::TileListQueue<Sme
       break;
     }
     const FwdWorkItem it = fwd_work_item(sched, p.mask, s, sched.tail.item(w));
-    const int row0 = it.m_block * kBlockM - __ldg(sched.row_shift);  // per item: one register less held
+    const int row0 = it.m_block * kBlockM - Cfg::row_shift(sched);  // read per item: one register less held
     const BlockRows rows = block_rows(row0, kBlockM, s.seqlen_q);
     const KeyTileClassifier key_tiles(p.mask, s.seqlen_q, s.seqlen_k, it.bhm, rows.begin, rows.count, kBlockN,
                                       tile_bounds + it.bhm * sched.n_tiles);
-    TileSegment seg{0, it.span.x, min(it.span.y, key_tiles.n_end)};
+    const int2 span = it.span(sched);
+    TileSegment seg{0, span.x, min(span.y, key_tiles.n_end)};
     for (int flags = kFirstSegment;; flags = 0, k.advance()) {
       if (flags == 0) queue.wait_empty(k);
       seg = build_tile_segment<kThreads, true>(queue.tiles(k), scratch, seg.rest_begin, seg.rest_end,
