@@ -94,11 +94,6 @@ struct FwdSm90Config {
   // The call's shift, which fwd_visits_kernel wrote (block m's first row is m * kBlockM -
   // row_shift), read once by the loader and the consumers, per item by the scheduler.
   __device__ static int row_shift(const FwdSchedule& sched) { return kRaggedBlockFirst ? __ldg(sched.row_shift) : 0; }
-  // The warp index broadcast from lane 0 (uniform registers for what derives from it, such as
-  // the Q descriptor): at D=256 the forward gained 1-6% (perf-notes v44); at D=128 with 128
-  // keys it takes 15 instructions off each tile (v54); the D=64 and 176-key kernels then spill
-  // in their tile loop.
-  static constexpr bool kUniformWarpIndex = D == 256 || (D == 128 && kBlockN == 128);
   static constexpr int kQBytes = kBlockM * D * 2, kKVBytes = kBlockN * D * 2;
   static constexpr int kSchedulerThreads = 64;
 
@@ -141,7 +136,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 
   Smem& sm = aligned_smem<Smem>();
   const FwdItemQueue<Smem> queue{sm};
-  const int tid = threadIdx.x, lane = tid & 31, warp = Cfg::kUniformWarpIndex ? warp_index_uniform() : tid >> 5;
+  // The warp index broadcast from lane 0: what derives from it (the consumer's Q descriptor)
+  // lives in uniform registers (perf-notes v44, v54; every head dim since v84).
+  const int tid = threadIdx.x, lane = tid & 31, warp = warp_index_uniform();
   const int group = p.shape.num_heads / p.shape.num_heads_k;  // query heads per key head
 
   if (tid == 0) {
