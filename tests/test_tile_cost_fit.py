@@ -28,6 +28,16 @@ class TileCountTest(unittest.TestCase):
         (c,) = tile_cost_fit.tile_counts(masks.full_mask(200, batch=1), 200, [(64, 128)])
         self.assertEqual(c, {"whole": 4, "partial": 4, "pairs": 200 * 200})
 
+    def test_idle_consumers_by_hand(self):
+        # 384 causal tokens in D=64's 192-row blocks (three consumers of 64 rows) x 128-key tiles.
+        # Block 0 visits tiles 1 and 0; on tile 1 (keys 128-255) its consumers of rows 0-63 and
+        # 64-127 see nothing, and tile 1 is their list's first. Block 1 visits tiles 2, 1, 0; on
+        # tile 2 (keys 256-383) its consumer of rows 192-255 sees nothing. So 3 of 15
+        # consumer-tiles are idle, all at a list's end, all passed.
+        spec = masks.causal_mask(384, batch=1)
+        counts = tile_cost_fit.idle_consumer_tiles(spec, 384, (192, 128), 0)
+        self.assertEqual(counts, {"all": 15, "idle": 3, "passed": 3})
+
     def test_shifted_blocks_by_hand(self):
         # 256 causal tokens in 64-row blocks shifted back by 32 rows: [-32, 32) holds rows 0-31
         # and cuts the first diagonal tile (partial); each full block after it crosses two

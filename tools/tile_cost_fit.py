@@ -20,6 +20,8 @@ KernelChoice and BwdSm90Config), the forward's blocks shifted back as the kernel
 (D=64: the cheapest of three shifts by its own cost weights) or as --fwd-row-shift fixes them;
 TFLOPs/s count unmasked pairs (fwd 4*D*H*pairs, bwd 2.5x).
 
+Per mask it also prints the forward's consumer-tiles (64 rows x a key tile) whose rows see none of
+the tile's keys and the share of them the consumers pass (idle_consumer_tiles; perf-notes v83).
 It then prints each mask's ceiling under these kernels' tiles: its fwd+bwd rate with partial
 tiles at a whole tile's cost and no cost per item, the backward's fixed kernels kept
 (--bwd-fixed-ms, the sum of their times in the v26 timeline at 128K tokens and H*D = 4096),
@@ -113,6 +115,35 @@ def kernel_tiles(spec, n: int, shape: tuple[int, int], shift: int, picked=None) 
     clear &= c0 + cols <= n
     visited = ~(skip | (re_ <= rb))  # a block past the last row visits nothing
     return visited, visited & clear
+
+
+def idle_consumer_tiles(spec, n: int, shape: tuple[int, int], shift: int) -> dict:
+    """The Hopper forward's consumer-tiles (a consumer's 64 rows x a key tile its block visits)
+    over every batch row of the mask: all of them, those whose rows see none of the tile's keys
+    (by kernel_tiles' test on the consumer's own rows: the kernel's idle_consumers), and those
+    of them a consumer passes: before and after its busy range, found in the list's first and
+    last kWarpSize tiles (tile_scheduler.cuh, record_busy_ranges; the list runs from the last
+    key tile down). Consumers without a row of the sequence (they pass every tile) are left out."""
+    rows, cols = shape
+    visited, _ = kernel_tiles(spec, n, shape, shift)
+    seen, _ = kernel_tiles(spec, n, (64, cols), shift % 64)  # 64-row blocks start at 64k - shift % 64
+    window = header_constant("kWarpSize", "tile_list.cuh")
+    counts = {"all": 0, "idle": 0, "passed": 0}
+    for row, block in zip(*np.nonzero(visited.any(2))):
+        tiles = np.nonzero(visited[row, block])[0][::-1]
+        for c in range(rows // 64):
+            sub = block * (rows // 64) + c - shift // 64
+            if not 0 <= sub < seen.shape[1]:
+                continue
+            busy = seen[row, sub, tiles]
+            count = len(tiles)
+            front, back = busy[:window], busy[::-1][:window]
+            begin = int(np.argmax(front)) if front.any() else min(count, window)
+            end = count - int(np.argmax(back)) if back.any() else max(count - window, 0)
+            counts["all"] += count
+            counts["idle"] += int((~busy).sum())
+            counts["passed"] += count if begin >= end else begin + count - end
+    return counts
 
 
 def kernel_shift_cost(spec, n: int, shape: tuple[int, int], shift: int) -> int:
@@ -263,8 +294,10 @@ def main() -> None:
         if len(candidates) > 1:
             print("  shift per mask: " + ", ".join(f"{m} {s}" for m, s in shifts.items()))
         for mask, c in counts.items():
+            idle = idle_consumer_tiles(bench_gpu.build_mask(mask, n, b, 1), n, FWD_TILE[d], shifts[mask])
             print(f"  {mask:22s} forward whole {c['fwd']['whole']:7d}, partial {c['fwd']['partial']:7d} "
-                  f"(all {b} batch rows, one head)")
+                  f"(all {b} batch rows, one head); consumer-tiles idle {100 * idle['idle'] / idle['all']:.1f}%, "
+                  f"passed {100 * idle['passed'] / idle['all']:.1f}%")
         rows = [r for r in rows if r["mask"] in counts]
         if sum(r["mask"] not in LEFT_OUT for r in rows) < MIN_FITTED:
             print(f"  fewer than {MIN_FITTED} masks with bounds: not fitted")
