@@ -33,6 +33,7 @@ import glob
 import json
 import os
 import pathlib
+import subprocess
 import sys
 import time
 
@@ -230,6 +231,44 @@ def check_output(torch, q, k, v, spec, scale, out, what):
     return ours, lowp, rounding
 
 
+# The GPU's state nvidia-smi reports, sampled before each mask's timing of our kernels: a run's rates
+# can drift with its place in the run (docs/perf-notes.md, v83: global_sliding_window's rate moved
+# 3% with it while FA4-Flex's did not), and these tell a hotter, slower GPU from a slower kernel.
+GPU_STATE_FIELDS = {"clocks.sm": "sm_mhz", "temperature.gpu": "temp_c", "power.draw": "power_w",
+                    "clocks_event_reasons.active": "throttle"}
+
+
+def parse_gpu_state(line, fields=GPU_STATE_FIELDS):
+    """One nvidia-smi CSV line (--format=csv,noheader,nounits, in `fields`' order) as a dict:
+    numbers as floats, the throttle-reason bit mask as given ("0x0000000000000000": none)."""
+    values = [v.strip() for v in line.split(",")]
+    if len(values) != len(fields):
+        return {}
+    state = {}
+    for key, value in zip(fields.values(), values):
+        try:
+            state[key] = value if key == "throttle" else float(value)
+        except ValueError:  # "[N/A]" and the like
+            state[key] = None
+    return state
+
+
+def gpu_state(device_index=0):
+    """The GPU's SM clock, temperature, power draw and active clock-event (throttle) reasons now,
+    by nvidia-smi's index (the process's GPU where CUDA_VISIBLE_DEVICES does not renumber them);
+    without the reasons where this nvidia-smi does not know that field, {} where it fails."""
+    numeric = {k: v for k, v in GPU_STATE_FIELDS.items() if v != "throttle"}
+    for fields in (GPU_STATE_FIELDS, numeric):
+        cmd = ["nvidia-smi", f"--id={device_index}", "--query-gpu=" + ",".join(fields), "--format=csv,noheader,nounits"]
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if out:
+            return parse_gpu_state(out.splitlines()[0], fields)
+    return {}
+
+
 def bench_config(cfg, mask_names, args, torch, on_row=None):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -348,6 +387,7 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
         def ours_g():
             return flashmask_attention(q, k, v, ours_idx, causal=causal)
 
+        row["gpu_state"] = gpu_state(torch.cuda.current_device())
         t = time_three(ours_f, ours_g)
         row.update(ours_fwd=tf(t[0], 1), ours_bwd=tf(t[1], 2.5), ours_fwdbwd=tf(t[2], 3.5), ours_ms=t)
         o_ours = ours_f()

@@ -136,3 +136,17 @@ class ReferenceCheckTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class GpuStateTest(unittest.TestCase):
+    def test_a_line_of_nvidia_smi_parses(self):
+        state = bench_gpu.parse_gpu_state("1980, 41, 612.35, 0x0000000000000004")
+        self.assertEqual(state, {"sm_mhz": 1980.0, "temp_c": 41.0, "power_w": 612.35,
+                                 "throttle": "0x0000000000000004"})
+
+    def test_a_field_it_does_not_report_is_none(self):
+        self.assertIsNone(bench_gpu.parse_gpu_state("1980, 41, [N/A], 0x0")["power_w"])
+
+    def test_a_line_of_other_fields_gives_nothing(self):
+        self.assertEqual(bench_gpu.parse_gpu_state("1980, 41"), {})
+
