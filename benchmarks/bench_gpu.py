@@ -9,8 +9,9 @@ N=8K/32K/128K), D=128 with H=32 and D=64 with H=64, bf16, every mask type.
 TFLOPs/s count only unmasked (row, key) pairs: fwd = 4*D*H*pairs, bwd = 2.5x
 fwd, fwd+bwd = 3.5x fwd over the fwd+bwd time. Times are medians of at least
 --min-reps timed calls (CUDA events around each call, L2 flushed before each,
-after a warm-up), more where one turn of the three timed calls (forward, backward, fwd+bwd
-of one kernel, timed in turns) is shorter than --rep ms / --min-reps. Every row's
+after a warm-up), more where one turn of the timed calls is shorter than --rep ms / --min-reps.
+A turn is the forward, backward and fwd+bwd call of every implementation that runs the mask
+(ours and each baseline), so that all are timed at the same state of the GPU. Every row's
 output is first checked against a float32 reference on part of its rows (check_output).
 
     python benchmarks/bench_gpu.py --configs 8k-128,32k-128 --tag d128   # -> results/gpu_d128.json
@@ -153,6 +154,30 @@ def median_event_ms(torch, fn, reps, flush):
     return interleaved_event_ms(torch, [fn], reps, flush)[0]
 
 
+def time_together(impls, row, bench, three_calls):
+    """{name: (fwd ms, bwd ms, fwd+bwd ms)} of every implementation in `impls` ({name: (fwd_only,
+    fwd_grad)}), all their calls timed in turns with each other's by bench (make_timer), so that
+    none is timed at a state of the GPU the others are not: the first calls after an idle spell
+    run faster (the A/Bs' first turn after a mask's set-up: +7% on the masked forwards, median
+    over every A/B; docs/perf-notes.md, "Timed first"). three_calls(fwd_only, fwd_grad) gives an
+    implementation's forward, backward and fwd+bwd calls. An implementation whose first calls
+    raise is left out, its error in row[name + "_error"]."""
+    names, fns = [], []
+    for name, (fwd_only, fwd_grad) in impls.items():
+        try:
+            calls = three_calls(fwd_only, fwd_grad)
+            for call in calls:
+                call()
+        except Exception as e:  # noqa: BLE001
+            row[f"{name}_error"] = repr(e)[:300]
+            print(f"  {name} failed: {e!r}"[:300], flush=True)
+            continue
+        names.append(name)
+        fns.extend(calls)
+    ms = bench(*fns) if fns else []
+    return {name: tuple(ms[3 * i:3 * i + 3]) for i, name in enumerate(names)}
+
+
 def make_timer(args, torch, dev):
     """bench(*fns) -> the median ms of each fn over >= args.min_reps calls, taken in turns
     (interleaved_event_ms), after >= 2 warm-up calls of each."""
@@ -291,9 +316,9 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
 
     bench = make_timer(args, torch, dev)
 
-    def time_three(fwd_only, fwd_grad):
-        """(fwd ms, bwd ms, fwd+bwd ms), timed in turns. The backward alone reruns one graph
-        (retain_graph=True); the fwd+bwd call builds and frees its own."""
+    def three_calls(fwd_only, fwd_grad):
+        """An implementation's forward, backward and fwd+bwd calls. The backward alone reruns one
+        graph (retain_graph=True); the fwd+bwd call builds and frees its own."""
         out = fwd_grad()
         leaves = (q, k, v, qt, kt, vt)
 
@@ -308,7 +333,7 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
             o = fwd_grad()
             o.backward(do if o.shape == do.shape else dot)
 
-        return tuple(bench(fwd_only, bwd, fb))
+        return fwd_only, bwd, fb
 
     # FlexAttention: one mask_mod per shape; bounds live in these tensors (copied in place).
     LTS = torch.zeros(b, h, n, dtype=torch.int32, device=dev)
@@ -348,9 +373,8 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
         row["flex_build_ms"] = (time.perf_counter() - t0) / reps * 1e3
         return bm
 
-    def flex_times(key, bm, options, o_ours, tf):
-        """fwd, bwd, fwd+bwd TFLOPs/s of flex_attention with kernel_options `options`, and
-        its largest difference from our output."""
+    def flex_calls(bm, options):
+        """flex_attention's (fwd_only, fwd_grad) with kernel_options `options`, on [B, H, N, D]."""
         def flex_g():
             return flex(qt, kt, vt, block_mask=bm, scale=scale, kernel_options=options)
 
@@ -358,10 +382,7 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
             with torch.no_grad():
                 return flex_g()
 
-        t = time_three(flex_f, flex_g)
-        diff = (flex_f().transpose(1, 2).float() - o_ours.float()).abs().max().item()
-        return {f"{key}_fwd": tf(t[0], 1), f"{key}_bwd": tf(t[1], 2.5), f"{key}_fwdbwd": tf(t[2], 3.5),
-                f"max_abs_diff_vs_{key}": diff}
+        return flex_f, flex_g
 
     rows = []
     for mname in mask_names:
@@ -377,7 +398,8 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
         def tf(ms, mult):
             return mult * fwd_flops / (ms * 1e-3) / 1e12
 
-        # ours
+        # Every implementation that runs this mask, as (fwd_only, fwd_grad), timed together below.
+        impls = {}
         ours_idx = ours_indices(mname, idx_t)
 
         def ours_f():
@@ -387,84 +409,77 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
         def ours_g():
             return flashmask_attention(q, k, v, ours_idx, causal=causal)
 
-        row["gpu_state"] = gpu_state(torch.cuda.current_device())
-        t = time_three(ours_f, ours_g)
-        row.update(ours_fwd=tf(t[0], 1), ours_bwd=tf(t[1], 2.5), ours_fwdbwd=tf(t[2], 3.5), ours_ms=t)
-        o_ours = ours_f()
-        row["ref_err"], row["ref_err_lowp"], row["ref_err_rounding"] = check_output(
-            torch, q.detach(), k.detach(), v.detach(), spec, scale, o_ours, mname)
-
+        impls["ours"] = (ours_f, ours_g)
         # FlexAttention on its Triton backend ("flex") and on FlashAttention-4's CuTe-DSL
         # kernels ("fa4": kernel_options BACKEND=FLASH, where flash-attn-4 is installed),
         # one BlockMask for both.
         if not args.no_flex:
-            bm = None
             try:
                 bm = flex_block_mask(idx, causal, row)
-            except Exception as e:  # noqa: BLE001
+                impls["flex"] = flex_calls(bm, None)
+                if HAVE_FA4:
+                    impls["fa4"] = flex_calls(bm, {"BACKEND": "FLASH"})
+            except Exception as e:  # noqa: BLE001  (no BlockMask: neither backend can run)
                 row["flex_error"] = repr(e)[:300]
                 print(f"  flex block mask failed: {e!r}"[:300], flush=True)
-            backends = [("flex", None)] + ([("fa4", {"BACKEND": "FLASH"})] if HAVE_FA4 else [])
-            if bm is None:  # no BlockMask: neither backend can run
-                backends = []
-            for key, options in backends:
-                try:
-                    row.update(flex_times(key, bm, options, o_ours, tf))
-                except Exception as e:  # noqa: BLE001
-                    row[f"{key}_error"] = repr(e)[:300]
-                    print(f"  {key} failed: {e!r}"[:300], flush=True)
-
         # FlashAttention-4 called directly (flash_attn.cute.flash_attn_func on [B, N, H, D]),
         # SDPA flash / cuDNN: full and causal only
         if mname in DENSE_MASKS and HAVE_FA4:
-            try:
-                def fa4_g():
-                    out = fa4_attention(q, k, v, causal=bool(causal), softmax_scale=scale)
-                    return out[0] if isinstance(out, tuple) else out  # it may return (out, lse)
+            def fa4_g():
+                out = fa4_attention(q, k, v, causal=bool(causal), softmax_scale=scale)
+                return out[0] if isinstance(out, tuple) else out  # it may return (out, lse)
 
-                def fa4_f():
-                    with torch.no_grad():
-                        return fa4_g()
+            def fa4_f():
+                with torch.no_grad():
+                    return fa4_g()
 
-                t = time_three(fa4_f, fa4_g)
-                row.update(fa4direct_fwd=tf(t[0], 1), fa4direct_bwd=tf(t[1], 2.5), fa4direct_fwdbwd=tf(t[2], 3.5))
-                row["max_abs_diff_vs_fa4direct"] = (fa4_f().float() - o_ours.float()).abs().max().item()
-            except Exception as e:  # noqa: BLE001
-                row["fa4direct_error"] = repr(e)[:300]
-                print(f"  fa4direct failed: {e!r}"[:300], flush=True)
+            impls["fa4direct"] = (fa4_f, fa4_g)
         if mname in DENSE_MASKS:
             for key, backend in (("fa2", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
-                try:
-                    def sf():
-                        with torch.no_grad(), sdpa_kernel(backend):
-                            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=scale)
+                def sg(backend=backend):
+                    with sdpa_kernel(backend):
+                        return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=scale)
 
-                    def sg():
-                        with sdpa_kernel(backend):
-                            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=scale)
+                def sf(sg=sg):
+                    with torch.no_grad():
+                        return sg()
 
-                    t = time_three(sf, sg)
-                    row.update({f"{key}_fwd": tf(t[0], 1), f"{key}_bwd": tf(t[1], 2.5), f"{key}_fwdbwd": tf(t[2], 3.5)})
-                except Exception as e:  # noqa: BLE001
-                    row[f"{key}_error"] = repr(e)[:300]
+                impls[key] = (sf, sg)
         # SDPA with the dense bool mask (where it fits: N <= 8K, one mask head)
+        dense = None
         if n <= 8192 and hm == 1 and not args.no_dense:
             try:
                 dense = torch.from_numpy(masks.to_dense(idx, causal)).to(dev)  # [B,1,N,N]
-
-                def df():
-                    with torch.no_grad():
-                        return F.scaled_dot_product_attention(qt, kt, vt, attn_mask=dense, scale=scale)
-
-                def dg():
-                    return F.scaled_dot_product_attention(qt, kt, vt, attn_mask=dense, scale=scale)
-
-                t = time_three(df, dg)
-                row.update(dense_fwd=tf(t[0], 1), dense_bwd=tf(t[1], 2.5), dense_fwdbwd=tf(t[2], 3.5))
-                del dense
             except Exception as e:  # noqa: BLE001
                 row["dense_error"] = repr(e)[:200]
-                torch.cuda.empty_cache()
+
+        if dense is not None:
+            def dg():
+                return F.scaled_dot_product_attention(qt, kt, vt, attn_mask=dense, scale=scale)
+
+            def df():
+                with torch.no_grad():
+                    return dg()
+
+            impls["dense"] = (df, dg)
+
+        row["gpu_state"] = gpu_state(torch.cuda.current_device())
+        times = time_together(impls, row, bench, three_calls)
+        if "ours" not in times:
+            raise RuntimeError(f"{cfg} {mname}: our kernels failed: {row['ours_error']}")
+        for key, t in times.items():
+            row.update({f"{key}_fwd": tf(t[0], 1), f"{key}_bwd": tf(t[1], 2.5), f"{key}_fwdbwd": tf(t[2], 3.5)})
+        row["ours_ms"] = times.get("ours")
+        o_ours = ours_f()
+        row["ref_err"], row["ref_err_lowp"], row["ref_err_rounding"] = check_output(
+            torch, q.detach(), k.detach(), v.detach(), spec, scale, o_ours, mname)
+        for key in ("flex", "fa4"):
+            if key in times:
+                row[f"max_abs_diff_vs_{key}"] = (impls[key][0]().transpose(1, 2).float() - o_ours.float()).abs().max().item()
+        if "fa4direct" in times:
+            row["max_abs_diff_vs_fa4direct"] = (impls["fa4direct"][0]().float() - o_ours.float()).abs().max().item()
+        del impls, dense
+        torch.cuda.empty_cache()
         rows.append(row)
         if on_row is not None:
             on_row(row)
@@ -499,6 +514,14 @@ def ratio(row, key):
 # mask >= 0.8x our full mask's rate (random_eviction, per head, exempt); a fwd+bwd call no longer
 # than its forward and backward timed apart (+2%).
 FA4_FLEX_MARGIN, FA4_DENSE_SHARE, OWN_FULL_SHARE, FUSED_SLACK = 1.3, 0.9, 0.8, 1.02
+
+
+# A run's meta "timing": how its calls were taken (runs before 2026-12-03 timed each implementation's
+# calls in turns of their own, one implementation after another; the first runs, in blocks).
+TIMING_NOTES = {
+    "interleaved": ", fwd/bwd/fwd+bwd in turns",
+    "implementations_interleaved": ", every implementation's fwd/bwd/fwd+bwd in turns with the others'",
+}
 
 
 def fa4_target_lines(rows, interleaved):
@@ -585,7 +608,7 @@ def report(out_dir: pathlib.Path):
     for m in meta.values():
         if m:
             reps = f", >= {m['min_reps']} timed calls per median" if "min_reps" in m else ", triton do_bench medians"
-            reps += ", fwd/bwd/fwd+bwd in turns" if m.get("timing") == "interleaved" else ", fwd/bwd/fwd+bwd in blocks"
+            reps += TIMING_NOTES.get(m.get("timing"), ", fwd/bwd/fwd+bwd in blocks")
             note = f" ({m['note']})" if m.get("note") else ""
             lines.append(f"- `{m.get('tag')}`: {m.get('device')}, torch {m.get('torch')}, {m.get('date')}{reps}{note}")
     lines.append("")
@@ -609,7 +632,7 @@ def report(out_dir: pathlib.Path):
             f"{cell(r, 'dense_fwdbwd')} | {ratio(r, 'fa4direct_fwdbwd')} | {ratio(r, 'fa4_fwdbwd')} | "
             f"{ratio(r, 'flex_fwdbwd')} | {fmt1(r.get('flex_build_ms'))} |"
         )
-    lines += fa4_target_lines(rows, {m.get("tag") for m in meta.values() if m.get("timing") == "interleaved"})
+    lines += fa4_target_lines(rows, {m.get("tag") for m in meta.values() if m.get("timing") in TIMING_NOTES})
     (out_dir / "gpu.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib
@@ -677,7 +700,7 @@ def main():
         pass
     rows = []
     meta = dict(tag=args.tag, device=torch.cuda.get_device_name(), torch=torch.__version__,
-                date=time.strftime("%Y-%m-%d %H:%M"), min_reps=args.min_reps, timing="interleaved")
+                date=time.strftime("%Y-%m-%d %H:%M"), min_reps=args.min_reps, timing="implementations_interleaved")
     for cfg in args.configs.split(","):
         names = args.masks.split(",")
         if cfg.startswith("128k"):

@@ -1,6 +1,7 @@
 """benchmarks/bench_gpu.py's bookkeeping that runs without a GPU: --merge joins the parts of one
 run (its masks measured in several device calls) into one run's file, and the report prints
-the note that says so; the pair count every benchmark's rates divide by; the output check."""
+the note that says so; the pair count every benchmark's rates divide by; the output check; the
+timing of every implementation in turns (which time is whose); the GPU state's parsing."""
 
 import importlib.util
 import json
@@ -149,4 +150,28 @@ class GpuStateTest(unittest.TestCase):
 
     def test_a_line_of_other_fields_gives_nothing(self):
         self.assertEqual(bench_gpu.parse_gpu_state("1980, 41"), {})
+
+
+class TimeTogetherTest(unittest.TestCase):
+    def test_each_implementation_gets_its_own_three_times(self):
+        calls = []
+
+        def three_calls(fwd_only, fwd_grad):
+            return fwd_only, fwd_grad, fwd_only
+
+        def impl(name):
+            return (lambda: calls.append(name), lambda: calls.append(name))
+
+        def bench(*fns):  # times each function by its place in the turn
+            return [float(i) for i in range(len(fns))]
+
+        def broken():
+            raise RuntimeError("no kernel for this shape")
+
+        row = {}
+        times = bench_gpu.time_together({"ours": impl("ours"), "flex": (broken, broken), "fa4": impl("fa4")}, row,
+                                        bench, three_calls)
+        self.assertEqual(times, {"ours": (0.0, 1.0, 2.0), "fa4": (3.0, 4.0, 5.0)})
+        self.assertIn("no kernel for this shape", row["flex_error"])
+        self.assertEqual(calls, ["ours"] * 3 + ["fa4"] * 3)  # each working one ran once before timing
 
