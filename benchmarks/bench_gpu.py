@@ -256,9 +256,9 @@ def check_output(torch, q, k, v, spec, scale, out, what):
     return ours, lowp, rounding
 
 
-# The GPU's state nvidia-smi reports, sampled before each mask's timing of our kernels: a run's rates
-# can drift with its place in the run (docs/perf-notes.md, v83: global_sliding_window's rate moved
-# 3% with it while FA4-Flex's did not), and these tell a hotter, slower GPU from a slower kernel.
+# The GPU's state nvidia-smi reports, sampled before each mask's timings: a run's rates can drift
+# with the GPU's state (docs/perf-notes.md, "Timed first": calls timed right after an idle spell
+# run faster), and these tell a faster or slower GPU from a faster or slower kernel.
 GPU_STATE_FIELDS = {"clocks.sm": "sm_mhz", "temperature.gpu": "temp_c", "power.draw": "power_w",
                     "clocks_event_reasons.active": "throttle"}
 

@@ -5,9 +5,9 @@
 // as a permutation of every item, and the rule moves what it is meant to: nothing where the
 // items have one length, the long items of the last heads on a global_sliding_window-like
 // schedule, nothing where every long item has enough work after it. Device part (where a GPU
-// is present; tests/gpu/test_tail_order.py runs it on the H200): tail_order_kernel writes
-// exactly that order, on those schedules and on random ones of every size up to past the
-// window.
+// is present; tests/gpu/test_flashmask_cuda.py::test_tail_order_kernel runs it on the H200):
+// tail_order_kernel writes exactly that order, on those schedules and on random ones of every
+// size up to past the window.
 #include <cstdio>
 #include <random>
 #include <vector>

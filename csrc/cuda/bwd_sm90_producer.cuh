@@ -131,7 +131,7 @@ __global__ void bwd_item_lengths_kernel(const BwdParams p, const TileBounds* til
     for (int m = query_tiles.m_begin + lane; m < query_tiles.m_end; m += kWarpSize)
       count += query_tiles.code(m) != static_cast<int>(TileKind::kSkip);
   }
-  count = __reduce_add_sync(0xffffffffu, count);
+  count = __reduce_add_sync(kFullWarp, count);
   if (lane == 0) lengths[i] = count;
 }
 

@@ -552,7 +552,7 @@ __global__ void __launch_bounds__(BwdPrepShape<D>::kThreads)
   for (int k = 0; k < kRows; ++k) {
     const int64_t r = bh * sq_pad + row0 + k * Shape::kRowsPerPass;
 #pragma unroll
-    for (int off = kTPR / 2; off > 0; off >>= 1) sum[k] += __shfl_xor_sync(0xffffffffu, sum[k], off);
+    for (int off = kTPR / 2; off > 0; off >>= 1) sum[k] += __shfl_xor_sync(kFullWarp, sum[k], off);
     if (c == 0) {
       dsum[r] = sum[k];
       lse_log2[r] = lse[k] == -INFINITY ? INFINITY : lse[k] * kLog2e;

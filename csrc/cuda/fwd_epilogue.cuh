@@ -54,7 +54,7 @@ __device__ __forceinline__ void quad_transpose(uint32_t (&w)[4], int t) {
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       if (k & bit) continue;
-      const uint32_t got = __shfl_xor_sync(0xffffffffu, upper ? w[k] : w[k | bit], bit);
+      const uint32_t got = __shfl_xor_sync(kFullWarp, upper ? w[k] : w[k | bit], bit);
       if (upper)
         w[k] = got;
       else

@@ -88,7 +88,7 @@ __device__ __forceinline__ void tma_prefetch_tile_l2(const void* tensor_map, int
 // This thread's warp, broadcast from lane 0: the compiler can then prove it uniform across
 // the warp and keep what derives from it (a warpgroup's rows and columns, the wgmma
 // descriptors) in uniform registers instead of converting them (R2UR) before every wgmma.
-__device__ __forceinline__ int warp_index_uniform() { return __shfl_sync(0xffffffffu, threadIdx.x / 32, 0); }
+__device__ __forceinline__ int warp_index_uniform() { return __shfl_sync(kFullWarp, threadIdx.x / kWarpSize, 0); }
 // 1-D bulk copy of `bytes` (multiple of 16, both addresses 16-byte aligned).
 __device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes,
                                           uint64_t* bar) {

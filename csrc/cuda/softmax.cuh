@@ -22,12 +22,12 @@ __device__ __forceinline__ float score_grad(float p, float dp, float rowsum) { r
 
 // Max and sum over the four threads (t = lane & 3) that share a row of an mma fragment.
 __device__ __forceinline__ float quad_max(float x) {
-  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+  x = fmaxf(x, __shfl_xor_sync(kFullWarp, x, 1));
+  return fmaxf(x, __shfl_xor_sync(kFullWarp, x, 2));
 }
 __device__ __forceinline__ float quad_sum(float x) {
-  x += __shfl_xor_sync(0xffffffffu, x, 1);
-  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+  x += __shfl_xor_sync(kFullWarp, x, 1);
+  return x + __shfl_xor_sync(kFullWarp, x, 2);
 }
 
 // One row's step: the tile's scaled max `mx` joins the running max; returns the exp2 base
@@ -137,7 +137,7 @@ struct OnlineSoftmax {
                                          float scale_log2, float (&alpha)[2]) {
     if (speculate) {
       const float sum[2] = {probs(acc_s, pa, 0, scale_log2, row_max[0]), probs(acc_s, pa, 1, scale_log2, row_max[1])};
-      if (__all_sync(0xffffffffu, sum[0] < kPartialBound && sum[1] < kPartialBound)) {
+      if (__all_sync(kFullWarp, sum[0] < kPartialBound && sum[1] < kPartialBound)) {
         row_sum[0] += sum[0];
         row_sum[1] += sum[1];
         return false;
@@ -148,8 +148,8 @@ struct OnlineSoftmax {
       const float base = softmax_row_step(row_max[r], tile_max(acc_s, r, scale_log2), alpha[r]);
       row_sum[r] = fmaf(row_sum[r], alpha[r], probs(acc_s, pa, r, scale_log2, base));
     }
-    speculate = __all_sync(0xffffffffu, row_max[0] != -INFINITY && row_max[1] != -INFINITY);
-    return __any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f);
+    speculate = __all_sync(kFullWarp, row_max[0] != -INFINITY && row_max[1] != -INFINITY);
+    return __any_sync(kFullWarp, alpha[0] != 1.f || alpha[1] != 1.f);
   }
 };
 

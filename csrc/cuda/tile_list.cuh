@@ -68,7 +68,7 @@ __device__ __forceinline__ TileSegment build_tile_segment(TileEntry* list, int* 
     const int i = kDescending ? end - 1 - v : begin + v;
     const int code = v < span ? classify(i) : static_cast<int>(TileKind::kSkip);
     const bool keep = code != static_cast<int>(TileKind::kSkip);
-    const unsigned ballot = __ballot_sync(0xffffffffu, keep);
+    const unsigned ballot = __ballot_sync(kFullWarp, keep);
     if (lane == 0) scratch[warp] = __popc(ballot);
     sync();
     int off = count, total = 0;
