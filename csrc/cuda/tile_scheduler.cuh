@@ -107,20 +107,20 @@ using FwdItemState = sm90::PipelineState<kFwdItemBuffers>;
 template <typename Smem>
 using FwdItemQueue = sm90::TileListQueue<Smem>;
 
-// Which of kConsumers consumers (bit c: rows row0 + 64c .. + 63 of the sequence) see none of
-// key tile n's keys, by classify_tile on the tile's bounds summary (as the list's own test).
+// Which of kConsumers consumers (bit c: the rows rows[c]) see none of key tile n's keys, by
+// classify_tile on the tile's bounds summary (as the list's own test). A consumer without rows
+// is the caller's to mark (record_busy_ranges' `outside`).
 template <int kConsumers>
-__device__ __forceinline__ unsigned idle_consumers(const KeyTileClassifier& key_tiles, int n, int row0, int seqlen_q) {
+__device__ __forceinline__ unsigned idle_consumers(const KeyTileClassifier& key_tiles, int n,
+                                                   const BlockRows (&rows)[kConsumers]) {
   const int c0 = n * key_tiles.block_n, c1 = min(c0 + key_tiles.block_n, key_tiles.seqlen_k);
   const TileBounds t = load_tile_bounds(key_tiles.tb + n);
   unsigned idle = 0;
 #pragma unroll
-  for (int c = 0; c < kConsumers; ++c) {
-    const BlockRows r = block_rows(row0 + 64 * c, 64, seqlen_q);
-    if (r.count <= 0 ||
-        classify_tile(t, r.begin, r.begin + r.count, c0, c1, key_tiles.causal, key_tiles.offset) == TileKind::kSkip)
+  for (int c = 0; c < kConsumers; ++c)
+    if (classify_tile(t, rows[c].begin, rows[c].begin + rows[c].count, c0, c1, key_tiles.causal,
+                      key_tiles.offset) == TileKind::kSkip)
       idle |= 1u << c;
-  }
   return idle;
 }
 
@@ -137,13 +137,17 @@ __device__ __forceinline__ void record_busy_ranges(FwdItemRecord& rec, const Til
   const int lane = ltid % kWarpSize;
   const bool front = ltid < kWarpSize;
   const int pos = front ? lane : count - 1 - lane;
+  BlockRows rows[kConsumers];
   unsigned outside = 0;
 #pragma unroll
-  for (int c = 0; c < kConsumers; ++c) outside |= (block_rows(row0 + 64 * c, 64, seqlen_q).count <= 0 ? 1u : 0u) << c;
+  for (int c = 0; c < kConsumers; ++c) {
+    rows[c] = block_rows(row0 + 64 * c, 64, seqlen_q);
+    outside |= (rows[c].count <= 0 ? 1u : 0u) << c;
+  }
   unsigned idle = (1u << kConsumers) - 1;  // a position past the list
   if (pos >= 0 && pos < count) {
     const TileEntry e = list[pos];
-    idle = outside | (e.partial() ? idle_consumers<kConsumers>(key_tiles, e.index(), row0, seqlen_q) : 0u);
+    idle = outside | (e.partial() ? idle_consumers<kConsumers>(key_tiles, e.index(), rows) : 0u);
   }
 #pragma unroll
   for (int c = 0; c < kConsumers; ++c) {
