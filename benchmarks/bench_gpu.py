@@ -8,10 +8,11 @@ Setup of the FlashMask paper's kernel benchmark: total tokens 128K (B=16/4/1 at
 N=8K/32K/128K), D=128 with H=32 and D=64 with H=64, bf16, every mask type.
 TFLOPs/s count only unmasked (row, key) pairs: fwd = 4*D*H*pairs, bwd = 2.5x
 fwd, fwd+bwd = 3.5x fwd over the fwd+bwd time. Times are medians of at least
---min-reps timed calls (CUDA events around each call, L2 flushed before each,
-after a warm-up), more where one turn of the timed calls is shorter than --rep ms / --min-reps.
-A turn is the forward, backward and fwd+bwd call of every implementation that runs the mask
-(ours and each baseline), so that all are timed at the same state of the GPU. Every row's
+--min-reps timed calls (CUDA events around each call, L2 flushed before each), more where
+they take under --rep ms. Each call (the forward, backward and fwd+bwd call of ours and of each
+baseline that runs the mask) is timed in blocks of its own after --warmup ms of its own calls,
+which bring the GPU to the clock it holds under that load, in --rounds rounds whose order
+alternates (steady_block_ms; docs/perf-notes.md, "Timed first"). Every row's
 output is first checked against a float32 reference on part of its rows (check_output).
 
     python benchmarks/bench_gpu.py --configs 8k-128,32k-128 --tag d128   # -> results/gpu_d128.json
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import pathlib
 import subprocess
@@ -154,14 +156,39 @@ def median_event_ms(torch, fn, reps, flush):
     return interleaved_event_ms(torch, [fn], reps, flush)[0]
 
 
+def steady_block_ms(torch, fns, rounds, reps, warm_calls, flush):
+    """Median ms of rounds * reps[i] calls of each fns[i], each function in blocks of its own:
+    warm_calls[i] untimed calls, which bring the GPU to the clock it holds under that kernel's
+    sustained load, then reps[i] calls, each timed by CUDA events with L2 flushed (flush.zero_())
+    before it. The blocks run in the order of fns in even rounds and in reverse in odd ones.
+    Under sustained load the H200 holds a lower clock than after lighter work (1980 MHz falls to
+    1725-1830 within ~0.1 s; perf-notes "Timed first"), so calls taken in turns with lighter ones,
+    or first after an idle spell, run faster than a training step's would."""
+    import statistics
+
+    samples = [[] for _ in fns]
+    for r in range(rounds):
+        for i in (range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))):
+            for _ in range(warm_calls[i]):
+                fns[i]()
+            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                      for _ in range(reps[i])]
+            for start, end in events:
+                flush.zero_()
+                start.record()
+                fns[i]()
+                end.record()
+            torch.cuda.synchronize()
+            samples[i] += [start.elapsed_time(end) for start, end in events]
+    return [statistics.median(s) for s in samples]
+
+
 def time_together(impls, row, bench, three_calls):
     """{name: (fwd ms, bwd ms, fwd+bwd ms)} of every implementation in `impls` ({name: (fwd_only,
-    fwd_grad)}), all their calls timed in turns with each other's by bench (make_timer), so that
-    none is timed at a state of the GPU the others are not: the first calls after an idle spell
-    run faster (the A/Bs' first turn after a mask's set-up: +7% on the masked forwards, median
-    over every A/B; docs/perf-notes.md, "Timed first"). three_calls(fwd_only, fwd_grad) gives an
-    implementation's forward, backward and fwd+bwd calls. An implementation whose first calls
-    raise is left out, its error in row[name + "_error"]."""
+    fwd_grad)}), all their calls timed by one call of bench (make_timer), which alternates their
+    order between rounds. three_calls(fwd_only, fwd_grad) gives an implementation's forward,
+    backward and fwd+bwd calls. An implementation whose first calls raise is left out, its error
+    in row[name + "_error"]."""
     names, fns = [], []
     for name, (fwd_only, fwd_grad) in impls.items():
         try:
@@ -179,23 +206,23 @@ def time_together(impls, row, bench, three_calls):
 
 
 def make_timer(args, torch, dev):
-    """bench(*fns) -> the median ms of each fn over >= args.min_reps calls, taken in turns
-    (interleaved_event_ms), after >= 2 warm-up calls of each."""
+    """bench(*fns) -> the median ms of each fn (steady_block_ms): args.rounds rounds; in each, a
+    function's block holds >= args.warmup ms of untimed calls (at least 2) and then its share of
+    >= args.min_reps timed calls, more where they take under args.rep ms."""
     flush = torch.empty(256 << 20, dtype=torch.int8, device=dev)
 
     def bench(*fns):
+        est_ms = []
         for fn in fns:
             fn()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for fn in fns:
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
             fn()
-        torch.cuda.synchronize()
-        est_ms = max((time.perf_counter() - t0) * 1e3, 1e-3)  # one turn of every fn
-        for _ in range(max(1, int(args.warmup / est_ms))):
-            for fn in fns:
-                fn()
-        return interleaved_event_ms(torch, fns, max(args.min_reps, int(args.rep / est_ms)), flush)
+            torch.cuda.synchronize()
+            est_ms.append(max((time.perf_counter() - t0) * 1e3, 1e-3))
+        warm = [max(2, math.ceil(args.warmup / e)) for e in est_ms]
+        reps = [max(math.ceil(args.min_reps / args.rounds), math.ceil(args.rep / args.rounds / e)) for e in est_ms]
+        return steady_block_ms(torch, fns, args.rounds, reps, warm, flush)
 
     return bench
 
@@ -463,6 +490,8 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
 
             impls["dense"] = (df, dg)
 
+        if args.impls:
+            impls = {k: fns for k, fns in impls.items() if k == "ours" or k in args.impls.split(",")}
         row["gpu_state"] = gpu_state(torch.cuda.current_device())
         times = time_together(impls, row, bench, three_calls)
         if "ours" not in times:
@@ -521,6 +550,7 @@ FA4_FLEX_MARGIN, FA4_DENSE_SHARE, OWN_FULL_SHARE, FUSED_SLACK = 1.3, 0.9, 0.8, 1
 TIMING_NOTES = {
     "interleaved": ", fwd/bwd/fwd+bwd in turns",
     "implementations_interleaved": ", every implementation's fwd/bwd/fwd+bwd in turns with the others'",
+    "steady_blocks": ", each call in blocks after >= 0.3 s of its own warm-up, blocks in alternating order",
 }
 
 
@@ -609,6 +639,8 @@ def report(out_dir: pathlib.Path):
         if m:
             reps = f", >= {m['min_reps']} timed calls per median" if "min_reps" in m else ", triton do_bench medians"
             reps += TIMING_NOTES.get(m.get("timing"), ", fwd/bwd/fwd+bwd in blocks")
+            if m.get("impls"):
+                reps += f", only ours, {m['impls'].replace(',', ', ')}"
             note = f" ({m['note']})" if m.get("note") else ""
             lines.append(f"- `{m.get('tag')}`: {m.get('device')}, torch {m.get('torch')}, {m.get('date')}{reps}{note}")
     lines.append("")
@@ -669,9 +701,14 @@ def main():
     ap.add_argument("--masks", default=",".join(MASKS))
     ap.add_argument("--tag", default="run")
     ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("--warmup", type=int, default=25, help="ms of warm-up calls (at least one)")
+    ap.add_argument("--warmup", type=int, default=300,
+                    help="ms of untimed calls before each block of timed ones (the clock under sustained load)")
     ap.add_argument("--rep", type=int, default=100, help="ms of timed calls to aim for (at least --min-reps)")
     ap.add_argument("--min-reps", type=int, default=10, help="fewest timed calls behind each median")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of blocks, their order alternating")
+    ap.add_argument("--impls", default=None,
+                    help="comma-separated implementations to time (default every one that runs): ours, flex, "
+                         "fa4, fa4direct, fa2, cudnn, dense")
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--no-dense", action="store_true")
     ap.add_argument("--report", action="store_true")
@@ -700,7 +737,9 @@ def main():
         pass
     rows = []
     meta = dict(tag=args.tag, device=torch.cuda.get_device_name(), torch=torch.__version__,
-                date=time.strftime("%Y-%m-%d %H:%M"), min_reps=args.min_reps, timing="implementations_interleaved")
+                date=time.strftime("%Y-%m-%d %H:%M"), min_reps=args.min_reps, timing="steady_blocks")
+    if args.impls:
+        meta["impls"] = args.impls
     for cfg in args.configs.split(","):
         names = args.masks.split(",")
         if cfg.startswith("128k"):

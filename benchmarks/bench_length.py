@@ -104,6 +104,7 @@ def main():
     ap.add_argument("--warmup", type=float, default=100.0, help="ms of warm-up calls")
     ap.add_argument("--rep", type=float, default=400.0, help="ms of timed calls (at least --min-reps)")
     ap.add_argument("--min-reps", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=1, help="rounds of timed blocks (bench_gpu.make_timer)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     import torch

@@ -1,7 +1,8 @@
 """benchmarks/bench_gpu.py's bookkeeping that runs without a GPU: --merge joins the parts of one
 run (its masks measured in several device calls) into one run's file, and the report prints
 the note that says so; the pair count every benchmark's rates divide by; the output check; the
-timing of every implementation in turns (which time is whose); the GPU state's parsing."""
+timing of every implementation in turns (which time is whose), the steady blocks (their order, warm-up and
+flushes); the GPU state's parsing."""
 
 import importlib.util
 import json
@@ -175,3 +176,52 @@ class TimeTogetherTest(unittest.TestCase):
         self.assertIn("no kernel for this shape", row["flex_error"])
         self.assertEqual(calls, ["ours"] * 3 + ["fa4"] * 3)  # each working one ran once before timing
 
+
+
+class SteadyBlocksTest(unittest.TestCase):
+    """steady_block_ms on a stand-in for torch whose events read a clock each call advances by
+    its function's own duration."""
+
+    def setUp(self):
+        clock = [0.0]
+        self.clock = clock
+
+        class Event:
+            def __init__(self, enable_timing=False):
+                self.t = None
+
+            def record(self):
+                self.t = clock[0]
+
+            def elapsed_time(self, end):
+                return end.t - self.t
+
+        class Cuda:
+            pass
+
+        cuda = Cuda()
+        cuda.Event, cuda.synchronize = Event, lambda: None
+        self.torch = type("FakeTorch", (), {"cuda": cuda})
+
+        class Flush:
+            zeroed = 0
+
+            def zero_(self):
+                Flush.zeroed += 1
+
+        self.flush = Flush()
+
+    def fn(self, name, ms, log):
+        def call():
+            log.append(name)
+            self.clock[0] += ms
+        return call
+
+    def test_blocks_alternate_and_each_median_is_its_own(self):
+        log = []
+        fns = [self.fn("a", 1.0, log), self.fn("b", 3.0, log)]
+        ms = bench_gpu.steady_block_ms(self.torch, fns, rounds=2, reps=[2, 3], warm_calls=[4, 1], flush=self.flush)
+        self.assertEqual(ms, [1.0, 3.0])
+        a_block, b_block = ["a"] * (4 + 2), ["b"] * (1 + 3)
+        self.assertEqual(log, a_block + b_block + b_block + a_block)  # round 2 in reverse
+        self.assertEqual(self.flush.zeroed, 2 * (2 + 3))  # before each timed call only

@@ -4,6 +4,7 @@
 # scale: the long-sequence step (issue 16): builds the library, the quick GPU tests (-x -q), the
 # opt-in scale tests (tests/gpu/test_scale.py: 1M packed documents, causal 512K, > 2^31
 # elements) and benchmarks/bench_length.py (8K-1M causal_document: TFLOPs/s, peak memory).
+# bench:CONFIGS:TAG[:MASKS] runs benchmarks/bench_gpu.py, with $BENCH_ARGS (e.g. "--impls fa4,fa4direct") added.
 # fa4:DIR installs FlashAttention-4 from the files ../shared/device/fa4_stage.sh staged (.fa4a and .fa4b
 # copied into DIR), so that a later bench step has its FA4 and FA4-Flex columns.
 # ab:DIR builds the library from an older source tree DIR (e.g. `git archive` of a base commit,
@@ -97,7 +98,7 @@ for step in "$@"; do
       tar -czf "$OUT/ncu_d$d.tgz" -C "$OUT" ncu && rm -rf "$OUT/ncu" ;;
     bench:*)
       IFS=: read -r _ cfgs tag masks <<< "$step"
-      python3 benchmarks/bench_gpu.py --configs "$cfgs" --tag "$tag" --out "$OUT" ${masks:+--masks "$masks"} 2>&1 | grep -v Warning | tail -40 ;;
+      python3 benchmarks/bench_gpu.py ${BENCH_ARGS:-} --configs "$cfgs" --tag "$tag" --out "$OUT" ${masks:+--masks "$masks"} 2>&1 | grep -v Warning | tail -40 ;;
   esac
 done
 exit $rc
