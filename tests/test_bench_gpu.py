@@ -1,8 +1,8 @@
 """benchmarks/bench_gpu.py's bookkeeping that runs without a GPU: --merge joins the parts of one
 run (its masks measured in several device calls) into one run's file, and the report prints
-the note that says so; the pair count every benchmark's rates divide by; the output check; the
-timing of every implementation in turns (which time is whose), the steady blocks (their order, warm-up and
-flushes); the GPU state's parsing."""
+the note that says so; the pair count every benchmark's rates divide by; the output check; which
+time is whose when every implementation is timed together; the steady blocks (their order,
+warm-up and flushes); the GPU state's parsing."""
 
 import importlib.util
 import json
