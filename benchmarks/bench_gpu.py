@@ -554,10 +554,11 @@ TIMING_NOTES = {
 }
 
 
-def fa4_target_lines(rows, interleaved):
+def fa4_target_lines(rows, settled):
     """Markdown rows of each run's standing against those bars (runs with FA4-direct columns).
-    interleaved: the runs whose forward, backward and fwd+bwd calls were timed in turns; in the
-    others (timed in blocks of calls) the last ratio also holds the clocks' drift between blocks."""
+    settled: the runs whose forward, backward and fwd+bwd calls were timed in turns or in steady
+    blocks (TIMING_NOTES); in the others (short blocks of calls, one after another) the last ratio
+    also holds the clocks' drift between blocks."""
     out = []
     keys = list(dict.fromkeys((r["run"], r["config"]) for r in rows))  # a run may hold several configs
     for run, config in keys:
@@ -582,7 +583,7 @@ def fa4_target_lines(rows, interleaved):
             vs_bar = f"{r['ours_fwdbwd'] / target:.2f}" if target else "-"
             own_note = "" if own >= OWN_FULL_SHARE or mask == "random_eviction" else f" (below {OWN_FULL_SHARE})"
             fused_note = "" if fused <= FUSED_SLACK else f" (over {FUSED_SLACK})"
-            if run not in interleaved:
+            if run not in settled:
                 fused_note += " (timed in blocks)"
             out.append(f"| {label} | {mask} | {fmt(r['ours_fwdbwd'])} | {fmt(target)} ({rule}) | {vs_bar} | "
                        f"{own:.2f}{own_note} | {fused:.3f}{fused_note} |")
@@ -590,8 +591,8 @@ def fa4_target_lines(rows, interleaved):
         return []
     return ["", "## Against issue 17's bars (runs with FA4; issue 18 holds D=64 to the same)", "",
             "Runs marked \"timed in blocks\" timed the forward, the backward and the fwd+bwd call in",
-            "separate blocks of calls (before bench_gpu.py took them in turns), so their last ratio also",
-            "holds the clocks' drift between the blocks (docs/perf-notes.md, \"The fwd+bwd call\").", "",
+            "short blocks of calls, one after another, without a warm-up of their own, so their last ratio",
+            "also holds the clocks' drift between the blocks (docs/perf-notes.md, \"The fwd+bwd call\").", "",
             "| run | mask | ours fwd+bwd | bar | ours / bar | / our full | fwd+bwd time / (fwd + bwd) |",
             "|---|---|---|---|---|---|---|", *out]
 
