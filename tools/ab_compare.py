@@ -6,7 +6,8 @@ temperature drift alone (cuDNN itself moves 2-4% between runs), which is the siz
 most kernel changes. Here every build is loaded side by side (ctypes, one library per
 path) and the builds take turns, round after round (the order reversed every other
 round), on the same inputs; each round's figure is the median of `--reps` calls timed
-by CUDA events with L2 flushed before each. Prints the median over rounds and the range.
+by CUDA events with L2 flushed before each, after --warmup ms of the first build's calls (the
+clock the GPU holds under load). Prints the median over rounds and the range.
 Every build's output is first checked against a float32 reference (bench_gpu.check_output),
 but those named by --timing-only: diagnostic builds that leave work out on purpose.
 
@@ -25,6 +26,7 @@ import os
 import pathlib
 import statistics
 import sys
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,6 +41,8 @@ def main():
     ap.add_argument("--modes", default="fwd,bwd", help="fwd and/or bwd")
     ap.add_argument("--rounds", type=int, default=5, help="turns per build")
     ap.add_argument("--reps", type=int, default=5, help="timed calls per turn (median)")
+    ap.add_argument("--warmup", type=float, default=300.0,
+                    help="ms of the first build's calls before each mode's first round (the clock under load)")
     ap.add_argument("--timing-only", default="",
                     help="comma-separated builds whose outputs are not checked: diagnostic builds that leave "
                          "out work (docs/perf-notes.md), timed only")
@@ -81,24 +85,34 @@ def main():
                 out = flashmask_attention(q, k, v, idx, causal=spec.causal)
             if name not in timing_only:
                 check_output(torch, q.detach(), k.detach(), v.detach(), spec, d**-0.5, out, f"{name} {mask}")
+        def call(name, mode):
+            """Build `name`'s timed call of `mode` and its FLOP multiple of the forward's."""
+            _lib._lib = libs[name]  # the binding calls whichever library this holds
+            if mode == "fwd":
+                def fn():
+                    with torch.no_grad():
+                        flashmask_attention(q, k, v, idx, causal=spec.causal)
+                return fn, 1.0
+            out = flashmask_attention(q, k, v, idx, causal=spec.causal)  # this build's forward
+
+            def fn():
+                for x in (q, k, v):
+                    x.grad = None
+                out.backward(do, retain_graph=True)
+            return fn, 2.5
+
         for mode in args.modes.split(","):
             res = {name: [] for name in libs}
+            # The first build's calls until the GPU holds its clock under load: after the mask's
+            # set-up it runs faster for ~0.1 s (docs/perf-notes.md, "Timed first", "Steady blocks").
+            fn, _ = call(next(iter(libs)), mode)
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < args.warmup / 1e3:
+                fn()
+                torch.cuda.synchronize()
             for r in range(args.rounds):
                 for name in (list(libs) if r % 2 == 0 else list(libs)[::-1]):
-                    _lib._lib = libs[name]  # the binding calls whichever library this holds
-                    if mode == "fwd":
-                        def fn():
-                            with torch.no_grad():
-                                flashmask_attention(q, k, v, idx, causal=spec.causal)
-                        mult = 1.0
-                    else:
-                        out = flashmask_attention(q, k, v, idx, causal=spec.causal)  # this build's forward
-
-                        def fn():
-                            for x in (q, k, v):
-                                x.grad = None
-                            out.backward(do, retain_graph=True)
-                        mult = 2.5
+                    fn, mult = call(name, mode)
                     fn()
                     fn()
                     torch.cuda.synchronize()
