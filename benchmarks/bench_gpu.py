@@ -125,6 +125,8 @@ def build_mask(name, n, b, h, seed=0):
 # passes), which lets the kernels take their mask-less paths (the D=128 forward's 176-key
 # tiles: docs/perf-notes.md, v49). The other masks, and FA4-Flex, get the mask.
 DENSE_MASKS = ("full", "causal")
+# Every implementation a row can hold (its columns' prefix): ours, then the baselines.
+IMPLS = ("ours", "flex", "fa4", "fa4direct", "fa2", "cudnn", "dense")
 
 
 def ours_indices(mask_name, idx):
@@ -162,8 +164,8 @@ def steady_block_ms(torch, fns, rounds, reps, warm_calls, flush):
     sustained load, then reps[i] calls, each timed by CUDA events with L2 flushed (flush.zero_())
     before it. The blocks run in the order of fns in even rounds and in reverse in odd ones.
     Under sustained load the H200 holds a lower clock than after lighter work (1980 MHz falls to
-    1725-1830 within ~0.1 s; perf-notes "Timed first"), so calls taken in turns with lighter ones,
-    or first after an idle spell, run faster than a training step's would."""
+    1725-1875 within ~0.1 s; perf-notes "Steady blocks"), so calls taken in turns with lighter
+    ones, or first after an idle spell, run faster than a training step's would."""
     import statistics
 
     samples = [[] for _ in fns]
@@ -550,7 +552,7 @@ FA4_FLEX_MARGIN, FA4_DENSE_SHARE, OWN_FULL_SHARE, FUSED_SLACK = 1.3, 0.9, 0.8, 1
 TIMING_NOTES = {
     "interleaved": ", fwd/bwd/fwd+bwd in turns",
     "implementations_interleaved": ", every implementation's fwd/bwd/fwd+bwd in turns with the others'",
-    "steady_blocks": ", each call in blocks after >= 0.3 s of its own warm-up, blocks in alternating order",
+    "steady_blocks": ", each call in blocks after its own warm-up, blocks in alternating order",
 }
 
 
@@ -640,6 +642,8 @@ def report(out_dir: pathlib.Path):
         if m:
             reps = f", >= {m['min_reps']} timed calls per median" if "min_reps" in m else ", triton do_bench medians"
             reps += TIMING_NOTES.get(m.get("timing"), ", fwd/bwd/fwd+bwd in blocks")
+            if "warmup_ms" in m:
+                reps += f" ({m['warmup_ms']:g} ms of warm-up per block, {m['rounds']} rounds)"
             if m.get("impls"):
                 reps += f", only ours, {m['impls'].replace(',', ', ')}"
             note = f" ({m['note']})" if m.get("note") else ""
@@ -708,14 +712,17 @@ def main():
     ap.add_argument("--min-reps", type=int, default=10, help="fewest timed calls behind each median")
     ap.add_argument("--rounds", type=int, default=2, help="rounds of blocks, their order alternating")
     ap.add_argument("--impls", default=None,
-                    help="comma-separated implementations to time (default every one that runs): ours, flex, "
-                         "fa4, fa4direct, fa2, cudnn, dense")
+                    help="comma-separated baselines to time beside ours (default every one that runs): "
+                         + ", ".join(IMPLS[1:]))
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--no-dense", action="store_true")
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--merge", nargs="+", metavar=("TAG", "PART"),
                     help="join PART files (one run's masks in several calls) into gpu_TAG.json in --out")
     args = ap.parse_args()
+    unknown = set(args.impls.split(",")) - set(IMPLS) if args.impls else set()
+    if unknown:
+        ap.error(f"--impls: {', '.join(sorted(unknown))} not among {', '.join(IMPLS)}")
     out_dir = pathlib.Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.merge:
@@ -738,7 +745,8 @@ def main():
         pass
     rows = []
     meta = dict(tag=args.tag, device=torch.cuda.get_device_name(), torch=torch.__version__,
-                date=time.strftime("%Y-%m-%d %H:%M"), min_reps=args.min_reps, timing="steady_blocks")
+                date=time.strftime("%Y-%m-%d %H:%M"), min_reps=args.min_reps, timing="steady_blocks",
+                warmup_ms=args.warmup, rounds=args.rounds)
     if args.impls:
         meta["impls"] = args.impls
     for cfg in args.configs.split(","):
