@@ -209,7 +209,7 @@ def time_together(impls, row, bench, three_calls):
 
 def make_timer(args, torch, dev):
     """bench(*fns) -> the median ms of each fn (steady_block_ms): args.rounds rounds; in each, a
-    function's block holds >= args.warmup ms of untimed calls (at least 2) and then its share of
+    function's block holds >= args.warmup ms of untimed calls (at least one) and then its share of
     >= args.min_reps timed calls, more where they take under args.rep ms."""
     flush = torch.empty(256 << 20, dtype=torch.int8, device=dev)
 
@@ -222,7 +222,7 @@ def make_timer(args, torch, dev):
             fn()
             torch.cuda.synchronize()
             est_ms.append(max((time.perf_counter() - t0) * 1e3, 1e-3))
-        warm = [max(2, math.ceil(args.warmup / e)) for e in est_ms]
+        warm = [max(1, math.ceil(args.warmup / e)) for e in est_ms]
         reps = [max(math.ceil(args.min_reps / args.rounds), math.ceil(args.rep / args.rounds / e)) for e in est_ms]
         return steady_block_ms(torch, fns, args.rounds, reps, warm, flush)
 
