@@ -323,84 +323,112 @@ def gpu_state(device_index=0):
     return {}
 
 
+class Inputs:
+    """A configuration's random bf16 inputs: q, k, v and the output gradient do as [B, N, H, D]
+    (ours, FA4 direct) and their [B, H, N, D] copies qt, kt, vt, dot (Flex, SDPA)."""
+
+    def __init__(self, torch, b, n, h, d, dev):
+        g = torch.Generator(device=dev).manual_seed(1234)
+        self.q, self.k, self.v, self.do = (torch.randn(b, n, h, d, device=dev, dtype=torch.bfloat16, generator=g)
+                                           for _ in range(4))
+        self.qt, self.kt, self.vt, self.dot = (x.transpose(1, 2).contiguous() for x in (self.q, self.k, self.v, self.do))
+        self.leaves = (self.q, self.k, self.v, self.qt, self.kt, self.vt)
+        for x in self.leaves:
+            x.requires_grad_(True)
+
+    def three_calls(self, fwd_only, fwd_grad):
+        """An implementation's forward, backward and fwd+bwd calls. The backward alone reruns one
+        graph (retain_graph=True); the fwd+bwd call builds and frees its own."""
+        out = fwd_grad()
+
+        def grad_of(o):
+            return self.do if o.shape == self.do.shape else self.dot
+
+        def bwd():
+            for x in self.leaves:
+                x.grad = None
+            out.backward(grad_of(out), retain_graph=True)
+
+        def fb():
+            for x in self.leaves:
+                x.grad = None
+            o = fwd_grad()
+            o.backward(grad_of(o))
+
+        return fwd_only, bwd, fb
+
+
+class FlexMasks:
+    """FlexAttention's mask_mods for bench_gpu.py's masks: one pair per shape, reading a mask's
+    (normalised) column bounds from tensors that each mask is copied into, so that masks do not
+    recompile. Causality is the second mask_mod, not a captured flag: FA4's CuTe-DSL mask_mod
+    turns a 0-d tensor into a Python scalar ("Expected TensorSSA, but got <class 'int'>")."""
+
+    def __init__(self, torch, b, h, n, device):
+        self.torch, self.shape, self.device = torch, (b, h, n), device
+        self.bounds = [torch.zeros(b, h, n, dtype=torch.int32, device=device) for _ in range(4)]
+        lts, lte, uts, ute = self.bounds
+
+        def interval_mod(bi, hi, qi, ki):
+            lm = (qi >= lts[bi, hi, ki]) & (qi < lte[bi, hi, ki])
+            um = (qi >= uts[bi, hi, ki]) & (qi < ute[bi, hi, ki])
+            return ~(lm | um)
+
+        def causal_interval_mod(bi, hi, qi, ki):
+            return (ki <= qi) & interval_mod(bi, hi, qi, ki)
+
+        self.mask_mods = {False: interval_mod, True: causal_interval_mod}
+
+    def load(self, idx, causal):
+        """Copies a mask's bounds (int32 [B, Hm, N, 1|2|4]) into the mask_mods' tensors, every
+        head's (FA4's mask_mod needs the head index live), and returns its mask_mod."""
+        b, h, n = self.shape
+        hm = idx.shape[1]
+        for dst, src in zip(self.bounds, normalized_bounds(idx, causal, n)):
+            src = self.torch.from_numpy(np.ascontiguousarray(src)).to(self.device, self.torch.int32)
+            if hm != h:
+                src = src.repeat_interleave(h // hm, dim=1) if hm > 1 else src.expand(b, h, n)
+            dst.copy_(src)
+        return self.mask_mods[bool(causal)]
+
+    def block_mask(self, idx, causal, row, reps=3):
+        """The mask's BlockMask, its build time (the mean of `reps` builds) in row["flex_build_ms"]."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        b, h, n = self.shape
+        mask_mod = self.load(idx, causal)
+
+        def build():
+            return create_block_mask(mask_mod, b, h, n, n, device=self.device, _compile=True)
+
+        bm = build()
+        self.torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            bm = build()
+        self.torch.cuda.synchronize()
+        row["flex_build_ms"] = (time.perf_counter() - t0) / reps * 1e3
+        return bm
+
+
 def bench_config(cfg, mask_names, args, torch, on_row=None):
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    from torch.nn.attention.flex_attention import flex_attention
     import torch.nn.functional as F
 
     from paddle_flashmask.torch import flashmask_attention
 
     n, b, d, h = CONFIGS[cfg]
     dev = "cuda"
-    dt = torch.bfloat16
     scale = d**-0.5
-    g = torch.Generator(device=dev).manual_seed(1234)
-    q = torch.randn(b, n, h, d, device=dev, dtype=dt, generator=g)
-    k = torch.randn(b, n, h, d, device=dev, dtype=dt, generator=g)
-    v = torch.randn(b, n, h, d, device=dev, dtype=dt, generator=g)
-    do = torch.randn(b, n, h, d, device=dev, dtype=dt, generator=g)
-    qt, kt, vt, dot = (x.transpose(1, 2).contiguous() for x in (q, k, v, do))  # [B,H,N,D] copies
-    for x in (q, k, v, qt, kt, vt):
-        x.requires_grad_(True)
-
+    x = Inputs(torch, b, n, h, d, dev)
+    q, k, v, qt, kt, vt = x.q, x.k, x.v, x.qt, x.kt, x.vt
     bench = make_timer(args, torch, dev)
-
-    def three_calls(fwd_only, fwd_grad):
-        """An implementation's forward, backward and fwd+bwd calls. The backward alone reruns one
-        graph (retain_graph=True); the fwd+bwd call builds and frees its own."""
-        out = fwd_grad()
-        leaves = (q, k, v, qt, kt, vt)
-
-        def bwd():
-            for x in leaves:
-                x.grad = None
-            out.backward(do if out.shape == do.shape else dot, retain_graph=True)
-
-        def fb():
-            for x in leaves:
-                x.grad = None
-            o = fwd_grad()
-            o.backward(do if o.shape == do.shape else dot)
-
-        return fwd_only, bwd, fb
-
-    # FlexAttention: one mask_mod per shape; bounds live in these tensors (copied in place).
-    LTS = torch.zeros(b, h, n, dtype=torch.int32, device=dev)
-    LTE, UTS, UTE = torch.zeros_like(LTS), torch.zeros_like(LTS), torch.zeros_like(LTS)
-
-    def interval_mod(bi, hi, qi, ki):
-        lm = (qi >= LTS[bi, hi, ki]) & (qi < LTE[bi, hi, ki])
-        um = (qi >= UTS[bi, hi, ki]) & (qi < UTE[bi, hi, ki])
-        return ~(lm | um)
-
-    # Causality as a second mask_mod, not a captured flag: FA4's CuTe-DSL mask_mod turns a 0-d
-    # tensor into a Python scalar ("Expected TensorSSA, but got <class 'int'>").
-    def causal_interval_mod(bi, hi, qi, ki):
-        return (ki <= qi) & interval_mod(bi, hi, qi, ki)
-
     flex = torch.compile(flex_attention, dynamic=False)
+    flex_masks = FlexMasks(torch, b, h, n, dev)
 
-    def flex_block_mask(idx, causal, row):
-        """Copies the mask's bounds into the mask_mod's tensors and builds its BlockMask
-        (its build time into row["flex_build_ms"])."""
-        hm = idx.shape[1]
-        nb = [torch.from_numpy(np.ascontiguousarray(x)) for x in normalized_bounds(idx, causal, n)]
-        for dst, src in zip((LTS, LTE, UTS, UTE), nb):
-            src = src.to(dev, torch.int32)
-            if hm != h:  # every head's bounds (FA4's mask_mod needs the head index live)
-                src = src.repeat_interleave(h // hm, dim=1) if hm > 1 else src.expand(b, h, n)
-            dst.copy_(src)
-        mask_mod = causal_interval_mod if causal else interval_mod
-        build = lambda: create_block_mask(mask_mod, b, h, n, n, device=dev, _compile=True)  # noqa: E731
-        bm = build()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        reps = 3
-        for _ in range(reps):
-            bm = build()
-        torch.cuda.synchronize()
-        row["flex_build_ms"] = (time.perf_counter() - t0) / reps * 1e3
-        return bm
+    def want(name):  # --impls
+        return not args.impls or name == "ours" or name in args.impls.split(",")
 
     def flex_calls(bm, options):
         """flex_attention's (fwd_only, fwd_grad) with kernel_options `options`, on [B, H, N, D]."""
@@ -442,18 +470,19 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
         # FlexAttention on its Triton backend ("flex") and on FlashAttention-4's CuTe-DSL
         # kernels ("fa4": kernel_options BACKEND=FLASH, where flash-attn-4 is installed),
         # one BlockMask for both.
-        if not args.no_flex:
+        if not args.no_flex and (want("flex") or (want("fa4") and HAVE_FA4)):
             try:
-                bm = flex_block_mask(idx, causal, row)
-                impls["flex"] = flex_calls(bm, None)
-                if HAVE_FA4:
+                bm = flex_masks.block_mask(idx, causal, row)
+                if want("flex"):
+                    impls["flex"] = flex_calls(bm, None)
+                if want("fa4") and HAVE_FA4:
                     impls["fa4"] = flex_calls(bm, {"BACKEND": "FLASH"})
             except Exception as e:  # noqa: BLE001  (no BlockMask: neither backend can run)
                 row["flex_error"] = repr(e)[:300]
                 print(f"  flex block mask failed: {e!r}"[:300], flush=True)
         # FlashAttention-4 called directly (flash_attn.cute.flash_attn_func on [B, N, H, D]),
         # SDPA flash / cuDNN: full and causal only
-        if mname in DENSE_MASKS and HAVE_FA4:
+        if mname in DENSE_MASKS and HAVE_FA4 and want("fa4direct"):
             def fa4_g():
                 out = fa4_attention(q, k, v, causal=bool(causal), softmax_scale=scale)
                 return out[0] if isinstance(out, tuple) else out  # it may return (out, lse)
@@ -465,6 +494,8 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
             impls["fa4direct"] = (fa4_f, fa4_g)
         if mname in DENSE_MASKS:
             for key, backend in (("fa2", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+                if not want(key):
+                    continue
                 def sg(backend=backend):
                     with sdpa_kernel(backend):
                         return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=scale)
@@ -476,7 +507,7 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
                 impls[key] = (sf, sg)
         # SDPA with the dense bool mask (where it fits: N <= 8K, one mask head)
         dense = None
-        if n <= 8192 and hm == 1 and not args.no_dense:
+        if n <= 8192 and hm == 1 and not args.no_dense and want("dense"):
             try:
                 dense = torch.from_numpy(masks.to_dense(idx, causal)).to(dev)  # [B,1,N,N]
             except Exception as e:  # noqa: BLE001
@@ -492,10 +523,8 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
 
             impls["dense"] = (df, dg)
 
-        if args.impls:
-            impls = {k: fns for k, fns in impls.items() if k == "ours" or k in args.impls.split(",")}
         row["gpu_state"] = gpu_state(torch.cuda.current_device())
-        times = time_together(impls, row, bench, three_calls)
+        times = time_together(impls, row, bench, x.three_calls)
         if "ours" not in times:
             raise RuntimeError(f"{cfg} {mname}: our kernels failed: {row['ours_error']}")
         for key, t in times.items():
@@ -509,7 +538,7 @@ def bench_config(cfg, mask_names, args, torch, on_row=None):
                 row[f"max_abs_diff_vs_{key}"] = (impls[key][0]().transpose(1, 2).float() - o_ours.float()).abs().max().item()
         if "fa4direct" in times:
             row["max_abs_diff_vs_fa4direct"] = (impls["fa4direct"][0]().float() - o_ours.float()).abs().max().item()
-        del impls, dense
+        impls = dense = None  # the dense mask (1 GiB at 8K) freed before the next mask's
         torch.cuda.empty_cache()
         rows.append(row)
         if on_row is not None:

@@ -2,7 +2,8 @@
 run (its masks measured in several device calls) into one run's file, and the report prints
 the note that says so; the pair count every benchmark's rates divide by; the output check; which
 time is whose when every implementation is timed together; the steady blocks (their order,
-warm-up and flushes); the GPU state's parsing."""
+warm-up and flushes); the GPU state's parsing; on the CPU with torch, the Flex baselines' mask_mods
+against the dense masks and the timed backward calls' gradients."""
 
 import importlib.util
 import json
@@ -11,6 +12,8 @@ import pathlib
 import sys
 import tempfile
 import unittest
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -225,3 +228,35 @@ class SteadyBlocksTest(unittest.TestCase):
         a_block, b_block = ["a"] * (4 + 2), ["b"] * (1 + 3)
         self.assertEqual(log, a_block + b_block + b_block + a_block)  # round 2 in reverse
         self.assertEqual(self.flush.zeroed, 2 * (2 + 3))  # before each timed call only
+
+
+@unittest.skipUnless(importlib.util.find_spec("torch"), "needs torch (a benchmark-only extra: benchmarks/requirements.txt)")
+class FlexBaselineTest(unittest.TestCase):
+    """The Flex and FA4-Flex baselines' masks and the calls every implementation is timed by, on
+    the CPU: each mask's mask_mod, evaluated everywhere, is the package's dense mask."""
+
+    def test_each_masks_mask_mod_is_its_dense_mask(self):
+        import torch
+        from torch.nn.attention.flex_attention import create_mask
+
+        from paddle_flashmask import masks
+
+        n, b, h = 2048, 2, 2  # every builder's shape holds at 2K (global_sliding_window: 256 global, window 1024)
+        flex_masks = bench_gpu.FlexMasks(torch, b, h, n, "cpu")
+        for name in bench_gpu.MASKS:
+            with self.subTest(mask=name):
+                spec = bench_gpu.build_mask(name, n, b, h)
+                mask_mod = flex_masks.load(spec.startend_row_indices, spec.causal)
+                got = create_mask(mask_mod, b, h, n, n, device="cpu").numpy()
+                want = masks.to_dense(spec.startend_row_indices, spec.causal)  # [B, Hm, N, N]
+                np.testing.assert_array_equal(got, np.broadcast_to(want, got.shape))
+
+    def test_the_backward_calls_take_the_gradient_of_the_outputs_layout(self):
+        import torch
+
+        x = bench_gpu.Inputs(torch, 1, 8, 2, 4, "cpu")
+        for layout, grad in ((x.q, x.do), (x.qt, x.dot)):  # [B, N, H, D] and [B, H, N, D]
+            fwd_only, bwd, fb = x.three_calls(lambda: None, lambda layout=layout: layout * 3)
+            for call in (bwd, fb):
+                call()
+                torch.testing.assert_close(layout.grad, grad * 3)
