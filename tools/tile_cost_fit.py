@@ -282,7 +282,7 @@ def main() -> None:
         candidates = [args.fwd_row_shift] if fixed else shift_candidates(n, d, fwd_rows)
         print(f"{path}: N={n}, B={b}, H={rows[0]['H']}, D={d}, forward blocks shifted back by "
               + (f"{args.fwd_row_shift} rows" if fixed else f"the cheapest of {candidates} rows per mask"))
-        counts, shifts = {}, {}
+        counts, shifts, idles = {}, {}, {}
         for r in rows:
             if r["mask"] in NOT_COUNTED:
                 continue
@@ -291,10 +291,11 @@ def main() -> None:
             fwd, bwd = tile_counts(spec, n, [FWD_TILE[d], BWD_TILE[d]], [shift, 0])
             shifts[r["mask"]] = shift
             counts[r["mask"]] = {"fwd": fwd, "bwd": bwd}
+            idles[r["mask"]] = idle_consumer_tiles(spec, n, FWD_TILE[d], shift)
         if len(candidates) > 1:
             print("  shift per mask: " + ", ".join(f"{m} {s}" for m, s in shifts.items()))
         for mask, c in counts.items():
-            idle = idle_consumer_tiles(bench_gpu.build_mask(mask, n, b, 1), n, FWD_TILE[d], shifts[mask])
+            idle = idles[mask]
             print(f"  {mask:22s} forward whole {c['fwd']['whole']:7d}, partial {c['fwd']['partial']:7d} "
                   f"(all {b} batch rows, one head); consumer-tiles idle {100 * idle['idle'] / idle['all']:.1f}%, "
                   f"passed {100 * idle['passed'] / idle['all']:.1f}%")
