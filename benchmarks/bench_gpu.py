@@ -134,23 +134,27 @@ def ours_indices(mask_name, idx):
     return None if mask_name in DENSE_MASKS else idx
 
 
+def timed_call(torch, fn, flush):
+    """One call of fn between two recorded CUDA events, L2 flushed (flush.zero_(), a buffer
+    larger than L2) before it: (start, end), to read after a synchronize."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    flush.zero_()
+    start.record()
+    fn()
+    end.record()
+    return start, end
+
+
 def interleaved_event_ms(torch, fns, reps, flush):
     """Median ms of `reps` calls of each of fns, taken in turns (fns[0], fns[1], .., fns[0],
-    ..), each call timed by CUDA events with L2 flushed (flush.zero_(), a buffer larger than
-    L2) before it. Taken in turns, a drift of the clocks between blocks of calls cannot show up
-    as a difference between the functions."""
+    ..), each a timed_call. Taken in turns, a drift of the clocks between blocks of calls cannot
+    show up as a difference between the functions."""
     import statistics
 
-    events = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in fns]
-              for _ in range(reps)]
-    for turn in events:
-        for fn, (start, end) in zip(fns, turn):
-            flush.zero_()
-            start.record()
-            fn()
-            end.record()
+    turns = [[timed_call(torch, fn, flush) for fn in fns] for _ in range(reps)]
     torch.cuda.synchronize()
-    return [statistics.median(turn[i][0].elapsed_time(turn[i][1]) for turn in events) for i in range(len(fns))]
+    return [statistics.median(start.elapsed_time(end) for start, end in (turn[i] for turn in turns))
+            for i in range(len(fns))]
 
 
 def median_event_ms(torch, fn, reps, flush):
@@ -161,11 +165,11 @@ def median_event_ms(torch, fn, reps, flush):
 def steady_block_ms(torch, fns, rounds, reps, warm_calls, flush):
     """Median ms of rounds * reps[i] calls of each fns[i], each function in blocks of its own:
     warm_calls[i] untimed calls, which bring the GPU to the clock it holds under that kernel's
-    sustained load, then reps[i] calls, each timed by CUDA events with L2 flushed (flush.zero_())
-    before it. The blocks run in the order of fns in even rounds and in reverse in odd ones.
-    Under sustained load the H200 holds a lower clock than after lighter work (1980 MHz falls to
-    1725-1875 within ~0.1 s; perf-notes "Steady blocks"), so calls taken in turns with lighter
-    ones, or first after an idle spell, run faster than a training step's would."""
+    sustained load, then reps[i] timed_calls. The blocks run in the order of fns in even rounds
+    and in reverse in odd ones. Under sustained load the H200 holds a lower clock than after
+    lighter work (1980 MHz falls to 1725-1875 within ~0.1 s; perf-notes "Steady blocks"), so
+    calls taken in turns with lighter ones, or first after an idle spell, run faster than a
+    training step's would."""
     import statistics
 
     samples = [[] for _ in fns]
@@ -173,13 +177,7 @@ def steady_block_ms(torch, fns, rounds, reps, warm_calls, flush):
         for i in (range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))):
             for _ in range(warm_calls[i]):
                 fns[i]()
-            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                      for _ in range(reps[i])]
-            for start, end in events:
-                flush.zero_()
-                start.record()
-                fns[i]()
-                end.record()
+            events = [timed_call(torch, fns[i], flush) for _ in range(reps[i])]
             torch.cuda.synchronize()
             samples[i] += [start.elapsed_time(end) for start, end in events]
     return [statistics.median(s) for s in samples]

@@ -229,6 +229,13 @@ class SteadyBlocksTest(unittest.TestCase):
         self.assertEqual(log, a_block + b_block + b_block + a_block)  # round 2 in reverse
         self.assertEqual(self.flush.zeroed, 2 * (2 + 3))  # before each timed call only
 
+    def test_turns_alternate_call_by_call(self):
+        log = []
+        fns = [self.fn("a", 1.0, log), self.fn("b", 3.0, log)]
+        self.assertEqual(bench_gpu.interleaved_event_ms(self.torch, fns, 3, self.flush), [1.0, 3.0])
+        self.assertEqual(log, ["a", "b"] * 3)
+        self.assertEqual(self.flush.zeroed, 6)
+
 
 @unittest.skipUnless(importlib.util.find_spec("torch"), "needs torch (a benchmark-only extra: benchmarks/requirements.txt)")
 class FlexBaselineTest(unittest.TestCase):
