@@ -223,7 +223,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   int* sScratch = reinterpret_cast<int*>(sDs + kStages * kBlockM);
   TileEntry* sList = reinterpret_cast<TileEntry*>(sScratch + kListScratchInts);
 
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tid = threadIdx.x, lane = tid & (kWarpSize - 1), warp = tid >> kLog2WarpSize;
   const int g = lane >> 2, t = lane & 3;
   const int n_block = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
   const AttentionShape& s = p.shape;
@@ -412,7 +412,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const typename Cfg::Smem::template Tiles<T> sm(smem_raw);
   T* sdO = sm.q + kBlockM * D;  // after Q
 
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tid = threadIdx.x, lane = tid & (kWarpSize - 1), warp = tid >> kLog2WarpSize;
   const int g = lane >> 2, t = lane & 3;
   const Sm80QueryBlock<T, kBlockM, kBlockN> blk(p, tile_bounds);
   const T* gdO = static_cast<const T*>(p.dout) + blk.b * p.dout_strides.batch +

@@ -180,7 +180,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const BwdListQueue<Smem> queue{{sm}};
   // The warp index provably uniform: the consumers' wgmma descriptors stay in uniform
   // registers (perf-notes v44: no spills, bwd +2-5%).
-  const int tid = threadIdx.x, lane = tid & 31, warp = warp_index_uniform();
+  const int tid = threadIdx.x, lane = tid & (kWarpSize - 1), warp = warp_index_uniform();
   const AttentionShape& s = p.shape;
   const int H = s.num_heads, group = H / s.num_heads_k;  // query heads, per key head
 

@@ -95,7 +95,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   extern __shared__ __align__(128) char smem_raw[];
   const typename Cfg::Smem::template Tiles<T> sm(smem_raw);
 
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tid = threadIdx.x, lane = tid & (kWarpSize - 1), warp = tid >> kLog2WarpSize;
   const int g = lane >> 2, t = lane & 3;
   const Sm80QueryBlock<T, kBlockM, kBlockN> blk(p, tile_bounds);
   const int count = list_key_tiles<kThreads, kBlockN>(sm.list, sm.scratch, p.mask, blk.Sq, blk.Sk, blk.bhm, blk.m0,

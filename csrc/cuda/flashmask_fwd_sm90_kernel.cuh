@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const FwdItemQueue<Smem> queue{sm};
   // The warp index broadcast from lane 0: what derives from it (the consumer's Q descriptor)
   // lives in uniform registers (perf-notes v44, v54; every head dim since v84).
-  const int tid = threadIdx.x, lane = tid & 31, warp = warp_index_uniform();
+  const int tid = threadIdx.x, lane = tid & (kWarpSize - 1), warp = warp_index_uniform();
   const int group = p.shape.num_heads / p.shape.num_heads_k;  // query heads per key head
 
   if (tid == 0) {

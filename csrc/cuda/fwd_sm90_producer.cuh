@@ -76,7 +76,7 @@ template <int F, int kBlockN>
 __device__ __forceinline__ void copy_tile_intervals(int4* dst, const int32_t* gBnd, int n, int lane, int offset,
                                                     int Sk) {
   using Fm = Form<F>;
-  constexpr int kPerLane = (kBlockN + 31) / 32;  // 176-key tiles: the last pass has 16 columns
+  constexpr int kPerLane = (kBlockN + kWarpSize - 1) / kWarpSize;  // 176-key tiles: the last pass has 16 columns
   int raw[kPerLane][4] = {};
 #pragma unroll
   for (int k = 0; k < kPerLane; ++k) {

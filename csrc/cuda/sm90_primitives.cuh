@@ -197,7 +197,7 @@ __device__ __forceinline__ uint32_t sw128_offset(int row, int chunk) {
 }
 
 // ---------------------------------------------------------------- warps
-__device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x & 31); }
+__device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x & (kWarpSize - 1)); }
 template <int kRegs>
 __device__ __forceinline__ void regs_dealloc() {
   FM_SM90_ASM("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
