@@ -55,8 +55,9 @@ namespace cuda {
 
 template <int D_, int kBlockN_, int kStages_, int kConsumers_>
 struct FwdSm90Config {
-  static constexpr int kConsumers = kConsumers_;  // warpgroups of 64 query rows
-  static constexpr int D = D_, kBlockM = 64 * kConsumers, kBlockN = kBlockN_, kStages = kStages_;
+  static constexpr int kConsumers = kConsumers_;  // warpgroups of kConsumerRows query rows
+  static constexpr int kConsumerRows = 64;         // a warpgroup's wgmma M
+  static constexpr int D = D_, kBlockM = kConsumerRows * kConsumers, kBlockN = kBlockN_, kStages = kStages_;
   static constexpr int kThreads = (kConsumers + 1) * 128;
   static_assert(kConsumers >= 2 && kConsumers <= sm90::kMaxFwdConsumers, "consumer turns have their named barriers");
   // Three consumers share 512 threads' registers: 160 each holds D = 64's O, S and P.

@@ -33,10 +33,10 @@ struct FwdOutputStore {
     constexpr int kBlockM = Cfg::kBlockM, kColBlockBytes = kBlockM * 128;
     release();  // one store in flight: an item without key tiles has issued no S since the last
     char* tile = reinterpret_cast<char*>(sm.q[qs]);  // [D / 64 column blocks][kBlockM rows][128 B]
-    const int m0 = it.m_block * kBlockM + cw * 64;   // this consumer's first row
+    const int m0 = it.m_block * kBlockM + cw * Cfg::kConsumerRows;  // this consumer's first row
     finish_rows<T, Cfg::D / 8>(p, FwdOutput<T>(p, it.b, it.h).lse, m0 + wrow, t, row_max, row_sum, acc,
                                [&](int j, int r, uint32_t pair) {
-                                 const int row = cw * 64 + wrow + 8 * r;
+                                 const int row = cw * Cfg::kConsumerRows + wrow + 8 * r;
                                  *reinterpret_cast<uint32_t*>(tile + (j / 8) * kColBlockBytes +
                                                               sm90::sw128_offset(row, j & 7) + 4 * t) = pair;
                                });
@@ -45,8 +45,9 @@ struct FwdOutputStore {
     sm90::named_barrier_sync(sm90::FwdBarrier::kConsumerOutput0, 128, cw);
     if (issuer) {
 #pragma unroll
-      for (int cb = 0; cb < Cfg::D / 64; ++cb)  // 64 rows at cw * 64: 1024-aligned, the same swizzle phase
-        sm90::tma_store_4d(&maps.o, tile + cb * kColBlockBytes + cw * 64 * 128, cb * 64, m0, it.h, it.b);
+      for (int cb = 0; cb < Cfg::D / 64; ++cb)  // a consumer's rows: 1024-aligned, the same swizzle phase
+        sm90::tma_store_4d(&maps.o, tile + cb * kColBlockBytes + cw * Cfg::kConsumerRows * 128, cb * 64, m0, it.h,
+                           it.b);
       sm90::bulk_commit();
     }
     pending = qs;

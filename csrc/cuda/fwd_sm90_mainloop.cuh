@@ -117,7 +117,7 @@ struct FwdSm90Mainloop {
 
   // The thread's first row of the item (and row0 + 8).
   __device__ __forceinline__ int row0(const FwdItem& it) const {
-    return it.m_block * kBlockM + cw * 64 + wrow - row_shift;
+    return it.m_block * kBlockM + cw * Cfg::kConsumerRows + wrow - row_shift;
   }
   // A release_q that names no tile (a constant, so that kStageO's tile loops keep no release).
   static constexpr int kNoTile = -1;
@@ -194,7 +194,7 @@ struct FwdSm90Mainloop {
                                           AfterFirstIssue&& after_first_issue) {
     using namespace sm90;
     const int qs = q.stage();
-    const uint32_t q_addr = smem_u32(sQ + qs * kColBlocks * kBlockM * 64) + cw * 64 * 128;
+    const uint32_t q_addr = smem_u32(sQ + qs * kColBlocks * kBlockM * 64) + cw * Cfg::kConsumerRows * 128;
     q.wait_full(sm.q_full);
     float acc_s[NT * 4], alpha[2];
     uint32_t pa[kBlockN / 16][4];

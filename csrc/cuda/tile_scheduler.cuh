@@ -130,7 +130,7 @@ __device__ __forceinline__ unsigned idle_consumers(const KeyTileClassifier& key_
 // is). Only a partial tile can be idle for a consumer: an unmasked one is seen by every row of
 // the block. A consumer whose rows all lie outside the sequence gets an empty range (a shifted
 // block's ragged end: perf-notes v82). Lane 0 of each warp writes its ends.
-template <int kConsumers>
+template <int kConsumers, int kConsumerRows>
 __device__ __forceinline__ void record_busy_ranges(FwdItemRecord& rec, const TileEntry* list, int count,
                                                    const KeyTileClassifier& key_tiles, int row0, int seqlen_q,
                                                    int ltid) {
@@ -141,7 +141,7 @@ __device__ __forceinline__ void record_busy_ranges(FwdItemRecord& rec, const Til
   unsigned outside = 0;
 #pragma unroll
   for (int c = 0; c < kConsumers; ++c) {
-    rows[c] = block_rows(row0 + 64 * c, 64, seqlen_q);
+    rows[c] = block_rows(row0 + kConsumerRows * c, kConsumerRows, seqlen_q);
     outside |= (rows[c].count <= 0 ? 1u : 0u) << c;
   }
   unsigned idle = (1u << kConsumers) - 1;  // a position past the list
@@ -196,7 +196,8 @@ __device__ __forceinline__ void fwd_scheduler_role(const sm90::TileListQueue<Sme
       flags |= seg.last() ? kLastSegment : 0;
       FwdItemRecord& rec = queue.record(k);
       if (ltid == 0) rec.count = seg.count, rec.m_block = it.m_block, rec.h = it.h, rec.b = it.b, rec.flags = flags;
-      record_busy_ranges<kBlockM / 64>(rec, queue.tiles(k), seg.count, key_tiles, row0, s.seqlen_q, ltid);
+      record_busy_ranges<Cfg::kConsumers, Cfg::kConsumerRows>(rec, queue.tiles(k), seg.count, key_tiles, row0,
+                                                              s.seqlen_q, ltid);
       queue.publish(k);  // release: this thread's list entries and the record
       if (seg.last()) break;
     }
