@@ -33,7 +33,7 @@ struct BwdSm90Epilogue {
   // issuer's warp must be converged.
   __device__ __forceinline__ void sync_warpgroup() const {
     __syncwarp();
-    sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, 128, cw);
+    sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, sm90::kWarpgroupThreads, cw);
   }
 
   // This consumer's dQ part of query tile m, head h, batch b -> runs of four n8 chunks x 128
@@ -78,10 +78,10 @@ struct BwdSm90Epilogue {
   // previous bulk copies have read it.
   __device__ __forceinline__ void dq_reduce_staged(const BwdTensorMaps& maps, const float* acc_dq, int m, int h,
                                                    int b) const {
-    constexpr uint32_t kBlockStride = 2 * Cfg::kDqRows * 128;
+    constexpr uint32_t kBlockStride = 2 * Cfg::kDqRows * sm90::kSw128RowBytes;
     wait_dq_staging_free();
     stage_and_reduce_dq<kBlockStride, 2 * kBlockStride>(
-        maps, acc_dq, reinterpret_cast<char*>(sm.dq_stage) + cw * Cfg::kDqRows * 128, m, h, b);
+        maps, acc_dq, reinterpret_cast<char*>(sm.dq_stage) + cw * Cfg::kDqRows * sm90::kSw128RowBytes, m, h, b);
   }
   // D = 256 (kDqInQSlot): the four blocks in this consumer's two column blocks of ring slot
   // st's Q and its two of dO. Its own dV/dK GEMMs, their other readers, are done, and the
@@ -92,7 +92,7 @@ struct BwdSm90Epilogue {
                                                     int h, int b) const {
     static_assert(Cfg::kDqInQSlot && Cfg::kSplitQueries && kDqBlocks == 4,
                   "two Q and two dO column blocks per consumer; scores_done waited for in query_tile");
-    constexpr uint32_t kColumnBlock = kBlockM * 128;  // one SW128 column block of a Q or dO tile
+    constexpr uint32_t kColumnBlock = kBlockM * sm90::kSw128RowBytes;  // one SW128 column block of a Q or dO tile
     stage_and_reduce_dq<kColumnBlock, Cfg::kStages * Cfg::kQBytes>(
         maps, acc_dq, reinterpret_cast<char*>(sm.q[st]) + 2 * cw * kColumnBlock, m, h, b);
   }
@@ -108,13 +108,13 @@ struct BwdSm90Epilogue {
   __device__ __forceinline__ bool dq_stores_done() const {
     if constexpr (Cfg::kSplitDqWaits) {
       if (!issuer_warp()) {
-        sm90::named_barrier_arrive(sm90::BwdBarrier::kDqFull0, 128, cw);
+        sm90::named_barrier_arrive(sm90::BwdBarrier::kDqFull0, sm90::kWarpgroupThreads, cw);
         return false;
       }
       __syncwarp();
-      sm90::named_barrier_sync(sm90::BwdBarrier::kDqFull0, 128, cw);
+      sm90::named_barrier_sync(sm90::BwdBarrier::kDqFull0, sm90::kWarpgroupThreads, cw);
     } else {
-      sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, 128, cw);
+      sm90::named_barrier_sync(sm90::BwdBarrier::kConsumer0, sm90::kWarpgroupThreads, cw);
     }
     return true;
   }
@@ -127,12 +127,12 @@ struct BwdSm90Epilogue {
       return;
     }
     if (!issuer_warp()) {
-      sm90::named_barrier_sync(sm90::BwdBarrier::kDqFree0, 128, cw);
+      sm90::named_barrier_sync(sm90::BwdBarrier::kDqFree0, sm90::kWarpgroupThreads, cw);
       return;
     }
     if (dq_issuer) sm90::bulk_wait_read<0>();
     __syncwarp();
-    sm90::named_barrier_arrive(sm90::BwdBarrier::kDqFree0, 128, cw);
+    sm90::named_barrier_arrive(sm90::BwdBarrier::kDqFree0, sm90::kWarpgroupThreads, cw);
   }
   // The staging may be rewritten once the issuer's bulk copies have read it.
   __device__ __forceinline__ void wait_staging_read() const {
@@ -155,7 +155,8 @@ struct BwdSm90Epilogue {
 #pragma unroll
       for (int j = 0; j < DT; ++j) {
         const int row = key_off + wrow + 8 * r;
-        const uint32_t off = (dkv_col0 / 64 + j / 8) * kBlockN * 128 + sm90::sw128_offset(row, j & 7) + t * 4;
+        const uint32_t off = (dkv_col0 / sm90::kSw128Cols + j / 8) * kBlockN * sm90::kSw128RowBytes +
+                             sm90::sw128_offset(row, j & 7) + t * 4;
         *reinterpret_cast<uint32_t*>(sdK + off) =
             Pack<T>::two(acc_dk[4 * j + 2 * r] * scale, acc_dk[4 * j + 2 * r + 1] * scale);
         *reinterpret_cast<uint32_t*>(sdV + off) = Pack<T>::two(acc_dv[4 * j + 2 * r], acc_dv[4 * j + 2 * r + 1]);
@@ -164,10 +165,11 @@ struct BwdSm90Epilogue {
     sync_warpgroup();  // this consumer's rows of both tiles are written
     if (dq_issuer) {
 #pragma unroll
-      for (int blk = dkv_col0 / 64; blk < (dkv_col0 + Cfg::kDKVCols) / 64; ++blk) {
-        const uint32_t src = blk * kBlockN * 128 + key_off * 128;  // 1024-aligned: same swizzle phase
-        sm90::tma_store_4d(&maps.dk, sdK + src, blk * 64, n0 + key_off, hk, b);
-        sm90::tma_store_4d(&maps.dv, sdV + src, blk * 64, n0 + key_off, hk, b);
+      for (int blk = dkv_col0 / sm90::kSw128Cols; blk < (dkv_col0 + Cfg::kDKVCols) / sm90::kSw128Cols; ++blk) {
+        // aligned to the swizzle's period (key_off is 0 or 64 rows): the same swizzle phase
+        const uint32_t src = blk * kBlockN * sm90::kSw128RowBytes + key_off * sm90::kSw128RowBytes;
+        sm90::tma_store_4d(&maps.dk, sdK + src, blk * sm90::kSw128Cols, n0 + key_off, hk, b);
+        sm90::tma_store_4d(&maps.dv, sdV + src, blk * sm90::kSw128Cols, n0 + key_off, hk, b);
       }
       sm90::bulk_commit();
       if constexpr (Cfg::kStageInKV) {  // the loader may bring the next K/V once the stores have read them

@@ -74,17 +74,20 @@ struct BwdSm90Mainloop {
         scale_log2(p.softmax_scale * kLog2e),
         k_addr(smem_u32(sm_.k)),
         v_addr(smem_u32(sm_.v)),
-        dq_k_desc(sm90::sw128_desc(k_addr + epi.dq_col0 / 64 * kBlockN * 128, kBlockN * 128)) {}
+        dq_k_desc(sm90::sw128_desc(k_addr + epi.dq_col0 / sm90::kSw128Cols * kBlockN * sm90::kSw128RowBytes,
+                                    kBlockN * sm90::kSw128RowBytes)) {}
 
   // dQ[dq_row0.., dq_col0..] = dS K over all keys of the block (A: column block dq_row0 / 64
   // of the dS^T buffer, MN-major).
   __device__ __forceinline__ void issue_dq(uint32_t ds_addr) {
-    const uint64_t ds_desc = sm90::sw128_desc(ds_addr + epi.dq_row0 / 64 * kBlockN * 128, 0);
+    const uint64_t ds_desc =
+        sm90::sw128_desc(ds_addr + epi.dq_row0 / sm90::kSw128Cols * kBlockN * sm90::kSw128RowBytes, 0);
     sm90::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk)
-      sm90::Wgmma<T, Cfg::kDqCols>::template ss<1, 1>(acc_dq, sm90::desc_advance(ds_desc, kk * 16 * 128),
-                                                      sm90::desc_advance(dq_k_desc, kk * 16 * 128), kk > 0);
+      sm90::Wgmma<T, Cfg::kDqCols>::template ss<1, 1>(
+          acc_dq, sm90::desc_advance(ds_desc, kk * 16 * sm90::kSw128RowBytes),
+          sm90::desc_advance(dq_k_desc, kk * 16 * sm90::kSw128RowBytes), kk > 0);
     sm90::wgmma_commit();
   }
   // dS^T buffer of tile gi: one per tile parity when the consumers share it (D <= 128),
@@ -103,12 +106,13 @@ struct BwdSm90Mainloop {
   // a 128-byte row of one column block.
   __device__ __forceinline__ void key_by_query(float (&acc)[4 * ST], uint32_t keys_addr,
                                                uint32_t queries_addr) const {
-    const uint64_t keys = sm90::sw128_desc(keys_addr + epi.key_off * 128, 0);
-    const uint64_t queries = sm90::sw128_desc(queries_addr + query_off() * 128, 0);
+    const uint64_t keys = sm90::sw128_desc(keys_addr + epi.key_off * sm90::kSw128RowBytes, 0);
+    const uint64_t queries = sm90::sw128_desc(queries_addr + query_off() * sm90::kSw128RowBytes, 0);
 #pragma unroll
     for (int ks = 0; ks < D / 16; ++ks) {
-      const uint32_t off_n = (ks >> 2) * kBlockN * 128 + (ks & 3) * 32;
-      const uint32_t off_m = (ks >> 2) * kBlockM * 128 + (ks & 3) * 32;
+      const uint32_t koff = (ks % sm90::kSw128KSteps) * sm90::kSw128KStepBytes;
+      const uint32_t off_n = (ks / sm90::kSw128KSteps) * kBlockN * sm90::kSw128RowBytes + koff;
+      const uint32_t off_m = (ks / sm90::kSw128KSteps) * kBlockM * sm90::kSw128RowBytes + koff;
       sm90::Wgmma<T, Cfg::kScoreCols>::template ss<0, 0>(acc, sm90::desc_advance(keys, off_n),
                                                          sm90::desc_advance(queries, off_m), ks > 0);
     }
@@ -170,7 +174,8 @@ struct BwdSm90Mainloop {
         const int row = epi.key_off + epi.wrow + 8 * (e & 1);  // key within the block
         const int chunk = query_off() / 8 + 2 * kk + (e >> 1);  // 8 queries
         uint32_t off = sm90::sw128_offset(row, chunk) + epi.t * 4;
-        if constexpr (kBlockM > 64) off = (chunk >> 3) * kBlockN * 128 + sm90::sw128_offset(row, chunk & 7) + epi.t * 4;
+        if constexpr (kBlockM > sm90::kSw128Cols)
+          off = (chunk >> 3) * kBlockN * sm90::kSw128RowBytes + sm90::sw128_offset(row, chunk & 7) + epi.t * 4;
         *reinterpret_cast<uint32_t*>(buf + off) = frag[kk][e];
       }
   }
@@ -182,29 +187,30 @@ struct BwdSm90Mainloop {
 #pragma unroll
     for (int kk = 0; kk < KS; ++kk)
       sm90::Wgmma<T, Cfg::kDKVCols>::template rs<1>(
-          acc, frag[kk], sm90::desc_advance(b_desc, (query_off() + 16 * kk) * 128), 1);
+          acc, frag[kk], sm90::desc_advance(b_desc, (query_off() + 16 * kk) * sm90::kSw128RowBytes), 1);
   }
   __device__ __forceinline__ void other_queries(float (&acc)[DT * 4], const char* others, uint64_t b_desc) const {
     const int q_other = Cfg::kScoreCols - query_off();
-    const uint64_t a_desc = sm90::sw128_desc(smem_u32(others) + epi.key_off * 128, 0);
+    const uint64_t a_desc = sm90::sw128_desc(smem_u32(others) + epi.key_off * sm90::kSw128RowBytes, 0);
 #pragma unroll
     for (int kk = 0; kk < KS; ++kk)
-      sm90::Wgmma<T, Cfg::kDKVCols>::template ss<0, 1>(acc, sm90::desc_advance(a_desc, (q_other + 16 * kk) * 2),
-                                                       sm90::desc_advance(b_desc, (q_other + 16 * kk) * 128), 1);
+      sm90::Wgmma<T, Cfg::kDKVCols>::template ss<0, 1>(
+          acc, sm90::desc_advance(a_desc, (q_other + 16 * kk) * 2),
+          sm90::desc_advance(b_desc, (q_other + 16 * kk) * sm90::kSw128RowBytes), 1);
   }
   // dV += P^T dO, dK += dS^T Q. At D=256 the GEMMs over this consumer's own queries are issued
   // before the barrier that waits for the other consumer's halves of P^T and dS^T.
   __device__ __forceinline__ void issue_dkv(const uint32_t (&pa)[KS][4], const uint32_t (&dsa)[KS][4], uint32_t q_addr,
                                             uint32_t do_addr, const char* ds) {
-    const uint32_t dkv_off = epi.dkv_col0 / 64 * kBlockM * 128;
-    const uint64_t do_desc = sm90::sw128_desc(do_addr + dkv_off, kBlockM * 128);
-    const uint64_t q_desc = sm90::sw128_desc(q_addr + dkv_off, kBlockM * 128);
+    const uint32_t dkv_off = epi.dkv_col0 / sm90::kSw128Cols * kBlockM * sm90::kSw128RowBytes;
+    const uint64_t do_desc = sm90::sw128_desc(do_addr + dkv_off, kBlockM * sm90::kSw128RowBytes);
+    const uint64_t q_desc = sm90::sw128_desc(q_addr + dkv_off, kBlockM * sm90::kSw128RowBytes);
     sm90::wgmma_fence();
     own_queries(acc_dv, pa, do_desc);
     own_queries(acc_dk, dsa, q_desc);
     if constexpr (Cfg::kSplitQueries) {  // both consumers' halves of P^T and dS^T are in smem
       __syncwarp();
-      sm90::named_barrier_sync(sm90::BwdBarrier::kScoresStored, Cfg::kConsumers * 128);
+      sm90::named_barrier_sync(sm90::BwdBarrier::kScoresStored, Cfg::kConsumers * sm90::kWarpgroupThreads);
       other_queries(acc_dv, pt_buf(), do_desc);
       other_queries(acc_dk, ds, q_desc);
     }
@@ -275,7 +281,7 @@ struct BwdSm90Mainloop {
     if constexpr (!Cfg::kStageInKV)
       if (epi.dq_issuer) bulk_wait_read<0>();  // this consumer's dQ staging blocks are free
     __syncwarp();
-    named_barrier_sync(BwdBarrier::kConsumers, Cfg::kConsumers * 128);
+    named_barrier_sync(BwdBarrier::kConsumers, Cfg::kConsumers * kWarpgroupThreads);
     if constexpr (!Cfg::kStageInKV)
       if (epi.dq_issuer) mbar_arrive(&sm.kv_empty);  // the loader may bring the next item's K/V
     epi.store_dkdv(maps, acc_dk, acc_dv, softmax_scale, n0, hk, b);

@@ -207,9 +207,9 @@ __device__ __forceinline__ void bwd_load_role(const BwdTensorMaps& maps, const B
       const int m = ls.tiles[i].index();
       ring.wait_empty(sm.q_empty);
       mbar_arrive_expect_tx(sm.q_full + st, 2 * Cfg::kQBytes + 2 * Cfg::kRowBytes);
-      tma_load_tile<kColBlocks, kBlockM>(sQ + st * kColBlocks * kBlockM * 64, &maps.q, sm.q_full + st, m * kBlockM, h,
-                                         ls.b);
-      tma_load_tile<kColBlocks, kBlockM>(sdO + st * kColBlocks * kBlockM * 64, &maps.dout, sm.q_full + st,
+      tma_load_tile<kColBlocks, kBlockM>(sQ + st * kColBlocks * kBlockM * kSw128Cols, &maps.q, sm.q_full + st,
+                                         m * kBlockM, h, ls.b);
+      tma_load_tile<kColBlocks, kBlockM>(sdO + st * kColBlocks * kBlockM * kSw128Cols, &maps.dout, sm.q_full + st,
                                          m * kBlockM, h, ls.b);
       bulk_load(sL + st * kBlockM, gL + m * kBlockM, Cfg::kRowBytes, sm.q_full + st);
       bulk_load(sDs + st * kBlockM, gDs + m * kBlockM, Cfg::kRowBytes, sm.q_full + st);

@@ -62,7 +62,7 @@ struct BwdSm90Config {
   static constexpr bool kSplitKeys = D <= 128;
   static constexpr int kBlockN = kSplitKeys ? 128 : 64;
   static constexpr int kDKVCols = kSplitKeys ? D : D / 2;  // dK/dV columns per consumer
-  static constexpr int kThreads = (kConsumers + 1) * 128;
+  static constexpr int kThreads = (kConsumers + 1) * sm90::kWarpgroupThreads;
   static constexpr int kProducerRegs = 24, kConsumerRegs = 240;
   // setmaxnreg moves registers within the CTA's launch allocation (65536 / kThreads per
   // thread, rounded down to 8): consumers block forever if the producer frees too few.
@@ -108,7 +108,7 @@ struct BwdSm90Config {
   // it lost 1-2% (perf-notes v45).
   static constexpr bool kSplitDqWaits = D == 128;
   static constexpr int kDqStageBytes = kDqInQSlot ? 0 : kDqRows * kDqCols * 4;  // per consumer
-  static constexpr int kColBlocks = D / 64;
+  static constexpr int kColBlocks = D / sm90::kSw128Cols;  // SW128 column blocks of a Q, dO, K or V tile
   static constexpr int kKVBytes = kBlockN * D * 2, kQBytes = kBlockM * D * 2;
   // dK and dV of an item leave as tiles laid out like sK ([column block][kBlockN keys][128 B],
   // SW128): D <= 128 writes them into the dS buffers and the dQ staging tiles, which are
@@ -153,9 +153,11 @@ struct BwdSm90Config {
     int scratch[kListScratchInts];  // the builders' list compaction and work counter
     TileEntry lists[kBwdListBuffers][sm90::kListCapacity];
   };
-  static_assert(offsetof(Smem, v) % 1024 == 0 && offsetof(Smem, q) % 1024 == 0 && offsetof(Smem, dout) % 1024 == 0 &&
-                    offsetof(Smem, ds) % 1024 == 0 && offsetof(Smem, dq_stage) % 1024 == 0,
-                "SW128 tiles start 1024-byte aligned");
+  static constexpr size_t kAlign = sm90::kSw128GroupBytes;
+  static_assert(offsetof(Smem, v) % kAlign == 0 && offsetof(Smem, q) % kAlign == 0 &&
+                    offsetof(Smem, dout) % kAlign == 0 && offsetof(Smem, ds) % kAlign == 0 &&
+                    offsetof(Smem, dq_stage) % kAlign == 0,
+                "SW128 tiles start aligned to the swizzle's period");
   static_assert(sizeof(Smem) == 2 * kKVBytes + 2 * kStages * kQBytes + kDsBuffers * kBlockN * kBlockM * 2 +
                                     kConsumers * kDqStageBytes + 2 * kStages * kRowBytes +
                                     (8 + 2 * kStages + 2 * kDsBars + kScoresBars) * 8 + 2 * sizeof(BwdListRecord) +
@@ -164,7 +166,7 @@ struct BwdSm90Config {
                 "no padding");
   static constexpr int kListBuilders = 96;  // warps 1-3 build the query-tile lists
   // Bytes of shared memory, with alignment slack.
-  static constexpr int kSmemFixed = sizeof(Smem) + 1024;
+  static constexpr int kSmemFixed = sizeof(Smem) + sm90::kSw128GroupBytes;
 };
 
 template <typename T, typename Cfg>
@@ -173,7 +175,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                               const BwdWork w) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using namespace sm90;
-  constexpr int kConsumerThreads = Cfg::kConsumers * 128;
+  constexpr int kConsumerThreads = Cfg::kConsumers * sm90::kWarpgroupThreads;
   using Smem = typename Cfg::Smem;
 
   Smem& sm = aligned_smem<Smem>();
@@ -208,7 +210,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   if (warp < 4) {  // ------------------------------------------------ producer
     regs_dealloc<Cfg::kProducerRegs>();
     if (warp > 0)
-      bwd_list_builder_role<Cfg>(maps, queue, p, w, tid - 32);
+      bwd_list_builder_role<Cfg>(maps, queue, p, w, tid - kWarpSize);
     else if (lane == 0)
       bwd_load_role<T, Cfg>(maps, queue, w, H, group);
     return;

@@ -58,7 +58,7 @@ struct FwdSm90Config {
   static constexpr int kConsumers = kConsumers_;  // warpgroups of kConsumerRows query rows
   static constexpr int kConsumerRows = 64;         // a warpgroup's wgmma M
   static constexpr int D = D_, kBlockM = kConsumerRows * kConsumers, kBlockN = kBlockN_, kStages = kStages_;
-  static constexpr int kThreads = (kConsumers + 1) * 128;
+  static constexpr int kThreads = (kConsumers + 1) * sm90::kWarpgroupThreads;
   static_assert(kConsumers >= 2 && kConsumers <= sm90::kMaxFwdConsumers, "consumer turns have their named barriers");
   // Three consumers share 512 threads' registers: 160 each holds D = 64's O, S and P.
   static constexpr int kProducerRegs = kConsumers == 2 ? 40 : 32, kConsumerRegs = kConsumers == 2 ? 232 : 160;
@@ -66,7 +66,8 @@ struct FwdSm90Config {
   // thread, rounded down to 8): consumers block forever if the producer frees too few.
   static_assert(kProducerRegs + kConsumerRegs * kConsumers <= (kConsumers + 1) * (65536 / kThreads / 8 * 8),
                 "register reallocation exceeds the launch allocation");
-  static_assert(D % 64 == 0 && D <= 256, "P*V is one wgmma of N = D <= 256 (SW128 blocks of 64)");
+  static_assert(D % sm90::kSw128Cols == 0 && D <= 256, "P*V is one wgmma of N = D <= 256 (whole SW128 blocks)");
+  static constexpr int kColBlocks = D / sm90::kSw128Cols;  // SW128 column blocks of a Q, K or V tile
   // S is one wgmma of N = kBlockN; 176 (FA3's tile for non-causal work at D=128) only on
   // calls without a mask (KernelSet::FwdSm90Wide).
   static_assert(kBlockN == 64 || kBlockN == 128 || kBlockN == 176, "S is one wgmma of N = kBlockN");
@@ -113,16 +114,17 @@ struct FwdSm90Config {
     int scratch[kListScratchInts];  // the scheduler's list compaction and work counter
     TileEntry lists[kFwdItemBuffers][sm90::kListCapacity];
   };
-  static_assert(offsetof(Smem, k) % 1024 == 0 && offsetof(Smem, v) % 1024 == 0 && sizeof(Smem::q[0]) % 1024 == 0 &&
-                    sizeof(Smem::k[0]) % 1024 == 0,
-                "SW128 tiles start 1024-byte aligned");
+  static constexpr size_t kAlign = sm90::kSw128GroupBytes;
+  static_assert(offsetof(Smem, k) % kAlign == 0 && offsetof(Smem, v) % kAlign == 0 &&
+                    sizeof(Smem::q[0]) % kAlign == 0 && sizeof(Smem::k[0]) % kAlign == 0,
+                "SW128 tiles start aligned to the swizzle's period");
   static_assert(sizeof(Smem) == kQStages * kQBytes + 2 * kStages * kKVBytes + kStages * kBlockN * 16 +
                                     (2 * kQStages + 4 * kStages + 4) * 8 + 2 * sizeof(FwdItemRecord) +
                                     kListScratchInts * sizeof(int) +
                                     kFwdItemBuffers * sm90::kListCapacity * sizeof(TileEntry),
                 "no padding");
   // Bytes of shared memory, with alignment slack.
-  static constexpr int kSmemFixed = sizeof(Smem) + 1024;
+  static constexpr int kSmemFixed = sizeof(Smem) + sm90::kSw128GroupBytes;
 };
 
 template <typename T, typename Cfg>
@@ -132,7 +134,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using namespace sm90;
   constexpr int kStages = Cfg::kStages, kQStages = Cfg::kQStages;
-  constexpr int kConsumerThreads = Cfg::kConsumers * 128;
+  constexpr int kConsumerThreads = Cfg::kConsumers * sm90::kWarpgroupThreads;
   using Smem = typename Cfg::Smem;
 
   Smem& sm = aligned_smem<Smem>();
@@ -164,7 +166,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   if (warp < 4) {  // ------------------------------------------------ producer warpgroup
     regs_dealloc<Cfg::kProducerRegs>();
     if (warp >= 2)
-      fwd_scheduler_role<Cfg>(queue, sm.scratch, sched, p, tile_bounds, tid - 64);
+      fwd_scheduler_role<Cfg>(queue, sm.scratch, sched, p, tile_bounds, tid - 2 * kWarpSize);
     else if (warp == 0) {
       if (lane == 0) fwd_load_role<T, Cfg>(maps, sm, queue, group, sched);
     } else {

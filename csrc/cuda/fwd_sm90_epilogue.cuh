@@ -24,13 +24,14 @@ struct FwdOutputStore {
   const bool issuer;  // thread 0 of its consumer
   int pending = -1;   // the Q buffer of the last stored output, until released
 
-  __device__ __forceinline__ FwdOutputStore(typename Cfg::Smem& sm_) : sm(sm_), issuer(threadIdx.x % 128 == 0) {}
+  __device__ __forceinline__ FwdOutputStore(typename Cfg::Smem& sm_)
+      : sm(sm_), issuer(threadIdx.x % sm90::kWarpgroupThreads == 0) {}
 
   template <typename T, typename Acc>
   __device__ __forceinline__ void store(const FwdTensorMaps& maps, const FwdParams& p, const FwdItem& it, int qs,
                                         int cw, int wrow, int t, const float (&row_max)[2],
                                         const float (&row_sum)[2], Acc&& acc) {
-    constexpr int kBlockM = Cfg::kBlockM, kColBlockBytes = kBlockM * 128;
+    constexpr int kBlockM = Cfg::kBlockM, kColBlockBytes = kBlockM * sm90::kSw128RowBytes;
     release();  // one store in flight: an item without key tiles has issued no S since the last
     char* tile = reinterpret_cast<char*>(sm.q[qs]);  // [D / 64 column blocks][kBlockM rows][128 B]
     const int m0 = it.m_block * kBlockM + cw * Cfg::kConsumerRows;  // this consumer's first row
@@ -42,11 +43,12 @@ struct FwdOutputStore {
                                });
     sm90::fence_proxy_async_smem();  // the rows are visible to the TMA store
     __syncwarp();                    // bar.sync is warp-aligned: the issuer's warp converged
-    sm90::named_barrier_sync(sm90::FwdBarrier::kConsumerOutput0, 128, cw);
+    sm90::named_barrier_sync(sm90::FwdBarrier::kConsumerOutput0, sm90::kWarpgroupThreads, cw);
     if (issuer) {
 #pragma unroll
-      for (int cb = 0; cb < Cfg::D / 64; ++cb)  // a consumer's rows: 1024-aligned, the same swizzle phase
-        sm90::tma_store_4d(&maps.o, tile + cb * kColBlockBytes + cw * Cfg::kConsumerRows * 128, cb * 64, m0, it.h,
+      for (int cb = 0; cb < Cfg::kColBlocks; ++cb)  // a consumer's rows: 1024-aligned, the same swizzle phase
+        sm90::tma_store_4d(&maps.o, tile + cb * kColBlockBytes + cw * Cfg::kConsumerRows * sm90::kSw128RowBytes,
+                           cb * sm90::kSw128Cols, m0, it.h,
                            it.b);
       sm90::bulk_commit();
     }

@@ -17,10 +17,10 @@ namespace cuda {
 template <typename T, typename Cfg>
 struct FwdSm90Mainloop {
   static constexpr int D = Cfg::D, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
-  static constexpr int kColBlocks = D / 64;
+  static constexpr int kColBlocks = Cfg::kColBlocks;
   static constexpr int NT = kBlockN / 8;  // n8 chunks of S per thread row pair
   static constexpr int DT = D / 8;        // n8 chunks of O
-  static constexpr int kConsumerThreads = Cfg::kConsumers * 128;
+  static constexpr int kConsumerThreads = Cfg::kConsumers * sm90::kWarpgroupThreads;
   using Smem = typename Cfg::Smem;
 
   Smem& sm;
@@ -50,22 +50,23 @@ struct FwdSm90Mainloop {
   __device__ __forceinline__ void issue_qk(float (&acc_s)[NT * 4], uint32_t q_addr, int st) {
     if constexpr (D == 256) asm volatile("" : "+r"(q_addr));  // not hoisted out of the tile loop
     const uint64_t q_desc = sm90::sw128_desc(q_addr, 0);
-    const uint64_t k_desc = sm90::sw128_desc(smem_u32(sK + st * kColBlocks * kBlockN * 64), 0);
+    const uint64_t k_desc = sm90::sw128_desc(smem_u32(sK + st * kColBlocks * kBlockN * sm90::kSw128Cols), 0);
 #pragma unroll
     for (int ks = 0; ks < D / 16; ++ks) {
-      const uint32_t koff = (ks & 3) * 32;
-      const uint64_t da = sm90::desc_advance(q_desc, (ks >> 2) * kBlockM * 128 + koff);
-      const uint64_t db = sm90::desc_advance(k_desc, (ks >> 2) * kBlockN * 128 + koff);
+      const uint32_t koff = (ks % sm90::kSw128KSteps) * sm90::kSw128KStepBytes;
+      const uint64_t da = sm90::desc_advance(q_desc, (ks / sm90::kSw128KSteps) * kBlockM * sm90::kSw128RowBytes + koff);
+      const uint64_t db = sm90::desc_advance(k_desc, (ks / sm90::kSw128KSteps) * kBlockN * sm90::kSw128RowBytes + koff);
       sm90::Wgmma<T, kBlockN>::template ss<0, 0>(acc_s, da, db, ks > 0);
     }
     sm90::wgmma_commit();
   }
   // O += P V of ring slot st (V MN-major: k steps of 16 keys = 16 rows of 128 bytes).
   __device__ __forceinline__ void issue_pv(const uint32_t (&pa)[kBlockN / 16][4], int st) {
-    const uint64_t v_desc = sm90::sw128_desc(smem_u32(sV + st * kColBlocks * kBlockN * 64), kBlockN * 128);
+    const uint64_t v_desc = sm90::sw128_desc(smem_u32(sV + st * kColBlocks * kBlockN * sm90::kSw128Cols),
+                                                 kBlockN * sm90::kSw128RowBytes);
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk)
-      sm90::Wgmma<T, D>::template rs<1>(acc_o, pa[kk], sm90::desc_advance(v_desc, kk * 16 * 128), 1);
+      sm90::Wgmma<T, D>::template rs<1>(acc_o, pa[kk], sm90::desc_advance(v_desc, kk * 16 * sm90::kSw128RowBytes), 1);
     sm90::wgmma_commit();
   }
   // Mask (partial tiles only), release K and the intervals of slot st, then the online
@@ -101,7 +102,7 @@ struct FwdSm90Mainloop {
   // turn's barrier counts the waiting warpgroup and the one before it. The last consumer
   // hands the first turn over once before the first item (first_turn); consumer 0 takes
   // the last hand-over after the last item (last_turn), so no arrival is left pending.
-  static constexpr int kTurnThreads = 2 * 128;
+  static constexpr int kTurnThreads = 2 * sm90::kWarpgroupThreads;
   __device__ __forceinline__ void turn_begin() {
     sm90::named_barrier_sync(sm90::FwdBarrier::kConsumerTurn0, kTurnThreads, cw);
   }
@@ -194,7 +195,8 @@ struct FwdSm90Mainloop {
                                           AfterFirstIssue&& after_first_issue) {
     using namespace sm90;
     const int qs = q.stage();
-    const uint32_t q_addr = smem_u32(sQ + qs * kColBlocks * kBlockM * 64) + cw * Cfg::kConsumerRows * 128;
+    const uint32_t q_addr =
+        smem_u32(sQ + qs * kColBlocks * kBlockM * kSw128Cols) + cw * Cfg::kConsumerRows * kSw128RowBytes;
     q.wait_full(sm.q_full);
     float acc_s[NT * 4], alpha[2];
     uint32_t pa[kBlockN / 16][4];

@@ -28,7 +28,7 @@ __device__ __forceinline__ void fwd_load_role(const FwdTensorMaps& maps, typenam
                                               const FwdItemQueue<typename Cfg::Smem>& queue, int group,
                                               const FwdSchedule& sched) {
   using namespace sm90;
-  constexpr int kColBlocks = Cfg::D / 64, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
+  constexpr int kColBlocks = Cfg::kColBlocks, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
   const int row_shift = Cfg::row_shift(sched);
   T* sQ = reinterpret_cast<T*>(sm.q[0]);
   T* sK = reinterpret_cast<T*>(sm.k[0]);
@@ -48,7 +48,7 @@ __device__ __forceinline__ void fwd_load_role(const FwdTensorMaps& maps, typenam
       q.wait_empty(sm.q_empty);
       if (it.count > 0) {
         mbar_arrive_expect_tx(sm.q_full + q.stage(), Cfg::kQBytes);
-        tma_load_tile<kColBlocks, kBlockM>(sQ + q.stage() * kColBlocks * kBlockM * 64, &maps.q,
+        tma_load_tile<kColBlocks, kBlockM>(sQ + q.stage() * kColBlocks * kBlockM * kSw128Cols, &maps.q,
                                            sm.q_full + q.stage(), it.m_block * kBlockM - row_shift, it.h, it.b);
       } else {
         mbar_arrive(sm.q_full + q.stage());
@@ -60,12 +60,12 @@ __device__ __forceinline__ void fwd_load_role(const FwdTensorMaps& maps, typenam
       const int n = it.tile(i).index();
       kv.wait_empty(sm.k_empty);
       mbar_arrive_expect_tx(sm.k_full + st, Cfg::kKVBytes);
-      tma_load_tile<kColBlocks, kBlockN>(sK + st * kColBlocks * kBlockN * 64, &maps.k, sm.k_full + st, n * kBlockN,
-                                         hk, it.b);
+      tma_load_tile<kColBlocks, kBlockN>(sK + st * kColBlocks * kBlockN * kSw128Cols, &maps.k, sm.k_full + st,
+                                         n * kBlockN, hk, it.b);
       kv.wait_empty(sm.v_empty);
       mbar_arrive_expect_tx(sm.v_full + st, Cfg::kKVBytes);
-      tma_load_tile<kColBlocks, kBlockN>(sV + st * kColBlocks * kBlockN * 64, &maps.v, sm.v_full + st, n * kBlockN,
-                                         hk, it.b);
+      tma_load_tile<kColBlocks, kBlockN>(sV + st * kColBlocks * kBlockN * kSw128Cols, &maps.v, sm.v_full + st,
+                                         n * kBlockN, hk, it.b);
     }
     queue.release(k);
   }
@@ -80,15 +80,16 @@ __device__ __forceinline__ void copy_tile_intervals(int4* dst, const int32_t* gB
   int raw[kPerLane][4] = {};
 #pragma unroll
   for (int k = 0; k < kPerLane; ++k) {
-    const int col = n * kBlockN + lane + 32 * k;
+    const int col = n * kBlockN + lane + kWarpSize * k;
 #pragma unroll
     for (int i = 0; i < Fm::kBounds; ++i)
-      if (col < Sk && lane + 32 * k < kBlockN) raw[k][i] = __ldg(gBnd + static_cast<int64_t>(col) * Fm::kBounds + i);
+      if (col < Sk && lane + kWarpSize * k < kBlockN)
+        raw[k][i] = __ldg(gBnd + static_cast<int64_t>(col) * Fm::kBounds + i);
   }
 #pragma unroll
   for (int k = 0; k < kPerLane; ++k) {
-    const int col = n * kBlockN + lane + 32 * k;
-    if (lane + 32 * k < kBlockN) dst[lane + 32 * k] = column_masked_rows<F>(col, raw[k], offset, Sk);
+    const int col = n * kBlockN + lane + kWarpSize * k;
+    if (lane + kWarpSize * k < kBlockN) dst[lane + kWarpSize * k] = column_masked_rows<F>(col, raw[k], offset, Sk);
   }
 }
 

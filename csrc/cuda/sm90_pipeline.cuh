@@ -15,7 +15,8 @@ namespace sm90 {
 template <typename Smem>
 __device__ __forceinline__ Smem& aligned_smem() {
   extern __shared__ char smem_raw[];
-  return *reinterpret_cast<Smem*>(smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023));
+  constexpr uint32_t kAlign = sm90::kSw128GroupBytes;
+  return *reinterpret_cast<Smem*>(smem_raw + ((kAlign - (smem_u32(smem_raw) & (kAlign - 1))) & (kAlign - 1)));
 }
 
 // A role's position in a ring of kStages buffers, each with a "full" and an "empty"

@@ -17,6 +17,15 @@ namespace flashmask {
 namespace cuda {
 namespace sm90 {
 
+// An SW128 column block (above): kSw128Cols 16-bit elements, kSw128RowBytes bytes a row, its
+// 8-row swizzle groups kSw128GroupBytes apart (the swizzle's period, so blocks start aligned to
+// it). wgmma's k step (16 elements) is kSw128KStepBytes
+// of a row, kSw128KSteps of them per column block.
+constexpr int kSw128Cols = 64, kSw128RowBytes = 128, kSw128GroupBytes = 8 * kSw128RowBytes;
+constexpr int kSw128KStepBytes = 32, kSw128KSteps = kSw128RowBytes / kSw128KStepBytes;
+// Threads of a warpgroup, the unit that issues a wgmma.
+constexpr int kWarpgroupThreads = 4 * kWarpSize;
+
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define FM_SM90_ASM(...) asm volatile(__VA_ARGS__)
 #else
@@ -73,7 +82,7 @@ __device__ __forceinline__ void tma_load_tile(T* dst, const void* tensor_map, ui
                                               int head, int batch) {
 #pragma unroll
   for (int cb = 0; cb < kColBlocks; ++cb)
-    tma_load_4d(dst + cb * kRows * 64, tensor_map, bar, cb * 64, row0, head, batch);
+    tma_load_4d(dst + cb * kRows * kSw128Cols, tensor_map, bar, cb * kSw128Cols, row0, head, batch);
 }
 // The same rows (the tensor map's box) brought into L2 only (no smem, no barrier): a
 // head start for a tile that will be loaded later.
@@ -82,7 +91,7 @@ __device__ __forceinline__ void tma_prefetch_tile_l2(const void* tensor_map, int
 #pragma unroll
   for (int cb = 0; cb < kColBlocks; ++cb)
     FM_SM90_ASM("cp.async.bulk.prefetch.tensor.4d.L2.global.tile [%0, {%1, %2, %3, %4}];\n" ::"l"(tensor_map),
-                "r"(cb * 64), "r"(row0), "r"(head), "r"(batch)
+                "r"(cb * kSw128Cols), "r"(row0), "r"(head), "r"(batch)
                 : "memory");
 }
 // This thread's warp, broadcast from lane 0: the compiler can then prove it uniform across
@@ -176,7 +185,7 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t smem_addr, uint32_t lead
   uint64_t d = 0;
   d |= static_cast<uint64_t>((smem_addr & 0x3FFFF) >> 4);
   d |= static_cast<uint64_t>((leading_bytes >> 4) & 0x3FFF) << 16;
-  d |= static_cast<uint64_t>(1024 >> 4) << 32;
+  d |= static_cast<uint64_t>(kSw128GroupBytes >> 4) << 32;
   d |= static_cast<uint64_t>(1) << 62;
   return d;
 }
@@ -193,7 +202,7 @@ __device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) 
 // Byte offset of 16-byte chunk `chunk` (0-7) of row `row` in one SW128 block, for
 // generic-proxy stores into a tile that wgmma or TMA then reads.
 __device__ __forceinline__ uint32_t sw128_offset(int row, int chunk) {
-  return row * 128 + ((chunk ^ (row & 7)) << 4);
+  return row * kSw128RowBytes + ((chunk ^ (row & 7)) << 4);
 }
 
 // ---------------------------------------------------------------- warps
