@@ -27,7 +27,7 @@ tiles at a whole tile's cost and no cost per item, the backward's fixed kernels 
 (--bwd-fixed-ms, the sum of their times in the v26 timeline at 128K tokens and H*D = 4096),
 as a fraction of the full mask's measured fwd+bwd rate (issue 17's 0.8 rule).
 
-Not a test:  python tools/tile_cost_fit.py benchmarks/results/gpu_d128_8k.json [...]
+Not a test:  python tools/tile_cost_fit.py benchmarks/results/gpu_d128_8k_v85.json [...]
 """
 
 from __future__ import annotations
