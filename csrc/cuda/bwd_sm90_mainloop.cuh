@@ -64,7 +64,7 @@ struct BwdSm90Mainloop {
             warp / 4 - 1,
             (warp & 3) * 16 + (lane >> 2),
             lane & 3,
-            Cfg::kSplitKeys ? (warp / 4 - 1) * 64 : 0,
+            Cfg::kSplitKeys ? (warp / 4 - 1) * Cfg::kConsumerKeys : 0,
             Cfg::kSplitKeys ? 0 : (warp / 4 - 1) * Cfg::kDKVCols,
             Cfg::kDqSplitRows ? 0 : (warp / 4 - 1) * Cfg::kDqCols,
             Cfg::kDqSplitRows ? (warp / 4 - 1) * Cfg::kDqRows : 0,

@@ -57,10 +57,11 @@ struct BwdSm90Config {
   // barriers and dQ reduce-adds, which bound its 64-row tiles (perf-notes v28, v35), are
   // shared by twice the GEMM work; D=128 and D=256 have no registers for it.
   static constexpr int D = D_, kBlockM = D == 64 ? 128 : 64, kStages = 2;
-  static constexpr int kConsumers = 2;  // warpgroups of 64 keys
+  static constexpr int kConsumers = 2;     // warpgroups of kConsumerKeys keys
+  static constexpr int kConsumerKeys = 64;  // a warpgroup's wgmma M (the keys of S^T)
   // Consumers own different keys (D <= 128) or different head-dim halves (D = 256).
   static constexpr bool kSplitKeys = D <= 128;
-  static constexpr int kBlockN = kSplitKeys ? 128 : 64;
+  static constexpr int kBlockN = kSplitKeys ? kConsumers * kConsumerKeys : kConsumerKeys;
   static constexpr int kDKVCols = kSplitKeys ? D : D / 2;  // dK/dV columns per consumer
   static constexpr int kThreads = (kConsumers + 1) * sm90::kWarpgroupThreads;
   static constexpr int kProducerRegs = 24, kConsumerRegs = 240;
@@ -166,7 +167,7 @@ struct BwdSm90Config {
                 "no padding");
   static constexpr int kListBuilders = 96;  // warps 1-3 build the query-tile lists
   // Bytes of shared memory, with alignment slack.
-  static constexpr int kSmemFixed = sizeof(Smem) + sm90::kSw128GroupBytes;
+  static constexpr int kSmemFixed = sizeof(Smem) + kAlign;
 };
 
 template <typename T, typename Cfg>

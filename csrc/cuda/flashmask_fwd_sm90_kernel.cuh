@@ -124,7 +124,7 @@ struct FwdSm90Config {
                                     kFwdItemBuffers * sm90::kListCapacity * sizeof(TileEntry),
                 "no padding");
   // Bytes of shared memory, with alignment slack.
-  static constexpr int kSmemFixed = sizeof(Smem) + sm90::kSw128GroupBytes;
+  static constexpr int kSmemFixed = sizeof(Smem) + kAlign;
 };
 
 template <typename T, typename Cfg>

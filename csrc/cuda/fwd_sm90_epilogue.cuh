@@ -48,8 +48,7 @@ struct FwdOutputStore {
 #pragma unroll
       for (int cb = 0; cb < Cfg::kColBlocks; ++cb)  // a consumer's rows: 1024-aligned, the same swizzle phase
         sm90::tma_store_4d(&maps.o, tile + cb * kColBlockBytes + cw * Cfg::kConsumerRows * sm90::kSw128RowBytes,
-                           cb * sm90::kSw128Cols, m0, it.h,
-                           it.b);
+                           cb * sm90::kSw128Cols, m0, it.h, it.b);
       sm90::bulk_commit();
     }
     pending = qs;
