@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""The clock and power each kernel holds under its own sustained load, beside its rate: ours
+against FlashAttention-4 called directly (docs/perf-notes.md, "The clock under each kernel's
+own load").
+
+Under sustained load the H200's driver lowers the SM clock from 1980 MHz to 1725-1875 MHz (the
+software power cap, clock-event reason 0x4; perf-notes "Steady blocks"), the more power a
+kernel draws the lower. A kernel that draws more power than another for the same work then
+runs at a lower clock, and part of a gap in TFLOPs/s is that clock, not cycles. For each call
+(ours and FA4's forward and backward, on the masks FA4 runs without a mask_mod: full and
+causal) this runs a block of --warmup ms of untimed calls and then --seconds of timed calls (CUDA
+events, L2 flushed before each, as bench_gpu.py times), in two rounds whose order reverses,
+while a thread reads nvidia-smi every --sample-ms. Per call it prints the median TFLOPs/s, the
+median SM clock and power draw of the samples taken during its timed calls, and TFLOPs/s per GHz
+(the rate at equal clocks, which ncu's cycle counts measure directly).
+
+Not a test (needs a GPU, FA4 for its rows):
+    python tools/clock_under_load.py --configs 8k-128,8k-64 --out DIR   # -> DIR/clock_under_load.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_gpu  # noqa: E402
+
+SMI_FIELDS = "clocks.sm,power.draw"
+TIMED_BATCH = 20  # timed calls between checks of the block's elapsed time
+
+
+class Sampler:
+    """nvidia-smi's SM clock (MHz) and power draw (W) every `period_ms`, each sample stamped with
+    time.monotonic() on arrival."""
+
+    def __init__(self, period_ms: int, device_index: int = 0):
+        cmd = ["nvidia-smi", f"--id={device_index}", f"--query-gpu={SMI_FIELDS}", "--format=csv,noheader,nounits",
+               "-lms", str(period_ms)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        self.samples: list[tuple[float, float, float]] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                mhz, watts = (float(x) for x in line.split(","))
+            except ValueError:
+                continue
+            self.samples.append((time.monotonic(), mhz, watts))
+
+    def between(self, t0: float, t1: float):
+        return [(m, w) for t, m, w in self.samples if t0 <= t <= t1]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def steady_block(torch, fn, warmup_ms, seconds, flush):
+    """Per-call ms of fn's timed calls and the monotonic window they ran in, after warmup_ms of
+    untimed calls."""
+    t_end = time.monotonic() + warmup_ms / 1e3
+    while time.monotonic() < t_end:
+        fn()
+        torch.cuda.synchronize()
+    ms, t0 = [], time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        events = [bench_gpu.timed_call(torch, fn, flush) for _ in range(TIMED_BATCH)]
+        torch.cuda.synchronize()
+        ms += [start.elapsed_time(end) for start, end in events]
+    return ms, t0, time.monotonic()
+
+
+def calls_for(torch, cfg, mask_name, x):
+    """{(impl, direction): fn} for ours and FA4 called directly on one dense mask."""
+    from paddle_flashmask.torch import flashmask_attention
+
+    n, b, d, h = bench_gpu.CONFIGS[cfg]
+    spec = bench_gpu.build_mask(mask_name, n, b, h)
+    causal = bool(spec.causal)
+    idx = bench_gpu.ours_indices(mask_name, torch.from_numpy(spec.startend_row_indices).to("cuda"))
+    impls = {"ours": lambda: flashmask_attention(x.q, x.k, x.v, idx, causal=causal)}
+    if bench_gpu.HAVE_FA4:
+        def fa4():
+            out = bench_gpu.fa4_attention(x.q, x.k, x.v, causal=causal, softmax_scale=d**-0.5)
+            return out[0] if isinstance(out, tuple) else out
+
+        impls["fa4direct"] = fa4
+    calls = {}
+    for name, grad_fn in impls.items():
+        def fwd(grad_fn=grad_fn):
+            with torch.no_grad():
+                return grad_fn()
+
+        fwd_call, bwd_call, _ = x.three_calls(fwd, grad_fn)
+        calls[(name, "fwd")], calls[(name, "bwd")] = fwd_call, bwd_call
+    pairs = bench_gpu.total_unmasked_pairs(spec.startend_row_indices, spec.causal, h)
+    return calls, 4.0 * d * pairs
+
+
+def run(args, torch, sampler):
+    flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
+    rows = []
+    for cfg in args.configs.split(","):
+        n, b, d, h = bench_gpu.CONFIGS[cfg]
+        x = bench_gpu.Inputs(torch, b, n, h, d, "cuda")
+        for mask_name in args.masks.split(","):
+            calls, fwd_flops = calls_for(torch, cfg, mask_name, x)
+            keys = list(calls)
+            for fn in calls.values():  # compile and warm every call first
+                fn()
+            torch.cuda.synchronize()
+            got = {key: ([], []) for key in keys}
+            for r in range(args.rounds):
+                for key in keys if r % 2 == 0 else reversed(keys):
+                    ms, t0, t1 = steady_block(torch, calls[key], args.warmup, args.seconds, flush)
+                    got[key][0].extend(ms)
+                    got[key][1].extend(sampler.between(t0, t1))
+            for (impl, direction), (ms, smi) in got.items():
+                flops = fwd_flops * (2.5 if direction == "bwd" else 1.0)
+                tflops = flops / (statistics.median(ms) * 1e-3) / 1e12
+                mhz = statistics.median(m for m, _ in smi) if smi else None
+                row = dict(config=cfg, mask=mask_name, impl=impl, direction=direction, calls=len(ms),
+                           tflops=tflops, sm_mhz=mhz, power_w=statistics.median(w for _, w in smi) if smi else None,
+                           samples=len(smi), tflops_per_ghz=tflops / (mhz / 1e3) if mhz else None)
+                rows.append(row)
+                print(json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default="8k-128,8k-64", help=f"from {', '.join(bench_gpu.CONFIGS)}")
+    ap.add_argument("--masks", default="full,causal", help="dense masks (FA4 is called without a mask_mod)")
+    ap.add_argument("--warmup", type=float, default=300.0, help="ms of untimed calls before each timed block")
+    ap.add_argument("--seconds", type=float, default=1.5, help="seconds of timed calls per block")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of blocks, the order reversed in odd ones")
+    ap.add_argument("--sample-ms", type=int, default=20, help="nvidia-smi's sampling period")
+    ap.add_argument("--out", default="output")
+    args = ap.parse_args()
+    unknown = set(args.masks.split(",")) - set(bench_gpu.DENSE_MASKS)
+    if unknown:
+        ap.error(f"--masks: {', '.join(sorted(unknown))} not among {', '.join(bench_gpu.DENSE_MASKS)}")
+    import torch
+
+    sampler = Sampler(args.sample_ms, torch.cuda.current_device())
+    try:
+        rows = run(args, torch, sampler)
+    finally:
+        sampler.stop()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "clock_under_load.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
