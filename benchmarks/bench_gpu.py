@@ -167,9 +167,10 @@ def steady_block_ms(torch, fns, rounds, reps, warm_calls, flush):
     warm_calls[i] untimed calls, which bring the GPU to the clock it holds under that kernel's
     sustained load, then reps[i] timed_calls. The blocks run in the order of fns in even rounds
     and in reverse in odd ones. Under sustained load the H200 holds a lower clock than after
-    lighter work (1980 MHz falls to 1725-1875 within ~0.1 s; perf-notes "Steady blocks"), so
-    calls taken in turns with lighter ones, or first after an idle spell, run faster than a
-    training step's would."""
+    lighter work (1980 MHz falls within ~0.1 s, and to 1545-1725 MHz at the 700 W cap once the
+    load lasts; perf-notes "Steady blocks", "The clock under each kernel's own load"), so calls
+    taken in turns with lighter ones, or first after an idle spell, run faster than a training
+    step's would."""
     import statistics
 
     samples = [[] for _ in fns]

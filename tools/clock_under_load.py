@@ -3,9 +3,9 @@
 against FlashAttention-4 called directly (docs/perf-notes.md, "The clock under each kernel's
 own load").
 
-Under sustained load the H200's driver lowers the SM clock from 1980 MHz to 1725-1875 MHz (the
-software power cap, clock-event reason 0x4; perf-notes "Steady blocks"), the more power a
-kernel draws the lower. A kernel that draws more power than another for the same work then
+Under sustained load the H200's driver lowers the SM clock from 1980 MHz (the software power
+cap, clock-event reason 0x4; perf-notes "Steady blocks"), the more power a kernel draws the
+lower: to 1545-1725 MHz at the board's 700 W for our kernels and FA4's (this tool's first run). A kernel that draws more power than another for the same work then
 runs at a lower clock, and part of a gap in TFLOPs/s is that clock, not cycles. For each call
 (ours and FA4's forward and backward, on the masks FA4 runs without a mask_mod: full and
 causal) this runs a block of --warmup ms of untimed calls and then --seconds of timed calls (CUDA
