@@ -3,19 +3,21 @@
 against FlashAttention-4 called directly (docs/perf-notes.md, "The clock under each kernel's
 own load").
 
-Under sustained load the H200's driver lowers the SM clock from 1980 MHz (the software power
-cap, clock-event reason 0x4; perf-notes "Steady blocks"), the more power a kernel draws the
-lower: to 1545-1725 MHz at the board's 700 W for our kernels and FA4's (this tool's first run). A kernel that draws more power than another for the same work then
-runs at a lower clock, and part of a gap in TFLOPs/s is that clock, not cycles. For each call
-(ours and FA4's forward and backward, on the masks FA4 runs without a mask_mod: full and
-causal) this runs a block of --warmup ms of untimed calls and then --seconds of timed calls (CUDA
-events, L2 flushed before each, as bench_gpu.py times), in two rounds whose order reverses,
-while a thread reads nvidia-smi every --sample-ms. Per call it prints the median TFLOPs/s, the
-median SM clock and power draw of the samples taken during its timed calls, and TFLOPs/s per GHz
-(the rate at equal clocks, which ncu's cycle counts measure directly).
+Under sustained load the H200's driver lowers the SM clock from 1980 MHz (the software power cap,
+clock-event reason 0x4; perf-notes "Steady blocks"), the more power a kernel draws the lower: to
+1545-1725 MHz at the board's 700 W for our kernels and FA4's (this tool's first run). A kernel that
+draws more power than another for the same work then runs at a lower clock, and part of a gap in
+TFLOPs/s is that clock, not cycles. For each call (ours, or several builds of ours side by side,
+and FA4's forward and backward where FA4 runs without a mask_mod: full and causal) this runs a
+block of --warmup ms of untimed calls and then --seconds of timed calls (CUDA events, L2 flushed
+before each, as bench_gpu.py times), in two rounds whose order reverses, while a thread reads
+nvidia-smi every --sample-ms. Per call it prints the median TFLOPs/s, the median SM clock and power
+draw of the samples taken during its timed calls, and TFLOPs/s per GHz (the rate at equal clocks,
+which ncu's cycle counts measure directly).
 
 Not a test (needs a GPU, FA4 for its rows):
     python tools/clock_under_load.py --configs 8k-128,8k-64 --out DIR   # -> DIR/clock_under_load.json
+    python tools/clock_under_load.py --libs main=A.so,new=B.so --configs 32k-64 --masks global_sliding_window
 """
 
 from __future__ import annotations
@@ -82,16 +84,30 @@ def steady_block(torch, fn, warmup_ms, seconds, flush):
     return ms, t0, time.monotonic()
 
 
-def calls_for(torch, cfg, mask_name, x):
-    """{(impl, direction): fn} for ours and FA4 called directly on one dense mask."""
+def with_library(lib, fn):
+    """fn with the torch binding pointed at `lib` (one of the builds loaded by --libs) for the call
+    (the backward's too, which autograd runs inside it)."""
+    from paddle_flashmask.torch import _lib
+
+    def call():
+        _lib._lib = lib
+        return fn()
+
+    return call
+
+
+def calls_for(torch, cfg, mask_name, x, libs):
+    """{(impl, direction): fn} for ours (each build of `libs`, {name: library}) and, on a dense
+    mask, FA4 called directly."""
     from paddle_flashmask.torch import flashmask_attention
 
     n, b, d, h = bench_gpu.CONFIGS[cfg]
     spec = bench_gpu.build_mask(mask_name, n, b, h)
     causal = bool(spec.causal)
     idx = bench_gpu.ours_indices(mask_name, torch.from_numpy(spec.startend_row_indices).to("cuda"))
-    impls = {"ours": lambda: flashmask_attention(x.q, x.k, x.v, idx, causal=causal)}
-    if bench_gpu.HAVE_FA4:
+    impls = {name: with_library(lib, lambda: flashmask_attention(x.q, x.k, x.v, idx, causal=causal))
+             for name, lib in libs.items()}
+    if bench_gpu.HAVE_FA4 and mask_name in bench_gpu.DENSE_MASKS:
         def fa4():
             out = bench_gpu.fa4_attention(x.q, x.k, x.v, causal=causal, softmax_scale=d**-0.5)
             return out[0] if isinstance(out, tuple) else out
@@ -104,19 +120,41 @@ def calls_for(torch, cfg, mask_name, x):
                 return grad_fn()
 
         fwd_call, bwd_call, _ = x.three_calls(fwd, grad_fn)
+        if name in libs:  # the backward's graph came from this build's forward; its calls use it too
+            fwd_call, bwd_call = with_library(libs[name], fwd_call), with_library(libs[name], bwd_call)
         calls[(name, "fwd")], calls[(name, "bwd")] = fwd_call, bwd_call
     pairs = bench_gpu.total_unmasked_pairs(spec.startend_row_indices, spec.causal, h)
     return calls, 4.0 * d * pairs
 
 
+def load_libraries(spec):
+    """{name: library} of --libs ("name=path,..."), or {"ours": the binding's default build}."""
+    import os
+
+    from paddle_flashmask.torch import _lib
+
+    if not spec:
+        return {"ours": _lib.load()}
+    libs = {}
+    for item in spec.split(","):
+        name, _, path = item.partition("=")
+        if not path or not os.path.isfile(path):
+            raise SystemExit(f"--libs: `{item}` is not name=path to an existing library")
+        os.environ["FLASHMASK_CUDA_LIB"] = path
+        _lib._lib = None  # load this path next; the builds before stay loaded under their names
+        libs[name] = _lib.load()
+    return libs
+
+
 def run(args, torch, sampler):
+    libs = load_libraries(args.libs)
     flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
     rows = []
     for cfg in args.configs.split(","):
         n, b, d, h = bench_gpu.CONFIGS[cfg]
         x = bench_gpu.Inputs(torch, b, n, h, d, "cuda")
         for mask_name in args.masks.split(","):
-            calls, fwd_flops = calls_for(torch, cfg, mask_name, x)
+            calls, fwd_flops = calls_for(torch, cfg, mask_name, x, libs)
             keys = list(calls)
             for fn in calls.values():  # compile and warm every call first
                 fn()
@@ -142,16 +180,19 @@ def run(args, torch, sampler):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default="8k-128,8k-64", help=f"from {', '.join(bench_gpu.CONFIGS)}")
-    ap.add_argument("--masks", default="full,causal", help="dense masks (FA4 is called without a mask_mod)")
+    ap.add_argument("--masks", default="full,causal",
+                    help=f"from {', '.join(bench_gpu.MASKS)}; FA4 (called without a mask_mod) on full and causal")
+    ap.add_argument("--libs", default=None,
+                    help="name=path,... builds of ours to time side by side (default: the binding's build)")
     ap.add_argument("--warmup", type=float, default=300.0, help="ms of untimed calls before each timed block")
     ap.add_argument("--seconds", type=float, default=1.5, help="seconds of timed calls per block")
     ap.add_argument("--rounds", type=int, default=2, help="rounds of blocks, the order reversed in odd ones")
     ap.add_argument("--sample-ms", type=int, default=20, help="nvidia-smi's sampling period")
     ap.add_argument("--out", default="output")
     args = ap.parse_args()
-    unknown = set(args.masks.split(",")) - set(bench_gpu.DENSE_MASKS)
+    unknown = set(args.masks.split(",")) - set(bench_gpu.MASKS)
     if unknown:
-        ap.error(f"--masks: {', '.join(sorted(unknown))} not among {', '.join(bench_gpu.DENSE_MASKS)}")
+        ap.error(f"--masks: {', '.join(sorted(unknown))} not among {', '.join(bench_gpu.MASKS)}")
     import torch
 
     sampler = Sampler(args.sample_ms, torch.cuda.current_device())
