@@ -63,9 +63,7 @@ constexpr int kBwdListBuffers = 2;
 using BwdListState = sm90::PipelineState<kBwdListBuffers>;
 template <typename Smem>
 struct BwdListQueue : sm90::TileListQueue<Smem> {
-  __device__ __forceinline__ void wait_issued(BwdListState l) const {
-    sm90::mbar_wait_sleeping(this->sm.list_issued + l.stage(), l.phase());
-  }
+  __device__ __forceinline__ void wait_issued(BwdListState l) const { l.wait_full(this->sm.list_issued); }
   __device__ __forceinline__ void mark_issued(BwdListState l) const {
     sm90::mbar_arrive(this->sm.list_issued + l.stage());
   }

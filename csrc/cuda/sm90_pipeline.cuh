@@ -54,7 +54,7 @@ struct TileListQueue {
   Smem& sm;
 
   // The builders' side: wait for buffer k, fill its record and list, publish it.
-  __device__ __forceinline__ void wait_empty(State k) const { mbar_wait_sleeping(sm.list_empty + k.stage(), k.phase() ^ 1); }
+  __device__ __forceinline__ void wait_empty(State k) const { k.wait_empty(sm.list_empty); }
   __device__ __forceinline__ auto& record(State k) const { return sm.records[k.stage()]; }
   __device__ __forceinline__ void publish(State k) const { mbar_arrive(sm.list_full + k.stage()); }
   // The readers' side: wait for list k (View(record, tiles): the reader's copy), release it.

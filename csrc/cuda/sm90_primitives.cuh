@@ -64,17 +64,6 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, int parity) {
       : "memory");
 }
 
-// mbar_wait for threads off the consumers' path (the list builders): suspended until the phase
-// completes (the hint, 1 ms, only bounds the sleep) instead of re-trying.
-__device__ __forceinline__ void mbar_wait_sleeping(uint64_t* bar, int parity) {
-  FM_SM90_ASM(
-      "{\n.reg .pred done;\nWAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1, %2;\n"
-      "@!done bra WAIT_%=;\n}\n" ::"r"(smem_u32(bar)),
-      "r"(parity), "r"(1000000)
-      : "memory");
-}
-
 // ---------------------------------------------------------------- TMA
 // 4-D tiled load (coordinates innermost first) into smem, completing on `bar`.
 __device__ __forceinline__ void tma_load_4d(void* dst, const void* tensor_map, uint64_t* bar,
