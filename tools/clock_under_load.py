@@ -41,6 +41,27 @@ SMI_FIELDS = "clocks.sm,power.draw"
 TIMED_BATCH = 20  # timed calls between checks of the block's elapsed time
 
 
+def parse_smi_line(line: str):
+    """(SM MHz, W) from one line of nvidia-smi's csv (noheader, nounits) of SMI_FIELDS, or None
+    where a field is not a number ("[N/A]", a warning line)."""
+    try:
+        mhz, watts = (float(x) for x in line.split(","))
+    except ValueError:
+        return None
+    return mhz, watts
+
+
+def block_row(ms, smi, flops):
+    """A call's summary: median TFLOPs/s of its timed calls (`ms`, each doing `flops`), the median
+    SM clock and power of the samples `smi` ([(MHz, W)]) taken during them, and TFLOPs/s per GHz;
+    the clock's fields None where no sample fell in the block."""
+    tflops = flops / (statistics.median(ms) * 1e-3) / 1e12
+    mhz = statistics.median(m for m, _ in smi) if smi else None
+    return dict(calls=len(ms), tflops=tflops, sm_mhz=mhz,
+                power_w=statistics.median(w for _, w in smi) if smi else None, samples=len(smi),
+                tflops_per_ghz=tflops / (mhz / 1e3) if mhz else None)
+
+
 class Sampler:
     """nvidia-smi's SM clock (MHz) and power draw (W) every `period_ms`, each sample stamped with
     time.monotonic() on arrival."""
@@ -55,11 +76,9 @@ class Sampler:
 
     def _read(self):
         for line in self.proc.stdout:
-            try:
-                mhz, watts = (float(x) for x in line.split(","))
-            except ValueError:
-                continue
-            self.samples.append((time.monotonic(), mhz, watts))
+            sample = parse_smi_line(line)
+            if sample is not None:
+                self.samples.append((time.monotonic(), *sample))
 
     def between(self, t0: float, t1: float):
         return [(m, w) for t, m, w in self.samples if t0 <= t <= t1]
@@ -167,11 +186,7 @@ def run(args, torch, sampler):
                     got[key][1].extend(sampler.between(t0, t1))
             for (impl, direction), (ms, smi) in got.items():
                 flops = fwd_flops * (2.5 if direction == "bwd" else 1.0)
-                tflops = flops / (statistics.median(ms) * 1e-3) / 1e12
-                mhz = statistics.median(m for m, _ in smi) if smi else None
-                row = dict(config=cfg, mask=mask_name, impl=impl, direction=direction, calls=len(ms),
-                           tflops=tflops, sm_mhz=mhz, power_w=statistics.median(w for _, w in smi) if smi else None,
-                           samples=len(smi), tflops_per_ghz=tflops / (mhz / 1e3) if mhz else None)
+                row = dict(config=cfg, mask=mask_name, impl=impl, direction=direction, **block_row(ms, smi, flops))
                 rows.append(row)
                 print(json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
     return rows
