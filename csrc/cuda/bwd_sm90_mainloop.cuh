@@ -28,7 +28,7 @@ struct BwdSm90Mainloop {
   static constexpr int DT = Cfg::kDKVCols / 8;  // n8 chunks of this consumer's dK / dV
   static constexpr int QT = Cfg::kDqCols / 8;    // n8 chunks of this consumer's dQ
   static constexpr int ST = Cfg::kScoreCols / 8;  // n8 chunks of this consumer's S^T / dP^T
-  static constexpr int KS = Cfg::kScoreCols / 16;  // k steps (16 queries) of its P^T / dS^T
+  static constexpr int KS = Cfg::kScoreCols / sm90::kWgmmaK;  // k steps (16 queries) of its P^T / dS^T
   using Smem = typename Cfg::Smem;
 
   Smem& sm;
@@ -84,10 +84,10 @@ struct BwdSm90Mainloop {
         sm90::sw128_desc(ds_addr + epi.dq_row0 / sm90::kSw128Cols * kBlockN * sm90::kSw128RowBytes, 0);
     sm90::wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk)
+    for (int kk = 0; kk < kBlockN / sm90::kWgmmaK; ++kk)
       sm90::Wgmma<T, Cfg::kDqCols>::template ss<1, 1>(
-          acc_dq, sm90::desc_advance(ds_desc, kk * 16 * sm90::kSw128RowBytes),
-          sm90::desc_advance(dq_k_desc, kk * 16 * sm90::kSw128RowBytes), kk > 0);
+          acc_dq, sm90::desc_advance(ds_desc, kk * sm90::kWgmmaK * sm90::kSw128RowBytes),
+          sm90::desc_advance(dq_k_desc, kk * sm90::kWgmmaK * sm90::kSw128RowBytes), kk > 0);
     sm90::wgmma_commit();
   }
   // dS^T buffer of tile gi: one per tile parity when the consumers share it (D <= 128),
@@ -109,7 +109,7 @@ struct BwdSm90Mainloop {
     const uint64_t keys = sm90::sw128_desc(keys_addr + epi.key_off * sm90::kSw128RowBytes, 0);
     const uint64_t queries = sm90::sw128_desc(queries_addr + query_off() * sm90::kSw128RowBytes, 0);
 #pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks) {
+    for (int ks = 0; ks < D / sm90::kWgmmaK; ++ks) {
       const uint32_t koff = (ks % sm90::kSw128KSteps) * sm90::kSw128KStepBytes;
       const uint32_t off_n = (ks / sm90::kSw128KSteps) * kBlockN * sm90::kSw128RowBytes + koff;
       const uint32_t off_m = (ks / sm90::kSw128KSteps) * kBlockM * sm90::kSw128RowBytes + koff;
@@ -187,7 +187,7 @@ struct BwdSm90Mainloop {
 #pragma unroll
     for (int kk = 0; kk < KS; ++kk)
       sm90::Wgmma<T, Cfg::kDKVCols>::template rs<1>(
-          acc, frag[kk], sm90::desc_advance(b_desc, (query_off() + 16 * kk) * sm90::kSw128RowBytes), 1);
+          acc, frag[kk], sm90::desc_advance(b_desc, (query_off() + sm90::kWgmmaK * kk) * sm90::kSw128RowBytes), 1);
   }
   __device__ __forceinline__ void other_queries(float (&acc)[DT * 4], const char* others, uint64_t b_desc) const {
     const int q_other = Cfg::kScoreCols - query_off();
@@ -195,8 +195,8 @@ struct BwdSm90Mainloop {
 #pragma unroll
     for (int kk = 0; kk < KS; ++kk)
       sm90::Wgmma<T, Cfg::kDKVCols>::template ss<0, 1>(
-          acc, sm90::desc_advance(a_desc, (q_other + 16 * kk) * 2),
-          sm90::desc_advance(b_desc, (q_other + 16 * kk) * sm90::kSw128RowBytes), 1);
+          acc, sm90::desc_advance(a_desc, (q_other + sm90::kWgmmaK * kk) * 2),
+          sm90::desc_advance(b_desc, (q_other + sm90::kWgmmaK * kk) * sm90::kSw128RowBytes), 1);
   }
   // dV += P^T dO, dK += dS^T Q. At D=256 the GEMMs over this consumer's own queries are issued
   // before the barrier that waits for the other consumer's halves of P^T and dS^T.

@@ -123,8 +123,9 @@ struct BwdSm90Config {
   // A dV tile's column block j (128 keys x 128 B) covers dq_stage's block j ([consumer][64
   // rows][128 B]): consumer c's keys 64c.. land in its own staging rows.
   static_assert(kStageInKV || (kKVBytes <= kDsBuffers * kBlockN * kBlockM * 2 &&
-                               kKVBytes <= kConsumers * kDqStageBytes && kBlockN == 2 * 64 && kDqRows == 64),
-                "dK/dV staging: the dS buffers and the dQ staging blocks must hold one consumer's 64 rows");
+                               kKVBytes <= kConsumers * kDqStageBytes && kDqRows == kConsumerKeys),
+                "dK/dV staging: the dS buffers and the dQ staging blocks must hold a consumer's "
+                "kConsumerKeys rows");
   static constexpr int kRowBytes = kBlockM * 4;  // lse or rowsum of one query tile
   static constexpr int kDsBars = kDqOneTileLate ? 2 : 0;
   static constexpr int kScoresBars = kDqInQSlot ? kStages : 0;

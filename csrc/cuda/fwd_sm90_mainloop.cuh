@@ -52,7 +52,7 @@ struct FwdSm90Mainloop {
     const uint64_t q_desc = sm90::sw128_desc(q_addr, 0);
     const uint64_t k_desc = sm90::sw128_desc(smem_u32(sK + st * kColBlocks * kBlockN * sm90::kSw128Cols), 0);
 #pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks) {
+    for (int ks = 0; ks < D / sm90::kWgmmaK; ++ks) {
       const uint32_t koff = (ks % sm90::kSw128KSteps) * sm90::kSw128KStepBytes;
       const uint64_t da = sm90::desc_advance(q_desc, (ks / sm90::kSw128KSteps) * kBlockM * sm90::kSw128RowBytes + koff);
       const uint64_t db = sm90::desc_advance(k_desc, (ks / sm90::kSw128KSteps) * kBlockN * sm90::kSw128RowBytes + koff);
@@ -61,19 +61,21 @@ struct FwdSm90Mainloop {
     sm90::wgmma_commit();
   }
   // O += P V of ring slot st (V MN-major: k steps of 16 keys = 16 rows of 128 bytes).
-  __device__ __forceinline__ void issue_pv(const uint32_t (&pa)[kBlockN / 16][4], int st) {
+  __device__ __forceinline__ void issue_pv(const uint32_t (&pa)[kBlockN / sm90::kWgmmaK][4], int st) {
     const uint64_t v_desc = sm90::sw128_desc(smem_u32(sV + st * kColBlocks * kBlockN * sm90::kSw128Cols),
                                                  kBlockN * sm90::kSw128RowBytes);
 #pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk)
-      sm90::Wgmma<T, D>::template rs<1>(acc_o, pa[kk], sm90::desc_advance(v_desc, kk * 16 * sm90::kSw128RowBytes), 1);
+    for (int kk = 0; kk < kBlockN / sm90::kWgmmaK; ++kk)
+      sm90::Wgmma<T, D>::template rs<1>(acc_o, pa[kk],
+                                        sm90::desc_advance(v_desc, kk * sm90::kWgmmaK * sm90::kSw128RowBytes), 1);
     sm90::wgmma_commit();
   }
   // Mask (partial tiles only), release K and the intervals of slot st, then the online
   // softmax: S becomes P (pa), alpha rescales the old O and sum where it returns true
   // (warp-uniform). Rows row0 and row0 + 8.
-  __device__ __forceinline__ bool mask_and_softmax(float (&acc_s)[NT * 4], uint32_t (&pa)[kBlockN / 16][4],
-                                                   TileEntry tile, int st, int row0, float (&alpha)[2]) {
+  __device__ __forceinline__ bool mask_and_softmax(float (&acc_s)[NT * 4],
+                                                   uint32_t (&pa)[kBlockN / sm90::kWgmmaK][4], TileEntry tile,
+                                                   int st, int row0, float (&alpha)[2]) {
     if (tile.partial()) {
       const int rows[2] = {row0, row0 + 8};
       mask_partial_rows<NT>(sm.bounds[st], tile.test(), t, rows,
@@ -199,7 +201,7 @@ struct FwdSm90Mainloop {
         smem_u32(sQ + qs * kColBlocks * kBlockM * kSw128Cols) + cw * Cfg::kConsumerRows * kSw128RowBytes;
     q.wait_full(sm.q_full);
     float acc_s[NT * 4], alpha[2];
-    uint32_t pa[kBlockN / 16][4];
+    uint32_t pa[kBlockN / sm90::kWgmmaK][4];
     bool rescale;
     // Software pipeline: S of tile i is on the tensor cores together with P V of tile
     // i-1. The wait for that P V comes before the softmax of tile i (which writes pa, the

@@ -19,9 +19,11 @@ namespace sm90 {
 
 // An SW128 column block (above): kSw128Cols 16-bit elements, kSw128RowBytes bytes a row, its
 // 8-row swizzle groups kSw128GroupBytes apart (the swizzle's period, so blocks start aligned to
-// it). wgmma's k step (16 elements) is kSw128KStepBytes of a row, kSw128KSteps of them a block.
+// it). wgmma's k step (kWgmmaK elements of 16 bits) is kSw128KStepBytes of a row, kSw128KSteps
+// of them a block.
+constexpr int kWgmmaK = 16;  // k of wgmma.mma_async with 16-bit operands (m64nNk16)
 constexpr int kSw128Cols = 64, kSw128RowBytes = 128, kSw128GroupBytes = 8 * kSw128RowBytes;
-constexpr int kSw128KStepBytes = 32, kSw128KSteps = kSw128RowBytes / kSw128KStepBytes;
+constexpr int kSw128KStepBytes = kWgmmaK * 2, kSw128KSteps = kSw128RowBytes / kSw128KStepBytes;
 // Threads of a warpgroup, the unit that issues a wgmma.
 constexpr int kWarpgroupThreads = 4 * kWarpSize;
 
