@@ -13,7 +13,8 @@ block of --warmup ms of untimed calls and then --seconds of timed calls (CUDA ev
 before each, as bench_gpu.py times), in two rounds whose order reverses, while a thread reads
 nvidia-smi every --sample-ms. Per call it prints the median TFLOPs/s, the median SM clock and power
 draw of the samples taken during its timed calls, and TFLOPs/s per GHz (the rate at equal clocks,
-which ncu's cycle counts measure directly).
+which ncu's cycle counts measure directly). Each build's forward output is checked against the
+float32 reference first (bench_gpu.check_output).
 
 Not a test (needs a GPU, FA4 for its rows):
     python tools/clock_under_load.py --configs 8k-128,8k-64 --out DIR   # -> DIR/clock_under_load.json
@@ -137,6 +138,10 @@ def calls_for(torch, cfg, mask_name, x, libs):
         def fwd(grad_fn=grad_fn):
             with torch.no_grad():
                 return grad_fn()
+
+        if name in libs:  # every build's output against the float32 reference before it is timed
+            bench_gpu.check_output(torch, x.q.detach(), x.k.detach(), x.v.detach(), spec, d**-0.5, fwd(),
+                                   f"{name} {cfg} {mask_name}")
 
         fwd_call, bwd_call, _ = x.three_calls(fwd, grad_fn)
         if name in libs:  # the backward's graph came from this build's forward; its calls use it too
