@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One device call: library check, GPU tests, compute-sanitizer, optional benchmark.
-#   tools/gpu_check.sh [tests] [sanitize] [fa4:<staged dir>] [bench:<configs>:<tag>[:masks]] [cp] [ab:<old source tree>] [scale] [ncu:<masks>[:D[:dirs]]] ...
+#   tools/gpu_check.sh [tests] [sanitize] [fa4:<staged dir>] [bench:<configs>:<tag>[:masks]] [cp] [ab:<old source tree>] [scale] [ncu:<masks>[:D[:dirs]]] [clock[:<configs>[:masks]]] ...
+# clock[:CONFIGS[:MASKS]] runs tools/clock_under_load.py (ours, and FA4 where a fa4: step installed it):
+# each call's rate beside the SM clock and power it holds under its own sustained load.
 # scale: the long-sequence step (issue 16): builds the library, the quick GPU tests (-x -q), the
 # opt-in scale tests (tests/gpu/test_scale.py: 1M packed documents, causal 512K, > 2^31
 # elements) and benchmarks/bench_length.py (8K-1M causal_document: TFLOPs/s, peak memory).
@@ -99,6 +101,10 @@ for step in "$@"; do
     bench:*)
       IFS=: read -r _ cfgs tag masks <<< "$step"
       python3 benchmarks/bench_gpu.py ${BENCH_ARGS:-} --configs "$cfgs" --tag "$tag" --out "$OUT" ${masks:+--masks "$masks"} 2>&1 | grep -v Warning | tail -40 ;;
+    clock*)  # clock[:CONFIGS[:MASKS]]: each call's rate, SM clock and power under its own load
+      IFS=: read -r _ cfgs masks <<< "$step"
+      python3 tools/clock_under_load.py ${cfgs:+--configs "$cfgs"} ${masks:+--masks "$masks"} --out "$OUT" 2>&1 \
+        | grep -v Warning | tail -40; rc=$((rc|PIPESTATUS[0])) ;;
   esac
 done
 exit $rc
