@@ -33,6 +33,23 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
+def load_builds(spec: str, error) -> dict:
+    """{name: library} for --libs' "name=path,...", every build loaded side by side through the
+    torch binding's loader (ctypes, one library per path); error(message) where an item is not
+    name=path to an existing file. Point the binding at one with `_lib._lib = libs[name]`."""
+    from paddle_flashmask.torch import _lib
+
+    libs = {}
+    for item in spec.split(","):
+        name, _, path = item.partition("=")
+        if not path or not os.path.isfile(path):
+            error(f"--libs: `{item}` is not name=path to an existing library")
+        os.environ["FLASHMASK_CUDA_LIB"] = path
+        _lib._lib = None  # load this path next; earlier builds stay loaded under their names
+        libs[name] = _lib.load()
+    return libs
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--libs", required=True, help="name=path,name=path,... (two or more builds)")
@@ -54,14 +71,7 @@ def main():
     from bench_gpu import CONFIGS, build_mask, check_output, median_event_ms, ours_indices, total_unmasked_pairs
     from paddle_flashmask.torch import _lib, flashmask_attention
 
-    libs = {}
-    for spec in args.libs.split(","):
-        name, _, path = spec.partition("=")
-        if not path or not os.path.isfile(path):
-            ap.error(f"--libs: `{spec}` is not name=path to an existing library")
-        os.environ["FLASHMASK_CUDA_LIB"] = path
-        _lib._lib = None  # load this path next; earlier builds stay loaded under their names
-        libs[name] = _lib.load()
+    libs = load_builds(args.libs, ap.error)
     for mode in args.modes.split(","):
         if mode not in ("fwd", "bwd"):
             ap.error(f"--modes: `{mode}` is neither fwd nor bwd")

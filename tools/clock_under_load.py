@@ -36,6 +36,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import ab_compare  # noqa: E402  (tools/ab_compare.py)
 import bench_gpu  # noqa: E402
 
 SMI_FIELDS = "clocks.sm,power.draw"
@@ -152,22 +153,16 @@ def calls_for(torch, cfg, mask_name, x, libs):
 
 
 def load_libraries(spec):
-    """{name: library} of --libs ("name=path,..."), or {"ours": the binding's default build}."""
-    import os
-
+    """{name: library} of --libs (ab_compare.load_builds), or {"ours": the binding's default build}."""
     from paddle_flashmask.torch import _lib
 
     if not spec:
         return {"ours": _lib.load()}
-    libs = {}
-    for item in spec.split(","):
-        name, _, path = item.partition("=")
-        if not path or not os.path.isfile(path):
-            raise SystemExit(f"--libs: `{item}` is not name=path to an existing library")
-        os.environ["FLASHMASK_CUDA_LIB"] = path
-        _lib._lib = None  # load this path next; the builds before stay loaded under their names
-        libs[name] = _lib.load()
-    return libs
+
+    def error(message):
+        raise SystemExit(message)
+
+    return ab_compare.load_builds(spec, error)
 
 
 def run(args, torch, sampler):
