@@ -57,33 +57,13 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t by
       : "memory");
 }
 // Waits until the phase with the given parity has completed.
-// v87 (sweep): FM_MBAR_HINT_NS gives try_wait a suspend-time hint; FM_MBAR_SLEEP_NS polls
-// with test_wait and sleeps that long between polls.
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, int parity) {
-#if defined(FM_MBAR_HINT_NS)
-  FM_SM90_ASM(
-      "{\n.reg .pred done;\nWAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1, %2;\n"
-      "@!done bra WAIT_%=;\n}\n" ::"r"(smem_u32(bar)),
-      "r"(parity), "n"(FM_MBAR_HINT_NS)
-      : "memory");
-#elif defined(FM_MBAR_SLEEP_NS)
-  FM_SM90_ASM(
-      "{\n.reg .pred done;\nWAIT_%=:\n"
-      "mbarrier.test_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@done bra DONE_%=;\n"
-      "nanosleep.u32 %2;\n"
-      "bra WAIT_%=;\nDONE_%=:\n}\n" ::"r"(smem_u32(bar)),
-      "r"(parity), "n"(FM_MBAR_SLEEP_NS)
-      : "memory");
-#else
   FM_SM90_ASM(
       "{\n.reg .pred done;\nWAIT_%=:\n"
       "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
       "@!done bra WAIT_%=;\n}\n" ::"r"(smem_u32(bar)),
       "r"(parity)
       : "memory");
-#endif
 }
 
 // ---------------------------------------------------------------- TMA
