@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI (CPU-only machine, needs nvcc): the CUDA kernels and the Paddle GPU adapter must compile.
 #  1. the files generated from the kernel table are up to date;
-#  2. the API, the runtime, the TMA descriptors, the preprocessing kernels, the dq zeroing and one
+#  2. the API, the runtime, the TMA descriptors, the preprocessing kernels and one
 #     instantiation of each kernel shape compile for sm_80 and sm_90a: fwd at D=64 (three
 #     consumers, and two for a block_mask), D=128 and D=256 (the Hopper forward's 64-key
 #     tiles and N=256 wgmma), bwd at D=64, D=128 and
@@ -27,7 +27,7 @@ python3 tools/generate_kernels.py --check
 FLAGS="$(python3 tools/cuda_flags.py compile --opt=-O2) -Icsrc/include -Icsrc/cuda"
 pids=()
 for src in csrc/cuda/flashmask_api.cu csrc/cuda/padded_head_dim.cu csrc/cuda/runtime.cu \
-           csrc/cuda/tensor_maps.cu csrc/cuda/preprocess.cu csrc/cuda/dq_zeroing.cu \
+           csrc/cuda/tensor_maps.cu csrc/cuda/preprocess.cu \
            csrc/cuda/instantiations/flashmask_fwd_fp16_hdim64.cu \
            csrc/cuda/instantiations/flashmask_fwd_bf16_hdim128.cu \
            csrc/cuda/instantiations/flashmask_fwd_fp16_hdim256.cu \

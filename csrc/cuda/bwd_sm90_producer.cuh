@@ -4,8 +4,7 @@
 //    counter and build, per query head of its
 //    GQA group, the query-tile list (skip / unmasked / partial, mask.cuh) into one of two
 //    list buffers (BwdListQueue), in segments of at most kListCapacity tiles;
-//  - the loader (one lane of warp 0): per item, once its slab of the dq accumulator is zero
-//    (dq_zeroing.h), K and V of the key block by TMA (once both
+//  - the loader (one lane of warp 0): per item, K and V of the key block by TMA (once both
 //    consumers are past the previous item's last GEMM), and per listed query tile of
 //    kBlockM rows Q and dO by TMA plus the tile's lse*log2(e) and rowsum(dO*O) by 1-D bulk copies,
 //    into a kStages ring that runs on across items.
@@ -166,17 +165,6 @@ __device__ __forceinline__ void bwd_list_builder_role(const BwdTensorMaps& maps,
   }
 }
 
-// The loader's wait, before a new item's first loads, for its slab's chunk of the dq accumulator
-// to be zero (dq_zeroing.h): it polls the chunk's ready flag, then orders what it acquired before
-// the async proxy's accesses. The consumers' reduce-adds into the slab follow the item's first
-// full-barrier arrival, made after this (the list builders' 24 registers spilled with the wait
-// among them; a fence in the dQ issuers' loop rescheduled it in v78).
-__device__ __forceinline__ void wait_dq_zeroed(const DqZeroChunks& z, int slab) {
-  if (z.ready == nullptr) return;
-  while (sm90::ld_acquire_gpu(z.ready + z.chunk_of(slab)) == 0) __nanosleep(kDqZeroPollNs);
-  sm90::fence_proxy_async_global();
-}
-
 template <typename T, typename Cfg, typename Smem>
 __device__ __forceinline__ void bwd_load_role(const BwdTensorMaps& maps, const BwdListQueue<Smem>& queue,
                                               const BwdWork& w, int H, int group) {
@@ -207,7 +195,6 @@ __device__ __forceinline__ void bwd_load_role(const BwdTensorMaps& maps, const B
       tma_load_tile<kColBlocks, kBlockN>(sV, &maps.v, &sm.kv_full, ls.n_block * kBlockN, ls.hk, ls.b);
       kv.advance();
     };
-    if (ls.first()) wait_dq_zeroed(w.dq_zero, ls.b * (H / group) + ls.hk);
     const int h = ls.hk * group + ls.hi;
     const int64_t bh = static_cast<int64_t>(ls.b) * H + h;
     const float* gL = w.lse_log2 + bh * w.sq_pad;

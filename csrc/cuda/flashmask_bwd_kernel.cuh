@@ -18,7 +18,6 @@
 #pragma once
 
 #include "dq_accum_order.cuh"
-#include "dq_zeroing.h"
 #include "kernel_common.cuh"
 #include "softmax.cuh"
 #include "tail_order.cuh"
@@ -38,7 +37,6 @@ struct BwdWork {
   float* dq_accum;                // [B, H, sq_pad, D] fp32 (kDQ only; the Hopper kernel's tiles in DqFragmentOrder)
   int* next_item;                 // the Hopper backward's work counter, zeroed per launch
   TailOrder tail;                 // the Hopper backward's k-th item taken is tail.item(k)
-  DqZeroChunks dq_zero;           // the Hopper backward's accumulator chunks zeroed beside it (dq_zeroing.h)
   int sq_pad;
 };
 

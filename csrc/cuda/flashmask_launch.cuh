@@ -175,8 +175,8 @@ BwdLayout bwd_layout(const BwdParams& p) {
   off += align256(B * H * L.sq_pad * sizeof(float));
   L.off_dq = off;
   if (dq_accum_possible) off += align256(B * H * L.sq_pad * static_cast<size_t>(D) * sizeof(float));
-  L.off_counter = off;  // the Hopper backward's work counter, then its dq zeroing's ready flags
-  if (bwd_sm90_possible(p)) off += align256((1 + kDqZeroMaxChunks) * sizeof(int));
+  L.off_counter = off;  // the Hopper backward's work counter
+  if (bwd_sm90_possible(p)) off += align256(sizeof(int));
   L.off_tail = off;  // the Hopper backward's tail order (tail_order.cuh), then its window's lengths
   if (bwd_sm90_possible(p)) off += align256((kTailOrderInts + kTailWindow) * sizeof(int));
   L.total = off;
@@ -305,27 +305,6 @@ int launch_bwd_tail_order(const BwdParams& p, const BwdWork& w, int items, int s
   return check_cuda(cudaGetLastError(), "tail_order_kernel launch (backward)");
 }
 
-// The Hopper backward's work counter and ready flags zeroed, then its dq accumulator: beside
-// the call's stream where it is large (dq_zeroing.h; *zeroed is then the event to join), on it
-// otherwise (w->dq_zero.ready stays null). Nonzero on failure (error recorded).
-template <int D>
-int start_dq_zeroing(const BwdParams& p, int items, int n_tiles, cudaStream_t stream, BwdWork* w,
-                     cudaEvent_t* zeroed) {
-  const AttentionShape& s = p.shape;
-  int* ready = w->next_item + 1;
-  if (int rc = check_cuda(cudaMemsetAsync(w->next_item, 0, (1 + kDqZeroMaxChunks) * sizeof(int), stream),
-                          "work counter memset"))
-    return rc;
-  const int group = s.num_heads / s.num_heads_k, slabs = s.batch * s.num_heads_k;
-  const size_t slab_bytes = static_cast<size_t>(group) * w->sq_pad * D * sizeof(float);
-  w->dq_zero = DqZeroChunks{nullptr, slabs};
-  if (!dq_zeroing_beside(slab_bytes * slabs))
-    return check_cuda(cudaMemsetAsync(w->dq_accum, 0, slab_bytes * slabs, stream), "dq_accum memset");
-  const int tail_slab = (items - tail_window(items)) / n_tiles;  // items run key blocks fastest
-  return fork_dq_zeroing(reinterpret_cast<char*>(w->dq_accum), slab_bytes, slabs, tail_slab, ready, stream,
-                         &w->dq_zero, zeroed);
-}
-
 // The Hopper dK/dV/dQ kernel in place of the mma.sync dK/dV kernels: 0 when it
 // launched, nonzero when it failed (error recorded).
 template <typename T, typename KC>
@@ -345,27 +324,20 @@ int run_bwd_sm90(const BwdParams& p, const BwdWork& w, cudaStream_t stream) {
       make_tile_tensor_map(&maps.dk, p.dk, p.dtype, s, s.seqlen_k, s.num_heads_k, p.dk_strides, 64) ||
       make_tile_tensor_map(&maps.dv, p.dv, p.dtype, s, s.seqlen_k, s.num_heads_k, p.dv_strides, 64))
     return 1;
+  maps.dq = DqAccumTarget{w.dq_accum, s.num_heads, w.sq_pad};
   const size_t smem = Cfg::kSmemFixed;  // the query-tile lists are segments of fixed capacity
   auto kernel = flashmask_bwd_sm90_kernel<T, Cfg>;
   if (int rc = prepare_smem(kernel, smem, "flashmask_bwd_sm90_kernel")) return rc;
-  const int n_tiles = ceil_div(s.seqlen_k, Cfg::kBlockN);
-  const int64_t items = static_cast<int64_t>(n_tiles) * s.num_heads_k * s.batch;
+  const int64_t items = static_cast<int64_t>(ceil_div(s.seqlen_k, Cfg::kBlockN)) * s.num_heads_k * s.batch;
   if (items > INT32_MAX)
     return report_error("flashmask_bwd_sm90_kernel: batch * key heads * key blocks (%lld) exceeds "
                         "2^31 - 1; split the batch", static_cast<long long>(items));
-  BwdWork wz = w;
-  cudaEvent_t zeroed = nullptr;
-  if (int rc = start_dq_zeroing<Cfg::D>(p, static_cast<int>(items), n_tiles, stream, &wz, &zeroed)) return rc;
-  maps.dq = DqAccumTarget{wz.dq_accum, s.num_heads, wz.sq_pad};
+  if (int rc = check_cuda(cudaMemsetAsync(w.next_item, 0, sizeof(int), stream), "work counter memset"))
+    return rc;
   const int grid = items < sm_count() ? static_cast<int>(items) : sm_count();  // persistent: one CTA per SM
-  int rc = launch_bwd_tail_order<Cfg>(p, wz, static_cast<int>(items), grid, stream);
-  if (!rc) {
-    kernel<<<grid, Cfg::kThreads, smem, stream>>>(maps, p, wz);
-    rc = check_cuda(cudaGetLastError(), "flashmask_bwd_sm90_kernel launch");
-  }
-  // The accumulator's later readers (the dQ conversion) run once its zeroing is done.
-  if (zeroed && join_dq_zeroing(zeroed, stream)) rc = 1;
-  return rc;
+  if (int rc = launch_bwd_tail_order<Cfg>(p, w, static_cast<int>(items), grid, stream)) return rc;
+  kernel<<<grid, Cfg::kThreads, smem, stream>>>(maps, p, w);
+  return check_cuda(cudaGetLastError(), "flashmask_bwd_sm90_kernel launch");
 }
 
 // One mma.sync dK/dV launch (flashmask_bwd_dkdv_kernel<T, Cfg, kDQ, kDK, kDV>), a CTA per key
@@ -417,8 +389,7 @@ int run_bwd(const BwdParams& p, void* workspace, cudaStream_t stream) {
             p, const_cast<float*>(w.lse_log2), const_cast<float*>(w.dsum), L.sq_pad);
     if (int rc = check_cuda(cudaGetLastError(), "flashmask_bwd_prep_kernel launch")) return rc;
   }
-  // The Hopper kernel's launch zeroes its accumulator (start_dq_zeroing).
-  if (!dq_kernel && !(sm90 && L.n_tiles > 0)) {
+  if (!dq_kernel) {
     if (int rc = check_cuda(cudaMemsetAsync(w.dq_accum, 0,
                                             static_cast<size_t>(s.batch) * s.num_heads * L.sq_pad *
                                                 D * sizeof(float),

@@ -66,18 +66,6 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, int parity) {
       : "memory");
 }
 
-// Flags that another agent sets in global memory (the dq accumulator's zeroing beside the
-// backward: dq_zeroing.h): an acquire load, and an order between this thread's generic-proxy
-// view of global memory (what it acquired) and the async proxy's (TMA, bulk) accesses of it.
-__device__ __forceinline__ int ld_acquire_gpu(const int* p) {
-  int v = 0;
-  FM_SM90_ASM("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-__device__ __forceinline__ void fence_proxy_async_global() {
-  FM_SM90_ASM("fence.proxy.async.global;\n" ::: "memory");
-}
-
 // ---------------------------------------------------------------- TMA
 // 4-D tiled load (coordinates innermost first) into smem, completing on `bar`.
 __device__ __forceinline__ void tma_load_4d(void* dst, const void* tensor_map, uint64_t* bar,

@@ -165,19 +165,6 @@ def test_mma_sync_kernels_on_hopper(monkeypatch, causal, nb, head_dim):
     _run_case(idx, causal, seqlen_q=200, seqlen_k=333, head_dim=head_dim, seed=seed)
 
 
-@pytest.mark.parametrize("causal,nb", BOUND_FORMS)
-@pytest.mark.parametrize("head_dim", COMPILED_HEAD_DIMS)
-def test_dq_zeroing_beside(monkeypatch, causal, nb, head_dim):
-    """FLASHMASK_DQ_ZERO_BESIDE=1 zeroes the Hopper backward's dq accumulator on the library's
-    side stream, chunk by chunk, at any size (csrc/cuda/dq_zeroing.h; by default only from
-    256 MB): 3 batches x 3 key heads (9 slabs, so 9 chunks, the tail window's first), GQA,
-    per-head masks, odd lengths; dQ of rows no key sees must still come out zero."""
-    monkeypatch.setenv("FLASHMASK_DQ_ZERO_BESIDE", "1")
-    seed = fresh_seed()
-    idx = random_bounds(rng_for(seed), 3, 6, 200, 333, nb, causal)
-    _run_case(idx, causal, batch=3, seqlen_q=200, seqlen_k=333, heads=6, heads_k=3, head_dim=head_dim, seed=seed)
-
-
 # ---------------------------------------------------------------- persistent schedule
 @pytest.mark.parametrize("with_block_mask", [True, False])
 @pytest.mark.parametrize("head_dim", COMPILED_HEAD_DIMS)
