@@ -173,6 +173,9 @@ def run(args, torch, sampler):
         n, b, d, h = bench_gpu.CONFIGS[cfg]
         x = bench_gpu.Inputs(torch, b, n, h, d, "cuda")
         for mask_name in args.masks.split(","):
+            # Progress before the output checks and warm-up, the first calls of each build: a build
+            # that hangs shows where (perf-notes v88: nothing was printed for 150 s).
+            print(f"{cfg} {mask_name}: checking and warming {', '.join(libs)}", file=sys.stderr, flush=True)
             calls, fwd_flops = calls_for(torch, cfg, mask_name, x, libs)
             keys = list(calls)
             for fn in calls.values():  # compile and warm every call first
