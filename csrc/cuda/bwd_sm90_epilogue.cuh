@@ -142,14 +142,16 @@ struct BwdSm90Epilogue {
 
   // dK = scale * dS^T Q, dV = P^T dO of the item at key block n0, through shared memory and
   // TMA stores: the 4-byte global stores of the accumulators cost 5-7% of the backward
-  // where a key block has few query tiles (perf-notes v14). D <= 128 writes them into the
-  // first dS buffer (each consumer's rows on its own key rows) and the dQ staging tiles
-  // (each consumer's rows on its own staging rows), D = 256 into sK / sV. The caller has
-  // synchronised both consumers.
+  // where a key block has few query tiles (perf-notes v14). D = 64 writes both into the
+  // first dS buffer, D = 128 dK there and dV into the dQ staging tiles (each consumer's rows on
+  // its own key or staging rows), D = 256 into sK / sV. The caller has synchronised both
+  // consumers.
   __device__ __forceinline__ void store_dkdv(const BwdTensorMaps& maps, const float* acc_dk, const float* acc_dv,
                                              float scale, int n0, int hk, int b) const {
     char* sdK = reinterpret_cast<char*>(Cfg::kStageInKV ? sm.k : sm.ds[0]);
-    char* sdV = Cfg::kStageInKV ? reinterpret_cast<char*>(sm.v) : reinterpret_cast<char*>(sm.dq_stage);
+    char* sdV = Cfg::kStageInKV ? reinterpret_cast<char*>(sm.v)
+                : Cfg::kDkvInDs ? sdK + Cfg::kKVBytes
+                                : reinterpret_cast<char*>(sm.dq_stage);
 #pragma unroll
     for (int r = 0; r < 2; ++r)
 #pragma unroll

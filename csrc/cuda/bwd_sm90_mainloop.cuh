@@ -46,8 +46,8 @@ struct BwdSm90Mainloop {
   // kDqInQSlot: the ring slot holding this consumer's staged dQ, released once it has been read.
   int staged_slot = -1;
   // !kStageInKV: the last item's dK/dV stores may still read their staging (the first dS^T
-  // buffer and dq_stage); the next item's first tile waits for that after issuing its S^T
-  // and dP^T, and dq_reduce_staged waits before restaging dQ.
+  // buffer, and dq_stage at D = 128); the next item's first tile waits for that after issuing
+  // its S^T and dP^T, and dq_reduce_staged waits before restaging dQ.
   bool dkdv_staged = false;
 
   // This consumer's first query of a tile's S^T and dP^T.
@@ -278,8 +278,8 @@ struct BwdSm90Mainloop {
         epi.dq_reduce_staged(maps, acc_dq, late_m, late_h, b);
         late_gi = -1;
       }
-    if constexpr (!Cfg::kStageInKV)
-      if (epi.dq_issuer) bulk_wait_read<0>();  // this consumer's dQ staging blocks are free
+    if constexpr (!Cfg::kStageInKV && !Cfg::kDkvInDs)
+      if (epi.dq_issuer) bulk_wait_read<0>();  // this consumer's dQ staging blocks are free for dV
     __syncwarp();
     named_barrier_sync(BwdBarrier::kConsumers, Cfg::kConsumers * kWarpgroupThreads);
     if constexpr (!Cfg::kStageInKV)

@@ -112,18 +112,23 @@ struct BwdSm90Config {
   static constexpr int kColBlocks = D / sm90::kSw128Cols;  // SW128 column blocks of a Q, dO, K or V tile
   static constexpr int kKVBytes = kBlockN * D * 2, kQBytes = kBlockM * D * 2;
   // dK and dV of an item leave as tiles laid out like sK ([column block][kBlockN keys][128 B],
-  // SW128): D <= 128 writes them into the dS buffers and the dQ staging tiles, which are
-  // free after the item's last dQ, so the next item's K/V load at once; each consumer's rows
+  // SW128): D <= 128 writes them into the dS buffers (D = 64: both) and the dQ staging tiles
+  // (D = 128: dV), free after the item's last dQ, so the next item's K/V load at once; each consumer's rows
   // land on its own half of each dS buffer and on its own dQ staging blocks, so it may reuse
   // them as soon as its own stores have read them. D = 256 has no spare smem: dK/dV go
   // into sK/sV, and the next K/V wait for the stores.
   static constexpr bool kStageInKV = kDqInQSlot;
+  // D = 64: a dS buffer (32 KB) holds both tiles, dV in its second half, so the item's end
+  // does not wait for its last dQ reduce-add to have read dq_stage (perf-notes v89). D = 128
+  // stages dV in dq_stage (its dS buffer holds one 32 KB tile across both).
+  static constexpr bool kDkvInDs = !kStageInKV && 2 * kKVBytes <= kBlockN * kBlockM * 2;
   // dS^T buffers: one per tile parity (dQ a tile late, D <= 128), or P^T and dS^T (D = 256).
   static constexpr int kDsBuffers = 2;
   // A dV tile's column block j (128 keys x 128 B) covers dq_stage's block j ([consumer][64
   // rows][128 B]): consumer c's keys 64c.. land in its own staging rows.
-  static_assert(kStageInKV || (kKVBytes <= kDsBuffers * kBlockN * kBlockM * 2 &&
-                               kKVBytes <= kConsumers * kDqStageBytes && kDqRows == kConsumerKeys),
+  static_assert(kStageInKV || kDkvInDs ||
+                    (kKVBytes <= kDsBuffers * kBlockN * kBlockM * 2 &&
+                     kKVBytes <= kConsumers * kDqStageBytes && kDqRows == kConsumerKeys),
                 "dK/dV staging: the dS buffers and the dQ staging blocks must hold a consumer's "
                 "kConsumerKeys rows");
   static constexpr int kRowBytes = kBlockM * 4;  // lse or rowsum of one query tile
