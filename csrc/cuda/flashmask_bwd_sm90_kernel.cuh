@@ -103,11 +103,11 @@ struct BwdSm90Config {
   // tile parity) get full/empty mbarriers for it.
   // D=256 instead issues dQ after the tile's dV/dK (BwdSm90Mainloop::dkv_and_dq).
   static constexpr bool kDqOneTileLate = D <= 128;
-  // D <= 128: a consumer's dQ staging waits are split into arrive/wait pairs (kDqFree, kDqFull),
+  // D = 128: a consumer's dQ staging waits are split into arrive/wait pairs (kDqFree, kDqFull),
   // so only the issuer's warp waits for the other warps' stores (+0.8-2.7% backward on full and
-  // causal at 8K and 32K, level on masks, at D=128: perf-notes v45; D=64 since v90); at D=256
-  // it lost 1-2% (v45).
-  static constexpr bool kSplitDqWaits = D <= 128;
+  // causal at 8K and 32K, level on masks); at D=64 it made ptxas spill and lost 4-7%, at D=256
+  // it lost 1-2% (perf-notes v45).
+  static constexpr bool kSplitDqWaits = D == 128;
   static constexpr int kDqStageBytes = kDqInQSlot ? 0 : kDqRows * kDqCols * 4;  // per consumer
   static constexpr int kColBlocks = D / sm90::kSw128Cols;  // SW128 column blocks of a Q, dO, K or V tile
   static constexpr int kKVBytes = kBlockN * D * 2, kQBytes = kBlockM * D * 2;
