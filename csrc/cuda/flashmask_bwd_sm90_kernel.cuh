@@ -113,14 +113,14 @@ struct BwdSm90Config {
   static constexpr int kKVBytes = kBlockN * D * 2, kQBytes = kBlockM * D * 2;
   // dK and dV of an item leave as tiles laid out like sK ([column block][kBlockN keys][128 B],
   // SW128): D <= 128 writes them into the dS buffers (D = 64: both) and the dQ staging tiles
-  // (D = 128: dV), free after the item's last dQ, so the next item's K/V load at once; each consumer's rows
-  // land on its own half of each dS buffer and on its own dQ staging blocks, so it may reuse
-  // them as soon as its own stores have read them. D = 256 has no spare smem: dK/dV go
+  // (D = 128: dV), free after the item's last dQ, so the next item's K/V load at once; each
+  // consumer's rows land on its own half of each dS buffer and on its own dQ staging blocks,
+  // so it may reuse them as soon as its own stores have read them. D = 256 has no spare smem: dK/dV go
   // into sK/sV, and the next K/V wait for the stores.
   static constexpr bool kStageInKV = kDqInQSlot;
   // D = 64: a dS buffer (32 KB) holds both tiles, dV in its second half, so the item's end
   // does not wait for its last dQ reduce-add to have read dq_stage (perf-notes v89). D = 128
-  // stages dV in dq_stage (its dS buffer holds one 32 KB tile across both).
+  // stages dV in dq_stage (dK, 32 KB, takes both of its 16 KB dS buffers).
   static constexpr bool kDkvInDs = !kStageInKV && 2 * kKVBytes <= kBlockN * kBlockM * 2;
   // dS^T buffers: one per tile parity (dQ a tile late, D <= 128), or P^T and dS^T (D = 256).
   static constexpr int kDsBuffers = 2;
