@@ -111,23 +111,24 @@ struct BwdSm90Config {
   static constexpr int kDqStageBytes = kDqInQSlot ? 0 : kDqRows * kDqCols * 4;  // per consumer
   static constexpr int kColBlocks = D / sm90::kSw128Cols;  // SW128 column blocks of a Q, dO, K or V tile
   static constexpr int kKVBytes = kBlockN * D * 2, kQBytes = kBlockM * D * 2;
+  // dS^T buffers: one per tile parity (dQ a tile late, D <= 128), or P^T and dS^T (D = 256).
+  static constexpr int kDsBuffers = 2;
+  static constexpr int kDsBytes = kBlockN * kBlockM * 2;  // one dS^T buffer
   // dK and dV of an item leave as tiles laid out like sK ([column block][kBlockN keys][128 B],
   // SW128): D <= 128 writes them into the dS buffers (D = 64: both) and the dQ staging tiles
   // (D = 128: dV), free after the item's last dQ, so the next item's K/V load at once; each
   // consumer's rows land on its own half of each dS buffer and on its own dQ staging blocks,
-  // so it may reuse them as soon as its own stores have read them. D = 256 has no spare smem: dK/dV go
-  // into sK/sV, and the next K/V wait for the stores.
+  // so it may reuse them as soon as its own stores have read them. D = 256 has no spare smem:
+  // dK/dV go into sK/sV, and the next K/V wait for the stores.
   static constexpr bool kStageInKV = kDqInQSlot;
   // D = 64: a dS buffer (32 KB) holds both tiles, dV in its second half, so the item's end
   // does not wait for its last dQ reduce-add to have read dq_stage (perf-notes v89). D = 128
   // stages dV in dq_stage (dK, 32 KB, takes both of its 16 KB dS buffers).
-  static constexpr bool kDkvInDs = !kStageInKV && 2 * kKVBytes <= kBlockN * kBlockM * 2;
-  // dS^T buffers: one per tile parity (dQ a tile late, D <= 128), or P^T and dS^T (D = 256).
-  static constexpr int kDsBuffers = 2;
+  static constexpr bool kDkvInDs = !kStageInKV && 2 * kKVBytes <= kDsBytes;
   // A dV tile's column block j (128 keys x 128 B) covers dq_stage's block j ([consumer][64
   // rows][128 B]): consumer c's keys 64c.. land in its own staging rows.
   static_assert(kStageInKV || kDkvInDs ||
-                    (kKVBytes <= kDsBuffers * kBlockN * kBlockM * 2 &&
+                    (kKVBytes <= kDsBuffers * kDsBytes &&
                      kKVBytes <= kConsumers * kDqStageBytes && kDqRows == kConsumerKeys),
                 "dK/dV staging: the dS buffers and the dQ staging blocks must hold a consumer's "
                 "kConsumerKeys rows");
@@ -143,7 +144,7 @@ struct BwdSm90Config {
     uint16_t q[kStages][kBlockM * D];
     uint16_t dout[kStages][kBlockM * D];
     // [kBlockM / 64][kBlockN][64] SW128: dS^T (per tile parity at D=128), or P^T and dS^T (D = 256).
-    uint16_t ds[kDsBuffers][kBlockN * kBlockM];
+    uint16_t ds[kDsBuffers][kDsBytes / 2];
     // [run][consumer][8 KB]: consumer c's dQ run j (DqFragmentOrder) sits where rows 64c..
     // of column block j of a dV tile staged here go.
     float dq_stage[kConsumers * kDqStageBytes / 4];
@@ -165,7 +166,7 @@ struct BwdSm90Config {
                     offsetof(Smem, dout) % kAlign == 0 && offsetof(Smem, ds) % kAlign == 0 &&
                     offsetof(Smem, dq_stage) % kAlign == 0,
                 "SW128 tiles start aligned to the swizzle's period");
-  static_assert(sizeof(Smem) == 2 * kKVBytes + 2 * kStages * kQBytes + kDsBuffers * kBlockN * kBlockM * 2 +
+  static_assert(sizeof(Smem) == 2 * kKVBytes + 2 * kStages * kQBytes + kDsBuffers * kDsBytes +
                                     kConsumers * kDqStageBytes + 2 * kStages * kRowBytes +
                                     (8 + 2 * kStages + 2 * kDsBars + kScoresBars) * 8 + 2 * sizeof(BwdListRecord) +
                                     kListScratchInts * sizeof(int) +
