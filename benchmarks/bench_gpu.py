@@ -78,27 +78,70 @@ def _doc_lengths(rng, n, count):
     return np.diff(np.concatenate([[0], cuts, [n]])).tolist()
 
 
-def share_question_items(lengths):
+def share_question_items(lengths, step=1):
     """share_question_mask's documents for documents of these lengths: a question of a third,
-    then two answers splitting the rest."""
+    then two answers splitting the rest; the question and the first answer rounded down to
+    multiples of step."""
     items = []
     for length in lengths:
-        question = length // 3
-        first = (length - question) // 2
+        question = length // 3 // step * step
+        first = (length - question) // 2 // step * step
         items.append((question, [first, length - question - first]))
     return items
+
+
+# Diagnostic masks, named with --masks (not in MASKS): each the mask before "_aligned" with its
+# boundaries moved onto ALIGN_TILE-position tiles, so that no tile is partial but the causal
+# diagonal's. sliding_window_aligned: a band of WINDOW keys per row, every key block of
+# ALIGN_TILE columns seen by the ALIGN_TILE-row blocks of the WINDOW rows from its own (not
+# causal); the others: their documents, questions and answers on multiples of ALIGN_TILE. A
+# mask's rate on them bounds what cheaper partial tiles can give it (docs/perf-notes.md and
+# docs/cpu-kernel.md, "Masks on whole tiles").
+ALIGNED_MASKS = ("sliding_window_aligned", "causal_document_aligned", "share_question_aligned")
+ALIGN_TILE = 128  # the Hopper kernels' key tiles (D=128); whole CPU tiles (64) as well
+WINDOW = 1024  # sliding_window's and global_sliding_window's keys per row
+
+
+def _aligned_lengths(lengths, step, shortest):
+    """The documents' boundaries moved to the nearest multiple of step, a document shorter than
+    shortest merged into the next (the last into the one before)."""
+    total, cuts = sum(lengths), [0]
+    for end in np.cumsum(lengths[:-1]):
+        cut = int(round(end / step)) * step
+        if cut - cuts[-1] >= shortest and total - cut >= shortest:
+            cuts.append(cut)
+    return np.diff(cuts + [total]).tolist()
+
+
+def _aligned_mask(base, n, b, docs):
+    if n % ALIGN_TILE:
+        raise ValueError(f"{base}_aligned needs N a multiple of {ALIGN_TILE}, got {n}")
+    if base == "sliding_window":
+        start = np.arange(n) // ALIGN_TILE * ALIGN_TILE  # each column's key block's first row
+        # 4 bounds, not causal: rows [start + WINDOW, n) and [0, start) masked
+        bounds = np.stack([np.minimum(n, start + WINDOW), np.full(n, n), np.zeros(n, np.int64), start], -1)
+        return masks.MaskSpec(np.broadcast_to(bounds.astype(np.int32), (b, 1, n, 4)).copy(), False)
+    # a question of at least one tile and two answers of one each: three tiles or more
+    docs = [_aligned_lengths(ds, ALIGN_TILE, 3 * ALIGN_TILE) for ds in docs]
+    if base == "causal_document":
+        return masks.causal_document_mask(docs)
+    if base == "share_question":
+        return masks.share_question_mask([share_question_items(ds, ALIGN_TILE) for ds in docs])
+    raise ValueError(f"{base}_aligned")
 
 
 def build_mask(name, n, b, h, seed=0):
     rng = np.random.default_rng(seed)
     lo, hi = (3, 7) if n <= 8192 else (10, 14)
     docs = [_doc_lengths(rng, n, int(rng.integers(lo, hi + 1))) for _ in range(b)]
+    if name in ALIGNED_MASKS:
+        return _aligned_mask(name[: -len("_aligned")], n, b, docs)
     if name == "full":
         return masks.full_mask(n, batch=b)
     if name == "causal":
         return masks.causal_mask(n, batch=b)
     if name == "sliding_window":
-        return masks.sliding_window_mask(n, 1024, batch=b)
+        return masks.sliding_window_mask(n, WINDOW, batch=b)
     if name == "causal_document":
         return masks.causal_document_mask(docs)
     if name == "document":
@@ -112,7 +155,7 @@ def build_mask(name, n, b, h, seed=0):
     if name == "prefix_lm_document":
         return masks.prefix_lm_document_mask([[(max(1, L // 4), L) for L in ds] for ds in docs])
     if name == "global_sliding_window":
-        return masks.global_sliding_window_mask(n, 256, 1024, batch=b)
+        return masks.global_sliding_window_mask(n, 256, WINDOW, batch=b)
     if name == "qk_sparse":
         return masks.qk_sparse_mask(n, [(n // 8, n // 4), (n // 2, n // 2 + n // 8)], batch=b)
     if name == "random_eviction":
@@ -733,7 +776,9 @@ def report(out_dir: pathlib.Path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--configs", default="8k-128,32k-128")
-    ap.add_argument("--masks", default=",".join(MASKS))
+    ap.add_argument("--masks", default=",".join(MASKS),
+                    help="comma-separated: the twelve benchmark masks (the default) or the diagnostic "
+                         + ", ".join(ALIGNED_MASKS))
     ap.add_argument("--tag", default="run")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--warmup", type=int, default=300,

@@ -44,7 +44,7 @@ import cpu_flags  # noqa: E402  (tools/cpu_flags.py)
 from bench_cpu import (  # noqa: E402
     BATCH, DTYPES, HEAD_DIM, HEADS, gflops, machine, mask_spec, run_child, torch_version, write_results,
 )
-from bench_gpu import MASKS  # noqa: E402
+from bench_gpu import ALIGNED_MASKS, MASKS  # noqa: E402
 
 BUILD = os.path.join(ROOT, "build")
 BINARY = os.path.join(BUILD, "cpu_kernel_timing")
@@ -162,7 +162,7 @@ def markdown(rows, meta) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192])
-    parser.add_argument("--masks", default=",".join(DEFAULT_MASKS), help=f"from {', '.join(MASKS)}")
+    parser.add_argument("--masks", default=",".join(DEFAULT_MASKS), help=f"from {', '.join(MASKS + list(ALIGNED_MASKS))}")
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--calls", type=int, default=5, help="timed calls per mask and process")
@@ -171,9 +171,10 @@ def main():
     parser.add_argument("--out", default="cpu_kernels", help="results/<out>.md and .json")
     args = parser.parse_args()
     args.masks = ["causal"] + [m for m in args.masks.split(",") if m != "causal"]
-    unknown = [m for m in args.masks if m not in MASKS]
+    known = MASKS + list(ALIGNED_MASKS)
+    unknown = [m for m in args.masks if m not in known]
     if unknown:
-        parser.error(f"--masks: unknown {', '.join(unknown)} (from {', '.join(MASKS)})")
+        parser.error(f"--masks: unknown {', '.join(unknown)} (from {', '.join(known)})")
     for name in ("threads", "calls", "rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")

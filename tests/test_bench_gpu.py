@@ -107,6 +107,27 @@ class PairCountTest(unittest.TestCase):
                                  float(np.sum(dense)) * (4 // hm))
 
 
+class AlignedMaskTest(unittest.TestCase):
+    def test_aligned_masks_have_no_partial_tile_but_the_diagonal(self):
+        """The diagnostic masks' claim (bench_gpu.ALIGNED_MASKS): every ALIGN_TILE x ALIGN_TILE
+        tile off the diagonal is all unmasked or all masked, and each keeps its mask's kind
+        (sliding_window_aligned: WINDOW keys per row once the band is in; the document masks:
+        every row sees itself)."""
+        from paddle_flashmask import masks
+
+        n, t = 4096, bench_gpu.ALIGN_TILE
+        for name in bench_gpu.ALIGNED_MASKS:
+            with self.subTest(name):
+                spec = bench_gpu.build_mask(name, n, 2, 4)
+                dense = masks.to_dense(spec.startend_row_indices, spec.causal)  # [B, 1, N, N]
+                tiles = dense.reshape(2, 1, n // t, t, n // t, t).sum(axis=(3, 5))
+                off_diagonal = ~np.eye(n // t, dtype=bool)
+                self.assertTrue(np.isin(tiles[..., off_diagonal], (0, t * t)).all())
+                self.assertTrue(dense[..., np.arange(n), np.arange(n)].all())
+                if name == "sliding_window_aligned":
+                    self.assertTrue((dense[..., bench_gpu.WINDOW :, :].sum(-1) == bench_gpu.WINDOW).all())
+
+
 @unittest.skipUnless(importlib.util.find_spec("torch"), "needs torch (a benchmark-only extra: benchmarks/requirements.txt)")
 class ReferenceCheckTest(unittest.TestCase):
     """reference_errors, the output check of every benchmark row, on CPU tensors: an output
